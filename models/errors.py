@@ -1,0 +1,60 @@
+"""One hierarchy for Vigil's domain errors.
+
+Every error raised for bad input names the field and the problem. Values are only echoed where they are
+not patient-identifying (a heart rate is, in isolation, not PHI; a name or an identifier would be).
+``serving`` maps these to problem+json responses; the command line prints them and exits non-zero.
+"""
+
+from __future__ import annotations
+
+
+class VigilError(Exception):
+    """Base class of every error Vigil raises on purpose."""
+
+
+class InputValidationError(VigilError, ValueError):
+    """An input (record, CSV, config, DICOM) failed validation.
+
+    Parameters
+    ----------
+    field : str
+        The field (or column, or config key) at fault.
+    message : str
+        What is wrong, in words a user can act on.
+    row : int or None
+        The 1-based data row for tabular inputs, when known.
+    """
+
+    def __init__(self, field: str, message: str, row: int | None = None) -> None:
+        self.field = field
+        self.row = row
+        self.message = message
+        where = f"row {row}: " if row is not None else ""
+        super().__init__(f"{where}{message}")
+
+
+class RecordValidationErrors(VigilError, ValueError):
+    """Several validation problems found at once (a whole record or a whole CSV).
+
+    ``errors`` keeps every problem so a caller can report all of them, not only the first.
+    """
+
+    def __init__(self, errors: list[InputValidationError]) -> None:
+        if not errors:
+            raise ValueError("RecordValidationErrors needs at least one error")
+        self.errors = errors
+        shown = "; ".join(str(e) for e in errors[:10])
+        more = f" (and {len(errors) - 10} more)" if len(errors) > 10 else ""
+        super().__init__(f"{len(errors)} validation error(s): {shown}{more}")
+
+
+class DataSourceError(VigilError):
+    """A dataset could not be found or read (missing file, wrong format, checksum mismatch)."""
+
+
+class ConfigError(VigilError, ValueError):
+    """A configuration file or setting is invalid; the message names the key."""
+
+
+class ModelArtifactError(VigilError):
+    """A model artefact is missing, corrupt, or does not match its record (checksum, metadata, parity)."""
