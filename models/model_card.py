@@ -1,0 +1,120 @@
+"""The typed model card (Mitchell et al. 2019) shipped with the weights.
+
+The card travels inside the ONNX file's metadata (key ``vigil_model_card``) and is logged to MLflow, so
+serving knows the labels, the preprocessing contract, the calibration and the provenance of a model
+without trusting anything else.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Final
+
+from models.labels import ACUITY_LABELS_ECDS, ACUITY_LABELS_MANCHESTER, OUTCOME_DEFINITIONS
+
+DECISION_SUPPORT_STATEMENT: Final = (
+    "Vigil is clinical decision support. It does not replace the judgement of a clinician, who remains "
+    "responsible for every triage and treatment decision. The recommended acuity is never less urgent than "
+    "NEWS2 demands (Vigil's safety floor)."
+)
+
+CARD_METADATA_KEY: Final = "vigil_model_card"
+
+
+@dataclass
+class ModelCard:
+    """Everything a user of the model needs to know; JSON round-trips exactly."""
+
+    name: str
+    version: str
+    task: str
+    created_utc: str
+    intended_use: str
+    out_of_scope: list[str]
+    decision_support_statement: str = DECISION_SUPPORT_STATEMENT
+    acuity_labels: dict[str, dict[str, str]] = field(
+        default_factory=lambda: {
+            str(k): {"manchester": ACUITY_LABELS_MANCHESTER[k], "ecds": ACUITY_LABELS_ECDS[k]}
+            for k in ACUITY_LABELS_MANCHESTER
+        }
+    )
+    outcomes: dict[str, str] = field(default_factory=lambda: dict(OUTCOME_DEFINITIONS))
+    features: dict[str, Any] = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)
+    safety_floor: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    limitations: list[str] = field(default_factory=list)
+    synthetic_data: bool = False
+    release_gate: dict[str, Any] = field(default_factory=lambda: {"status": "not run"})
+
+    def to_json(self) -> str:
+        """Serialise to JSON (stable key order)."""
+        return json.dumps(asdict(self), sort_keys=True, default=str)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelCard:
+        """Parse a card written by :meth:`to_json`; unknown keys are refused."""
+        data = json.loads(text)
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"model card has unknown keys {unknown}")
+        return cls(**data)
+
+    def to_markdown(self) -> str:
+        """Render the card for people (README-style Markdown)."""
+        lines = [
+            f"# Model card: {self.name} {self.version}",
+            "",
+            f"> {self.decision_support_statement}",
+            "",
+        ]
+        if self.synthetic_data:
+            lines += [
+                "**TRAINED AND EVALUATED ON SYNTHETIC DATA ONLY: no real data was found. These figures say "
+                "nothing about clinical performance and this model must not be used for patients.**",
+                "",
+            ]
+        lines += [
+            "## Intended use",
+            self.intended_use,
+            "",
+            "## Out of scope",
+            *(f"- {item}" for item in self.out_of_scope),
+            "",
+            "## Data",
+            "```json",
+            json.dumps(self.data, indent=2, sort_keys=True, default=str),
+            "```",
+            "",
+            "## Training",
+            "```json",
+            json.dumps(self.training, indent=2, sort_keys=True, default=str),
+            "```",
+            "",
+            "## Calibration",
+            "```json",
+            json.dumps(self.calibration, indent=2, sort_keys=True, default=str),
+            "```",
+            "",
+            "## Safety floor",
+            "```json",
+            json.dumps(self.safety_floor, indent=2, sort_keys=True, default=str),
+            "```",
+            "",
+            "## Metrics",
+            "```json",
+            json.dumps(self.metrics, indent=2, sort_keys=True, default=str),
+            "```",
+            "",
+            "## Limitations",
+            *(f"- {item}" for item in self.limitations),
+            "",
+            "## Release gate",
+            f"Status: {self.release_gate.get('status')}",
+            "",
+        ]
+        return "\n".join(lines)

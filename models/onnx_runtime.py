@@ -1,0 +1,175 @@
+"""ONNX export of the triage network and the onnxruntime wrapper used by evaluation and serving.
+
+Export needs torch (imported inside :func:`export_triage_onnx`); the runtime needs only onnxruntime, numpy
+and pandas, so serving can run without torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from models.errors import ModelArtifactError
+from models.features import FeatureEncoder
+from models.labels import OUTCOMES
+from models.model_card import CARD_METADATA_KEY, ModelCard
+from models.news2 import apply_floor_arrays, news2_frame
+
+if TYPE_CHECKING:
+    from models.triage_net import CalibratedTriageNet
+
+INPUT_NAMES = ("numeric", "missing", "categorical", "tokens")
+OUTPUT_NAMES = ("acuity_probs", "outcome_probs")
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def export_triage_onnx(model: CalibratedTriageNet, example: dict[str, np.ndarray], card: ModelCard,
+                       path: Path) -> Path:
+    """Export with a dynamic batch axis and the model card in the ONNX metadata.
+
+    Parameters
+    ----------
+    model : CalibratedTriageNet
+        The calibrated network, put in eval mode here.
+    example : dict
+        Encoded example inputs (see :meth:`models.features.FeatureEncoder.transform`), batch >= 2.
+    card : ModelCard
+        Written into ``metadata_props`` under :data:`models.model_card.CARD_METADATA_KEY`.
+    path : Path
+        Destination ``.onnx`` file (single file, no external data).
+    """
+    import onnx
+    import torch
+
+    model.eval()
+    args = tuple(torch.from_numpy(example[name]) for name in INPUT_NAMES)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        # All inputs share one batch Dim on purpose; the exporter warns that the name is reused.
+        warnings.filterwarnings("ignore", message=r"# The axis name: batch will not be used")
+        _export(torch, model, args, path)
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    entry = proto.metadata_props.add()
+    entry.key = CARD_METADATA_KEY
+    entry.value = card.to_json()
+    proto.producer_name = "vigil"
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+    return path
+
+
+def _export(torch: Any, model: Any, args: tuple[Any, ...], path: Path) -> None:
+    batch = torch.export.Dim("batch", min=1, max=1_000_000)
+    torch.onnx.export(
+        model,
+        args,
+        str(path),
+        dynamo=True,
+        external_data=False,
+        verbose=False,
+        input_names=list(INPUT_NAMES),
+        output_names=list(OUTPUT_NAMES),
+        dynamic_shapes={name: {0: batch} for name in INPUT_NAMES},
+    )
+
+
+def default_threads() -> int:
+    """Threads for one onnxruntime session: the CPUs this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass
+class TriagePrediction:
+    """Predictions for a batch of validated records; arrays share the batch order."""
+
+    acuity_probs: np.ndarray  # [B, 5], columns are levels 1..5
+    model_level: np.ndarray  # [B] argmax level of the model alone
+    recommended_level: np.ndarray  # [B] after the NEWS2 safety floor
+    floor_raised: np.ndarray  # [B] bool: the NEWS2 floor made the recommendation more urgent
+    p_admitted: np.ndarray  # [B]
+    p_critical: np.ndarray  # [B]
+    news2_score: np.ndarray  # [B]
+    news2_frame: pd.DataFrame  # full NEWS2 breakdown per row
+
+
+class TriageOnnxModel:
+    """An exported triage model loaded in onnxruntime, with its card and preprocessing."""
+
+    def __init__(self, path: Path, *, threads: int | None = None, expected_sha256: str | None = None) -> None:
+        import onnxruntime as ort
+
+        path = Path(path)
+        if not path.is_file():
+            raise ModelArtifactError(f"ONNX model file not found: {path}")
+        self.sha256 = sha256_file(path)
+        if expected_sha256 is not None and expected_sha256 != self.sha256:
+            raise ModelArtifactError(
+                f"ONNX model checksum mismatch for {path.name}: expected {expected_sha256[:12]}..., "
+                f"got {self.sha256[:12]}..."
+            )
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or default_threads()
+        options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own untyped errors for a corrupt file
+            raise ModelArtifactError(f"ONNX model {path.name} could not be loaded: {type(exc).__name__}") from exc
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if CARD_METADATA_KEY not in meta:
+            raise ModelArtifactError(f"ONNX model {path.name} has no '{CARD_METADATA_KEY}' metadata")
+        self.card = ModelCard.from_json(meta[CARD_METADATA_KEY])
+        self.encoder = FeatureEncoder.from_dict(self.card.features)
+        self.path = path
+
+    def run_encoded(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Run the graph on encoded inputs; returns (acuity_probs [B,5], outcome_probs [B,2])."""
+        acuity, outcomes = self.session.run(list(OUTPUT_NAMES), {k: inputs[k] for k in INPUT_NAMES})
+        return acuity, outcomes
+
+    def predict(self, frame: pd.DataFrame, *, batch_size: int = 4096) -> TriagePrediction:
+        """Predict for validated records (canonical columns), applying the NEWS2 safety floor."""
+        acuity_parts, outcome_parts = [], []
+        for start in range(0, len(frame), batch_size):
+            part = frame.iloc[start : start + batch_size]
+            a, o = self.run_encoded(self.encoder.transform(part))
+            acuity_parts.append(a)
+            outcome_parts.append(o)
+        acuity = np.concatenate(acuity_parts) if acuity_parts else np.zeros((0, 5), np.float32)
+        outcomes = np.concatenate(outcome_parts) if outcome_parts else np.zeros((0, 2), np.float32)
+        model_level = acuity.argmax(axis=1) + 1
+        news = news2_frame(frame)
+        recommended, raised = apply_floor_arrays(model_level, news["minimum_acuity"].to_numpy())
+        return TriagePrediction(
+            acuity_probs=acuity,
+            model_level=model_level,
+            recommended_level=recommended,
+            floor_raised=raised,
+            p_admitted=outcomes[:, OUTCOMES.index("admitted")],
+            p_critical=outcomes[:, OUTCOMES.index("critical")],
+            news2_score=news["score"].to_numpy(),
+            news2_frame=news,
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """Name, version, sha256 and the card's headline fields."""
+        return {"name": self.card.name, "version": self.card.version, "sha256": self.sha256,
+                "synthetic_data": self.card.synthetic_data}

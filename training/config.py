@@ -1,0 +1,104 @@
+"""Training configuration: YAML in, a validated, typed config out (errors name the key)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+import yaml
+
+from models.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+@dataclass(frozen=True)
+class TriageTrainConfig:
+    """Everything that determines a triage training run; the run is reproducible from it."""
+
+    seed: int = 20261123
+    train_data: str = "nhamcs:2018,2019"
+    test_data: str = "nhamcs:2020"
+    external_data: str = "ktas"
+    synthetic_train_n: int = 6000
+    synthetic_test_n: int = 3000
+    validation_fraction: float = 0.15
+    epochs: int = 30
+    patience: int = 5
+    batch_size: int = 256
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    hidden: int = 128
+    dropout: float = 0.2
+    category_dim: int = 8
+    token_dim: int = 32
+    max_tokens: int = 16
+    min_token_count: int = 5
+    acuity_loss_weight: float = 1.0
+    outcome_loss_weight: float = 1.0
+    bootstrap_resamples: int = 1000
+    threads: int = 2
+
+    _RANGES: ClassVar[dict[str, tuple[float, float]]] = {
+        "validation_fraction": (0.05, 0.5),
+        "epochs": (1, 500),
+        "patience": (1, 100),
+        "batch_size": (8, 65536),
+        "learning_rate": (1e-6, 1.0),
+        "weight_decay": (0.0, 1.0),
+        "hidden": (4, 4096),
+        "dropout": (0.0, 0.9),
+        "category_dim": (1, 256),
+        "token_dim": (1, 512),
+        "max_tokens": (1, 128),
+        "min_token_count": (1, 10_000),
+        "acuity_loss_weight": (0.0, 100.0),
+        "outcome_loss_weight": (0.0, 100.0),
+        "bootstrap_resamples": (10, 100_000),
+        "synthetic_train_n": (100, 10_000_000),
+        "synthetic_test_n": (100, 10_000_000),
+        "threads": (1, 256),
+    }
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            expected = int if f.type in ("int", int) else float if f.type in ("float", float) else str
+            if expected is float and isinstance(value, int) and not isinstance(value, bool):
+                object.__setattr__(self, f.name, float(value))
+                value = float(value)
+            if not isinstance(value, expected) or isinstance(value, bool):
+                raise ConfigError(f"config key '{f.name}' must be {expected.__name__}; got {type(value).__name__}")
+            bounds = self._RANGES.get(f.name)
+            if bounds and not bounds[0] <= value <= bounds[1]:
+                raise ConfigError(f"config key '{f.name}' must be in [{bounds[0]}, {bounds[1]}]; got {value}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of every key (for MLflow params and the model card)."""
+        return asdict(self)
+
+
+def load_triage_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> TriageTrainConfig:
+    """Read a YAML config (default: ``training/configs/triage.yaml``) and apply overrides.
+
+    Raises
+    ------
+    ConfigError
+        Unknown key, wrong type or out-of-range value (naming the key), or an unreadable file.
+    """
+    path = Path(path) if path is not None else CONFIG_DIR / "triage.yaml"
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file not found: {path}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path.name} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path.name} must hold a mapping of keys to values")
+    data.update(overrides or {})
+    known = {f.name for f in fields(TriageTrainConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {unknown}; known keys: {sorted(known)}")
+    return TriageTrainConfig(**data)

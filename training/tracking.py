@@ -1,0 +1,170 @@
+"""The only module that talks to MLflow.
+
+Embedded default: a SQLite store and a local artefact folder under the work directory. Any tracking URI
+(e.g. an MLflow server backed by PostgreSQL) by setting ``MLFLOW_TRACKING_URI`` / ``VIGIL_MLFLOW_URI``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+CANDIDATE_ALIAS = "candidate"
+
+
+@dataclass(frozen=True)
+class TrackingSettings:
+    """Where runs and artefacts go."""
+
+    tracking_uri: str
+    artifact_location: str
+    experiment: str
+
+
+def tracking_settings(work_dir: Path, experiment: str) -> TrackingSettings:
+    """Resolve tracking settings: ``VIGIL_MLFLOW_URI`` or ``MLFLOW_TRACKING_URI``, else SQLite in ``work_dir``."""
+    work_dir = work_dir.resolve()
+    uri = os.environ.get("VIGIL_MLFLOW_URI") or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        uri = f"sqlite:///{work_dir / 'mlflow.db'}"
+    artifacts = os.environ.get("VIGIL_MLFLOW_ARTIFACTS") or (work_dir / "mlartifacts").as_uri()
+    return TrackingSettings(tracking_uri=uri, artifact_location=artifacts, experiment=experiment)
+
+
+def git_commit(repo_dir: Path) -> str:
+    """The repository's HEAD commit, with ``-dirty`` when the tree has uncommitted changes; 'unknown' outside git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo_dir, capture_output=True, text=True,
+                              check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo_dir,
+                               capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + ("-dirty" if dirty else "")
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            _flatten(f"{prefix}.{key}" if prefix else str(key), item, out)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        out[prefix] = float(value)
+
+
+def flatten_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """Flatten nested metric dicts into MLflow metric names (non-finite values dropped)."""
+    out: dict[str, Any] = {}
+    _flatten("", metrics, out)
+    return {k.replace(" ", "_"): v for k, v in out.items() if v == v and abs(v) != float("inf")}
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    """What the registry recorded for a logged model."""
+
+    name: str
+    version: str
+    run_id: str
+    model_uri: str
+    alias: str
+
+
+def log_triage_run(
+    settings: TrackingSettings,
+    *,
+    params: Mapping[str, Any],
+    tags: Mapping[str, str],
+    metrics: Mapping[str, Any],
+    history: list[dict[str, float]],
+    artifacts: list[Path],
+    onnx_path: Path,
+    registered_model_name: str,
+    card_json: str,
+) -> RegisteredModel:
+    """Log one training run and register its ONNX model as a new version with alias ``candidate``.
+
+    Parameters
+    ----------
+    params : mapping
+        Config keys and values (strings or numbers).
+    tags : mapping
+        Git commit, dataset digests, data source, synthetic flag and so on.
+    metrics : mapping
+        Nested evaluation metrics; flattened to ``a.b.c`` names.
+    history : list of dict
+        Per-epoch losses, logged as step metrics.
+    artifacts : list of Path
+        Files to attach (reports, plots, model card).
+    """
+    import mlflow
+    import onnx
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    client = MlflowClient(settings.tracking_uri)
+    experiment = client.get_experiment_by_name(settings.experiment)
+    if experiment is None:
+        experiment_id = client.create_experiment(settings.experiment, artifact_location=settings.artifact_location)
+    else:
+        experiment_id = experiment.experiment_id
+    with mlflow.start_run(experiment_id=experiment_id) as run:
+        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+        mlflow.set_tags(dict(tags))
+        for row in history:
+            step = int(row["epoch"])
+            mlflow.log_metrics({k: float(v) for k, v in row.items() if k != "epoch"}, step=step)
+        mlflow.log_metrics(flatten_metrics(metrics))
+        for path in artifacts:
+            mlflow.log_artifact(str(path))
+        mlflow.log_text(card_json, "model_card.json")
+        info = mlflow.onnx.log_model(
+            onnx.load(str(onnx_path)),
+            name="model",
+            registered_model_name=registered_model_name,
+            onnx_execution_providers=["CPUExecutionProvider"],
+            save_as_external_data=False,
+        )
+        run_id = run.info.run_id
+    version = str(info.registered_model_version)
+    client.set_registered_model_alias(registered_model_name, CANDIDATE_ALIAS, version)
+    client.set_model_version_tag(registered_model_name, version, "onnx_sha256", tags.get("onnx_sha256", ""))
+    log.info("registered %s version %s as @%s (run %s)", registered_model_name, version, CANDIDATE_ALIAS, run_id)
+    return RegisteredModel(registered_model_name, version, run_id, info.model_uri, CANDIDATE_ALIAS)
+
+
+def resolve_model_file(model: str, work_dir: Path) -> Path:
+    """Turn an ``.onnx`` path or a registry URI (``models:/NAME@alias`` or ``models:/NAME/VERSION``) into a file.
+
+    Raises
+    ------
+    ModelArtifactError
+        The file does not exist, or the registry has no such model, or it holds no ONNX file.
+    """
+    from models.errors import ModelArtifactError
+
+    if not model.startswith("models:/"):
+        path = Path(model)
+        if not path.is_file():
+            raise ModelArtifactError(f"model file not found: {path}")
+        return path
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    settings = tracking_settings(work_dir, "vigil-triage")
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    target = work_dir / "downloads" / model.replace("models:/", "").replace("@", "_at_").replace("/", "_")
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model, dst_path=str(target)))
+    except MlflowException as exc:
+        raise ModelArtifactError(f"registry has no model {model!r}: {exc.message[:200]}") from exc
+    found = sorted(local.rglob("*.onnx"))
+    if not found:
+        raise ModelArtifactError(f"registry model {model!r} holds no .onnx file")
+    return found[0]

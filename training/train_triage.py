@@ -1,0 +1,196 @@
+"""Fit the triage network: seeded split, multi-task training with early stopping, temperature scaling.
+
+Acuity is trained only on rows that have a triage level (the loss is masked elsewhere); the admission and
+critical-care heads use every row, since outcomes are recorded for every visit.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from models.features import FeatureEncoder
+from models.labels import OUTCOMES
+from models.triage_net import CalibratedTriageNet, TriageNet
+from training.config import TriageTrainConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainedTriageModel:
+    """The result of :func:`train_triage`."""
+
+    model: CalibratedTriageNet
+    encoder: FeatureEncoder
+    acuity_temperature: float
+    outcome_temperatures: list[float]
+    train_ids: list[str]
+    validation_ids: list[str]
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+
+    def predict_probs(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Torch-side calibrated probabilities (for ONNX parity checks)."""
+        inputs = _tensors(self.encoder.transform(frame))
+        self.model.eval()
+        with torch.no_grad():
+            acuity, outcomes = self.model(*inputs)
+        return acuity.numpy(), outcomes.numpy()
+
+
+def _tensors(enc: dict[str, np.ndarray]) -> tuple[torch.Tensor, ...]:
+    return tuple(torch.from_numpy(enc[k]) for k in ("numeric", "missing", "categorical", "tokens"))
+
+
+def split_train_validation(frame: pd.DataFrame, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split stratified by acuity level (missing level as its own stratum). Returns row positions."""
+    rng = np.random.default_rng(seed)
+    strata = frame["acuity"].astype("float").fillna(0).to_numpy()
+    val = []
+    for level in np.unique(strata):
+        rows = np.flatnonzero(strata == level)
+        rng.shuffle(rows)
+        val.append(rows[: round(len(rows) * fraction)])
+    val_rows = np.sort(np.concatenate(val))
+    train_rows = np.setdiff1d(np.arange(len(frame)), val_rows)
+    return train_rows, val_rows
+
+
+def _labels(frame: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
+    acuity = frame["acuity"].astype("float").fillna(0).to_numpy().astype(np.int64) - 1  # -1 = no level
+    outcomes = frame[list(OUTCOMES)].to_numpy(dtype=np.float32)
+    return torch.from_numpy(acuity), torch.from_numpy(outcomes)
+
+
+def _loss(model: TriageNet, batch: tuple[torch.Tensor, ...], config: TriageTrainConfig) -> torch.Tensor:
+    *inputs, acuity, outcomes = batch
+    acuity_logits, outcome_logits = model(*inputs)
+    has_level = acuity >= 0
+    loss = config.outcome_loss_weight * F.binary_cross_entropy_with_logits(outcome_logits, outcomes)
+    if bool(has_level.any()):
+        loss = loss + config.acuity_loss_weight * F.cross_entropy(acuity_logits[has_level], acuity[has_level])
+    return loss
+
+
+def _fit_temperature(logits: torch.Tensor, loss_fn: Any) -> float:
+    """Minimise the validation NLL over log-temperature with LBFGS (Guo et al. 2017)."""
+    log_t = torch.zeros(1, requires_grad=True)
+    optimiser = torch.optim.LBFGS([log_t], lr=0.1, max_iter=100)
+
+    def closure() -> torch.Tensor:
+        optimiser.zero_grad()
+        loss = loss_fn(logits / log_t.exp())
+        loss.backward()
+        return loss
+
+    optimiser.step(closure)
+    value = float(log_t.exp().item())
+    return value if math.isfinite(value) and value > 0 else 1.0
+
+
+def train_triage(frame: pd.DataFrame, config: TriageTrainConfig, *, progress: bool = True) -> TrainedTriageModel:
+    """Train, early-stop on validation loss, and calibrate by temperature scaling.
+
+    Torch's global RNG is forked for the duration, so seeding here does not leak to the caller.
+    See :func:`_train` for the parameters.
+    """
+    with torch.random.fork_rng():
+        torch.manual_seed(config.seed)
+        return _train(frame, config, progress=progress)
+
+
+def _train(frame: pd.DataFrame, config: TriageTrainConfig, *, progress: bool) -> TrainedTriageModel:
+    """Train, early-stop on validation loss, and calibrate by temperature scaling.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        Validated training records with ``acuity`` (Int64, may be missing), ``admitted``, ``critical``
+        and ``visit_id`` columns.
+    config : TriageTrainConfig
+        Hyper-parameters and the seed.
+    progress : bool
+        Show a progress bar over epochs.
+    """
+    torch.set_num_threads(config.threads)
+    rng = np.random.default_rng(config.seed)
+    train_rows, val_rows = split_train_validation(frame, config.validation_fraction, config.seed)
+    train, val = frame.iloc[train_rows], frame.iloc[val_rows]
+    encoder = FeatureEncoder.fit(train, min_token_count=config.min_token_count, max_tokens=config.max_tokens)
+    train_t = (*_tensors(encoder.transform(train)), *_labels(train))
+    val_t = (*_tensors(encoder.transform(val)), *_labels(val))
+
+    net = TriageNet(
+        len(encoder.numeric_features),
+        encoder.cardinalities,
+        encoder.vocabulary_size,
+        category_dim=config.category_dim,
+        token_dim=config.token_dim,
+        hidden=config.hidden,
+        dropout=config.dropout,
+    )
+    optimiser = torch.optim.AdamW(net.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    best_loss, best_state, best_epoch, stale = math.inf, None, 0, 0
+    history: list[dict[str, float]] = []
+    bar = tqdm(range(1, config.epochs + 1), desc="triage training", unit="epoch", disable=not progress)
+    for epoch in bar:
+        net.train()
+        order = torch.from_numpy(rng.permutation(len(train_rows)))
+        total = 0.0
+        for start in range(0, len(order), config.batch_size):
+            idx = order[start : start + config.batch_size]
+            loss = _loss(net, tuple(t[idx] for t in train_t), config)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            total += float(loss.item()) * len(idx)
+        net.eval()
+        with torch.no_grad():
+            val_loss = float(_loss(net, val_t, config).item())
+        history.append({"epoch": epoch, "train_loss": total / len(order), "val_loss": val_loss})
+        bar.set_postfix(train=f"{total / len(order):.4f}", val=f"{val_loss:.4f}")
+        if val_loss < best_loss - 1e-5:
+            best_loss, best_epoch, stale = val_loss, epoch, 0
+            best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        else:
+            stale += 1
+            if stale >= config.patience:
+                log.info("early stop at epoch %d (best %d, val loss %.4f)", epoch, best_epoch, best_loss)
+                break
+    assert best_state is not None  # at least one epoch ran
+    net.load_state_dict(best_state)
+    net.eval()
+
+    with torch.no_grad():
+        acuity_logits, outcome_logits = net(*val_t[:4])
+    acuity_labels, outcome_labels = val_t[4], val_t[5]
+    has_level = acuity_labels >= 0
+    acuity_t = _fit_temperature(
+        acuity_logits[has_level], lambda z: F.cross_entropy(z, acuity_labels[has_level])
+    ) if bool(has_level.any()) else 1.0
+    outcome_ts = [
+        _fit_temperature(outcome_logits[:, j],
+                         lambda z, j=j: F.binary_cross_entropy_with_logits(z, outcome_labels[:, j]))
+        for j in range(len(OUTCOMES))
+    ]
+    log.info("temperatures: acuity %.3f, outcomes %s", acuity_t, [round(t, 3) for t in outcome_ts])
+    calibrated = CalibratedTriageNet(net, acuity_t, outcome_ts).eval()
+    return TrainedTriageModel(
+        model=calibrated,
+        encoder=encoder,
+        acuity_temperature=acuity_t,
+        outcome_temperatures=outcome_ts,
+        train_ids=train["visit_id"].astype(str).tolist(),
+        validation_ids=val["visit_id"].astype(str).tolist(),
+        history=history,
+        best_epoch=best_epoch,
+    )

@@ -1,0 +1,251 @@
+"""The main job for the triage model: data -> torch -> ONNX (parity) -> evaluation -> MLflow registry.
+
+This module only composes the packages (training, models, evaluation); it holds no modelling logic.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from evaluation.baselines import fit_baselines, nurse_baseline
+from evaluation.triage_report import evaluate_triage, write_plots, write_report
+from models.errors import DataSourceError
+from models.model_card import ModelCard
+from models.news2 import FLOOR
+from models.onnx_runtime import TriageOnnxModel, export_triage_onnx, sha256_file
+from training.config import TriageTrainConfig
+from training.data import TriageDataset, data_available, load_dataset, resolve_data_dir
+from training.tracking import git_commit, log_triage_run, tracking_settings
+from training.train_triage import train_triage
+
+log = logging.getLogger(__name__)
+
+REPO_DIR = Path(__file__).resolve().parents[1]
+REGISTERED_TRIAGE_MODEL = "vigil-triage"
+#: Largest |onnxruntime - torch| probability difference accepted at export.
+PARITY_TOLERANCE = 1e-4
+
+GOALS = {
+    "admission_auroc_min": 0.82,
+    "critical_auroc_min": 0.88,
+    "margin_over_news2": 0.15,
+}
+
+
+def work_dir() -> Path:
+    """Where runs, the SQLite MLflow store and artefacts go (``VIGIL_WORK_DIR``, default ``./vigil-work``)."""
+    return Path(os.environ.get("VIGIL_WORK_DIR", "vigil-work")).resolve()
+
+
+@dataclass
+class TriageRunResult:
+    """What the main job produced."""
+
+    synthetic: bool
+    onnx_path: Path
+    report_dir: Path
+    parity_max_abs_diff: float
+    evaluations: dict[str, dict[str, Any]]
+    registered_version: str
+    run_id: str
+    goals: dict[str, Any]
+
+
+def _datasets(config: TriageTrainConfig, data_dir: Path | None) -> tuple[bool, TriageDataset, TriageDataset,
+                                                                        TriageDataset | None]:
+    if data_available(data_dir):
+        train = load_dataset(config.train_data, data_dir)
+        test = load_dataset(config.test_data, data_dir)
+        try:
+            external = load_dataset(config.external_data, data_dir) if config.external_data else None
+        except DataSourceError as exc:  # an absent external set is reported, not fatal
+            log.warning("external dataset %s not loaded: %s", config.external_data, exc)
+            external = None
+        return False, train, test, external
+    log.warning("NO REAL DATA FOUND under %s: training and evaluating on the seeded SYNTHETIC generator. "
+                "Figures say nothing about clinical performance.", resolve_data_dir(data_dir))
+    train = load_dataset(f"synthetic:n={config.synthetic_train_n},seed={config.seed}")
+    test = load_dataset(f"synthetic:n={config.synthetic_test_n},seed={config.seed + 1}")
+    return True, train, test, None
+
+
+def check_goals(evaluation: dict[str, Any]) -> dict[str, Any]:
+    """Compare the temporal-test evaluation with the issue's goals; every check reported, pass or fail."""
+    out: dict[str, Any] = {}
+    for outcome, floor in (("admitted", GOALS["admission_auroc_min"]), ("critical", GOALS["critical_auroc_min"])):
+        models = evaluation["outcomes"][outcome]["models"]
+        ours = models["Vigil"]["auroc"]["estimate"]
+        news2 = models.get("NEWS2", {}).get("auroc", {}).get("estimate", float("nan"))
+        gbm = models.get("gradient boosting", {}).get("auroc", {}).get("estimate", float("nan"))
+        out[outcome] = {
+            "auroc": ours,
+            "goal_auroc": floor,
+            "meets_auroc": bool(ours >= floor),
+            "news2_auroc": news2,
+            "meets_margin_over_news2": bool(ours - news2 >= GOALS["margin_over_news2"]),
+            "gbm_auroc": gbm,
+            "not_below_gbm": bool(ours >= gbm),
+        }
+    return out
+
+
+def run_triage(config: TriageTrainConfig, *, data_dir: Path | None = None, out_dir: Path | None = None,
+               progress: bool = True) -> TriageRunResult:
+    """Train, export, check parity, evaluate against baselines, and log and register in MLflow."""
+    base = work_dir()
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out_dir = out_dir or base / "runs" / f"triage-{stamp}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    synthetic, train_ds, test_ds, external_ds = _datasets(config, data_dir)
+    log.info("training on %s (%d visits), temporal test %s (%d)", train_ds.name, len(train_ds.frame),
+             test_ds.name, len(test_ds.frame))
+
+    trained = train_triage(train_ds.frame, config, progress=progress)
+    train_rows = train_ds.frame[train_ds.frame["visit_id"].isin(set(trained.train_ids))]
+
+    card = ModelCard(
+        name=REGISTERED_TRIAGE_MODEL,
+        version=f"{stamp}",
+        task="ED triage: acuity level 1-5, P(admission), P(critical care or death in ED)",
+        created_utc=stamp,
+        intended_use=("Decision support at ED triage for adults and children: a recommended acuity level and "
+                      "calibrated risks of admission and of critical care, shown to the triage clinician "
+                      "beside NEWS2."),
+        out_of_scope=["Autonomous triage without a clinician", "Populations unlike the training data without "
+                      "local validation", "Pre-hospital or ward deterioration scoring"],
+        features=trained.encoder.to_dict(),
+        calibration={"method": "temperature scaling on the validation split",
+                     "acuity_temperature": trained.acuity_temperature,
+                     "outcome_temperatures": dict(zip(("admitted", "critical"), trained.outcome_temperatures,
+                                                      strict=True))},
+        safety_floor={"rule": "recommended level = min(model level, NEWS2 minimum level)",
+                      "news2_band_to_minimum_level": dict(FLOOR)},
+        training={"config": config.to_dict(), "best_epoch": trained.best_epoch, "git_commit": git_commit(REPO_DIR),
+                  "n_train": len(trained.train_ids), "n_validation": len(trained.validation_ids)},
+        data={"train": {"name": train_ds.name, "digest": train_ds.digest, "files": train_ds.source_files},
+              "test": {"name": test_ds.name, "digest": test_ds.digest, "files": test_ds.source_files},
+              "external": ({"name": external_ds.name, "digest": external_ds.digest,
+                            "files": external_ds.source_files} if external_ds else None)},
+        limitations=[
+            "NHAMCS records no consciousness level, GCS or supplemental oxygen: NEWS2 on NHAMCS is partial "
+            "(those parameters score 0), which understates NEWS2 there.",
+            "NHAMCS has reason-for-visit codes, not free-text complaints; complaint text is the code's label.",
+            "Trained on US EDs (NHAMCS 2018-2019); transfer to other systems needs local evaluation "
+            "(see the KTAS external evaluation).",
+        ],
+        synthetic_data=synthetic,
+    )
+
+    onnx_path = export_triage_onnx(trained.model, trained.encoder.transform(test_ds.frame.iloc[:64]), card,
+                                   out_dir / "triage.onnx")
+    onnx_model = TriageOnnxModel(onnx_path, threads=config.threads)
+    held_out = test_ds.frame.iloc[: min(2000, len(test_ds.frame))]
+    torch_acuity, torch_outcomes = trained.predict_probs(held_out)
+    ort_acuity, ort_outcomes = onnx_model.run_encoded(trained.encoder.transform(held_out))
+    parity = float(max(np.abs(torch_acuity - ort_acuity).max(), np.abs(torch_outcomes - ort_outcomes).max()))
+    log.info("ONNX parity on %d held-out rows: max |diff| %.2e", len(held_out), parity)
+    if parity > PARITY_TOLERANCE:
+        raise RuntimeError(f"ONNX parity check failed: max |diff| {parity:.2e} > {PARITY_TOLERANCE:g}")
+
+    baselines = fit_baselines(train_rows, trained.encoder, config.seed)
+    evaluations: dict[str, dict[str, Any]] = {}
+    artefacts: list[Path] = []
+    for key, ds in (("test", test_ds), ("external", external_ds)):
+        if ds is None:
+            continue
+        prediction = onnx_model.predict(ds.frame)
+        preds = [b.predict(ds.frame) for b in baselines]
+        nurse = nurse_baseline(ds.frame)
+        if nurse is not None:
+            preds.append(nurse)
+        result = evaluate_triage(ds.frame, prediction, preds, dataset=ds.name, n_boot=config.bootstrap_resamples,
+                                 seed=config.seed)
+        result["synthetic_data"] = synthetic
+        evaluations[key] = result
+        title = f"Triage evaluation: {ds.name}" + (" (SYNTHETIC DATA)" if synthetic else "")
+        artefacts += write_report(result, out_dir, f"evaluation_{key}", title)
+        artefacts += write_plots(result, ds.frame, prediction, preds, out_dir, f"evaluation_{key}")
+
+    goals = check_goals(evaluations["test"])
+    card.metrics = {"parity_max_abs_diff": parity, "goals": goals,
+                    **{k: {"auroc": {o: v["outcomes"][o]["models"]["Vigil"]["auroc"] for o in v["outcomes"]},
+                           "acuity": v["acuity"].get("Vigil (with NEWS2 floor)")} for k, v in evaluations.items()}}
+    # The card in the ONNX file is the pre-evaluation contract; the full card (with metrics) is logged beside it.
+    card_path = out_dir / "model_card.md"
+    card_path.write_text(card.to_markdown(), encoding="utf-8")
+    (out_dir / "model_card.json").write_text(card.to_json(), encoding="utf-8")
+    (out_dir / "goals.json").write_text(json.dumps(goals, indent=2), encoding="utf-8")
+    artefacts += [card_path, out_dir / "goals.json"]
+
+    onnx_sha = sha256_file(onnx_path)
+    registered = log_triage_run(
+        tracking_settings(base, "vigil-triage"),
+        params=config.to_dict(),
+        tags={"git_commit": git_commit(REPO_DIR), "synthetic_data": str(synthetic).lower(),
+              "train_digest": train_ds.digest, "test_digest": test_ds.digest,
+              "external_digest": external_ds.digest if external_ds else "none",
+              "onnx_sha256": onnx_sha, "preprocessing": trained.encoder.version,
+              "data_sources": json.dumps({k: v.source_files for k, v in
+                                          (("train", train_ds), ("test", test_ds)) if v})[:5000]},
+        metrics={"parity_max_abs_diff": parity, **{k: {o: {m: (v["models"]["Vigil"][m]["estimate"]
+                                                              if isinstance(v["models"]["Vigil"][m], dict)
+                                                              else v["models"]["Vigil"][m])
+                                                          for m in ("auroc", "auprc", "ece")}
+                                                      for o, v in ev["outcomes"].items()}
+                                                  for k, ev in evaluations.items()}},
+        history=trained.history,
+        artifacts=artefacts,
+        onnx_path=onnx_path,
+        registered_model_name=REGISTERED_TRIAGE_MODEL,
+        card_json=card.to_json(),
+    )
+    return TriageRunResult(synthetic, onnx_path, out_dir, parity, evaluations, registered.version,
+                           registered.run_id, goals)
+
+
+def summary_lines(result: TriageRunResult) -> list[str]:
+    """Plain-language summary of a run for the terminal."""
+    lines = []
+    if result.synthetic:
+        lines.append("!! NO REAL DATA FOUND: this run used the SEEDED SYNTHETIC generator. Its figures say "
+                     "nothing about clinical performance. Set VIGIL_DATA_DIR to the data folder.")
+    lines.append(f"ONNX model: {result.onnx_path} (parity max |diff| {result.parity_max_abs_diff:.1e})")
+    lines.append(f"MLflow: registered {REGISTERED_TRIAGE_MODEL} version {result.registered_version} "
+                 f"as @candidate (run {result.run_id})")
+    for key, ev in result.evaluations.items():
+        for outcome, entry in ev["outcomes"].items():
+            m = entry["models"]
+            parts = [f"{name} {v['auroc']['estimate']:.3f}" for name, v in m.items()]
+            lines.append(f"[{key}: {ev['dataset']}] {outcome} AUROC: " + ", ".join(parts))
+        acuity = ev["acuity"]
+        for name in ("Vigil (with NEWS2 floor)", "nurse triage"):
+            if name in acuity:
+                s = acuity[name]
+                lines.append(f"[{key}] acuity {name}: exact {s['exact_agreement']:.3f}, under-triage "
+                             f"{s['under_triage_rate']:.3f}, over-triage {s['over_triage_rate']:.3f}")
+    for outcome, g in result.goals.items():
+        lines.append(f"goal {outcome}: AUROC {g['auroc']:.3f} (goal >= {g['goal_auroc']}): "
+                     f"{'met' if g['meets_auroc'] else 'NOT met'}; margin over NEWS2 "
+                     f"{'met' if g['meets_margin_over_news2'] else 'NOT met'}; not below GBM "
+                     f"{'met' if g['not_below_gbm'] else 'NOT met'}")
+    lines.append(f"Reports: {result.report_dir}")
+    return lines
+
+
+def prediction_frame(frame: pd.DataFrame, onnx_model: TriageOnnxModel) -> pd.DataFrame:
+    """Per-row predictions as a frame (used by ``vigil evaluate --predictions``)."""
+    p = onnx_model.predict(frame)
+    return pd.DataFrame({
+        "visit_id": frame["visit_id"].to_numpy() if "visit_id" in frame else np.arange(len(frame)),
+        "recommended_level": p.recommended_level, "model_level": p.model_level, "floor_raised": p.floor_raised,
+        "p_admitted": p.p_admitted, "p_critical": p.p_critical, "news2": p.news2_score,
+    })
