@@ -51,3 +51,38 @@ def acuity_label(level: int) -> dict[str, str]:
     if level not in ACUITY_LABELS_MANCHESTER:
         raise ValueError(f"acuity level must be one of {ACUITY_LEVELS}; got {level!r}")
     return {"manchester": ACUITY_LABELS_MANCHESTER[level], "ecds": ACUITY_LABELS_ECDS[level]}
+
+
+# ---------------------------------------------------------------------------------------------- imaging
+#: Chest X-ray findings the data supports, in model output order. Codes: SNOMED CT where one concept matches
+#: the finding exactly; the private scheme ``99VIGIL`` where Vigil merges NIH labels into one finding.
+IMAGING_FINDINGS: Final[tuple[str, ...]] = (
+    "effusion",
+    "cardiomegaly",
+    "pneumothorax",
+    "atelectasis",
+    "nodule_mass",
+    "consolidation_infiltration",
+    "pneumonia",
+)
+
+IMAGING_FINDING_CODES: Final[dict[str, tuple[str, str, str]]] = {
+    # finding: (code value, coding scheme designator, code meaning)
+    "effusion": ("60046008", "SCT", "Pleural effusion"),
+    "cardiomegaly": ("8186001", "SCT", "Cardiomegaly"),
+    "pneumothorax": ("36118008", "SCT", "Pneumothorax"),
+    "atelectasis": ("46621007", "SCT", "Atelectasis"),
+    "nodule_mass": ("NODMASS", "99VIGIL", "Lung nodule or mass"),
+    "consolidation_infiltration": ("CONSINF", "99VIGIL", "Consolidation or infiltration"),
+    "pneumonia": ("233604007", "SCT", "Pneumonia"),
+}
+
+#: NIH ChestX-ray14 labels that make up each finding (pneumonia comes from the Kermany set instead).
+NIH_LABELS_BY_FINDING: Final[dict[str, tuple[str, ...]]] = {
+    "effusion": ("Effusion",),
+    "cardiomegaly": ("Cardiomegaly",),
+    "pneumothorax": ("Pneumothorax",),
+    "atelectasis": ("Atelectasis",),
+    "nodule_mass": ("Nodule", "Mass"),
+    "consolidation_infiltration": ("Consolidation", "Infiltration"),
+}
