@@ -42,6 +42,7 @@ class ModelCard:
     outcomes: dict[str, str] = field(default_factory=lambda: dict(OUTCOME_DEFINITIONS))
     features: dict[str, Any] = field(default_factory=dict)
     calibration: dict[str, Any] = field(default_factory=dict)
+    decision_rule: dict[str, Any] = field(default_factory=lambda: {"under_triage_weight": 1.0})
     safety_floor: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
@@ -98,6 +99,11 @@ class ModelCard:
             "## Calibration",
             "```json",
             json.dumps(self.calibration, indent=2, sort_keys=True, default=str),
+            "```",
+            "",
+            "## Decision rule",
+            "```json",
+            json.dumps(self.decision_rule, indent=2, sort_keys=True, default=str),
             "```",
             "",
             "## Safety floor",

@@ -21,6 +21,7 @@ from models.features import FeatureEncoder
 from models.labels import OUTCOMES
 from models.model_card import CARD_METADATA_KEY, ModelCard
 from models.news2 import apply_floor_arrays, news2_frame
+from models.triage_decision import recommend_levels
 
 if TYPE_CHECKING:
     from models.triage_net import CalibratedTriageNet
@@ -102,7 +103,7 @@ class TriagePrediction:
     """Predictions for a batch of validated records; arrays share the batch order."""
 
     acuity_probs: np.ndarray  # [B, 5], columns are levels 1..5
-    model_level: np.ndarray  # [B] argmax level of the model alone
+    model_level: np.ndarray  # [B] the model's level by the card's decision rule, before the NEWS2 floor
     recommended_level: np.ndarray  # [B] after the NEWS2 safety floor
     floor_raised: np.ndarray  # [B] bool: the NEWS2 floor made the recommendation more urgent
     p_admitted: np.ndarray  # [B]
@@ -155,7 +156,7 @@ class TriageOnnxModel:
             outcome_parts.append(o)
         acuity = np.concatenate(acuity_parts) if acuity_parts else np.zeros((0, 5), np.float32)
         outcomes = np.concatenate(outcome_parts) if outcome_parts else np.zeros((0, 2), np.float32)
-        model_level = acuity.argmax(axis=1) + 1
+        model_level = recommend_levels(acuity, float(self.card.decision_rule["under_triage_weight"]))
         news = news2_frame(frame)
         recommended, raised = apply_floor_arrays(model_level, news["minimum_acuity"].to_numpy())
         return TriagePrediction(

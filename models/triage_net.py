@@ -58,14 +58,33 @@ class TriageNet(nn.Module):
         return self.acuity_head(hidden), self.outcome_head(hidden)
 
 
+class TriageEnsemble(nn.Module):
+    """Average of the logits of several :class:`TriageNet` members trained from different seeds."""
+
+    def __init__(self, members: list[TriageNet]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = nn.ModuleList(members)
+
+    def forward(
+        self, numeric: torch.Tensor, missing: torch.Tensor, categorical: torch.Tensor, tokens: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        outputs = [m(numeric, missing, categorical, tokens) for m in self.members]
+        acuity = torch.stack([a for a, _ in outputs]).mean(dim=0)
+        outcome = torch.stack([o for _, o in outputs]).mean(dim=0)
+        return acuity, outcome
+
+
 class CalibratedTriageNet(nn.Module):
-    """A trained :class:`TriageNet` with temperature scaling folded in; returns calibrated probabilities.
+    """A trained :class:`TriageNet` (or ensemble) with temperature scaling folded in; returns calibrated probabilities.
 
     ``acuity_temperature`` is a scalar for the softmax over levels; ``outcome_temperatures`` has one
     temperature per binary outcome. This is the module that is exported to ONNX.
     """
 
-    def __init__(self, net: TriageNet, acuity_temperature: float, outcome_temperatures: list[float]) -> None:
+    def __init__(self, net: TriageNet | TriageEnsemble, acuity_temperature: float,
+                 outcome_temperatures: list[float]) -> None:
         super().__init__()
         self.net = net
         self.register_buffer("acuity_temperature", torch.tensor(float(acuity_temperature)))

@@ -26,6 +26,7 @@ class TriageTrainConfig:
     validation_fraction: float = 0.15
     epochs: int = 30
     patience: int = 5
+    ensemble_size: int = 1
     batch_size: int = 256
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4
@@ -36,6 +37,7 @@ class TriageTrainConfig:
     max_tokens: int = 16
     min_token_count: int = 5
     acuity_loss_weight: float = 1.0
+    under_triage_weight: float = 2.0
     outcome_loss_weight: float = 1.0
     bootstrap_resamples: int = 1000
     threads: int = 2
@@ -44,6 +46,7 @@ class TriageTrainConfig:
         "validation_fraction": (0.05, 0.5),
         "epochs": (1, 500),
         "patience": (1, 100),
+        "ensemble_size": (1, 20),
         "batch_size": (8, 65536),
         "learning_rate": (1e-6, 1.0),
         "weight_decay": (0.0, 1.0),
@@ -54,6 +57,7 @@ class TriageTrainConfig:
         "max_tokens": (1, 128),
         "min_token_count": (1, 10_000),
         "acuity_loss_weight": (0.0, 100.0),
+        "under_triage_weight": (0.1, 20.0),
         "outcome_loss_weight": (0.0, 100.0),
         "bootstrap_resamples": (10, 100_000),
         "synthetic_train_n": (100, 10_000_000),

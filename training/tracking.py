@@ -119,7 +119,9 @@ def log_triage_run(
         mlflow.set_tags(dict(tags))
         for row in history:
             step = int(row["epoch"])
-            mlflow.log_metrics({k: float(v) for k, v in row.items() if k != "epoch"}, step=step)
+            prefix = f"member{int(row['member'])}." if "member" in row else ""
+            mlflow.log_metrics({prefix + k: float(v) for k, v in row.items() if k not in ("epoch", "member")},
+                               step=step)
         mlflow.log_metrics(flatten_metrics(metrics))
         for path in artifacts:
             mlflow.log_artifact(str(path))

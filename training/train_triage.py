@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from models.features import FeatureEncoder
 from models.labels import OUTCOMES
-from models.triage_net import CalibratedTriageNet, TriageNet
+from models.triage_net import CalibratedTriageNet, TriageEnsemble, TriageNet
 from training.config import TriageTrainConfig
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ class TrainedTriageModel:
     train_ids: list[str]
     validation_ids: list[str]
     history: list[dict[str, float]] = field(default_factory=list)
-    best_epoch: int = 0
+    best_epochs: list[int] = field(default_factory=list)
 
     def predict_probs(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Torch-side calibrated probabilities (for ONNX parity checks)."""
@@ -49,6 +49,53 @@ class TrainedTriageModel:
 
 def _tensors(enc: dict[str, np.ndarray]) -> tuple[torch.Tensor, ...]:
     return tuple(torch.from_numpy(enc[k]) for k in ("numeric", "missing", "categorical", "tokens"))
+
+
+def _fit_member(encoder: FeatureEncoder, train_t: tuple[torch.Tensor, ...], val_t: tuple[torch.Tensor, ...],
+                config: TriageTrainConfig, rng: np.random.Generator, progress: bool,
+                desc: str) -> tuple[TriageNet, list[dict[str, float]], int]:
+    """Fit one network with early stopping on validation loss; returns it at its best epoch."""
+    net = TriageNet(
+        len(encoder.numeric_features),
+        encoder.cardinalities,
+        encoder.vocabulary_size,
+        category_dim=config.category_dim,
+        token_dim=config.token_dim,
+        hidden=config.hidden,
+        dropout=config.dropout,
+    )
+    optimiser = torch.optim.AdamW(net.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    best_loss, best_state, best_epoch, stale = math.inf, None, 0, 0
+    history: list[dict[str, float]] = []
+    n_train = len(train_t[0])
+    bar = tqdm(range(1, config.epochs + 1), desc=desc, unit="epoch", disable=not progress)
+    for epoch in bar:
+        net.train()
+        order = torch.from_numpy(rng.permutation(n_train))
+        total = 0.0
+        for start in range(0, n_train, config.batch_size):
+            idx = order[start : start + config.batch_size]
+            loss = _loss(net, tuple(t[idx] for t in train_t), config)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            total += float(loss.item()) * len(idx)
+        net.eval()
+        with torch.no_grad():
+            val_loss = float(_loss(net, val_t, config).item())
+        history.append({"epoch": epoch, "train_loss": total / n_train, "val_loss": val_loss})
+        bar.set_postfix(train=f"{total / n_train:.4f}", val=f"{val_loss:.4f}")
+        if val_loss < best_loss - 1e-5:
+            best_loss, best_epoch, stale = val_loss, epoch, 0
+            best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        else:
+            stale += 1
+            if stale >= config.patience:
+                log.info("%s: early stop at epoch %d (best %d, val loss %.4f)", desc, epoch, best_epoch, best_loss)
+                break
+    assert best_state is not None  # at least one epoch ran
+    net.load_state_dict(best_state)
+    return net.eval(), history, best_epoch
 
 
 def split_train_validation(frame: pd.DataFrame, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -122,53 +169,23 @@ def _train(frame: pd.DataFrame, config: TriageTrainConfig, *, progress: bool) ->
         Show a progress bar over epochs.
     """
     torch.set_num_threads(config.threads)
-    rng = np.random.default_rng(config.seed)
     train_rows, val_rows = split_train_validation(frame, config.validation_fraction, config.seed)
     train, val = frame.iloc[train_rows], frame.iloc[val_rows]
     encoder = FeatureEncoder.fit(train, min_token_count=config.min_token_count, max_tokens=config.max_tokens)
     train_t = (*_tensors(encoder.transform(train)), *_labels(train))
     val_t = (*_tensors(encoder.transform(val)), *_labels(val))
 
-    net = TriageNet(
-        len(encoder.numeric_features),
-        encoder.cardinalities,
-        encoder.vocabulary_size,
-        category_dim=config.category_dim,
-        token_dim=config.token_dim,
-        hidden=config.hidden,
-        dropout=config.dropout,
-    )
-    optimiser = torch.optim.AdamW(net.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    best_loss, best_state, best_epoch, stale = math.inf, None, 0, 0
-    history: list[dict[str, float]] = []
-    bar = tqdm(range(1, config.epochs + 1), desc="triage training", unit="epoch", disable=not progress)
-    for epoch in bar:
-        net.train()
-        order = torch.from_numpy(rng.permutation(len(train_rows)))
-        total = 0.0
-        for start in range(0, len(order), config.batch_size):
-            idx = order[start : start + config.batch_size]
-            loss = _loss(net, tuple(t[idx] for t in train_t), config)
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            total += float(loss.item()) * len(idx)
-        net.eval()
-        with torch.no_grad():
-            val_loss = float(_loss(net, val_t, config).item())
-        history.append({"epoch": epoch, "train_loss": total / len(order), "val_loss": val_loss})
-        bar.set_postfix(train=f"{total / len(order):.4f}", val=f"{val_loss:.4f}")
-        if val_loss < best_loss - 1e-5:
-            best_loss, best_epoch, stale = val_loss, epoch, 0
-            best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-        else:
-            stale += 1
-            if stale >= config.patience:
-                log.info("early stop at epoch %d (best %d, val loss %.4f)", epoch, best_epoch, best_loss)
-                break
-    assert best_state is not None  # at least one epoch ran
-    net.load_state_dict(best_state)
-    net.eval()
+    members, history, best_epochs = [], [], []
+    for k in range(config.ensemble_size):
+        torch.manual_seed(config.seed + 1000 * k)
+        net, member_history, best_epoch = _fit_member(
+            encoder, train_t, val_t, config, np.random.default_rng([config.seed, k]), progress,
+            desc=f"triage member {k + 1}/{config.ensemble_size}",
+        )
+        members.append(net)
+        history += [{"member": k, **row} for row in member_history]
+        best_epochs.append(best_epoch)
+    net = TriageEnsemble(members).eval()
 
     with torch.no_grad():
         acuity_logits, outcome_logits = net(*val_t[:4])
@@ -192,5 +209,5 @@ def _train(frame: pd.DataFrame, config: TriageTrainConfig, *, progress: bool) ->
         train_ids=train["visit_id"].astype(str).tolist(),
         validation_ids=val["visit_id"].astype(str).tolist(),
         history=history,
-        best_epoch=best_epoch,
+        best_epochs=best_epochs,
     )

@@ -17,15 +17,18 @@ import numpy as np
 import pandas as pd
 
 from evaluation.baselines import fit_baselines, nurse_baseline
+from evaluation.metrics import acuity_summary, auroc
 from evaluation.triage_report import evaluate_triage, write_plots, write_report
 from models.errors import DataSourceError
+from models.labels import OUTCOMES
 from models.model_card import ModelCard
 from models.news2 import FLOOR
 from models.onnx_runtime import TriageOnnxModel, export_triage_onnx, sha256_file
+from models.triage_decision import recommend_levels
 from training.config import TriageTrainConfig
 from training.data import TriageDataset, data_available, load_dataset, resolve_data_dir
 from training.tracking import git_commit, log_triage_run, tracking_settings
-from training.train_triage import train_triage
+from training.train_triage import TrainedTriageModel, train_triage
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +81,33 @@ def _datasets(config: TriageTrainConfig, data_dir: Path | None) -> tuple[bool, T
     return True, train, test, None
 
 
+def validation_metrics(trained: TrainedTriageModel, frame: pd.DataFrame) -> dict[str, float]:
+    """AUROC per outcome on the seeded validation split: the only figures used to choose between models."""
+    val = frame[frame["visit_id"].isin(set(trained.validation_ids))]
+    _, outcomes = trained.predict_probs(val)
+    return {o: float(auroc(val[o].to_numpy().astype(int), outcomes[:, j])) for j, o in enumerate(OUTCOMES)}
+
+
+def validation_decision_rules(trained: TrainedTriageModel, frame: pd.DataFrame,
+                              weight: float) -> dict[str, dict[str, float]]:
+    """Acuity agreement on the validation split for argmax and for the cost-sensitive rule (before the floor)."""
+    val = frame[frame["visit_id"].isin(set(trained.validation_ids))]
+    known = val["acuity"].notna().to_numpy()
+    acuity, _ = trained.predict_probs(val[known])
+    truth = val.loc[known, "acuity"].astype(int).to_numpy()
+    return {"argmax": acuity_summary(truth, acuity.argmax(axis=1) + 1),
+            f"cost-sensitive (w={weight:g})": acuity_summary(truth, recommend_levels(acuity, weight))}
+
+
+def headline_metrics(evaluation: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Vigil's AUROC, AUPRC (point estimates) and ECE per outcome: the numbers logged as MLflow metrics."""
+    out = {}
+    for outcome, entry in evaluation["outcomes"].items():
+        ours = entry["models"]["Vigil"]
+        out[outcome] = {"auroc": ours["auroc"]["estimate"], "auprc": ours["auprc"]["estimate"], "ece": ours["ece"]}
+    return out
+
+
 def check_goals(evaluation: dict[str, Any]) -> dict[str, Any]:
     """Compare the temporal-test evaluation with the issue's goals; every check reported, pass or fail."""
     out: dict[str, Any] = {}
@@ -111,6 +141,9 @@ def run_triage(config: TriageTrainConfig, *, data_dir: Path | None = None, out_d
 
     trained = train_triage(train_ds.frame, config, progress=progress)
     train_rows = train_ds.frame[train_ds.frame["visit_id"].isin(set(trained.train_ids))]
+    validation = validation_metrics(trained, train_ds.frame)
+    validation_acuity = validation_decision_rules(trained, train_ds.frame, config.under_triage_weight)
+    log.info("validation split (model selection only): %s; acuity: %s", validation, validation_acuity)
 
     card = ModelCard(
         name=REGISTERED_TRIAGE_MODEL,
@@ -127,10 +160,14 @@ def run_triage(config: TriageTrainConfig, *, data_dir: Path | None = None, out_d
                      "acuity_temperature": trained.acuity_temperature,
                      "outcome_temperatures": dict(zip(("admitted", "critical"), trained.outcome_temperatures,
                                                       strict=True))},
+        decision_rule={"under_triage_weight": config.under_triage_weight,
+                       "rule": "smallest level k with P(level <= k) >= 1 / (1 + under_triage_weight)",
+                       "validation": validation_acuity},
         safety_floor={"rule": "recommended level = min(model level, NEWS2 minimum level)",
                       "news2_band_to_minimum_level": dict(FLOOR)},
-        training={"config": config.to_dict(), "best_epoch": trained.best_epoch, "git_commit": git_commit(REPO_DIR),
-                  "n_train": len(trained.train_ids), "n_validation": len(trained.validation_ids)},
+        training={"config": config.to_dict(), "best_epochs": trained.best_epochs, "git_commit": git_commit(REPO_DIR),
+                  "n_train": len(trained.train_ids), "n_validation": len(trained.validation_ids),
+                  "validation_auroc": validation},
         data={"train": {"name": train_ds.name, "digest": train_ds.digest, "files": train_ds.source_files},
               "test": {"name": test_ds.name, "digest": test_ds.digest, "files": test_ds.source_files},
               "external": ({"name": external_ds.name, "digest": external_ds.digest,
@@ -196,12 +233,8 @@ def run_triage(config: TriageTrainConfig, *, data_dir: Path | None = None, out_d
               "onnx_sha256": onnx_sha, "preprocessing": trained.encoder.version,
               "data_sources": json.dumps({k: v.source_files for k, v in
                                           (("train", train_ds), ("test", test_ds)) if v})[:5000]},
-        metrics={"parity_max_abs_diff": parity, **{k: {o: {m: (v["models"]["Vigil"][m]["estimate"]
-                                                              if isinstance(v["models"]["Vigil"][m], dict)
-                                                              else v["models"]["Vigil"][m])
-                                                          for m in ("auroc", "auprc", "ece")}
-                                                      for o, v in ev["outcomes"].items()}
-                                                  for k, ev in evaluations.items()}},
+        metrics={"parity_max_abs_diff": parity, "validation": {"auroc": validation},
+                 **{key: headline_metrics(ev) for key, ev in evaluations.items()}},
         history=trained.history,
         artifacts=artefacts,
         onnx_path=onnx_path,

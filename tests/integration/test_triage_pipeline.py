@@ -90,7 +90,7 @@ def test_registered_with_candidate_alias_and_tracked(pipeline_run):
     names = {a.path for a in client.list_artifacts(result.run_id)}
     assert {"model_card.md", "model_card.json", "evaluation_test.json", "evaluation_test.md",
             "evaluation_test_admitted.png", "evaluation_test_acuity_confusion.png"} <= names
-    history = client.get_metric_history(result.run_id, "val_loss")
+    history = client.get_metric_history(result.run_id, "member0.val_loss")
     assert len(history) >= 1
 
 
