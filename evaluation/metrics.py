@@ -607,3 +607,28 @@ def net_benefit_treat_all(y: ArrayLike, thresholds: ArrayLike) -> NDArray[np.flo
     pt = _as_thresholds(thresholds)
     prevalence = float(y_arr.mean())
     return prevalence - (1.0 - prevalence) * (pt / (1.0 - pt))
+
+
+# ---------------------------------------------------------------------------------------- operating points
+def sensitivity(y: ArrayLike, flagged: ArrayLike) -> float:
+    """True-positive rate of binary decisions; NaN when there are no positives."""
+    yy = _as_binary(y)
+    ff = _as_binary(flagged, "flagged")
+    _check_same_length(y=yy, flagged=ff)
+    return float(ff[yy == 1].mean()) if (yy == 1).any() else float("nan")
+
+
+def specificity(y: ArrayLike, flagged: ArrayLike) -> float:
+    """True-negative rate of binary decisions; NaN when there are no negatives."""
+    yy = _as_binary(y)
+    ff = _as_binary(flagged, "flagged")
+    _check_same_length(y=yy, flagged=ff)
+    return float(1 - ff[yy == 0].mean()) if (yy == 0).any() else float("nan")
+
+
+def positive_predictive_value(y: ArrayLike, flagged: ArrayLike) -> float:
+    """Precision of binary decisions; NaN when nothing is flagged."""
+    yy = _as_binary(y)
+    ff = _as_binary(flagged, "flagged")
+    _check_same_length(y=yy, flagged=ff)
+    return float(yy[ff == 1].mean()) if (ff == 1).any() else float("nan")

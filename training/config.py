@@ -4,17 +4,41 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import yaml
 
 from models.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+C = TypeVar("C", bound="_ValidatedConfig")
+
+
+class _ValidatedConfig:
+    """Type and range checks for a frozen config dataclass; ranges come from the subclass's ``_RANGES``."""
+
+    _RANGES: ClassVar[dict[str, tuple[float, float]]] = {}
+
+    def __post_init__(self) -> None:
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            kind = {"int": int, "float": float, "bool": bool}.get(str(f.type), str)
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                object.__setattr__(self, f.name, float(value))
+                value = float(value)
+            if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+                raise ConfigError(f"config key '{f.name}' must be {kind.__name__}; got {type(value).__name__}")
+            bounds = self._RANGES.get(f.name)
+            if bounds and not bounds[0] <= value <= bounds[1]:
+                raise ConfigError(f"config key '{f.name}' must be in [{bounds[0]}, {bounds[1]}]; got {value}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of every key (for MLflow params and the model card)."""
+        return asdict(self)  # type: ignore[call-overload]
 
 
 @dataclass(frozen=True)
-class TriageTrainConfig:
+class TriageTrainConfig(_ValidatedConfig):
     """Everything that determines a triage training run; the run is reproducible from it."""
 
     seed: int = 20261123
@@ -65,33 +89,70 @@ class TriageTrainConfig:
         "threads": (1, 256),
     }
 
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            expected = int if f.type in ("int", int) else float if f.type in ("float", float) else str
-            if expected is float and isinstance(value, int) and not isinstance(value, bool):
-                object.__setattr__(self, f.name, float(value))
-                value = float(value)
-            if not isinstance(value, expected) or isinstance(value, bool):
-                raise ConfigError(f"config key '{f.name}' must be {expected.__name__}; got {type(value).__name__}")
-            bounds = self._RANGES.get(f.name)
-            if bounds and not bounds[0] <= value <= bounds[1]:
-                raise ConfigError(f"config key '{f.name}' must be in [{bounds[0]}, {bounds[1]}]; got {value}")
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict of every key (for MLflow params and the model card)."""
-        return asdict(self)
+
+@dataclass(frozen=True)
+class ImagingTrainConfig(_ValidatedConfig):
+    """Everything that determines a chest X-ray training run."""
+
+    seed: int = 20261123
+    image_size: int = 128
+    epochs: int = 12
+    patience: int = 3
+    batch_size: int = 64
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    dropout: float = 0.2
+    rotate_degrees: float = 7.0
+    scale_jitter: float = 0.1
+    translate_fraction: float = 0.05
+    intensity_jitter: float = 0.1
+    target_sensitivity: float = 0.9
+    quantize_int8: bool = True
+    int8_max_auroc_drop: float = 0.005
+    synthetic_n: int = 600
+    bootstrap_resamples: int = 1000
+    threads: int = 2
+
+    _RANGES: ClassVar[dict[str, tuple[float, float]]] = {
+        "image_size": (32, 1024),
+        "epochs": (1, 500),
+        "patience": (1, 100),
+        "batch_size": (2, 4096),
+        "learning_rate": (1e-6, 1.0),
+        "weight_decay": (0.0, 1.0),
+        "dropout": (0.0, 0.9),
+        "rotate_degrees": (0.0, 45.0),
+        "scale_jitter": (0.0, 0.5),
+        "translate_fraction": (0.0, 0.3),
+        "intensity_jitter": (0.0, 0.5),
+        "target_sensitivity": (0.5, 0.999),
+        "int8_max_auroc_drop": (0.0, 0.1),
+        "synthetic_n": (50, 1_000_000),
+        "bootstrap_resamples": (10, 100_000),
+        "threads": (1, 256),
+    }
 
 
 def load_triage_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> TriageTrainConfig:
-    """Read a YAML config (default: ``training/configs/triage.yaml``) and apply overrides.
+    """Read the triage config (default ``training/configs/triage.yaml``); see :func:`load_config`."""
+    return load_config(TriageTrainConfig, path or CONFIG_DIR / "triage.yaml", overrides)
+
+
+def load_imaging_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> ImagingTrainConfig:
+    """Read the imaging config (default ``training/configs/imaging.yaml``); see :func:`load_config`."""
+    return load_config(ImagingTrainConfig, path or CONFIG_DIR / "imaging.yaml", overrides)
+
+
+def load_config(cls: type[C], path: Path, overrides: dict[str, Any] | None = None) -> C:
+    """Read a YAML config and apply overrides.
 
     Raises
     ------
     ConfigError
         Unknown key, wrong type or out-of-range value (naming the key), or an unreadable file.
     """
-    path = Path(path) if path is not None else CONFIG_DIR / "triage.yaml"
+    path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError as exc:
@@ -101,8 +162,8 @@ def load_triage_config(path: Path | None = None, overrides: dict[str, Any] | Non
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path.name} must hold a mapping of keys to values")
     data.update(overrides or {})
-    known = {f.name for f in fields(TriageTrainConfig)}
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"unknown config key(s) {unknown}; known keys: {sorted(known)}")
-    return TriageTrainConfig(**data)
+    return cls(**data)

@@ -76,7 +76,7 @@ class RegisteredModel:
     alias: str
 
 
-def log_triage_run(
+def log_onnx_model_run(
     settings: TrackingSettings,
     *,
     params: Mapping[str, Any],
@@ -88,7 +88,7 @@ def log_triage_run(
     registered_model_name: str,
     card_json: str,
 ) -> RegisteredModel:
-    """Log one training run and register its ONNX model as a new version with alias ``candidate``.
+    """Log one training run (triage or imaging) and register its ONNX model as a new version @candidate.
 
     Parameters
     ----------

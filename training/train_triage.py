@@ -128,7 +128,7 @@ def _loss(model: TriageNet, batch: tuple[torch.Tensor, ...], config: TriageTrain
     return loss
 
 
-def _fit_temperature(logits: torch.Tensor, loss_fn: Any) -> float:
+def fit_temperature(logits: torch.Tensor, loss_fn: Any) -> float:
     """Minimise the validation NLL over log-temperature with LBFGS (Guo et al. 2017)."""
     log_t = torch.zeros(1, requires_grad=True)
     optimiser = torch.optim.LBFGS([log_t], lr=0.1, max_iter=100)
@@ -191,11 +191,11 @@ def _train(frame: pd.DataFrame, config: TriageTrainConfig, *, progress: bool) ->
         acuity_logits, outcome_logits = net(*val_t[:4])
     acuity_labels, outcome_labels = val_t[4], val_t[5]
     has_level = acuity_labels >= 0
-    acuity_t = _fit_temperature(
+    acuity_t = fit_temperature(
         acuity_logits[has_level], lambda z: F.cross_entropy(z, acuity_labels[has_level])
     ) if bool(has_level.any()) else 1.0
     outcome_ts = [
-        _fit_temperature(outcome_logits[:, j],
+        fit_temperature(outcome_logits[:, j],
                          lambda z, j=j: F.binary_cross_entropy_with_logits(z, outcome_labels[:, j]))
         for j in range(len(OUTCOMES))
     ]

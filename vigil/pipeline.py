@@ -27,7 +27,7 @@ from models.onnx_runtime import TriageOnnxModel, export_triage_onnx, sha256_file
 from models.triage_decision import recommend_levels
 from training.config import TriageTrainConfig
 from training.data import TriageDataset, data_available, load_dataset, resolve_data_dir
-from training.tracking import git_commit, log_triage_run, tracking_settings
+from training.tracking import git_commit, log_onnx_model_run, tracking_settings
 from training.train_triage import TrainedTriageModel, train_triage
 
 log = logging.getLogger(__name__)
@@ -224,7 +224,7 @@ def run_triage(config: TriageTrainConfig, *, data_dir: Path | None = None, out_d
     artefacts += [card_path, out_dir / "goals.json"]
 
     onnx_sha = sha256_file(onnx_path)
-    registered = log_triage_run(
+    registered = log_onnx_model_run(
         tracking_settings(base, "vigil-triage"),
         params=config.to_dict(),
         tags={"git_commit": git_commit(REPO_DIR), "synthetic_data": str(synthetic).lower(),
