@@ -58,3 +58,45 @@ class ConfigError(VigilError, ValueError):
 
 class ModelArtifactError(VigilError):
     """A model artefact is missing, corrupt, or does not match its record (checksum, metadata, parity)."""
+
+
+# ---------------------------------------------------------------------------------------------- imaging
+class ImagingInputError(InputValidationError):
+    """A radiograph (DICOM, PNG or JPEG) was refused before or while turning it into model input.
+
+    ``field`` is the DICOM keyword at fault (``"Modality"``, ``"Rows"``, ...) or ``"file"`` when the problem is
+    the file as a whole. Messages echo only technical header values (Modality, PhotometricInterpretation, Rows,
+    Columns, TransferSyntaxUID, BodyPartExamined), never identifiers.
+    """
+
+
+class NotAnImageError(ImagingInputError):
+    """The input is not DICOM (or not a readable DICOM dataset), or it holds no pixel data."""
+
+
+class UnsupportedModalityError(ImagingInputError):
+    """The DICOM Modality is not a projection radiograph (CR, DX, DR), or it is missing."""
+
+
+class NotChestError(ImagingInputError):
+    """BodyPartExamined names a body part other than the chest."""
+
+
+class UnsupportedPhotometricError(ImagingInputError):
+    """The image is not single-sample greyscale (MONOCHROME1/2): RGB, YBR, PALETTE COLOR, or a colour PNG/JPEG."""
+
+
+class MultiFrameError(ImagingInputError):
+    """The DICOM holds more than one frame; one radiograph per instance is expected."""
+
+
+class UndecodablePixelDataError(ImagingInputError):
+    """The pixel data could not be decoded (broken codestream, no decoder) or does not match the header."""
+
+
+class PhotometricMismatchError(ImagingInputError):
+    """The PhotometricInterpretation contradicts the pixel data (the displayed image looks inverted)."""
+
+
+class ImageDimensionError(ImagingInputError):
+    """Rows, Columns or bit depth are outside the supported range (checked before any pixel is decoded)."""

@@ -141,7 +141,7 @@ def log_onnx_model_run(
     return RegisteredModel(registered_model_name, version, run_id, info.model_uri, CANDIDATE_ALIAS)
 
 
-def resolve_model_file(model: str, work_dir: Path) -> Path:
+def resolve_model_file(model: str, work_dir: Path, experiment: str = "vigil-triage") -> Path:
     """Turn an ``.onnx`` path or a registry URI (``models:/NAME@alias`` or ``models:/NAME/VERSION``) into a file.
 
     Raises
@@ -159,7 +159,7 @@ def resolve_model_file(model: str, work_dir: Path) -> Path:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    settings = tracking_settings(work_dir, "vigil-triage")
+    settings = tracking_settings(work_dir, experiment)
     mlflow.set_tracking_uri(settings.tracking_uri)
     target = work_dir / "downloads" / model.replace("models:/", "").replace("@", "_at_").replace("/", "_")
     try:

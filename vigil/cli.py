@@ -43,27 +43,40 @@ def run(
     config: Annotated[Path | None, typer.Option(help="Triage training config (YAML).")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Data folder (default $VIGIL_DATA_DIR or ../shared/data).")]
     = None,
-    epochs: Annotated[int | None, typer.Option(help="Override the config's epochs.")] = None,
+    imaging_config: Annotated[Path | None, typer.Option(help="Chest X-ray training config (YAML).")] = None,
+    only: Annotated[str | None, typer.Option(help="Run only 'triage' or only 'imaging'.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Override both configs' epochs.")] = None,
     verbose: bool = False,
 ) -> None:
-    """The main job: train the triage model, track it in MLflow, export to ONNX, check parity, evaluate.
+    """The main job: train the triage and chest X-ray models, track them in MLflow, export to ONNX (parity
+    checked), evaluate against baselines, and register each as @candidate.
 
-    Fairness audit and release gate (issue 4) and serving (issue 5) are not built yet; this says so.
+    The fairness audit and release gate (issue 4) and serving (issue 5) are not built yet; this says so.
     """
     _setup_logging(verbose)
-    from training.config import load_triage_config
-    from vigil.pipeline import run_triage, summary_lines
+    from training.config import load_imaging_config, load_triage_config
 
+    if only not in (None, "triage", "imaging"):
+        _fail(VigilError(f"--only must be 'triage' or 'imaging'; got {only!r}"))
+    overrides = {"epochs": epochs} if epochs else None
     try:
-        cfg = load_triage_config(config, {"epochs": epochs} if epochs else None)
-        result = run_triage(cfg, data_dir=data_dir)
+        triage_cfg = load_triage_config(config, overrides)
+        imaging_cfg = load_imaging_config(imaging_config, overrides)
+        if only in (None, "triage"):
+            from vigil.pipeline import run_triage, summary_lines
+
+            for line in summary_lines(run_triage(triage_cfg, data_dir=data_dir)):
+                typer.echo(line)
+        if only in (None, "imaging"):
+            from vigil.pipeline_imaging import imaging_summary_lines, run_imaging
+
+            for line in imaging_summary_lines(run_imaging(imaging_cfg, data_dir=data_dir)):
+                typer.echo(line)
     except VigilError as exc:
         _fail(exc)
         return
-    for line in summary_lines(result):
-        typer.echo(line)
-    typer.echo("Not yet part of the main job: the fairness audit and release gate, imaging, and serving "
-               "(open issues 3-5). The model stays at alias @candidate; nothing is released.")
+    typer.echo("Not yet part of the main job: the fairness audit and release gate (issue 4) and serving "
+               "(issue 5). Models stay at alias @candidate; nothing is released.")
 
 
 @app.command()
@@ -119,6 +132,63 @@ def evaluate(
         typer.echo(f"{outcome}: " + ", ".join(f"{k} AUROC {v['auroc']['estimate']:.3f}"
                                               for k, v in entry["models"].items()))
     typer.echo(json.dumps({"written": [str(p) for p in paths]}))
+
+
+@app.command("second-read")
+def second_read(
+    model: Annotated[str, typer.Option(help="An .onnx file, or models:/vigil-cxr@candidate")],
+    dicom: Annotated[Path, typer.Option(help="A DICOM instance (CR/DX chest radiograph)")],
+    out: Annotated[Path, typer.Option(help="Folder for the SR (.dcm), the heat map (.png) and the JSON")]
+    = Path("vigil-work/second-read"),
+) -> None:
+    """Second read of one DICOM: per-finding probabilities and flags, a heat map PNG and a TID 1500 SR."""
+    _setup_logging(False)
+    from models.imaging_onnx import ImagingOnnxModel
+    from models.structured_report import sr_to_bytes
+    from training.tracking import resolve_model_file
+    from vigil.pipeline import work_dir
+
+    try:
+        onnx_model = ImagingOnnxModel(resolve_model_file(model, work_dir(), experiment="vigil-cxr"))
+        if not dicom.is_file():
+            raise VigilError(f"DICOM file not found: {dicom}")
+        read = onnx_model.second_read_dicom(dicom.read_bytes())
+        sr = read.structured_report(onnx_model.card.name, onnx_model.card.version)
+    except (VigilError, ValueError) as exc:
+        _fail(exc)
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "second_read_sr.dcm").write_bytes(sr_to_bytes(sr))
+    (out / "heatmap.png").write_bytes(read.heatmap_png())
+    summary = {"model": onnx_model.card.name, "version": onnx_model.card.version, "flagged": read.flagged,
+               "findings": {f: {"probability": read.probabilities[f], "threshold": read.thresholds[f],
+                                "flag": read.flags[f]} for f in read.probabilities},
+               "statement": onnx_model.card.decision_support_statement}
+    (out / "second_read.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    typer.echo(json.dumps(summary, indent=2))
+
+
+@app.command("bench-imaging")
+def bench_imaging(
+    run_dir: Annotated[Path, typer.Option(help="A run folder holding cxr_fp32.onnx (and cxr_int8.onnx)")],
+    data_dir: Annotated[Path | None, typer.Option(help="Data folder holding imaging/dicom_fixtures")] = None,
+    repeats: Annotated[int, typer.Option(min=3, max=10000)] = 50,
+    threads: Annotated[int, typer.Option(min=1, max=64)] = 2,
+    out: Annotated[Path, typer.Option(help="Markdown report")] = Path("docs/imaging_latency.md"),
+) -> None:
+    """Benchmark: DICOM bytes -> flags against raw onnxruntime inference on every chest fixture."""
+    _setup_logging(False)
+    from training.data import resolve_data_dir
+    from vigil.bench import imaging_latency, write_imaging_latency
+
+    models = {p: run_dir / f"cxr_{p}.onnx" for p in ("fp32", "int8") if (run_dir / f"cxr_{p}.onnx").is_file()}
+    if not models:
+        _fail(VigilError(f"no cxr_fp32.onnx or cxr_int8.onnx in {run_dir}"))
+    root = resolve_data_dir(data_dir) / "imaging" / "dicom_fixtures"
+    fixtures = sorted((root / "chest").iterdir()) + sorted((root / "derived").glob("*.dcm"))
+    rows = imaging_latency(models, fixtures, repeats, threads)
+    command = (f"vigil bench-imaging --run-dir <run folder> --repeats {repeats} --threads {threads}")
+    typer.echo(f"wrote {write_imaging_latency(rows, out, command, repeats, threads)}")
 
 
 def main() -> None:

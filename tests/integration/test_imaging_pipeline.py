@@ -1,0 +1,134 @@
+"""Images -> torchvision -> ONNX (parity, INT8 decision) -> evaluation -> registry, on synthetic images;
+then DICOM bytes -> second-read flags through the exported model on real fixtures."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.imaging_onnx import ImagingOnnxModel
+from models.labels import IMAGING_FINDINGS
+from training.config import load_imaging_config
+
+FIXTURES = Path(os.environ.get("VIGIL_DATA_DIR", Path(__file__).resolve().parents[2] / ".." / "shared" / "data")) \
+    / "imaging" / "dicom_fixtures"
+
+
+@pytest.fixture(scope="module")
+def imaging_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("work")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("VIGIL_WORK_DIR", str(work))
+    mp.setenv("VIGIL_DATA_DIR", str(work / "no-data-here"))
+    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    mp.delenv("VIGIL_MLFLOW_URI", raising=False)
+    from vigil.pipeline_imaging import run_imaging
+
+    cfg = load_imaging_config(overrides={"epochs": 10, "patience": 10, "synthetic_n": 600, "image_size": 64,
+                                         "batch_size": 32, "bootstrap_resamples": 20})
+    result = run_imaging(cfg, progress=False)
+    yield work, result
+    mp.undo()
+
+
+def test_synthetic_run_says_so_and_parity_holds(imaging_run):
+    _, result = imaging_run
+    assert result.synthetic is True
+    assert result.parity_max_abs_diff < 1e-4
+    card = (result.report_dir / "imaging_model_card.md").read_text()
+    assert "SYNTHETIC DATA ONLY" in card and "does not replace the judgement of a clinician" in card
+
+
+def test_int8_decision_is_recorded_and_consistent(imaging_run):
+    _, result = imaging_run
+    int8 = json.loads((result.report_dir / "int8.json").read_text())
+    assert set(int8["auroc_change"]) == {"validation", "test"}
+    assert int8["accuracy_holds"] == (int8["worst_validation_change"] <= 0.005)
+    assert result.shipped_precision == ("int8" if int8["accuracy_holds"] else "fp32")
+
+
+def test_exported_model_outputs_and_thresholds(imaging_run):
+    _, result = imaging_run
+    model = ImagingOnnxModel(result.shipped_path)
+    assert model.findings == IMAGING_FINDINGS and set(model.thresholds) == set(IMAGING_FINDINGS)
+    images = np.random.default_rng(0).standard_normal((3, 1, 64, 64)).astype(np.float32)
+    probs, maps = model.run(images)
+    assert probs.shape == (3, len(IMAGING_FINDINGS)) and maps.shape == (3, len(IMAGING_FINDINGS), 64, 64)
+    assert ((probs >= 0) & (probs <= 1)).all() and maps.min() >= 0 and maps.max() <= 1 + 1e-5
+    flags = model.flags(probs)
+    assert np.array_equal(flags, probs >= np.array([model.thresholds[f] for f in IMAGING_FINDINGS]))
+
+
+def test_evaluation_and_registry(imaging_run):
+    work, result = imaging_run
+    ev = result.evaluations["synthetic"]
+    assert ev["bootstrap_unit"] == "patient" and ev["findings"]["effusion"]["auroc"]["estimate"] > 0.6
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
+    version = client.get_model_version_by_alias("vigil-cxr", "candidate")
+    assert str(version.version) == result.registered_version
+    names = {a.path for a in client.list_artifacts(result.run_id)}
+    assert {"imaging_synthetic.json", "imaging_synthetic.md", "imaging_synthetic_roc.png", "int8.json",
+            "imaging_model_card.md"} <= names
+
+
+@pytest.mark.realdata
+def test_dicom_bytes_to_flags_on_real_fixture(imaging_run):
+    _, result = imaging_run
+    path = FIXTURES / "chest" / "1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"
+    if not path.is_file():
+        pytest.skip(f"DICOM fixtures not found at {FIXTURES}")
+    model = ImagingOnnxModel(result.shipped_path)
+    read = model.second_read_dicom(path.read_bytes())
+    assert set(read.probabilities) == set(IMAGING_FINDINGS)
+    assert read.flagged == any(read.flags.values())
+    assert read.heatmaps.shape == (len(IMAGING_FINDINGS), 64, 64)
+    assert read.source["sop_instance_uid"] == "1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819"
+
+
+@pytest.mark.realdata
+def test_cli_second_read_writes_sr_heatmap_and_json(imaging_run, tmp_path):
+    _, result = imaging_run
+    path = FIXTURES / "chest" / "RG1_JLSN.dcm"  # MONOCHROME1, JPEG-LS
+    if not path.is_file():
+        pytest.skip(f"DICOM fixtures not found at {FIXTURES}")
+    from typer.testing import CliRunner
+
+    from models.structured_report import read_second_read_sr
+    from vigil.cli import app
+
+    res = CliRunner().invoke(app, ["second-read", "--model", str(result.shipped_path), "--dicom", str(path),
+                                   "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "second_read.json").read_text())
+    sr = read_second_read_sr((tmp_path / "second_read_sr.dcm").read_bytes())
+    assert sr["any_flagged"] == summary["flagged"]
+    for finding, entry in summary["findings"].items():
+        assert sr["findings"][finding]["probability"] == pytest.approx(entry["probability"], abs=1e-12)
+        assert sr["findings"][finding]["flagged"] == entry["flag"]
+    assert (tmp_path / "heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "decision support" in summary["statement"].lower()
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize(("name", "error"), [("negative/Fake_MONOHR1.dcm", "PhotometricInterpretation contradicts"),
+                                             ("negative/966.dcm", "could not be decoded"),
+                                             ("other_cr/RG3_J2KR.dcm", "BodyPartExamined")])
+def test_cli_second_read_refuses_bad_instances_clearly(imaging_run, tmp_path, name, error):
+    _, result = imaging_run
+    path = FIXTURES / name
+    if not path.is_file():
+        pytest.skip(f"DICOM fixtures not found at {FIXTURES}")
+    from typer.testing import CliRunner
+
+    from vigil.cli import app
+
+    res = CliRunner().invoke(app, ["second-read", "--model", str(result.shipped_path), "--dicom", str(path),
+                                   "--out", str(tmp_path)])
+    assert res.exit_code == 2 and error in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "second_read_sr.dcm").exists()

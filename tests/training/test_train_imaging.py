@@ -1,0 +1,51 @@
+"""Imaging training pieces: patient-level splits, operating thresholds, augmentation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from training.config import load_imaging_config
+from training.data.imaging import patient_split
+from training.train_imaging import augment, operating_threshold
+
+
+def test_patient_split_keeps_patients_whole_and_is_seeded():
+    patients = np.repeat(np.arange(100).astype(str), 3)
+    a = patient_split(patients, (0.6, 0.2, 0.2), seed=1)
+    for p in np.unique(patients):
+        assert len(set(a[patients == p])) == 1
+    assert np.array_equal(a, patient_split(patients, (0.6, 0.2, 0.2), seed=1))
+    assert not np.array_equal(a, patient_split(patients, (0.6, 0.2, 0.2), seed=2))
+    assert (a == "train").sum() == 180 and (a == "validation").sum() == 60
+
+
+@pytest.mark.parametrize("target", [0.5, 0.8, 0.9, 1.0 - 1e-9])
+def test_operating_threshold_reaches_target_and_is_highest(target):
+    rng = np.random.default_rng(0)
+    y = (rng.random(500) < 0.3).astype(int)
+    p = np.clip(0.3 * y + rng.random(500) * 0.7, 0, 1)
+    threshold, sens = operating_threshold(y, p, target)
+    assert sens >= target - 1e-12
+    assert (p[y == 1] >= threshold).mean() == pytest.approx(sens)
+    # any higher threshold loses sensitivity below the target
+    higher = np.unique(p[p > threshold])
+    if len(higher):
+        assert (p[y == 1] >= higher[0]).mean() < target
+
+
+def test_operating_threshold_without_positives_never_flags():
+    threshold, sens = operating_threshold(np.zeros(5, int), np.linspace(0, 1, 5), 0.9)
+    assert threshold == 1.0 and np.isnan(sens)
+
+
+def test_augment_shapes_identity_and_determinism():
+    cfg = load_imaging_config()
+    x = torch.randn(4, 1, 32, 32)
+    a = augment(x, cfg, torch.Generator().manual_seed(0))
+    b = augment(x, cfg, torch.Generator().manual_seed(0))
+    assert a.shape == x.shape and torch.equal(a, b)
+    still = load_imaging_config(overrides={"rotate_degrees": 0.0, "scale_jitter": 0.0, "translate_fraction": 0.0,
+                                           "intensity_jitter": 0.0})
+    torch.testing.assert_close(augment(x, still, torch.Generator().manual_seed(0)), x, atol=1e-5, rtol=0)

@@ -1,0 +1,192 @@
+"""Fit the chest X-ray network: masked multi-label training with augmentation, early stopping,
+per-finding temperature scaling and operating thresholds chosen on validation data.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from models.imaging_net import CalibratedChestXray, ChestXrayNet
+from models.labels import IMAGING_FINDINGS
+from training.config import ImagingTrainConfig
+from training.data.imaging import ImagingDataset
+from training.train_triage import fit_temperature
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainedImagingModel:
+    """The result of :func:`train_imaging`."""
+
+    model: CalibratedChestXray
+    temperatures: list[float]
+    thresholds: dict[str, float]
+    validation_sensitivity: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+
+    def predict(self, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """Calibrated probabilities [N, F] and heat maps [N, F, S, S] from torch (for parity checks)."""
+        self.model.eval()
+        probs, maps = [], []
+        with torch.no_grad():
+            for start in range(0, len(images), batch_size):
+                x = torch.from_numpy(images[start : start + batch_size].astype(np.float32))
+                p, m = self.model(x)
+                probs.append(p.numpy())
+                maps.append(m.numpy())
+        return np.concatenate(probs), np.concatenate(maps)
+
+
+def augment(x: torch.Tensor, config: ImagingTrainConfig, generator: torch.Generator) -> torch.Tensor:
+    """Per-image random affine (rotation, scale, translation) and intensity jitter; no flips."""
+    n = x.shape[0]
+    angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(config.rotate_degrees)
+    scale = 1 + (torch.rand(n, generator=generator) * 2 - 1) * config.scale_jitter
+    shift = (torch.rand(n, 2, generator=generator) * 2 - 1) * config.translate_fraction * 2
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    # Pad with the normalised value of black (the pixel path pads with black too).
+    background = x.amin(dim=(1, 2, 3), keepdim=True)
+    out = F.grid_sample(x - background, grid, align_corners=False, padding_mode="zeros") + background
+    gain = 1 + (torch.rand(n, 1, 1, 1, generator=generator) * 2 - 1) * config.intensity_jitter
+    bias = (torch.rand(n, 1, 1, 1, generator=generator) * 2 - 1) * config.intensity_jitter
+    return out * gain + bias
+
+
+def _masked_bce(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    loss = F.binary_cross_entropy_with_logits(logits, labels, reduction="none") * mask
+    return loss.sum() / mask.sum().clamp(min=1.0)
+
+
+def mean_auroc(labels: np.ndarray, mask: np.ndarray, scores: np.ndarray) -> float:
+    """Mean AUROC over the findings that have both classes among their labelled rows (model selection)."""
+    from sklearn.metrics import roc_auc_score
+
+    values = []
+    for j in range(labels.shape[1]):
+        rows = mask[:, j] > 0
+        y = labels[rows, j]
+        if rows.any() and 0 < y.sum() < len(y):
+            values.append(roc_auc_score(y, scores[rows, j]))
+    return float(np.mean(values)) if values else float("nan")
+
+
+def _logits(net: ChestXrayNet, images: np.ndarray, batch_size: int = 256) -> torch.Tensor:
+    net.eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            out.append(net(torch.from_numpy(images[start : start + batch_size].astype(np.float32)))[0])
+    return torch.cat(out)
+
+
+def operating_threshold(y: np.ndarray, p: np.ndarray, target_sensitivity: float) -> tuple[float, float]:
+    """The highest threshold whose sensitivity on (y, p) reaches the target; returns (threshold, sensitivity).
+
+    With no positives the threshold is 1.0 (never flag on no evidence) and the sensitivity NaN.
+    """
+    positives = np.sort(p[y == 1])[::-1]
+    if len(positives) == 0:
+        return 1.0, float("nan")
+    k = math.ceil(target_sensitivity * len(positives))
+    threshold = float(positives[k - 1])
+    return threshold, float((p[y == 1] >= threshold).mean())
+
+
+def train_imaging(data: ImagingDataset, config: ImagingTrainConfig, *, progress: bool = True) -> TrainedImagingModel:
+    """Train on the ``train`` split, early-stop and calibrate on ``validation``.
+
+    Torch's global RNG is forked for the duration, so seeding here does not leak to the caller.
+    """
+    with torch.random.fork_rng():
+        torch.manual_seed(config.seed)
+        # Denormal floats slowed later epochs several-fold on CPU; flush them while training, then restore
+        # torch's default (off).
+        torch.set_flush_denormal(True)
+        try:
+            return _train(data, config, progress)
+        finally:
+            torch.set_flush_denormal(False)
+
+
+def _train(data: ImagingDataset, config: ImagingTrainConfig, progress: bool) -> TrainedImagingModel:
+    torch.set_num_threads(config.threads)
+    train, val = data.split("train"), data.split("validation")
+    if len(train.images) == 0 or len(val.images) == 0:
+        raise ValueError("imaging data needs non-empty train and validation splits")
+    generator = torch.Generator().manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    net = ChestXrayNet(len(IMAGING_FINDINGS), dropout=config.dropout)
+    optimiser = torch.optim.AdamW(net.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=config.epochs)
+    val_labels, val_mask = torch.from_numpy(val.labels), torch.from_numpy(val.mask)
+    best_score, best_state, best_epoch, stale = -math.inf, None, 0, 0
+    history: list[dict[str, float]] = []
+    bar = tqdm(range(1, config.epochs + 1), desc="imaging training", unit="epoch", disable=not progress)
+    for epoch in bar:
+        net.train()
+        order = rng.permutation(len(train.images))
+        total = 0.0
+        for start in range(0, len(order), config.batch_size):
+            idx = order[start : start + config.batch_size]
+            x = augment(torch.from_numpy(train.images[idx].astype(np.float32)), config, generator)
+            logits, _ = net(x)
+            loss = _masked_bce(logits, torch.from_numpy(train.labels[idx]), torch.from_numpy(train.mask[idx]))
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            total += float(loss.item()) * len(idx)
+        scheduler.step()
+        val_logits = _logits(net, val.images)
+        val_loss = float(_masked_bce(val_logits, val_labels, val_mask).item())
+        val_auroc = mean_auroc(val.labels, val.mask, val_logits.numpy())
+        history.append({"epoch": epoch, "train_loss": total / len(order), "val_loss": val_loss,
+                        "val_mean_auroc": val_auroc})
+        bar.set_postfix(train=f"{total / len(order):.4f}", val=f"{val_loss:.4f}", auroc=f"{val_auroc:.3f}")
+        # Select on ranking, not loss: with few NIH labels the loss rises from overconfidence while ranking
+        # still improves, and temperature scaling fixes calibration afterwards.
+        score = val_auroc if math.isfinite(val_auroc) else -val_loss  # no finding with both classes: use loss
+        if score > best_score + 1e-4:
+            best_score, best_epoch, stale = val_auroc, epoch, 0
+            best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        else:
+            stale += 1
+            if stale >= config.patience:
+                log.info("imaging: early stop at epoch %d (best %d, val mean AUROC %.4f)", epoch, best_epoch,
+                         best_score)
+                break
+    assert best_state is not None  # at least one epoch ran
+    net.load_state_dict(best_state)
+    net.eval()
+
+    logits = _logits(net, val.images)
+    temperatures = []
+    for j in range(len(IMAGING_FINDINGS)):
+        rows = val_mask[:, j] > 0
+        if int(rows.sum()) < 10 or val_labels[rows, j].min() == val_labels[rows, j].max():
+            temperatures.append(1.0)
+            continue
+        temperatures.append(fit_temperature(
+            logits[rows, j], lambda z, j=j, rows=rows: F.binary_cross_entropy_with_logits(z, val_labels[rows, j])
+        ))
+    model = CalibratedChestXray(net, temperatures, config.image_size).eval()
+    trained = TrainedImagingModel(model, temperatures, {}, {}, history, best_epoch)
+    probs, _ = trained.predict(val.images)
+    for j, finding in enumerate(IMAGING_FINDINGS):
+        rows = val.mask[:, j] > 0
+        threshold, sensitivity = operating_threshold(val.labels[rows, j], probs[rows, j], config.target_sensitivity)
+        trained.thresholds[finding] = threshold
+        trained.validation_sensitivity[finding] = sensitivity
+    log.info("imaging temperatures %s; thresholds %s", [round(t, 3) for t in temperatures],
+             {k: round(v, 4) for k, v in trained.thresholds.items()})
+    return trained
