@@ -138,7 +138,10 @@ class TriageOnnxModel:
         if CARD_METADATA_KEY not in meta:
             raise ModelArtifactError(f"ONNX model {path.name} has no '{CARD_METADATA_KEY}' metadata")
         self.card = ModelCard.from_json(meta[CARD_METADATA_KEY])
-        self.encoder = FeatureEncoder.from_dict(self.card.features)
+        try:
+            self.encoder = FeatureEncoder.from_dict(self.card.features)
+        except (KeyError, ValueError) as exc:
+            raise ModelArtifactError(f"{path.name} is not a triage model ({self.card.name}): {exc}") from exc
         self.path = path
 
     def run_encoded(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -83,11 +83,12 @@ def mean_auroc(labels: np.ndarray, mask: np.ndarray, scores: np.ndarray) -> floa
 
 def _logits(net: ChestXrayNet, images: np.ndarray, batch_size: int = 256) -> torch.Tensor:
     net.eval()
+    device = next(net.parameters()).device
     out = []
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
-            out.append(net(torch.from_numpy(images[start : start + batch_size].astype(np.float32)))[0])
-    return torch.cat(out)
+            out.append(net(torch.from_numpy(images[start : start + batch_size].astype(np.float32)).to(device))[0])
+    return torch.cat(out).cpu()
 
 
 def operating_threshold(y: np.ndarray, p: np.ndarray, target_sensitivity: float) -> tuple[float, float]:
@@ -126,7 +127,8 @@ def _train(data: ImagingDataset, config: ImagingTrainConfig, progress: bool) -> 
         raise ValueError("imaging data needs non-empty train and validation splits")
     generator = torch.Generator().manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    net = ChestXrayNet(len(IMAGING_FINDINGS), dropout=config.dropout)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # a GPU where one is available
+    net = ChestXrayNet(len(IMAGING_FINDINGS), dropout=config.dropout).to(device)
     optimiser = torch.optim.AdamW(net.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=config.epochs)
     val_labels, val_mask = torch.from_numpy(val.labels), torch.from_numpy(val.mask)
@@ -139,9 +141,10 @@ def _train(data: ImagingDataset, config: ImagingTrainConfig, progress: bool) -> 
         total = 0.0
         for start in range(0, len(order), config.batch_size):
             idx = order[start : start + config.batch_size]
-            x = augment(torch.from_numpy(train.images[idx].astype(np.float32)), config, generator)
+            x = augment(torch.from_numpy(train.images[idx].astype(np.float32)), config, generator).to(device)
             logits, _ = net(x)
-            loss = _masked_bce(logits, torch.from_numpy(train.labels[idx]), torch.from_numpy(train.mask[idx]))
+            loss = _masked_bce(logits, torch.from_numpy(train.labels[idx]).to(device),
+                               torch.from_numpy(train.mask[idx]).to(device))
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -167,7 +170,7 @@ def _train(data: ImagingDataset, config: ImagingTrainConfig, progress: bool) -> 
                 break
     assert best_state is not None  # at least one epoch ran
     net.load_state_dict(best_state)
-    net.eval()
+    net = net.cpu().eval()  # exported and calibrated on CPU
 
     logits = _logits(net, val.images)
     temperatures = []

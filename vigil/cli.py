@@ -24,7 +24,8 @@ log = logging.getLogger("vigil")
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    for noisy in ("alembic", "mlflow", "urllib3", "matplotlib", "onnxscript", "torch"):
+    # highdicom logs source UIDs at INFO: identifiers stay out of logs.
+    for noisy in ("alembic", "mlflow", "urllib3", "matplotlib", "onnxscript", "onnx_ir", "torch", "highdicom"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -101,6 +102,9 @@ def evaluate(
     from training.tracking import resolve_model_file
     from vigil.pipeline import work_dir
 
+    if model.startswith("models:/vigil-cxr") or data in ("nih", "kermany"):
+        _evaluate_imaging(model, data, out, data_dir, bootstrap, seed)
+        return
     try:
         onnx_path = resolve_model_file(model, work_dir())
         onnx_model = TriageOnnxModel(onnx_path)
@@ -189,6 +193,42 @@ def bench_imaging(
     rows = imaging_latency(models, fixtures, repeats, threads)
     command = (f"vigil bench-imaging --run-dir <run folder> --repeats {repeats} --threads {threads}")
     typer.echo(f"wrote {write_imaging_latency(rows, out, command, repeats, threads)}")
+
+
+def _evaluate_imaging(model: str, data: str, out: Path, data_dir: Path | None, bootstrap: int, seed: int) -> None:
+    """``vigil evaluate`` for a chest X-ray model: the held-out patients of NIH or Kermany."""
+    import numpy as np
+
+    from evaluation.imaging_report import evaluate_imaging, write_imaging_report
+    from models.imaging_onnx import ImagingOnnxModel
+    from training.data import resolve_data_dir
+    from training.data.imaging import load_kermany, load_nih
+    from training.tracking import resolve_model_file
+    from vigil.pipeline import work_dir
+
+    if data not in ("nih", "kermany"):
+        _fail(VigilError(f"--data for an imaging model must be 'nih' or 'kermany'; got {data!r}"))
+    try:
+        onnx_model = ImagingOnnxModel(resolve_model_file(model, work_dir(), experiment="vigil-cxr"))
+        split_seed = int(onnx_model.card.training["config"]["seed"])  # the model's own patient split
+        loader = load_nih if data == "nih" else load_kermany
+        test = loader(resolve_data_dir(data_dir), onnx_model.image_size, split_seed).split("test")
+    except VigilError as exc:
+        _fail(exc)
+        return
+    probs, _ = onnx_model.run(test.images)
+    findings = onnx_model.findings
+    result = evaluate_imaging(test.labels, test.mask, probs, onnx_model.thresholds, test.meta["patient_id"].to_numpy(),
+                              findings, dataset=f"{data} (held-out patients of the model's split)", n_boot=bootstrap,
+                              seed=seed)
+    result["model"] = {"name": onnx_model.card.name, "version": onnx_model.card.version, "sha256": onnx_model.sha256}
+    paths = write_imaging_report(result, test.labels, test.mask, probs, findings, out, "evaluation",
+                                 f"Chest X-ray evaluation: {data}")
+    for finding, entry in result["findings"].items():
+        if "auroc" in entry:
+            typer.echo(f"{finding}: AUROC {entry['auroc']['estimate']:.3f} "
+                       f"({entry['auroc']['low']:.3f}-{entry['auroc']['high']:.3f}), n={entry['n']}")
+    typer.echo(json.dumps({"written": [str(p) for p in paths], "images": int(np.asarray(test.images).shape[0])}))
 
 
 def main() -> None:

@@ -132,3 +132,23 @@ def test_cli_second_read_refuses_bad_instances_clearly(imaging_run, tmp_path, na
                                    "--out", str(tmp_path)])
     assert res.exit_code == 2 and error in res.output and "Traceback" not in res.output
     assert not (tmp_path / "second_read_sr.dcm").exists()
+
+
+@pytest.mark.realdata
+def test_cli_evaluate_imaging_on_nih_held_out_patients(imaging_run, tmp_path):
+    _, result = imaging_run
+    if not (FIXTURES.parent / "nih_cxr14_1000_64px").is_dir():
+        pytest.skip("NIH images not found")
+    from typer.testing import CliRunner
+
+    from vigil.cli import app
+
+    res = CliRunner().invoke(app, ["evaluate", "--model", str(result.shipped_path), "--data", "nih", "--out",
+                                   str(tmp_path), "--bootstrap", "20", "--data-dir", str(FIXTURES.parents[1])])
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "evaluation.json").read_text())
+    assert report["bootstrap_unit"] == "patient" and report["n_images"] > 100
+    assert set(report["findings"]) == {"effusion", "cardiomegaly", "pneumothorax", "atelectasis", "nodule_mass",
+                                       "consolidation_infiltration"}  # NIH carries no pneumonia label here
+    res = CliRunner().invoke(app, ["evaluate", "--model", str(result.shipped_path), "--data", "ktas"])
+    assert res.exit_code == 2 and "is not a triage model" in res.output
