@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from models.imaging_net import CalibratedChestXray, ChestXrayNet
 from models.labels import IMAGING_FINDINGS
+from models.operating_point import threshold_for_sensitivity
 from training.config import ImagingTrainConfig
 from training.data.imaging import ImagingDataset
 from training.train_triage import fit_temperature
@@ -89,19 +90,6 @@ def _logits(net: ChestXrayNet, images: np.ndarray, batch_size: int = 256) -> tor
         for start in range(0, len(images), batch_size):
             out.append(net(torch.from_numpy(images[start : start + batch_size].astype(np.float32)).to(device))[0])
     return torch.cat(out).cpu()
-
-
-def operating_threshold(y: np.ndarray, p: np.ndarray, target_sensitivity: float) -> tuple[float, float]:
-    """The highest threshold whose sensitivity on (y, p) reaches the target; returns (threshold, sensitivity).
-
-    With no positives the threshold is 1.0 (never flag on no evidence) and the sensitivity NaN.
-    """
-    positives = np.sort(p[y == 1])[::-1]
-    if len(positives) == 0:
-        return 1.0, float("nan")
-    k = math.ceil(target_sensitivity * len(positives))
-    threshold = float(positives[k - 1])
-    return threshold, float((p[y == 1] >= threshold).mean())
 
 
 def train_imaging(data: ImagingDataset, config: ImagingTrainConfig, *, progress: bool = True) -> TrainedImagingModel:
@@ -187,7 +175,8 @@ def _train(data: ImagingDataset, config: ImagingTrainConfig, progress: bool) -> 
     probs, _ = trained.predict(val.images)
     for j, finding in enumerate(IMAGING_FINDINGS):
         rows = val.mask[:, j] > 0
-        threshold, sensitivity = operating_threshold(val.labels[rows, j], probs[rows, j], config.target_sensitivity)
+        threshold, sensitivity = threshold_for_sensitivity(val.labels[rows, j], probs[rows, j],
+                                                            config.target_sensitivity)
         trained.thresholds[finding] = threshold
         trained.validation_sensitivity[finding] = sensitivity
     log.info("imaging temperatures %s; thresholds %s", [round(t, 3) for t in temperatures],

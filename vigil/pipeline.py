@@ -24,6 +24,7 @@ from models.labels import OUTCOMES
 from models.model_card import ModelCard
 from models.news2 import FLOOR
 from models.onnx_runtime import TriageOnnxModel, export_triage_onnx, sha256_file
+from models.operating_point import threshold_for_sensitivity
 from models.triage_decision import recommend_levels
 from training.config import TriageTrainConfig
 from training.data import TriageDataset, data_available, load_dataset, resolve_data_dir
@@ -36,6 +37,8 @@ REPO_DIR = Path(__file__).resolve().parents[1]
 REGISTERED_TRIAGE_MODEL = "vigil-triage"
 #: Largest |onnxruntime - torch| probability difference accepted at export.
 PARITY_TOLERANCE = 1e-4
+#: Sensitivity at which each risk head's operating threshold is chosen on validation (audit and serving flags).
+OUTCOME_TARGET_SENSITIVITY = 0.9
 
 GOALS = {
     "admission_auroc_min": 0.82,
@@ -108,6 +111,14 @@ def headline_metrics(evaluation: dict[str, Any]) -> dict[str, dict[str, float]]:
     return out
 
 
+def outcome_thresholds(trained: TrainedTriageModel, frame: pd.DataFrame, target: float) -> dict[str, float]:
+    """Per-outcome operating thresholds on the validation split for the target sensitivity."""
+    val = frame[frame["visit_id"].isin(set(trained.validation_ids))]
+    _, outcomes = trained.predict_probs(val)
+    return {o: threshold_for_sensitivity(val[o].to_numpy().astype(int), outcomes[:, j], target)[0]
+            for j, o in enumerate(OUTCOMES)}
+
+
 def check_goals(evaluation: dict[str, Any]) -> dict[str, Any]:
     """Compare the temporal-test evaluation with the issue's goals; every check reported, pass or fail."""
     out: dict[str, Any] = {}
@@ -161,6 +172,8 @@ def run_triage(config: TriageTrainConfig, *, data_dir: Path | None = None, out_d
                      "outcome_temperatures": dict(zip(("admitted", "critical"), trained.outcome_temperatures,
                                                       strict=True))},
         decision_rule={"under_triage_weight": config.under_triage_weight,
+                       "outcome_thresholds": outcome_thresholds(trained, train_ds.frame, OUTCOME_TARGET_SENSITIVITY),
+                       "outcome_target_sensitivity": OUTCOME_TARGET_SENSITIVITY,
                        "rule": "smallest level k with P(level <= k) >= 1 / (1 + under_triage_weight)",
                        "validation": validation_acuity},
         safety_floor={"rule": "recommended level = min(model level, NEWS2 minimum level)",

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from models.operating_point import threshold_for_sensitivity as operating_threshold
 from training.config import load_imaging_config
 from training.data.imaging import patient_split
-from training.train_imaging import augment, operating_threshold
+from training.train_imaging import augment
 
 
 def test_patient_split_keeps_patients_whole_and_is_seeded():
