@@ -170,3 +170,96 @@ def resolve_model_file(model: str, work_dir: Path, experiment: str = "vigil-tria
     if not found:
         raise ModelArtifactError(f"registry model {model!r} holds no .onnx file")
     return found[0]
+
+
+PRODUCTION_ALIAS = "production"
+
+
+@dataclass(frozen=True)
+class ModelVersionRecord:
+    """A registered model version with its ONNX file (downloaded) and the record of its training run."""
+
+    name: str
+    version: str
+    run_id: str
+    onnx_path: Path
+    tags: dict[str, str]
+    run_tags: dict[str, str]
+    run_metrics: dict[str, float]
+
+
+def parse_model_ref(ref: str) -> tuple[str, str | None, str | None]:
+    """``NAME/VERSION``, ``NAME@ALIAS`` or ``models:/...`` -> (name, version, alias).
+
+    Raises
+    ------
+    InputValidationError
+        ``field="model"`` for anything else.
+    """
+    from models.errors import InputValidationError
+
+    text = ref.removeprefix("models:/")
+    if "@" in text:
+        name, alias = text.split("@", 1)
+        if name and alias:
+            return name, None, alias
+    elif "/" in text:
+        name, version = text.split("/", 1)
+        if name and version.isdigit():
+            return name, version, None
+    raise InputValidationError("model", f"model must be NAME/VERSION or NAME@ALIAS (e.g. vigil-triage/3); got "
+                                        f"{ref[:80]!r}")
+
+
+def fetch_model_version(ref: str, work_dir: Path) -> ModelVersionRecord:
+    """Look a model version up in the registry and download its ONNX file.
+
+    Raises
+    ------
+    ModelArtifactError
+        No such model, version or alias, or no ONNX file in it.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from models.errors import ModelArtifactError
+
+    name, version, alias = parse_model_ref(ref)
+    settings = tracking_settings(work_dir, name)
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    client = MlflowClient(settings.tracking_uri)
+    try:
+        mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
+        run = client.get_run(mv.run_id)
+    except MlflowException as exc:
+        raise ModelArtifactError(f"registry has no model version {ref!r}: {exc.message[:200]}") from exc
+    onnx_path = resolve_model_file(f"models:/{name}/{mv.version}", work_dir, experiment=name)
+    return ModelVersionRecord(name, str(mv.version), mv.run_id, onnx_path, dict(mv.tags), dict(run.data.tags),
+                              dict(run.data.metrics))
+
+
+def record_release_decision(work_dir: Path, record: ModelVersionRecord, *, status: str, policy_version: str,
+                            summary: str, reports: list[Path], promote: bool) -> None:
+    """Write the gate result as model-version tags and run artefacts; move ``production`` only when ``promote``.
+
+    The tags are the record serving checks before it loads a model (a model without
+    ``release_gate.status == pass`` is refused).
+    """
+    import mlflow
+    from mlflow import MlflowClient
+
+    settings = tracking_settings(work_dir, record.name)
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    client = MlflowClient(settings.tracking_uri)
+    from datetime import UTC, datetime
+
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    for key, value in {"release_gate.status": status, "release_gate.policy_version": policy_version,
+                       "release_gate.checked_utc": stamp, "release_gate.summary": summary[:4900]}.items():
+        client.set_model_version_tag(record.name, record.version, key, value)
+    for path in reports:
+        client.log_artifact(record.run_id, str(path), artifact_path=f"release_gate/v{record.version}-{stamp}")
+    if promote:
+        client.set_registered_model_alias(record.name, PRODUCTION_ALIAS, record.version)
+        log.info("%s version %s is now @%s", record.name, record.version, PRODUCTION_ALIAS)

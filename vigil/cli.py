@@ -138,6 +138,37 @@ def evaluate(
     typer.echo(json.dumps({"written": [str(p) for p in paths]}))
 
 
+@app.command("release")
+def release_command(
+    model: Annotated[str, typer.Argument(help="NAME/VERSION or NAME@ALIAS, e.g. vigil-triage/3")],
+    data_dir: Annotated[Path | None, typer.Option(help="Data folder holding the evaluation data")] = None,
+    policy: Annotated[Path | None, typer.Option(help="Release policy (default fairness/release_policy.yaml)")] = None,
+    bootstrap: Annotated[int, typer.Option(min=100, max=100000, help="Bootstrap resamples of the audit")] = 1000,
+    verbose: bool = False,
+) -> None:
+    """Release gate: artefact checks, performance floors and the fairness audit; moves @production only on pass.
+
+    Exits 0 when the model was released, 1 when a check failed or evidence was insufficient (the reasons are
+    printed and recorded on the model version), 2 for bad input.
+    """
+    _setup_logging(verbose)
+    from vigil.release import POLICY_PATH, release
+
+    try:
+        outcome = release(model, data_dir=data_dir, policy_path=policy or POLICY_PATH, n_boot=bootstrap)
+    except VigilError as exc:
+        _fail(exc)
+        return
+    for check in outcome.checks:
+        typer.echo(f"[{check.status}] {check.name}: {check.reason}")
+    typer.echo(f"reports: {outcome.reports[-1].parent}")
+    if outcome.promoted:
+        typer.echo(f"RELEASED: {outcome.model} version {outcome.version} is now @production")
+        return
+    typer.echo(f"NOT RELEASED: {outcome.model} version {outcome.version}: {outcome.status}", err=True)
+    raise typer.Exit(code=1)
+
+
 @app.command("second-read")
 def second_read(
     model: Annotated[str, typer.Option(help="An .onnx file, or models:/vigil-cxr@candidate")],

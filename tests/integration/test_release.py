@@ -1,0 +1,84 @@
+"""vigil release: the only way to @production; a refused release is recorded, never an exception."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from training.config import load_triage_config
+from vigil.cli import app
+
+SYNTHETIC_AUDIT = (("synthetic:n=4000,seed=21", ("sex", "age_band", "ethnicity")),)
+
+
+@pytest.fixture(scope="module")
+def registered(tmp_path_factory):
+    work = tmp_path_factory.mktemp("work")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("VIGIL_WORK_DIR", str(work))
+    mp.setenv("VIGIL_DATA_DIR", str(work / "no-data-here"))
+    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    mp.delenv("VIGIL_MLFLOW_URI", raising=False)
+    from vigil.pipeline import run_triage
+
+    cfg = load_triage_config(overrides={"epochs": 4, "synthetic_train_n": 2500, "synthetic_test_n": 1200,
+                                        "bootstrap_resamples": 20})
+    result = run_triage(cfg, progress=False)
+    yield work, result
+    mp.undo()
+
+
+def _client(work):
+    from mlflow import MlflowClient
+
+    return MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
+
+
+def test_synthetic_model_is_refused_and_the_refusal_recorded(registered):
+    work, result = registered
+    from vigil.release import release
+
+    outcome = release(f"vigil-triage/{result.registered_version}", n_boot=100, triage_data=SYNTHETIC_AUDIT)
+    assert outcome.status == "fail" and not outcome.promoted
+    by_name = {c.name: c for c in outcome.checks}
+    assert by_name["real training data"].status == "fail"
+    assert by_name["onnx checksum"].status == "pass" and by_name["onnx parity"].status == "pass"
+    assert any(name.startswith("fairness synthetic") for name in by_name)
+    client = _client(work)
+    tags = client.get_model_version("vigil-triage", result.registered_version).tags
+    assert tags["release_gate.status"] == "fail" and tags["release_gate.policy_version"]
+    aliases = client.get_registered_model("vigil-triage").aliases
+    assert "production" not in aliases
+    decision = json.loads((outcome.reports[-1]).read_text())
+    assert decision["promoted"] is False
+    html = [p for p in outcome.reports if p.suffix == ".html"]
+    assert html and "sex" in html[0].read_text()
+
+
+def test_tampered_onnx_fails_the_checksum(registered, monkeypatch):
+    _work, result = registered
+    from training import tracking
+    from vigil.release import release
+
+    original = tracking.fetch_model_version
+
+    def tampered(ref, base):
+        record = original(ref, base)
+        record.onnx_path.write_bytes(record.onnx_path.read_bytes() + b"\0")
+        return record
+
+    monkeypatch.setattr("vigil.release.fetch_model_version", tampered)
+    outcome = release(f"vigil-triage/{result.registered_version}", n_boot=100, triage_data=SYNTHETIC_AUDIT)
+    checksum = next(c for c in outcome.checks if c.name == "onnx checksum")
+    assert checksum.status == "fail" and "does not match" in checksum.reason
+    assert not outcome.promoted
+
+
+def test_cli_release_exit_codes(registered):
+    work, _result = registered
+    res = CliRunner().invoke(app, ["release", "vigil-triage/999"], env={"VIGIL_WORK_DIR": str(work)})
+    assert res.exit_code == 2 and "registry has no model version" in res.output
+    res = CliRunner().invoke(app, ["release", "not a model ref"], env={"VIGIL_WORK_DIR": str(work)})
+    assert res.exit_code == 2 and "model must be NAME/VERSION or NAME@ALIAS" in res.output

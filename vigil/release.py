@@ -1,0 +1,223 @@
+"""``vigil release``: the only way to the ``production`` alias.
+
+For one registered model version: verify the artefact (checksum against the registry, the run's recorded ONNX
+parity, never a model trained on synthetic data), check the performance floors, run the fairness audit on the
+evaluation data, judge it with the versioned release policy, write the result as MLflow tags and a report,
+and move ``production`` only when every check passes. Composes the packages; holds no metric logic.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fairness.audit import audit
+from fairness.audit_types import AuditSpec
+from fairness.policy import gate, load_policy
+from fairness.report import write_reports
+from models.errors import ModelArtifactError
+from models.onnx_runtime import sha256_file
+from training.tracking import ModelVersionRecord, fetch_model_version, record_release_decision
+from vigil.pipeline import PARITY_TOLERANCE, work_dir
+
+log = logging.getLogger(__name__)
+
+POLICY_PATH = Path(__file__).resolve().parents[1] / "fairness" / "release_policy.yaml"
+
+
+@dataclass
+class Check:
+    """One release check: data, never an exception."""
+
+    name: str
+    status: str  # pass | fail | insufficient evidence
+    reason: str
+
+
+@dataclass
+class ReleaseOutcome:
+    """Everything ``vigil release`` decided, and why."""
+
+    model: str
+    version: str
+    status: str
+    checks: list[Check] = field(default_factory=list)
+    reports: list[Path] = field(default_factory=list)
+    promoted: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "version": self.version, "status": self.status, "promoted": self.promoted,
+                "checks": [c.__dict__ for c in self.checks], "reports": [str(p) for p in self.reports]}
+
+
+def artefact_checks(record: ModelVersionRecord) -> list[Check]:
+    """Checksum against the registry, ONNX parity recorded at export, and real (not synthetic) training data."""
+    checks = []
+    expected = record.tags.get("onnx_sha256") or record.run_tags.get("onnx_sha256")
+    actual = sha256_file(record.onnx_path)
+    checks.append(Check("onnx checksum", "pass" if expected == actual else "fail",
+                        "ONNX file matches the registry's sha256" if expected == actual else
+                        f"ONNX sha256 {actual[:12]}... does not match the registry's {str(expected)[:12]}..."))
+    parity = record.run_metrics.get("parity_max_abs_diff")
+    ok = parity is not None and parity <= PARITY_TOLERANCE
+    checks.append(Check("onnx parity", "pass" if ok else "fail",
+                        f"max |onnxruntime - torch| at export {parity:.1e} (tolerance {PARITY_TOLERANCE:g})"
+                        if parity is not None else "the run recorded no ONNX parity check"))
+    synthetic = record.run_tags.get("synthetic_data", "true") != "false"
+    checks.append(Check("real training data", "fail" if synthetic else "pass",
+                        "trained on synthetic data: never released" if synthetic else "trained on real data"))
+    return checks
+
+
+def floor_checks(record: ModelVersionRecord, floors: dict[str, float]) -> list[Check]:
+    """Performance floors of the policy against the metrics the training run logged on its test data."""
+    checks = []
+    for metric, minimum in sorted(floors.items()):
+        value = record.run_metrics.get(metric)
+        if value is None or not np.isfinite(value):
+            checks.append(Check(f"floor {metric}", "fail", f"{metric} was not recorded by the training run"))
+        else:
+            ok = value >= minimum
+            checks.append(Check(f"floor {metric}", "pass" if ok else "fail",
+                                f"{metric} = {value:.3f} ({'>=' if ok else '<'} floor {minimum})"))
+    return checks
+
+
+def _age_band(age: pd.Series) -> pd.Series:
+    bands = pd.cut(age, [-0.1, 14.999, 24.999, 44.999, 64.999, 74.999, 200],
+                   labels=["<15", "15-24", "25-44", "45-64", "65-74", "75+"])
+    return bands.astype(str).replace("nan", "unknown")
+
+
+#: Evaluation data of the triage audit and the sensitive attributes each holds.
+TRIAGE_AUDIT_DATA: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("nhamcs:2020", ("sex", "age_band", "ethnicity", "payer")),
+    ("ktas", ("sex", "age_band")),
+)
+
+
+def triage_audit_frames(record: ModelVersionRecord, data_dir: Path | None,
+                        datasets: tuple[tuple[str, tuple[str, ...]], ...] = TRIAGE_AUDIT_DATA,
+                        ) -> list[tuple[str, pd.DataFrame, list[str], list[tuple[str, ...]]]]:
+    """(name, frame, sensitive attributes, intersections) for each triage audit.
+
+    Admission is audited with under-triage on the visits that have a reference level; critical care (rarer)
+    on every visit of a dataset that has at least 100 critical events.
+    """
+    from models.onnx_runtime import TriageOnnxModel
+    from training.data import load_dataset
+
+    model = TriageOnnxModel(record.onnx_path)
+    thresholds = model.card.decision_rule.get("outcome_thresholds")
+    if not thresholds:
+        raise ModelArtifactError(f"{record.name} version {record.version} records no outcome operating thresholds "
+                                 "in its model card (trained before they existed): retrain it with `vigil run`")
+    audits = []
+    for dataset, attributes in datasets:
+        frame = load_dataset(dataset, data_dir).frame.reset_index(drop=True)
+        pred = model.predict(frame)
+        base = pd.DataFrame({
+            "sex": frame["sex"].astype(str), "age_band": frame["age_band"].astype(str),
+            "ethnicity": frame["ethnicity"].fillna("unknown").astype(str),
+            "payer": frame["payer"].fillna("unknown").astype(str),
+            "acuity_true": frame["acuity"].astype("float"), "acuity_pred": pred.recommended_level.astype(float),
+        })
+        outcomes = ("admitted", "critical") if int(frame["critical"].sum()) >= 100 else ("admitted",)
+        for outcome in outcomes:
+            p = pred.p_admitted if outcome == "admitted" else pred.p_critical
+            f = base.assign(y_true=frame[outcome].astype(int).to_numpy(), y_score=p,
+                            y_flag=(p >= thresholds[outcome]).astype(int))
+            if outcome == "admitted":
+                # Under-triage needs a reference level: audit the visits that have one.
+                f = f[f["acuity_true"].notna()].reset_index(drop=True)
+            else:
+                f = f.drop(columns=["acuity_true", "acuity_pred"])
+            audits.append((f"{dataset} {outcome}", f, list(attributes), [("sex", "age_band")]))
+    return audits
+
+
+def imaging_audit_frames(record: ModelVersionRecord, data_dir: Path | None,
+                         ) -> list[tuple[str, pd.DataFrame, list[str], list[tuple[str, ...]]]]:
+    """Study-level audit on NIH held-out patients: abnormal (any finding) vs flagged for second read."""
+    from models.imaging_onnx import ImagingOnnxModel
+    from training.data import resolve_data_dir
+    from training.data.imaging import load_nih
+
+    model = ImagingOnnxModel(record.onnx_path)
+    seed = int(model.card.training["config"]["seed"])
+    test = load_nih(resolve_data_dir(data_dir), model.image_size, seed).split("test")
+    probs, _ = model.run(test.images)
+    known = test.mask.max(axis=0) > 0  # the findings NIH labels
+    flags = model.flags(probs)[:, known]
+    abnormal = (test.labels[:, known] * test.mask[:, known]).max(axis=1)
+    age = test.meta["age_years"]
+    frame = pd.DataFrame({
+        "y_true": abnormal.astype(int), "y_score": probs[:, known].max(axis=1),
+        "y_flag": flags.any(axis=1).astype(int), "cluster": test.meta["patient_id"].to_numpy(),
+        "sex": test.meta["sex"].astype(str), "view": test.meta["view"].astype(str),
+        "age_band": pd.cut(age, [0, 39.999, 59.999, 79.999, 200], labels=["18-39", "40-59", "60-79", "80+"])
+        .astype(str),
+    })
+    return [("nih study-level", frame, ["sex", "age_band", "view"], [("sex", "age_band")])]
+
+
+def release(ref: str, *, data_dir: Path | None = None, policy_path: Path = POLICY_PATH, n_boot: int | None = None,
+            out_dir: Path | None = None,
+            triage_data: tuple[tuple[str, tuple[str, ...]], ...] = TRIAGE_AUDIT_DATA) -> ReleaseOutcome:
+    """Run every release check for ``ref`` (``NAME/VERSION`` or ``NAME@ALIAS``) and record the decision."""
+    base = work_dir()
+    policy = load_policy(policy_path)
+    record = fetch_model_version(ref, base)
+    out_dir = out_dir or base / "releases" / f"{record.name}-v{record.version}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    outcome = ReleaseOutcome(record.name, record.version, "fail")
+    outcome.checks += artefact_checks(record)
+    floors = policy.performance_floors.get(record.name)
+    if not floors:
+        outcome.checks.append(Check("performance floors", "fail", f"the policy sets no floors for {record.name}"))
+    else:
+        outcome.checks += floor_checks(record, dict(floors))
+    if any(c.status == "fail" and c.name == "onnx checksum" for c in outcome.checks):
+        frames = []  # never run a model whose bytes are not the registered ones
+        outcome.checks.append(Check("fairness", "fail", "not audited: the ONNX file failed its checksum"))
+    elif record.name == "vigil-triage":
+        frames = triage_audit_frames(record, data_dir, triage_data)
+    elif record.name == "vigil-cxr":
+        frames = imaging_audit_frames(record, data_dir)
+    else:
+        raise ModelArtifactError(f"no release procedure for model {record.name!r}")
+    gates = {}
+    for name, frame, attributes, intersections in frames:
+        spec = AuditSpec(
+            y_true="y_true", y_score="y_score", y_flag="y_flag", sensitive_attributes=attributes,
+            acuity_true="acuity_true" if "acuity_true" in frame else None,
+            acuity_pred="acuity_pred" if "acuity_pred" in frame else None,
+            cluster="cluster" if "cluster" in frame else None, intersections=intersections,
+            min_group_n=policy.min_group_n, min_group_positives=policy.min_group_positives,
+            n_boot=n_boot or 1000, alpha=policy.alpha, seed=0,
+        )
+        result = audit(frame, spec)
+        judged = gate(result, policy)
+        gates[name] = judged
+        slug = name.replace(":", "_").replace(" ", "_")
+        outcome.reports += write_reports(result, judged, out_dir / slug, f"{record.name} v{record.version}: {name}")
+        failing = [c for c in judged.checks if c.status != "pass"]
+        reason = "; ".join(c.reason for c in failing[:5]) or "every group within the policy's tolerances"
+        outcome.checks.append(Check(f"fairness {name}", judged.status, reason))
+    statuses = {c.status for c in outcome.checks}
+    outcome.status = "fail" if "fail" in statuses else ("insufficient evidence" if "insufficient evidence" in statuses
+                                                       else "pass")
+    summary_path = out_dir / "release_decision.json"
+    summary_path.write_text(json.dumps(outcome.to_dict(), indent=2, default=str), encoding="utf-8")
+    outcome.reports.append(summary_path)
+    outcome.promoted = outcome.status == "pass"
+    summary = "; ".join(f"{c.name}: {c.status}" for c in outcome.checks)
+    record_release_decision(base, record, status=outcome.status, policy_version=policy.policy_version, summary=summary,
+                            reports=outcome.reports, promote=outcome.promoted)
+    return outcome
