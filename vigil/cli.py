@@ -47,12 +47,15 @@ def run(
     imaging_config: Annotated[Path | None, typer.Option(help="Chest X-ray training config (YAML).")] = None,
     only: Annotated[str | None, typer.Option(help="Run only 'triage' or only 'imaging'.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Override both configs' epochs.")] = None,
+    skip_release: Annotated[bool, typer.Option(help="Register @candidate only; do not run the release gate.")]
+    = False,
     verbose: bool = False,
 ) -> None:
     """The main job: train the triage and chest X-ray models, track them in MLflow, export to ONNX (parity
-    checked), evaluate against baselines, and register each as @candidate.
+    checked), evaluate against baselines, register each as @candidate, then run the release gate (fairness
+    audit, floors, artefact checks), which alone moves @production.
 
-    The fairness audit and release gate (issue 4) and serving (issue 5) are not built yet; this says so.
+    Serving (issue 5) is not built yet; this says so.
     """
     _setup_logging(verbose)
     from training.config import load_imaging_config, load_triage_config
@@ -63,21 +66,36 @@ def run(
     try:
         triage_cfg = load_triage_config(config, overrides)
         imaging_cfg = load_imaging_config(imaging_config, overrides)
+        registered = []
         if only in (None, "triage"):
-            from vigil.pipeline import run_triage, summary_lines
+            from vigil.pipeline import REGISTERED_TRIAGE_MODEL, run_triage, summary_lines
 
-            for line in summary_lines(run_triage(triage_cfg, data_dir=data_dir)):
+            triage = run_triage(triage_cfg, data_dir=data_dir)
+            for line in summary_lines(triage):
                 typer.echo(line)
+            registered.append(f"{REGISTERED_TRIAGE_MODEL}/{triage.registered_version}")
         if only in (None, "imaging"):
-            from vigil.pipeline_imaging import imaging_summary_lines, run_imaging
+            from vigil.pipeline_imaging import REGISTERED_IMAGING_MODEL, imaging_summary_lines, run_imaging
 
-            for line in imaging_summary_lines(run_imaging(imaging_cfg, data_dir=data_dir)):
+            imaging = run_imaging(imaging_cfg, data_dir=data_dir)
+            for line in imaging_summary_lines(imaging):
                 typer.echo(line)
+            registered.append(f"{REGISTERED_IMAGING_MODEL}/{imaging.registered_version}")
+        if not skip_release:
+            from vigil.release import release
+
+            for ref in registered:
+                outcome = release(ref, data_dir=data_dir)
+                verdict = "RELEASED to @production" if outcome.promoted else f"NOT released ({outcome.status})"
+                typer.echo(f"release gate {ref}: {verdict}")
+                for check in outcome.checks:
+                    if check.status != "pass":
+                        typer.echo(f"  [{check.status}] {check.name}: {check.reason[:300]}")
     except VigilError as exc:
         _fail(exc)
         return
-    typer.echo("Not yet part of the main job: the fairness audit and release gate (issue 4) and serving "
-               "(issue 5). Models stay at alias @candidate; nothing is released.")
+    typer.echo("Not yet part of the main job: serving (issue 5). Only a model that passed the release gate is "
+               "ever at @production.")
 
 
 @app.command()

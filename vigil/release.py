@@ -21,7 +21,7 @@ from fairness.audit import audit
 from fairness.audit_types import AuditSpec
 from fairness.policy import gate, load_policy
 from fairness.report import write_reports
-from models.errors import ModelArtifactError
+from models.errors import DataSourceError, ModelArtifactError
 from models.onnx_runtime import sha256_file
 from training.tracking import ModelVersionRecord, fetch_model_version, record_release_decision
 from vigil.pipeline import PARITY_TOLERANCE, work_dir
@@ -186,12 +186,15 @@ def release(ref: str, *, data_dir: Path | None = None, policy_path: Path = POLIC
     if any(c.status == "fail" and c.name == "onnx checksum" for c in outcome.checks):
         frames = []  # never run a model whose bytes are not the registered ones
         outcome.checks.append(Check("fairness", "fail", "not audited: the ONNX file failed its checksum"))
-    elif record.name == "vigil-triage":
-        frames = triage_audit_frames(record, data_dir, triage_data)
-    elif record.name == "vigil-cxr":
-        frames = imaging_audit_frames(record, data_dir)
-    else:
+    elif record.name not in ("vigil-triage", "vigil-cxr"):
         raise ModelArtifactError(f"no release procedure for model {record.name!r}")
+    else:
+        try:
+            frames = (triage_audit_frames(record, data_dir, triage_data) if record.name == "vigil-triage"
+                      else imaging_audit_frames(record, data_dir))
+        except DataSourceError as exc:
+            frames = []
+            outcome.checks.append(Check("fairness", "insufficient evidence", f"evaluation data not available: {exc}"))
     gates = {}
     for name, frame, attributes, intersections in frames:
         spec = AuditSpec(
@@ -207,7 +210,8 @@ def release(ref: str, *, data_dir: Path | None = None, policy_path: Path = POLIC
         gates[name] = judged
         slug = name.replace(":", "_").replace(" ", "_")
         outcome.reports += write_reports(result, judged, out_dir / slug, f"{record.name} v{record.version}: {name}")
-        failing = [c for c in judged.checks if c.status != "pass"]
+        order = {"fail": 0, "insufficient evidence": 1}
+        failing = sorted((c for c in judged.checks if c.status != "pass"), key=lambda c: order.get(c.status, 2))
         reason = "; ".join(c.reason for c in failing[:5]) or "every group within the policy's tolerances"
         outcome.checks.append(Check(f"fairness {name}", judged.status, reason))
     statuses = {c.status for c in outcome.checks}

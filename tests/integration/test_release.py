@@ -82,3 +82,13 @@ def test_cli_release_exit_codes(registered):
     assert res.exit_code == 2 and "registry has no model version" in res.output
     res = CliRunner().invoke(app, ["release", "not a model ref"], env={"VIGIL_WORK_DIR": str(work)})
     assert res.exit_code == 2 and "model must be NAME/VERSION or NAME@ALIAS" in res.output
+
+
+def test_missing_evaluation_data_is_insufficient_evidence_not_a_crash(registered):
+    _, result = registered
+    from vigil.release import release
+
+    outcome = release(f"vigil-triage/{result.registered_version}", n_boot=100)  # VIGIL_DATA_DIR has no data
+    fairness = next(c for c in outcome.checks if c.name == "fairness")
+    assert fairness.status == "insufficient evidence" and "evaluation data not available" in fairness.reason
+    assert outcome.status == "fail" and not outcome.promoted  # synthetic training data fails as well
