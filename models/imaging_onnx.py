@@ -22,7 +22,7 @@ from models.imaging import IMAGE_MEAN, IMAGE_STD, PIXEL_PATH_VERSION, load_dicom
 from models.imaging_net import IMAGING_INPUT_NAME, IMAGING_OUTPUT_NAMES
 from models.labels import IMAGING_FINDINGS
 from models.model_card import CARD_METADATA_KEY, ModelCard
-from models.onnx_runtime import default_threads, sha256_file
+from models.onnx_runtime import open_onnx_model
 
 
 def _write_card(path: Path, card: ModelCard) -> None:
@@ -146,25 +146,8 @@ class ImagingOnnxModel:
     """An exported chest X-ray model in onnxruntime, with its card, thresholds and pixel path."""
 
     def __init__(self, path: Path, *, threads: int | None = None, expected_sha256: str | None = None) -> None:
-        import onnxruntime as ort
-
         path = Path(path)
-        if not path.is_file():
-            raise ModelArtifactError(f"ONNX model file not found: {path}")
-        self.sha256 = sha256_file(path)
-        if expected_sha256 is not None and expected_sha256 != self.sha256:
-            raise ModelArtifactError(f"ONNX model checksum mismatch for {path.name}")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or default_threads()
-        options.inter_op_num_threads = 1
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises untyped errors for a corrupt file
-            raise ModelArtifactError(f"ONNX model {path.name} could not be loaded: {type(exc).__name__}") from exc
-        meta = self.session.get_modelmeta().custom_metadata_map
-        if CARD_METADATA_KEY not in meta:
-            raise ModelArtifactError(f"ONNX model {path.name} has no '{CARD_METADATA_KEY}' metadata")
-        self.card = ModelCard.from_json(meta[CARD_METADATA_KEY])
+        self.session, self.card, self.sha256 = open_onnx_model(path, threads=threads, expected_sha256=expected_sha256)
         pixel = self.card.features.get("pixel_path_version")
         if pixel != PIXEL_PATH_VERSION:
             raise ModelArtifactError(f"model expects pixel path {pixel!r}; this build has {PIXEL_PATH_VERSION!r}")

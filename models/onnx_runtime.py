@@ -98,6 +98,39 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def open_onnx_model(path: Path, *, threads: int | None = None,
+                    expected_sha256: str | None = None) -> tuple[Any, ModelCard, str]:
+    """Check an ONNX file, open one onnxruntime session on it and read its model card.
+
+    Returns (session, card, sha256). Shared by every Vigil model runtime.
+
+    Raises
+    ------
+    ModelArtifactError
+        Missing file, checksum mismatch, a file onnxruntime cannot load, or no model card in its metadata.
+    """
+    import onnxruntime as ort
+
+    if not path.is_file():
+        raise ModelArtifactError(f"ONNX model file not found: {path}")
+    sha256 = sha256_file(path)
+    if expected_sha256 is not None and expected_sha256 != sha256:
+        raise ModelArtifactError(
+            f"ONNX model checksum mismatch for {path.name}: expected {expected_sha256[:12]}..., got {sha256[:12]}..."
+        )
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or default_threads()
+    options.inter_op_num_threads = 1
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own untyped errors for a corrupt file
+        raise ModelArtifactError(f"ONNX model {path.name} could not be loaded: {type(exc).__name__}") from exc
+    meta = session.get_modelmeta().custom_metadata_map
+    if CARD_METADATA_KEY not in meta:
+        raise ModelArtifactError(f"ONNX model {path.name} has no '{CARD_METADATA_KEY}' metadata")
+    return session, ModelCard.from_json(meta[CARD_METADATA_KEY]), sha256
+
+
 @dataclass
 class TriagePrediction:
     """Predictions for a batch of validated records; arrays share the batch order."""
@@ -116,28 +149,8 @@ class TriageOnnxModel:
     """An exported triage model loaded in onnxruntime, with its card and preprocessing."""
 
     def __init__(self, path: Path, *, threads: int | None = None, expected_sha256: str | None = None) -> None:
-        import onnxruntime as ort
-
         path = Path(path)
-        if not path.is_file():
-            raise ModelArtifactError(f"ONNX model file not found: {path}")
-        self.sha256 = sha256_file(path)
-        if expected_sha256 is not None and expected_sha256 != self.sha256:
-            raise ModelArtifactError(
-                f"ONNX model checksum mismatch for {path.name}: expected {expected_sha256[:12]}..., "
-                f"got {self.sha256[:12]}..."
-            )
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or default_threads()
-        options.inter_op_num_threads = 1
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own untyped errors for a corrupt file
-            raise ModelArtifactError(f"ONNX model {path.name} could not be loaded: {type(exc).__name__}") from exc
-        meta = self.session.get_modelmeta().custom_metadata_map
-        if CARD_METADATA_KEY not in meta:
-            raise ModelArtifactError(f"ONNX model {path.name} has no '{CARD_METADATA_KEY}' metadata")
-        self.card = ModelCard.from_json(meta[CARD_METADATA_KEY])
+        self.session, self.card, self.sha256 = open_onnx_model(path, threads=threads, expected_sha256=expected_sha256)
         try:
             self.encoder = FeatureEncoder.from_dict(self.card.features)
         except (KeyError, ValueError) as exc:

@@ -19,20 +19,14 @@ FIXTURES = Path(os.environ.get("VIGIL_DATA_DIR", Path(__file__).resolve().parent
 
 
 @pytest.fixture(scope="module")
-def imaging_run(tmp_path_factory):
-    work = tmp_path_factory.mktemp("work")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("VIGIL_WORK_DIR", str(work))
-    mp.setenv("VIGIL_DATA_DIR", str(work / "no-data-here"))
-    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-    mp.delenv("VIGIL_MLFLOW_URI", raising=False)
-    from vigil.pipeline_imaging import run_imaging
+def imaging_run(tmp_path_factory, isolated_env):
+    with isolated_env(tmp_path_factory.mktemp("work")) as work:
+        from vigil.pipeline_imaging import run_imaging
 
-    cfg = load_imaging_config(overrides={"epochs": 10, "patience": 10, "synthetic_n": 600, "image_size": 64,
-                                         "batch_size": 32, "bootstrap_resamples": 20})
-    result = run_imaging(cfg, progress=False)
-    yield work, result
-    mp.undo()
+        cfg = load_imaging_config(overrides={"epochs": 10, "patience": 10, "synthetic_n": 600, "image_size": 64,
+                                             "batch_size": 32, "bootstrap_resamples": 20})
+        result = run_imaging(cfg, progress=False)
+        yield work, result
 
 
 def test_synthetic_run_says_so_and_parity_holds(imaging_run):

@@ -14,20 +14,14 @@ from vigil.cli import app
 
 
 @pytest.fixture(scope="module")
-def pipeline_run(tmp_path_factory):
-    work = tmp_path_factory.mktemp("work")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("VIGIL_WORK_DIR", str(work))
-    mp.setenv("VIGIL_DATA_DIR", str(work / "no-data-here"))
-    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-    mp.delenv("VIGIL_MLFLOW_URI", raising=False)
-    from vigil.pipeline import run_triage
+def pipeline_run(tmp_path_factory, isolated_env):
+    with isolated_env(tmp_path_factory.mktemp("work")) as work:
+        from vigil.pipeline import run_triage
 
-    cfg = load_triage_config(overrides={"epochs": 4, "synthetic_train_n": 2500, "synthetic_test_n": 1200,
-                                        "bootstrap_resamples": 50})
-    result = run_triage(cfg, progress=False)
-    yield work, result
-    mp.undo()
+        cfg = load_triage_config(overrides={"epochs": 4, "synthetic_train_n": 2500, "synthetic_test_n": 1200,
+                                            "bootstrap_resamples": 50})
+        result = run_triage(cfg, progress=False)
+        yield work, result
 
 
 def test_runs_on_synthetic_and_says_so(pipeline_run):
