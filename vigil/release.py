@@ -167,6 +167,45 @@ def imaging_audit_frames(record: ModelVersionRecord, data_dir: Path | None,
     return [("nih study-level", frame, ["sex", "age_band", "view"], [("sex", "age_band")])]
 
 
+def _group_summary(result: Any) -> dict[str, Any]:
+    """Per attribute and group: n, positives, status and point estimates (the card's 'metrics by group')."""
+    data = result.to_dict()
+    out: dict[str, Any] = {"overall": {k: v.get("estimate") for k, v in data["overall"]["metrics"].items()}}
+    for attribute in data["attributes"]:
+        out[attribute["attribute"]] = {
+            g["group"]: {"n": g["n"], "positives": g["positives"], "status": g["status"],
+                         **{k: v.get("estimate") for k, v in g["metrics"].items()}}
+            for g in attribute["groups"]
+        }
+    return out
+
+
+def write_release_card(record: ModelVersionRecord, outcome: ReleaseOutcome, audits: dict[str, Any],
+                       out_dir: Path) -> Path:
+    """The model card (Mitchell et al. 2019) of this version, completed at release: the card shipped in the
+    ONNX file (intended use, data, training, limitations) plus metrics by group and the gate result."""
+    from models.onnx_runtime import open_onnx_model
+
+    checks = "\n".join(f"- **{c.status}** {c.name}: {c.reason}" for c in outcome.checks)
+    path = out_dir / "model_card.md"
+    try:
+        _, card, _ = open_onnx_model(record.onnx_path)
+    except ModelArtifactError as exc:  # a tampered or corrupt artefact has no trustworthy card
+        path.write_text(f"# Model card: {record.name} version {record.version}\n\nUnavailable: {exc}\n\n"
+                        f"## Release gate\nStatus: {outcome.status}\n\n## Release gate checks\n\n{checks}\n",
+                        encoding="utf-8")
+        return path
+    card.metrics = {**card.metrics, "test (training run)": {k: v for k, v in sorted(record.run_metrics.items())
+                                                           if k.startswith("test.")},
+                    "by_group": {name: _group_summary(result) for name, result in audits.items()}}
+    card.release_gate = {"status": outcome.status, "promoted": outcome.promoted,
+                         "checks": [c.__dict__ for c in outcome.checks]}
+    text = card.to_markdown() + "\n## Release gate checks\n\n" + checks + "\n"
+    path.write_text(text, encoding="utf-8")
+    (out_dir / "model_card.json").write_text(card.to_json(), encoding="utf-8")
+    return path
+
+
 def release(ref: str, *, data_dir: Path | None = None, policy_path: Path = POLICY_PATH, n_boot: int | None = None,
             out_dir: Path | None = None,
             triage_data: tuple[tuple[str, tuple[str, ...]], ...] = TRIAGE_AUDIT_DATA) -> ReleaseOutcome:
@@ -195,7 +234,8 @@ def release(ref: str, *, data_dir: Path | None = None, policy_path: Path = POLIC
         except DataSourceError as exc:
             frames = []
             outcome.checks.append(Check("fairness", "insufficient evidence", f"evaluation data not available: {exc}"))
-    gates = {}
+    gates: dict[str, Any] = {}
+    audits_by_name: dict[str, Any] = {}
     for name, frame, attributes, intersections in frames:
         spec = AuditSpec(
             y_true="y_true", y_score="y_score", y_flag="y_flag", sensitive_attributes=attributes,
@@ -208,6 +248,7 @@ def release(ref: str, *, data_dir: Path | None = None, policy_path: Path = POLIC
         result = audit(frame, spec)
         judged = gate(result, policy)
         gates[name] = judged
+        audits_by_name[name] = result
         slug = name.replace(":", "_").replace(" ", "_")
         outcome.reports += write_reports(result, judged, out_dir / slug, f"{record.name} v{record.version}: {name}")
         order = {"fail": 0, "insufficient evidence": 1}
@@ -217,10 +258,11 @@ def release(ref: str, *, data_dir: Path | None = None, policy_path: Path = POLIC
     statuses = {c.status for c in outcome.checks}
     outcome.status = "fail" if "fail" in statuses else ("insufficient evidence" if "insufficient evidence" in statuses
                                                        else "pass")
+    outcome.promoted = outcome.status == "pass"
+    outcome.reports.append(write_release_card(record, outcome, audits_by_name, out_dir))
     summary_path = out_dir / "release_decision.json"
     summary_path.write_text(json.dumps(outcome.to_dict(), indent=2, default=str), encoding="utf-8")
     outcome.reports.append(summary_path)
-    outcome.promoted = outcome.status == "pass"
     summary = "; ".join(f"{c.name}: {c.status}" for c in outcome.checks)
     record_release_decision(base, record, status=outcome.status, policy_version=policy.policy_version, summary=summary,
                             reports=outcome.reports, promote=outcome.promoted)

@@ -49,6 +49,9 @@ def test_synthetic_model_is_refused_and_the_refusal_recorded(registered):
     assert decision["promoted"] is False
     html = [p for p in outcome.reports if p.suffix == ".html"]
     assert html and "sex" in html[0].read_text()
+    card = next(p for p in outcome.reports if p.name == "model_card.md").read_text()
+    assert "## Intended use" in card and "## Limitations" in card and "Status: fail" in card
+    assert "by_group" in card and "ethnicity" in card and "real training data" in card
 
 
 def test_tampered_onnx_fails_the_checksum(registered, monkeypatch):
@@ -68,6 +71,8 @@ def test_tampered_onnx_fails_the_checksum(registered, monkeypatch):
     checksum = next(c for c in outcome.checks if c.name == "onnx checksum")
     assert checksum.status == "fail" and "does not match" in checksum.reason
     assert not outcome.promoted
+    card = next(p for p in outcome.reports if p.name == "model_card.md").read_text()
+    assert "Unavailable" in card and "Status: fail" in card
 
 
 def test_cli_release_exit_codes(registered):
@@ -86,3 +91,33 @@ def test_missing_evaluation_data_is_insufficient_evidence_not_a_crash(registered
     fairness = next(c for c in outcome.checks if c.name == "fairness")
     assert fairness.status == "insufficient evidence" and "evaluation data not available" in fairness.reason
     assert outcome.status == "fail" and not outcome.promoted  # synthetic training data fails as well
+
+
+def test_a_model_that_passes_every_check_is_promoted(registered, tmp_path):
+    """The promote path, with a lenient policy and the run marked as trained on real data (then restored)."""
+    work, result = registered
+    from vigil.release import release
+
+    policy = tmp_path / "lenient.yaml"
+    policy.write_text(
+        'policy_version: "test-lenient"\nalpha: 0.05\nstraddle_rule: estimate\nmin_group_n: 100\n'
+        "min_group_positives: 20\nrequired_attributes: []\nmax_gap:\n  under_triage_rate: 1.0\n"
+        "  false_negative_rate: 1.0\nmin_group:\n  auroc: 0.0\nmax_group:\n  ece: 1.0\n"
+        "performance_floors:\n  vigil-triage:\n    test.admitted.auroc: 0.5\n"
+    )
+    client = _client(work)
+    client.set_tag(result.run_id, "synthetic_data", "false")
+    try:
+        outcome = release(f"vigil-triage/{result.registered_version}", n_boot=100, policy_path=policy,
+                          triage_data=SYNTHETIC_AUDIT)
+    finally:
+        client.set_tag(result.run_id, "synthetic_data", "true")
+    assert outcome.status == "pass", [c for c in outcome.checks if c.status != "pass"]
+    assert outcome.promoted
+    assert str(client.get_registered_model("vigil-triage").aliases["production"]) == result.registered_version
+    tags = client.get_model_version("vigil-triage", result.registered_version).tags
+    assert tags["release_gate.status"] == "pass" and tags["release_gate.policy_version"] == "test-lenient"
+    decision = json.loads(next(p for p in outcome.reports if p.name == "release_decision.json").read_text())
+    assert decision["promoted"] is True
+    card_md = next(p for p in outcome.reports if p.name == "model_card.md")
+    assert '"promoted": true' in (card_md.parent / "model_card.json").read_text()
