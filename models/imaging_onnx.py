@@ -21,21 +21,8 @@ from models.errors import ModelArtifactError
 from models.imaging import IMAGE_MEAN, IMAGE_STD, PIXEL_PATH_VERSION, load_dicom_for_model, read_dicom
 from models.imaging_net import IMAGING_INPUT_NAME, IMAGING_OUTPUT_NAMES
 from models.labels import IMAGING_FINDINGS
-from models.model_card import CARD_METADATA_KEY, ModelCard
-from models.onnx_runtime import open_onnx_model
-
-
-def _write_card(path: Path, card: ModelCard) -> None:
-    import onnx
-
-    proto = onnx.load(str(path))
-    del proto.metadata_props[:]
-    entry = proto.metadata_props.add()
-    entry.key = CARD_METADATA_KEY
-    entry.value = card.to_json()
-    proto.producer_name = "vigil"
-    onnx.checker.check_model(proto)
-    onnx.save(proto, str(path))
+from models.model_card import ModelCard
+from models.onnx_runtime import open_onnx_model, write_card_metadata
 
 
 def export_imaging_onnx(model: Any, image_size: int, card: ModelCard, path: Path) -> Path:
@@ -52,7 +39,7 @@ def export_imaging_onnx(model: Any, image_size: int, card: ModelCard, path: Path
             input_names=[IMAGING_INPUT_NAME], output_names=list(IMAGING_OUTPUT_NAMES),
             dynamic_shapes={IMAGING_INPUT_NAME: {0: torch.export.Dim("batch", min=1, max=4096)}},
         )
-    _write_card(path, card)
+    write_card_metadata(path, card)
     return path
 
 
@@ -87,7 +74,7 @@ def quantize_int8(fp32_path: Path, calibration_images: np.ndarray, out_path: Pat
                     per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     op_types_to_quantize=["Conv"])
     prepared.unlink(missing_ok=True)
-    _write_card(out_path, card)
+    write_card_metadata(out_path, card)
     return out_path
 
 

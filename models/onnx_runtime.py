@@ -54,7 +54,6 @@ def export_triage_onnx(model: CalibratedTriageNet, example: dict[str, np.ndarray
     path : Path
         Destination ``.onnx`` file (single file, no external data).
     """
-    import onnx
     import torch
 
     model.eval()
@@ -64,6 +63,14 @@ def export_triage_onnx(model: CalibratedTriageNet, example: dict[str, np.ndarray
         # All inputs share one batch Dim on purpose; the exporter warns that the name is reused.
         warnings.filterwarnings("ignore", message=r"# The axis name: batch will not be used")
         _export(torch, model, args, path)
+    write_card_metadata(path, card)
+    return path
+
+
+def write_card_metadata(path: Path, card: ModelCard) -> None:
+    """Put the model card into an ONNX file's metadata (replacing any), check the model and save it."""
+    import onnx
+
     proto = onnx.load(str(path))
     del proto.metadata_props[:]
     entry = proto.metadata_props.add()
@@ -72,7 +79,6 @@ def export_triage_onnx(model: CalibratedTriageNet, example: dict[str, np.ndarray
     proto.producer_name = "vigil"
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
-    return path
 
 
 def _export(torch: Any, model: Any, args: tuple[Any, ...], path: Path) -> None:
