@@ -59,13 +59,13 @@ class News2Baseline:
         level = np.full(len(score), ACUITY_LEVELS[-1], dtype=np.int64)
         for i, cut in reversed(list(enumerate(self.cut_scores))):
             level[score >= cut] = ACUITY_LEVELS[i]
-        # Never below the NEWS2 floor itself.
         return level
 
     def predict(self, frame: pd.DataFrame) -> BaselinePredictions:
         news = news2_frame(frame)
         score = news["score"].to_numpy(dtype=float)
         risk = {o: m.predict_proba(score.reshape(-1, 1))[:, 1] for o, m in self.risk_models.items()}
+        # Like the model, the NEWS2 baseline is never below the NEWS2 floor itself.
         level = np.minimum(self.acuity(score), news["minimum_acuity"].to_numpy())
         return BaselinePredictions(self.name, risk, level)
 

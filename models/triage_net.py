@@ -14,9 +14,6 @@ from torch import nn
 
 from models.labels import ACUITY_LEVELS, OUTCOMES
 
-INPUT_NAMES = ("numeric", "missing", "categorical", "tokens")
-OUTPUT_NAMES = ("acuity_probs", "outcome_probs")
-
 
 class TriageNet(nn.Module):
     """Multi-task network over the encoded triage record; returns logits."""

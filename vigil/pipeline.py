@@ -285,13 +285,3 @@ def summary_lines(result: TriageRunResult) -> list[str]:
                      f"{'met' if g['not_below_gbm'] else 'NOT met'}")
     lines.append(f"Reports: {result.report_dir}")
     return lines
-
-
-def prediction_frame(frame: pd.DataFrame, onnx_model: TriageOnnxModel) -> pd.DataFrame:
-    """Per-row predictions as a frame (used by ``vigil evaluate --predictions``)."""
-    p = onnx_model.predict(frame)
-    return pd.DataFrame({
-        "visit_id": frame["visit_id"].to_numpy() if "visit_id" in frame else np.arange(len(frame)),
-        "recommended_level": p.recommended_level, "model_level": p.model_level, "floor_raised": p.floor_raised,
-        "p_admitted": p.p_admitted, "p_critical": p.p_critical, "news2": p.news2_score,
-    })

@@ -89,12 +89,6 @@ def floor_checks(record: ModelVersionRecord, floors: dict[str, float]) -> list[C
     return checks
 
 
-def _age_band(age: pd.Series) -> pd.Series:
-    bands = pd.cut(age, [-0.1, 14.999, 24.999, 44.999, 64.999, 74.999, 200],
-                   labels=["<15", "15-24", "25-44", "45-64", "65-74", "75+"])
-    return bands.astype(str).replace("nan", "unknown")
-
-
 #: Evaluation data of the triage audit and the sensitive attributes each holds.
 TRIAGE_AUDIT_DATA: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("nhamcs:2020", ("sex", "age_band", "ethnicity", "payer")),
