@@ -84,22 +84,26 @@ def _datasets(config: TriageTrainConfig, data_dir: Path | None) -> tuple[bool, T
     return True, train, test, None
 
 
-def validation_metrics(trained: TrainedTriageModel, frame: pd.DataFrame) -> dict[str, float]:
-    """AUROC per outcome on the seeded validation split: the only figures used to choose between models."""
-    val = frame[frame["visit_id"].isin(set(trained.validation_ids))]
-    _, outcomes = trained.predict_probs(val)
-    return {o: float(auroc(val[o].to_numpy().astype(int), outcomes[:, j])) for j, o in enumerate(OUTCOMES)}
+def validation_summary(trained: TrainedTriageModel, frame: pd.DataFrame, weight: float,
+                       target_sensitivity: float) -> dict[str, Any]:
+    """Everything decided on the seeded validation split, from one prediction pass over it.
 
-
-def validation_decision_rules(trained: TrainedTriageModel, frame: pd.DataFrame,
-                              weight: float) -> dict[str, dict[str, float]]:
-    """Acuity agreement on the validation split for argmax and for the cost-sensitive rule (before the floor)."""
+    ``auroc`` per outcome (the only figures used to choose between models); ``acuity`` agreement for argmax
+    and for the cost-sensitive rule (before the floor); ``thresholds``, each outcome's operating threshold for
+    ``target_sensitivity``.
+    """
     val = frame[frame["visit_id"].isin(set(trained.validation_ids))]
+    acuity, outcomes = trained.predict_probs(val)
+    y = {o: val[o].to_numpy().astype(int) for o in OUTCOMES}
     known = val["acuity"].notna().to_numpy()
-    acuity, _ = trained.predict_probs(val[known])
     truth = val.loc[known, "acuity"].astype(int).to_numpy()
-    return {"argmax": acuity_summary(truth, acuity.argmax(axis=1) + 1),
-            f"cost-sensitive (w={weight:g})": acuity_summary(truth, recommend_levels(acuity, weight))}
+    return {
+        "auroc": {o: float(auroc(y[o], outcomes[:, j])) for j, o in enumerate(OUTCOMES)},
+        "acuity": {"argmax": acuity_summary(truth, acuity[known].argmax(axis=1) + 1),
+                   f"cost-sensitive (w={weight:g})": acuity_summary(truth, recommend_levels(acuity[known], weight))},
+        "thresholds": {o: threshold_for_sensitivity(y[o], outcomes[:, j], target_sensitivity)[0]
+                       for j, o in enumerate(OUTCOMES)},
+    }
 
 
 def headline_metrics(evaluation: dict[str, Any]) -> dict[str, dict[str, float]]:
@@ -109,14 +113,6 @@ def headline_metrics(evaluation: dict[str, Any]) -> dict[str, dict[str, float]]:
         ours = entry["models"]["Vigil"]
         out[outcome] = {"auroc": ours["auroc"]["estimate"], "auprc": ours["auprc"]["estimate"], "ece": ours["ece"]}
     return out
-
-
-def outcome_thresholds(trained: TrainedTriageModel, frame: pd.DataFrame, target: float) -> dict[str, float]:
-    """Per-outcome operating thresholds on the validation split for the target sensitivity."""
-    val = frame[frame["visit_id"].isin(set(trained.validation_ids))]
-    _, outcomes = trained.predict_probs(val)
-    return {o: threshold_for_sensitivity(val[o].to_numpy().astype(int), outcomes[:, j], target)[0]
-            for j, o in enumerate(OUTCOMES)}
 
 
 def check_goals(evaluation: dict[str, Any]) -> dict[str, Any]:
@@ -152,8 +148,8 @@ def run_triage(config: TriageTrainConfig, *, data_dir: Path | None = None, out_d
 
     trained = train_triage(train_ds.frame, config, progress=progress)
     train_rows = train_ds.frame[train_ds.frame["visit_id"].isin(set(trained.train_ids))]
-    validation = validation_metrics(trained, train_ds.frame)
-    validation_acuity = validation_decision_rules(trained, train_ds.frame, config.under_triage_weight)
+    chosen = validation_summary(trained, train_ds.frame, config.under_triage_weight, OUTCOME_TARGET_SENSITIVITY)
+    validation, validation_acuity = chosen["auroc"], chosen["acuity"]
     log.info("validation split (model selection only): %s; acuity: %s", validation, validation_acuity)
 
     card = ModelCard(
@@ -172,7 +168,7 @@ def run_triage(config: TriageTrainConfig, *, data_dir: Path | None = None, out_d
                      "outcome_temperatures": dict(zip(("admitted", "critical"), trained.outcome_temperatures,
                                                       strict=True))},
         decision_rule={"under_triage_weight": config.under_triage_weight,
-                       "outcome_thresholds": outcome_thresholds(trained, train_ds.frame, OUTCOME_TARGET_SENSITIVITY),
+                       "outcome_thresholds": chosen["thresholds"],
                        "outcome_target_sensitivity": OUTCOME_TARGET_SENSITIVITY,
                        "rule": "smallest level k with P(level <= k) >= 1 / (1 + under_triage_weight)",
                        "validation": validation_acuity},
