@@ -15,10 +15,6 @@ from evaluation.bootstrap import bootstrap_ci
 from evaluation.metrics import auroc, expected_calibration_error, sensitivity, specificity
 
 
-def _ci(ci: Any) -> dict[str, float]:
-    return {k: float(v) for k, v in ci.to_dict().items()}
-
-
 def evaluate_imaging(
     labels: np.ndarray,
     mask: np.ndarray,
@@ -56,9 +52,9 @@ def evaluate_imaging(
         entry: dict[str, Any] = {"n": int(rows.sum()), "positives": int(y.sum()), "threshold": thresholds[finding],
                                  "flag_rate": float(f.mean())}
         if 0 < y.sum() < len(y):
-            entry["auroc"] = _ci(bootstrap_ci(auroc, [y, p], n_boot=n_boot, seed=seed, groups=g))
-            entry["sensitivity"] = _ci(bootstrap_ci(sensitivity, [y, f], n_boot=n_boot, seed=seed, groups=g))
-            entry["specificity"] = _ci(bootstrap_ci(specificity, [y, f], n_boot=n_boot, seed=seed, groups=g))
+            entry["auroc"] = bootstrap_ci(auroc, [y, p], n_boot=n_boot, seed=seed, groups=g).to_dict()
+            entry["sensitivity"] = bootstrap_ci(sensitivity, [y, f], n_boot=n_boot, seed=seed, groups=g).to_dict()
+            entry["specificity"] = bootstrap_ci(specificity, [y, f], n_boot=n_boot, seed=seed, groups=g).to_dict()
             entry["ece"] = float(expected_calibration_error(y, p))
         else:
             entry["note"] = "one class only in this set: AUROC, sensitivity and specificity undefined"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -39,15 +38,10 @@ MODEL_NAME = "Vigil"
 DCA_THRESHOLDS = np.round(np.arange(0.02, 0.51, 0.02), 2)
 
 
-def _ci(ci: Any) -> dict[str, float]:
-    out = asdict(ci)
-    return {k: (float(v) if isinstance(v, (int, float, np.floating)) else v) for k, v in out.items()}
-
-
 def _risk_metrics(y: np.ndarray, p: np.ndarray, n_boot: int, seed: int, calibrated: bool) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "auroc": _ci(bootstrap_ci(auroc, [y, p], n_boot=n_boot, seed=seed)),
-        "auprc": _ci(bootstrap_ci(auprc, [y, p], n_boot=n_boot, seed=seed)),
+        "auroc": bootstrap_ci(auroc, [y, p], n_boot=n_boot, seed=seed).to_dict(),
+        "auprc": bootstrap_ci(auprc, [y, p], n_boot=n_boot, seed=seed).to_dict(),
     }
     if calibrated:
         slope, intercept = calibration_slope_intercept(y, p)
@@ -97,9 +91,9 @@ def evaluate_triage(
             if p is None:
                 continue
             models[base.name] = _risk_metrics(y, p, n_boot, seed, True)
-            differences[base.name] = _ci(
-                paired_bootstrap_difference(auroc, y, model_risk[outcome], p, n_boot=n_boot, seed=seed)
-            )
+            differences[base.name] = paired_bootstrap_difference(
+                auroc, y, model_risk[outcome], p, n_boot=n_boot, seed=seed
+            ).to_dict()
             curves[base.name] = net_benefit(y, p, DCA_THRESHOLDS).tolist()
         entry["models"] = models
         entry["auroc_difference_vs"] = differences
