@@ -60,6 +60,13 @@ class ModelArtifactError(VigilError):
     """A model artefact is missing, corrupt, or does not match its record (checksum, metadata, parity)."""
 
 
+class StoreUnavailableError(VigilError):
+    """The key or audit store cannot be reached or written; predictions must be refused (503), never served unaudited.
+
+    The message names the store kind and its URL with any password masked, never a secret.
+    """
+
+
 # ---------------------------------------------------------------------------------------------- imaging
 class ImagingInputError(InputValidationError):
     """A radiograph (DICOM, PNG or JPEG) was refused before or while turning it into model input.

@@ -141,8 +141,12 @@ def log_onnx_model_run(
     return RegisteredModel(registered_model_name, version, run_id, info.model_uri, CANDIDATE_ALIAS)
 
 
-def resolve_model_file(model: str, work_dir: Path, experiment: str = "vigil-triage") -> Path:
+def resolve_model_file(model: str, work_dir: Path, experiment: str = "vigil-triage",
+                       download_root: Path | None = None) -> Path:
     """Turn an ``.onnx`` path or a registry URI (``models:/NAME@alias`` or ``models:/NAME/VERSION``) into a file.
+
+    Registry files are downloaded under ``download_root`` (default ``work_dir/downloads``); processes that may
+    download at the same moment (serving workers) each pass their own.
 
     Raises
     ------
@@ -161,7 +165,8 @@ def resolve_model_file(model: str, work_dir: Path, experiment: str = "vigil-tria
 
     settings = tracking_settings(work_dir, experiment)
     mlflow.set_tracking_uri(settings.tracking_uri)
-    target = work_dir / "downloads" / model.replace("models:/", "").replace("@", "_at_").replace("/", "_")
+    name = model.replace("models:/", "").replace("@", "_at_").replace("/", "_")
+    target = (download_root or work_dir / "downloads") / name
     try:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model, dst_path=str(target)))
     except MlflowException as exc:
@@ -211,8 +216,9 @@ def parse_model_ref(ref: str) -> tuple[str, str | None, str | None]:
                                         f"{ref[:80]!r}")
 
 
-def fetch_model_version(ref: str, work_dir: Path) -> ModelVersionRecord:
-    """Look a model version up in the registry and download its ONNX file.
+def fetch_model_version(ref: str, work_dir: Path, download_root: Path | None = None) -> ModelVersionRecord:
+    """Look a model version up in the registry and download its ONNX file (under ``download_root``, see
+    :func:`resolve_model_file`).
 
     Raises
     ------
@@ -234,7 +240,8 @@ def fetch_model_version(ref: str, work_dir: Path) -> ModelVersionRecord:
         run = client.get_run(mv.run_id)
     except MlflowException as exc:
         raise ModelArtifactError(f"registry has no model version {ref!r}: {exc.message[:200]}") from exc
-    onnx_path = resolve_model_file(f"models:/{name}/{mv.version}", work_dir, experiment=name)
+    onnx_path = resolve_model_file(f"models:/{name}/{mv.version}", work_dir, experiment=name,
+                                   download_root=download_root)
     return ModelVersionRecord(name, str(mv.version), mv.run_id, onnx_path, dict(mv.tags), dict(run.data.tags),
                               dict(run.data.metrics))
 

@@ -10,7 +10,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -55,7 +55,7 @@ def run(
     checked), evaluate against baselines, register each as @candidate, then run the release gate (fairness
     audit, floors, artefact checks), which alone moves @production.
 
-    Serving (issue 5) is not built yet; this says so.
+    `make run` then starts `vigil serve` on the released models.
     """
     _setup_logging(verbose)
     from training.config import load_imaging_config, load_triage_config
@@ -94,8 +94,8 @@ def run(
     except VigilError as exc:
         _fail(exc)
         return
-    typer.echo("Not yet part of the main job: serving (issue 5). Only a model that passed the release gate is "
-               "ever at @production.")
+    typer.echo("Only a model that passed the release gate is ever at @production; `vigil serve` serves those "
+               "(see README: Serving).")
 
 
 @app.command()
@@ -278,6 +278,98 @@ def _evaluate_imaging(model: str, data: str, out: Path, data_dir: Path | None, b
             typer.echo(f"{finding}: AUROC {entry['auroc']['estimate']:.3f} "
                        f"({entry['auroc']['low']:.3f}-{entry['auroc']['high']:.3f}), n={entry['n']}")
     typer.echo(json.dumps({"written": [str(p) for p in paths], "images": int(np.asarray(test.images).shape[0])}))
+
+
+@app.command("serve")
+def serve_command(
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes; threads are split between them")]
+    = 1,
+    allow_unreleased: Annotated[bool, typer.Option(
+        "--allow-unreleased", help="Serve models without a passing release gate (logged; flagged in every "
+        "response; evaluation only, never for patients)")] = False,
+    triage_model: Annotated[str | None, typer.Option(help="Registry ref (default vigil-triage@production)")] = None,
+    imaging_model: Annotated[str | None, typer.Option(help="Registry ref (default vigil-cxr@production)")] = None,
+    model_dir: Annotated[Path | None, typer.Option(help="Serve the ONNX files of this folder instead of the "
+                                                        "registry")] = None,
+) -> None:
+    """Start the HTTP API (OpenAPI at /docs) on the released models; settings also come from VIGIL_* variables."""
+    from serving.settings import load_settings
+    from vigil.serve import serve
+
+    env = {}
+    if allow_unreleased:
+        env["VIGIL_ALLOW_UNRELEASED"] = "true"
+    if triage_model:
+        env["VIGIL_TRIAGE_MODEL"] = triage_model
+    if imaging_model:
+        env["VIGIL_IMAGING_MODEL"] = imaging_model
+    if model_dir:
+        env.update({"VIGIL_MODEL_SOURCE": "local", "VIGIL_MODEL_DIR": str(model_dir.resolve())})
+    try:
+        import os
+
+        os.environ.update(env)
+        load_settings()  # a bad setting fails here, once, with its name
+    except VigilError as exc:
+        _fail(exc)
+        return
+    serve(host=host, port=port, workers=workers, env=env)
+
+
+keys_app = typer.Typer(add_completion=False, no_args_is_help=True, help="API keys of the service (stored hashed).")
+app.add_typer(keys_app, name="keys")
+
+
+def _store() -> Any:
+    from serving.settings import load_settings
+    from serving.store import Store
+
+    store = Store(load_settings().store_url())
+    store.create_schema()
+    return store
+
+
+@keys_app.command("create")
+def keys_create(
+    client: Annotated[str, typer.Option(help="Who holds the key (a system's name, not a person's data)")],
+    scope: Annotated[list[str], typer.Option(help="triage, imaging or admin; repeat for several")],
+) -> None:
+    """Create a key; it is printed once and only its hash is stored."""
+    try:
+        info, key = _store().create_key(client, scope)
+    except VigilError as exc:
+        _fail(exc)
+        return
+    typer.echo(json.dumps({"key_id": info.key_id, "client": info.client, "scopes": list(info.scopes)}))
+    typer.echo(f"API key (shown once; store it securely): {key}")
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List keys: id, client, scopes, created, revoked (never the key)."""
+    try:
+        keys = _store().list_keys()
+    except VigilError as exc:
+        _fail(exc)
+        return
+    for info in keys:
+        typer.echo(json.dumps({"key_id": info.key_id, "client": info.client, "scopes": list(info.scopes),
+                               "created_utc": info.created_utc, "revoked_utc": info.revoked_utc}))
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id (from `vigil keys list`)")]) -> None:
+    """Revoke a key; requests with it are refused (401) from now on."""
+    try:
+        done = _store().revoke_key(key_id)
+    except VigilError as exc:
+        _fail(exc)
+        return
+    if not done:
+        _fail(VigilError(f"no active key with id {key_id[:32]!r}"))
+    typer.echo(f"revoked {key_id}")
 
 
 def main() -> None:

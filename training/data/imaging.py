@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from models.imaging import load_image_file, prepare_image
 from tqdm.auto import tqdm
 
 from models.errors import DataSourceError
+from models.imaging import load_image_file, prepare_image
 from models.labels import IMAGING_FINDINGS, NIH_LABELS_BY_FINDING
 
 log = logging.getLogger(__name__)

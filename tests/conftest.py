@@ -1,4 +1,4 @@
-"""Shared set-up of the integration tests: an isolated work folder with no real data and no MLflow server."""
+"""Shared set-up of the tests: an isolated work folder with no real data and no MLflow server."""
 
 from __future__ import annotations
 

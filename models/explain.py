@@ -1,0 +1,82 @@
+"""Why the triage model said what it said: occlusion attribution of each input field.
+
+For every record and every field the model uses, the record is run again with that field missing (the model
+was trained with explicit missingness indicators, so "missing" is a state it knows, not an imputed normal
+value). The change in P(admitted) and P(critical) between the full record and the record without the field
+is that field's effect. It is exact for the model served (same ONNX graph, one batched run), needs no
+torch, and is honest about what it is: a one-at-a-time sensitivity, not a causal claim and not a Shapley
+value (interactions between fields are not split).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+import numpy as np
+import pandas as pd
+
+from models.labels import OUTCOMES
+
+if TYPE_CHECKING:
+    from models.onnx_runtime import TriageOnnxModel
+
+#: Record fields whose effect is measured, in the encoder's terms (numeric, categorical, complaint text).
+TEXT_FEATURE: Final = "chief_complaint"
+
+
+@dataclass(frozen=True)
+class FieldEffect:
+    """One field's effect on one record's outcome probabilities (full record minus field missing)."""
+
+    field: str
+    effect: dict[str, float]  # outcome -> change in probability
+
+    @property
+    def magnitude(self) -> float:
+        return max(abs(v) for v in self.effect.values())
+
+
+def attributable_fields(model: TriageOnnxModel) -> tuple[str, ...]:
+    """The record fields the model reads: numeric, categorical, and the complaint text."""
+    enc = model.encoder
+    return (*enc.numeric_features, *enc.categorical_features, TEXT_FEATURE)
+
+
+def occlusion_effects(model: TriageOnnxModel, frame: pd.DataFrame) -> list[list[FieldEffect]]:
+    """Per record, each present field's effect on P(admitted) and P(critical), largest first.
+
+    Parameters
+    ----------
+    model : TriageOnnxModel
+        The served model.
+    frame : DataFrame
+        Validated records (canonical columns), as given to :meth:`TriageOnnxModel.predict`.
+
+    Returns
+    -------
+    list of list of FieldEffect
+        One list per row of ``frame``; fields missing in the record are left out (they have no effect to
+        remove).
+    """
+    fields = attributable_fields(model)
+    n = len(frame)
+    if n == 0:
+        return []
+    base = frame.reset_index(drop=True)
+    # Block 0 is the records as given; block j+1 is the same records with field j missing.
+    stacked = base.iloc[np.tile(np.arange(n), len(fields) + 1)].reset_index(drop=True)
+    for j, name in enumerate(fields):
+        column = stacked[name].to_numpy(dtype=object).copy()
+        column[(j + 1) * n : (j + 2) * n] = None
+        stacked[name] = column  # a whole new column: no dtype upcast in place
+    _acuity, outcomes = model.run_encoded(model.encoder.transform(stacked))
+    outcomes = outcomes.reshape(len(fields) + 1, n, len(OUTCOMES))
+    deltas = outcomes[0][None, :, :] - outcomes[1:]  # [fields, n, outcomes]
+    present = np.stack([~base[name].isna().to_numpy() for name in fields])  # [fields, n]
+    out: list[list[FieldEffect]] = []
+    for row in range(n):
+        effects = [FieldEffect(name, {o: float(deltas[j, row, k]) for k, o in enumerate(OUTCOMES)})
+                   for j, name in enumerate(fields) if present[j, row]]
+        out.append(sorted(effects, key=lambda e: e.magnitude, reverse=True))
+    return out

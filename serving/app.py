@@ -1,0 +1,125 @@
+"""The FastAPI application factory of the Vigil service.
+
+``create_app(settings, locator=...)`` builds one app; models are loaded and the key/audit store opened in the
+lifespan, never at import. ``vigil serve`` composes it with the MLflow registry locator; tests pass their own
+settings, locator and store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from models.errors import ConfigError, StoreUnavailableError
+from models.model_card import DECISION_SUPPORT_STATEMENT
+from models.onnx_runtime import default_threads
+from serving import routes_cds, routes_imaging, routes_ops, routes_triage
+from serving.errors import install_error_handlers
+from serving.metrics import ServiceMetrics
+from serving.middleware import RequestContextMiddleware
+from serving.model_source import TASKS, LocalFolderLocator, ModelHolder, ModelLocator, Task
+from serving.settings import ServingSettings, get_settings
+from serving.state import ServiceState
+from serving.store import Store
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "1.0.0"
+DESCRIPTION = f"""Triage scores for A&E systems and second-read flags for radiology workstations.
+
+**{DECISION_SUPPORT_STATEMENT}**
+
+Authenticate with an API key (`vigil keys create`) as `Authorization: Bearer <key>` or `X-API-Key`; each key
+has scopes (`triage`, `imaging`, `admin`). Every prediction is audited before it is returned; if the audit
+store is unavailable the prediction is refused (503). Errors are RFC 9457 problem+json.
+"""
+
+
+def default_locator(settings: ServingSettings) -> ModelLocator:
+    """The locator a bare ``create_app(settings)`` can build: the local ONNX folder."""
+    if settings.model_source == "local":
+        if settings.model_dir is None:
+            raise ConfigError("setting VIGIL_MODEL_DIR: required when VIGIL_MODEL_SOURCE=local")
+        return LocalFolderLocator(settings.model_dir)
+    raise ConfigError("setting VIGIL_MODEL_SOURCE=registry: the MLflow registry locator is composed by `vigil serve` "
+                      "(vigil.serve.create_service); pass a locator, or use VIGIL_MODEL_SOURCE=local")
+
+
+def _body_limits(settings: ServingSettings) -> Any:
+    def limit_for(path: str) -> int:
+        if path.startswith("/v1/imaging"):
+            return settings.max_dicom_bytes
+        return settings.max_json_bytes
+
+    return limit_for
+
+
+def create_app(settings: ServingSettings | None = None, *, locator: ModelLocator | None = None,
+               store: Store | None = None, tasks: tuple[Task, ...] = TASKS) -> FastAPI:
+    """Build the service.
+
+    Parameters
+    ----------
+    settings : ServingSettings, optional
+        Defaults to :func:`serving.settings.get_settings` (the environment).
+    locator : ModelLocator, optional
+        Where models come from; default from ``settings`` (see :func:`default_locator`).
+    store : Store, optional
+        The key and audit store; default ``settings.store_url()``.
+    tasks : tuple of str
+        The tasks this service answers.
+    """
+    settings = settings or get_settings()
+    locator = locator or default_locator(settings)
+    store = store or Store(settings.store_url())
+    threads = settings.threads or default_threads()
+    holder = ModelHolder(locator, allow_unreleased=settings.allow_unreleased, threads=threads, tasks=tasks)
+    metrics = ServiceMetrics()
+    state = ServiceState(settings=settings, holder=holder, store=store, metrics=metrics)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            await run_in_threadpool(store.create_schema)
+        except StoreUnavailableError as exc:
+            log.error("audit store unavailable at start-up: %s; predictions are refused until it returns", exc)
+        if settings.allow_unreleased:
+            log.warning("VIGIL_ALLOW_UNRELEASED is set: models without a passing release gate may be served")
+        await run_in_threadpool(holder.load_all)
+        poller = asyncio.create_task(_poll(holder, settings.reload_poll_s)) if settings.reload_poll_s > 0 else None
+        try:
+            yield
+        finally:
+            if poller is not None:
+                poller.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await poller
+            store.dispose()
+
+    app = FastAPI(title="Vigil", version=API_VERSION, description=DESCRIPTION, lifespan=lifespan,
+                  openapi_tags=[{"name": "triage", "description": "Triage scores for A&E systems"},
+                                {"name": "cds-hooks", "description": "CDS Hooks 2.0 service over FHIR R4"},
+                                {"name": "imaging", "description": "Chest X-ray second read"},
+                                {"name": "operations", "description": "Health, readiness, metrics, models"}])
+    app.state.vigil = state
+    install_error_handlers(app)
+    app.include_router(routes_triage.router)
+    app.include_router(routes_cds.router)
+    app.include_router(routes_imaging.router)
+    app.include_router(routes_ops.router)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics, limit_for=_body_limits(settings))
+    return app
+
+
+async def _poll(holder: ModelHolder, every_s: float) -> None:
+    """Reload each task's model every ``every_s`` seconds (a new release is picked up without a restart)."""
+    while True:
+        await asyncio.sleep(every_s)
+        for task in holder.tasks:
+            await run_in_threadpool(holder.reload, task)

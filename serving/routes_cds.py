@@ -1,0 +1,68 @@
+"""CDS Hooks 2.0: discovery and the triage service, taking FHIR R4 vital-sign Observations in prefetch."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from starlette.concurrency import run_in_threadpool
+
+from models.errors import InputValidationError
+from models.triage_record import validate_record
+from serving import fhir
+from serving.errors import ApiError
+from serving.routes_triage import read_json, score_records
+from serving.schemas import Problem
+from serving.state import StateDep, require
+from serving.store import ApiKeyInfo
+
+router = APIRouter(tags=["cds-hooks"])
+
+TriageKey = Annotated[ApiKeyInfo, Depends(require("triage"))]
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "No API key, or an unknown or revoked one"},
+    403: {"model": Problem, "description": "The key lacks the 'triage' scope"},
+    404: {"model": Problem, "description": "No such CDS service"},
+    412: {"model": Problem, "description": "A prefetch the service needs (the Patient) is missing (CDS Hooks 2.0)"},
+    422: {"model": Problem, "description": "The CDS Hooks request or its FHIR prefetch is invalid: names the path"},
+    503: {"model": Problem, "description": "No released model loaded, or the audit store is unavailable"},
+}
+_REQUEST_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "required": ["hook", "hookInstance", "context", "prefetch"],
+    "properties": {"hook": {"type": "string"}, "hookInstance": {"type": "string"},
+                   "context": {"type": "object"}, "prefetch": {"type": "object"},
+                   "fhirServer": {"type": "string"}, "fhirAuthorization": {"type": ["object", "null"]}}}}}}}
+
+
+@router.get("/cds-services", summary="CDS Hooks discovery",
+            description="Lists Vigil's CDS services (public, as the CDS Hooks specification expects).")
+async def discovery() -> dict[str, Any]:
+    return fhir.cds_discovery()
+
+
+@router.post("/cds-services/{service_id}", responses=_ERRORS, openapi_extra=_REQUEST_BODY,
+             summary="CDS Hooks service call: FHIR R4 vital signs in prefetch -> cards",
+             description="Builds a triage record from the prefetched Patient, vital-sign Observations (LOINC) and "
+                         "Encounter, scores it like POST /v1/triage, and answers with CDS Hooks cards carrying "
+                         "the result and a FHIR R4 RiskAssessment suggestion.")
+async def call_service(service_id: str, request: Request, state: StateDep, key: TriageKey) -> dict[str, Any]:
+    if service_id != fhir.SERVICE_ID:
+        raise ApiError(404, f"no CDS service '{service_id[:64]}'; see GET /cds-services")
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise InputValidationError("body", "a CDS Hooks request must be a JSON object")
+    now = datetime.now(UTC)
+    raw, notes = fhir.record_from_cds_request(body, now=now)
+    record = validate_record(raw)
+    result = (await run_in_threadpool(score_records, state, request, key, f"/cds-services/{fhir.SERVICE_ID}",
+                                      [raw], [record]))[0]
+    patient, encounter = fhir.context_references(body)
+    response = fhir.cds_response(result, now=now, patient_reference=patient, encounter_reference=encounter)
+    if notes:
+        response.setdefault("cards", []).append({
+            "uuid": str(uuid.uuid4()), "summary": "Some FHIR data could not be used", "indicator": "info",
+            "detail": "\n".join(f"- {n}" for n in notes[:20]), "source": {"label": "Vigil"}})
+    return response

@@ -1,0 +1,85 @@
+"""Operations routes: liveness, readiness, Prometheus metrics, the models served, and reload."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from models.errors import StoreUnavailableError
+from serving.model_source import TASKS
+from serving.schemas import ModelsOut, Problem
+from serving.state import StateDep, require
+from serving.store import ApiKeyInfo
+
+router = APIRouter(tags=["operations"])
+
+AnyKey = Annotated[ApiKeyInfo, Depends(require(None))]
+AdminKey = Annotated[ApiKeyInfo, Depends(require("admin"))]
+_AUTH: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "No API key, or an unknown or revoked one"},
+    403: {"model": Problem, "description": "The key lacks the scope"},
+}
+
+
+@router.get("/healthz", summary="Liveness: the process answers", responses={200: {"description": "alive"}})
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Readiness: every model loaded and the audit store reachable",
+            responses={503: {"description": "Not ready; the body says what is missing"}})
+async def readyz(state: StateDep) -> JSONResponse:
+    checks: dict[str, str] = {}
+    for task, (model, reason) in state.holder.status().items():
+        checks[f"model:{task}"] = "ok" if model is not None else f"unavailable: {reason}"
+    try:
+        await run_in_threadpool(state.store.ping)
+        checks["audit_store"] = "ok"
+    except StoreUnavailableError as exc:
+        checks["audit_store"] = f"unavailable: {exc}"
+    ready = all(v == "ok" for v in checks.values())
+    return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks},
+                        status_code=200 if ready else 503)
+
+
+@router.get("/metrics", summary="Prometheus metrics (text exposition format)", responses=_AUTH,
+            response_class=Response)
+async def metrics(state: StateDep, _key: AdminKey) -> Response:
+    for task, (model, _reason) in state.holder.status().items():
+        state.metrics.model_loaded.labels(task).set(1 if model is not None else 0)
+    return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+@router.get("/v1/models", response_model=ModelsOut, responses=_AUTH,
+            summary="The models served: versions, model cards and release-gate records")
+async def models(state: StateDep, _key: AnyKey) -> dict[str, Any]:
+    out = []
+    for task in TASKS:
+        if task not in state.holder.tasks:
+            continue
+        model, reason = state.holder.status()[task]
+        if model is None:
+            out.append({"task": task, "loaded": False, "error": reason})
+            continue
+        card = model.runtime.card
+        out.append({"task": task, "loaded": True, "model": model.ref(), "card": _card_dict(card),
+                    "release_gate": dict(model.resolved.release_gate)})
+    return {"models": out}
+
+
+def _card_dict(card: Any) -> dict[str, Any]:
+    import json
+
+    return json.loads(card.to_json())
+
+
+@router.post("/v1/admin/reload", responses=_AUTH,
+             summary="Load the newest released version of each model now",
+             description="Requests in flight finish on the model they started with; a model that fails its checks "
+                         "is not swapped in and the one being served stays.")
+async def reload(state: StateDep, _key: AdminKey) -> dict[str, Any]:
+    outcomes = [await run_in_threadpool(state.holder.reload, task) for task in state.holder.tasks]
+    return {"reloads": outcomes}

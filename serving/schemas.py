@@ -1,0 +1,189 @@
+"""Response schemas of the HTTP API (pydantic), documented in the OpenAPI description.
+
+Request bodies are validated by the shared contract (:func:`models.triage_record.validate_record`, the DICOM
+checks of :mod:`models.imaging`); their JSON Schema is generated from the same field specs
+(:func:`triage_record_json_schema`), so the documented schema and the validator cannot disagree.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.triage_record import (
+    BOOLEAN_FIELDS,
+    CATEGORICAL_FIELDS,
+    DATETIME_FIELDS,
+    NUMERIC_FIELDS,
+    TEXT_FIELDS,
+)
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+# ------------------------------------------------------------------------------------------ shared parts
+class ModelRef(_Out):
+    """Which model answered: name, registry version, ONNX sha256 and its release status."""
+
+    name: str
+    version: str = Field(description="Registry version (or the card's version for a local ONNX folder)")
+    sha256: str
+    release_status: str = Field(description="The release gate's recorded status: 'pass', or what it was")
+    unreleased_override: bool = Field(
+        description="True when the model was served without a passing release gate by an explicit override")
+    synthetic_data: bool = Field(description="True when the model was trained on synthetic data only")
+
+
+class AcuityLabel(_Out):
+    manchester: str
+    ecds: str
+
+
+class Acuity(_Out):
+    level: int = Field(ge=1, le=5, description="Recommended acuity, 1 most urgent ... 5 least (Manchester/ECDS)")
+    label: AcuityLabel
+    model_level: int = Field(ge=1, le=5, description="The model's level before the NEWS2 safety floor")
+    raised_by_news2_floor: bool
+    probabilities: dict[str, float] = Field(description="P(level) for levels '1'..'5' (the model's estimate)")
+
+
+class Risk(_Out):
+    probability: float = Field(ge=0.0, le=1.0, description="Calibrated probability")
+    definition: str
+
+
+class News2Out(_Out):
+    score: int = Field(ge=0, le=20)
+    partial: bool = Field(description="Some parameters were missing: the score is a lower bound")
+    band: Literal["low", "low-medium", "medium", "high"]
+    clinical_response: str = Field(description="RCP 2017 clinical response for this score")
+    red_flag: bool = Field(description="A single parameter scored 3")
+    components: dict[str, int]
+    missing: list[str]
+    minimum_acuity: int = Field(ge=1, le=5, description="Vigil's safety floor: the least urgent level allowed")
+
+
+class Factor(_Out):
+    """One reason behind the result, most important first."""
+
+    field: str
+    source: Literal["news2", "model"]
+    detail: str
+    effect: dict[str, float] = Field(
+        default_factory=dict,
+        description="model factors: change in P(admitted) and P(critical) attributable to this field "
+                    "(its value vs. the field left missing)")
+
+
+class TriageFlags(_Out):
+    missing_inputs: list[str] = Field(description="Fields the model uses that were not supplied")
+    out_of_training_range: list[str] = Field(description="Values outside the central 99% of the training data")
+    news2_floor_raised_level: bool
+    news2_partial: bool
+    news2_not_validated: bool = Field(description="NEWS2 is not validated under 16 years of age")
+    synthetic_model: bool
+    unreleased_model: bool
+
+
+class TriageResult(_Out):
+    request_id: str
+    model: ModelRef
+    acuity: Acuity
+    risks: dict[str, Risk] = Field(description="Keyed by outcome: 'admitted', 'critical'")
+    news2: News2Out
+    contributing_factors: list[Factor]
+    flags: TriageFlags
+    decision_support_statement: str
+
+
+class TriageBatchItem(_Out):
+    index: int = Field(ge=0, description="Position of the record in the request")
+    result: TriageResult | None = None
+    error: dict[str, Any] | None = Field(default=None, description="problem+json of a record that failed validation")
+
+
+class TriageBatchResult(_Out):
+    request_id: str
+    n: int
+    n_failed: int
+    items: list[TriageBatchItem]
+
+
+class FindingOut(_Out):
+    finding: str
+    code: dict[str, str] = Field(description="Coding of the finding (scheme, value, meaning)")
+    probability: float = Field(ge=0.0, le=1.0)
+    operating_threshold: float
+    flagged: bool
+
+
+class SecondReadResult(_Out):
+    request_id: str
+    model: ModelRef
+    flagged: bool = Field(description="Any finding at or above its operating threshold")
+    findings: list[FindingOut]
+    heatmap_png_base64: str = Field(description="PNG: the prepared image with the heat map of the top finding")
+    heatmap_finding: str
+    source: dict[str, Any] = Field(description="UIDs and technical attributes of the instance (no patient data)")
+    timings_ms: dict[str, float]
+    decision_support_statement: str
+
+
+class ModelInfo(_Out):
+    task: Literal["triage", "imaging"]
+    loaded: bool
+    model: ModelRef | None = None
+    card: dict[str, Any] | None = None
+    release_gate: dict[str, str] = Field(default_factory=dict, description="The registry's release_gate.* tags")
+    error: str | None = Field(default=None, description="Why no model is loaded, when none is")
+
+
+class ModelsOut(_Out):
+    models: list[ModelInfo]
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    request_id: str | None = None
+    errors: list[dict[str, Any]] | None = Field(default=None, description="Each validation error: field and message")
+
+
+# ------------------------------------------------------------------------------------------ request schema
+def triage_record_json_schema() -> dict[str, Any]:
+    """JSON Schema of one triage record, generated from the field specs of :mod:`models.triage_record`."""
+    props: dict[str, Any] = {}
+    required: list[str] = []
+    for f in NUMERIC_FIELDS:
+        props[f.name] = {"type": "integer" if f.integer else "number", "minimum": f.low, "maximum": f.high,
+                         "description": f"{f.description} ({f.unit})"}
+        if f.required:
+            required.append(f.name)
+        else:
+            props[f.name]["type"] = [props[f.name]["type"], "null"]
+    for c in CATEGORICAL_FIELDS:
+        props[c.name] = {"type": "string", "enum": list(c.values), "description": c.description}
+        if c.required:
+            required.append(c.name)
+        else:
+            props[c.name] = {**props[c.name], "type": ["string", "null"], "enum": [*c.values, None]}
+    for name in BOOLEAN_FIELDS:
+        props[name] = {"type": ["boolean", "null"]}
+    for name, length in TEXT_FIELDS.items():
+        props[name] = {"type": ["string", "null"], "maxLength": length}
+    for name in DATETIME_FIELDS:
+        props[name] = {"type": ["string", "null"], "format": "date-time"}
+    return {"type": "object", "additionalProperties": False, "properties": props, "required": required,
+            "title": "TriageRecord",
+            "description": "A patient's triage record: only what is known at triage. Unknown keys are refused; "
+                           "missing values may be omitted or null."}

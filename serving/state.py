@@ -1,0 +1,107 @@
+"""What one app instance holds (settings, models, store, metrics) and the dependencies routes use.
+
+Authentication: an API key as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. No key, or an unknown or
+revoked one, is 401 with ``WWW-Authenticate``; a valid key without the route's scope is 403 (RFC 9110 and
+RFC 6750). Keys are stored hashed (:mod:`serving.store`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
+
+from serving.auth import parse_presented_key
+from serving.errors import ApiError
+from serving.metrics import ServiceMetrics
+from serving.model_source import LoadedModel, ModelHolder
+from serving.settings import ServingSettings
+from serving.store import ApiKeyInfo, AuditRecord, Store
+
+_BEARER = HTTPBearer(auto_error=False, description="An API key issued by `vigil keys create`")
+_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="The same API key, as a header")
+
+
+@dataclass
+class ServiceState:
+    """Everything the routes of one app share."""
+
+    settings: ServingSettings
+    holder: ModelHolder
+    store: Store
+    metrics: ServiceMetrics
+
+
+def get_state(request: Request) -> ServiceState:
+    return request.app.state.vigil
+
+
+StateDep = Annotated[ServiceState, Depends(get_state)]
+
+
+def require(scope: str | None) -> Callable[..., Awaitable[ApiKeyInfo]]:
+    """A dependency admitting a valid key; with ``scope``, only a key holding that scope."""
+
+    async def dependency(request: Request, state: StateDep,
+                         bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)] = None,
+                         header: Annotated[str | None, Security(_HEADER)] = None) -> ApiKeyInfo:
+        presented = parse_presented_key(request.headers.get("authorization"), request.headers.get("x-api-key"))
+        challenge = 'Bearer realm="vigil"'
+        if presented is None:
+            raise ApiError(401, "an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
+                           headers={"WWW-Authenticate": challenge})
+        info = await run_in_threadpool(state.store.authenticate, presented)
+        if info is None:
+            raise ApiError(401, "the API key is not valid (unknown, malformed or revoked)",
+                           headers={"WWW-Authenticate": f'{challenge}, error="invalid_token"'})
+        request.state.client = info.key_id
+        if scope is not None and scope not in info.scopes:
+            raise ApiError(403, f"this API key does not have the '{scope}' scope",
+                           headers={"WWW-Authenticate": f'{challenge}, error="insufficient_scope", scope="{scope}"'})
+        return info
+
+    return dependency
+
+
+def input_digest(data: bytes | Any) -> str:
+    """sha256 of the request input: raw bytes, or canonical JSON of a parsed record."""
+    if not isinstance(data, bytes):
+        data = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(data).hexdigest()
+
+
+def audit_record(request: Request, client: ApiKeyInfo, route: str, model: LoadedModel, input_sha256: str,
+                 output: dict[str, Any], status: int = 200) -> AuditRecord:
+    """The audit record of one prediction (written before the prediction is returned)."""
+    ref = model.ref()
+    return AuditRecord(
+        request_id=request.state.request_id,
+        time_utc=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        client=client.key_id,
+        route=route,
+        model_name=ref["name"],
+        model_version=ref["version"] + (" (UNRELEASED override)" if ref["unreleased_override"] else ""),
+        model_sha256=ref["sha256"],
+        input_sha256=input_sha256,
+        output=output,
+        status=status,
+    )
+
+
+def write_audit(state: ServiceState, records: list[AuditRecord]) -> None:
+    """Write audit records in one transaction (all or none), in a worker thread; a failure propagates as
+    StoreUnavailableError -> 503, and nothing is returned to the client."""
+    from models.errors import StoreUnavailableError
+
+    try:
+        state.store.write_audits(records)
+    except StoreUnavailableError:
+        state.metrics.audit_failures.inc()
+        raise

@@ -1,0 +1,120 @@
+"""From validated triage records to :class:`serving.schemas.TriageResult` dicts (no HTTP here).
+
+The model, the decision rule and the NEWS2 safety floor run in :meth:`models.onnx_runtime.TriageOnnxModel.predict`;
+this module only explains and packages what they decided, so the served level is exactly the model's level
+raised to the NEWS2 floor.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Final
+
+import pandas as pd
+
+from models.explain import attributable_fields, occlusion_effects
+from models.labels import ACUITY_LEVELS, OUTCOME_DEFINITIONS, OUTCOMES, acuity_label
+from models.model_card import DECISION_SUPPORT_STATEMENT
+from models.news2 import PARAMETERS, News2Result, news2
+from models.triage_record import NUMERIC_BY_NAME
+from serving.model_source import LoadedModel
+
+#: Model factors smaller than this (in probability) are not listed as reasons.
+MIN_EFFECT: Final = 0.01
+MAX_MODEL_FACTORS: Final = 5
+#: NEWS2 is not validated under this age (RCP 2017).
+NEWS2_MIN_AGE: Final = 16
+
+
+def _value_text(name: str, value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    spec = NUMERIC_BY_NAME.get(name)
+    if spec is not None:
+        return f"{float(value):g} {spec.unit}"
+    return str(value)[:60]
+
+
+def _news2_factors(result: News2Result, record: dict[str, Any]) -> list[dict[str, Any]]:
+    scored = sorted(((p, result.components[p]) for p in PARAMETERS if result.components.get(p, 0) > 0),
+                    key=lambda item: -item[1])
+    return [{"field": name, "source": "news2", "effect": {},
+             "detail": f"{name} {_value_text(name, record.get(name))} scores {points} NEWS2 "
+                       f"point{'s' if points > 1 else ''}"}
+            for name, points in scored]
+
+
+def _model_factors(effects: list[Any], record: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for eff in effects:
+        if eff.magnitude < MIN_EFFECT or len(out) >= MAX_MODEL_FACTORS:
+            break
+        value = record.get(eff.field)
+        changes = ", ".join(f"P({o}) {'+' if eff.effect[o] >= 0 else '-'}{abs(eff.effect[o]) * 100:.1f} pts"
+                            for o in OUTCOMES)
+        out.append({"field": eff.field, "source": "model", "effect": {o: round(eff.effect[o], 4) for o in OUTCOMES},
+                    "detail": f"{eff.field} {_value_text(eff.field, value)}: {changes} vs. not recorded"})
+    return out
+
+
+def build_results(model: LoadedModel, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Score validated records (from :func:`models.triage_record.validate_record`) and explain each result.
+
+    Returns one :class:`serving.schemas.TriageResult`-shaped dict per record, without ``request_id``.
+    """
+    if not records:
+        return []
+    runtime = model.runtime
+    frame = pd.DataFrame.from_records(records)
+    pred = runtime.predict(frame)
+    effects = occlusion_effects(runtime, frame)
+    out_of_range = runtime.encoder.out_of_range(frame)
+    used = attributable_fields(runtime)
+    ref = model.ref()
+    results = []
+    for i, record in enumerate(records):
+        score = news2(record)  # the breakdown; the same numbers as the batch score the floor used
+        level = int(pred.recommended_level[i])
+        age = record.get("age_years")
+        results.append({
+            "model": ref,
+            "acuity": {
+                "level": level,
+                "label": acuity_label(level),
+                "model_level": int(pred.model_level[i]),
+                "raised_by_news2_floor": bool(pred.floor_raised[i]),
+                "probabilities": {str(k): _prob(pred.acuity_probs[i, j]) for j, k in enumerate(ACUITY_LEVELS)},
+            },
+            "risks": {
+                "admitted": {"probability": _prob(pred.p_admitted[i]), "definition": OUTCOME_DEFINITIONS["admitted"]},
+                "critical": {"probability": _prob(pred.p_critical[i]), "definition": OUTCOME_DEFINITIONS["critical"]},
+            },
+            "news2": {
+                "score": score.score,
+                "partial": score.partial,
+                "band": score.band,
+                "clinical_response": score.response,
+                "red_flag": score.red_flag,
+                "components": {p: int(score.components[p]) for p in PARAMETERS},
+                "missing": list(score.missing),
+                "minimum_acuity": score.minimum_acuity,
+            },
+            "contributing_factors": _news2_factors(score, record) + _model_factors(effects[i], record),
+            "flags": {
+                "missing_inputs": [f for f in used if record.get(f) is None],
+                "out_of_training_range": out_of_range[i],
+                "news2_floor_raised_level": bool(pred.floor_raised[i]),
+                "news2_partial": score.partial,
+                "news2_not_validated": age is not None and float(age) < NEWS2_MIN_AGE,
+                "synthetic_model": ref["synthetic_data"],
+                "unreleased_model": ref["unreleased_override"],
+            },
+            "decision_support_statement": DECISION_SUPPORT_STATEMENT,
+        })
+    return results
+
+
+def _prob(value: float) -> float:
+    p = float(value)
+    return 0.0 if math.isnan(p) else round(min(1.0, max(0.0, p)), 6)
+

@@ -1,0 +1,171 @@
+"""POST /v1/triage and /v1/triage/batch against a real (small) ONNX model, audited in a real SQLite store."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from models.labels import acuity_label
+from models.news2 import news2
+from models.triage_record import validate_record
+from serving.schemas import TriageBatchResult, TriageResult
+
+SICK = {"age_years": 71, "sex": "female", "arrival_mode": "ambulance", "chief_complaint": "shortness of breath",
+        "heart_rate": 135, "resp_rate": 30, "sbp": 88, "dbp": 50, "spo2": 86, "temperature_c": 39.5,
+        "consciousness": "V", "gcs": 12, "on_supplemental_oxygen": True, "pain_score": 3}
+WELL = {"age_years": 30, "sex": "male", "arrival_mode": "walk_in", "chief_complaint": "ankle sprain",
+        "heart_rate": 72, "resp_rate": 14, "sbp": 125, "dbp": 80, "spo2": 99, "temperature_c": 36.8,
+        "consciousness": "A", "gcs": 15, "on_supplemental_oxygen": False, "pain_score": 4}
+
+
+def _post(service, record, **headers):
+    return service.client.post("/v1/triage", json=record, headers=service.headers("triage", **headers))
+
+
+def test_one_record_gives_a_complete_result(service):
+    res = _post(service, WELL)
+    assert res.status_code == 200, res.text
+    body = TriageResult.model_validate(res.json()).model_dump()
+    assert body["request_id"] == res.headers["x-request-id"]
+    assert body["model"]["name"] == "vigil-triage" and body["model"]["version"] == "7"
+    assert body["model"]["release_status"] == "pass" and not body["model"]["unreleased_override"]
+    assert body["model"]["synthetic_data"] is True and body["flags"]["synthetic_model"] is True
+    level = body["acuity"]["level"]
+    assert body["acuity"]["label"] == acuity_label(level)
+    assert sum(body["acuity"]["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+    expected = news2(validate_record(WELL))
+    assert body["news2"]["score"] == expected.score and body["news2"]["band"] == expected.band
+    assert body["news2"]["clinical_response"] == expected.response
+    assert "clinician" in body["decision_support_statement"]
+    assert body["flags"]["missing_inputs"] == []
+
+
+def test_news2_floor_is_never_undercut(service):
+    body = _post(service, SICK).json()
+    score = news2(validate_record(SICK))
+    assert score.band == "high" and body["news2"]["minimum_acuity"] == 1
+    assert body["acuity"]["level"] == 1
+    assert body["acuity"]["raised_by_news2_floor"] == (body["acuity"]["model_level"] > 1)
+    assert body["flags"]["news2_floor_raised_level"] == body["acuity"]["raised_by_news2_floor"]
+    news_fields = [f["field"] for f in body["contributing_factors"] if f["source"] == "news2"]
+    assert news_fields[0] in {p for p, pts in score.components.items() if pts == 3}
+    assert set(news_fields) == {p for p, pts in score.components.items() if pts > 0}
+
+
+def test_model_factors_name_supplied_fields_and_their_effects(service):
+    body = _post(service, SICK).json()
+    model_factors = [f for f in body["contributing_factors"] if f["source"] == "model"]
+    for factor in model_factors:
+        assert SICK.get(factor["field"]) is not None
+        assert set(factor["effect"]) == {"admitted", "critical"}
+        assert max(abs(v) for v in factor["effect"].values()) >= 0.01
+    magnitudes = [max(abs(v) for v in f["effect"].values()) for f in model_factors]
+    assert magnitudes == sorted(magnitudes, reverse=True)
+
+
+def test_missing_and_out_of_range_inputs_are_flagged(service):
+    record = {k: v for k, v in WELL.items() if k not in ("heart_rate", "temperature_c")}
+    record["age_years"] = 119
+    body = _post(service, record).json()
+    assert {"heart_rate", "temperature_c"} <= set(body["flags"]["missing_inputs"])
+    assert body["news2"]["partial"] is True and "heart_rate" in body["news2"]["missing"]
+    assert "age_years" in body["flags"]["out_of_training_range"]
+    child = _post(service, {**WELL, "age_years": 9}).json()
+    assert child["flags"]["news2_not_validated"] is True
+
+
+def test_every_prediction_is_audited_before_it_is_returned(service):
+    res = _post(service, WELL, **{"X-Request-ID": "ed-42.abc"})
+    assert res.status_code == 200 and res.headers["x-request-id"] == "ed-42.abc"
+    record = [r for r in service.store.read_audit(limit=1000) if r.request_id == "ed-42.abc"]
+    assert len(record) == 1
+    audit = record[0]
+    assert audit.route == "/v1/triage" and audit.model_version == "7" and audit.status == 200
+    canonical = json.dumps(WELL, sort_keys=True, separators=(",", ":")).encode()
+    assert audit.input_sha256 == hashlib.sha256(canonical).hexdigest()
+    assert audit.output["acuity"] == res.json()["acuity"]
+    key = next(k for k in service.store.list_keys() if k.client == "test-triage")
+    assert audit.client == key.key_id and service.keys["triage"] not in json.dumps(audit.output)
+    assert service.store.verify_audit_chain() == (True, None)
+
+
+def test_audit_store_failure_refuses_the_prediction(service, monkeypatch):
+    from models.errors import StoreUnavailableError
+
+    def down(records):
+        raise StoreUnavailableError("sqlite store unavailable: disk I/O error")
+
+    before = len(service.store.read_audit(limit=10_000))
+    monkeypatch.setattr(service.store, "write_audits", down)
+    res = _post(service, WELL)
+    assert res.status_code == 503 and res.headers["content-type"].startswith("application/problem+json")
+    assert "acuity" not in res.text and "audit" in res.json()["detail"]
+    assert res.headers["retry-after"]
+    monkeypatch.undo()
+    assert len(service.store.read_audit(limit=10_000)) == before
+    assert _post(service, WELL).status_code == 200  # recovers when the store returns
+
+
+@pytest.mark.parametrize(("record", "field", "words"), [
+    ({**WELL, "heart_rate": 400}, "heart_rate", "heart_rate"),
+    ({**WELL, "hr": 80}, "hr", "not a triage record field"),
+    ({**WELL, "sex": "x"}, "sex", "sex"),
+    ({k: v for k, v in WELL.items() if k != "age_years"}, "age_years", "age_years"),
+    ({**WELL, "dbp": 130}, "dbp", "below 'sbp'"),
+])
+def test_invalid_records_are_422_naming_the_field(service, record, field, words):
+    res = _post(service, record)
+    assert res.status_code == 422 and res.headers["content-type"].startswith("application/problem+json")
+    problem = res.json()
+    assert problem["status"] == 422 and problem["request_id"] == res.headers["x-request-id"]
+    assert any(e["field"] == field and words in e["message"] for e in problem["errors"]), problem
+
+
+def test_bad_bodies_and_media_types(service):
+    h = service.headers("triage")
+    res = service.client.post("/v1/triage", content=b"{not json", headers={**h, "Content-Type": "application/json"})
+    assert res.status_code == 422 and res.json()["errors"][0]["field"] == "body"
+    res = service.client.post("/v1/triage", json=[WELL], headers=h)
+    assert res.status_code == 422 and "JSON object" in res.json()["detail"]
+    res = service.client.post("/v1/triage", content=b"age=3", headers={**h, "Content-Type": "text/plain"})
+    assert res.status_code == 415 and res.json()["title"] == "Unsupported media type"
+    huge = json.dumps({**WELL, "chief_complaint": "x" * 2_000_000})
+    res = service.client.post("/v1/triage", content=huge, headers={**h, "Content-Type": "application/json"})
+    assert res.status_code == 413 and "limit" in res.json()["detail"]
+
+
+def test_batch_scores_good_records_and_reports_bad_ones(service):
+    records = [WELL, {**WELL, "spo2": 20}, SICK, "not an object"]
+    res = service.client.post("/v1/triage/batch", json={"records": records}, headers=service.headers("triage"))
+    assert res.status_code == 200, res.text
+    body = TriageBatchResult.model_validate(res.json()).model_dump()
+    assert body["n"] == 4 and body["n_failed"] == 2
+    assert body["items"][1]["error"]["errors"][0]["field"] == "records[1].spo2"
+    assert body["items"][3]["error"]["errors"][0]["field"] == "records[3]"
+    single = _post(service, SICK).json()
+    assert body["items"][2]["result"]["acuity"] == single["acuity"]
+    assert body["items"][2]["result"]["risks"] == single["risks"]
+    audited = [r for r in service.store.read_audit(limit=1000) if r.route == "/v1/triage/batch"]
+    assert len(audited) == 2
+
+
+def test_batch_limits(service, tmp_path, model_folder):
+    h = service.headers("triage")
+    assert service.client.post("/v1/triage/batch", json={"records": []}, headers=h).status_code == 422
+    assert service.client.post("/v1/triage/batch", json={"rows": [WELL]}, headers=h).status_code == 422
+    res = service.client.post("/v1/triage/batch", json={"records": [WELL] * 1001}, headers=h)
+    assert res.status_code == 422 and "at most 1000" in res.json()["detail"]
+
+
+def test_fhir_risk_assessment_form(service):
+    res = _post(service, SICK, Accept="application/fhir+json")
+    assert res.status_code == 200 and res.headers["content-type"].startswith("application/fhir+json")
+    resource = res.json()
+    assert resource["resourceType"] == "RiskAssessment" and resource["status"] == "final"
+    plain = _post(service, SICK).json()
+    by_outcome = {p["outcome"]["text"]: p.get("probabilityDecimal") for p in resource["prediction"]}
+    for risk in plain["risks"].values():
+        assert by_outcome[risk["definition"]] == pytest.approx(risk["probability"])
+    assert any(f"level {plain['acuity']['level']}" in text for text in by_outcome)

@@ -1,0 +1,107 @@
+"""``vigil serve``: the service composed with the MLflow registry, and the API-key commands.
+
+Serving does not import training; this module (the composition root) gives it a locator that reads the
+registry through :mod:`training.tracking`: the alias (``production`` by default) names the version, the
+version's tags carry the ONNX sha256 and the release gate's record.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from models.errors import ModelArtifactError
+from serving.model_source import ModelLocator, ResolvedModel, Task
+
+log = logging.getLogger(__name__)
+
+GATE_PREFIX = "release_gate."
+
+
+@dataclass
+class RegistryLocator:
+    """Models from the MLflow registry (``NAME@ALIAS`` or ``NAME/VERSION`` per task).
+
+    Each process downloads into its own folder, so several workers never write the same file at once.
+    """
+
+    work_dir: Path
+    refs: dict[Task, str]
+    download_root: Path
+
+    def locate(self, task: Task) -> ResolvedModel:
+        from training.tracking import fetch_model_version
+
+        ref = self.refs[task]
+        record = fetch_model_version(ref, self.work_dir, download_root=self.download_root)
+        gate = {k.removeprefix(GATE_PREFIX): v for k, v in record.tags.items() if k.startswith(GATE_PREFIX)}
+        sha = record.tags.get("onnx_sha256") or None
+        if sha is None:
+            raise ModelArtifactError(f"{record.name} version {record.version} has no onnx_sha256 tag: it cannot be "
+                                     "verified, so it is not served")
+        return ResolvedModel(task, record.name, record.version, record.onnx_path, sha, gate,
+                             f"registry models:/{ref.removeprefix('models:/')}")
+
+
+def build_locator(settings: Any) -> ModelLocator:
+    """The locator the settings ask for: the registry (default) or a local ONNX folder."""
+    from serving.app import default_locator
+
+    if settings.model_source == "local":
+        return default_locator(settings)
+    download_root = Path(tempfile.mkdtemp(prefix=f"serve-{os.getpid()}-", dir=_ensure(settings.work_dir / "downloads")))
+    return RegistryLocator(settings.work_dir.resolve(), {"triage": settings.triage_model,
+                                                         "imaging": settings.imaging_model}, download_root)
+
+
+def _ensure(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def create_service(settings: Any | None = None) -> Any:
+    """The FastAPI app for ``settings`` (default: the environment), models from the registry or a folder."""
+    from serving.app import create_app
+    from serving.settings import get_settings
+
+    settings = settings or get_settings()
+    return create_app(settings, locator=build_locator(settings))
+
+
+def app_factory() -> Any:
+    """Entry point of each uvicorn worker process (``vigil.serve:app_factory``, factory mode)."""
+    _configure_logging()
+    return create_service()
+
+
+def _configure_logging() -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s")
+    for noisy in ("alembic", "mlflow", "urllib3", "highdicom", "uvicorn.access", "multipart"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def serve(*, host: str, port: int, workers: int, env: dict[str, str]) -> None:
+    """Run the service with uvicorn; several workers share the CPUs without oversubscribing threads.
+
+    Each worker gets ``cpus // workers`` onnxruntime threads (at least 1) unless ``VIGIL_THREADS`` is set, and
+    with more than one worker the Prometheus metrics of all workers are aggregated through a shared folder.
+    """
+    import uvicorn
+
+    from models.onnx_runtime import default_threads
+
+    os.environ.update(env)
+    if "VIGIL_THREADS" not in os.environ:
+        os.environ["VIGIL_THREADS"] = str(max(1, default_threads() // workers))
+    if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="vigil-metrics-")
+    _configure_logging()
+    log.info("serving on http://%s:%d with %d worker(s), %s onnxruntime thread(s) each; OpenAPI at /docs", host,
+             port, workers, os.environ["VIGIL_THREADS"])
+    uvicorn.run("vigil.serve:app_factory", factory=True, host=host, port=port, workers=workers,
+                access_log=False, log_config=None, timeout_graceful_shutdown=30)
