@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.vigil-installed
 
-.PHONY: venv run test lint bench clean
+.PHONY: venv run pipeline test lint bench clean
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,8 +14,12 @@ $(STAMP): requirements.lock pyproject.toml
 
 venv: $(STAMP)
 
-## The main job: train, track in MLflow, export to ONNX, evaluate (see README for what each stage does).
-run: venv
+## The main job: train, track in MLflow, export to ONNX, evaluate, gate release, then serve what was released
+## (see README for what each stage does). `make pipeline` stops before serving.
+run: pipeline
+	$(BIN)/vigil serve
+
+pipeline: venv
 	$(BIN)/vigil run
 
 ## The test suite (CI calls exactly this through .ci/run).

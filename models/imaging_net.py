@@ -17,9 +17,6 @@ from torch import nn
 
 from models.labels import IMAGING_FINDINGS
 
-IMAGING_INPUT_NAME = "image"
-IMAGING_OUTPUT_NAMES = ("probabilities", "heatmaps")
-
 
 class ChestXrayNet(nn.Module):
     """Single-channel MobileNetV3-Small trunk + linear multi-label head; returns (logits, feature maps)."""

@@ -19,10 +19,14 @@ from pydicom import Dataset
 
 from models.errors import ModelArtifactError
 from models.imaging import IMAGE_MEAN, IMAGE_STD, PIXEL_PATH_VERSION, load_dicom_for_model, read_dicom
-from models.imaging_net import IMAGING_INPUT_NAME, IMAGING_OUTPUT_NAMES
 from models.labels import IMAGING_FINDINGS
 from models.model_card import ModelCard
 from models.onnx_runtime import open_onnx_model, write_card_metadata
+
+#: Graph input and output names of the exported network (defined here, not in imaging_net, so the runtime
+#: needs no torch).
+IMAGING_INPUT_NAME = "image"
+IMAGING_OUTPUT_NAMES = ("probabilities", "heatmaps")
 
 
 def export_imaging_onnx(model: Any, image_size: int, card: ModelCard, path: Path) -> Path:

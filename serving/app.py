@@ -86,7 +86,7 @@ def create_app(settings: ServingSettings | None = None, *, locator: ModelLocator
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
-            await run_in_threadpool(store.create_schema)
+            await run_in_threadpool(state.ensure_store)
         except StoreUnavailableError as exc:
             log.error("audit store unavailable at start-up: %s; predictions are refused until it returns", exc)
         if settings.allow_unreleased:
@@ -123,3 +123,12 @@ async def _poll(holder: ModelHolder, every_s: float) -> None:
         await asyncio.sleep(every_s)
         for task in holder.tasks:
             await run_in_threadpool(holder.reload, task)
+
+
+def openapi_document() -> dict[str, Any]:
+    """The service's OpenAPI description, without loading a model or opening a store."""
+    from pathlib import Path
+
+    settings = ServingSettings(model_source="local", model_dir=Path("unused"))
+    app = create_app(settings, store=Store("sqlite:///unused-openapi.db"))
+    return app.openapi()

@@ -1,7 +1,7 @@
 """Pure helpers for API-key authentication: read the key from request headers, mask it for logs.
 
 The FastAPI layer calls these and :meth:`serving.store.Store.authenticate`; nothing here touches the network, the
-database or FastAPI. Keys look like ``vgl_<key_id>_<secret>`` (see :mod:`serving.store`); only ``key_id`` may
+database or FastAPI. Keys look like ``vgl_<key_id>_<secret>`` (see :mod:`serving.store_records`); only ``key_id`` may
 ever be logged.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from serving.store import KEY_PREFIX, split_key
+from serving.store_records import KEY_PREFIX, split_key
 
 __all__ = ["mask_key", "parse_presented_key"]
 

@@ -11,12 +11,12 @@ from starlette.concurrency import run_in_threadpool
 
 from models.errors import InputValidationError
 from models.triage_record import validate_record
-from serving import fhir
+from serving import fhir_codes, fhir_record, fhir_response
 from serving.errors import ApiError
 from serving.routes_triage import read_json, score_records
 from serving.schemas import Problem
 from serving.state import StateDep, require
-from serving.store import ApiKeyInfo
+from serving.store_records import ApiKeyInfo
 
 router = APIRouter(tags=["cds-hooks"])
 
@@ -40,7 +40,7 @@ _REQUEST_BODY = {"requestBody": {"required": True, "content": {"application/json
 @router.get("/cds-services", summary="CDS Hooks discovery",
             description="Lists Vigil's CDS services (public, as the CDS Hooks specification expects).")
 async def discovery() -> dict[str, Any]:
-    return fhir.cds_discovery()
+    return fhir_response.cds_discovery()
 
 
 @router.post("/cds-services/{service_id}", responses=_ERRORS, openapi_extra=_REQUEST_BODY,
@@ -49,18 +49,18 @@ async def discovery() -> dict[str, Any]:
                          "Encounter, scores it like POST /v1/triage, and answers with CDS Hooks cards carrying "
                          "the result and a FHIR R4 RiskAssessment suggestion.")
 async def call_service(service_id: str, request: Request, state: StateDep, key: TriageKey) -> dict[str, Any]:
-    if service_id != fhir.SERVICE_ID:
+    if service_id != fhir_codes.SERVICE_ID:
         raise ApiError(404, f"no CDS service '{service_id[:64]}'; see GET /cds-services")
     body = await read_json(request)
     if not isinstance(body, dict):
         raise InputValidationError("body", "a CDS Hooks request must be a JSON object")
     now = datetime.now(UTC)
-    raw, notes = fhir.record_from_cds_request(body, now=now)
+    raw, notes = fhir_record.record_from_cds_request(body, now=now)
     record = validate_record(raw)
-    result = (await run_in_threadpool(score_records, state, request, key, f"/cds-services/{fhir.SERVICE_ID}",
+    result = (await run_in_threadpool(score_records, state, request, key, f"/cds-services/{fhir_codes.SERVICE_ID}",
                                       [raw], [record]))[0]
-    patient, encounter = fhir.context_references(body)
-    response = fhir.cds_response(result, now=now, patient_reference=patient, encounter_reference=encounter)
+    patient, encounter = fhir_record.context_references(body)
+    response = fhir_response.cds_response(result, now=now, patient_reference=patient, encounter_reference=encounter)
     if notes:
         response.setdefault("cards", []).append({
             "uuid": str(uuid.uuid4()), "summary": "Some FHIR data could not be used", "indicator": "info",

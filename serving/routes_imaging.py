@@ -16,7 +16,7 @@ from models.structured_report import sr_to_bytes
 from serving.errors import ApiError
 from serving.schemas import Problem, SecondReadResult
 from serving.state import ServiceState, StateDep, audit_record, input_digest, require, write_audit
-from serving.store import ApiKeyInfo
+from serving.store_records import ApiKeyInfo
 
 router = APIRouter(tags=["imaging"])
 

@@ -12,7 +12,7 @@ from models.errors import StoreUnavailableError
 from serving.model_source import TASKS
 from serving.schemas import ModelsOut, Problem
 from serving.state import StateDep, require
-from serving.store import ApiKeyInfo
+from serving.store_records import ApiKeyInfo
 
 router = APIRouter(tags=["operations"])
 
@@ -36,6 +36,7 @@ async def readyz(state: StateDep) -> JSONResponse:
     for task, (model, reason) in state.holder.status().items():
         checks[f"model:{task}"] = "ok" if model is not None else f"unavailable: {reason}"
     try:
+        await run_in_threadpool(state.ensure_store)
         await run_in_threadpool(state.store.ping)
         checks["audit_store"] = "ok"
     except StoreUnavailableError as exc:

@@ -14,7 +14,7 @@ from models.triage_record import validate_record
 from serving.errors import ApiError, validation_errors
 from serving.schemas import Problem, TriageBatchResult, TriageResult, triage_record_json_schema
 from serving.state import ServiceState, StateDep, audit_record, input_digest, require, write_audit
-from serving.store import ApiKeyInfo
+from serving.store_records import ApiKeyInfo
 from serving.triage_result import build_results
 
 router = APIRouter(tags=["triage"])
@@ -84,7 +84,7 @@ async def triage_one(request: Request, state: StateDep, key: TriageKey) -> Any:
     record = validate_record(raw)
     result = (await run_in_threadpool(score_records, state, request, key, "/v1/triage", [raw], [record]))[0]
     if FHIR_JSON in request.headers.get("accept", ""):
-        from serving.fhir import risk_assessment
+        from serving.fhir_response import risk_assessment
 
         resource = risk_assessment(result, patient_reference=None, encounter_reference=None,
                                    now=_now())

@@ -23,7 +23,8 @@ from serving.errors import ApiError
 from serving.metrics import ServiceMetrics
 from serving.model_source import LoadedModel, ModelHolder
 from serving.settings import ServingSettings
-from serving.store import ApiKeyInfo, AuditRecord, Store
+from serving.store import Store
+from serving.store_records import ApiKeyInfo, AuditRecord
 
 _BEARER = HTTPBearer(auto_error=False, description="An API key issued by `vigil keys create`")
 _HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="The same API key, as a header")
@@ -37,6 +38,16 @@ class ServiceState:
     holder: ModelHolder
     store: Store
     metrics: ServiceMetrics
+    schema_ready: bool = False
+
+    def ensure_store(self) -> None:
+        """Create the store's tables if that has not succeeded yet (the store may have been down at start-up).
+
+        Raises StoreUnavailableError while the store cannot be reached.
+        """
+        if not self.schema_ready:
+            self.store.create_schema()  # idempotent, and safe when several workers race
+            self.schema_ready = True
 
 
 def get_state(request: Request) -> ServiceState:
@@ -57,6 +68,7 @@ def require(scope: str | None) -> Callable[..., Awaitable[ApiKeyInfo]]:
         if presented is None:
             raise ApiError(401, "an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
                            headers={"WWW-Authenticate": challenge})
+        await run_in_threadpool(state.ensure_store)
         info = await run_in_threadpool(state.store.authenticate, presented)
         if info is None:
             raise ApiError(401, "the API key is not valid (unknown, malformed or revoked)",

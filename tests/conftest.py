@@ -18,7 +18,9 @@ def isolated_work(work: Path) -> Iterator[Path]:
     mp = pytest.MonkeyPatch()
     mp.setenv("VIGIL_WORK_DIR", str(work))
     mp.setenv("VIGIL_DATA_DIR", str(work / "no-data-here"))
-    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    # Set, not deleted: mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI, and only a variable monkeypatch set
+    # is removed again on undo (a deleted-when-absent one would leak into every later test).
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{work.resolve() / 'mlflow.db'}")
     mp.delenv("VIGIL_MLFLOW_URI", raising=False)
     try:
         yield work

@@ -18,6 +18,10 @@ log = logging.getLogger(__name__)
 
 CANDIDATE_ALIAS = "candidate"
 
+#: The user's MLFLOW_TRACKING_URI as this process found it. mlflow.set_tracking_uri() exports that variable, so
+#: reading it later would give whichever work folder was used last in this process, not the user's setting.
+_USER_MLFLOW_URI = os.environ.get("MLFLOW_TRACKING_URI")
+
 
 @dataclass(frozen=True)
 class TrackingSettings:
@@ -31,7 +35,7 @@ class TrackingSettings:
 def tracking_settings(work_dir: Path, experiment: str) -> TrackingSettings:
     """Resolve tracking settings: ``VIGIL_MLFLOW_URI`` or ``MLFLOW_TRACKING_URI``, else SQLite in ``work_dir``."""
     work_dir = work_dir.resolve()
-    uri = os.environ.get("VIGIL_MLFLOW_URI") or os.environ.get("MLFLOW_TRACKING_URI")
+    uri = os.environ.get("VIGIL_MLFLOW_URI") or _USER_MLFLOW_URI
     if not uri:
         uri = f"sqlite:///{work_dir / 'mlflow.db'}"
     artifacts = os.environ.get("VIGIL_MLFLOW_ARTIFACTS") or (work_dir / "mlartifacts").as_uri()

@@ -318,6 +318,18 @@ def serve_command(
     serve(host=host, port=port, workers=workers, env=env)
 
 
+@app.command("openapi")
+def openapi_command(
+    out: Annotated[Path, typer.Option(help="Where to write the OpenAPI description")] = Path("docs/openapi.json"),
+) -> None:
+    """Write the service's OpenAPI description (the same document the service serves at /openapi.json)."""
+    from serving.app import openapi_document
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(openapi_document(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    typer.echo(f"wrote {out}")
+
+
 keys_app = typer.Typer(add_completion=False, no_args_is_help=True, help="API keys of the service (stored hashed).")
 app.add_typer(keys_app, name="keys")
 

@@ -16,21 +16,9 @@ from models.errors import InputValidationError
 from models.model_card import DECISION_SUPPORT_STATEMENT
 from models.news2 import news2
 from models.triage_record import RECORD_FIELDS, validate_record
-from serving.fhir import (
-    ARRIVAL_MODE_EXTENSION,
-    LOINC,
-    PREFETCH,
-    SERVICE_ID,
-    SNOMED,
-    UCUM,
-    MissingPrefetchError,
-    card_indicator,
-    cds_discovery,
-    cds_response,
-    context_references,
-    record_from_cds_request,
-    risk_assessment,
-)
+from serving.fhir_codes import ARRIVAL_MODE_EXTENSION, LOINC, PREFETCH, SERVICE_ID, SNOMED, UCUM
+from serving.fhir_record import MissingPrefetchError, context_references, record_from_cds_request
+from serving.fhir_response import card_indicator, cds_discovery, cds_response, risk_assessment
 from serving.schemas import TriageResult
 
 NOW = datetime(2025, 3, 14, 10, 30, tzinfo=UTC)

@@ -24,7 +24,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from models.errors import ConfigError, InputValidationError, StoreUnavailableError
-from serving.store import GENESIS_HASH, SCOPES, AuditRecord, Store, audit_row_hash, split_key
+from serving.store import Store
+from serving.store_records import GENESIS_HASH, SCOPES, AuditRecord, audit_row_hash, split_key
 
 WELL_FORMED_KEY = "vgl_" + "A" * 12 + "_" + "B" * 43
 PG_URL = os.environ.get("VIGIL_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
