@@ -19,7 +19,7 @@ import pandas as pd
 from models.labels import OUTCOMES
 
 if TYPE_CHECKING:
-    from models.onnx_runtime import TriageOnnxModel
+    from models.onnx_runtime import TriageOnnxModel, TriagePrediction
 
 #: Record fields whose effect is measured, in the encoder's terms (numeric, categorical, complaint text).
 TEXT_FEATURE: Final = "chief_complaint"
@@ -59,24 +59,35 @@ def occlusion_effects(model: TriageOnnxModel, frame: pd.DataFrame) -> list[list[
         One list per row of ``frame``; fields missing in the record are left out (they have no effect to
         remove).
     """
+    return predict_and_explain(model, frame)[1]
+
+
+def predict_and_explain(model: TriageOnnxModel,
+                        frame: pd.DataFrame) -> tuple[TriagePrediction, list[list[FieldEffect]]]:
+    """The prediction of :meth:`TriageOnnxModel.predict` and the occlusion effects, from ONE batched graph run.
+
+    The first block of the batch is the records as given, so its outputs are the prediction itself (the
+    same numbers ``predict`` gives; a test checks it).
+    """
     fields = attributable_fields(model)
     n = len(frame)
-    if n == 0:
-        return []
     base = frame.reset_index(drop=True)
+    if n == 0:
+        return model.predict(base), []
     # Block 0 is the records as given; block j+1 is the same records with field j missing.
     stacked = base.iloc[np.tile(np.arange(n), len(fields) + 1)].reset_index(drop=True)
     for j, name in enumerate(fields):
         column = stacked[name].to_numpy(dtype=object).copy()
         column[(j + 1) * n : (j + 2) * n] = None
         stacked[name] = column  # a whole new column: no dtype upcast in place
-    _acuity, outcomes = model.run_encoded(model.encoder.transform(stacked))
-    outcomes = outcomes.reshape(len(fields) + 1, n, len(OUTCOMES))
-    deltas = outcomes[0][None, :, :] - outcomes[1:]  # [fields, n, outcomes]
+    acuity, outcomes = model.run_encoded(model.encoder.transform(stacked))
+    prediction = model.decide(base, acuity[:n], outcomes[:n])
+    blocks = outcomes.reshape(len(fields) + 1, n, len(OUTCOMES))
+    deltas = blocks[0][None, :, :] - blocks[1:]  # [fields, n, outcomes]
     present = np.stack([~base[name].isna().to_numpy() for name in fields])  # [fields, n]
-    out: list[list[FieldEffect]] = []
+    effects: list[list[FieldEffect]] = []
     for row in range(n):
-        effects = [FieldEffect(name, {o: float(deltas[j, row, k]) for k, o in enumerate(OUTCOMES)})
-                   for j, name in enumerate(fields) if present[j, row]]
-        out.append(sorted(effects, key=lambda e: e.magnitude, reverse=True))
-    return out
+        row_effects = [FieldEffect(name, {o: float(deltas[j, row, k]) for k, o in enumerate(OUTCOMES)})
+                       for j, name in enumerate(fields) if present[j, row]]
+        effects.append(sorted(row_effects, key=lambda e: e.magnitude, reverse=True))
+    return prediction, effects

@@ -178,6 +178,10 @@ class TriageOnnxModel:
             outcome_parts.append(o)
         acuity = np.concatenate(acuity_parts) if acuity_parts else np.zeros((0, 5), np.float32)
         outcomes = np.concatenate(outcome_parts) if outcome_parts else np.zeros((0, 2), np.float32)
+        return self.decide(frame, acuity, outcomes)
+
+    def decide(self, frame: pd.DataFrame, acuity: np.ndarray, outcomes: np.ndarray) -> TriagePrediction:
+        """Apply the card's decision rule and the NEWS2 safety floor to the graph's outputs for ``frame``."""
         model_level = recommend_levels(acuity, float(self.card.decision_rule["under_triage_weight"]))
         news = news2_frame(frame)
         recommended, raised = apply_floor_arrays(model_level, news["minimum_acuity"].to_numpy())

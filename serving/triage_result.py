@@ -12,7 +12,7 @@ from typing import Any, Final
 
 import pandas as pd
 
-from models.explain import attributable_fields, occlusion_effects
+from models.explain import attributable_fields, predict_and_explain
 from models.labels import ACUITY_LEVELS, OUTCOME_DEFINITIONS, OUTCOMES, acuity_label
 from models.model_card import DECISION_SUPPORT_STATEMENT
 from models.news2 import PARAMETERS, News2Result, news2
@@ -66,8 +66,7 @@ def build_results(model: LoadedModel, records: list[dict[str, Any]]) -> list[dic
         return []
     runtime = model.runtime
     frame = pd.DataFrame.from_records(records)
-    pred = runtime.predict(frame)
-    effects = occlusion_effects(runtime, frame)
+    pred, effects = predict_and_explain(runtime, frame)
     out_of_range = runtime.encoder.out_of_range(frame)
     used = attributable_fields(runtime)
     ref = model.ref()

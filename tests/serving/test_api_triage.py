@@ -6,6 +6,8 @@ import hashlib
 import json
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from models.labels import acuity_label
 from models.news2 import news2
@@ -145,8 +147,10 @@ def test_batch_scores_good_records_and_reports_bad_ones(service):
     assert body["items"][1]["error"]["errors"][0]["field"] == "records[1].spo2"
     assert body["items"][3]["error"]["errors"][0]["field"] == "records[3]"
     single = _post(service, SICK).json()
-    assert body["items"][2]["result"]["acuity"] == single["acuity"]
-    assert body["items"][2]["result"]["risks"] == single["risks"]
+    batch_item = body["items"][2]["result"]
+    assert batch_item["acuity"]["level"] == single["acuity"]["level"]
+    for outcome, risk in single["risks"].items():
+        assert batch_item["risks"][outcome]["probability"] == pytest.approx(risk["probability"], abs=1e-5)
     audited = [r for r in service.store.read_audit(limit=1000) if r.route == "/v1/triage/batch"]
     assert len(audited) == 2
 
@@ -169,3 +173,23 @@ def test_fhir_risk_assessment_form(service):
     for risk in plain["risks"].values():
         assert by_outcome[risk["definition"]] == pytest.approx(risk["probability"])
     assert any(f"level {plain['acuity']['level']}" in text for text in by_outcome)
+
+
+_VITALS = st.fixed_dictionaries({
+    "age_years": st.integers(16, 100), "sex": st.sampled_from(["female", "male", "unknown"]),
+    "heart_rate": st.one_of(st.none(), st.integers(25, 220)), "resp_rate": st.one_of(st.none(), st.integers(4, 60)),
+    "sbp": st.one_of(st.none(), st.integers(60, 240)), "spo2": st.one_of(st.none(), st.integers(70, 100)),
+    "temperature_c": st.one_of(st.none(), st.floats(32, 42, allow_nan=False)),
+    "consciousness": st.one_of(st.none(), st.sampled_from(["A", "C", "V", "P", "U"])),
+    "on_supplemental_oxygen": st.one_of(st.none(), st.booleans()),
+})
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(record=_VITALS)
+def test_served_level_is_never_less_urgent_than_news2_demands(service, record):
+    body = _post(service, record).json()
+    floor = news2(validate_record(record)).minimum_acuity
+    assert body["news2"]["minimum_acuity"] == floor
+    assert body["acuity"]["level"] <= floor
+    assert body["acuity"]["level"] == min(body["acuity"]["model_level"], floor)
