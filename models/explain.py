@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Final
 import numpy as np
 import pandas as pd
 
+from models.columns import Columns, as_columns, missing_mask, n_rows, object_column
 from models.labels import OUTCOMES
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ def attributable_fields(model: TriageOnnxModel) -> tuple[str, ...]:
     return (*enc.numeric_features, *enc.categorical_features, TEXT_FEATURE)
 
 
-def occlusion_effects(model: TriageOnnxModel, frame: pd.DataFrame) -> list[list[FieldEffect]]:
+def occlusion_effects(model: TriageOnnxModel, frame: pd.DataFrame | Columns) -> list[list[FieldEffect]]:
     """Per record, each present field's effect on P(admitted) and P(critical), largest first.
 
     Parameters
@@ -63,28 +64,30 @@ def occlusion_effects(model: TriageOnnxModel, frame: pd.DataFrame) -> list[list[
 
 
 def predict_and_explain(model: TriageOnnxModel,
-                        frame: pd.DataFrame) -> tuple[TriagePrediction, list[list[FieldEffect]]]:
+                        frame: pd.DataFrame | Columns) -> tuple[TriagePrediction, list[list[FieldEffect]]]:
     """The prediction of :meth:`TriageOnnxModel.predict` and the occlusion effects, from ONE batched graph run.
 
     The first block of the batch is the records as given, so its outputs are the prediction itself (the
     same numbers ``predict`` gives; a test checks it).
     """
     fields = attributable_fields(model)
-    n = len(frame)
-    base = frame.reset_index(drop=True)
+    base = as_columns(frame)
+    n = n_rows(base)
     if n == 0:
         return model.predict(base), []
     # Block 0 is the records as given; block j+1 is the same records with field j missing.
-    stacked = base.iloc[np.tile(np.arange(n), len(fields) + 1)].reset_index(drop=True)
+    stacked = {name: np.tile(object_column(base, name, n) if name in fields else values, len(fields) + 1)
+               for name, values in base.items()}
     for j, name in enumerate(fields):
-        column = stacked[name].to_numpy(dtype=object).copy()
+        column = stacked.get(name)
+        if column is None:
+            column = stacked[name] = np.full(n * (len(fields) + 1), None, dtype=object)
         column[(j + 1) * n : (j + 2) * n] = None
-        stacked[name] = column  # a whole new column: no dtype upcast in place
     acuity, outcomes = model.run_encoded(model.encoder.transform(stacked))
     prediction = model.decide(base, acuity[:n], outcomes[:n])
     blocks = outcomes.reshape(len(fields) + 1, n, len(OUTCOMES))
     deltas = blocks[0][None, :, :] - blocks[1:]  # [fields, n, outcomes]
-    present = np.stack([~base[name].isna().to_numpy() for name in fields])  # [fields, n]
+    present = np.stack([~missing_mask(base, name, n) for name in fields])  # [fields, n]
     effects: list[list[FieldEffect]] = []
     for row in range(n):
         row_effects = [FieldEffect(name, {o: float(deltas[j, row, k]) for k, o in enumerate(OUTCOMES)})

@@ -23,6 +23,7 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
+from models.columns import Columns, as_columns, float_column, is_missing, n_rows, object_column
 from models.triage_record import ARRIVAL_MODES, CONSCIOUSNESS_LEVELS, SEX_VALUES
 
 PREPROCESSING_VERSION: Final = "triage-features/1"
@@ -130,6 +131,14 @@ class FeatureEncoder:
         )
 
     # ------------------------------------------------------------------ encoding
+    def _token_index(self) -> dict[str, int]:
+        """Token -> id (2 onwards), built once per vocabulary."""
+        cached = self.__dict__.get("_index_cache")
+        if cached is None or cached[0] is not self.vocabulary:
+            cached = (self.vocabulary, {t: i + 2 for i, t in enumerate(self.vocabulary)})
+            self.__dict__["_index_cache"] = cached
+        return cached[1]
+
     @property
     def cardinalities(self) -> list[int]:
         """Embedding table sizes per categorical feature (vocabulary + the missing slot)."""
@@ -141,7 +150,7 @@ class FeatureEncoder:
         return len(self.vocabulary) + 2
 
     def _token_ids(self, texts: Iterable[Any]) -> np.ndarray:
-        index = {t: i + 2 for i, t in enumerate(self.vocabulary)}
+        index = self._token_index()
         texts = list(texts)
         out = np.zeros((len(texts), self.max_tokens), dtype=np.int64)
         for row, text in enumerate(texts):
@@ -149,24 +158,25 @@ class FeatureEncoder:
             out[row, : len(ids)] = ids
         return out
 
-    def transform(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
-        """Encode validated records into the model's input arrays."""
-        n = len(frame)
+    def transform(self, frame: pd.DataFrame | Columns) -> dict[str, np.ndarray]:
+        """Encode validated records (a DataFrame, or :mod:`models.columns` columns) into the model's inputs."""
+        cols = as_columns(frame)
+        n = n_rows(cols)
         numeric = np.zeros((n, len(self.numeric_features)), dtype=np.float32)
         missing = np.zeros_like(numeric)
         for j, name in enumerate(self.numeric_features):
-            values = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=float)
+            values = float_column(cols, name, n)
             absent = ~np.isfinite(values)
             missing[:, j] = absent
             numeric[:, j] = np.where(absent, 0.0, (values - self.means[name]) / self.stds[name])
         categorical = np.zeros((n, len(self.categorical_features)), dtype=np.int64)
         for j, (name, vocab) in enumerate(self.categorical_features.items()):
             lookup = {v: i + 1 for i, v in enumerate(vocab)}
-            column = frame[name]
+            column = object_column(cols, name, n)
             if name == "on_supplemental_oxygen":
-                column = column.map(lambda v: None if pd.isna(v) else ("true" if bool(v) else "false"))
+                column = [None if is_missing(v) else ("true" if bool(v) else "false") for v in column]
             categorical[:, j] = [lookup.get(v, 0) if isinstance(v, str) else 0 for v in column]
-        tokens = self._token_ids(frame["chief_complaint"])
+        tokens = self._token_ids(object_column(cols, "chief_complaint", n))
         return {"numeric": numeric, "missing": missing, "categorical": categorical, "tokens": tokens}
 
     def dense(self, frame: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
@@ -190,14 +200,16 @@ class FeatureEncoder:
         names += ["token=<oov>", *(f"token={t}" for t in self.vocabulary)]
         return np.concatenate(blocks, axis=1), names
 
-    def out_of_range(self, frame: pd.DataFrame) -> list[list[str]]:
+    def out_of_range(self, frame: pd.DataFrame | Columns) -> list[list[str]]:
         """Per row, the numeric features present but outside the central 99% training range."""
-        flags: list[list[str]] = [[] for _ in range(len(frame))]
+        cols = as_columns(frame)
+        n = n_rows(cols)
+        flags: list[list[str]] = [[] for _ in range(n)]
         for name in self.numeric_features:
             lo, hi = self.train_ranges[name]
             if not np.isfinite(lo):
                 continue
-            values = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=float)
+            values = float_column(cols, name, n)
             for i in np.flatnonzero(np.isfinite(values) & ((values < lo) | (values > hi))):
                 flags[i].append(name)
         return flags

@@ -476,6 +476,24 @@ def apply_floor_arrays(model_level: Any, floor: Any) -> tuple[np.ndarray, np.nda
     return np.minimum(model, limit), model > limit
 
 
+def news2_columns(columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """:func:`news2_arrays` of validated records given as :mod:`models.columns` columns (absent = missing)."""
+    from models.columns import float_column, n_rows, object_column
+
+    cols = dict(columns)
+    n = n_rows(cols)
+    return news2_arrays(
+        float_column(cols, "resp_rate", n),
+        float_column(cols, "spo2", n),
+        float_column(cols, "on_supplemental_oxygen", n),
+        float_column(cols, "sbp", n),
+        float_column(cols, "heart_rate", n),
+        object_column(cols, "consciousness", n),
+        float_column(cols, "temperature_c", n),
+        float_column(cols, "spo2_scale_2", n),
+    )
+
+
 def news2_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """Score every row of a frame of validated triage records.
 
@@ -493,24 +511,9 @@ def news2_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """
     import pandas as pd
 
-    n = len(frame)
+    from models.columns import as_columns
 
-    def numeric(name: str) -> np.ndarray:
-        if name not in frame:
-            return np.full(n, np.nan)
-        return frame[name].to_numpy(dtype=float, na_value=np.nan)
-
-    levels = frame["consciousness"].to_numpy(dtype=object) if "consciousness" in frame else np.full(n, None)
-    result = news2_arrays(
-        numeric("resp_rate"),
-        numeric("spo2"),
-        numeric("on_supplemental_oxygen"),
-        numeric("sbp"),
-        numeric("heart_rate"),
-        levels,
-        numeric("temperature_c"),
-        numeric("spo2_scale_2"),
-    )
+    result = news2_columns(as_columns(frame))
     out = pd.DataFrame(result, index=frame.index)
     out["band"] = np.array(BANDS, dtype=object)[result["band_code"]]
     out["partial"] = result["n_missing"] > 0

@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from models.columns import Columns, as_columns, n_rows, take
 from models.errors import ModelArtifactError
 from models.features import FeatureEncoder
 from models.labels import OUTCOMES
 from models.model_card import CARD_METADATA_KEY, ModelCard
-from models.news2 import apply_floor_arrays, news2_frame
+from models.news2 import apply_floor_arrays, news2_columns
 from models.triage_decision import recommend_levels
 
 if TYPE_CHECKING:
@@ -127,6 +128,9 @@ def open_onnx_model(path: Path, *, threads: int | None = None,
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or default_threads()
     options.inter_op_num_threads = 1
+    # Idle intra-op threads would otherwise spin for a while after every run: in a service they burn the CPU
+    # that the next request (and the other workers) need. Measured in docs/serving_benchmark.md.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own untyped errors for a corrupt file
@@ -148,7 +152,7 @@ class TriagePrediction:
     p_admitted: np.ndarray  # [B]
     p_critical: np.ndarray  # [B]
     news2_score: np.ndarray  # [B]
-    news2_frame: pd.DataFrame  # full NEWS2 breakdown per row
+    news2_floor: np.ndarray  # [B] Vigil's floor: the least urgent level NEWS2 allows
 
 
 class TriageOnnxModel:
@@ -168,23 +172,25 @@ class TriageOnnxModel:
         acuity, outcomes = self.session.run(list(OUTPUT_NAMES), {k: inputs[k] for k in INPUT_NAMES})
         return acuity, outcomes
 
-    def predict(self, frame: pd.DataFrame, *, batch_size: int = 4096) -> TriagePrediction:
-        """Predict for validated records (canonical columns), applying the NEWS2 safety floor."""
+    def predict(self, frame: pd.DataFrame | Columns, *, batch_size: int = 4096) -> TriagePrediction:
+        """Predict for validated records (a DataFrame or :mod:`models.columns` columns), applying the NEWS2
+        safety floor."""
+        cols = as_columns(frame)
         acuity_parts, outcome_parts = [], []
-        for start in range(0, len(frame), batch_size):
-            part = frame.iloc[start : start + batch_size]
+        for start in range(0, n_rows(cols), batch_size):
+            part = take(cols, slice(start, start + batch_size))
             a, o = self.run_encoded(self.encoder.transform(part))
             acuity_parts.append(a)
             outcome_parts.append(o)
         acuity = np.concatenate(acuity_parts) if acuity_parts else np.zeros((0, 5), np.float32)
         outcomes = np.concatenate(outcome_parts) if outcome_parts else np.zeros((0, 2), np.float32)
-        return self.decide(frame, acuity, outcomes)
+        return self.decide(cols, acuity, outcomes)
 
-    def decide(self, frame: pd.DataFrame, acuity: np.ndarray, outcomes: np.ndarray) -> TriagePrediction:
+    def decide(self, frame: pd.DataFrame | Columns, acuity: np.ndarray, outcomes: np.ndarray) -> TriagePrediction:
         """Apply the card's decision rule and the NEWS2 safety floor to the graph's outputs for ``frame``."""
         model_level = recommend_levels(acuity, float(self.card.decision_rule["under_triage_weight"]))
-        news = news2_frame(frame)
-        recommended, raised = apply_floor_arrays(model_level, news["minimum_acuity"].to_numpy())
+        news = news2_columns(as_columns(frame))
+        recommended, raised = apply_floor_arrays(model_level, news["minimum_acuity"])
         return TriagePrediction(
             acuity_probs=acuity,
             model_level=model_level,
@@ -192,8 +198,8 @@ class TriageOnnxModel:
             floor_raised=raised,
             p_admitted=outcomes[:, OUTCOMES.index("admitted")],
             p_critical=outcomes[:, OUTCOMES.index("critical")],
-            news2_score=news["score"].to_numpy(),
-            news2_frame=news,
+            news2_score=news["score"],
+            news2_floor=news["minimum_acuity"],
         )
 
     def describe(self) -> dict[str, Any]:

@@ -101,6 +101,9 @@ def create_app(settings: ServingSettings | None = None, *, locator: ModelLocator
                 with contextlib.suppress(asyncio.CancelledError):
                     await poller
             store.dispose()
+            close = getattr(locator, "close", None)
+            if callable(close):
+                close()
 
     app = FastAPI(title="Vigil", version=API_VERSION, description=DESCRIPTION, lifespan=lifespan,
                   openapi_tags=[{"name": "triage", "description": "Triage scores for A&E systems"},

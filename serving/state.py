@@ -49,6 +49,11 @@ class ServiceState:
             self.store.create_schema()  # idempotent, and safe when several workers race
             self.schema_ready = True
 
+    def authenticate(self, presented: str) -> ApiKeyInfo | None:
+        """The key's record, or None for an unknown or revoked key (one worker-thread hop per request)."""
+        self.ensure_store()
+        return self.store.authenticate(presented)
+
 
 def get_state(request: Request) -> ServiceState:
     return request.app.state.vigil
@@ -68,8 +73,7 @@ def require(scope: str | None) -> Callable[..., Awaitable[ApiKeyInfo]]:
         if presented is None:
             raise ApiError(401, "an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
                            headers={"WWW-Authenticate": challenge})
-        await run_in_threadpool(state.ensure_store)
-        info = await run_in_threadpool(state.store.authenticate, presented)
+        info = await run_in_threadpool(state.authenticate, presented)
         if info is None:
             raise ApiError(401, "the API key is not valid (unknown, malformed or revoked)",
                            headers={"WWW-Authenticate": f'{challenge}, error="invalid_token"'})

@@ -10,8 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any, Final
 
-import pandas as pd
-
+from models.columns import columns_from_records
 from models.explain import attributable_fields, predict_and_explain
 from models.labels import ACUITY_LEVELS, OUTCOME_DEFINITIONS, OUTCOMES, acuity_label
 from models.model_card import DECISION_SUPPORT_STATEMENT
@@ -65,9 +64,9 @@ def build_results(model: LoadedModel, records: list[dict[str, Any]]) -> list[dic
     if not records:
         return []
     runtime = model.runtime
-    frame = pd.DataFrame.from_records(records)
-    pred, effects = predict_and_explain(runtime, frame)
-    out_of_range = runtime.encoder.out_of_range(frame)
+    columns = columns_from_records(records)
+    pred, effects = predict_and_explain(runtime, columns)
+    out_of_range = runtime.encoder.out_of_range(columns)
     used = attributable_fields(runtime)
     ref = model.ref()
     results = []

@@ -64,7 +64,7 @@ def test_recommendation_never_below_news2_floor(pipeline_run):
     model = TriageOnnxModel(result.onnx_path)
     frame = load_dataset("synthetic:n=800,seed=11").frame
     pred = model.predict(frame)
-    floor = pred.news2_frame["minimum_acuity"].to_numpy()
+    floor = pred.news2_floor
     assert np.all(pred.recommended_level <= floor)
     assert np.all(pred.recommended_level <= pred.model_level)
     assert np.array_equal(pred.floor_raised, pred.recommended_level < pred.model_level)
