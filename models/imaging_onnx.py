@@ -129,7 +129,7 @@ class SecondRead:
         alpha = 0.5 * heat[..., None]
         rgb = (1 - alpha) * rgb + alpha * np.array([1.0, 0.0, 0.0])
         buffer = io.BytesIO()
-        Image.fromarray((rgb * 255).astype(np.uint8)).save(buffer, format="PNG")
+        Image.fromarray((rgb * 255).astype(np.uint8)).save(buffer, format="PNG", compress_level=1)  # speed over size
         return buffer.getvalue()
 
 
