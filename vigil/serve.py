@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,10 @@ class RegistryLocator:
                                      "verified, so it is not served")
         return ResolvedModel(task, record.name, record.version, record.onnx_path, sha, gate,
                              f"registry models:/{ref.removeprefix('models:/')}")
+
+    def close(self) -> None:
+        """Remove this process's download folder (the open sessions no longer need the files)."""
+        shutil.rmtree(self.download_root, ignore_errors=True)
 
 
 def build_locator(settings: Any) -> ModelLocator:
