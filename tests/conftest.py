@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,17 +16,20 @@ def isolated_work(work: Path) -> Iterator[Path]:
 
     The no-data path is the point: the main job must run on the synthetic generator and say so.
     """
+    had_uri = "MLFLOW_TRACKING_URI" in os.environ
     mp = pytest.MonkeyPatch()
     mp.setenv("VIGIL_WORK_DIR", str(work))
     mp.setenv("VIGIL_DATA_DIR", str(work / "no-data-here"))
-    # Set, not deleted: mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI, and only a variable monkeypatch set
-    # is removed again on undo (a deleted-when-absent one would leak into every later test).
-    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{work.resolve() / 'mlflow.db'}")
+    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
     mp.delenv("VIGIL_MLFLOW_URI", raising=False)
     try:
         yield work
     finally:
         mp.undo()
+        # mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI; monkeypatch does not remove a variable that was
+        # absent when it was deleted, so this work folder's URI would leak into every later test.
+        if not had_uri:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
 @pytest.fixture(scope="session")

@@ -18,9 +18,23 @@ log = logging.getLogger(__name__)
 
 CANDIDATE_ALIAS = "candidate"
 
-#: The user's MLFLOW_TRACKING_URI as this process found it. mlflow.set_tracking_uri() exports that variable, so
-#: reading it later would give whichever work folder was used last in this process, not the user's setting.
-_USER_MLFLOW_URI = os.environ.get("MLFLOW_TRACKING_URI")
+#: Tracking URIs this process gave mlflow.set_tracking_uri(). MLflow exports each as MLFLOW_TRACKING_URI, so a
+#: later read of that variable would return whichever work folder was used last here, not the user's setting.
+_EXPORTED_BY_US: set[str] = set()
+
+
+def _use_tracking_uri(uri: str) -> None:
+    import mlflow
+
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    if before != uri:  # the user's own setting, when it is the one in use, stays the user's
+        _EXPORTED_BY_US.add(uri)
+
+
+def _user_tracking_uri() -> str | None:
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    return None if uri in _EXPORTED_BY_US else uri
 
 
 @dataclass(frozen=True)
@@ -35,7 +49,7 @@ class TrackingSettings:
 def tracking_settings(work_dir: Path, experiment: str) -> TrackingSettings:
     """Resolve tracking settings: ``VIGIL_MLFLOW_URI`` or ``MLFLOW_TRACKING_URI``, else SQLite in ``work_dir``."""
     work_dir = work_dir.resolve()
-    uri = os.environ.get("VIGIL_MLFLOW_URI") or _USER_MLFLOW_URI
+    uri = os.environ.get("VIGIL_MLFLOW_URI") or _user_tracking_uri()
     if not uri:
         uri = f"sqlite:///{work_dir / 'mlflow.db'}"
     artifacts = os.environ.get("VIGIL_MLFLOW_ARTIFACTS") or (work_dir / "mlartifacts").as_uri()
@@ -111,7 +125,7 @@ def log_onnx_model_run(
     import onnx
     from mlflow import MlflowClient
 
-    mlflow.set_tracking_uri(settings.tracking_uri)
+    _use_tracking_uri(settings.tracking_uri)
     client = MlflowClient(settings.tracking_uri)
     experiment = client.get_experiment_by_name(settings.experiment)
     if experiment is None:
@@ -168,7 +182,7 @@ def resolve_model_file(model: str, work_dir: Path, experiment: str = "vigil-tria
     from mlflow.exceptions import MlflowException
 
     settings = tracking_settings(work_dir, experiment)
-    mlflow.set_tracking_uri(settings.tracking_uri)
+    _use_tracking_uri(settings.tracking_uri)
     name = model.replace("models:/", "").replace("@", "_at_").replace("/", "_")
     target = (download_root or work_dir / "downloads") / name
     try:
@@ -229,7 +243,6 @@ def fetch_model_version(ref: str, work_dir: Path, download_root: Path | None = N
     ModelArtifactError
         No such model, version or alias, or no ONNX file in it.
     """
-    import mlflow
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -237,7 +250,7 @@ def fetch_model_version(ref: str, work_dir: Path, download_root: Path | None = N
 
     name, version, alias = parse_model_ref(ref)
     settings = tracking_settings(work_dir, name)
-    mlflow.set_tracking_uri(settings.tracking_uri)
+    _use_tracking_uri(settings.tracking_uri)
     client = MlflowClient(settings.tracking_uri)
     try:
         mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
@@ -257,11 +270,10 @@ def record_release_decision(work_dir: Path, record: ModelVersionRecord, *, statu
     The tags are the record serving checks before it loads a model (a model without
     ``release_gate.status == pass`` is refused).
     """
-    import mlflow
     from mlflow import MlflowClient
 
     settings = tracking_settings(work_dir, record.name)
-    mlflow.set_tracking_uri(settings.tracking_uri)
+    _use_tracking_uri(settings.tracking_uri)
     client = MlflowClient(settings.tracking_uri)
     from datetime import UTC, datetime
 
