@@ -85,6 +85,9 @@ def create_app(settings: ServingSettings | None = None, *, locator: ModelLocator
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        import anyio
+
+        state.limiter = anyio.CapacityLimiter(max(2, threads))
         try:
             await run_in_threadpool(state.ensure_store)
         except StoreUnavailableError as exc:

@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from starlette.concurrency import run_in_threadpool
 
 from models.errors import InputValidationError
 from models.triage_record import validate_record
@@ -57,7 +56,7 @@ async def call_service(service_id: str, request: Request, state: StateDep, key: 
     now = datetime.now(UTC)
     raw, notes = fhir_record.record_from_cds_request(body, now=now)
     record = validate_record(raw)
-    result = (await run_in_threadpool(score_records, state, request, key, f"/cds-services/{fhir_codes.SERVICE_ID}",
+    result = (await state.run_model(score_records, state, request, key, f"/cds-services/{fhir_codes.SERVICE_ID}",
                                       [raw], [record]))[0]
     patient, encounter = fhir_record.context_references(body)
     response = fhir_response.cds_response(result, now=now, patient_reference=patient, encounter_reference=encounter)

@@ -7,7 +7,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
-from starlette.concurrency import run_in_threadpool
 
 from models.errors import InputValidationError
 from models.labels import IMAGING_FINDING_CODES
@@ -103,7 +102,7 @@ def _second_read(state: ServiceState, request: Request, key: ApiKeyInfo, data: b
 async def second_read(request: Request, state: StateDep, key: ImagingKey) -> Any:
     data = await read_dicom_body(request)
     accept = request.headers.get("accept", "")
-    result, payload, media = await run_in_threadpool(_second_read, state, request, key, data, accept)
+    result, payload, media = await state.run_model(_second_read, state, request, key, data, accept)
     if payload is not None:
         return Response(payload, media_type=media, headers={"X-Vigil-Flagged": str(result["flagged"]).lower()})
     return result

@@ -7,7 +7,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 
 from models.errors import InputValidationError, RecordValidationErrors
 from models.triage_record import validate_record
@@ -82,7 +81,7 @@ async def triage_one(request: Request, state: StateDep, key: TriageKey) -> Any:
         raise InputValidationError("body", f"the body must be a JSON object (one triage record); got "
                                            f"{type(raw).__name__}")
     record = validate_record(raw)
-    result = (await run_in_threadpool(score_records, state, request, key, "/v1/triage", [raw], [record]))[0]
+    result = (await state.run_model(score_records, state, request, key, "/v1/triage", [raw], [record]))[0]
     if FHIR_JSON in request.headers.get("accept", ""):
         from serving.fhir_response import risk_assessment
 
@@ -125,7 +124,7 @@ async def triage_batch(request: Request, state: StateDep, key: TriageKey) -> Any
             items[i]["error"] = {"type": "about:blank", "title": "Unprocessable content", "status": 422,
                                  "detail": errors[0]["message"], "errors": errors}
     if good:
-        results = await run_in_threadpool(score_records, state, request, key, "/v1/triage/batch",
+        results = await state.run_model(score_records, state, request, key, "/v1/triage/batch",
                                           [g[1] for g in good], [g[2] for g in good])
         for (i, _, _), result in zip(good, results, strict=True):
             items[i]["result"] = result

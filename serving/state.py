@@ -39,6 +39,21 @@ class ServiceState:
     store: Store
     metrics: ServiceMetrics
     schema_ready: bool = False
+    limiter: Any = None  # anyio.CapacityLimiter, made in the lifespan (it needs the event loop)
+
+    async def run_model(self, func: Callable[..., Any], *args: Any) -> Any:
+        """Run model work in a worker thread, at most ``limiter`` at once.
+
+        Dozens of scorings sharing the GIL at once only lengthen every one of them (p99 at C=16 was 168 ms with
+        Starlette's 40 threads, 77 ms with 2: docs/serving_benchmark.md).
+        """
+        import functools
+
+        import anyio
+
+        if self.limiter is None:
+            self.limiter = anyio.CapacityLimiter(2)
+        return await anyio.to_thread.run_sync(functools.partial(func, *args), limiter=self.limiter)
 
     def ensure_store(self) -> None:
         """Create the store's tables if that has not succeeded yet (the store may have been down at start-up).

@@ -10,10 +10,13 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from models.errors import ModelArtifactError
 from serving.model_source import ModelLocator, ResolvedModel, Task
@@ -90,6 +93,22 @@ def _configure_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+class NoDelayH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with Nagle's algorithm off on every accepted socket.
+
+    With ``--workers`` > 1 uvicorn hands the workers a socket created with ``proto=0``, and asyncio sets
+    TCP_NODELAY only on sockets whose proto is IPPROTO_TCP: each keep-alive request after the first then waited
+    ~40 ms for a delayed ACK (docs/serving_benchmark.md; uvicorn issue #3149). Module-level so that uvicorn can
+    pickle it into its worker processes.
+    """
+
+    def connection_made(self, transport: Any, *args: Any, **kwargs: Any) -> None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().connection_made(transport, *args, **kwargs)
+
+
 def serve(*, host: str, port: int, workers: int, env: dict[str, str]) -> None:
     """Run the service with uvicorn; several workers share the CPUs without oversubscribing threads.
 
@@ -109,4 +128,4 @@ def serve(*, host: str, port: int, workers: int, env: dict[str, str]) -> None:
     log.info("serving on http://%s:%d with %d worker(s), %s onnxruntime thread(s) each; OpenAPI at /docs", host,
              port, workers, os.environ["VIGIL_THREADS"])
     uvicorn.run("vigil.serve:app_factory", factory=True, host=host, port=port, workers=workers,
-                access_log=False, log_config=None, timeout_graceful_shutdown=30)
+                http=NoDelayH11Protocol, access_log=False, log_config=None, timeout_graceful_shutdown=30)
