@@ -90,6 +90,9 @@ def create_app(settings: ServingSettings | None = None, *, locator: ModelLocator
         state.limiter = anyio.CapacityLimiter(max(2, threads))
         try:
             await run_in_threadpool(state.ensure_store)
+            if not any(k.revoked_utc is None for k in await run_in_threadpool(store.list_keys)):
+                log.warning("no API key exists yet: every prediction route answers 401 until one is made with "
+                            "`vigil keys create --client NAME --scope triage` (or imaging, admin)")
         except StoreUnavailableError as exc:
             log.error("audit store unavailable at start-up: %s; predictions are refused until it returns", exc)
         if settings.allow_unreleased:
