@@ -798,6 +798,11 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
         out.append(f"* {w} worker(s), triage: **goal {'met at C=' + ', '.join(met) if met else 'not met'}**. Vigil's "
                    f"throughput is {ratios} the peer's and its p99 {p99} the peer's at C = {levels} (best: Vigil "
                    f"{best:,.0f} req/s, peer {peer:,.0f} req/s).")
+        peer_c1 = next((r for r in cfg["mlflow_triage"] if r["concurrency"] == 1), None)
+        if met and peer_c1 is not None and peer_c1["p50_ms"] > 30:
+            out.append(f"  Not a fair win: at C=1 the peer's p50 is {peer_c1['p50_ms']:.0f} ms, the ~40 ms delayed-ACK "
+                       "stall of uvicorn's multi-worker socket (no TCP_NODELAY). Vigil sets TCP_NODELAY itself; "
+                       "the peer does not. Compare the 1-worker rows.")
         for r in v["imaging"]:
             out.append(f"* {w} worker(s), imaging, {_label(r['fixture'])}: p50 {r['p50_ms']:.1f} ms at C=1 vs "
                        f"{r['reference_ms']:.1f} ms decode + inference in-process = {r['ratio']:.2f}x: **goal "
@@ -816,8 +821,8 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
                        "request: a third of the peer's whole request on the same FastAPI + uvicorn stack, while "
                        "doing more.")
     if any(cfg["workers"] > 1 for cfg in result["configs"]):
-        out.append("* Rows with several workers carry uvicorn's ~40 ms Nagle / delayed-ACK stall per keep-alive "
-                   "request (below, Method) for both servers; they measure that bug more than either server.")
+        out.append("* The peer's rows with several workers carry uvicorn's ~40 ms Nagle / delayed-ACK stall per "
+                   "keep-alive request (below, Method); `vigil serve` turns Nagle off on its sockets itself.")
     top = sorted(p["triage_steps_ms"].items(), key=lambda kv: -kv[1])[:3]
     inner = [f for f in p["build_results_profile"]["functions"] if "build_results" not in f["function"]][:3]
     out.append("* Largest parts of one triage request in-process (last section): "
@@ -895,9 +900,10 @@ def render(result: dict[str, Any]) -> str:
             "`--workers N > 1` uvicorn binds the listening socket itself with `proto=0`; accepted connections "
             "inherit it and asyncio then does not set `TCP_NODELAY` (uvicorn issue #3149, open). Each keep-alive "
             "response is written as two segments (headers, body), the second waits for the client's delayed ACK, "
-            "and every request after a connection's first takes about 40 ms more. Both servers are hit alike: it is "
-            "why their multi-worker rows show ~45 ms p50 at low concurrency and throughput of about C / 45 ms. "
-            "`vigil serve --workers 1` (asyncio binds the socket from getaddrinfo, `proto=6`) is not affected.",
+            "and every request after a connection's first takes about 40 ms more. `mlflow models serve` is hit: it "
+            "is why its multi-worker rows show ~45 ms p50 at low concurrency and throughput of about C / 45 ms. "
+            "`vigil serve` sets `TCP_NODELAY` on every accepted socket itself (`vigil.serve.NoDelayH11Protocol`), "
+            "and with `--workers 1` asyncio binds the socket from getaddrinfo (`proto=6`) anyway.",
             "",
         ]
     for cfg in result["configs"]:
