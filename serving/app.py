@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from models.errors import ConfigError, StoreUnavailableError
 from models.model_card import DECISION_SUPPORT_STATEMENT
 from models.onnx_runtime import default_threads
-from serving import routes_cds, routes_imaging, routes_ops, routes_triage
+from serving import routes_cds, routes_dicomweb, routes_imaging, routes_ops, routes_triage
 from serving.errors import install_error_handlers
 from serving.metrics import ServiceMetrics
 from serving.middleware import RequestContextMiddleware
@@ -53,7 +53,7 @@ def default_locator(settings: ServingSettings) -> ModelLocator:
 
 def _body_limits(settings: ServingSettings) -> Any:
     def limit_for(path: str) -> int:
-        if path.startswith("/v1/imaging"):
+        if path.startswith(("/v1/imaging", "/dicomweb")):
             return settings.max_dicom_bytes
         return settings.max_json_bytes
 
@@ -98,6 +98,12 @@ def create_app(settings: ServingSettings | None = None, *, locator: ModelLocator
         if settings.allow_unreleased:
             log.warning("VIGIL_ALLOW_UNRELEASED is set: models without a passing release gate may be served")
         await run_in_threadpool(holder.load_all)
+        if settings.dicom_node:
+            from serving.dicom_node.node import DicomNode
+            from serving.dicom_node.settings import load_dicom_settings
+
+            state.dicom_node = DicomNode(load_dicom_settings(work_dir=settings.work_dir), holder, store)
+            await run_in_threadpool(state.dicom_node.start)
         poller = asyncio.create_task(_poll(holder, settings.reload_poll_s)) if settings.reload_poll_s > 0 else None
         try:
             yield
@@ -106,6 +112,10 @@ def create_app(settings: ServingSettings | None = None, *, locator: ModelLocator
                 poller.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await poller
+            if state.dicom_node is not None:
+                await run_in_threadpool(state.dicom_node.stop)
+            if state._intake is not None:
+                state._intake.queue.close()
             store.dispose()
             close = getattr(locator, "close", None)
             if callable(close):
@@ -121,6 +131,7 @@ def create_app(settings: ServingSettings | None = None, *, locator: ModelLocator
     app.include_router(routes_triage.router)
     app.include_router(routes_cds.router)
     app.include_router(routes_imaging.router)
+    app.include_router(routes_dicomweb.router)
     app.include_router(routes_ops.router)
     app.add_middleware(RequestContextMiddleware, metrics=metrics, limit_for=_body_limits(settings))
     return app

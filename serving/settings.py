@@ -41,6 +41,8 @@ class ServingSettings(BaseSettings):
     max_json_bytes: int = Field(default=1_000_000, ge=1_024, description="Largest JSON request body")
     max_dicom_bytes: int = Field(default=64 * 1024 * 1024, ge=1_024, description="Largest DICOM request body")
     max_batch: int = Field(default=1000, ge=1, le=100_000, description="Most records in one batch request")
+    dicom_node: bool = Field(default=False, description="Run the DICOM node (Storage SCP + second-read workers, "
+                             "VIGIL_DICOM_* settings) inside this service; one worker process only")
     reload_poll_s: float = Field(default=0.0, ge=0.0,
                                  description="Check the registry for a newly released version this often (0: off)")
 

@@ -40,6 +40,23 @@ class ServiceState:
     metrics: ServiceMetrics
     schema_ready: bool = False
     limiter: Any = None  # anyio.CapacityLimiter, made in the lifespan (it needs the event loop)
+    dicom_node: Any = None  # serving.dicom_node.node.DicomNode when this process runs the node
+    _intake: Any = None
+
+    def dicom_intake(self) -> Any:
+        """The DICOM node's intake (durable write + queue) for STOW-RS: the running node's, or one over the same
+        queue and storage folder when the node runs in another process (``vigil dicom-node``)."""
+        if self.dicom_node is not None:
+            return self.dicom_node.intake
+        if self._intake is None:
+            from serving.dicom_node.intake import Intake
+            from serving.dicom_node.queue import open_queue
+            from serving.dicom_node.settings import load_dicom_settings
+
+            cfg = load_dicom_settings(work_dir=self.settings.work_dir)
+            queue = open_queue(cfg.resolved_queue_url(), redis_prefix=cfg.queue_prefix)
+            self._intake = Intake(queue, cfg.resolved_storage_dir(), max_instance_bytes=cfg.max_instance_bytes)
+        return self._intake
 
     async def run_model(self, func: Callable[..., Any], *args: Any) -> Any:
         """Run model work in a worker thread, at most ``limiter`` at once.

@@ -311,11 +311,26 @@ def serve_command(
         import os
 
         os.environ.update(env)
-        load_settings()  # a bad setting fails here, once, with its name
+        settings = load_settings()  # a bad setting fails here, once, with its name
+        if settings.dicom_node and workers > 1:
+            raise VigilError("VIGIL_DICOM_NODE=true needs --workers 1 (one Storage SCP per port); run "
+                             "`vigil dicom-node` beside a multi-worker `vigil serve` instead")
     except VigilError as exc:
         _fail(exc)
         return
     serve(host=host, port=port, workers=workers, env=env)
+
+
+@app.command("dicom-node")
+def dicom_node_command() -> None:
+    """Run the DICOM node: Storage SCP (C-STORE, C-ECHO) for the AE titles in VIGIL_DICOM_ALLOWED_CALLING_AETS,
+    second reads of CR/DX chest images, TID 1500 SRs sent by C-STORE to VIGIL_DICOM_DESTINATION."""
+    from vigil.serve import run_dicom_node
+
+    try:
+        run_dicom_node()
+    except VigilError as exc:
+        _fail(exc)
 
 
 @app.command("openapi")

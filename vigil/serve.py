@@ -129,3 +129,38 @@ def serve(*, host: str, port: int, workers: int, env: dict[str, str]) -> None:
              port, workers, os.environ["VIGIL_THREADS"])
     uvicorn.run("vigil.serve:app_factory", factory=True, host=host, port=port, workers=workers,
                 http=NoDelayH11Protocol, access_log=False, log_config=None, timeout_graceful_shutdown=30)
+
+
+def run_dicom_node() -> None:
+    """``vigil dicom-node``: the Storage SCP and second-read workers in this process, until SIGINT or SIGTERM.
+
+    Models come from the same place as ``vigil serve`` (registry or local folder, release gate enforced); the
+    audit store is the service's; the queue and received instances follow ``VIGIL_DICOM_*``.
+    """
+    import signal
+    import threading
+
+    from models.onnx_runtime import default_threads
+    from serving.dicom_node.node import DicomNode
+    from serving.dicom_node.settings import load_dicom_settings
+    from serving.model_source import ModelHolder
+    from serving.settings import get_settings
+    from serving.store import Store
+
+    _configure_logging()
+    settings = get_settings()
+    store = Store(settings.store_url())
+    store.create_schema()
+    holder = ModelHolder(build_locator(settings), allow_unreleased=settings.allow_unreleased,
+                         threads=settings.threads or default_threads(), tasks=("imaging",))
+    holder.load_all()
+    node = DicomNode(load_dicom_settings(work_dir=settings.work_dir), holder, store)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    node.start()
+    try:
+        stop.wait()
+    finally:
+        node.stop()
+        store.dispose()

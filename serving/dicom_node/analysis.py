@@ -1,0 +1,191 @@
+"""The second read of one queued instance: model, audit record, the TID 1500 SR and the optional heat-map SC.
+
+:func:`analyse_item` returns the changes the queue records. A typed input error (not a chest radiograph,
+undecodable, inverted, ...) gives ``not_analysed`` with the error's field and message; a missing model or an
+unavailable audit store raises (the worker retries later: a read is never kept unaudited). The SR and the SC are
+made here, once, and written to disk, so every delivery attempt sends the same SOP Instance UIDs and a PACS that
+receives one twice sees a duplicate, not a second report.
+
+Auditing is at least once: if the process stops after the audit record is written and before the queue records
+the result, the instance is read again and audited again (same input sha256, new request id).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+from pydicom.valuerep import DA, TM
+
+from models.errors import ImagingInputError, InputValidationError
+from models.imaging_onnx import SecondRead
+from models.model_card import DECISION_SUPPORT_STATEMENT
+from models.structured_report import sr_to_bytes
+from serving.dicom_node.intake import owned_path, write_durably
+from serving.dicom_node.records import QueueItem
+from serving.model_source import LoadedModel
+from serving.store import Store
+from serving.store_records import AuditRecord, utc_now
+
+__all__ = ["Analysis", "analyse_item", "heatmap_secondary_capture"]
+
+log = logging.getLogger(__name__)
+
+HEATMAP_SERIES_NUMBER = 9902
+HEATMAP_SERIES_DESCRIPTION = "Vigil heat map (decision support, not for diagnosis)"
+#: Patient and study attributes the heat-map SC copies from its source, so a PACS files it in the same study.
+_COPIED = ("SpecificCharacterSet", "PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate",
+           "PatientSex", "StudyInstanceUID", "StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID",
+           "AccessionNumber", "StudyDescription")
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """What one analysis produced: the queue state and the changes to record with it."""
+
+    state: str  # "analysed" or "not_analysed"
+    changes: dict[str, Any]
+
+
+def result_of(read: SecondRead, model: LoadedModel) -> dict[str, Any]:
+    """The JSON result kept in the queue (and audited): probabilities, thresholds, flags and the model."""
+    flagged = [f for f in read.probabilities if read.flags[f]]
+    return {"model": model.ref(), "probabilities": dict(read.probabilities), "thresholds": dict(read.thresholds),
+            "flags": dict(read.flags), "flagged": read.flagged, "flagged_findings": flagged,
+            "source": dict(read.source), "timings_ms": {k: round(v, 3) for k, v in read.timings_ms.items()},
+            "decision_support_statement": DECISION_SUPPORT_STATEMENT}
+
+
+def heatmap_secondary_capture(read: SecondRead, *, manufacturer: str = "Vigil") -> Dataset:
+    """A Secondary Capture (RGB, 8 bit) of the heat map over the model input, in the source's study.
+
+    Derived image, new series :data:`HEATMAP_SERIES_NUMBER`; references its source (Source Image Sequence) and
+    says in DerivationDescription and the series description that it is decision support, not for diagnosis.
+    """
+    source = read.dataset
+    if source is None:
+        raise InputValidationError("dataset", "a heat-map SC needs the source dataset")
+    rgb = np.asarray(Image.open(io.BytesIO(read.heatmap_png())).convert("RGB"), dtype=np.uint8)
+    ds = Dataset()
+    for keyword in _COPIED:
+        if keyword in source:
+            ds[keyword] = source[keyword]
+    for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+                    "ReferringPhysicianName", "StudyID", "AccessionNumber"):
+        if keyword not in ds:
+            setattr(ds, keyword, "")
+    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.Modality = "OT"
+    ds.SeriesNumber = HEATMAP_SERIES_NUMBER
+    ds.SeriesDescription = HEATMAP_SERIES_DESCRIPTION
+    ds.InstanceNumber = 1
+    ds.ConversionType = "WSD"
+    ds.Manufacturer = manufacturer
+    ds.ImageType = ["DERIVED", "SECONDARY"]
+    ds.PatientOrientation = ""
+    ds.BurnedInAnnotation = "NO"
+    ds.DerivationDescription = "Class-activation heat map overlaid on the model input; decision support only"
+    reference = Dataset()
+    reference.ReferencedSOPClassUID = source.SOPClassUID
+    reference.ReferencedSOPInstanceUID = source.SOPInstanceUID
+    ds.SourceImageSequence = [reference]
+    now = utc_now()
+    ds.ContentDate, ds.ContentTime = now[:10].replace("-", ""), now[11:19].replace(":", "")
+    ds.SamplesPerPixel = 3
+    ds.PhotometricInterpretation = "RGB"
+    ds.PlanarConfiguration = 0
+    ds.Rows, ds.Columns = int(rgb.shape[0]), int(rgb.shape[1])
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = rgb.tobytes()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta = meta
+    return ds
+
+
+def blank_invalid_dates(ds: Dataset) -> list[str]:
+    """Blank PatientBirthDate, StudyDate and StudyTime where they are not valid DA/TM values; the keywords blanked.
+
+    highdicom converts these when it copies the patient and study modules into the SR, and raises a bare
+    ValueError on a malformed value (pylibjpeg-data's 966 has a hash as its birth date). The SR then carries
+    the attribute empty (Type 2) rather than the read being lost. Only the in-memory copy is changed.
+    """
+    blanked = []
+    for keyword, kind in (("PatientBirthDate", DA), ("StudyDate", DA), ("StudyTime", TM)):
+        value = ds.get(keyword)
+        if value is None or str(value) == "":
+            continue
+        try:
+            kind(str(value))
+        except ValueError:
+            setattr(ds, keyword, "")
+            blanked.append(keyword)
+    if blanked:
+        log.info("source %s not valid DICOM date/time values; written empty in the SR", ", ".join(blanked))
+    return blanked
+
+
+def _part10(ds: Dataset) -> bytes:
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def analyse_item(item: QueueItem, model: LoadedModel, store: Store, output_dir: Path, *, send_heatmap_sc: bool,
+                 needs_delivery: bool) -> Analysis:
+    """Read one queued instance with ``model``, audit it, write its SR (and SC); the queue changes to record.
+
+    Raises
+    ------
+    models.errors.StoreUnavailableError
+        The audit store cannot be written (retry later; the read is not recorded).
+    OSError
+        The instance cannot be read from disk for a reason other than its content, or the SR cannot be written.
+    """
+    source = owned_path(output_dir, item.file_path)
+    if source is None or not source.is_file():
+        return Analysis("not_analysed", {"reason_field": "file",
+                                         "reason": "the stored instance is missing from the storage folder"})
+    runtime = model.runtime
+    try:
+        read = runtime.second_read_dicom(source)
+        if read.dataset is not None:
+            blank_invalid_dates(read.dataset)
+        sr = read.structured_report(runtime.card.name, model.resolved.version)
+        sc = heatmap_secondary_capture(read) if send_heatmap_sc else None
+    except (ImagingInputError, InputValidationError) as exc:
+        log.info("instance %s not analysed: %s (%s)", item.sop_instance_uid, exc.field, type(exc).__name__)
+        return Analysis("not_analysed", {"reason_field": exc.field, "reason": exc.message})
+    result = result_of(read, model)
+    request_id = f"dicom-{uuid.uuid4().hex}"
+    sr_uids = {"sr_sop_instance_uid": str(sr.SOPInstanceUID), "sr_series_instance_uid": str(sr.SeriesInstanceUID),
+               "sr_study_instance_uid": str(sr.StudyInstanceUID)}
+    ref = model.ref()
+    audited = {**result, "sop_instance_uid": item.sop_instance_uid, **sr_uids,
+               "heatmap_sop_instance_uid": str(sc.SOPInstanceUID) if sc is not None else None}
+    store.write_audits([AuditRecord(
+        request_id=request_id, time_utc=utc_now(), client=item.calling_aet[:64] or "unknown",
+        route=item.source, model_name=ref["name"],
+        model_version=ref["version"] + (" (UNRELEASED override)" if ref["unreleased_override"] else ""),
+        model_sha256=ref["sha256"], input_sha256=item.sha256, output=audited, status=200)])
+    sr_path = write_durably(output_dir / "sr", sr_to_bytes(sr))
+    sc_path = write_durably(output_dir / "sc", _part10(sc)) if sc is not None else None
+    return Analysis("analysed", {
+        "result": result, "flagged": read.flagged, "flagged_findings": tuple(result["flagged_findings"]),
+        "model_version": model.resolved.version, "request_id": request_id, "needs_delivery": needs_delivery,
+        **sr_uids, "sr_path": str(sr_path),
+        "sc_sop_instance_uid": str(sc.SOPInstanceUID) if sc is not None else None,
+        "sc_path": str(sc_path) if sc_path else None})

@@ -1,0 +1,80 @@
+"""Sending a second read's SR (and heat-map SC) to the destination AE by C-STORE.
+
+One association per delivery: simple, and nothing stale to recover when the destination restarts. Success and
+the Storage warnings (0xB000 coercion, 0xB006 elements discarded, 0xB007 data set does not match SOP class) count
+as delivered; anything else (association rejected or aborted, timeouts, a failure status, no status at all)
+raises :class:`DeliveryError`, which the worker retries with back-off until ``max_attempts``.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Final
+
+import pydicom
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import AE
+
+from models.errors import VigilError
+from serving.dicom_node.settings import Peer
+
+__all__ = ["DeliveryError", "send_instances"]
+
+log = logging.getLogger(__name__)
+
+_WARNINGS: Final = frozenset({0xB000, 0xB006, 0xB007})
+
+
+class DeliveryError(VigilError):
+    """An instance could not be delivered; ``reason`` says why in words fit for the worklist."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+def send_instances(paths: Sequence[Path], destination: Peer, *, calling_aet: str, timeout_s: float) -> None:
+    """C-STORE the Part 10 files ``paths`` to ``destination`` over one association, in order.
+
+    Raises
+    ------
+    DeliveryError
+        Naming the step that failed and the status; nothing partial is reported as delivered.
+    """
+    datasets = []
+    for path in paths:
+        try:
+            datasets.append(pydicom.dcmread(io.BytesIO(Path(path).read_bytes())))
+        except (OSError, pydicom.errors.InvalidDicomError) as exc:
+            raise DeliveryError(f"the result file to send cannot be read ({type(exc).__name__})") from exc
+    ae = AE(ae_title=calling_aet)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout_s
+    ae.connection_timeout = timeout_s
+    for sop_class in dict.fromkeys(str(ds.SOPClassUID) for ds in datasets):
+        ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
+    if not assoc.is_established:
+        # A refused connection: pynetdicom 3.0.4 drops that socket without closing it, so CPython closes it at once
+        # with a ResourceWarning (ignored by default; fixed upstream by pydicom/pynetdicom#999). A TCP probe first
+        # would avoid it but holds one of the destination's association slots until its ACSE timeout.
+        what = ("rejected" if assoc.is_rejected else
+                "could not be established (connection refused, timed out or aborted)")
+        raise DeliveryError(f"association with {destination} {what}")
+    try:
+        for ds in datasets:
+            status = assoc.send_c_store(ds)
+            code = int(status.Status) if status is not None and "Status" in status else None
+            if code is None:
+                raise DeliveryError(f"no C-STORE response from {destination} (timeout or aborted association)")
+            if code in _WARNINGS:
+                log.warning("%s stored %s with warning status 0x%04X", destination, ds.SOPInstanceUID, code)
+            elif code != 0x0000:
+                raise DeliveryError(f"{destination} answered C-STORE with failure status 0x{code:04X}")
+    except (ValueError, RuntimeError, AttributeError) as exc:  # no accepted context, or the association dropped
+        raise DeliveryError(f"C-STORE to {destination} failed ({type(exc).__name__})") from exc
+    finally:
+        if assoc.is_established:
+            assoc.release()

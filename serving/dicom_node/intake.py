@@ -1,0 +1,225 @@
+"""Taking in one DICOM instance (from C-STORE or STOW-RS): durable write, then the queue, then the answer.
+
+The order is the guarantee. The bytes go to a temporary file in the storage folder, are fsynced, renamed into
+place and the folder fsynced; only then is the queue item committed; only after that does the caller answer
+success. A success therefore means the instance survives the process stopping. Files are named by a random id,
+never by anything the sender chose.
+
+What is analysed: CR Image Storage, DX Image Storage (for presentation and for processing) and Secondary Capture
+Image Storage (the NIH chest radiographs as Google distributes them are SC with Modality DX). Any other storage
+SOP class is accepted (a PACS that forwards a whole study must not see errors or retry for ever) and recorded as
+``not_analysed`` with the reason; its bytes are not kept: Vigil is not an archive.
+
+Status codes follow PS3.4 Annex B (Storage) and PS3.18 (STOW-RS failure reasons): 0x0000 success, 0xA700 out of
+resources (disk or queue failed, or larger than allowed), 0xC000 cannot understand (no usable SOP Instance UID).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import pydicom
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import (
+    ComputedRadiographyImageStorage,
+    DigitalXRayImageStorageForPresentation,
+    DigitalXRayImageStorageForProcessing,
+    SecondaryCaptureImageStorage,
+)
+
+from models.errors import StoreUnavailableError
+from serving.dicom_node.queue import WorkQueue
+from serving.dicom_node.records import NewInstance, QueueItem, check_uid
+
+__all__ = ["ANALYSED_SOP_CLASSES", "Intake", "IntakeResult", "Status", "owned_path", "remove_quietly", "write_durably"]
+
+log = logging.getLogger(__name__)
+
+#: Storage SOP classes the node analyses; every other storage class is recorded as not analysed.
+ANALYSED_SOP_CLASSES: Final = frozenset({
+    ComputedRadiographyImageStorage,
+    DigitalXRayImageStorageForPresentation,
+    DigitalXRayImageStorageForProcessing,
+    SecondaryCaptureImageStorage,
+})
+
+
+class Status:
+    """DIMSE / STOW-RS status codes the intake answers with."""
+
+    SUCCESS: Final = 0x0000
+    OUT_OF_RESOURCES: Final = 0xA700
+    CANNOT_UNDERSTAND: Final = 0xC000
+
+
+@dataclass(frozen=True)
+class IntakeResult:
+    """The answer for one instance: status code, the UIDs it was stored as, and the queue outcome."""
+
+    status: int
+    sop_class_uid: str | None
+    sop_instance_uid: str | None
+    study_instance_uid: str | None
+    outcome: str  # "queued", "duplicate", "replaced", "not_analysed", or "failed"
+    item: QueueItem | None = None
+    reason: str | None = None  # why it failed (never header values)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == Status.SUCCESS
+
+
+def write_durably(folder: Path, data: bytes, suffix: str = ".dcm") -> Path:
+    """Write ``data`` under ``folder/<2 hex>/<random>.dcm``: temp file, fsync, rename, fsync of the folder."""
+    name = uuid.uuid4().hex
+    target_dir = folder / name[:2]
+    target_dir.mkdir(parents=True, exist_ok=True)
+    target = target_dir / f"{name}{suffix}"
+    tmp = target_dir / f".{name}.tmp"
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+        fd = os.open(target_dir, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return target
+
+
+def remove_quietly(path: str | Path | None, root: Path) -> None:
+    """Delete a file the queue no longer needs, if it lies inside ``root``; a failure is logged, never raised."""
+    target = owned_path(root, path)
+    if target is None:
+        if path:
+            log.warning("not deleting a queued file outside the storage folder")
+        return
+    try:
+        target.unlink(missing_ok=True)
+    except OSError as exc:
+        log.warning("could not delete %s: %s", target.name, type(exc).__name__)
+
+
+def owned_path(root: Path, path: str | Path | None) -> Path | None:
+    """``path`` when it lies inside ``root`` (paths come from the queue, which another process may share)."""
+    if not path:
+        return None
+    resolved = Path(path).resolve()
+    return resolved if resolved.is_relative_to(Path(root).resolve()) else None
+
+
+def _raw_uid(ds: pydicom.Dataset, keyword: str) -> str | None:
+    """A UID element's value, read without pydicom's value conversion (which would warn with the value)."""
+    try:
+        element = ds.get_item(keyword)
+    except (KeyError, ValueError, TypeError):  # pragma: no cover - malformed tag
+        return None
+    if element is None:
+        return None
+    value = element.value
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    return check_uid(value)
+
+
+def _header_uids(data: bytes) -> dict[str, str | None]:
+    """SOP class/instance, study, series and transfer syntax of a Part 10 file (header only; None when unreadable).
+
+    No ``warnings.catch_warnings`` here: it is not thread-safe, and this runs in every association's thread.
+    """
+    keys = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+    out: dict[str, str | None] = dict.fromkeys((*keys, "TransferSyntaxUID"))
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=list(keys), force=True)
+    except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, KeyError, AttributeError, IndexError):
+        return out
+    for key in keys:
+        out[key] = _raw_uid(ds, key)
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None:
+        out["TransferSyntaxUID"] = _raw_uid(meta, "TransferSyntaxUID")
+        out["SOPClassUID"] = out["SOPClassUID"] or _raw_uid(meta, "MediaStorageSOPClassUID")
+        out["SOPInstanceUID"] = out["SOPInstanceUID"] or _raw_uid(meta, "MediaStorageSOPInstanceUID")
+    return out
+
+
+class Intake:
+    """Writes received instances durably and queues them; shared by the Storage SCP and the STOW-RS route.
+
+    Parameters
+    ----------
+    queue : WorkQueue
+        Where instances are queued.
+    storage_dir : Path
+        Where their bytes are written.
+    max_instance_bytes : int
+        Larger instances are refused with 0xA700 (out of resources).
+    """
+
+    def __init__(self, queue: WorkQueue, storage_dir: Path, *, max_instance_bytes: int) -> None:
+        self.queue = queue
+        self.storage_dir = Path(storage_dir)
+        self.max_instance_bytes = max_instance_bytes
+        self.storage_dir.mkdir(parents=True, exist_ok=True)
+
+    def receive(self, data: bytes, *, sop_class_uid: str | None, sop_instance_uid: str | None, calling_aet: str,
+                source: str) -> IntakeResult:
+        """Store and queue one instance given as DICOM Part 10 bytes (preamble, file meta, dataset).
+
+        ``sop_class_uid`` and ``sop_instance_uid`` are those the transport named (the C-STORE's Affected SOP
+        Class/Instance UID); None to read them from the file (STOW-RS). Never raises for a bad instance.
+        """
+        header = _header_uids(data)
+        sop_class = check_uid(sop_class_uid) or header["SOPClassUID"]
+        sop_instance = check_uid(sop_instance_uid) or header["SOPInstanceUID"]
+        study = header["StudyInstanceUID"]
+        if sop_instance is None or sop_class is None:
+            return IntakeResult(Status.CANNOT_UNDERSTAND, sop_class, sop_instance, study, "failed",
+                                reason="the instance has no usable SOP Class UID or SOP Instance UID")
+        if len(data) > self.max_instance_bytes:
+            log.warning("refused an instance of %d bytes from %s: over the %d-byte limit", len(data), calling_aet,
+                        self.max_instance_bytes)
+            return IntakeResult(Status.OUT_OF_RESOURCES, sop_class, sop_instance, study, "failed",
+                                reason=f"the instance is larger than {self.max_instance_bytes} bytes")
+        analysed = sop_class in ANALYSED_SOP_CLASSES
+        refused = None if analysed else (
+            "SOPClassUID", "SOPClassUID must be CR, DX or Secondary Capture image storage to be analysed; this "
+                           f"instance is {pydicom.uid.UID(sop_class).name[:64]}")
+        path: Path | None = None
+        try:
+            if analysed:
+                path = write_durably(self.storage_dir, data)
+            instance = NewInstance(
+                sop_instance_uid=sop_instance, sop_class_uid=sop_class, study_instance_uid=study,
+                series_instance_uid=header["SeriesInstanceUID"], transfer_syntax=header["TransferSyntaxUID"],
+                calling_aet=calling_aet, source=source, file_path=str(path) if path else None,
+                sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data), not_analysed=refused)
+            item, outcome, previous = self.queue.enqueue(instance)
+        except (OSError, StoreUnavailableError) as exc:
+            remove_quietly(path, self.storage_dir)
+            log.error("could not take in an instance from %s: %s", calling_aet, exc)
+            return IntakeResult(Status.OUT_OF_RESOURCES, sop_class, sop_instance, study, "failed",
+                                reason="the instance could not be stored (storage or queue unavailable)")
+        if outcome == "duplicate":
+            remove_quietly(path, self.storage_dir)
+            log.info("instance %s received again from %s: already queued (%s); not queued twice",
+                     sop_instance, calling_aet, item.state)
+        elif outcome == "replaced" and previous is not None:
+            for old in (previous.file_path, previous.sr_path, previous.sc_path):
+                remove_quietly(old, self.storage_dir)
+            log.info("instance %s re-sent with different bytes after it was not analysed: queued again", sop_instance)
+        return IntakeResult(Status.SUCCESS, sop_class, sop_instance, study,
+                            "not_analysed" if refused and outcome == "queued" else outcome, item)

@@ -1,0 +1,380 @@
+"""The durable work queue of received DICOM instances: one interface, SQLite (default) or Redis back-end.
+
+:class:`WorkQueue` holds the rules (the transitions of :mod:`.records`, applied by an atomic read-check-write of
+one item); a back-end supplies that atomic update, the query of claimable items and the worklist query.
+Open one with :func:`open_queue`: ``sqlite:///path.db`` gives :class:`SqliteQueue`, ``redis://...`` the
+:class:`serving.dicom_node.queue_redis.RedisQueue`.
+
+SQLite runs in WAL mode with ``synchronous=FULL``: a commit is on disk before it returns, because a C-STORE
+success tells the modality it may delete its copy. Several processes may share the file (the node and the API
+process that takes STOW-RS); writers serialise on ``BEGIN IMMEDIATE``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import fields
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from models.errors import ConfigError, InputValidationError, StoreUnavailableError
+from models.labels import IMAGING_FINDINGS
+from serving.dicom_node.records import (
+    ANALYSE,
+    STATES,
+    TERMINAL_STATES,
+    EnqueueOutcome,
+    NewInstance,
+    QueueItem,
+    Stage,
+    claimed,
+    merge_resent,
+    released,
+)
+
+__all__ = ["SqliteQueue", "WorkQueue", "open_queue"]
+
+log = logging.getLogger(__name__)
+
+Decide = Callable[[QueueItem | None], QueueItem | None]
+_CANDIDATES = 8
+MAX_LIST = 1000
+
+
+class WorkQueue(ABC):
+    """Received instances and their progress; thread-safe, and shareable between processes.
+
+    Every write failure raises :class:`models.errors.StoreUnavailableError`.
+    """
+
+    kind: str = ""
+
+    # ------------------------------------------------------------------------------------ back-end primitives
+    @abstractmethod
+    def _update(self, sop_instance_uid: str, decide: Decide) -> QueueItem | None:
+        """Atomically: read the item, call ``decide(item_or_None)``, write what it returns (None: no write).
+
+        Returns what was written, or None.
+        """
+
+    @abstractmethod
+    def _due(self, stage: Stage, now: float, limit: int) -> list[str]:
+        """Up to ``limit`` SOP Instance UIDs waiting in ``stage`` and due at ``now``, oldest due first."""
+
+    @abstractmethod
+    def get(self, sop_instance_uid: str) -> QueueItem | None:
+        """The item of one SOP Instance UID, or None."""
+
+    @abstractmethod
+    def _select(self, *, since: float | None, status: tuple[str, ...], finding: str | None, flagged_only: bool,
+                limit: int) -> list[QueueItem]:
+        """The worklist query (arguments already checked); newest change first."""
+
+    @abstractmethod
+    def counts(self) -> dict[str, int]:
+        """Number of items in each state (every state present, zeros included)."""
+
+    @abstractmethod
+    def _owned(self, owner_prefix: str) -> list[str]:
+        """SOP Instance UIDs of the items leased to an owner whose id starts with ``owner_prefix``."""
+
+    @abstractmethod
+    def _terminal_before(self, before: float, states: tuple[str, ...]) -> list[str]:
+        """SOP Instance UIDs in one of ``states`` whose last change is older than ``before``."""
+
+    @abstractmethod
+    def _delete(self, sop_instance_uid: str, expect_state: str) -> QueueItem | None:
+        """Delete the item if it is still in ``expect_state``; return it."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections."""
+
+    # ------------------------------------------------------------------------------------ intake
+    def enqueue(self, instance: NewInstance, *, now: float | None = None) -> tuple[QueueItem, EnqueueOutcome,
+                                                                                   QueueItem | None]:
+        """Queue a received instance, idempotently on its SOP Instance UID.
+
+        Returns ``(item, outcome, previous)``: outcome ``"queued"`` (new), ``"duplicate"`` (already held: nothing
+        changes but its duplicate count; the caller deletes the bytes it just wrote) or ``"replaced"`` (the held
+        item had ended ``not_analysed`` and these bytes differ: queued afresh; the caller deletes the previous
+        item's files).
+        """
+        stamp = time.time() if now is None else now
+        outcome: list[tuple[EnqueueOutcome, QueueItem | None]] = []
+
+        def decide(current: QueueItem | None) -> QueueItem:
+            item, what = merge_resent(current, instance, stamp)
+            outcome[:] = [(what, current)]
+            return item
+
+        written = self._update(instance.sop_instance_uid, decide)
+        assert written is not None
+        return written, outcome[0][0], outcome[0][1]
+
+    # ------------------------------------------------------------------------------------ workers
+    def claim(self, stage: Stage, owner: str, lease_s: float, *, now: float | None = None) -> QueueItem | None:
+        """Claim the item of ``stage`` that has waited longest (a new one, a retry that is due, or one whose
+        worker's lease ran out); None when nothing is due."""
+        stamp = time.time() if now is None else now
+        for uid in self._due(stage, stamp, _CANDIDATES):
+            got = self._update(uid, lambda item: claimed(item, stage, owner, lease_s, stamp) if item else None)
+            if got is not None:
+                return got
+        return None
+
+    def transition(self, item: QueueItem, *, expect_state: str, now: float | None = None,
+                   **changes: Any) -> QueueItem | None:
+        """Release the lease ``item`` holds and apply ``changes``, if the item is still in ``expect_state`` and
+        leased to the same owner (a worker whose lease ran out and was claimed again writes nothing: None)."""
+        stamp = time.time() if now is None else now
+
+        def decide(current: QueueItem | None) -> QueueItem | None:
+            if current is None or current.state != expect_state or current.lease_owner != item.lease_owner:
+                return None
+            return released(current, now=stamp, **changes)
+
+        written = self._update(item.sop_instance_uid, decide)
+        if written is None:
+            log.warning("queue item %s was no longer leased to %s; its %s result was dropped in favour of the "
+                        "current owner", item.sop_instance_uid, item.lease_owner, expect_state)
+        return written
+
+    def release_leases(self, owner_prefix: str, *, now: float | None = None) -> int:
+        """Make items leased to owners ``owner_prefix*`` claimable at once (a restarted node recovering its own
+        work: its previous process is gone). Returns how many."""
+        stamp = time.time() if now is None else now
+        count = 0
+        for uid in self._owned(owner_prefix):
+            def decide(item: QueueItem | None) -> QueueItem | None:
+                if item is None or not (item.lease_owner or "").startswith(owner_prefix):
+                    return None
+                return released(item, now=stamp, state="received" if item.stage()[0] == ANALYSE else "analysed",
+                                next_attempt_at=stamp)
+            count += self._update(uid, decide) is not None
+        return count
+
+    def requeue_delivery(self, sop_instance_uid: str, *, now: float | None = None) -> QueueItem | None:
+        """Send a ``delivery_failed`` item again (an operator's retry): attempts start from zero."""
+        stamp = time.time() if now is None else now
+
+        def decide(item: QueueItem | None) -> QueueItem | None:
+            if item is None or item.state != "delivery_failed":
+                return None
+            return released(item, now=stamp, state="analysed", needs_delivery=True, delivery_attempts=0,
+                            next_attempt_at=stamp)
+
+        return self._update(sop_instance_uid, decide)
+
+    def purge(self, before: float, *, states: Iterable[str] = ("delivered", "not_analysed")) -> list[QueueItem]:
+        """Delete items in ``states`` last changed before ``before``; returns them so the caller removes their
+        files. ``delivery_failed`` is purged only when named (it is kept until someone has looked)."""
+        wanted = tuple(states)
+        unknown = [s for s in wanted if s not in TERMINAL_STATES and s != "analysed"]
+        if unknown:
+            raise InputValidationError("states", f"only finished states can be purged; got {unknown[0]!r}")
+        removed = []
+        for uid in self._terminal_before(before, wanted):
+            item = self.get(uid)
+            if item is not None and item.state in wanted and not (item.state == "analysed" and item.needs_delivery):
+                gone = self._delete(uid, item.state)
+                if gone is not None:
+                    removed.append(gone)
+        return removed
+
+    # ------------------------------------------------------------------------------------ worklist
+    def list_items(self, *, since: datetime | float | None = None, finding: str | None = None,
+                   status: str | Iterable[str] | None = None, flagged_only: bool = False,
+                   limit: int = 100) -> list[QueueItem]:
+        """Items for a worklist, newest change first.
+
+        Parameters
+        ----------
+        since : datetime or float or None
+            Only items whose state changed at or after this time (aware datetime, or epoch seconds): a
+            workstation polling with the time of its last poll sees every item that moved since.
+        finding : str or None
+            Only items flagged for this finding (one of :data:`models.labels.IMAGING_FINDINGS`).
+        status : str or iterable of str or None
+            Only items in these states (see :data:`serving.dicom_node.records.STATES`).
+        flagged_only : bool
+            Only items with at least one flagged finding.
+        limit : int
+            At most this many, in [1, 1000].
+        """
+        if isinstance(since, datetime):
+            if since.tzinfo is None:
+                raise InputValidationError("since", "since must carry a time zone (e.g. ...Z)")
+            since = since.timestamp()
+        states = (status,) if isinstance(status, str) else tuple(status or ())
+        bad = [s for s in states if s not in STATES]
+        if bad:
+            raise InputValidationError("status", f"status must be one of {', '.join(STATES)}; got {bad[0][:30]!r}")
+        if finding is not None and finding not in IMAGING_FINDINGS:
+            raise InputValidationError("finding", f"finding must be one of {', '.join(IMAGING_FINDINGS)}; "
+                                                  f"got {finding[:30]!r}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIST:
+            raise InputValidationError("limit", f"limit must be an integer in [1, {MAX_LIST}]; got {limit!r:.20}")
+        return self._select(since=since, status=states, finding=finding, flagged_only=flagged_only, limit=limit)
+
+
+# ---------------------------------------------------------------------------------------------- SQLite
+_COLUMNS = tuple(f.name for f in fields(QueueItem))
+_TYPES = {"int": "INTEGER", "float": "REAL"}
+
+
+def _column_sql(name: str, kind: str) -> str:
+    base = next((sql for py, sql in _TYPES.items() if py in kind), "TEXT")
+    if name in ("flagged", "needs_delivery"):
+        base = "INTEGER"
+    return f"{name} {base}" + (" PRIMARY KEY" if name == "sop_instance_uid" else "")
+
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS dicom_queue ("
+    + ", ".join(_column_sql(f.name, str(f.type)) for f in fields(QueueItem))
+    + ", stage TEXT, due_at REAL)",
+    "CREATE INDEX IF NOT EXISTS dicom_queue_due ON dicom_queue (stage, due_at)",
+    "CREATE INDEX IF NOT EXISTS dicom_queue_updated ON dicom_queue (updated_at)",
+    "CREATE INDEX IF NOT EXISTS dicom_queue_state ON dicom_queue (state, updated_at)",
+    "CREATE INDEX IF NOT EXISTS dicom_queue_lease ON dicom_queue (lease_owner)",
+)
+
+
+class SqliteQueue(WorkQueue):
+    """The queue in one SQLite file (WAL, ``synchronous=FULL``); one connection per instance, serialised."""
+
+    kind = "SQLite"
+
+    def __init__(self, path: Path, *, busy_timeout_s: float = 10.0) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.RLock()
+        try:
+            self._conn = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None,
+                                         check_same_thread=False)
+            self._conn.row_factory = sqlite3.Row
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            with self._write() as conn:
+                for ddl in _SCHEMA:
+                    conn.execute(ddl)
+        except sqlite3.Error as exc:
+            raise StoreUnavailableError(f"SQLite queue {path.name} is unavailable: {exc}") from exc
+
+    def __repr__(self) -> str:
+        return f"SqliteQueue({str(self.path)!r})"
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._conn
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StoreUnavailableError(f"SQLite queue {self.path.name} is unavailable: {exc}") from exc
+
+    def _read(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            try:
+                return self._conn.execute(sql, tuple(params)).fetchall()
+            except sqlite3.Error as exc:
+                raise StoreUnavailableError(f"SQLite queue {self.path.name} is unavailable: {exc}") from exc
+
+    @staticmethod
+    def _item(row: sqlite3.Row) -> QueueItem:
+        return QueueItem.from_fields({k: row[k] for k in _COLUMNS})
+
+    def _update(self, sop_instance_uid: str, decide: Decide) -> QueueItem | None:
+        with self._write() as conn:
+            row = conn.execute("SELECT * FROM dicom_queue WHERE sop_instance_uid = ?", (sop_instance_uid,)).fetchone()
+            new = decide(self._item(row) if row else None)
+            if new is None:
+                return None
+            values = new.to_fields()
+            stage, due = new.stage()
+            values.update(stage=stage, due_at=due)
+            names = ", ".join(values)
+            marks = ", ".join("?" for _ in values)
+            conn.execute(f"INSERT OR REPLACE INTO dicom_queue ({names}) VALUES ({marks})", tuple(values.values()))
+            return new
+
+    def _due(self, stage: Stage, now: float, limit: int) -> list[str]:
+        rows = self._read("SELECT sop_instance_uid FROM dicom_queue WHERE stage = ? AND due_at <= ? "
+                          "ORDER BY due_at LIMIT ?", (stage, now, limit))
+        return [r[0] for r in rows]
+
+    def get(self, sop_instance_uid: str) -> QueueItem | None:
+        rows = self._read("SELECT * FROM dicom_queue WHERE sop_instance_uid = ?", (sop_instance_uid,))
+        return self._item(rows[0]) if rows else None
+
+    def _select(self, *, since: float | None, status: tuple[str, ...], finding: str | None, flagged_only: bool,
+                limit: int) -> list[QueueItem]:
+        where, params = ["1 = 1"], []
+        if since is not None:
+            where.append("updated_at >= ?")
+            params.append(since)
+        if status:
+            where.append(f"state IN ({', '.join('?' for _ in status)})")
+            params.extend(status)
+        if finding is not None:
+            where.append("instr(flagged_findings, ?) > 0")
+            params.append(f",{finding},")
+        if flagged_only:
+            where.append("flagged = 1")
+        rows = self._read(f"SELECT * FROM dicom_queue WHERE {' AND '.join(where)} "
+                          "ORDER BY updated_at DESC, sop_instance_uid LIMIT ?", [*params, limit])
+        return [self._item(r) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        found = {r[0]: r[1] for r in self._read("SELECT state, COUNT(*) FROM dicom_queue GROUP BY state")}
+        return {s: int(found.get(s, 0)) for s in STATES}
+
+    def _owned(self, owner_prefix: str) -> list[str]:
+        rows = self._read("SELECT sop_instance_uid, lease_owner FROM dicom_queue WHERE lease_owner IS NOT NULL")
+        return [r[0] for r in rows if str(r[1]).startswith(owner_prefix)]
+
+    def _terminal_before(self, before: float, states: tuple[str, ...]) -> list[str]:
+        rows = self._read(f"SELECT sop_instance_uid FROM dicom_queue WHERE updated_at < ? AND state IN "
+                          f"({', '.join('?' for _ in states)})", [before, *states])
+        return [r[0] for r in rows]
+
+    def _delete(self, sop_instance_uid: str, expect_state: str) -> QueueItem | None:
+        with self._write() as conn:
+            row = conn.execute("SELECT * FROM dicom_queue WHERE sop_instance_uid = ? AND state = ?",
+                               (sop_instance_uid, expect_state)).fetchone()
+            if row is None:
+                return None
+            conn.execute("DELETE FROM dicom_queue WHERE sop_instance_uid = ?", (sop_instance_uid,))
+            return self._item(row)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+def open_queue(url: str, *, redis_prefix: str = "vigil:dicom:") -> WorkQueue:
+    """Open the queue a URL names: ``sqlite:///path.db`` or ``redis://host:port/db`` (also ``rediss://``)."""
+    if url.startswith("sqlite:///"):
+        path = url.removeprefix("sqlite:///")
+        if not path or path == ":memory:":
+            raise ConfigError("queue_url must name a SQLite file (an in-memory queue would lose instances)")
+        return SqliteQueue(Path(path))
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        from serving.dicom_node.queue_redis import RedisQueue
+
+        return RedisQueue(url, prefix=redis_prefix)
+    raise ConfigError("queue_url must be sqlite:///path.db or redis://host:port/db")

@@ -1,0 +1,85 @@
+"""STOW-RS into the DICOM node's queue, analysis by the node running inside the service, and the worklist."""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+
+FIXTURES = Path(os.environ.get("VIGIL_DATA_DIR", Path(__file__).resolve().parents[2] / ".." / "shared" / "data")) \
+    / "imaging" / "dicom_fixtures"
+CHEST = ["chest/RG1_JLSN.dcm", "chest/RG1_J2KI.dcm"]
+
+
+def _multipart(parts: list[bytes], boundary: str = "vigil-test-boundary") -> tuple[bytes, str]:
+    body = b"".join(b"--" + boundary.encode() + b"\r\nContent-Type: application/dicom\r\n\r\n" + p + b"\r\n"
+                    for p in parts) + b"--" + boundary.encode() + b"--\r\n"
+    return body, f'multipart/related; type="application/dicom"; boundary={boundary}'
+
+
+@pytest.fixture
+def node_service(service_factory, tmp_path, model_folder, monkeypatch):
+    if not (FIXTURES / "chest").is_dir():
+        pytest.skip(f"DICOM fixtures not found at {FIXTURES}")
+    monkeypatch.setenv("VIGIL_DICOM_POLL_S", "0.1")
+    monkeypatch.setenv("VIGIL_DICOM_PORT", "0")
+    with service_factory(tmp_path, model_folder, dicom_node=True) as svc:
+        yield svc
+
+
+@pytest.mark.realdata
+def test_stow_rs_stores_queues_and_reports_each_instance(node_service):
+    svc = node_service
+    datas = [(FIXTURES / name).read_bytes() for name in CHEST]
+    uids = [dcmread(io.BytesIO(d), stop_before_pixels=True).SOPInstanceUID for d in datas]
+    body, ctype = _multipart([*datas, b"not DICOM at all" * 20])
+    res = svc.client.post("/dicomweb/studies", content=body, headers=svc.headers("imaging", **{"Content-Type": ctype}))
+    assert res.status_code == 202 and res.headers["content-type"].startswith("application/dicom+json")
+    stored = [i["00081155"]["Value"][0] for i in res.json()["00081199"]["Value"]]
+    assert stored == uids
+    (failed,) = res.json()["00081198"]["Value"]
+    assert failed["00081197"]["Value"] == [0xC000]
+    node = svc.client.app.state.vigil.dicom_node
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and any(node.queue.get(u).state in ("received", "analysing") for u in uids):
+        time.sleep(0.2)
+    items = [node.queue.get(u) for u in uids]
+    assert all(i.state == "analysed" for i in items), [i.state for i in items]
+    flags = svc.client.get("/v1/imaging/flags", headers=svc.headers("imaging")).json()
+    assert {i["sop_instance_uid"] for i in flags["items"]} == {i.sop_instance_uid for i in items if i.flagged}
+    for entry in flags["items"]:
+        assert entry["structured_report"]["sop_instance_uid"] and entry["flagged_findings"]
+    audited = [r for r in svc.store.read_audit(limit=100) if r.route == "dicomweb:stow-rs"]
+    assert len(audited) == 2
+
+
+@pytest.mark.realdata
+def test_stow_rs_errors(node_service):
+    svc = node_service
+    data = (FIXTURES / CHEST[0]).read_bytes()
+    body, ctype = _multipart([data])
+    res = svc.client.post("/dicomweb/studies/1.2.3.4", content=body,
+                          headers=svc.headers("imaging", **{"Content-Type": ctype}))
+    assert res.status_code == 409 and res.json()["00081198"]["Value"][0]["00081197"]["Value"] == [0xA900]
+    res = svc.client.post("/dicomweb/studies", content=data,
+                          headers=svc.headers("imaging", **{"Content-Type": "application/dicom"}))
+    assert res.status_code == 415
+    res = svc.client.post("/dicomweb/studies", content=b"--x\r\n",
+                          headers=svc.headers("imaging", **{"Content-Type": ctype}))
+    assert res.status_code == 422 and res.json()["errors"][0]["field"] == "body"
+    assert svc.client.post("/dicomweb/studies", content=body,
+                           headers=svc.headers("triage", **{"Content-Type": ctype})).status_code == 403
+
+
+def test_flags_filters_are_validated(service):
+    h = service.headers("imaging")
+    assert service.client.get("/v1/imaging/flags?finding=cancer", headers=h).status_code == 422
+    assert service.client.get("/v1/imaging/flags?status=lost", headers=h).status_code == 422
+    res = service.client.get("/v1/imaging/flags?since=yesterday", headers=h)
+    assert res.status_code == 422 and res.json()["errors"][0]["field"] == "since"
+    ok = service.client.get("/v1/imaging/flags?finding=effusion&since=2026-01-01T00:00:00Z", headers=h)
+    assert ok.status_code == 200 and ok.json() == {"items": [], "n": 0}
