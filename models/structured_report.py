@@ -38,6 +38,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.sr.codedict import codes
 from pydicom.uid import Comprehensive3DSRStorage, generate_uid
+from pydicom.valuerep import DA, TM
 
 from models.errors import InputValidationError
 from models.labels import IMAGING_FINDING_CODES, IMAGING_FINDINGS
@@ -176,6 +177,18 @@ def _evidence_header(source: Dataset) -> Dataset:
     if str(header.PatientSex).strip().upper() not in _PATIENT_SEX_VALUES:
         logger.warning("source PatientSex is not M, F or O; written empty in the second-read SR")
         header.PatientSex = ""
+    # highdicom converts these and raises a bare ValueError on a malformed value (pylibjpeg-data's 966 has a hash
+    # as its birth date): the SR carries them empty (Type 2) rather than the read being lost.
+    for keyword, kind in (("PatientBirthDate", DA), ("StudyDate", DA), ("StudyTime", TM)):
+        value = header.get(keyword)
+        if value is None or str(value) == "":
+            continue
+        try:
+            kind(str(value))
+        except ValueError:
+            setattr(header, keyword, "")
+            logger.info("source %s is not a valid DICOM %s value; written empty in the second-read SR", keyword,
+                        kind.__name__)
     header.PatientName = ""
     return header
 

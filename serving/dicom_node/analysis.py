@@ -24,7 +24,6 @@ import pydicom
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-from pydicom.valuerep import DA, TM
 
 from models.errors import ImagingInputError, InputValidationError
 from models.imaging_onnx import SecondRead
@@ -116,28 +115,6 @@ def heatmap_secondary_capture(read: SecondRead, *, manufacturer: str = "Vigil") 
     return ds
 
 
-def blank_invalid_dates(ds: Dataset) -> list[str]:
-    """Blank PatientBirthDate, StudyDate and StudyTime where they are not valid DA/TM values; the keywords blanked.
-
-    highdicom converts these when it copies the patient and study modules into the SR, and raises a bare
-    ValueError on a malformed value (pylibjpeg-data's 966 has a hash as its birth date). The SR then carries
-    the attribute empty (Type 2) rather than the read being lost. Only the in-memory copy is changed.
-    """
-    blanked = []
-    for keyword, kind in (("PatientBirthDate", DA), ("StudyDate", DA), ("StudyTime", TM)):
-        value = ds.get(keyword)
-        if value is None or str(value) == "":
-            continue
-        try:
-            kind(str(value))
-        except ValueError:
-            setattr(ds, keyword, "")
-            blanked.append(keyword)
-    if blanked:
-        log.info("source %s not valid DICOM date/time values; written empty in the SR", ", ".join(blanked))
-    return blanked
-
-
 def _part10(ds: Dataset) -> bytes:
     buffer = io.BytesIO()
     pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
@@ -162,8 +139,6 @@ def analyse_item(item: QueueItem, model: LoadedModel, store: Store, output_dir: 
     runtime = model.runtime
     try:
         read = runtime.second_read_dicom(source)
-        if read.dataset is not None:
-            blank_invalid_dates(read.dataset)
         sr = read.structured_report(runtime.card.name, model.resolved.version)
         sc = heatmap_secondary_capture(read) if send_heatmap_sc else None
     except (ImagingInputError, InputValidationError) as exc:

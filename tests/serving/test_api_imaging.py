@@ -66,6 +66,19 @@ def test_structured_report_with_accept_dicom_matches_the_json(service):
 
 
 @pytest.mark.realdata
+# Its AccessionNumber (56 characters, SH allows 16) is copied as the source has it, so the SR links to the same
+# study; pydicom warns about the length, which this suite otherwise turns into an error.
+@pytest.mark.filterwarnings("ignore:The value length .* exceeds the maximum length of 16 allowed for VR SH")
+def test_structured_report_of_a_source_with_malformed_dates(service):
+    """966_fixed has a hash as its PatientBirthDate: the SR is still made, with the date empty (Type 2)."""
+    data = _fixture(FIXTURES / "chest" / "966_fixed.dcm")
+    res = _post(service, data, Accept="application/dicom")
+    assert res.status_code == 200, res.text
+    sr = dcmread(io.BytesIO(res.content))
+    assert sr.PatientBirthDate == "" and sr.SOPInstanceUID != dcmread(io.BytesIO(data)).SOPInstanceUID
+
+
+@pytest.mark.realdata
 def test_multipart_upload(service):
     data = _fixture(CHEST)
     res = service.client.post("/v1/imaging/second-read", files={"file": ("x.dcm", data, "application/dicom")},
