@@ -13,7 +13,7 @@ from models.triage_record import validate_record
 from serving import fhir_codes, fhir_record, fhir_response
 from serving.errors import ApiError
 from serving.routes_triage import read_json, score_records
-from serving.schemas import Problem
+from serving.schemas import NO_MODEL_OR_AUDIT, problem_responses
 from serving.state import StateDep, require
 from serving.store_records import ApiKeyInfo
 
@@ -21,14 +21,10 @@ router = APIRouter(tags=["cds-hooks"])
 
 TriageKey = Annotated[ApiKeyInfo, Depends(require("triage"))]
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": Problem, "description": "No API key, or an unknown or revoked one"},
-    403: {"model": Problem, "description": "The key lacks the 'triage' scope"},
-    404: {"model": Problem, "description": "No such CDS service"},
-    412: {"model": Problem, "description": "A prefetch the service needs (the Patient) is missing (CDS Hooks 2.0)"},
-    422: {"model": Problem, "description": "The CDS Hooks request or its FHIR prefetch is invalid: names the path"},
-    503: {"model": Problem, "description": "No released model loaded, or the audit store is unavailable"},
-}
+_ERRORS = problem_responses(
+    "triage", _404="No such CDS service",
+    _412="A prefetch the service needs (the Patient) is missing (CDS Hooks 2.0)",
+    _422="The CDS Hooks request or its FHIR prefetch is invalid: names the path", _503=NO_MODEL_OR_AUDIT)
 _REQUEST_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
     "type": "object", "required": ["hook", "hookInstance", "context", "prefetch"],
     "properties": {"hook": {"type": "string"}, "hookInstance": {"type": "string"},

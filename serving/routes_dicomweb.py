@@ -21,7 +21,7 @@ from models.errors import InputValidationError
 from models.labels import IMAGING_FINDINGS
 from serving.dicom_node.records import STATES
 from serving.errors import ApiError
-from serving.schemas import Problem
+from serving.schemas import problem_responses
 from serving.state import StateDep, require
 from serving.store_records import ApiKeyInfo
 
@@ -43,10 +43,8 @@ _STOW_RESPONSES: dict[int | str, dict[str, Any]] = {
     202: {"content": {DICOM_JSON: {"schema": {"type": "object"}}},
           "description": "Some instances stored, some failed (FailedSOPSequence says which and why)"},
     409: {"content": {DICOM_JSON: {"schema": {"type": "object"}}}, "description": "No instance could be stored"},
-    401: {"model": Problem, "description": "No API key, or an unknown or revoked one"},
-    403: {"model": Problem, "description": "The key lacks the 'imaging' scope"},
-    413: {"model": Problem, "description": "Body over the size limit"},
-    415: {"model": Problem, "description": 'Not multipart/related; type="application/dicom"'},
+    **problem_responses("imaging", _413="Body over the size limit",
+                        _415='Not multipart/related; type="application/dicom"'),
 }
 
 
@@ -135,8 +133,7 @@ async def stow_study(study: str, request: Request, state: StateDep, key: Imaging
     return await _stow_route(request, state, key, study)
 
 
-@router.get("/v1/imaging/flags", responses={401: {"model": Problem}, 403: {"model": Problem},
-                                            422: {"model": Problem}},
+@router.get("/v1/imaging/flags", responses=problem_responses("imaging", _422="A filter is invalid: names it"),
             summary="Worklist: instances whose second read flagged a finding, newest change first",
             description="Each item carries the instance's and its study's UIDs, the flagged findings, the result, "
                         "the state of the SR's delivery and the SR's UIDs (to fetch it from PACS).")

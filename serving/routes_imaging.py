@@ -13,7 +13,7 @@ from models.labels import IMAGING_FINDING_CODES
 from models.model_card import DECISION_SUPPORT_STATEMENT
 from models.structured_report import sr_to_bytes
 from serving.errors import ApiError
-from serving.schemas import Problem, SecondReadResult
+from serving.schemas import NO_MODEL_OR_AUDIT, SecondReadResult, problem_responses
 from serving.state import ServiceState, StateDep, audit_record, input_digest, require, write_audit
 from serving.store_records import ApiKeyInfo
 
@@ -33,12 +33,9 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
                       PNG: {"schema": {"type": "string", "format": "binary"}}},
           "description": "JSON by default; the TID 1500 SR with `Accept: application/dicom`; the heat map PNG with "
                          "`Accept: image/png`"},
-    401: {"model": Problem, "description": "No API key, or an unknown or revoked one"},
-    403: {"model": Problem, "description": "The key lacks the 'imaging' scope"},
-    413: {"model": Problem, "description": "Body over the size limit"},
-    415: {"model": Problem, "description": "Neither application/dicom nor multipart/form-data"},
-    422: {"model": Problem, "description": "Not a decodable frontal chest radiograph: the error names the attribute"},
-    503: {"model": Problem, "description": "No released model loaded, or the audit store is unavailable"},
+    **problem_responses(
+        "imaging", _413="Body over the size limit", _415="Neither application/dicom nor multipart/form-data",
+        _422="Not a decodable frontal chest radiograph: the error names the attribute", _503=NO_MODEL_OR_AUDIT),
 }
 
 

@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from models.errors import StoreUnavailableError
 from serving.model_source import TASKS
-from serving.schemas import ModelsOut, Problem
+from serving.schemas import ModelsOut, problem_responses
 from serving.state import StateDep, require
 from serving.store_records import ApiKeyInfo
 
@@ -18,10 +18,7 @@ router = APIRouter(tags=["operations"])
 
 AnyKey = Annotated[ApiKeyInfo, Depends(require(None))]
 AdminKey = Annotated[ApiKeyInfo, Depends(require("admin"))]
-_AUTH: dict[int | str, dict[str, Any]] = {
-    401: {"model": Problem, "description": "No API key, or an unknown or revoked one"},
-    403: {"model": Problem, "description": "The key lacks the scope"},
-}
+_AUTH = problem_responses(None)
 
 
 @router.get("/healthz", summary="Liveness: the process answers", responses={200: {"description": "alive"}})

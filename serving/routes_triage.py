@@ -11,7 +11,13 @@ from fastapi.responses import JSONResponse
 from models.errors import InputValidationError, RecordValidationErrors
 from models.triage_record import validate_record
 from serving.errors import ApiError, validation_errors
-from serving.schemas import Problem, TriageBatchResult, TriageResult, triage_record_json_schema
+from serving.schemas import (
+    NO_MODEL_OR_AUDIT,
+    TriageBatchResult,
+    TriageResult,
+    problem_responses,
+    triage_record_json_schema,
+)
 from serving.state import ServiceState, StateDep, audit_record, input_digest, require, write_audit
 from serving.store_records import ApiKeyInfo
 from serving.triage_result import build_results
@@ -21,14 +27,8 @@ router = APIRouter(tags=["triage"])
 TriageKey = Annotated[ApiKeyInfo, Depends(require("triage"))]
 FHIR_JSON = "application/fhir+json"
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": Problem, "description": "No API key, or an unknown or revoked one"},
-    403: {"model": Problem, "description": "The key lacks the 'triage' scope"},
-    413: {"model": Problem, "description": "Body over the size limit"},
-    415: {"model": Problem, "description": "Not application/json"},
-    422: {"model": Problem, "description": "Invalid record: each error names the field"},
-    503: {"model": Problem, "description": "No released model loaded, or the audit store is unavailable"},
-}
+_ERRORS = problem_responses("triage", _413="Body over the size limit", _415="Not application/json",
+                            _422="Invalid record: each error names the field", _503=NO_MODEL_OR_AUDIT)
 
 
 def is_json(content_type: str | None, *extra: str) -> bool:

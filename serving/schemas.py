@@ -159,6 +159,20 @@ class Problem(BaseModel):
     errors: list[dict[str, Any]] | None = Field(default=None, description="Each validation error: field and message")
 
 
+def problem_responses(scope: str | None, **more: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` of a protected route: 401 and 403 for ``scope``, plus ``more`` (``_413="..."``)."""
+    out: dict[int | str, dict[str, Any]] = {
+        401: {"model": Problem, "description": "No API key, or an unknown or revoked one"},
+        403: {"model": Problem, "description": f"The key lacks the '{scope}' scope" if scope else "Forbidden"},
+    }
+    for code, description in more.items():
+        out[int(code.lstrip("_"))] = {"model": Problem, "description": description}
+    return out
+
+
+NO_MODEL_OR_AUDIT = "No released model loaded, or the audit store is unavailable"
+
+
 # ------------------------------------------------------------------------------------------ request schema
 def triage_record_json_schema() -> dict[str, Any]:
     """JSON Schema of one triage record, generated from the field specs of :mod:`models.triage_record`."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from models.errors import ConfigError
 
 ModelSourceKind = Literal["registry", "local"]
+_S = TypeVar("_S", bound=BaseSettings)
 
 
 class ServingSettings(BaseSettings):
@@ -59,14 +60,20 @@ class ServingSettings(BaseSettings):
         return self.audit_url or f"sqlite:///{(self.work_dir / 'serving.db').resolve()}"
 
 
-def load_settings(**overrides: object) -> ServingSettings:
-    """Build settings from the environment plus ``overrides``; a bad value is a :class:`ConfigError` naming it."""
+def load_validated(cls: type[_S], prefix: str, **overrides: object) -> _S:
+    """Build ``cls`` from the environment plus ``overrides``; a bad value is a :class:`ConfigError` naming the
+    variable (``<prefix><NAME>``)."""
     try:
-        return ServingSettings(**overrides)  # type: ignore[arg-type]
+        return cls(**overrides)
     except ValidationError as exc:
         first = exc.errors()[0]
         name = ".".join(str(p) for p in first["loc"]) or "settings"
-        raise ConfigError(f"setting VIGIL_{name.upper()}: {first['msg']}") from exc
+        raise ConfigError(f"setting {prefix}{name.upper()}: {first['msg']}") from exc
+
+
+def load_settings(**overrides: object) -> ServingSettings:
+    """Build settings from the environment plus ``overrides``; a bad value is a :class:`ConfigError` naming it."""
+    return load_validated(ServingSettings, "VIGIL_", **overrides)
 
 
 @lru_cache(maxsize=1)

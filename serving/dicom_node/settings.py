@@ -11,10 +11,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from models.errors import ConfigError
 
 __all__ = ["ANY_CALLING_AET", "DicomNodeSettings", "Peer", "load_dicom_settings", "parse_peer"]
 
@@ -143,9 +141,6 @@ class DicomNodeSettings(BaseSettings):
 
 def load_dicom_settings(**overrides: object) -> DicomNodeSettings:
     """Build settings from the environment plus ``overrides``; a bad value is a :class:`ConfigError` naming it."""
-    try:
-        return DicomNodeSettings(**overrides)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        name = ".".join(str(p) for p in first["loc"]) or "settings"
-        raise ConfigError(f"setting VIGIL_DICOM_{name.upper()}: {first['msg']}") from exc
+    from serving.settings import load_validated
+
+    return load_validated(DicomNodeSettings, "VIGIL_DICOM_", **overrides)
