@@ -163,7 +163,8 @@ def problem_responses(scope: str | None, **more: str) -> dict[int | str, dict[st
     """OpenAPI ``responses`` of a protected route: 401 and 403 for ``scope``, plus ``more`` (``_413="..."``)."""
     out: dict[int | str, dict[str, Any]] = {
         401: {"model": Problem, "description": "No API key, or an unknown or revoked one"},
-        403: {"model": Problem, "description": f"The key lacks the '{scope}' scope" if scope else "Forbidden"},
+        403: {"model": Problem,
+              "description": f"The key lacks the '{scope}' scope" if scope else "The key lacks the route's scope"},
     }
     for code, description in more.items():
         out[int(code.lstrip("_"))] = {"model": Problem, "description": description}
