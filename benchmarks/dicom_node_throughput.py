@@ -23,7 +23,8 @@ Runs, for each queue back-end:
 * receive only (``workers=0``): how fast the SCP takes instances (durable write + queue) with nothing analysing;
 * unloaded: one instance at a time, the next sent only once the previous one's SR has arrived (``workers=1``):
   the C-STORE-to-SR time without any backlog;
-* burst: N instances sent as fast as the SCP answers, with ``workers`` 1 and 2 and over 1 and 4 associations:
+* burst: N instances (60; 18 with ``--quick``) sent as fast as the SCP answers, with ``workers`` 1 and 2 and over
+  1 and 4 associations (Redis: 4 only, unless ``--redis-single``, to keep the run near 4 minutes):
   receive throughput (first C-STORE sent to last success), end-to-end throughput (first C-STORE sent to last SR
   received) and the C-STORE-to-SR time of every instance.
 
