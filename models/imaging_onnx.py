@@ -96,6 +96,16 @@ class SecondRead:
     dataset: Dataset | None = None  # the source instance, for the structured report
     timings_ms: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def flagged_findings(self) -> list[str]:
+        """The findings at or above their operating threshold, in model output order."""
+        return [f for f in self.probabilities if self.flags[f]]
+
+    @property
+    def top_finding(self) -> str:
+        """The flagged finding with the highest probability, else the most probable finding (the heat map's)."""
+        return max(self.flagged_findings or list(self.probabilities), key=lambda f: self.probabilities[f])
+
     def structured_report(self, algorithm_name: str, algorithm_version: str) -> Any:
         """The TID 1500 Comprehensive 3D SR of this read, referencing the source instance."""
         from models.structured_report import FindingResult, build_second_read_sr
@@ -118,9 +128,7 @@ class SecondRead:
 
         names = list(self.probabilities)
         if finding is None:
-            flagged = [f for f in names if self.flags[f]]
-            pool = flagged or names
-            finding = max(pool, key=lambda f: self.probabilities[f])
+            finding = self.top_finding
         if finding not in names:
             raise ValueError(f"finding must be one of {names}; got {finding!r}")
         heat = self.heatmaps[names.index(finding)]

@@ -65,13 +65,11 @@ def _second_read(state: ServiceState, request: Request, key: ApiKeyInfo, data: b
     runtime = model.runtime
     read = runtime.second_read_dicom(data)
     png = read.heatmap_png()
-    flagged = [f for f in read.probabilities if read.flags[f]]
-    top = max(flagged or list(read.probabilities), key=lambda f: read.probabilities[f])
     findings = [{"finding": f, "code": dict(zip(("value", "scheme", "meaning"), IMAGING_FINDING_CODES[f], strict=True)),
                  "probability": read.probabilities[f], "operating_threshold": read.thresholds[f],
                  "flagged": read.flags[f]} for f in read.probabilities]
     result = {"request_id": request.state.request_id, "model": model.ref(), "flagged": read.flagged,
-              "findings": findings, "heatmap_finding": top, "source": dict(read.source),
+              "findings": findings, "heatmap_finding": read.top_finding, "source": dict(read.source),
               "timings_ms": {k: round(v, 3) for k, v in read.timings_ms.items()},
               "decision_support_statement": DECISION_SUPPORT_STATEMENT}
     payload: bytes | None = None

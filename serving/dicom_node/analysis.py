@@ -57,9 +57,8 @@ class Analysis:
 
 def result_of(read: SecondRead, model: LoadedModel) -> dict[str, Any]:
     """The JSON result kept in the queue (and audited): probabilities, thresholds, flags and the model."""
-    flagged = [f for f in read.probabilities if read.flags[f]]
     return {"model": model.ref(), "probabilities": dict(read.probabilities), "thresholds": dict(read.thresholds),
-            "flags": dict(read.flags), "flagged": read.flagged, "flagged_findings": flagged,
+            "flags": dict(read.flags), "flagged": read.flagged, "flagged_findings": read.flagged_findings,
             "source": dict(read.source), "timings_ms": {k: round(v, 3) for k, v in read.timings_ms.items()},
             "decision_support_statement": DECISION_SUPPORT_STATEMENT}
 
