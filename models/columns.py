@@ -84,10 +84,10 @@ def object_column(columns: Columns, name: str, n: int) -> np.ndarray:
 
 
 def is_missing(value: Any) -> bool:
-    """None, NaN, pandas' NA/NaT or an empty string."""
+    """None, NaN, pandas' NA/NaT or an empty string (pandas is not imported to tell)."""
     if value is None:
         return True
-    if isinstance(value, float) and math.isnan(value):
+    if isinstance(value, (float, np.floating)) and math.isnan(value):
         return True
     if isinstance(value, str) and value.strip() == "":
         return True

@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
+from models.columns import as_columns, float_column, is_missing, n_rows, object_column
 from models.errors import InputValidationError
 from models.labels import ACUITY_LEVELS
 from models.triage_record import CONSCIOUSNESS_LEVELS, NUMERIC_BY_NAME
@@ -143,18 +144,6 @@ class News2Result:
     minimum_acuity: int
 
 
-def _is_missing(value: Any) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, (float, np.floating)) and math.isnan(value):
-        return True
-    if isinstance(value, str) and value.strip() == "":
-        return True
-    # pandas' NA and NaT, recognised without importing pandas.
-    kind = type(value)
-    return kind.__module__.startswith("pandas") and kind.__name__ in ("NAType", "NaTType")
-
-
 def _points(table: _Table, value: float) -> int:
     for bound, points in table:
         if value <= bound:
@@ -163,7 +152,7 @@ def _points(table: _Table, value: float) -> int:
 
 
 def _number(field: str, value: Any) -> float | None:
-    if _is_missing(value):
+    if is_missing(value):
         return None
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         unit = NUMERIC_BY_NAME[field].unit
@@ -172,7 +161,7 @@ def _number(field: str, value: Any) -> float | None:
 
 
 def _flag(field: str, value: Any) -> bool | None:
-    if _is_missing(value):
+    if is_missing(value):
         return None
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
@@ -182,7 +171,7 @@ def _flag(field: str, value: Any) -> bool | None:
 
 
 def _acvpu(value: Any) -> str | None:
-    if _is_missing(value):
+    if is_missing(value):
         return None
     text = str(value).strip().upper()
     if text not in _ACVPU_POINTS:
@@ -325,7 +314,7 @@ def _float_array(field: str, values: Any, shape: tuple[int, ...] | None, *, bool
         items: list[float] = []
         for value in raw.ravel():
             is_bool = isinstance(value, (bool, np.bool_))
-            if _is_missing(value):
+            if is_missing(value):
                 items.append(math.nan)
             elif (is_bool and boolean) or (isinstance(value, numbers.Real) and not is_bool):
                 items.append(float(value))
@@ -478,8 +467,6 @@ def apply_floor_arrays(model_level: Any, floor: Any) -> tuple[np.ndarray, np.nda
 
 def news2_columns(columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """:func:`news2_arrays` of validated records given as :mod:`models.columns` columns (absent = missing)."""
-    from models.columns import float_column, n_rows, object_column
-
     cols = dict(columns)
     n = n_rows(cols)
     return news2_arrays(
@@ -510,8 +497,6 @@ def news2_frame(frame: pd.DataFrame) -> pd.DataFrame:
         ``partial`` (bool).
     """
     import pandas as pd
-
-    from models.columns import as_columns
 
     result = news2_columns(as_columns(frame))
     out = pd.DataFrame(result, index=frame.index)
