@@ -27,6 +27,7 @@ from typing import Any, Literal, Protocol
 from models.errors import ModelArtifactError, VigilError
 from models.imaging_onnx import ImagingOnnxModel
 from models.onnx_runtime import TriageOnnxModel
+from serving.store_records import AuditRecord, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,15 @@ class LoadedModel:
         return {"name": self.resolved.name, "version": self.resolved.version, "sha256": self.runtime.sha256,
                 "release_status": self.resolved.release_status, "unreleased_override": self.unreleased_override,
                 "synthetic_data": bool(self.runtime.card.synthetic_data)}
+
+    def audit_record(self, *, request_id: str, client: str, route: str, input_sha256: str, output: dict[str, Any],
+                     status: int = 200) -> AuditRecord:
+        """The audit record of one prediction by this model (HTTP routes and the DICOM node alike)."""
+        ref = self.ref()
+        return AuditRecord(
+            request_id=request_id, time_utc=utc_now(), client=client, route=route, model_name=ref["name"],
+            model_version=ref["version"] + (" (UNRELEASED override)" if ref["unreleased_override"] else ""),
+            model_sha256=ref["sha256"], input_sha256=input_sha256, output=output, status=status)
 
 
 _RUNTIMES: dict[Task, Callable[..., Any]] = {"triage": TriageOnnxModel, "imaging": ImagingOnnxModel}

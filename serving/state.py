@@ -11,7 +11,6 @@ import hashlib
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Request, Security
@@ -128,19 +127,8 @@ def input_digest(data: bytes | Any) -> str:
 def audit_record(request: Request, client: ApiKeyInfo, route: str, model: LoadedModel, input_sha256: str,
                  output: dict[str, Any], status: int = 200) -> AuditRecord:
     """The audit record of one prediction (written before the prediction is returned)."""
-    ref = model.ref()
-    return AuditRecord(
-        request_id=request.state.request_id,
-        time_utc=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-        client=client.key_id,
-        route=route,
-        model_name=ref["name"],
-        model_version=ref["version"] + (" (UNRELEASED override)" if ref["unreleased_override"] else ""),
-        model_sha256=ref["sha256"],
-        input_sha256=input_sha256,
-        output=output,
-        status=status,
-    )
+    return model.audit_record(request_id=request.state.request_id, client=client.key_id, route=route,
+                              input_sha256=input_sha256, output=output, status=status)
 
 
 def write_audit(state: ServiceState, records: list[AuditRecord]) -> None:

@@ -33,7 +33,7 @@ from serving.dicom_node.intake import owned_path, write_durably
 from serving.dicom_node.records import QueueItem
 from serving.model_source import LoadedModel
 from serving.store import Store
-from serving.store_records import AuditRecord, utc_now
+from serving.store_records import utc_now
 
 __all__ = ["Analysis", "analyse_item", "heatmap_secondary_capture"]
 
@@ -147,14 +147,10 @@ def analyse_item(item: QueueItem, model: LoadedModel, store: Store, output_dir: 
     request_id = f"dicom-{uuid.uuid4().hex}"
     sr_uids = {"sr_sop_instance_uid": str(sr.SOPInstanceUID), "sr_series_instance_uid": str(sr.SeriesInstanceUID),
                "sr_study_instance_uid": str(sr.StudyInstanceUID)}
-    ref = model.ref()
     audited = {**result, "sop_instance_uid": item.sop_instance_uid, **sr_uids,
                "heatmap_sop_instance_uid": str(sc.SOPInstanceUID) if sc is not None else None}
-    store.write_audits([AuditRecord(
-        request_id=request_id, time_utc=utc_now(), client=item.calling_aet[:64] or "unknown",
-        route=item.source, model_name=ref["name"],
-        model_version=ref["version"] + (" (UNRELEASED override)" if ref["unreleased_override"] else ""),
-        model_sha256=ref["sha256"], input_sha256=item.sha256, output=audited, status=200)])
+    store.write_audits([model.audit_record(request_id=request_id, client=item.calling_aet[:64] or "unknown",
+                                           route=item.source, input_sha256=item.sha256, output=audited)])
     sr_path = write_durably(output_dir / "sr", sr_to_bytes(sr))
     sc_path = write_durably(output_dir / "sc", _part10(sc)) if sc is not None else None
     return Analysis("analysed", {
