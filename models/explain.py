@@ -44,25 +44,6 @@ def attributable_fields(model: TriageOnnxModel) -> tuple[str, ...]:
     return (*enc.numeric_features, *enc.categorical_features, TEXT_FEATURE)
 
 
-def occlusion_effects(model: TriageOnnxModel, frame: pd.DataFrame | Columns) -> list[list[FieldEffect]]:
-    """Per record, each present field's effect on P(admitted) and P(critical), largest first.
-
-    Parameters
-    ----------
-    model : TriageOnnxModel
-        The served model.
-    frame : DataFrame
-        Validated records (canonical columns), as given to :meth:`TriageOnnxModel.predict`.
-
-    Returns
-    -------
-    list of list of FieldEffect
-        One list per row of ``frame``; fields missing in the record are left out (they have no effect to
-        remove).
-    """
-    return predict_and_explain(model, frame)[1]
-
-
 def predict_and_explain(model: TriageOnnxModel,
                         frame: pd.DataFrame | Columns) -> tuple[TriagePrediction, list[list[FieldEffect]]]:
     """The prediction of :meth:`TriageOnnxModel.predict` and the occlusion effects, from ONE batched graph run.
