@@ -60,6 +60,14 @@ class ModelArtifactError(VigilError):
     """A model artefact is missing, corrupt, or does not match its record (checksum, metadata, parity)."""
 
 
+class RegistryUnavailableError(ModelArtifactError):
+    """The model registry could not be reached or read (server down, network, database error).
+
+    Distinct from "the registry has no such model": only an unreachable registry lets serving fall back to its
+    verified local cache of the last model it served; a registry that answers "no such version" is obeyed.
+    """
+
+
 class StoreUnavailableError(VigilError):
     """The key or audit store cannot be reached or written; predictions must be refused (503), never served unaudited.
 

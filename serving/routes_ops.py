@@ -55,16 +55,17 @@ async def metrics(state: StateDep, _key: AdminKey) -> Response:
             summary="The models served: versions, model cards and release-gate records")
 async def models(state: StateDep, _key: AnyKey) -> dict[str, Any]:
     out = []
+    status = state.holder.status()
     for task in TASKS:
-        if task not in state.holder.tasks:
+        if task not in status:
             continue
-        model, reason = state.holder.status()[task]
+        model, reason = status[task]
         if model is None:
             out.append({"task": task, "loaded": False, "error": reason})
             continue
         card = model.runtime.card
         out.append({"task": task, "loaded": True, "model": model.ref(), "card": _card_dict(card),
-                    "release_gate": dict(model.resolved.release_gate)})
+                    "release_gate": dict(model.resolved.release_gate), "origin": model.resolved.origin})
     return {"models": out}
 
 

@@ -138,6 +138,8 @@ class ModelInfo(_Out):
     model: ModelRef | None = None
     card: dict[str, Any] | None = None
     release_gate: dict[str, str] = Field(default_factory=dict, description="The registry's release_gate.* tags")
+    origin: str | None = Field(default=None, description="Where the model file came from: the registry alias, a "
+                               "local folder, or the verified local cache while the registry is unreachable")
     error: str | None = Field(default=None, description="Why no model is loaded, when none is")
 
 

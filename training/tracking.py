@@ -188,7 +188,11 @@ def resolve_model_file(model: str, work_dir: Path, experiment: str = "vigil-tria
     try:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model, dst_path=str(target)))
     except MlflowException as exc:
-        raise ModelArtifactError(f"registry has no model {model!r}: {exc.message[:200]}") from exc
+        if exc.error_code in _NOT_FOUND_CODES:
+            raise ModelArtifactError(f"registry has no model {model!r}: {exc.message[:200]}") from exc
+        raise _unavailable(settings.tracking_uri, exc) from exc
+    except _transport_errors() as exc:
+        raise _unavailable(settings.tracking_uri, exc) from exc
     found = sorted(local.rglob("*.onnx"))
     if not found:
         raise ModelArtifactError(f"registry model {model!r} holds no .onnx file")
@@ -234,14 +238,43 @@ def parse_model_ref(ref: str) -> tuple[str, str | None, str | None]:
                                         f"{ref[:80]!r}")
 
 
+#: MLflow error codes that mean "the registry answered: there is no such model, version or alias".
+_NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"})
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """What a registry that cannot be reached raises besides MlflowException (imported only when needed)."""
+    import requests
+    import sqlalchemy.exc
+
+    return (OSError, requests.RequestException, sqlalchemy.exc.SQLAlchemyError)
+
+
+def _unavailable(uri: str, exc: BaseException) -> Exception:
+    from models.errors import RegistryUnavailableError
+
+    detail = exc.message if hasattr(exc, "message") else str(exc)
+    return RegistryUnavailableError(f"MLflow registry at {_mask_uri(uri)} is unreachable or failed: "
+                                    f"{type(exc).__name__}: {str(detail)[:200]}")
+
+
+def _mask_uri(uri: str) -> str:
+    """The tracking URI without a password (``scheme://user:***@host``)."""
+    import re
+
+    return re.sub(r"(://[^:/@]+):[^@/]+@", r"\1:***@", uri)
+
+
 def fetch_model_version(ref: str, work_dir: Path, download_root: Path | None = None) -> ModelVersionRecord:
     """Look a model version up in the registry and download its ONNX file (under ``download_root``, see
     :func:`resolve_model_file`).
 
     Raises
     ------
+    RegistryUnavailableError
+        The registry could not be reached or read (a :class:`ModelArtifactError` too).
     ModelArtifactError
-        No such model, version or alias, or no ONNX file in it.
+        The registry answered: no such model, version or alias, or no ONNX file in it.
     """
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
@@ -251,14 +284,22 @@ def fetch_model_version(ref: str, work_dir: Path, download_root: Path | None = N
     name, version, alias = parse_model_ref(ref)
     settings = tracking_settings(work_dir, name)
     _use_tracking_uri(settings.tracking_uri)
-    client = MlflowClient(settings.tracking_uri)
+    transport_errors = _transport_errors()
     try:
+        client = MlflowClient(settings.tracking_uri)
         mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
         run = client.get_run(mv.run_id)
     except MlflowException as exc:
-        raise ModelArtifactError(f"registry has no model version {ref!r}: {exc.message[:200]}") from exc
-    onnx_path = resolve_model_file(f"models:/{name}/{mv.version}", work_dir, experiment=name,
-                                   download_root=download_root)
+        if exc.error_code in _NOT_FOUND_CODES:
+            raise ModelArtifactError(f"registry has no model version {ref!r}: {exc.message[:200]}") from exc
+        raise _unavailable(settings.tracking_uri, exc) from exc
+    except transport_errors as exc:
+        raise _unavailable(settings.tracking_uri, exc) from exc
+    try:
+        onnx_path = resolve_model_file(f"models:/{name}/{mv.version}", work_dir, experiment=name,
+                                       download_root=download_root)
+    except transport_errors as exc:
+        raise _unavailable(settings.tracking_uri, exc) from exc
     return ModelVersionRecord(name, str(mv.version), mv.run_id, onnx_path, dict(mv.tags), dict(run.data.tags),
                               dict(run.data.metrics))
 

@@ -8,25 +8,17 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from models.errors import RecordValidationErrors, VigilError
+from vigil.logs import configure_logging
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Vigil: triage and chest X-ray decision support (never replaces a clinician).")
 log = logging.getLogger("vigil")
-
-
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    # highdicom logs source UIDs at INFO: identifiers stay out of logs.
-    for noisy in ("alembic", "mlflow", "urllib3", "matplotlib", "onnxscript", "onnx_ir", "torch", "highdicom"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _fail(exc: Exception) -> None:
@@ -57,7 +49,7 @@ def run(
 
     `make run` then starts `vigil serve` on the released models.
     """
-    _setup_logging(verbose)
+    configure_logging(verbose)
     from training.config import load_imaging_config, load_triage_config
 
     if only not in (None, "triage", "imaging"):
@@ -112,7 +104,7 @@ def evaluate(
     verbose: bool = False,
 ) -> None:
     """Evaluate a triage model on a dataset (including a site's own canonical CSV) with baselines."""
-    _setup_logging(verbose)
+    configure_logging(verbose)
     from evaluation.baselines import fit_baselines, nurse_baseline
     from evaluation.triage_report import evaluate_triage, write_plots, write_report
     from models.onnx_runtime import TriageOnnxModel
@@ -169,7 +161,7 @@ def release_command(
     Exits 0 when the model was released, 1 when a check failed or evidence was insufficient (the reasons are
     printed and recorded on the model version), 2 for bad input.
     """
-    _setup_logging(verbose)
+    configure_logging(verbose)
     from vigil.release import POLICY_PATH, release
 
     try:
@@ -195,7 +187,7 @@ def second_read(
     = Path("vigil-work/second-read"),
 ) -> None:
     """Second read of one DICOM: per-finding probabilities and flags, a heat map PNG and a TID 1500 SR."""
-    _setup_logging(False)
+    configure_logging(False)
     from models.imaging_onnx import ImagingOnnxModel
     from models.structured_report import sr_to_bytes
     from training.tracking import resolve_model_file
@@ -230,7 +222,7 @@ def bench_imaging(
     out: Annotated[Path, typer.Option(help="Markdown report")] = Path("docs/imaging_latency.md"),
 ) -> None:
     """Benchmark: DICOM bytes -> flags against raw onnxruntime inference on every chest fixture."""
-    _setup_logging(False)
+    configure_logging(False)
     from training.data import resolve_data_dir
     from vigil.bench import imaging_latency, write_imaging_latency
 
@@ -310,7 +302,7 @@ def serve_command(
     try:
         import os
 
-        os.environ.update(env)
+        os.environ.update(env)  # the worker processes read their settings from the environment
         settings = load_settings()  # a bad setting fails here, once, with its name
         if settings.dicom_node and workers > 1:
             raise VigilError("VIGIL_DICOM_NODE=true needs --workers 1 (one Storage SCP per port); run "
@@ -318,7 +310,7 @@ def serve_command(
     except VigilError as exc:
         _fail(exc)
         return
-    serve(host=host, port=port, workers=workers, env=env)
+    serve(host=host, port=port, workers=workers)
 
 
 @app.command("dicom-node")

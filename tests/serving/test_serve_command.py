@@ -168,3 +168,109 @@ def test_vigil_serve_runs_two_workers_and_stops_cleanly(model_folder, tmp_path):
     assert key not in text and key.split("_", 2)[2] not in text
     assert proc.returncode in (0, -signal.SIGTERM)
     assert len(store.read_audit(limit=100)) == 12
+
+
+# ------------------------------------------------------------------ the registry unreachable: the verified cache
+def _closed_port_uri() -> str:
+    """An MLflow tracking URI on loopback where nothing listens: what a registry that is down looks like."""
+    return f"http://127.0.0.1:{_free_port()}"
+
+
+@pytest.fixture
+def registry_down(monkeypatch):
+    """Point the registry at a closed loopback port, without MLflow's minutes of HTTP retries."""
+
+    def down() -> str:
+        uri = _closed_port_uri()
+        monkeypatch.setenv("VIGIL_MLFLOW_URI", uri)
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+        return uri
+
+    return down
+
+
+def _cache_record(work: Path, name: str = "vigil-triage") -> Path:
+    return work / "model-cache" / f"{name}@@production" / f"{name}.release.json"
+
+
+def test_unreachable_registry_serves_the_verified_cache_of_the_last_release(
+        registry_copy, registered, service_factory, registry_down, caplog):
+    _release(registry_copy, "vigil-triage", registered.triage_version)
+    client, headers = _registry_service(service_factory, registry_copy)
+    with client:  # registry up: served from it, and cached
+        first = client.post("/v1/triage", json=WELL, headers=headers).json()
+    record = json.loads(_cache_record(registry_copy).read_text())
+    assert record["version"] == registered.triage_version and record["release_gate"]["status"] == "pass"
+    assert not _cache_record(registry_copy, "vigil-cxr").exists()  # never released: never cached
+
+    uri = registry_down()
+    started = time.monotonic()
+    client, headers = _registry_service(service_factory, registry_copy)
+    with caplog.at_level("WARNING"), client:
+        res = client.post("/v1/triage", json=WELL, headers=headers)
+        assert res.status_code == 200, res.text
+        assert res.json()["model"] == first["model"]  # same version and sha256 as the registry served
+        assert res.json()["acuity"] == first["acuity"]
+        (triage,) = [m for m in client.get("/v1/models", headers=headers).json()["models"] if m["task"] == "triage"]
+        assert triage["origin"].startswith("verified local cache") and "registry unreachable" in triage["origin"]
+        imaging = client.get("/readyz").json()["checks"]["model:imaging"]
+        assert "unreachable" in imaging and "no verified local cache" in imaging  # never cached, so refused
+    assert time.monotonic() - started < 60
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(uri in m and "serving the cached release of vigil-triage@production" in m for m in warned), warned
+
+
+def test_unreachable_registry_without_a_cache_refuses_clearly(registry_copy, registered, service_factory,
+                                                              registry_down):
+    _release(registry_copy, "vigil-triage", registered.triage_version)
+    uri = registry_down()
+    client, headers = _registry_service(service_factory, registry_copy)
+    with client:
+        res = client.post("/v1/triage", json=WELL, headers=headers)
+        assert res.status_code == 503
+        detail = res.json()["detail"]
+        assert uri in detail and "unreachable" in detail and "no verified local cache" in detail
+        assert client.get("/readyz").status_code == 503
+
+
+def test_a_corrupted_cache_is_refused_by_its_checksum(registry_copy, registered, service_factory, registry_down):
+    _release(registry_copy, "vigil-triage", registered.triage_version)
+    client, _headers = _registry_service(service_factory, registry_copy)
+    with client:
+        pass
+    cached = _cache_record(registry_copy).with_suffix("").with_suffix(".onnx")
+    data = bytearray(cached.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    cached.write_bytes(bytes(data))
+    registry_down()
+    client, headers = _registry_service(service_factory, registry_copy)
+    with client:
+        assert "checksum mismatch" in client.get("/readyz").json()["checks"]["model:triage"]
+        assert client.post("/v1/triage", json=WELL, headers=headers).status_code == 503
+
+
+def test_a_registry_that_answers_is_obeyed_over_the_cache(registry_copy, registered, service_factory):
+    _release(registry_copy, "vigil-triage", registered.triage_version)
+    client, _headers = _registry_service(service_factory, registry_copy)
+    with client:
+        pass
+    assert _cache_record(registry_copy).exists()
+    _client(registry_copy).delete_registered_model_alias("vigil-triage", "production")  # un-released
+    client, headers = _registry_service(service_factory, registry_copy)
+    with client:
+        assert client.post("/v1/triage", json=WELL, headers=headers).status_code == 503
+        assert "registry has no model version" in client.get("/readyz").json()["checks"]["model:triage"]
+
+
+def test_reload_while_the_registry_is_down_keeps_the_model(registry_copy, registered, service_factory,
+                                                           registry_down):
+    _release(registry_copy, "vigil-triage", registered.triage_version)
+    client, headers = _registry_service(service_factory, registry_copy)
+    with client:
+        registry_down()
+        (outcome,) = [r for r in client.post("/v1/admin/reload", headers=headers).json()["reloads"]
+                      if r["task"] == "triage"]
+        assert outcome == {"task": "triage", "status": "unchanged", "version": registered.triage_version,
+                           "reason": None}  # the cache holds the version already served
+        assert client.post("/v1/triage", json=WELL, headers=headers).status_code == 200
