@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 import uuid
 
 import pytest
@@ -130,3 +131,49 @@ def test_postgres_audit_store_refuses_while_down_and_recovers(pg_schema, tmp_pat
             assert svc.store.verify_audit_chain() == (True, None)
     finally:
         relay.close()
+
+
+def _hammer(svc, stop, results, lock) -> None:
+    """Post triage records until ``stop``; keep (status, request id, body has a result) of each response."""
+    while not stop.is_set():
+        res = svc.client.post("/v1/triage", json=WELL, headers=svc.headers("triage"))
+        body = res.json()
+        with lock:
+            results.append((time.monotonic(), res.status_code, body.get("request_id"), "acuity" in body))
+
+
+def test_database_stopped_mid_load_returns_no_unaudited_prediction(pg_schema, tmp_path, model_folder,
+                                                                   service_factory):
+    url, schema = pg_schema
+    relay = Relay(url.host, url.port or 5432)
+    results: list[tuple[float, int, str | None, bool]] = []
+    lock, stop = threading.Lock(), threading.Event()
+    try:
+        relayed = url.set(host="127.0.0.1", port=relay.port).update_query_dict(
+            {"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
+        with service_factory(tmp_path, model_folder, audit_url=relayed) as svc:
+            workers = [threading.Thread(target=_hammer, args=(svc, stop, results, lock)) for _ in range(4)]
+            for w in workers:
+                w.start()
+            time.sleep(1.5)
+            cut_at = time.monotonic()
+            relay.cut()
+            time.sleep(2.0)
+            restored_at = time.monotonic()
+            relay.restore()
+            time.sleep(2.0)
+            stop.set()
+            for w in workers:
+                w.join(timeout=60)
+            audited = {r.request_id for r in svc.store.read_audit(limit=10_000)}
+            assert svc.store.verify_audit_chain() == (True, None)
+    finally:
+        stop.set()
+        relay.close()
+    statuses = {status for _t, status, _id, _r in results}
+    assert statuses <= {200, 503}, statuses
+    served = [(t, rid) for t, status, rid, has_result in results if status == 200]
+    assert all(has_result == (status == 200) for _t, status, _id, has_result in results)  # a 503 carries no result
+    assert {rid for _t, rid in served} <= audited  # every prediction returned was audited first
+    assert any(t < cut_at for t, _ in served) and any(t > restored_at + 1.0 for t, _ in served)  # it recovered
+    assert any(status == 503 for t, status, _id, _r in results if cut_at < t < restored_at)
