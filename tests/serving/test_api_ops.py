@@ -15,7 +15,22 @@ WELL = {"age_years": 30, "sex": "male", "heart_rate": 72, "resp_rate": 14, "sbp"
         "temperature_c": 36.8, "consciousness": "A"}
 PROTECTED = [("POST", "/v1/triage", "triage"), ("POST", "/v1/triage/batch", "triage"),
              ("POST", "/cds-services/vigil-triage", "triage"), ("POST", "/v1/imaging/second-read", "imaging"),
+             ("POST", "/dicomweb/studies", "imaging"), ("POST", "/dicomweb/studies/1.2.3", "imaging"),
+             ("GET", "/v1/imaging/flags", "imaging"),
              ("GET", "/v1/models", None), ("GET", "/metrics", "admin"), ("POST", "/v1/admin/reload", "admin")]
+PUBLIC = [("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/cds-services")]
+_TEMPLATES = {"/cds-services/vigil-triage": "/cds-services/{service_id}", "/dicomweb/studies/1.2.3":
+              "/dicomweb/studies/{study}"}
+
+
+def test_the_access_tables_cover_every_operation_of_the_service(service):
+    """A new route must be added to PROTECTED (with its scope) or PUBLIC, so that the tests below cover it."""
+    spec = service.client.get("/openapi.json").json()
+    operations = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops}
+    listed = {(m, _TEMPLATES.get(p, p)) for m, p, _scope in PROTECTED} | set(PUBLIC)
+    assert operations == listed
+    for method, path in operations - set(PUBLIC):
+        assert spec["paths"][path][method.lower()].get("security"), f"{method} {path} documents no security"
 
 
 @pytest.mark.parametrize(("method", "path", "scope"), PROTECTED)
@@ -29,6 +44,24 @@ def test_every_protected_route_needs_a_valid_key_with_its_scope(service, method,
         wrong = next(w for w in ("triage", "imaging", "admin") if w != scope)
         res = service.client.request(method, path, headers=service.headers(wrong))
         assert res.status_code == 403 and f'scope="{scope}"' in res.headers["www-authenticate"]
+
+
+def test_a_revoked_key_is_refused_on_every_route_and_no_key_reaches_the_logs(service, caplog):
+    caplog.set_level(logging.DEBUG)
+    info, key = service.store.create_key("soon-revoked", ["triage", "imaging", "admin"])
+    before = len(service.store.read_audit(limit=10_000))
+    assert service.client.get("/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    assert service.store.revoke_key(info.key_id)
+    for method, path, _scope in PROTECTED:
+        for headers in ({"Authorization": f"Bearer {key}"}, {"X-API-Key": key}):
+            res = service.client.request(method, path, headers=headers)
+            assert res.status_code == 401, (method, path, res.status_code)
+            assert "invalid_token" in res.headers["www-authenticate"]
+    for method, path in PUBLIC:
+        assert service.client.request(method, path, headers={"X-API-Key": key}).status_code == 200
+    assert len(service.store.read_audit(limit=10_000)) == before  # nothing was scored for a revoked key
+    for presented in (key, *service.keys.values()):
+        assert presented not in caplog.text and presented.split("_", 2)[2] not in caplog.text
 
 
 def test_revoked_key_is_refused_and_keys_never_reach_the_logs(service, caplog):
@@ -46,11 +79,20 @@ def test_revoked_key_is_refused_and_keys_never_reach_the_logs(service, caplog):
 
 
 def test_audit_records_cannot_be_changed_through_the_api(service):
-    for method in ("PUT", "PATCH", "DELETE"):
-        res = service.client.request(method, "/v1/triage", headers=service.headers("all"))
-        assert res.status_code == 405
+    assert service.client.post("/v1/triage", json=WELL, headers=service.headers("all")).status_code == 200
+    before = service.store.read_audit(limit=10_000)
     paths = service.client.get("/openapi.json").json()["paths"]
-    assert not any("audit" in p for p in paths)
+    assert not any("audit" in p for p in paths)  # no route reads, writes or deletes audit records
+    for method, path, _scope in PROTECTED:
+        declared = {m.upper() for m in paths[_TEMPLATES.get(path, path)]}
+        for other in {"PUT", "PATCH", "DELETE"} - declared:
+            res = service.client.request(other, path, headers=service.headers("all"))
+            assert res.status_code == 405, (other, path, res.status_code)
+    for path in ("/v1/audit", "/v1/audit/1", "/audit"):
+        for method in ("GET", "PUT", "PATCH", "DELETE", "POST"):
+            assert service.client.request(method, path, headers=service.headers("all")).status_code == 404
+    assert service.store.read_audit(limit=10_000) == before
+    assert service.store.verify_audit_chain() == (True, None)
 
 
 def test_health_readiness_and_models(service):
@@ -75,7 +117,7 @@ def test_metrics_count_requests_and_predictions(service):
 def test_openapi_documents_every_route(service):
     spec = service.client.get("/openapi.json").json()
     for _method, path, _scope in PROTECTED:
-        assert path.replace("vigil-triage", "{service_id}") in spec["paths"]
+        assert _TEMPLATES.get(path, path) in spec["paths"]
     for path in ("/healthz", "/readyz", "/cds-services"):
         assert path in spec["paths"]
     body = spec["paths"]["/v1/triage"]["post"]["requestBody"]["content"]["application/json"]["schema"]
