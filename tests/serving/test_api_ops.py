@@ -83,7 +83,7 @@ def test_audit_records_cannot_be_changed_through_the_api(service):
     before = service.store.read_audit(limit=10_000)
     paths = service.client.get("/openapi.json").json()["paths"]
     assert not any("audit" in p for p in paths)  # no route reads, writes or deletes audit records
-    for method, path, _scope in PROTECTED:
+    for _method, path, _scope in PROTECTED:
         declared = {m.upper() for m in paths[_TEMPLATES.get(path, path)]}
         for other in {"PUT", "PATCH", "DELETE"} - declared:
             res = service.client.request(other, path, headers=service.headers("all"))
