@@ -15,6 +15,17 @@ difference of 0.11 (normalised units; the DICOM's percentile stretch). Lossy JPE
 first (decoders differ by one grey level), so the same file gives the same input everywhere. Any change to these
 steps must bump :data:`PIXEL_PATH_VERSION`.
 
+Untrusted input is refused with an :class:`~models.errors.ImagingInputError` that names the attribute, before any
+buffer is sized from it: a deflated dataset inflates to at most :data:`MAX_INFLATED_BYTES` (checked 16 MiB at a
+time); a file that ends inside an element, an undefined length where PS3.5 allows none, or a value that does not
+fit its VR names that element; integer and text attributes must hold an integer or text whatever VR the file wrote;
+native PixelData must hold exactly Rows x Columns x BitsAllocated / 8 bytes; an encapsulated JPEG, JPEG-LS or JPEG
+2000 frame must state Rows x Columns and one component in its own header, use a coding process its transfer syntax
+allows and end with its end marker, so that no decoder allocates for a 65535 x 65535 codestream behind a 96 x 80
+header (nor walks a JP2 box of length 0 for ever, as pydicom 3.0.2 does). Messages echo Modality and
+BodyPartExamined only when they are code strings and TransferSyntaxUID only when it is a UID. tests/dicom_corpus.py
+holds the corpus of malformed files this is tested on.
+
 Photometric consistency rule (:func:`photometric_consistency_score`): over rows 30-70 % of the display image,
 the median of columns 40-60 % (mediastinum, spine) minus the mean of the medians of columns 15-35 % and 65-85 %
 (the lung fields of a frontal view). Below ``-CONSISTENCY_MARGIN`` (0.08) the image is clearly shown inverted and
@@ -33,9 +44,14 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import os
+import re
+import struct
 import threading
 import warnings
+import zlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO, Final, TypedDict
 
@@ -43,10 +59,24 @@ import numpy as np
 import pydicom
 from PIL import Image, ImageOps, UnidentifiedImageError
 from pydicom import config as pydicom_config
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.errors import InvalidDicomError
+from pydicom.datadict import dictionary_has_tag, dictionary_VR, keyword_for_tag
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.encaps import generate_frames
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_dataset
+from pydicom.multival import MultiValue
 from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder, pixel_array
-from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.pixels.decoders.base import Decoder
+from pydicom.tag import BaseTag, Tag
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000TransferSyntaxes,
+)
 
 from models.errors import (
     ImageDimensionError,
@@ -77,6 +107,15 @@ VIEWS: Final = ("PA", "AP", "LL")
 NON_FRONTAL_VIEWS: Final = ("LL", "RL", "LLD", "RLD", "LLO", "RLO", "LATERAL", "LAT")
 #: Decoder plugins in order of preference; pydicom's own order puts GDCM first, whose baseline JPEG differs.
 DECODER_PREFERENCE: Final = ("pylibjpeg", "gdcm", "pyjpegls", "pillow", "pydicom")
+#: The most a Deflated Explicit VR Little Endian dataset may inflate to: the pixels of the largest accepted image
+#: (MAX_SIDE x MAX_SIDE at 16 bits, 128 MiB) plus 16 MiB for everything else in the header.
+MAX_INFLATED_BYTES: Final = MAX_SIDE * MAX_SIDE * 2 + 16 * 2**20
+_INFLATE_CHUNK: Final = 16 * 2**20
+_UNDEFINED_LENGTH: Final = 0xFFFFFFFF
+#: VRs that may have an undefined length (PS3.5 7.1.2-7.1.3): sequences, encapsulated pixel data, UN sequences.
+_UNDEFINED_LENGTH_VRS: Final = frozenset({"SQ", "UN", "OB", "OW", "OB or OW"})
+_UID_PATTERN: Final = re.compile(r"[0-9]+(\.[0-9]+)*")
+_CODE_STRING: Final = re.compile(r"[A-Z0-9 _]{1,16}")
 _COLOUR_TOLERANCE: Final = 2  # grey levels out of 255
 _COLOUR_FRACTION: Final = 0.01
 _READ_LOCK = threading.Lock()
@@ -98,19 +137,28 @@ class DicomImageInfo(TypedDict):
 
 
 # ---------------------------------------------------------------------------------------------- reading
-def read_dicom(source: Dataset | bytes | str | os.PathLike[str] | BinaryIO) -> Dataset:
+def read_dicom(source: Dataset | bytes | str | os.PathLike[str] | BinaryIO, *, stop_before_pixels: bool = False,
+               specific_tags: Sequence[str] | None = None) -> Dataset:
     """Read a DICOM dataset from bytes, a path or a binary stream (a Dataset already read is returned as is).
 
     A file without preamble and file meta (a raw legacy dataset) is read with ``force=True`` and given the
     transfer syntax its encoding was detected as (Implicit VR Little Endian for the legacy files seen). Every header
     value is converted at once with pydicom's value validation off, so that pydicom never echoes an invalid value
     (which may be an identifier) into warnings or logs; because that setting is process-wide, reads are serialised
-    by a module lock and the caller's setting is restored afterwards.
+    by a module lock and the caller's setting is restored afterwards. A Deflated Explicit VR Little Endian dataset
+    is inflated to at most :data:`MAX_INFLATED_BYTES` (pydicom would inflate all of it into memory).
+
+    ``stop_before_pixels`` and ``specific_tags`` (keywords) are pydicom's, for a header-only read; with
+    ``specific_tags`` the dataset is not required to hold any particular element.
 
     Raises
     ------
     NotAnImageError
-        ``field="file"``: empty input, or bytes that are not a DICOM dataset.
+        ``field="file"``: empty input, or bytes that are not a DICOM dataset; the element's keyword when the file
+        ends inside it, an element has an undefined length it may not have, or a value does not fit its VR;
+        ``field="TransferSyntaxUID"`` when a deflated dataset cannot be inflated.
+    ImageDimensionError
+        ``field="TransferSyntaxUID"``: a deflated dataset that inflates to more than :data:`MAX_INFLATED_BYTES`.
     OSError
         A path that cannot be opened.
     """
@@ -118,14 +166,14 @@ def read_dicom(source: Dataset | bytes | str | os.PathLike[str] | BinaryIO) -> D
         return source
     if isinstance(source, (bytes, bytearray, memoryview)):
         stream: BinaryIO = io.BytesIO(bytes(source))
-        return _read_stream(stream)
+        return _read_stream(stream, stop_before_pixels, specific_tags)
     if isinstance(source, (str, os.PathLike)):
         with open(source, "rb") as handle:
-            return _read_stream(handle)
-    return _read_stream(source)
+            return _read_stream(handle, stop_before_pixels, specific_tags)
+    return _read_stream(source, stop_before_pixels, specific_tags)
 
 
-def _read_stream(stream: BinaryIO) -> Dataset:
+def _read_stream(stream: BinaryIO, stop_before_pixels: bool, specific_tags: Sequence[str] | None) -> Dataset:
     start = stream.tell()
     if not stream.read(1):
         raise NotAnImageError("file", "file must be a DICOM dataset; got empty input")
@@ -133,30 +181,35 @@ def _read_stream(stream: BinaryIO) -> Dataset:
         saved = pydicom_config.settings.reading_validation_mode
         pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
         try:
-            return _parse(stream, start)
+            return _parse(stream, start, stop_before_pixels, specific_tags)
         finally:
             pydicom_config.settings.reading_validation_mode = saved
 
 
-def _parse(stream: BinaryIO, start: int) -> Dataset:
+def _parse(stream: BinaryIO, start: int, stop_before_pixels: bool, specific_tags: Sequence[str] | None) -> Dataset:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             stream.seek(start)
-            try:
-                ds = pydicom.dcmread(stream)
-            except InvalidDicomError:  # no preamble / no file meta: a raw dataset, or not DICOM at all
-                stream.seek(start)
-                ds = pydicom.dcmread(stream, force=True)
-            for _ in ds.iterall():  # convert every value now, while validation is off
-                pass
+            ds = _dcmread_bounded(stream, stop_before_pixels, specific_tags)
+            if any(str(w.message).startswith("End of file reached before delimiter") for w in caught):
+                # pydicom drops the whole dataset when an undefined-length element (encapsulated PixelData, a
+                # sequence) has no delimiter before the end of the file
+                raise NotAnImageError("file", "file is truncated: it ends inside an element of undefined length "
+                                              "(encapsulated PixelData or a sequence) before its delimiter")
+            if specific_tags is None and not any(k in ds for k in ("SOPClassUID", "PixelData", "Modality", "Rows")):
+                raise NotAnImageError("file", "file must be a DICOM dataset; no DICOM image or SOP elements were "
+                                              "found")
+            if hasattr(ds, "file_meta") and ds.file_meta is not None:
+                _convert_values(ds.file_meta)
+            _convert_values(ds)  # convert every value now, while validation is off
+        except ImagingInputError:
+            raise
         except Exception as exc:  # any parser failure on untrusted bytes means "not DICOM"
             raise NotAnImageError("file", f"file must be a DICOM dataset; it could not be parsed "
                                           f"({type(exc).__name__})") from exc
     if caught:
         log.debug("DICOM read: %d parser warning(s) suppressed", len(caught))
-    if not any(keyword in ds for keyword in ("SOPClassUID", "PixelData", "Modality", "Rows")):
-        raise NotAnImageError("file", "file must be a DICOM dataset; no DICOM image or SOP elements were found")
     if not hasattr(ds, "file_meta") or ds.file_meta is None:
         ds.file_meta = FileMetaDataset()
     if "TransferSyntaxUID" not in ds.file_meta:  # a raw dataset: its encoding is what the parser detected
@@ -168,6 +221,117 @@ def _parse(stream: BinaryIO, start: int) -> Dataset:
     return ds
 
 
+def _dcmread_bounded(stream: BinaryIO, stop_before_pixels: bool, specific_tags: Sequence[str] | None) -> Dataset:
+    """``pydicom.dcmread(stream, force=True, ...)``, except that a deflated dataset is inflated with a bound.
+
+    pydicom reads the rest of a Deflated Explicit VR Little Endian file and inflates all of it at once
+    (``zlib.decompress`` in ``filereader.read_partial``): a few MB of deflate data become GBs. The file meta group
+    is read here first; a deflated dataset is inflated by :func:`_inflate` and parsed from memory.
+    """
+    start = stream.tell()
+    preamble = stream.read(132)
+    tags = [Tag(keyword) for keyword in specific_tags] if specific_tags is not None else None
+    if len(preamble) == 132 and preamble[128:] == b"DICM":
+        meta = read_dataset(stream, is_implicit_VR=False, is_little_endian=True, stop_when=_after_file_meta)
+        for tag in meta.keys():  # pydicom converts some meta values as it reads them: check them raw, here
+            _check_raw(meta.get_item(tag), _element_name(tag), _element_name(tag))
+        syntax = meta.get_item(0x00020010) if 0x00020010 in meta else None
+        raw_syntax = syntax.value if syntax is not None else None
+        if isinstance(raw_syntax, bytes) and raw_syntax.rstrip(b"\x00 ") == DeflatedExplicitVRLittleEndian.encode():
+            buffer = DicomBytesIO(_inflate(stream.read()))
+            dataset = read_dataset(buffer, is_implicit_VR=False, is_little_endian=True,
+                                   stop_when=_at_pixel_data if stop_before_pixels else None, specific_tags=tags)
+            ds = FileDataset(buffer, dataset, preamble=preamble[:128], file_meta=FileMetaDataset(meta),
+                             is_implicit_VR=False, is_little_endian=True)
+            ds.set_original_encoding(False, True, dataset.original_character_set)
+            return ds
+    stream.seek(start)
+    return pydicom.dcmread(stream, force=True, stop_before_pixels=stop_before_pixels, specific_tags=tags)
+
+
+def _after_file_meta(tag: BaseTag, vr: str | None, length: int) -> bool:
+    return tag >> 16 != 0x0002
+
+
+def _at_pixel_data(tag: BaseTag, vr: str | None, length: int) -> bool:
+    return tag in (0x7FE00010, 0x7FE00009, 0x7FE00008)
+
+
+_DEFLATED: Final = f"TransferSyntaxUID {DeflatedExplicitVRLittleEndian} (Deflated Explicit VR Little Endian)"
+
+
+def _inflate(deflated: bytes) -> bytes:
+    """Inflate a raw deflate stream (PS3.5 A.5) of at most :data:`MAX_INFLATED_BYTES`, or refuse it.
+
+    A first pass inflates 16 MiB at a time and keeps nothing, so that a deflate bomb is refused holding no more
+    than one chunk; only a stream known to fit is inflated into memory, in one buffer of its size.
+    """
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    size, pending = 0, deflated
+    try:
+        while not inflater.eof:
+            chunk = inflater.decompress(pending, _INFLATE_CHUNK)
+            size += len(chunk)
+            if size > MAX_INFLATED_BYTES:
+                raise ImageDimensionError("TransferSyntaxUID", f"{_DEFLATED}: the dataset inflates to more than "
+                                                               f"{MAX_INFLATED_BYTES} bytes, more than a {MAX_SIDE} x "
+                                                               f"{MAX_SIDE} 16-bit radiograph and its header need")
+            pending = inflater.unconsumed_tail
+            if not chunk and not pending:  # the input ran out before the end of the stream
+                break
+        if not inflater.eof:
+            raise NotAnImageError("TransferSyntaxUID", f"{_DEFLATED}: the dataset's deflate stream ends early "
+                                                       "(the file is truncated)")
+        return zlib.decompress(deflated, -zlib.MAX_WBITS, bufsize=max(size, 1))
+    except zlib.error as exc:
+        raise NotAnImageError("TransferSyntaxUID", f"{_DEFLATED}: the dataset could not be inflated "
+                                                   f"(zlib: {str(exc)[:80]})") from exc
+
+
+def _convert_values(ds: Dataset, field: str | None = None, path: str = "") -> None:
+    """Convert every element of ``ds`` (and of its sequences) from its raw bytes, naming the element that fails.
+
+    Before conversion, each raw element is checked by :func:`_check_raw`. ``field`` is the top-level element a
+    nested one belongs to (the attribute an error names); ``path`` locates the nested element in messages.
+    """
+    for tag in list(ds.keys()):
+        name = f"{path}{_element_name(tag)}"
+        top = field or name
+        _check_raw(ds.get_item(tag), top, name, nested=field is not None)
+        try:
+            element = ds[tag]
+        except Exception as exc:  # a value that does not fit its VR (odd-length US, a broken sequence, ...)
+            raise NotAnImageError(top, f"{name} could not be read: its value does not fit its VR "
+                                       f"({type(exc).__name__})") from exc
+        if element.VR == "SQ":
+            for number, item in enumerate(element.value or (), start=1):
+                if isinstance(item, Dataset):
+                    _convert_values(item, top, f"{name} > item {number} > ")
+
+
+def _check_raw(raw: object, field: str, name: str, *, nested: bool = False) -> None:
+    """Refuse a raw element whose value is shorter than its declared length, or of an undefined length it may not
+    have (PS3.5 7.1: only sequences and encapsulated pixel data)."""
+    if not isinstance(raw, RawDataElement):
+        return
+    vr = raw.VR or (dictionary_VR(raw.tag) if dictionary_has_tag(raw.tag) else "UN")
+    if raw.length == _UNDEFINED_LENGTH:
+        if vr not in _UNDEFINED_LENGTH_VRS:
+            raise NotAnImageError(field, f"{name} has an undefined length, which only sequences and encapsulated "
+                                         "pixel data may have")
+    elif raw.value is not None and len(raw.value) < raw.length:
+        where = (f"{name} declares {raw.length} bytes, but its sequence item holds only {len(raw.value)}" if nested
+                 else f"file is truncated: it ends inside {name} ({len(raw.value)} of its {raw.length} bytes are "
+                      "there)")
+        raise NotAnImageError(field, where)
+
+
+def _element_name(tag: int) -> str:
+    """The dictionary keyword of ``tag``, or ``(gggg,eeee)`` for a private or unknown tag."""
+    keyword = keyword_for_tag(tag)
+    return keyword or f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
 # ---------------------------------------------------------------------------------------------- header checks
 def check_radiograph(ds: Dataset) -> None:
     """Refuse anything but a single-frame greyscale chest projection radiograph, from the header alone.
@@ -175,7 +339,13 @@ def check_radiograph(ds: Dataset) -> None:
     Checked in this order, before any pixel is decoded: PixelData present; Modality in CR/DX/DR (case-insensitive);
     BodyPartExamined absent, empty or chest-like (containing CHEST, THORAX or LUNG, any case); one sample per pixel,
     MONOCHROME1/2 and PresentationLUTShape absent/IDENTITY/INVERSE; one frame; Rows and Columns in [32, 8192];
-    BitsAllocated 8 or 16, BitsStored in [1, 16]; PixelRepresentation 0 or 1.
+    BitsAllocated 8 or 16, BitsStored in [1, 16]; PixelRepresentation 0 or 1; then the PixelData element against
+    the transfer syntax (:func:`_check_pixel_data`): a valid, supported TransferSyntaxUID; native data of exactly
+    Rows x Columns x BitsAllocated / 8 bytes (plus one padding byte when that is odd) with a defined length;
+    encapsulated data with an undefined length whose JPEG / JPEG-LS / JPEG 2000 codestream header states Rows x
+    Columns and one component, in a coding process the transfer syntax allows, and ends with its end marker. So a
+    decoder never sizes a buffer from a codestream that contradicts the header. Integer attributes must hold one
+    integer and text attributes text, whatever VR an explicit-VR file wrote them with.
 
     Raises
     ------
@@ -183,14 +353,14 @@ def check_radiograph(ds: Dataset) -> None:
     ImageDimensionError, UndecodablePixelDataError
     """
     _require_pixel_data(ds)
-    modality = _text(ds, "Modality")
+    modality = _text(ds, "Modality", UnsupportedModalityError)
     if modality not in MODALITIES:
-        got = f"{modality[:16]!r}" if modality else "none"
+        got = _shown(modality) if modality else "none"
         raise UnsupportedModalityError("Modality", f"Modality must be one of {', '.join(MODALITIES)}; got {got}")
-    body_part = _text(ds, "BodyPartExamined")
+    body_part = _text(ds, "BodyPartExamined", NotChestError)
     if body_part and not any(part in body_part for part in CHEST_BODY_PARTS):
         raise NotChestError("BodyPartExamined", f"BodyPartExamined must be chest-like "
-                                                f"({', '.join(CHEST_BODY_PARTS)}) or absent; got {body_part[:16]!r}")
+                                                f"({', '.join(CHEST_BODY_PARTS)}) or absent; got {_shown(body_part)}")
     _check_pixel_module(ds)
 
 
@@ -205,67 +375,244 @@ def _check_pixel_module(ds: Dataset) -> tuple[int, int]:
     if _int(ds, "SamplesPerPixel", UnsupportedPhotometricError) != 1:
         raise UnsupportedPhotometricError("SamplesPerPixel", "SamplesPerPixel must be 1 (greyscale); "
                                                              "got a multi-sample (colour) image")
-    photometric = _text(ds, "PhotometricInterpretation")
+    photometric = _text(ds, "PhotometricInterpretation", UnsupportedPhotometricError)
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
-        got = f"{photometric[:16]!r}" if photometric else "none"
+        got = _shown(photometric) if photometric else "none"
         raise UnsupportedPhotometricError("PhotometricInterpretation", "PhotometricInterpretation must be "
                                                                        f"MONOCHROME1 or MONOCHROME2; got {got}")
-    if _text(ds, "PresentationLUTShape") not in ("", "IDENTITY", "INVERSE"):
+    if _text(ds, "PresentationLUTShape", UnsupportedPhotometricError) not in ("", "IDENTITY", "INVERSE"):
         raise UnsupportedPhotometricError("PresentationLUTShape", "PresentationLUTShape must be IDENTITY or INVERSE")
-    if "NumberOfFrames" in ds and _int(ds, "NumberOfFrames", MultiFrameError) > 1:
-        raise MultiFrameError("NumberOfFrames", "NumberOfFrames must be 1; got a multi-frame image")
+    if "NumberOfFrames" in ds:
+        frames = _int(ds, "NumberOfFrames", MultiFrameError)
+        if frames != 1:
+            raise MultiFrameError("NumberOfFrames", f"NumberOfFrames must be 1; got {frames}")
     rows = _int(ds, "Rows", ImageDimensionError)
     columns = _int(ds, "Columns", ImageDimensionError)
     for keyword, value in (("Rows", rows), ("Columns", columns)):
         if not MIN_SIDE <= value <= MAX_SIDE:
             raise ImageDimensionError(keyword, f"{keyword} must be in [{MIN_SIDE}, {MAX_SIDE}]; got {value}")
-    if _int(ds, "BitsAllocated", ImageDimensionError) not in (8, 16):
+    bits_allocated = _int(ds, "BitsAllocated", ImageDimensionError)
+    if bits_allocated not in (8, 16):
         raise ImageDimensionError("BitsAllocated", "BitsAllocated must be 8 or 16")
     bits_stored = _int(ds, "BitsStored", ImageDimensionError)
-    if not 1 <= bits_stored <= min(MAX_BITS_STORED, int(ds.BitsAllocated)):
+    if not 1 <= bits_stored <= min(MAX_BITS_STORED, bits_allocated):
         raise ImageDimensionError("BitsStored", f"BitsStored must be in [1, {MAX_BITS_STORED}] and at most "
                                                 "BitsAllocated")
     if _int(ds, "PixelRepresentation", UndecodablePixelDataError) not in (0, 1):
         raise UndecodablePixelDataError("PixelRepresentation", "PixelRepresentation must be 0 or 1")
+    _check_pixel_data(ds, rows, columns, bits_allocated)
     return rows, columns
 
 
-def _text(ds: Dataset, keyword: str) -> str:
-    value = ds.get(keyword)
+def _text(ds: Dataset, keyword: str, error: type[ImagingInputError] = ImagingInputError) -> str:
+    """The (first) value of a text attribute, stripped and upper-case; "" when absent or empty."""
+    element = ds[keyword] if keyword in ds else None
+    value = None if element is None else element.value
     if value is None:
         return ""
-    if not isinstance(value, str):  # a multi-valued CS; the first value decides
+    if isinstance(value, (MultiValue, list, tuple)):  # a multi-valued CS; the first value decides
         value = value[0] if len(value) else ""
-    return str(value).strip().upper()
+    if not isinstance(value, str):
+        raise error(keyword, f"{keyword} must be text (VR {dictionary_VR(keyword)}); got a value of VR "
+                             f"{element.VR if element is not None else '?'}")
+    return value.strip().upper()
+
+
+def _shown(value: str) -> str:
+    """``value`` quoted when it is a code string (what a defined term looks like), else a description of it.
+
+    Modality and BodyPartExamined are echoed so a user can act on the error, but a free-text value in them may be
+    anything, an identifier included.
+    """
+    return f"{value!r}" if _CODE_STRING.fullmatch(value) else "a value that is not a code string"
 
 
 def _int(ds: Dataset, keyword: str, error: type[ImagingInputError]) -> int:
-    value = ds.get(keyword)
-    if value is None or value == "":
+    """The value of an integer attribute: one integer (US, UL, SS, SL, IS), never a float or text parsed leniently."""
+    element = ds[keyword] if keyword in ds else None
+    value = None if element is None else element.value
+    if element is None or value is None or value == "":
         raise error(keyword, f"{keyword} is missing")
-    try:
+    if isinstance(value, int) and not isinstance(value, bool):
         return int(value)
+    expected = dictionary_VR(keyword)
+    got = (f"{len(value)} values" if isinstance(value, (MultiValue, list, tuple))
+           else f"a value of VR {element.VR}" if element.VR != expected else "a value that is not a valid integer")
+    raise error(keyword, f"{keyword} must be an integer (VR {expected}); got {got}")
+
+
+def _number(ds: Dataset, keyword: str) -> float:
+    """The (first) value of a decimal attribute as a finite float."""
+    value = ds[keyword].value
+    if isinstance(value, (MultiValue, list, tuple)):
+        value = value[0] if len(value) else None
+    try:
+        number = float(value)
     except (TypeError, ValueError) as exc:
-        raise error(keyword, f"{keyword} must be an integer") from exc
+        raise UndecodablePixelDataError(keyword, f"{keyword} must be a number") from exc
+    if not math.isfinite(number):
+        raise UndecodablePixelDataError(keyword, f"{keyword} must be a finite number")
+    return number
+
+
+# ---------------------------------------------------------------------------------------------- PixelData checks
+_JP2_SIGNATURE: Final = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
+#: JPEG frame header (SOFn) markers and their coding process (ITU-T T.81 Table B.1; SOF55 is JPEG-LS, T.87).
+_JPEG_PROCESSES: Final = {
+    0xC0: "baseline", 0xC1: "extended sequential", 0xC2: "progressive", 0xC3: "lossless",
+    0xC5: "differential sequential", 0xC6: "differential progressive", 0xC7: "differential lossless",
+    0xC9: "arithmetic-coded sequential", 0xCA: "arithmetic-coded progressive", 0xCB: "arithmetic-coded lossless",
+    0xCD: "differential arithmetic-coded sequential", 0xCE: "differential arithmetic-coded progressive",
+    0xCF: "differential arithmetic-coded lossless", 0xF7: "JPEG-LS",
+}
+#: The SOF markers each JPEG-family transfer syntax allows (PS3.5 8.2.1, 8.2.3, A.4.1, A.4.3).
+_ALLOWED_SOF: Final = {
+    "1.2.840.10008.1.2.4.50": frozenset({0xC0}),  # JPEG Baseline (Process 1)
+    "1.2.840.10008.1.2.4.51": frozenset({0xC0, 0xC1}),  # JPEG Extended (Process 2 & 4)
+    "1.2.840.10008.1.2.4.57": frozenset({0xC3}),  # JPEG Lossless, Non-Hierarchical (Process 14)
+    "1.2.840.10008.1.2.4.70": frozenset({0xC3}),  # JPEG Lossless, Process 14, Selection Value 1
+    "1.2.840.10008.1.2.4.80": frozenset({0xF7}),  # JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.81": frozenset({0xF7}),  # JPEG-LS Near-Lossless
+}
+_J2K_SYNTAXES: Final = frozenset({*JPEG2000TransferSyntaxes, "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202",
+                                  "1.2.840.10008.1.2.4.203"})
+
+
+def _transfer_syntax(ds: Dataset) -> UID:
+    """The dataset's TransferSyntaxUID, which must be present and a valid UID (it is echoed in messages)."""
+    transfer_syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if not transfer_syntax:
+        raise UndecodablePixelDataError("TransferSyntaxUID", "TransferSyntaxUID is missing from the file meta")
+    text = str(transfer_syntax).rstrip("\x00 ")
+    if len(text) > 64 or not _UID_PATTERN.fullmatch(text):
+        raise UndecodablePixelDataError("TransferSyntaxUID", "TransferSyntaxUID is not a valid UID (digits and "
+                                                             "dots, at most 64 characters)")
+    return UID(text)
+
+
+def _decoder(transfer_syntax: UID) -> Decoder:
+    try:
+        return get_decoder(transfer_syntax)
+    except (NotImplementedError, ValueError, TypeError) as exc:
+        raise UndecodablePixelDataError("TransferSyntaxUID", f"TransferSyntaxUID {transfer_syntax} is not "
+                                                             "supported") from exc
+
+
+def _check_pixel_data(ds: Dataset, rows: int, columns: int, bits_allocated: int) -> None:
+    """The PixelData element against the transfer syntax and Rows x Columns, before any decoder sees it."""
+    syntax = _transfer_syntax(ds)
+    _decoder(syntax)
+    element = ds["PixelData"]
+    value = b"" if element.value in (None, "") else element.value
+    if not isinstance(value, (bytes, bytearray)):
+        raise UndecodablePixelDataError("PixelData", f"PixelData must be bytes (VR OB or OW); got a value of VR "
+                                                     f"{element.VR}")
+    cannot = f"PixelData ({syntax}) could not be decoded"
+    if not syntax.is_encapsulated:
+        if element.is_undefined_length:
+            raise UndecodablePixelDataError("PixelData", "PixelData has an undefined length, which only encapsulated "
+                                                         f"(compressed) pixel data may have; TransferSyntaxUID "
+                                                         f"{syntax} is native")
+        expected = rows * columns * bits_allocated // 8
+        if len(value) not in (expected, expected + expected % 2):
+            raise UndecodablePixelDataError("PixelData", f"{cannot}: it holds {len(value)} bytes, but Rows x "
+                                                         f"Columns x BitsAllocated / 8 is {expected}")
+        return
+    if value[:4] != b"\xfe\xff\x00\xe0":  # an encapsulated value starts with its offset table item (PS3.5 A.4)
+        raise UndecodablePixelDataError("PixelData", f"{cannot}: the transfer syntax is encapsulated (compressed), but "
+                                                     "PixelData does not begin with an item of encapsulated fragments "
+                                                     "(PS3.5 A.4)")
+    try:
+        frame = next(iter(generate_frames(value, number_of_frames=1)), b"")
+    except Exception as exc:  # malformed items in untrusted bytes
+        raise UndecodablePixelDataError("PixelData", f"{cannot}: its encapsulated items cannot be read "
+                                                     f"({type(exc).__name__})") from exc
+    if not frame:
+        raise UndecodablePixelDataError("PixelData", f"{cannot}: it holds no encoded frame")
+    if syntax in _J2K_SYNTAXES:
+        _check_j2k_header(frame, cannot, rows, columns)
+    elif syntax in _ALLOWED_SOF:
+        _check_jpeg_header(frame, cannot, _ALLOWED_SOF[syntax], rows, columns)
+
+
+def _check_j2k_header(frame: bytes, cannot: str, rows: int, columns: int) -> None:
+    """SOC, then SIZ (ITU-T T.800 A.5.1) stating Rows x Columns and one component; EOC at the end."""
+    if frame.startswith(_JP2_SIGNATURE):
+        raise UndecodablePixelDataError("PixelData", f"{cannot}: it holds a JP2 file; DICOM allows only a bare JPEG "
+                                                     "2000 codestream, without the JP2 header (PS3.5 8.2.4)")
+    if frame[:4] != b"\xff\x4f\xff\x51" or len(frame) < 45:
+        raise UndecodablePixelDataError("PixelData", f"{cannot}: it is not a JPEG 2000 codestream (no SOC and SIZ "
+                                                     "markers)")
+    xsiz, ysiz, x_offset, y_offset = struct.unpack_from(">4I", frame, 8)
+    (components,) = struct.unpack_from(">H", frame, 40)
+    _check_codestream_size(cannot, "JPEG 2000", ysiz - y_offset, xsiz - x_offset, components, rows, columns)
+    _check_end_marker(frame, cannot, "JPEG 2000", "EOC")
+
+
+def _check_jpeg_header(frame: bytes, cannot: str, allowed: frozenset[int], rows: int, columns: int) -> None:
+    """SOI, marker segments up to the frame header (SOFn / SOF55) stating Rows x Columns and one component; EOI."""
+    if frame[:2] != b"\xff\xd8":
+        raise UndecodablePixelDataError("PixelData", f"{cannot}: it is not a JPEG codestream (no SOI marker)")
+    offset = 2
+    while True:  # each step moves at least 4 bytes on
+        while frame[offset: offset + 2] == b"\xff\xff":  # fill bytes before a marker (T.81 B.1.1.2)
+            offset += 1
+        if offset + 10 > len(frame) or frame[offset] != 0xFF:
+            raise UndecodablePixelDataError("PixelData", f"{cannot}: its JPEG marker segments end or break off "
+                                                         "before the frame header (SOF)")
+        marker = frame[offset + 1]
+        (length,) = struct.unpack_from(">H", frame, offset + 2)
+        if marker in _JPEG_PROCESSES:
+            break
+        if length < 2 or marker in (0xD8, 0xD9, 0xDA) or 0xD0 <= marker <= 0xD7:
+            raise UndecodablePixelDataError("PixelData", f"{cannot}: its JPEG marker segments end or break off "
+                                                         "before the frame header (SOF)")
+        offset += 2 + length
+    kind = "JPEG-LS" if marker == 0xF7 else "JPEG"
+    if marker not in allowed:
+        name = "SOF55" if marker == 0xF7 else f"SOF{marker - 0xC0}"
+        raise UndecodablePixelDataError("PixelData", f"{cannot}: it holds a {_JPEG_PROCESSES[marker]} {kind} "
+                                                     f"codestream ({name}), which this transfer syntax does not allow")
+    height, width = struct.unpack_from(">HH", frame, offset + 5)
+    _check_codestream_size(cannot, kind, height, width, frame[offset + 9], rows, columns)
+    _check_end_marker(frame, cannot, kind, "EOI")
+
+
+def _check_codestream_size(cannot: str, kind: str, height: int, width: int, components: int, rows: int,
+                           columns: int) -> None:
+    if (height, width) != (rows, columns):
+        raise UndecodablePixelDataError("PixelData", f"{cannot}: it holds a {height} x {width} {kind} codestream, "
+                                                     f"but Rows x Columns is {rows} x {columns}")
+    if components != 1:
+        raise UndecodablePixelDataError("PixelData", f"{cannot}: its {kind} codestream has {components} "
+                                                     "components, but SamplesPerPixel is 1")
+
+
+def _check_end_marker(frame: bytes, cannot: str, kind: str, marker: str) -> None:
+    """The codestream ends with FFD9 (EOI / EOC), before any 0x00 or 0xFF padding: otherwise it is truncated."""
+    if frame.rstrip(b"\x00\xff")[-2:] != b"\xff\xd9":
+        raise UndecodablePixelDataError("PixelData", f"{cannot}: its {kind} codestream does not end with an "
+                                                     f"{marker} marker (it is truncated)")
 
 
 # ---------------------------------------------------------------------------------------------- decoding
 def decode_radiograph(ds: Dataset) -> np.ndarray:
     """Decode a greyscale radiograph to a display-ready float32 image in [0, 1], higher = brighter.
 
-    Steps: Image Pixel module checks (as in :func:`check_radiograph`, less Modality and BodyPartExamined);
-    decode (pylibjpeg first, see :data:`DECODER_PREFERENCE`) and check the shape against Rows x Columns;
-    Modality LUT (Modality LUT Sequence, else rescale slope/intercept); VOI (VOI LUT Sequence, else the first
-    WindowCenter/WindowWidth, else a 0.5-99.5 % percentile window) scaled to [0, 1] over the VOI's output range;
-    then inversion, exactly once, if PhotometricInterpretation is MONOCHROME1 or PresentationLUTShape is INVERSE
-    (PS3.3 C.8.11.6 / C.11.6: INVERSE on MONOCHROME1 restates the same inversion; IDENTITY on MONOCHROME2 is none).
-    A Presentation LUT Sequence is ignored. The photometric consistency check is separate
-    (:func:`check_photometric_consistency`) so that non-chest images can be decoded.
+    Steps: Image Pixel module and PixelData checks (as in :func:`check_radiograph`, less Modality and
+    BodyPartExamined); decode (pylibjpeg first, see :data:`DECODER_PREFERENCE`) and check the shape against Rows x
+    Columns; Modality LUT (Modality LUT Sequence, else rescale slope/intercept, which must be finite and keep the
+    values finite); VOI (VOI LUT Sequence, else the first WindowCenter/WindowWidth, else a 0.5-99.5 % percentile
+    window) scaled to [0, 1] over the VOI's output range; then inversion, exactly once, if
+    PhotometricInterpretation is MONOCHROME1 or PresentationLUTShape is INVERSE (PS3.3 C.8.11.6 / C.11.6: INVERSE
+    on MONOCHROME1 restates the same inversion; IDENTITY on MONOCHROME2 is none). A Presentation LUT Sequence is
+    ignored. The photometric consistency check is separate (:func:`check_photometric_consistency`) so that
+    non-chest images can be decoded.
 
     Raises
     ------
     UndecodablePixelDataError
-        The codestream cannot be decoded, its shape contradicts the header, or a LUT/window is unusable.
+        The codestream cannot be decoded, its shape contradicts the header, or a LUT/window/rescale is unusable.
     UnsupportedPhotometricError, MultiFrameError, ImageDimensionError, NotAnImageError
         From the header checks.
     """
@@ -274,26 +621,28 @@ def decode_radiograph(ds: Dataset) -> np.ndarray:
     if raw.shape != (rows, columns):
         raise UndecodablePixelDataError("PixelData", f"PixelData decoded to shape {raw.shape}, but Rows x Columns "
                                                      f"is {rows} x {columns}")
+    if "ModalityLUTSequence" not in ds:
+        for keyword in ("RescaleSlope", "RescaleIntercept"):
+            if keyword in ds and ds[keyword].value not in (None, ""):
+                _number(ds, keyword)
     try:
-        values = apply_modality_lut(raw, ds)
+        with np.errstate(over="ignore", invalid="ignore"):
+            values = np.asarray(apply_modality_lut(raw, ds))
     except Exception as exc:  # malformed LUT descriptor/data in an untrusted header
-        raise UndecodablePixelDataError("ModalityLUTSequence", "the Modality LUT could not be applied "
-                                                               f"({type(exc).__name__})") from exc
-    image = _apply_voi(np.asarray(values), ds)
+        raise UndecodablePixelDataError("ModalityLUTSequence", "ModalityLUTSequence (or the rescale) could not be "
+                                                               f"applied ({type(exc).__name__})") from exc
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        raise UndecodablePixelDataError("RescaleSlope", "RescaleSlope and RescaleIntercept map the stored values "
+                                                        "outside the finite floating-point range")
+    image = _apply_voi(values, ds)
     if _text(ds, "PhotometricInterpretation") == "MONOCHROME1" or _text(ds, "PresentationLUTShape") == "INVERSE":
         image = 1.0 - image
     return image.astype(np.float32)
 
 
 def _decode_pixels(ds: Dataset) -> np.ndarray:
-    transfer_syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
-    if not transfer_syntax:
-        raise UndecodablePixelDataError("TransferSyntaxUID", "TransferSyntaxUID is missing from the file meta")
-    try:
-        decoder = get_decoder(transfer_syntax)
-    except (NotImplementedError, ValueError, TypeError) as exc:
-        raise UndecodablePixelDataError("TransferSyntaxUID", f"TransferSyntaxUID {transfer_syntax!s:.64} is not "
-                                                             "supported") from exc
+    transfer_syntax = _transfer_syntax(ds)
+    decoder = _decoder(transfer_syntax)
     available = decoder.available_plugins if decoder.is_encapsulated else ()
     plugins = [p for p in DECODER_PREFERENCE if p in available] + sorted(set(available) - set(DECODER_PREFERENCE))
     failures: list[str] = []
@@ -304,7 +653,7 @@ def _decode_pixels(ds: Dataset) -> np.ndarray:
         except Exception as exc:  # every decoder failure on untrusted data is "undecodable"
             failures.append(f"{plugin or 'native'}: {type(exc).__name__}")
             last = exc
-    raise UndecodablePixelDataError("PixelData", f"PixelData ({transfer_syntax!s:.64}) could not be decoded "
+    raise UndecodablePixelDataError("PixelData", f"PixelData ({transfer_syntax}) could not be decoded "
                                                  f"({'; '.join(failures)})") from last
 
 
@@ -324,8 +673,8 @@ def _apply_voi(values: np.ndarray, ds: Dataset) -> np.ndarray:
             out = np.asarray(apply_voi_lut(values, ds, index=0, prefer_lut=True), dtype=np.float64)
             low, high = float(table.min()), float(table.max())
         elif has_window:
-            first_width = ds.WindowWidth[0] if ds["WindowWidth"].VM > 1 else ds.WindowWidth
-            if float(first_width) <= 0:
+            _number(ds, "WindowCenter")
+            if _number(ds, "WindowWidth") <= 0:
                 raise UndecodablePixelDataError("WindowWidth", "WindowWidth must be positive")
             with np.errstate(over="ignore"):
                 ends = np.asarray(apply_voi_lut(np.array([-1e12, 1e12]), ds, index=0, prefer_lut=False))
@@ -336,8 +685,8 @@ def _apply_voi(values: np.ndarray, ds: Dataset) -> np.ndarray:
     except ImagingInputError:
         raise
     except Exception as exc:  # malformed VOI elements in an untrusted header
-        raise UndecodablePixelDataError("VOILUTSequence" if has_lut else "WindowWidth",
-                                        f"the VOI LUT/window could not be applied ({type(exc).__name__})") from exc
+        field = "VOILUTSequence" if has_lut else "WindowWidth"
+        raise UndecodablePixelDataError(field, f"{field} could not be applied ({type(exc).__name__})") from exc
     if not high > low:
         return np.zeros(out.shape, dtype=np.float64)
     return np.clip((out - low) / (high - low), 0.0, 1.0)

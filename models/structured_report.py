@@ -189,8 +189,28 @@ def _evidence_header(source: Dataset) -> Dataset:
             setattr(header, keyword, "")
             logger.info("source %s is not a valid DICOM %s value; written empty in the second-read SR", keyword,
                         kind.__name__)
+    _known_character_set(header)
     header.PatientName = ""
     return header
+
+
+def _known_character_set(header: Dataset) -> None:
+    """Replace a SpecificCharacterSet that DICOM does not define by UTF-8 (ISO_IR 192).
+
+    pydicom decodes the source's text with a fallback when the defined term is unknown, but highdicom refuses to
+    write an SR that carries the unknown term (a bare ValueError). The text the SR copies is already decoded, so
+    UTF-8 represents it whatever the source meant.
+    """
+    from pydicom.charset import python_encoding
+
+    value = header.get("SpecificCharacterSet")
+    if value is None:
+        return
+    terms = [value] if isinstance(value, str) else list(value)
+    if all(str(t).strip() in python_encoding for t in terms):
+        return
+    header.SpecificCharacterSet = "ISO_IR 192"
+    logger.info("source SpecificCharacterSet is not a defined term; the second-read SR is written in UTF-8")
 
 
 def _measurement_group(

@@ -17,7 +17,6 @@ resources (disk or queue failed, or larger than allowed), 0xC000 cannot understa
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import os
 import uuid
@@ -26,7 +25,6 @@ from pathlib import Path
 from typing import Final
 
 import pydicom
-from pydicom.errors import InvalidDicomError
 from pydicom.uid import (
     ComputedRadiographyImageStorage,
     DigitalXRayImageStorageForPresentation,
@@ -34,7 +32,8 @@ from pydicom.uid import (
     SecondaryCaptureImageStorage,
 )
 
-from models.errors import StoreUnavailableError
+from models.errors import ImagingInputError, StoreUnavailableError
+from models.imaging import read_dicom
 from serving.dicom_node.queue import WorkQueue
 from serving.dicom_node.records import NewInstance, QueueItem, check_uid
 
@@ -122,7 +121,7 @@ def owned_path(root: Path, path: str | Path | None) -> Path | None:
 
 
 def _raw_uid(ds: pydicom.Dataset, keyword: str) -> str | None:
-    """A UID element's value, read without pydicom's value conversion (which would warn with the value)."""
+    """A UID element's value, without converting it again (a conversion outside read_dicom would warn with it)."""
     try:
         element = ds.get_item(keyword)
     except (KeyError, ValueError, TypeError):  # pragma: no cover - malformed tag
@@ -138,13 +137,16 @@ def _raw_uid(ds: pydicom.Dataset, keyword: str) -> str | None:
 def _header_uids(data: bytes) -> dict[str, str | None]:
     """SOP class/instance, study, series and transfer syntax of a Part 10 file (header only; None when unreadable).
 
-    No ``warnings.catch_warnings`` here: it is not thread-safe, and this runs in every association's thread.
+    Read with :func:`models.imaging.read_dicom`, the one reader of untrusted DICOM: a deflated dataset is inflated
+    with a bound (pydicom alone would inflate a deflate bomb whole), pydicom's warnings stay out of the association
+    threads (its lock serialises the reads), and every parser failure is an ``ImagingInputError``.
     """
     keys = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
     out: dict[str, str | None] = dict.fromkeys((*keys, "TransferSyntaxUID"))
     try:
-        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=list(keys), force=True)
-    except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, KeyError, AttributeError, IndexError):
+        ds = read_dicom(data, stop_before_pixels=True, specific_tags=keys)
+    except ImagingInputError as exc:
+        log.info("unreadable instance header: %s (%s)", exc.field, type(exc).__name__)
         return out
     for key in keys:
         out[key] = _raw_uid(ds, key)
