@@ -24,6 +24,7 @@ from serving.errors import install_error_handlers
 from serving.metrics import ServiceMetrics
 from serving.middleware import RequestContextMiddleware
 from serving.model_source import TASKS, LocalFolderLocator, ModelHolder, ModelLocator, Task
+from serving.schemas import Problem
 from serving.settings import ServingSettings, get_settings
 from serving.state import ServiceState
 from serving.store import Store
@@ -134,7 +135,27 @@ def create_app(settings: ServingSettings | None = None, *, locator: ModelLocator
     app.include_router(routes_dicomweb.router)
     app.include_router(routes_ops.router)
     app.add_middleware(RequestContextMiddleware, metrics=metrics, limit_for=_body_limits(settings))
+    app.openapi = _with_problem_schema(app)  # type: ignore[method-assign]
     return app
+
+
+def _with_problem_schema(app: FastAPI) -> Any:
+    """``app.openapi`` plus the :class:`serving.schemas.Problem` schema that every error response refers to.
+
+    Error responses are documented as ``application/problem+json`` by reference
+    (:func:`serving.schemas.problem_responses`), not through FastAPI's ``model=`` (which would document them as
+    application/json), so FastAPI does not collect the schema itself.
+    """
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            doc = build()
+            doc.setdefault("components", {}).setdefault("schemas", {})["Problem"] = Problem.model_json_schema(
+                ref_template="#/components/schemas/{model}", mode="serialization")
+        return app.openapi_schema  # type: ignore[return-value]
+
+    return openapi
 
 
 async def _poll(holder: ModelHolder, every_s: float) -> None:

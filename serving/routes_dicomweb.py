@@ -44,7 +44,8 @@ _STOW_RESPONSES: dict[int | str, dict[str, Any]] = {
           "description": "Some instances stored, some failed (FailedSOPSequence says which and why)"},
     409: {"content": {DICOM_JSON: {"schema": {"type": "object"}}}, "description": "No instance could be stored"},
     **problem_responses("imaging", _413="Body over the size limit",
-                        _415='Not multipart/related; type="application/dicom"'),
+                        _415='Not multipart/related; type="application/dicom"',
+                        _422="The multipart body or the study UID is malformed: names which"),
 }
 
 

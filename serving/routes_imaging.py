@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from models.errors import InputValidationError
 from models.labels import IMAGING_FINDING_CODES
@@ -45,12 +46,17 @@ async def read_dicom_body(request: Request) -> bytes:
     if kind == DICOM:
         data = await request.body()
     elif kind == "multipart/form-data":
-        async with request.form(max_files=1, max_fields=4) as form:  # closes the spooled files
-            part = form.get("file")
-            if part is None or isinstance(part, str):
-                raise InputValidationError("file", "the multipart form must carry the DICOM instance as a file "
-                                                   "part named 'file'")
-            data = await part.read()
+        try:
+            async with request.form(max_files=1, max_fields=4) as form:  # closes the spooled files
+                part = form.get("file")
+                if part is None or isinstance(part, str):
+                    raise InputValidationError("file", "the multipart form must carry the DICOM instance as a file "
+                                                       "part named 'file'")
+                data = await part.read()
+        except StarletteHTTPException as exc:
+            # Starlette answers a form it cannot parse (no boundary, too many parts) with a bare 400; it is invalid
+            # input like any other: 422 naming the body.
+            raise InputValidationError("body", f"the multipart form cannot be read: {exc.detail}") from exc
     else:
         raise ApiError(415, "send one DICOM instance as application/dicom, or as the 'file' part of "
                             "multipart/form-data")

@@ -69,7 +69,14 @@ _RECORD_BODY = {"requestBody": {"required": True, "content": {"application/json"
                 "consciousness": "A", "on_supplemental_oxygen": False, "pain_score": 3}}}}}
 
 
-@router.post("/v1/triage", response_model=TriageResult, responses=_ERRORS, openapi_extra=_RECORD_BODY,
+_ONE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {FHIR_JSON: {"schema": {"type": "object", "description": "A FHIR R4 RiskAssessment resource"}}},
+          "description": "The result as JSON; as a FHIR R4 RiskAssessment with `Accept: application/fhir+json`"},
+    **_ERRORS,
+}
+
+
+@router.post("/v1/triage", response_model=TriageResult, responses=_ONE_RESPONSES, openapi_extra=_RECORD_BODY,
              summary="Triage score of one patient",
              description="Recommended acuity (1-5, Manchester/ECDS) never below the NEWS2 safety floor, calibrated "
                          "P(admission) and P(critical care), NEWS2 with its clinical response, the main contributing "

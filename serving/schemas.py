@@ -18,6 +18,7 @@ from models.triage_record import (
     NUMERIC_FIELDS,
     TEXT_FIELDS,
 )
+from serving.errors import PROBLEM_JSON
 
 
 class _Out(BaseModel):
@@ -161,15 +162,25 @@ class Problem(BaseModel):
     errors: list[dict[str, Any]] | None = Field(default=None, description="Each validation error: field and message")
 
 
+#: Where :data:`Problem` is in the document (``serving.app`` adds it to ``components.schemas``).
+PROBLEM_REF = "#/components/schemas/Problem"
+
+
+def _problem(description: str) -> dict[str, Any]:
+    # Not ``{"model": Problem}``: FastAPI documents a model under the route's own media type (application/json),
+    # but every error goes out as application/problem+json (serving/errors.py).
+    return {"description": description, "content": {PROBLEM_JSON: {"schema": {"$ref": PROBLEM_REF}}}}
+
+
 def problem_responses(scope: str | None, **more: str) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` of a protected route: 401 and 403 for ``scope``, plus ``more`` (``_413="..."``)."""
+    """OpenAPI ``responses`` of a protected route: 401 and 403 for ``scope``, plus ``more`` (``_413="..."``), each
+    an ``application/problem+json`` :class:`Problem`."""
     out: dict[int | str, dict[str, Any]] = {
-        401: {"model": Problem, "description": "No API key, or an unknown or revoked one"},
-        403: {"model": Problem,
-              "description": f"The key lacks the '{scope}' scope" if scope else "The key lacks the route's scope"},
+        401: _problem("No API key, or an unknown or revoked one"),
+        403: _problem(f"The key lacks the '{scope}' scope" if scope else "The key lacks the route's scope"),
     }
     for code, description in more.items():
-        out[int(code.lstrip("_"))] = {"model": Problem, "description": description}
+        out[int(code.lstrip("_"))] = _problem(description)
     return out
 
 
