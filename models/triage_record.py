@@ -270,6 +270,37 @@ def consciousness_from_gcs(gcs: float) -> str:
     return "U"
 
 
+def _parse_numbers(raw: pd.Series, present: pd.Series) -> pd.Series:
+    """The numbers of the present cells of ``raw``; NaN where a cell is not a number (booleans included).
+
+    ``pandas.to_numeric`` decides which texts are numbers, but its parser can be one unit in the last place
+    off (it reads ``"1.1222548805798613"`` as ``1.1222548805798611``), so text cells are re-read with Python's
+    correctly rounded ``float``: a CSV then gives the value written in it, the value :func:`validate_record`
+    gives for the same text. Booleans are refused here as :func:`validate_record` refuses them.
+    """
+    import numpy as np
+    import pandas as pd
+
+    numbers = pd.to_numeric(raw.where(present), errors="coerce").astype(float)
+    values = raw.to_numpy(dtype=object)
+    exact = numbers.to_numpy(dtype=float, copy=True)
+    parsed = ~np.isnan(exact)
+    kinds = [type(v) for v in values]
+    text = np.fromiter((k is str for k in kinds), dtype=bool, count=len(values)) & parsed
+    boolean = np.fromiter((k is bool or k is np.bool_ for k in kinds), dtype=bool, count=len(values))
+    exact[boolean] = np.nan
+    if text.any():
+        try:
+            exact[text] = values[text].astype(float)
+        except ValueError:  # a text pandas reads and Python does not: keep pandas' value for that one
+            for i in np.flatnonzero(text):
+                try:
+                    exact[i] = float(values[i])
+                except ValueError:
+                    pass
+    return pd.Series(exact, index=numbers.index)
+
+
 def validate_frame(frame: pd.DataFrame, mode: Mode = "strict") -> tuple[pd.DataFrame, dict[str, int]]:
     """Validate a frame of triage records column by column.
 
@@ -313,7 +344,7 @@ def validate_frame(frame: pd.DataFrame, mode: Mode = "strict") -> tuple[pd.DataF
         raw = out[spec.name] if spec.name in out else pd.Series(np.nan, index=out.index)
         as_text = raw.astype("string").str.strip()
         present = raw.notna() & (as_text != "")
-        numbers = pd.to_numeric(raw.where(present), errors="coerce").astype(float)
+        numbers = _parse_numbers(raw, present)
         not_number = present & numbers.isna()
         fail(spec.name, not_number, f"'{spec.name}' must be a number in {spec.unit}; got {{value!r}}")
         out_of_range = numbers.notna() & ~numbers.between(spec.low, spec.high)

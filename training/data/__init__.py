@@ -134,7 +134,11 @@ def load_dataset(spec: str, data_dir: Path | None = None) -> TriageDataset:
     if kind == "csv":
         if not rest.strip():
             raise _bad_spec(spec, "needs a file path after 'csv:'")
-        return load_canonical_csv(Path(rest.strip()).expanduser())
+        try:
+            path = Path(rest.strip()).expanduser()
+        except RuntimeError as exc:  # "~someone/..." for a user that does not exist
+            raise _bad_spec(spec, "names a home folder ('~user') that does not exist on this machine") from exc
+        return load_canonical_csv(path)
     if kind == "synthetic":
         n, seed = _parse_synthetic(spec, rest)
         try:

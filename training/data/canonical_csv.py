@@ -4,17 +4,24 @@ The format is documented in ``docs/canonical_csv.md``. In short: UTF-8, comma-se
 names are :data:`models.triage_record.RECORD_FIELDS` (``age_years`` and ``sex`` required, the others
 optional) plus the optional label columns :data:`CSV_LABEL_COLUMNS`; columns starting with ``x_`` are
 ignored; any other column is an error. Empty cells are missing values. Every value is validated strictly:
-an error names the 1-based data row (row 1 is the line after the header) and the column.
+an error names the 1-based data row (row 1 is the line after the header) and the column. A file that is not
+such a CSV at all (compressed, a workbook, another encoding, broken quoting, larger than :data:`MAX_FILE_BYTES`)
+is refused with one error naming the problem and the line, in time and memory bounded by the file's size.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
+import hashlib
 import io
 import logging
 import math
 import re
-from collections.abc import Iterable
+import stat
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from itertools import islice
 from pathlib import Path
 from typing import Any, Final, NoReturn
 
@@ -22,7 +29,7 @@ import pandas as pd
 
 from models.errors import DataSourceError, InputValidationError, RecordValidationErrors
 from models.triage_record import NUMERIC_FIELDS, RECORD_FIELDS
-from training.data.dataset import TriageDataset, build_dataset, sha256_file
+from training.data.dataset import TriageDataset, build_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +40,23 @@ CSV_COLUMNS: Final[tuple[str, ...]] = (*RECORD_FIELDS, *CSV_LABEL_COLUMNS)
 IGNORED_PREFIX: Final = "x_"
 VISIT_ID_MAX_LENGTH: Final = 64
 MAX_ERRORS: Final = 50
+#: Bounds on what is read, so that no file can take unbounded memory or time: about a million visits fit.
+MAX_FILE_BYTES: Final = 256 * 1024 * 1024
+MAX_LINE_CHARS: Final = 1024 * 1024
+
+_EXPORT_HINT: Final = "in Excel use Save As > 'CSV UTF-8 (Comma delimited)'"
+#: Leading bytes of files that are often mistaken for a CSV export: what the file is, and what to do.
+_NOT_CSV: Final[tuple[tuple[bytes, str, str], ...]] = (
+    (b"\x1f\x8b", "gzip-compressed", "decompress it (gunzip) and pass the .csv inside"),
+    (b"PK\x03\x04", "a ZIP archive (an Excel .xlsx workbook?)", _EXPORT_HINT),
+    (b"PK\x05\x06", "an empty ZIP archive", _EXPORT_HINT),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an Excel 97-2003 .xls workbook", _EXPORT_HINT),
+    (b"PAR1", "a Parquet file", "write it as a canonical CSV (training.data.write_canonical_csv)"),
+    (codecs.BOM_UTF16_LE, "UTF-16 or UTF-32 text (Excel's 'Unicode Text'?)", _EXPORT_HINT),
+    (codecs.BOM_UTF16_BE, "UTF-16 or UTF-32 text", _EXPORT_HINT),
+)
+#: A UTC offset at the end of an ISO 8601 date-time, as pandas' ISO 8601 parser reads one: after a time of day.
+_OFFSET: Final = re.compile(r"[T ]\s*\d{2}[\d:.,]*\s*(?:Z|(?P<sign>[+-])(?P<hours>\d{2})(?::?(?P<minutes>\d{2}))?)$")
 
 _LEVEL = re.compile(r"[1-5]")
 _BINARY = re.compile(r"[01]")
@@ -44,73 +68,262 @@ _LABEL_RULES: Final[dict[str, tuple[re.Pattern[str], str]]] = {
 }
 
 
-def _read_rows(path: Path) -> list[list[str]]:
-    """Read and decode the file; return CSV rows (header first) or raise :class:`DataSourceError`."""
-    if not path.exists():
-        raise DataSourceError(f"canonical CSV not found at {path}")
-    if not path.is_file():
-        raise DataSourceError(f"canonical CSV path {path} is not a file")
+def _read_bytes(path: Path) -> bytes:
+    """The file's bytes (at most :data:`MAX_FILE_BYTES`), or :class:`DataSourceError` naming the problem."""
     try:
-        data = path.read_bytes()
+        info = path.stat()
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        raise DataSourceError(f"canonical CSV not found at {path}") from exc
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        raise DataSourceError(f"cannot read canonical CSV {path}: {getattr(exc, 'strerror', None) or exc}") from exc
+    if stat.S_ISDIR(info.st_mode):
+        raise DataSourceError(f"canonical CSV path {path} is a directory, not a file")
+    if not stat.S_ISREG(info.st_mode):
+        raise DataSourceError(f"canonical CSV path {path} is not a file (a device, pipe or socket)")
+    if info.st_size > MAX_FILE_BYTES:
+        raise _too_large(path)
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)  # bounded even if the file grows while it is read
     except OSError as exc:
         raise DataSourceError(f"cannot read canonical CSV {path}: {exc.strerror or exc}") from exc
-    if not data.strip():
+    if len(data) > MAX_FILE_BYTES:
+        raise _too_large(path)
+    return data
+
+
+def _too_large(path: Path) -> DataSourceError:
+    limit = f"{MAX_FILE_BYTES >> 20} MiB" if MAX_FILE_BYTES >= 1 << 20 else f"{MAX_FILE_BYTES} bytes"
+    return DataSourceError(
+        f"canonical CSV {path} is larger than {limit}; split the export into smaller files (by date, for example)"
+    )
+
+
+def _looks_utf16(data: bytes) -> bool:
+    """Whether NUL bytes sit at every other position, as in UTF-16 text of mostly ASCII characters."""
+    sample = data[:4096]
+    halves = (sample[0::2], sample[1::2])
+    shares = sorted(half.count(0) / max(len(half), 1) for half in halves)
+    return shares[0] < 0.05 and shares[1] > 0.3
+
+
+def _decode(path: Path, data: bytes) -> str:
+    """Decode UTF-8 text (a byte-order mark allowed); refuse compressed, binary and other encodings by name."""
+    if not data or data.isspace():
         raise DataSourceError(f"canonical CSV {path} is empty; expected a header row and data rows")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
+    for magic, what, remedy in _NOT_CSV:
+        if data.startswith(magic):
+            raise DataSourceError(f"canonical CSV {path} is {what}, not a UTF-8 CSV file; {remedy}")
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        if _looks_utf16(data):
+            raise DataSourceError(
+                f"canonical CSV {path} looks like UTF-16 text (NUL bytes between the characters), not UTF-8; "
+                f"{_EXPORT_HINT}"
+            )
+        line = data.count(b"\n", 0, nul) + 1
         raise DataSourceError(
-            f"canonical CSV {path} is not UTF-8 text (invalid byte at offset {exc.start}); "
-            "export it as 'CSV UTF-8'"
-        ) from exc
-    if "\x00" in text:
-        raise DataSourceError(f"canonical CSV {path} contains NUL bytes: not a text CSV file")
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+            f"canonical CSV {path} contains NUL bytes (the first at byte offset {nul}, line {line}): "
+            "not a text CSV file"
+        )
+    skip = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
     try:
-        rows = list(reader)
-    except csv.Error as exc:
-        raise DataSourceError(f"canonical CSV {path} is not valid CSV near line {reader.line_num}: {exc}") from exc
-    while rows and not rows[-1]:
+        return data[skip:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        offset = skip + exc.start
+        line = data.count(b"\n", 0, offset) + 1
+        raise DataSourceError(
+            f"canonical CSV {path} is not UTF-8 text (invalid byte at offset {offset}) on line {line}; "
+            f"Excel's plain 'CSV' is Windows-1252: {_EXPORT_HINT}"
+        ) from exc
+
+
+def _lines(path: Path, text: str) -> Iterator[str]:
+    """The physical lines of ``text`` (any of ``\\n``, ``\\r\\n``, ``\\r``), each at most :data:`MAX_LINE_CHARS`."""
+    for number, line in enumerate(io.StringIO(text, newline=""), start=1):
+        if len(line) > MAX_LINE_CHARS:
+            raise DataSourceError(
+                f"canonical CSV {path} line {number} is longer than {MAX_LINE_CHARS} characters; no row of a "
+                "canonical CSV is that long (is it a CSV file?)"
+            )
+        yield line
+
+
+def _csv_problem(path: Path, exc: csv.Error, first_line: int, last_line: int) -> DataSourceError:
+    """A quoting error of the csv module, worded for the person who prepared the export."""
+    reason = str(exc)
+    if reason.startswith("unexpected end of data"):
+        reason = "a quoted cell is never closed (an unbalanced '\"')"
+    elif reason.startswith("field larger than field limit"):
+        reason = f"a cell is longer than {csv.field_size_limit()} characters"
+        if last_line > first_line:
+            reason += f" (it runs on to line {last_line}: an unbalanced '\"'?)"
+    elif "expected after" in reason:
+        reason += " (a quote inside a quoted cell must be doubled: \"\")"
+    where = f"line {first_line}" if last_line <= first_line else f"the row starting on line {first_line}"
+    return DataSourceError(f"canonical CSV {path} is not valid CSV at {where}: {reason}")
+
+
+def _is_blank(cells: list[str]) -> bool:
+    return not cells or (len(cells) == 1 and not cells[0].strip())
+
+
+def _read_rows(path: Path) -> tuple[list[list[str]], str]:
+    """Read, decode and parse the file; return its CSV rows (header first) and the sha256 of its bytes.
+
+    Memory and time are bounded by :data:`MAX_FILE_BYTES` and :data:`MAX_LINE_CHARS`; every problem with the
+    file as a whole is a :class:`DataSourceError`.
+    """
+    data = _read_bytes(path)
+    digest = hashlib.sha256(data).hexdigest()
+    text = _decode(path, data)
+    del data
+    reader = csv.reader(_lines(path, text), strict=True)
+    rows: list[list[str]] = []
+    while True:
+        first_line = reader.line_num + 1
+        try:
+            rows.append(next(reader))
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            raise _csv_problem(path, exc, first_line, reader.line_num) from exc
+    while rows and _is_blank(rows[-1]):
         rows.pop()  # trailing blank lines
-    return rows
+    return rows, digest
+
+
+def _listed(items: list[Any], limit: int = 10) -> str:
+    shown = ", ".join(str(i) for i in items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
 def _check_header(path: Path, header: list[str]) -> tuple[list[str], list[str]]:
-    """Return (used columns, ignored columns); raise on unknown, duplicate or missing required columns."""
+    """Return (used columns, ignored columns); raise on unknown, duplicate or missing required columns.
+
+    The work is linear in the number of columns and at most :data:`MAX_ERRORS` errors are raised, however
+    malformed the header.
+    """
+    if _is_blank(header):
+        raise DataSourceError(f"canonical CSV {path} starts with a blank line; its first line must be the header row")
     names = [name.strip() for name in header]
+    if not any(names):
+        raise DataSourceError(f"canonical CSV {path} has a header row without any column name")
+    if names[0].lower().startswith("sep="):
+        raise DataSourceError(
+            f"canonical CSV {path} starts with an Excel 'sep=' line; delete it so that the header row comes first"
+        )
     if len(names) == 1 and any(sep in names[0] for sep in (";", "\t", "|")):
         raise DataSourceError(
             f"canonical CSV {path} does not look comma-separated (its header is one column); "
             "save it with ',' as the delimiter"
         )
-    errors: list[InputValidationError] = []
     allowed = set(CSV_COLUMNS)
-    seen: set[str] = set()
-    for position, name in enumerate(names, start=1):
-        if not name:
-            errors.append(InputValidationError("columns", f"header column {position} has no name"))
-        elif name in seen:
-            errors.append(InputValidationError(name[:64], f"column '{name[:64]}' appears more than once"))
-        seen.add(name)
-    unknown = [n for n in names if n and n not in allowed and not n.startswith(IGNORED_PREFIX)]
+    if not any(n in allowed or n.startswith(IGNORED_PREFIX) for n in names):
+        # Most likely a file without a header, whose first data row was read as one: never echo it.
+        raise RecordValidationErrors([InputValidationError(
+            "columns",
+            f"none of the {len(names)} names in the first line is a column of the canonical CSV (is the header "
+            f"row missing?); the first line must name the columns, e.g. 'age_years,sex,heart_rate' (the names "
+            "are not shown: they may be a row of patient data)",
+        )])
+    errors: list[InputValidationError] = []
+    unnamed = [position for position, name in enumerate(names, start=1) if not name]
+    if unnamed:
+        errors.append(InputValidationError(
+            "columns",
+            f"header column(s) {_listed(unnamed)} have no name; name each column (prefix '{IGNORED_PREFIX}' to "
+            "have it ignored) or delete it",
+        ))
+    counts = Counter(n for n in names if n)
+    errors.extend(
+        InputValidationError(name[:64], f"column '{name[:64]}' appears more than once ({count} times)")
+        for name, count in islice(((n, c) for n, c in counts.items() if c > 1), MAX_ERRORS)
+    )
+    errors.extend(
+        InputValidationError(name, f"required column '{name}' is missing") for name in REQUIRED_COLUMNS
+        if name not in counts
+    )
+    unknown = [n[:64] for n in counts if n not in allowed and not n.startswith(IGNORED_PREFIX)]
     if unknown:
-        shown = [n[:64] for n in unknown]
+        listed = repr(unknown) if len(unknown) <= 10 else f"{unknown[:10]!r} and {len(unknown) - 10} more"
         errors.extend(
             InputValidationError(
                 name,
-                f"unknown column '{name}' (unknown columns: {shown}); allowed are the triage record fields, "
+                f"unknown column '{name}' (unknown columns: {listed}); allowed are the triage record fields, "
                 f"{list(CSV_LABEL_COLUMNS)}, and any column prefixed '{IGNORED_PREFIX}' (ignored)",
             )
-            for name in shown
+            for name in unknown[:MAX_ERRORS]
         )
-    for name in REQUIRED_COLUMNS:
-        if name not in seen:
-            errors.append(InputValidationError(name, f"required column '{name}' is missing"))
     if errors:
-        raise RecordValidationErrors(errors)
+        raise RecordValidationErrors(errors[:MAX_ERRORS])
     used = [n for n in names if n in allowed]
     ignored = [n for n in names if n.startswith(IGNORED_PREFIX)]
     return used, ignored
+
+
+def _check_shape(body: list[list[str]], width: int) -> None:
+    """Raise one error per row (at most :data:`MAX_ERRORS`) that is blank or has the wrong number of cells."""
+    errors: list[InputValidationError] = []
+    for row, cells in enumerate(body, start=1):
+        if len(cells) == width:
+            continue
+        if _is_blank(cells):
+            problem = "row is blank; delete blank lines between the rows"
+        else:
+            problem = f"row has {len(cells)} field{'s' * (len(cells) != 1)}; the header has {width}"
+        errors.append(InputValidationError("csv", problem, row))
+        if len(errors) == MAX_ERRORS:
+            break
+    if errors:
+        raise RecordValidationErrors(errors)
+
+
+def _utc_offset(text: str) -> str | None:
+    """The UTC offset a date-time text carries, normalised to ``+hh:mm`` (``None`` without one)."""
+    match = _OFFSET.search(text)
+    if match is None:
+        return None
+    sign, hours, minutes = match.group("sign"), match.group("hours"), match.group("minutes")
+    if sign is None:
+        return "+00:00"  # 'Z'
+    return f"{sign}{hours}:{minutes or '00'}"
+
+
+def _check_offsets(frame: pd.DataFrame, errors: list[InputValidationError]) -> pd.DataFrame:
+    """Refuse ``arrival_time`` values whose UTC offset (or its absence) differs from the first given one.
+
+    One column of date-times has one time zone: mixing local times with offset-qualified ones, or two
+    offsets, would otherwise shift some of them silently. Refused cells are blanked in the returned copy so
+    the other checks still run; the errors are collected in ``errors``.
+    """
+    if "arrival_time" not in frame:
+        return frame
+    cells = frame["arrival_time"].tolist()
+    first: tuple[int, str | None] | None = None
+    bad: list[int] = []
+    for row, cell in enumerate(cells, start=1):
+        text = cell.strip()
+        if not text:
+            continue
+        offset = _utc_offset(text)
+        if first is None:
+            first = (row, offset)
+        elif offset != first[1]:
+            form = "has no UTC offset" if offset is None else (
+                "has a UTC offset" if first[1] is None else "has a different UTC offset")
+            errors.append(InputValidationError(
+                "arrival_time",
+                f"'arrival_time' {form}, unlike row {first[0]}; give every arrival_time in one form, "
+                "preferably the site's local time without an offset",
+                row,
+            ))
+            bad.append(row - 1)
+    if not bad:
+        return frame
+    out = frame.copy()
+    out.iloc[bad, out.columns.get_loc("arrival_time")] = ""
+    return out
 
 
 def _labels(frame: pd.DataFrame, errors: list[InputValidationError]) -> pd.DataFrame:
@@ -181,32 +394,32 @@ def load_canonical_csv(path: Path) -> TriageDataset:
     Raises
     ------
     DataSourceError
-        The file is absent, empty, not UTF-8, not comma-separated CSV, or has a header but no data rows.
+        The file is absent, not a regular file, unreadable, larger than :data:`MAX_FILE_BYTES`, empty,
+        compressed or a workbook, not UTF-8 (UTF-16, Latin-1, NUL bytes), not comma-separated, not valid CSV
+        (an unbalanced quote, a line longer than :data:`MAX_LINE_CHARS`), or has a header but no data rows.
+        The message names the path and, where there is one, the line.
     RecordValidationErrors
-        Unknown, duplicate or missing required columns; rows with the wrong number of fields; any value out
-        of range or outside its vocabulary. Each error names the column and, for cells, the 1-based data row.
+        Unknown, duplicate, unnamed or missing required columns; blank rows or rows with the wrong number of
+        fields; any value out of range or outside its vocabulary; ``arrival_time`` values with differing UTC
+        offsets. Each error names the column and, for cells, the 1-based data row (at most
+        :data:`MAX_ERRORS` are raised). Identifiers and header names that may be a row of data are never
+        echoed.
     """
     path = Path(path)
-    rows = _read_rows(path)
+    rows, sha256 = _read_rows(path)
     if not rows:
         raise DataSourceError(f"canonical CSV {path} is empty; expected a header row and data rows")
     header, body = rows[0], rows[1:]
     used, ignored = _check_header(path, header)
     if not body:
         raise DataSourceError(f"canonical CSV {path} has a header but no data rows")
-    width = len(header)
-    shape_errors = [
-        InputValidationError("csv", f"row has {len(cells)} fields; the header has {width}", row)
-        for row, cells in enumerate(body, start=1)
-        if len(cells) != width
-    ]
-    if shape_errors:
-        raise RecordValidationErrors(shape_errors[:MAX_ERRORS])
+    _check_shape(body, len(header))
     names = [h.strip() for h in header]
     positions = [names.index(name) for name in used]
     text = pd.DataFrame([[cells[i] for i in positions] for cells in body], columns=used, dtype="object")
+    del rows, body
     errors: list[InputValidationError] = []
-    frame = _labels(text, errors)
+    frame = _check_offsets(_labels(text, errors), errors)
     notes = [f"site export read strictly from {path.name}"]
     if ignored:
         notes.append(f"ignored columns: {ignored}")
@@ -216,7 +429,7 @@ def load_canonical_csv(path: Path) -> TriageDataset:
             name=f"csv:{path.name}",
             dataset="csv",
             mode="strict",
-            source_files={str(path): sha256_file(path)},
+            source_files={str(path): sha256},
             notes=notes,
         )
     except RecordValidationErrors as exc:
