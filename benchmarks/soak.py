@@ -107,6 +107,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def _run(args: argparse.Namespace, scratch: Path, store: Any, key: str) -> dict[str, Any]:
     t_start = time.monotonic()
+    load_start = sl.loadavg()
     git = sl.git_state()
     auth = {"Authorization": f"Bearer {key}"}
     recs = records(args.data, args.records, args.seed)
@@ -154,7 +155,7 @@ def _run(args: argparse.Namespace, scratch: Path, store: Any, key: str) -> dict[
     return {
         "command": "python benchmarks/soak.py " + shlex.join(sys.argv[1:]),
         "date_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "git": git, "machine": sl.machine(), "versions": sl.versions(), "load_start": sl.loadavg(),
+        "git": git, "machine": sl.machine(), "versions": sl.versions(), "load_start": load_start,
         "settings": {"duration_s": args.duration, "window_s": args.window, "concurrency": args.concurrency,
                      "workers": args.workers, "records": len(recs), "data": args.data,
                      "imaging_every": args.imaging_every, "rss_bound_mib": args.rss_bound_mib},
@@ -170,6 +171,7 @@ def _run(args: argparse.Namespace, scratch: Path, store: Any, key: str) -> dict[
                   "in_flight_allowance": args.concurrency * len(windows),
                   "every_prediction_audited": ok_total <= audited <= ok_total + args.concurrency * len(windows),
                   "chain_verifies": chain_ok, "broken_at": broken_at},
+        "load_end": sl.loadavg(),
         "wall_s": time.monotonic() - t_start,
     }
 
@@ -195,7 +197,8 @@ def render(result: dict[str, Any]) -> str:
         f"Produced by `{result['command']}` on {result['date_utc']} (commit {result['git']['commit'][:10]}"
         + (f", with uncommitted changes to {', '.join(result['git']['modified'])}" if result["git"]["modified"]
            else "") + f"); {result['machine']['nproc']} CPUs ({result['machine']['cpu_model']}), load average "
-        f"at start {result['load_start']}. Loopback only; the load generator shares the machine's CPUs.",
+        f"at start {result['load_start']}, at the end {result['load_end']}. Loopback only; the load generator shares "
+        "the machine's CPUs.",
         "",
         f"{s['duration_s']:.0f} s at C={s['concurrency']} closed-loop clients on one keep-alive connection each, "
         f"{s['workers']} worker(s), {s['records']} distinct {s['data']} records"
