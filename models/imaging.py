@@ -47,7 +47,6 @@ import logging
 import math
 import os
 import re
-import struct
 import threading
 import warnings
 import zlib
@@ -62,22 +61,19 @@ from pydicom import config as pydicom_config
 from pydicom.datadict import dictionary_has_tag, dictionary_VR, keyword_for_tag
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
-from pydicom.encaps import generate_frames
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.multival import MultiValue
-from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder, pixel_array
-from pydicom.pixels.decoders.base import Decoder
+from pydicom.pixels import apply_modality_lut, apply_voi_lut, pixel_array
 from pydicom.tag import BaseTag, Tag
 from pydicom.uid import (
-    UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
-    JPEG2000TransferSyntaxes,
 )
 
+from models.dicom_pixel_data import check_pixel_data, decoder_for, transfer_syntax_of
 from models.errors import (
     ImageDimensionError,
     ImagingInputError,
@@ -114,7 +110,6 @@ _INFLATE_CHUNK: Final = 16 * 2**20
 _UNDEFINED_LENGTH: Final = 0xFFFFFFFF
 #: VRs that may have an undefined length (PS3.5 7.1.2-7.1.3): sequences, encapsulated pixel data, UN sequences.
 _UNDEFINED_LENGTH_VRS: Final = frozenset({"SQ", "UN", "OB", "OW", "OB or OW"})
-_UID_PATTERN: Final = re.compile(r"[0-9]+(\.[0-9]+)*")
 _CODE_STRING: Final = re.compile(r"[A-Z0-9 _]{1,16}")
 _COLOUR_TOLERANCE: Final = 2  # grey levels out of 255
 _COLOUR_FRACTION: Final = 0.01
@@ -340,12 +335,12 @@ def check_radiograph(ds: Dataset) -> None:
     BodyPartExamined absent, empty or chest-like (containing CHEST, THORAX or LUNG, any case); one sample per pixel,
     MONOCHROME1/2 and PresentationLUTShape absent/IDENTITY/INVERSE; one frame; Rows and Columns in [32, 8192];
     BitsAllocated 8 or 16, BitsStored in [1, 16]; PixelRepresentation 0 or 1; then the PixelData element against
-    the transfer syntax (:func:`_check_pixel_data`): a valid, supported TransferSyntaxUID; native data of exactly
-    Rows x Columns x BitsAllocated / 8 bytes (plus one padding byte when that is odd) with a defined length;
-    encapsulated data with an undefined length whose JPEG / JPEG-LS / JPEG 2000 codestream header states Rows x
-    Columns and one component, in a coding process the transfer syntax allows, and ends with its end marker. So a
-    decoder never sizes a buffer from a codestream that contradicts the header. Integer attributes must hold one
-    integer and text attributes text, whatever VR an explicit-VR file wrote them with.
+    the transfer syntax (:func:`models.dicom_pixel_data.check_pixel_data`): a valid, supported TransferSyntaxUID;
+    native data of exactly Rows x Columns x BitsAllocated / 8 bytes (plus one padding byte when that is odd) with a
+    defined length; encapsulated data with an undefined length whose JPEG / JPEG-LS / JPEG 2000 codestream header
+    states Rows x Columns and one component, in a coding process the transfer syntax allows, and ends with its end
+    marker. So a decoder never sizes a buffer from a codestream that contradicts the header. Integer attributes
+    must hold one integer and text attributes text, whatever VR an explicit-VR file wrote them with.
 
     Raises
     ------
@@ -400,7 +395,7 @@ def _check_pixel_module(ds: Dataset) -> tuple[int, int]:
                                                 "BitsAllocated")
     if _int(ds, "PixelRepresentation", UndecodablePixelDataError) not in (0, 1):
         raise UndecodablePixelDataError("PixelRepresentation", "PixelRepresentation must be 0 or 1")
-    _check_pixel_data(ds, rows, columns, bits_allocated)
+    check_pixel_data(ds, rows, columns, bits_allocated)
     return rows, columns
 
 
@@ -455,146 +450,6 @@ def _number(ds: Dataset, keyword: str) -> float:
     return number
 
 
-# ---------------------------------------------------------------------------------------------- PixelData checks
-_JP2_SIGNATURE: Final = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
-#: JPEG frame header (SOFn) markers and their coding process (ITU-T T.81 Table B.1; SOF55 is JPEG-LS, T.87).
-_JPEG_PROCESSES: Final = {
-    0xC0: "baseline", 0xC1: "extended sequential", 0xC2: "progressive", 0xC3: "lossless",
-    0xC5: "differential sequential", 0xC6: "differential progressive", 0xC7: "differential lossless",
-    0xC9: "arithmetic-coded sequential", 0xCA: "arithmetic-coded progressive", 0xCB: "arithmetic-coded lossless",
-    0xCD: "differential arithmetic-coded sequential", 0xCE: "differential arithmetic-coded progressive",
-    0xCF: "differential arithmetic-coded lossless", 0xF7: "JPEG-LS",
-}
-#: The SOF markers each JPEG-family transfer syntax allows (PS3.5 8.2.1, 8.2.3, A.4.1, A.4.3).
-_ALLOWED_SOF: Final = {
-    "1.2.840.10008.1.2.4.50": frozenset({0xC0}),  # JPEG Baseline (Process 1)
-    "1.2.840.10008.1.2.4.51": frozenset({0xC0, 0xC1}),  # JPEG Extended (Process 2 & 4)
-    "1.2.840.10008.1.2.4.57": frozenset({0xC3}),  # JPEG Lossless, Non-Hierarchical (Process 14)
-    "1.2.840.10008.1.2.4.70": frozenset({0xC3}),  # JPEG Lossless, Process 14, Selection Value 1
-    "1.2.840.10008.1.2.4.80": frozenset({0xF7}),  # JPEG-LS Lossless
-    "1.2.840.10008.1.2.4.81": frozenset({0xF7}),  # JPEG-LS Near-Lossless
-}
-_J2K_SYNTAXES: Final = frozenset({*JPEG2000TransferSyntaxes, "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202",
-                                  "1.2.840.10008.1.2.4.203"})
-
-
-def _transfer_syntax(ds: Dataset) -> UID:
-    """The dataset's TransferSyntaxUID, which must be present and a valid UID (it is echoed in messages)."""
-    transfer_syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
-    if not transfer_syntax:
-        raise UndecodablePixelDataError("TransferSyntaxUID", "TransferSyntaxUID is missing from the file meta")
-    text = str(transfer_syntax).rstrip("\x00 ")
-    if len(text) > 64 or not _UID_PATTERN.fullmatch(text):
-        raise UndecodablePixelDataError("TransferSyntaxUID", "TransferSyntaxUID is not a valid UID (digits and "
-                                                             "dots, at most 64 characters)")
-    return UID(text)
-
-
-def _decoder(transfer_syntax: UID) -> Decoder:
-    try:
-        return get_decoder(transfer_syntax)
-    except (NotImplementedError, ValueError, TypeError) as exc:
-        raise UndecodablePixelDataError("TransferSyntaxUID", f"TransferSyntaxUID {transfer_syntax} is not "
-                                                             "supported") from exc
-
-
-def _check_pixel_data(ds: Dataset, rows: int, columns: int, bits_allocated: int) -> None:
-    """The PixelData element against the transfer syntax and Rows x Columns, before any decoder sees it."""
-    syntax = _transfer_syntax(ds)
-    _decoder(syntax)
-    element = ds["PixelData"]
-    value = b"" if element.value in (None, "") else element.value
-    if not isinstance(value, (bytes, bytearray)):
-        raise UndecodablePixelDataError("PixelData", f"PixelData must be bytes (VR OB or OW); got a value of VR "
-                                                     f"{element.VR}")
-    cannot = f"PixelData ({syntax}) could not be decoded"
-    if not syntax.is_encapsulated:
-        if element.is_undefined_length:
-            raise UndecodablePixelDataError("PixelData", "PixelData has an undefined length, which only encapsulated "
-                                                         f"(compressed) pixel data may have; TransferSyntaxUID "
-                                                         f"{syntax} is native")
-        expected = rows * columns * bits_allocated // 8
-        if len(value) not in (expected, expected + expected % 2):
-            raise UndecodablePixelDataError("PixelData", f"{cannot}: it holds {len(value)} bytes, but Rows x "
-                                                         f"Columns x BitsAllocated / 8 is {expected}")
-        return
-    if value[:4] != b"\xfe\xff\x00\xe0":  # an encapsulated value starts with its offset table item (PS3.5 A.4)
-        raise UndecodablePixelDataError("PixelData", f"{cannot}: the transfer syntax is encapsulated (compressed), but "
-                                                     "PixelData does not begin with an item of encapsulated fragments "
-                                                     "(PS3.5 A.4)")
-    try:
-        frame = next(iter(generate_frames(value, number_of_frames=1)), b"")
-    except Exception as exc:  # malformed items in untrusted bytes
-        raise UndecodablePixelDataError("PixelData", f"{cannot}: its encapsulated items cannot be read "
-                                                     f"({type(exc).__name__})") from exc
-    if not frame:
-        raise UndecodablePixelDataError("PixelData", f"{cannot}: it holds no encoded frame")
-    if syntax in _J2K_SYNTAXES:
-        _check_j2k_header(frame, cannot, rows, columns)
-    elif syntax in _ALLOWED_SOF:
-        _check_jpeg_header(frame, cannot, _ALLOWED_SOF[syntax], rows, columns)
-
-
-def _check_j2k_header(frame: bytes, cannot: str, rows: int, columns: int) -> None:
-    """SOC, then SIZ (ITU-T T.800 A.5.1) stating Rows x Columns and one component; EOC at the end."""
-    if frame.startswith(_JP2_SIGNATURE):
-        raise UndecodablePixelDataError("PixelData", f"{cannot}: it holds a JP2 file; DICOM allows only a bare JPEG "
-                                                     "2000 codestream, without the JP2 header (PS3.5 8.2.4)")
-    if frame[:4] != b"\xff\x4f\xff\x51" or len(frame) < 45:
-        raise UndecodablePixelDataError("PixelData", f"{cannot}: it is not a JPEG 2000 codestream (no SOC and SIZ "
-                                                     "markers)")
-    xsiz, ysiz, x_offset, y_offset = struct.unpack_from(">4I", frame, 8)
-    (components,) = struct.unpack_from(">H", frame, 40)
-    _check_codestream_size(cannot, "JPEG 2000", ysiz - y_offset, xsiz - x_offset, components, rows, columns)
-    _check_end_marker(frame, cannot, "JPEG 2000", "EOC")
-
-
-def _check_jpeg_header(frame: bytes, cannot: str, allowed: frozenset[int], rows: int, columns: int) -> None:
-    """SOI, marker segments up to the frame header (SOFn / SOF55) stating Rows x Columns and one component; EOI."""
-    if frame[:2] != b"\xff\xd8":
-        raise UndecodablePixelDataError("PixelData", f"{cannot}: it is not a JPEG codestream (no SOI marker)")
-    offset = 2
-    while True:  # each step moves at least 4 bytes on
-        while frame[offset: offset + 2] == b"\xff\xff":  # fill bytes before a marker (T.81 B.1.1.2)
-            offset += 1
-        if offset + 10 > len(frame) or frame[offset] != 0xFF:
-            raise UndecodablePixelDataError("PixelData", f"{cannot}: its JPEG marker segments end or break off "
-                                                         "before the frame header (SOF)")
-        marker = frame[offset + 1]
-        (length,) = struct.unpack_from(">H", frame, offset + 2)
-        if marker in _JPEG_PROCESSES:
-            break
-        if length < 2 or marker in (0xD8, 0xD9, 0xDA) or 0xD0 <= marker <= 0xD7:
-            raise UndecodablePixelDataError("PixelData", f"{cannot}: its JPEG marker segments end or break off "
-                                                         "before the frame header (SOF)")
-        offset += 2 + length
-    kind = "JPEG-LS" if marker == 0xF7 else "JPEG"
-    if marker not in allowed:
-        name = "SOF55" if marker == 0xF7 else f"SOF{marker - 0xC0}"
-        raise UndecodablePixelDataError("PixelData", f"{cannot}: it holds a {_JPEG_PROCESSES[marker]} {kind} "
-                                                     f"codestream ({name}), which this transfer syntax does not allow")
-    height, width = struct.unpack_from(">HH", frame, offset + 5)
-    _check_codestream_size(cannot, kind, height, width, frame[offset + 9], rows, columns)
-    _check_end_marker(frame, cannot, kind, "EOI")
-
-
-def _check_codestream_size(cannot: str, kind: str, height: int, width: int, components: int, rows: int,
-                           columns: int) -> None:
-    if (height, width) != (rows, columns):
-        raise UndecodablePixelDataError("PixelData", f"{cannot}: it holds a {height} x {width} {kind} codestream, "
-                                                     f"but Rows x Columns is {rows} x {columns}")
-    if components != 1:
-        raise UndecodablePixelDataError("PixelData", f"{cannot}: its {kind} codestream has {components} "
-                                                     "components, but SamplesPerPixel is 1")
-
-
-def _check_end_marker(frame: bytes, cannot: str, kind: str, marker: str) -> None:
-    """The codestream ends with FFD9 (EOI / EOC), before any 0x00 or 0xFF padding: otherwise it is truncated."""
-    if frame.rstrip(b"\x00\xff")[-2:] != b"\xff\xd9":
-        raise UndecodablePixelDataError("PixelData", f"{cannot}: its {kind} codestream does not end with an "
-                                                     f"{marker} marker (it is truncated)")
-
-
 # ---------------------------------------------------------------------------------------------- decoding
 def decode_radiograph(ds: Dataset) -> np.ndarray:
     """Decode a greyscale radiograph to a display-ready float32 image in [0, 1], higher = brighter.
@@ -641,8 +496,8 @@ def decode_radiograph(ds: Dataset) -> np.ndarray:
 
 
 def _decode_pixels(ds: Dataset) -> np.ndarray:
-    transfer_syntax = _transfer_syntax(ds)
-    decoder = _decoder(transfer_syntax)
+    transfer_syntax = transfer_syntax_of(ds)
+    decoder = decoder_for(transfer_syntax)
     available = decoder.available_plugins if decoder.is_encapsulated else ()
     plugins = [p for p in DECODER_PREFERENCE if p in available] + sorted(set(available) - set(DECODER_PREFERENCE))
     failures: list[str] = []
