@@ -6,10 +6,11 @@ Embedded default: a SQLite store and a local artefact folder under the work dire
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -168,6 +169,8 @@ def resolve_model_file(model: str, work_dir: Path, experiment: str = "vigil-tria
 
     Raises
     ------
+    RegistryUnavailableError
+        The registry could not be reached or read (a :class:`ModelArtifactError` too).
     ModelArtifactError
         The file does not exist, or the registry has no such model, or it holds no ONNX file.
     """
@@ -179,20 +182,13 @@ def resolve_model_file(model: str, work_dir: Path, experiment: str = "vigil-tria
             raise ModelArtifactError(f"model file not found: {path}")
         return path
     import mlflow
-    from mlflow.exceptions import MlflowException
 
     settings = tracking_settings(work_dir, experiment)
     _use_tracking_uri(settings.tracking_uri)
     name = model.replace("models:/", "").replace("@", "_at_").replace("/", "_")
     target = (download_root or work_dir / "downloads") / name
-    try:
+    with _registry_errors(settings.tracking_uri, f"registry has no model {model!r}"):
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model, dst_path=str(target)))
-    except MlflowException as exc:
-        if exc.error_code in _NOT_FOUND_CODES:
-            raise ModelArtifactError(f"registry has no model {model!r}: {exc.message[:200]}") from exc
-        raise _unavailable(settings.tracking_uri, exc) from exc
-    except _transport_errors() as exc:
-        raise _unavailable(settings.tracking_uri, exc) from exc
     found = sorted(local.rglob("*.onnx"))
     if not found:
         raise ModelArtifactError(f"registry model {model!r} holds no .onnx file")
@@ -250,12 +246,30 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
     return (OSError, requests.RequestException, sqlalchemy.exc.SQLAlchemyError)
 
 
-def _unavailable(uri: str, exc: BaseException) -> Exception:
-    from models.errors import RegistryUnavailableError
+@contextlib.contextmanager
+def _registry_errors(uri: str, not_found: str) -> Iterator[None]:
+    """Turn what a registry call raises into the two errors serving tells apart.
 
-    detail = exc.message if hasattr(exc, "message") else str(exc)
-    return RegistryUnavailableError(f"MLflow registry at {_mask_uri(uri)} is unreachable or failed: "
-                                    f"{type(exc).__name__}: {str(detail)[:200]}")
+    The registry answered "no such model, version or alias": :class:`ModelArtifactError` (``not_found``, then
+    MLflow's message). Anything else it or the transport raised: :class:`RegistryUnavailableError`.
+    """
+    from mlflow.exceptions import MlflowException
+
+    from models.errors import ModelArtifactError, RegistryUnavailableError
+
+    try:
+        yield
+    except MlflowException as exc:
+        if exc.error_code in _NOT_FOUND_CODES:
+            raise ModelArtifactError(f"{not_found}: {exc.message[:200]}") from exc
+        raise RegistryUnavailableError(_unavailable(uri, exc, exc.message)) from exc
+    except _transport_errors() as exc:
+        raise RegistryUnavailableError(_unavailable(uri, exc, str(exc))) from exc
+
+
+def _unavailable(uri: str, exc: BaseException, detail: str) -> str:
+    return (f"MLflow registry at {_mask_uri(uri)} is unreachable or failed: {type(exc).__name__}: "
+            f"{detail[:200]}")
 
 
 def _mask_uri(uri: str) -> str:
@@ -277,29 +291,16 @@ def fetch_model_version(ref: str, work_dir: Path, download_root: Path | None = N
         The registry answered: no such model, version or alias, or no ONNX file in it.
     """
     from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    from models.errors import ModelArtifactError
 
     name, version, alias = parse_model_ref(ref)
     settings = tracking_settings(work_dir, name)
     _use_tracking_uri(settings.tracking_uri)
-    transport_errors = _transport_errors()
-    try:
+    with _registry_errors(settings.tracking_uri, f"registry has no model version {ref!r}"):
         client = MlflowClient(settings.tracking_uri)
         mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
         run = client.get_run(mv.run_id)
-    except MlflowException as exc:
-        if exc.error_code in _NOT_FOUND_CODES:
-            raise ModelArtifactError(f"registry has no model version {ref!r}: {exc.message[:200]}") from exc
-        raise _unavailable(settings.tracking_uri, exc) from exc
-    except transport_errors as exc:
-        raise _unavailable(settings.tracking_uri, exc) from exc
-    try:
-        onnx_path = resolve_model_file(f"models:/{name}/{mv.version}", work_dir, experiment=name,
-                                       download_root=download_root)
-    except transport_errors as exc:
-        raise _unavailable(settings.tracking_uri, exc) from exc
+    onnx_path = resolve_model_file(f"models:/{name}/{mv.version}", work_dir, experiment=name,
+                                   download_root=download_root)
     return ModelVersionRecord(name, str(mv.version), mv.run_id, onnx_path, dict(mv.tags), dict(run.data.tags),
                               dict(run.data.metrics))
 

@@ -98,8 +98,10 @@ class RegistryLocator:
             log.warning("could not cache %s version %s in %s: %s", resolved.name, resolved.version, folder, exc)
 
     def _from_cache(self, task: Task, ref: str, exc: RegistryUnavailableError) -> ResolvedModel:
+        from training.tracking import parse_model_ref
+
         folder = self._cache_folder(ref)
-        name = ref.removeprefix("models:/").split("@")[0].split("/")[0]
+        name = parse_model_ref(ref)[0]
         if folder is None or not (folder / f"{name}.release.json").is_file():
             raise RegistryUnavailableError(f"{exc}; no verified local cache of {ref} exists, so no {task} model is "
                                            "served until the registry can be reached") from exc
