@@ -177,10 +177,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def group_cpu_s(pgid: int) -> float:
-    """User + system CPU seconds of every live process in process group ``pgid`` (from /proc)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
+def group_processes(pgid: int) -> list[tuple[Path, list[str]]]:
+    """Every live process in process group ``pgid``: its /proc folder and the fields of its ``stat`` after
+    "pid (comm)" (state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime ...)."""
+    found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -188,10 +188,15 @@ def group_cpu_s(pgid: int) -> float:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        # After "pid (comm)": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
         if int(fields[2]) == pgid:
-            total += int(fields[11]) + int(fields[12])
-    return total / tick
+            found.append((entry, fields))
+    return found
+
+
+def group_cpu_s(pgid: int) -> float:
+    """User + system CPU seconds of every live process in process group ``pgid`` (from /proc)."""
+    ticks = sum(int(fields[11]) + int(fields[12]) for _entry, fields in group_processes(pgid))
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 class Server:

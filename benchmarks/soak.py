@@ -44,18 +44,13 @@ REPO = sl.REPO
 def group_rss_mib(pgid: int) -> float:
     """Resident memory (VmRSS) of every live process in process group ``pgid``, in MiB."""
     total_kb = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for entry, _fields in sl.group_processes(pgid):
         try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            if int(fields[2]) != pgid:
-                continue
             for line in (entry / "status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     total_kb += int(line.split()[1])
         except (OSError, ValueError, IndexError):
-            continue
+            continue  # the process ended between the two reads
     return total_kb / 1024
 
 
