@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import os
 import random
-import socket
 import threading
 import time
 import uuid
@@ -18,6 +17,7 @@ from types import SimpleNamespace
 import pytest
 
 from serving.model_source import LocalFolderLocator, ModelHolder
+from tests.net import free_port
 
 PASSING_GATE = {"status": "pass", "policy_version": "test", "checked_utc": "2026-11-23T00:00:00Z",
                 "summary": "test fixture"}
@@ -107,12 +107,6 @@ def wait_for(predicate, timeout_s: float = 60.0, every_s: float = 0.05):
             return value
         time.sleep(every_s)
     raise AssertionError(f"condition not met within {timeout_s} s")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

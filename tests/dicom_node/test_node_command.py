@@ -16,19 +16,14 @@ from pynetdicom import AE
 from pynetdicom.sop_class import ComputedRadiographyImageStorage, Verification
 
 from serving.dicom_node.queue import open_queue
+from tests.net import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.realdata
 def test_dicom_node_command_receives_analyses_and_stops(model_folder, fixtures_dir, tmp_path):
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "VIGIL_WORK_DIR": str(tmp_path), "VIGIL_MODEL_SOURCE": "local",
            "VIGIL_MODEL_DIR": str(model_folder), "VIGIL_DICOM_PORT": str(port),
            "VIGIL_DICOM_ALLOWED_CALLING_AETS": "MODALITY1", "VIGIL_DICOM_POLL_S": "0.2", "VIGIL_THREADS": "1"}

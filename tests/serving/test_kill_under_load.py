@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,16 +18,11 @@ from pathlib import Path
 import httpx
 
 from serving.store import Store
+from tests.net import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 WELL = {"age_years": 30, "sex": "male", "heart_rate": 72, "resp_rate": 14, "sbp": 125, "dbp": 80, "spo2": 99,
         "temperature_c": 36.8, "consciousness": "A"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _start(work: Path, model_folder: Path, port: int) -> subprocess.Popen:
@@ -70,7 +64,7 @@ def test_killed_during_load_loses_no_audit_record_and_the_chain_continues(model_
     store.create_schema()
     key = store.create_key("kill-test", ["triage"])[1]
     headers = {"Authorization": f"Bearer {key}"}
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     proc = _start(tmp_path, model_folder, port)
     returned: list[str] = []
@@ -97,7 +91,7 @@ def test_killed_during_load_loses_no_audit_record_and_the_chain_continues(model_
     assert len(audited) - len(returned) <= 4  # at most the requests in flight: audited, never answered
     assert store.verify_audit_chain() == (True, None)
 
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     proc = _start(tmp_path, model_folder, port)
     try:

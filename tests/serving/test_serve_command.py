@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from serving.settings import ServingSettings
+from tests.net import free_port
 from vigil.cli import app as cli
 
 WELL = {"age_years": 30, "sex": "male", "heart_rate": 72, "resp_rate": 14, "sbp": 125, "dbp": 80, "spo2": 99,
@@ -111,19 +111,13 @@ def test_serving_imports_without_torch():
     assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-2000:]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_vigil_serve_runs_two_workers_and_stops_cleanly(model_folder, tmp_path):
     from serving.store import Store
 
     store = Store(f"sqlite:///{tmp_path / 'serving.db'}")
     store.create_schema()
     key = store.create_key("proc-test", ["triage", "admin"])[1]
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "VIGIL_WORK_DIR": str(tmp_path)}
     env.pop("VIGIL_THREADS", None)
     log_path = tmp_path / "serve.log"
@@ -173,7 +167,7 @@ def test_vigil_serve_runs_two_workers_and_stops_cleanly(model_folder, tmp_path):
 # ------------------------------------------------------------------ the registry unreachable: the verified cache
 def _closed_port_uri() -> str:
     """An MLflow tracking URI on loopback where nothing listens: what a registry that is down looks like."""
-    return f"http://127.0.0.1:{_free_port()}"
+    return f"http://127.0.0.1:{free_port()}"
 
 
 @pytest.fixture
