@@ -115,3 +115,40 @@ class PhotometricMismatchError(ImagingInputError):
 
 class ImageDimensionError(ImagingInputError):
     """Rows, Columns or bit depth are outside the supported range (checked before any pixel is decoded)."""
+
+
+class NonFrontalViewError(ImagingInputError):
+    """ViewPosition (or a view given with a PNG/JPEG) names a lateral, decubitus, oblique or cross-table view: the
+    model reads frontal (PA/AP) chest radiographs only."""
+
+
+class ImageQualityError(ImagingInputError):
+    """The pixels are plainly not a radiograph (the quality gate of :mod:`models.imaging_quality`).
+
+    ``field`` is the input at fault (``"PixelData"``, ``"file"`` or ``"image"``); ``check`` the gate's rule
+    (``"blank"``, ``"noise"``, ``"graphics"``, ``"histogram"``); ``statistic`` the measured statistic's name,
+    ``value`` its value and ``limit`` the limit it broke. No header value is echoed.
+    """
+
+    def __init__(self, field: str, message: str, *, check: str, statistic: str, value: float, limit: float) -> None:
+        super().__init__(field, message)
+        self.check = check
+        self.statistic = statistic
+        self.value = value
+        self.limit = limit
+
+
+class BlankImageError(ImageQualityError):
+    """The image is blank or uniform (every pixel zeroed, one grey level)."""
+
+
+class NoiseImageError(ImageQualityError):
+    """Neighbouring pixels are unrelated: noise, not an image of anatomy."""
+
+
+class GraphicsImageError(ImageQualityError):
+    """Almost no mid-grey, most pixels at one extreme: text, a chart or other graphics."""
+
+
+class ImplausibleHistogramError(ImageQualityError):
+    """The grey-level histogram is implausible for a radiograph (one spike, or too few levels used)."""

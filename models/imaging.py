@@ -1,13 +1,19 @@
 """The one chest X-ray pixel path, used unchanged by training, evaluation and serving.
 
-DICOM: :func:`read_dicom` -> :func:`check_radiograph` (header only, before any pixel is decoded) ->
-:func:`decode_radiograph` (decode, Modality LUT, VOI LUT or window or a 0.5-99.5 % percentile window, photometric
-inversion) -> :func:`check_photometric_consistency` -> :func:`prepare_image`. :func:`load_dicom_for_model` runs all
-of it. PNG/JPEG: :func:`load_image_file` -> :func:`prepare_image`.
+DICOM: :func:`read_dicom` -> :func:`check_radiograph` (header only, before any pixel is decoded; a lateral or other
+non-frontal ViewPosition is refused here) -> :func:`decode_radiograph` (decode, Modality LUT, VOI LUT or window or a
+0.5-99.5 % percentile window, photometric inversion) -> :func:`model_input`: the quality / out-of-distribution gate
+(:mod:`models.imaging_quality`: blank, uniform, noise, text/graphics, implausible histograms), then
+:func:`check_photometric_consistency`, then mid-rank histogram equalisation, then :func:`prepare_image`.
+:func:`load_dicom_for_model` runs all of it. PNG/JPEG: :func:`load_image_for_model` = the dataset's view (if it
+states one) checked as ViewPosition is, :func:`load_image_file`, :func:`model_input` (consistency rule off). Training,
+evaluation, HTTP serving and the DICOM node all go through these two functions.
 
 The display image is float32 in [0, 1] with higher = brighter (bone and mediastinum white, lungs dark), whatever
-the source. Model input is ``[1, size, size]``: the longest side resized to ``size`` (Pillow bilinear on float
-data, antialiased when shrinking), the short side padded symmetrically with black (0), then
+the source. Since ``cxr-pixels/2`` it is histogram-equalised before resizing (so a window-centre, window-width or
+gamma change barely moves the model input). Model input is ``[1, size, size]``: the longest side resized to
+``size`` (Pillow bilinear on float data, antialiased when shrinking), the short side padded symmetrically with
+black (0), then
 ``(x - IMAGE_MEAN) / IMAGE_STD``. PNG/JPEG are display images already and are scaled by their full range (8 or
 16 bits); only a DICOM without VOI attributes gets the percentile window. On NIH 00000002_000, the 64-px PNG and
 the DICOM of the same image agree after ``prepare_image(., 64)`` with correlation 0.9995 and a mean absolute
@@ -34,8 +40,8 @@ rates are in-sample): NIH ChestX-ray14 1,000 PNGs (64 px): 3 / 1,000 false posit
 00000168_001, 00000181_002), and 907 / 1,000 of the same images inverted are caught; Kermany paediatric training
 JPEGs (224 px): 0 / 5,216 false positives (lowest score -0.002), 5,105 / 5,216 (97.9 %) inverted copies caught.
 Every valid chest DICOM fixture passes (scores +0.20 to +0.38) and ``Fake_MONOHR1`` (-0.32) is refused. In the
-DICOM path the rule runs on every image that passes :func:`check_radiograph` (chest, or no body part stated)
-unless ViewPosition is non-frontal; for PNG/JPEG only on request (``check_consistency=True``). The rule knows
+DICOM path the rule runs on every image that passes :func:`check_radiograph` (chest, or no body part stated, and a
+frontal or unstated view); for PNG/JPEG only on request (``check_consistency=True``). The rule knows
 nothing but chest anatomy: a correctly displayed dental panoramic with no BodyPartExamined scores -0.11 and is
 refused as a mismatch.
 """
@@ -78,6 +84,7 @@ from models.errors import (
     ImageDimensionError,
     ImagingInputError,
     MultiFrameError,
+    NonFrontalViewError,
     NotAnImageError,
     NotChestError,
     PhotometricMismatchError,
@@ -85,10 +92,11 @@ from models.errors import (
     UnsupportedModalityError,
     UnsupportedPhotometricError,
 )
+from models.imaging_quality import check_image_quality, check_view, equalise_histogram
 
 log = logging.getLogger(__name__)
 
-PIXEL_PATH_VERSION: Final = "cxr-pixels/1"
+PIXEL_PATH_VERSION: Final = "cxr-pixels/2"
 IMAGE_MEAN: Final = 0.5
 IMAGE_STD: Final = 0.25
 MODALITIES: Final = ("CR", "DX", "DR")
@@ -98,9 +106,7 @@ MAX_SIDE: Final = 8192
 MAX_BITS_STORED: Final = 16
 PERCENTILE_WINDOW: Final = (0.5, 99.5)
 CONSISTENCY_MARGIN: Final = 0.08
-VIEWS: Final = ("PA", "AP", "LL")
-#: ViewPosition values for which the consistency rule (which assumes a frontal view) is not applied.
-NON_FRONTAL_VIEWS: Final = ("LL", "RL", "LLD", "RLD", "LLO", "RLO", "LATERAL", "LAT")
+VIEWS: Final = ("PA", "AP")
 #: Decoder plugins in order of preference; pydicom's own order puts GDCM first, whose baseline JPEG differs.
 DECODER_PREFERENCE: Final = ("pylibjpeg", "gdcm", "pyjpegls", "pillow", "pydicom")
 #: The most a Deflated Explicit VR Little Endian dataset may inflate to: the pixels of the largest accepted image
@@ -332,7 +338,8 @@ def check_radiograph(ds: Dataset) -> None:
     """Refuse anything but a single-frame greyscale chest projection radiograph, from the header alone.
 
     Checked in this order, before any pixel is decoded: PixelData present; Modality in CR/DX/DR (case-insensitive);
-    BodyPartExamined absent, empty or chest-like (containing CHEST, THORAX or LUNG, any case); one sample per pixel,
+    BodyPartExamined absent, empty or chest-like (containing CHEST, THORAX or LUNG, any case); ViewPosition absent or
+    frontal (a lateral, decubitus, oblique or cross-table view: :class:`NonFrontalViewError`); one sample per pixel,
     MONOCHROME1/2 and PresentationLUTShape absent/IDENTITY/INVERSE; one frame; Rows and Columns in [32, 8192];
     BitsAllocated 8 or 16, BitsStored in [1, 16]; PixelRepresentation 0 or 1; then the PixelData element against
     the transfer syntax (:func:`models.dicom_pixel_data.check_pixel_data`): a valid, supported TransferSyntaxUID;
@@ -344,8 +351,8 @@ def check_radiograph(ds: Dataset) -> None:
 
     Raises
     ------
-    NotAnImageError, UnsupportedModalityError, NotChestError, UnsupportedPhotometricError, MultiFrameError,
-    ImageDimensionError, UndecodablePixelDataError
+    NotAnImageError, UnsupportedModalityError, NotChestError, NonFrontalViewError, UnsupportedPhotometricError,
+    MultiFrameError, ImageDimensionError, UndecodablePixelDataError
     """
     _require_pixel_data(ds)
     modality = _text(ds, "Modality", UnsupportedModalityError)
@@ -356,6 +363,7 @@ def check_radiograph(ds: Dataset) -> None:
     if body_part and not any(part in body_part for part in CHEST_BODY_PARTS):
         raise NotChestError("BodyPartExamined", f"BodyPartExamined must be chest-like "
                                                 f"({', '.join(CHEST_BODY_PARTS)}) or absent; got {_shown(body_part)}")
+    check_view(_text(ds, "ViewPosition", NonFrontalViewError))
     _check_pixel_module(ds)
 
 
@@ -630,12 +638,33 @@ def _as_display_image(img: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
+def model_input(img: np.ndarray, size: int, *, field: str = "image", check_consistency: bool = False) -> np.ndarray:
+    """The last steps of the pixel path, shared by DICOM, PNG/JPEG and arrays: a display image -> ``[1, size, size]``.
+
+    Quality gate (:func:`models.imaging_quality.check_image_quality`; ``field`` is what its error names), then, with
+    ``check_consistency``, the photometric consistency rule, then mid-rank histogram equalisation
+    (:func:`models.imaging_quality.equalise_histogram`) and :func:`prepare_image`.
+
+    Raises
+    ------
+    ImageQualityError
+        Blank, uniform, noise, text/graphics or an implausible histogram (a subclass names the check).
+    PhotometricMismatchError
+        With ``check_consistency``: the image would be shown inverted.
+    """
+    image = _as_display_image(img)
+    check_image_quality(image, field=field)
+    if check_consistency:
+        check_photometric_consistency(image)
+    return prepare_image(equalise_histogram(image), size)
+
+
 def load_dicom_for_model(source: Dataset | bytes | str | os.PathLike[str] | BinaryIO,
                          size: int) -> tuple[np.ndarray, DicomImageInfo]:
-    """Read, check, decode, check consistency and prepare a chest radiograph: ``([1, size, size], metadata)``.
+    """Read, check, decode, gate and prepare a frontal chest radiograph: ``([1, size, size], metadata)``.
 
-    The photometric consistency rule assumes a frontal view: it is skipped when ViewPosition is lateral,
-    decubitus or oblique (:data:`NON_FRONTAL_VIEWS`), and applied when ViewPosition is PA, AP, absent or other.
+    :func:`check_radiograph` (header, including ViewPosition: a non-frontal view is refused before decoding),
+    :func:`decode_radiograph`, then :func:`model_input` with the photometric consistency rule on.
     """
     ds = read_dicom(source)
     check_radiograph(ds)
@@ -643,11 +672,20 @@ def load_dicom_for_model(source: Dataset | bytes | str | os.PathLike[str] | Bina
     meta = dicom_metadata(ds)
     log.debug("decoded %s %s %dx%d (%s)", meta["modality"], meta["photometric"], meta["rows"], meta["columns"],
               meta["transfer_syntax"])
-    if _text(ds, "ViewPosition") not in NON_FRONTAL_VIEWS:
-        check_photometric_consistency(image)
-    else:
-        log.debug("photometric consistency rule skipped for a non-frontal view")
-    return prepare_image(image, size), meta
+    return model_input(image, size, field="PixelData", check_consistency=True), meta
+
+
+def load_image_for_model(source: bytes | str | os.PathLike[str], size: int, *, view: str | None = None,
+                         check_consistency: bool = False) -> np.ndarray:
+    """A PNG/JPEG radiograph as model input ``[1, size, size]``: the PNG/JPEG twin of :func:`load_dicom_for_model`.
+
+    ``view`` is the view position from the dataset's own metadata (e.g. NIH's "View Position"), checked as
+    ViewPosition is (:func:`models.imaging_quality.check_view`, naming ``"view"``); then :func:`load_image_file`
+    and :func:`model_input` (gate naming ``"file"``). The consistency rule is off by default for PNG/JPEG, as in
+    :func:`load_image_file` (it refuses 0.3 % of the NIH PNGs).
+    """
+    check_view(view, field="view")
+    return model_input(load_image_file(source), size, field="file", check_consistency=check_consistency)
 
 
 def dicom_metadata(ds: Dataset) -> DicomImageInfo:

@@ -29,6 +29,7 @@ from models.errors import (
     ImagingInputError,
     InputValidationError,
     MultiFrameError,
+    NonFrontalViewError,
     NotAnImageError,
     NotChestError,
     PhotometricMismatchError,
@@ -44,6 +45,7 @@ from models.imaging import (
     check_photometric_consistency,
     check_radiograph,
     decode_radiograph,
+    equalise_histogram,
     load_dicom_for_model,
     load_image_file,
     photometric_consistency_score,
@@ -132,7 +134,7 @@ def test_valid_chest_fixture_through_the_full_path(name: str, decoded: DecodeOnc
 def test_load_dicom_for_model_equals_the_steps(name: str, decoded: DecodeOnce) -> None:
     ds, img = decoded(name)  # only the small files: this decodes them a second time
     x, meta = load_dicom_for_model((FIXTURES / name).read_bytes(), 96)
-    np.testing.assert_array_equal(x, prepare_image(img, 96))
+    np.testing.assert_array_equal(x, prepare_image(equalise_histogram(img), 96))
     assert set(meta) == {"modality", "photometric", "rows", "columns", "transfer_syntax", "view", "sop_instance_uid",
                          "study_instance_uid", "series_instance_uid", "pixel_path_version"}
     assert meta["sop_instance_uid"] == ds.SOPInstanceUID and meta["study_instance_uid"] == ds.StudyInstanceUID
@@ -234,13 +236,16 @@ def test_negative_fixture_raises_its_error(name: str, error: type, caplog: pytes
 
 @realdata
 @needs_fixtures
-def test_consistency_rule_is_skipped_for_a_lateral_view() -> None:
-    ds = pydicom.dcmread(FIXTURES / "negative" / "Fake_MONOHR1.dcm")
+def test_a_lateral_view_is_refused_before_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    ds = pydicom.dcmread(FIXTURES / SIIM)
     ds.ViewPosition = "LL"
     buffer = io.BytesIO()
     ds.save_as(buffer)
-    _, meta = load_dicom_for_model(buffer.getvalue(), 64)
-    assert meta["view"] == "LL"
+    monkeypatch.setattr(imaging, "pixel_array", lambda *a, **k: pytest.fail("decoded a lateral view"))
+    with pytest.raises(NonFrontalViewError, match=r"^ViewPosition must be a frontal view \(PA or AP\) or absent; "
+                                                  r"got 'LL'") as info:
+        load_dicom_for_model(buffer.getvalue(), 64)
+    assert info.value.field == "ViewPosition"
 
 
 @realdata
@@ -447,7 +452,7 @@ def test_consistency_rule_on_a_drawn_chest() -> None:
 
 # ---------------------------------------------------------------------------------------------- prepare_image
 def test_constants() -> None:
-    assert (PIXEL_PATH_VERSION, IMAGE_MEAN, IMAGE_STD) == ("cxr-pixels/1", 0.5, 0.25)
+    assert (PIXEL_PATH_VERSION, IMAGE_MEAN, IMAGE_STD) == ("cxr-pixels/2", 0.5, 0.25)
 
 
 @pytest.mark.parametrize(("shape", "content"), [((100, 50), (slice(0, 224), slice(56, 168))),

@@ -1,8 +1,8 @@
 """Chest X-ray datasets: NIH ChestX-ray14 (1,000 images at 64 px) and the Kermany paediatric set.
 
-Both go through the one pixel path (:func:`models.imaging.load_image_file` then
-:func:`models.imaging.prepare_image`), exactly as DICOM does at serving time. Splits are by patient and
-seeded: the NIH folder split leaks patients across train/valid/test and is ignored.
+Both go through the one pixel path (:func:`models.imaging.load_image_for_model`: the dataset's view checked as
+ViewPosition is, the quality gate, histogram equalisation, resize), exactly as DICOM does at serving time. Splits
+are by patient and seeded: the NIH folder split leaks patients across train/valid/test and is ignored.
 
 Labels are multi-label over :data:`models.labels.IMAGING_FINDINGS` with a mask: NIH images carry the NIH
 findings and no pneumonia label (NIH's text-mined pneumonia label is a different construct from the
@@ -22,8 +22,9 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from models.errors import DataSourceError
-from models.imaging import load_image_file, prepare_image
+from models.errors import DataSourceError, ImagingInputError
+from models.imaging import load_image_for_model, prepare_image
+from models.imaging_quality import equalise_histogram
 from models.labels import IMAGING_FINDINGS, NIH_LABELS_BY_FINDING
 
 log = logging.getLogger(__name__)
@@ -73,13 +74,18 @@ def patient_split(patients: np.ndarray, fractions: tuple[float, float, float], s
     return np.array([assignment[p] for p in patients])
 
 
-def _prepare_all(paths: list[Path], size: int, desc: str, progress: bool) -> tuple[np.ndarray, str]:
+def _prepare_all(paths: list[Path], size: int, desc: str, progress: bool,
+                 views: list[str] | None = None) -> tuple[np.ndarray, str]:
+    """Every image through :func:`load_image_for_model`; a refusal stops loading with the file's name."""
     images = np.zeros((len(paths), 1, size, size), dtype=np.float16)
     digest = hashlib.sha256()
     for i, path in enumerate(tqdm(paths, desc=desc, unit="img", disable=not progress)):
         data = path.read_bytes()
         digest.update(hashlib.sha256(data).digest())
-        images[i] = prepare_image(load_image_file(data), size)
+        try:
+            images[i] = load_image_for_model(data, size, view=views[i] if views is not None else None)
+        except ImagingInputError as exc:
+            raise DataSourceError(f"{path.name} was refused by the pixel path: {exc}") from exc
     return images, digest.hexdigest()
 
 
@@ -91,7 +97,8 @@ def load_nih(data_dir: Path, size: int, seed: int, *, progress: bool = False) ->
         raise DataSourceError(f"NIH label table not found: {table} (set VIGIL_DATA_DIR to the data folder)")
     frame = pd.read_csv(table)
     start = time.perf_counter()
-    images, digest = _prepare_all([root / p for p in frame["staged_path"]], size, "NIH images", progress)
+    images, digest = _prepare_all([root / p for p in frame["staged_path"]], size, "NIH images", progress,
+                                  views=frame["View Position"].astype(str).tolist())
     labels = np.zeros((len(frame), len(IMAGING_FINDINGS)), dtype=np.float32)
     mask = np.zeros_like(labels)
     for j, finding in enumerate(IMAGING_FINDINGS):
@@ -175,7 +182,7 @@ def synthetic_imaging(n: int, size: int, seed: int) -> ImagingDataset:
         for j in np.flatnonzero(labels[i]):
             cx, cy = 0.2 + 0.6 * ((j * 37) % 7) / 7, 0.2 + 0.6 * ((j * 53) % 7) / 7
             img += 0.35 * np.exp(-(((xx - cx) ** 2 + (yy - cy) ** 2) / 0.004))
-        images[i] = prepare_image(np.clip(img, 0, 1).astype(np.float32), size)
+        images[i] = prepare_image(equalise_histogram(np.clip(img, 0, 1).astype(np.float32)), size)
     patients = np.array([f"syn-{i // 2}" for i in range(n)])
     meta = pd.DataFrame({"image_id": [f"syn-{i}" for i in range(n)], "patient_id": patients, "source": "synthetic",
                          "split": patient_split(patients, (0.6, 0.2, 0.2), seed),
