@@ -49,10 +49,11 @@ RED_FLAGS: Final[dict[str, RedFlag]] = {
         RedFlag("unresponsive", "Unresponsive or unconscious", 1, "Unconscious on arrival",
                 f"{_MTS}: 'unresponsive' is an immediate (red) discriminator; ACVPU U scores 3 in NEWS2 "
                 "(Royal College of Physicians 2017)"),
-        RedFlag("status_epilepticus", "Currently fitting (status epilepticus)", 1, "Convulsions",
+        RedFlag("status_epilepticus", "Currently fitting (status epilepticus)", 1,
+                "Unconscious on arrival; Convulsions",
                 f"{_MTS} 'Fits' chart: 'currently fitting' is immediate (red); NICE NG217 Epilepsies (2022): "
                 "a convulsive seizure lasting 5 minutes or longer is status epilepticus"),
-        RedFlag("anaphylaxis", "Anaphylaxis", 1, "Allergy, NOS; Labored or difficult breathing (dyspnea)",
+        RedFlag("anaphylaxis", "Anaphylaxis", 1, "Allergy with labored breathing (dyspnea)",
                 "Resuscitation Council UK, Emergency treatment of anaphylaxis (2021): anaphylaxis is by "
                 "definition a life-threatening airway, breathing or circulation problem, treated at once with "
                 f"IM adrenaline; {_MTS} 'Allergy' chart: 'airway compromise', 'stridor' and 'shock' are "
@@ -68,7 +69,7 @@ RED_FLAGS: Final[dict[str, RedFlag]] = {
         RedFlag("seizure", "Seizure", 2, "Convulsions",
                 f"{_MTS} 'Fits' chart: after a fit the level follows the conscious level ('altered conscious "
                 "level' very urgent), which the complaint alone does not give; Vigil assumes very urgent"),
-        RedFlag("major_trauma", "Major trauma", 2, "Injury, multiple or unspecified",
+        RedFlag("major_trauma", "Major trauma", 2, "Multiple injury",
                 f"{_MTS} 'Major trauma' chart: 'significant mechanism of injury' is very urgent (orange); "
                 "NICE NG39 Major trauma: assessment and initial management (2016)"),
         RedFlag("spinal_injury", "Spinal injury", 2, "Fracture/dislocation of spinal column",
@@ -90,13 +91,10 @@ RED_FLAGS: Final[dict[str, RedFlag]] = {
         RedFlag("gi_haemorrhage", "Gastrointestinal haemorrhage", 2, "Gastrointestinal bleeding",
                 f"{_MTS} 'GI bleeding' chart: 'vomiting blood' is very urgent (orange); NICE CG141 Acute upper "
                 "gastrointestinal bleeding (2012)"),
-        RedFlag("acs", "Chest pain suggesting acute coronary syndrome", 2, "Chest pain; Ischemic heart disease",
+        RedFlag("acs", "Chest pain suggesting acute coronary syndrome", 2, "Ischemic chest pain",
                 f"{_MTS} 'Chest pain' chart: 'cardiac pain' is very urgent (orange); NICE CG95 Recent-onset "
                 "chest pain of suspected cardiac origin (2010, updated 2016): 12-lead ECG and emergency "
                 "assessment"),
-        RedFlag("dka", "Diabetic ketoacidosis", 2, "Diabetes mellitus",
-                "Joint British Diabetes Societies for Inpatient Care, The management of diabetic ketoacidosis "
-                "in adults (2021): a medical emergency needing immediate treatment"),
     )
 }
 
@@ -124,16 +122,19 @@ SYNONYM_GROUPS: Final[tuple[tuple[str, str | None, tuple[str, ...]], ...]] = (
         "unresponsive child", "responds to pain only", "gcs 3")),
     ("", "status_epilepticus", (
         "status epilepticus", "fitting", "still fitting", "currently fitting", "ongoing seizure",
-        "continuous seizure", "continuous seizures", "prolonged seizure", "seizure ongoing")),
+        "continuous seizure", "continuous seizures", "prolonged seizure", "seizure ongoing", "active seizure",
+        "seizing", "actively seizing", "actively fitting")),
     ("", "anaphylaxis", (
-        "anaphylaxis", "anaphylactic", "anaphylactic reaction", "anaphylactic shock", "anaphylactoid reaction")),
+        "anaphylaxis", "anaphylactic", "anaphylactic reaction", "anaphylactic shock", "anaphylactoid reaction",
+        "allergy with labored breathing")),
     ("", "altered_consciousness", (
         "altered level of consciousness", "altered conscious level", "altered consciousness",
         "reduced level of consciousness", "decreased level of consciousness", "reduced consciousness",
         "reduced gcs", "drop in gcs", "aloc", "confusion", "confused", "acute confusion", "new confusion",
         "delirium", "acutely confused")),
     ("", "stroke", (
-        "stroke", "stroke symptoms", "cva", "cerebrovascular accident", "suspected stroke", "code stroke",
+        "stroke", "stroke symptoms", "cva", "cerebrovascular accident", "cerebrovascular disease",
+        "suspected stroke", "code stroke",
         "fast positive", "facial droop", "hemiparesis", "hemiplegia", "one sided weakness",
         "unilateral weakness", "new onset weakness one side", "weakness on one side", "left sided weakness",
         "right sided weakness", "facial weakness")),
@@ -142,12 +143,12 @@ SYNONYM_GROUPS: Final[tuple[tuple[str, str | None, tuple[str, ...]], ...]] = (
         "convulsing", "epileptic fit", "tonic clonic", "post ictal", "postictal", "first fit")),
     ("", "major_trauma", (
         "major trauma", "trauma call", "polytrauma", "multiple injuries", "multiple trauma",
-        "high energy trauma", "high speed rtc", "stab wound", "stabbed", "stabbing", "gunshot wound",
+        "multiple injury", "high energy trauma", "high speed rtc", "stab wound", "stabbed", "stabbing", "gunshot wound",
         "gsw", "penetrating injury", "penetrating trauma")),
     ("", "spinal_injury", (
         "c spine injury", "cervical spine injury", "spinal injury", "spine injury", "spinal cord injury",
         "neck of spine injury", "fracture spine", "spinal fracture", "fracture c spine", "c spine fracture",
-        "cervical spine fracture")),
+        "cervical spine fracture", "fracture/dislocation of spinal column")),
     ("", "overdose", (
         "overdose", "od", "took an overdose", "drug overdose", "intentional overdose", "paracetamol overdose",
         "tablet overdose", "overdose and poisoning")),
@@ -156,7 +157,7 @@ SYNONYM_GROUPS: Final[tuple[tuple[str, str | None, tuple[str, ...]], ...]] = (
         "chemical ingestion")),
     ("", "sepsis", (
         "sepsis", "septic", "suspected sepsis", "septic shock", "neutropenic sepsis", "red flag sepsis",
-        "urosepsis", "septicemia")),
+        "urosepsis", "septicemia", "blood poisoning")),
     ("", "suicidal", (
         "suicidal", "suicidal ideation", "suicidal thoughts", "suicide attempt", "attempted suicide",
         "suicide", "self harm", "deliberate self harm", "dsh", "self harming", "cut wrists")),
@@ -168,8 +169,8 @@ SYNONYM_GROUPS: Final[tuple[tuple[str, str | None, tuple[str, ...]], ...]] = (
     ("", "acs", (
         "acs", "acute coronary syndrome", "mi", "myocardial infarction", "heart attack", "stemi", "nstemi",
         "cardiac chest pain", "central chest pain", "crushing chest pain", "heavy chest pain",
-        "chest pain radiating to arm", "chest pain radiating to left arm", "chest pain radiating to jaw")),
-    ("", "dka", ("dka", "diabetic ketoacidosis", "ketoacidosis")),
+        "chest pain radiating to arm", "chest pain radiating to left arm", "chest pain radiating to jaw",
+        "ischemic chest pain")),
     # --- other complaints ----------------------------------------------------------------------------
     (SOB, None, (
         "sob", "shortness of breath", "short of breath", "breathless", "breathlessness", "soboe",
@@ -201,7 +202,8 @@ SYNONYM_GROUPS: Final[tuple[tuple[str, str | None, tuple[str, ...]], ...]] = (
         "dvt", "deep vein thrombosis", "suspected dvt", "calf swelling", "swollen calf")),
     ("Urinary tract infection", None, ("uti", "urine infection", "water infection", "urinary tract infection")),
     ("Diabetes mellitus", None, (
-        "hyperglycemia", "high blood sugar", "high sugars", "diabetes", "diabetic", "hypoglycemia", "hypo",
+        "dka", "diabetic ketoacidosis", "ketoacidosis", "hyperglycemia", "high blood sugar", "high sugars",
+        "diabetes", "diabetic", "hypoglycemia", "hypo",
         "low blood sugar", "low sugars")),
     ("Burn, all degrees", None, ("burn", "burns", "scald", "scalds", "burns and scalds")),
     ("Abnormal pulsations and palpitations", None, (
@@ -269,6 +271,7 @@ SYNONYM_GROUPS: Final[tuple[tuple[str, str | None, tuple[str, ...]], ...]] = (
     ("Exposure", None, ("chemical exposure",)),
     ("Cerebrovascular disease", None, ("tia", "transient ischemic attack", "mini stroke")),
     ("Disorders of speech, slurring", None, ("slurred speech", "dysarthria")),
+    ("Food poisoning", None, ("food poisoning",)),
     ("Fracture", None, ("fracture", "fractured", "broken bone")),
     ("", None, ("fit and well", "nil else", "nil other")),
 )
