@@ -395,9 +395,10 @@ def benign_dilution(model: Any, rng: np.random.Generator, target: float) -> tupl
 
 
 def red_flag_texts() -> tuple[list[tuple[str, str, int]], str | None]:
-    """(flag id, complaint text, floor level) for every red flag of :mod:`models.complaints` (its canonical
-    text and every synonym of ``SYNONYM_GROUPS``), and an error message when that module (or its
-    list) is not available."""
+    """(flag id, complaint text, floor level) for every synonym of every red flag of :mod:`models.complaints`
+    (``SYNONYM_GROUPS``; a flag without synonyms contributes its canonical text), and an error message when
+    that module (or its list) is not available. A phrase listed under several flags must give the most
+    urgent of their levels."""
     try:
         from models import complaints
     except ImportError as exc:
@@ -410,14 +411,15 @@ def red_flag_texts() -> tuple[list[tuple[str, str, int]], str | None]:
         terms = __import__("models.complaint_terms", fromlist=["SYNONYM_GROUPS"])
         groups = getattr(terms, "SYNONYM_GROUPS", ())
     upper = {str(p).lower() for p in getattr(complaints, "CASE_SENSITIVE", ())}
-    out = []
+    found: dict[str, tuple[str, int]] = {}
     for key, flag in flags.items():
-        names = [flag.canonical_text]
-        names += [p.upper() if p.lower() in upper else p
-                  for _, group_flag, phrases in groups if group_flag == key for p in phrases]
-        for text in dict.fromkeys(str(n).strip() for n in names if n):
-            out.append((str(flag.id), text, int(flag.floor_level)))
-    return out, None
+        phrases = [p.upper() if p.lower() in upper else p for _, group_flag, ps in groups if group_flag == key
+                   for p in ps] or [flag.canonical_text]
+        for text in (str(p).strip() for p in phrases if p):
+            level = int(flag.floor_level)
+            if text not in found or level < found[text][1]:
+                found[text] = (str(flag.id), level)
+    return [(fid, text, level) for text, (fid, level) in found.items()], None
 
 
 def red_flags(model: Any, rng: np.random.Generator, target: float) -> tuple[InvariantResult, int]:
