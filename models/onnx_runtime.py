@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +21,8 @@ from models.errors import ModelArtifactError
 from models.features import FeatureEncoder
 from models.labels import OUTCOMES
 from models.model_card import CARD_METADATA_KEY, ModelCard
-from models.news2 import apply_floor_arrays, news2_columns
+from models.news2 import apply_floor_arrays
+from models.safety_floor import safety_floor
 from models.triage_decision import recommend_levels
 
 if TYPE_CHECKING:
@@ -143,16 +144,25 @@ def open_onnx_model(path: Path, *, threads: int | None = None,
 
 @dataclass
 class TriagePrediction:
-    """Predictions for a batch of validated records; arrays share the batch order."""
+    """Predictions for a batch of validated records; arrays share the batch order.
+
+    ``recommended_level`` is ``min(model_level, floor_level)``: the safety floor of :mod:`models.safety_floor`
+    (ACVPU, red-flag complaint, paediatric physiology under 16, NEWS2 from 16), with its source and reasons.
+    """
 
     acuity_probs: np.ndarray  # [B, 5], columns are levels 1..5
-    model_level: np.ndarray  # [B] the model's level by the card's decision rule, before the NEWS2 floor
-    recommended_level: np.ndarray  # [B] after the NEWS2 safety floor
-    floor_raised: np.ndarray  # [B] bool: the NEWS2 floor made the recommendation more urgent
+    model_level: np.ndarray  # [B] the model's level by the card's decision rule, before the safety floor
+    recommended_level: np.ndarray  # [B] after the safety floor
+    floor_raised: np.ndarray  # [B] bool: the safety floor made the recommendation more urgent
     p_admitted: np.ndarray  # [B]
     p_critical: np.ndarray  # [B]
     news2_score: np.ndarray  # [B]
-    news2_floor: np.ndarray  # [B] Vigil's floor: the least urgent level NEWS2 allows
+    news2_floor: np.ndarray  # [B] the NEWS2 band's floor where NEWS2 applies (16 and over), else 5
+    floor_level: np.ndarray | None = None  # [B] the safety floor applied (5: none)
+    #: [B] object: "acvpu" | "red_flag_complaint" | "paediatric" | "news2" | "none" (models.safety_floor)
+    floor_source: np.ndarray | None = None
+    floor_reasons: list[tuple[str, ...]] = field(default_factory=list)  # [B] why the floor is what it is
+    red_flags: list[tuple[str, ...]] = field(default_factory=list)  # [B] red-flag ids found in the complaint
 
 
 class TriageOnnxModel:
@@ -187,10 +197,11 @@ class TriageOnnxModel:
         return self.decide(cols, acuity, outcomes)
 
     def decide(self, frame: pd.DataFrame | Columns, acuity: np.ndarray, outcomes: np.ndarray) -> TriagePrediction:
-        """Apply the card's decision rule and the NEWS2 safety floor to the graph's outputs for ``frame``."""
+        """Apply the card's decision rule and the safety floor (:func:`models.safety_floor.safety_floor`) to the
+        graph's outputs for ``frame``."""
         model_level = recommend_levels(acuity, float(self.card.decision_rule["under_triage_weight"]))
-        news = news2_columns(as_columns(frame))
-        recommended, raised = apply_floor_arrays(model_level, news["minimum_acuity"])
+        floor = safety_floor(as_columns(frame))
+        recommended, raised = apply_floor_arrays(model_level, floor.level)
         return TriagePrediction(
             acuity_probs=acuity,
             model_level=model_level,
@@ -198,8 +209,12 @@ class TriageOnnxModel:
             floor_raised=raised,
             p_admitted=outcomes[:, OUTCOMES.index("admitted")],
             p_critical=outcomes[:, OUTCOMES.index("critical")],
-            news2_score=news["score"],
-            news2_floor=news["minimum_acuity"],
+            news2_score=floor.news2_score,
+            news2_floor=floor.news2_floor,
+            floor_level=floor.level,
+            floor_source=floor.source,
+            floor_reasons=floor.reasons,
+            red_flags=floor.red_flags,
         )
 
     def describe(self) -> dict[str, Any]:

@@ -35,3 +35,54 @@ def test_invalid_inputs():
         recommend_levels(np.ones((2, 4)) / 4, 2.0)
     with pytest.raises(ValueError, match="under_triage_weight must be > 0"):
         recommend_levels(np.ones((1, 5)) / 5, 0.0)
+
+
+def _runtime(weight: float = 1.0):
+    """A TriageOnnxModel whose decide() can run without an ONNX file (decide reads only the card's rule)."""
+    from types import SimpleNamespace
+
+    from models.onnx_runtime import TriageOnnxModel
+
+    model = object.__new__(TriageOnnxModel)
+    model.card = SimpleNamespace(decision_rule={"under_triage_weight": weight})
+    return model
+
+
+def test_decide_applies_the_safety_floor_with_its_source_and_reasons():
+    from models.columns import columns_from_records
+
+    well = {"age_years": 40.0, "resp_rate": 16.0, "spo2": 98.0, "on_supplemental_oxygen": False, "sbp": 125.0,
+            "heart_rate": 72.0, "consciousness": "A", "temperature_c": 37.0, "chief_complaint": "cough"}
+    records = [
+        well,
+        {**well, "consciousness": "P"},
+        {**well, "chief_complaint": "stroke symptoms, feeling tired"},
+        {**well, "age_years": 0.5, "heart_rate": 130.0, "resp_rate": 35.0},  # well infant: adult NEWS2 5
+        {**well, "age_years": 0.5, "heart_rate": 130.0, "resp_rate": 65.0},  # NG51 high risk
+        {**well, "resp_rate": 25.0, "heart_rate": 115.0},  # adult NEWS2 5: medium
+    ]
+    probs = np.tile([[0.0, 0.0, 0.0, 0.0, 1.0]], (len(records), 1))  # the model says level 5 for everyone
+    outcomes = np.zeros((len(records), 2))
+    pred = _runtime().decide(columns_from_records(records), probs, outcomes)
+    assert pred.model_level.tolist() == [5] * 6
+    assert pred.recommended_level.tolist() == [5, 1, 2, 5, 2, 2]
+    assert pred.floor_level.tolist() == [5, 1, 2, 5, 2, 2]
+    assert pred.floor_source.tolist() == ["none", "acvpu", "red_flag_complaint", "none", "paediatric", "news2"]
+    assert pred.floor_raised.tolist() == [False, True, True, False, True, True]
+    assert pred.red_flags[2] == ("stroke",)
+    assert pred.floor_reasons[1] == ("consciousness P",)
+    assert pred.floor_reasons[5] == ("NEWS2 5 (medium risk)",)
+    # NEWS2 is still scored for the infant, but its adult floor is not applied under 16
+    assert pred.news2_score[3] == 5 and pred.news2_floor[3] == 5
+    assert np.all(pred.recommended_level <= pred.floor_level)
+    assert np.all(pred.recommended_level <= pred.news2_floor)
+
+
+def test_decide_never_lowers_an_urgent_model_level():
+    from models.columns import columns_from_records
+
+    records = [{"age_years": 30.0, "consciousness": "U"}, {"age_years": 3.0, "chief_complaint": "cough"}]
+    probs = np.tile([[1.0, 0.0, 0.0, 0.0, 0.0]], (2, 1))
+    pred = _runtime().decide(columns_from_records(records), probs, np.zeros((2, 2)))
+    assert pred.recommended_level.tolist() == [1, 1]
+    assert pred.floor_raised.tolist() == [False, False]
