@@ -63,6 +63,9 @@ class TriageTrainConfig(_ValidatedConfig):
     acuity_loss_weight: float = 1.0
     under_triage_weight: float = 2.0
     outcome_loss_weight: float = 1.0
+    #: Per training batch, each input is blanked in this fraction of rows, so that "not recorded" is a state
+    #: the network learns (sex, arrival mode, complaint and vital signs are almost always recorded in NHAMCS).
+    input_dropout: float = 0.05
     bootstrap_resamples: int = 1000
     threads: int = 2
 
@@ -83,6 +86,7 @@ class TriageTrainConfig(_ValidatedConfig):
         "acuity_loss_weight": (0.0, 100.0),
         "under_triage_weight": (0.1, 20.0),
         "outcome_loss_weight": (0.0, 100.0),
+        "input_dropout": (0.0, 0.5),
         "bootstrap_resamples": (10, 100_000),
         "synthetic_train_n": (100, 10_000_000),
         "synthetic_test_n": (100, 10_000_000),
@@ -107,6 +111,9 @@ class ImagingTrainConfig(_ValidatedConfig):
     scale_jitter: float = 0.1
     translate_fraction: float = 0.05
     intensity_jitter: float = 0.1
+    gamma_jitter: float = 0.2
+    hflip_probability: float = 0.5
+    dihedral_invariance: bool = True
     target_sensitivity: float = 0.9
     quantize_int8: bool = True
     int8_max_auroc_drop: float = 0.005
@@ -126,6 +133,8 @@ class ImagingTrainConfig(_ValidatedConfig):
         "scale_jitter": (0.0, 0.5),
         "translate_fraction": (0.0, 0.3),
         "intensity_jitter": (0.0, 0.5),
+        "gamma_jitter": (0.0, 1.0),
+        "hflip_probability": (0.0, 1.0),
         "target_sensitivity": (0.5, 0.999),
         "int8_max_auroc_drop": (0.0, 0.1),
         "synthetic_n": (50, 1_000_000),

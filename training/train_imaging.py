@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from models.imaging_net import CalibratedChestXray, ChestXrayNet
+from models.imaging import IMAGE_MEAN, IMAGE_STD
+from models.imaging_net import CalibratedChestXray, ChestXrayNet, orient, read_views
 from models.labels import IMAGING_FINDINGS
 from models.operating_point import threshold_for_sensitivity
 from training.config import ImagingTrainConfig
@@ -48,8 +49,20 @@ class TrainedImagingModel:
 
 
 def augment(x: torch.Tensor, config: ImagingTrainConfig, generator: torch.Generator) -> torch.Tensor:
-    """Per-image random affine (rotation, scale, translation) and intensity jitter; no flips."""
+    """Per-image random augmentation of prepared images ``[N, 1, S, S]``, every draw from ``generator``.
+
+    In order: gamma (``gamma_jitter``: gamma = exp(U(-g, g)), on the display values in [0, 1], so black padding stays
+    black); a random affine (``rotate_degrees``, ``scale_jitter``, ``translate_fraction``); contrast and brightness
+    (``intensity_jitter``: gain 1 + U(-j, j) and bias U(-j, j), in normalised units); then orientation: with
+    ``dihedral_invariance`` one of the eight orientations of the square at random (the exported model averages all
+    eight), else a left-right flip with probability ``hflip_probability``. The findings are not lateralised, so
+    flips and turns keep every label.
+    """
     n = x.shape[0]
+    if config.gamma_jitter > 0:
+        gamma = torch.exp((torch.rand(n, 1, 1, 1, generator=generator) * 2 - 1) * config.gamma_jitter)
+        display = (x * IMAGE_STD + IMAGE_MEAN).clamp(0.0, 1.0)
+        x = (display**gamma - IMAGE_MEAN) / IMAGE_STD
     angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(config.rotate_degrees)
     scale = 1 + (torch.rand(n, generator=generator) * 2 - 1) * config.scale_jitter
     shift = (torch.rand(n, 2, generator=generator) * 2 - 1) * config.translate_fraction * 2
@@ -61,7 +74,19 @@ def augment(x: torch.Tensor, config: ImagingTrainConfig, generator: torch.Genera
     out = F.grid_sample(x - background, grid, align_corners=False, padding_mode="zeros") + background
     gain = 1 + (torch.rand(n, 1, 1, 1, generator=generator) * 2 - 1) * config.intensity_jitter
     bias = (torch.rand(n, 1, 1, 1, generator=generator) * 2 - 1) * config.intensity_jitter
-    return out * gain + bias
+    out = out * gain + bias
+    if config.dihedral_invariance:
+        turns = torch.randint(0, 4, (n,), generator=generator)
+        flips = torch.rand(n, generator=generator) < 0.5
+    else:
+        turns = torch.zeros(n, dtype=torch.long)
+        flips = torch.rand(n, generator=generator) < config.hflip_probability
+    for k in range(4):
+        for flip in (False, True):
+            rows = (turns == k) & (flips == flip)
+            if (k or flip) and bool(rows.any()):
+                out[rows] = orient(out[rows], k, flip)
+    return out
 
 
 def _masked_bce(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -82,13 +107,15 @@ def mean_auroc(labels: np.ndarray, mask: np.ndarray, scores: np.ndarray) -> floa
     return float(np.mean(values)) if values else float("nan")
 
 
-def _logits(net: ChestXrayNet, images: np.ndarray, batch_size: int = 256) -> torch.Tensor:
+def _logits(net: ChestXrayNet, images: np.ndarray, batch_size: int = 256, *, dihedral: bool = False) -> torch.Tensor:
+    """Logits of ``images``; with ``dihedral`` averaged over the eight orientations, as the exported model does."""
     net.eval()
     device = next(net.parameters()).device
     out = []
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
-            out.append(net(torch.from_numpy(images[start : start + batch_size].astype(np.float32)).to(device))[0])
+            x = torch.from_numpy(images[start : start + batch_size].astype(np.float32)).to(device)
+            out.append(read_views(net, x, dihedral)[0])
     return torch.cat(out).cpu()
 
 
@@ -160,7 +187,8 @@ def _train(data: ImagingDataset, config: ImagingTrainConfig, progress: bool) -> 
     net.load_state_dict(best_state)
     net = net.cpu().eval()  # exported and calibrated on CPU
 
-    logits = _logits(net, val.images)
+    # Model selection above reads one orientation (cheap); temperatures and thresholds are fitted on what is exported.
+    logits = _logits(net, val.images, dihedral=config.dihedral_invariance)
     temperatures = []
     for j in range(len(IMAGING_FINDINGS)):
         rows = val_mask[:, j] > 0
@@ -170,7 +198,7 @@ def _train(data: ImagingDataset, config: ImagingTrainConfig, progress: bool) -> 
         temperatures.append(fit_temperature(
             logits[rows, j], lambda z, j=j, rows=rows: F.binary_cross_entropy_with_logits(z, val_labels[rows, j])
         ))
-    model = CalibratedChestXray(net, temperatures, config.image_size).eval()
+    model = CalibratedChestXray(net, temperatures, config.image_size, dihedral=config.dihedral_invariance).eval()
     trained = TrainedImagingModel(model, temperatures, {}, {}, history, best_epoch)
     probs, _ = trained.predict(val.images)
     for j, finding in enumerate(IMAGING_FINDINGS):
