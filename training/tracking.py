@@ -306,11 +306,13 @@ def fetch_model_version(ref: str, work_dir: Path, download_root: Path | None = N
 
 
 def record_release_decision(work_dir: Path, record: ModelVersionRecord, *, status: str, policy_version: str,
-                            summary: str, reports: list[Path], promote: bool) -> None:
+                            summary: str, reports: list[Path], promote: bool,
+                            extra_tags: Mapping[str, str] | None = None) -> None:
     """Write the gate result as model-version tags and run artefacts; move ``production`` only when ``promote``.
 
     The tags are the record serving checks before it loads a model (a model without
-    ``release_gate.status == pass`` is refused).
+    ``release_gate.status == pass`` is refused). ``extra_tags`` (e.g. the safety-invariant summary) are set on
+    the version as well.
     """
     from mlflow import MlflowClient
 
@@ -321,7 +323,8 @@ def record_release_decision(work_dir: Path, record: ModelVersionRecord, *, statu
 
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     for key, value in {"release_gate.status": status, "release_gate.policy_version": policy_version,
-                       "release_gate.checked_utc": stamp, "release_gate.summary": summary[:4900]}.items():
+                       "release_gate.checked_utc": stamp, "release_gate.summary": summary[:4900],
+                       **(extra_tags or {})}.items():
         client.set_model_version_tag(record.name, record.version, key, value)
     for path in reports:
         client.log_artifact(record.run_id, str(path), artifact_path=f"release_gate/v{record.version}-{stamp}")

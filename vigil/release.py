@@ -2,8 +2,9 @@
 
 For one registered model version: verify the artefact (checksum against the registry, the run's recorded ONNX
 parity, never a model trained on synthetic data), check the performance floors, run the fairness audit on the
-evaluation data, judge it with the versioned release policy, write the result as MLflow tags and a report,
-and move ``production`` only when every check passes. Composes the packages; holds no metric logic.
+evaluation data, judge it with the versioned release policy, run the safety-invariant suite (any violation fails
+the release), write the result as MLflow tags and a report, and move ``production`` only when every check passes.
+Composes the packages; holds no metric logic.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from evaluation.safety import SafetyReport
+from evaluation.safety_report import safety_card_section, safety_tags, write_safety_report
 from fairness.audit import audit
 from fairness.audit_types import AuditSpec
 from fairness.policy import gate, load_policy
 from fairness.report import write_reports
-from models.errors import DataSourceError, ModelArtifactError
+from models.errors import DataSourceError, ModelArtifactError, VigilError
 from models.onnx_runtime import sha256_file
 from training.tracking import ModelVersionRecord, fetch_model_version, record_release_decision
 from vigil.pipeline import PARITY_TOLERANCE, work_dir
@@ -29,6 +32,14 @@ from vigil.pipeline import PARITY_TOLERANCE, work_dir
 log = logging.getLogger(__name__)
 
 POLICY_PATH = Path(__file__).resolve().parents[1] / "fairness" / "release_policy.yaml"
+
+#: Perturbed records of the triage safety-invariant suite at release.
+SAFETY_N_GRID = 10_000
+SAFETY_CHECK = "safety invariants"
+
+
+class SafetySuiteUnavailableError(VigilError):
+    """The safety-invariant suite cannot run on a model: no suite for its task in this build, or no films."""
 
 
 @dataclass
@@ -161,6 +172,71 @@ def imaging_audit_frames(record: ModelVersionRecord, data_dir: Path | None,
     return [("nih study-level", frame, ["sex", "age_band", "view"], [("sex", "age_band")])]
 
 
+def imaging_safety_films(model: Any, data_dir: Path | None) -> np.ndarray:
+    """Films for the imaging safety suite, prepared by the one pixel path: the NIH validation split of the model's
+    own patient split, and every chest DICOM fixture the pixel path accepts (``imaging/dicom_fixtures/chest``)."""
+    from models.errors import ImagingInputError
+    from models.imaging import load_dicom_for_model
+    from training.data import resolve_data_dir
+    from training.data.imaging import load_nih
+
+    root = resolve_data_dir(data_dir)
+    films = []
+    try:
+        seed = int(model.card.training["config"]["seed"])
+        films.append(np.asarray(load_nih(root, model.image_size, seed).split("validation").images, np.float32))
+    except DataSourceError as exc:
+        log.warning("imaging safety suite without NIH validation films: %s", exc)
+    chest = root / "imaging" / "dicom_fixtures" / "chest"
+    for path in sorted(p for p in chest.glob("*") if p.is_file()) if chest.is_dir() else []:
+        try:
+            image, _ = load_dicom_for_model(path.read_bytes(), model.image_size)
+        except ImagingInputError:  # fixtures the pixel path refuses by design (not a frontal chest film)
+            continue
+        films.append(image[None].astype(np.float32))
+    if not films:
+        raise SafetySuiteUnavailableError(f"no films for the imaging safety suite under {root} (NIH validation split "
+                                          "or imaging/dicom_fixtures/chest)")
+    return np.concatenate(films)
+
+
+def run_safety_suite(onnx_path: Path, data_dir: Path | None = None, *, n_grid: int = SAFETY_N_GRID,
+                     seed: int = 0) -> SafetyReport:
+    """The safety-invariant suite of a triage or chest X-ray ONNX model (told apart by its card).
+
+    Raises
+    ------
+    SafetySuiteUnavailableError
+        An imaging model and no imaging suite in this build, or no films to run it on.
+    ModelArtifactError
+        The file is not a Vigil model.
+    """
+    from models.onnx_runtime import open_onnx_model
+
+    _, card, _ = open_onnx_model(onnx_path)
+    if "pixel_path_version" not in card.features:
+        from evaluation.safety_triage import run_triage_safety_suite
+        from models.onnx_runtime import TriageOnnxModel
+
+        return run_triage_safety_suite(TriageOnnxModel(onnx_path), n_grid=n_grid, seed=seed)
+    from models.imaging_onnx import ImagingOnnxModel
+
+    try:
+        from evaluation.safety_imaging import run_imaging_safety_suite
+    except ImportError as exc:
+        raise SafetySuiteUnavailableError("the imaging safety suite (evaluation.safety_imaging) is not in this "
+                                          "build") from exc
+    model = ImagingOnnxModel(onnx_path)
+    return run_imaging_safety_suite(model, imaging_safety_films(model, data_dir), seed=seed)
+
+
+def safety_check(report: SafetyReport | None, reason: str = "") -> Check:
+    """Pass only when every invariant ran and held; a violation, or a suite that did not run, fails."""
+    if report is None:
+        return Check(SAFETY_CHECK, "fail", f"not run: {reason}")
+    return Check(SAFETY_CHECK, "pass" if report.passed else "fail", report.summary())
+
+
 def _group_summary(result: Any) -> dict[str, Any]:
     """Per attribute and group: n, positives, status and point estimates (the card's 'metrics by group')."""
     data = result.to_dict()
@@ -175,26 +251,31 @@ def _group_summary(result: Any) -> dict[str, Any]:
 
 
 def write_release_card(record: ModelVersionRecord, outcome: ReleaseOutcome, audits: dict[str, Any],
-                       out_dir: Path) -> Path:
+                       out_dir: Path, *, safety: SafetyReport | None = None, safety_reason: str = "") -> Path:
     """The model card (Mitchell et al. 2019) of this version, completed at release: the card shipped in the
-    ONNX file (intended use, data, training, limitations) plus metrics by group and the gate result."""
+    ONNX file (intended use, data, training, limitations) plus metrics by group, the safety invariants (each
+    one's result, violations with examples) and the gate result."""
     from models.onnx_runtime import open_onnx_model
 
     checks = "\n".join(f"- **{c.status}** {c.name}: {c.reason}" for c in outcome.checks)
+    safety_md = safety_card_section(safety, safety_reason)
     path = out_dir / "model_card.md"
     try:
         _, card, _ = open_onnx_model(record.onnx_path)
     except ModelArtifactError as exc:  # a tampered or corrupt artefact has no trustworthy card
         path.write_text(f"# Model card: {record.name} version {record.version}\n\nUnavailable: {exc}\n\n"
-                        f"## Release gate\nStatus: {outcome.status}\n\n## Release gate checks\n\n{checks}\n",
+                        f"## Release gate\nStatus: {outcome.status}\n\n## Release gate checks\n\n{checks}\n\n"
+                        f"{safety_md}",
                         encoding="utf-8")
         return path
     card.metrics = {**card.metrics, "test (training run)": {k: v for k, v in sorted(record.run_metrics.items())
                                                            if k.startswith("test.")},
                     "by_group": {name: _group_summary(result) for name, result in audits.items()}}
     card.release_gate = {"status": outcome.status, "promoted": outcome.promoted,
-                         "checks": [c.__dict__ for c in outcome.checks]}
-    text = card.to_markdown() + "\n## Release gate checks\n\n" + checks + "\n"
+                         "checks": [c.__dict__ for c in outcome.checks],
+                         "safety_invariants": safety.to_dict() if safety is not None
+                         else {"status": "not run", "reason": safety_reason}}
+    text = card.to_markdown() + "\n## Release gate checks\n\n" + checks + "\n\n" + safety_md
     path.write_text(text, encoding="utf-8")
     (out_dir / "model_card.json").write_text(card.to_json(), encoding="utf-8")
     return path
@@ -202,7 +283,8 @@ def write_release_card(record: ModelVersionRecord, outcome: ReleaseOutcome, audi
 
 def release(ref: str, *, data_dir: Path | None = None, policy_path: Path = POLICY_PATH, n_boot: int | None = None,
             out_dir: Path | None = None,
-            triage_data: tuple[tuple[str, tuple[str, ...]], ...] = TRIAGE_AUDIT_DATA) -> ReleaseOutcome:
+            triage_data: tuple[tuple[str, tuple[str, ...]], ...] = TRIAGE_AUDIT_DATA,
+            safety_n_grid: int = SAFETY_N_GRID) -> ReleaseOutcome:
     """Run every release check for ``ref`` (``NAME/VERSION`` or ``NAME@ALIAS``) and record the decision."""
     base = work_dir()
     policy = load_policy(policy_path)
@@ -249,15 +331,28 @@ def release(ref: str, *, data_dir: Path | None = None, policy_path: Path = POLIC
         failing = sorted((c for c in judged.checks if c.status != "pass"), key=lambda c: order.get(c.status, 2))
         reason = "; ".join(c.reason for c in failing[:5]) or "every group within the policy's tolerances"
         outcome.checks.append(Check(f"fairness {name}", judged.status, reason))
+    safety, safety_reason = None, ""
+    if any(c.status == "fail" and c.name == "onnx checksum" for c in outcome.checks):
+        safety_reason = "the ONNX file failed its checksum"
+    else:
+        try:
+            safety = run_safety_suite(record.onnx_path, data_dir, n_grid=safety_n_grid)
+        except SafetySuiteUnavailableError as exc:
+            safety_reason = str(exc)
+    outcome.checks.append(safety_check(safety, safety_reason))
+    if safety is not None:
+        outcome.reports += write_safety_report(safety, out_dir)
     statuses = {c.status for c in outcome.checks}
     outcome.status = "fail" if "fail" in statuses else ("insufficient evidence" if "insufficient evidence" in statuses
                                                        else "pass")
     outcome.promoted = outcome.status == "pass"
-    outcome.reports.append(write_release_card(record, outcome, audits_by_name, out_dir))
+    outcome.reports.append(write_release_card(record, outcome, audits_by_name, out_dir, safety=safety,
+                                              safety_reason=safety_reason))
     summary_path = out_dir / "release_decision.json"
     summary_path.write_text(json.dumps(outcome.to_dict(), indent=2, default=str), encoding="utf-8")
     outcome.reports.append(summary_path)
     summary = "; ".join(f"{c.name}: {c.status}" for c in outcome.checks)
     record_release_decision(base, record, status=outcome.status, policy_version=policy.policy_version, summary=summary,
-                            reports=outcome.reports, promote=outcome.promoted)
+                            reports=outcome.reports, promote=outcome.promoted,
+                            extra_tags=safety_tags(safety, safety_reason))
     return outcome

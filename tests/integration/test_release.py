@@ -12,6 +12,23 @@ from vigil.cli import app
 
 SYNTHETIC_AUDIT = (("synthetic:n=4000,seed=21", ("sex", "age_band", "ethnicity")),)
 
+LENIENT_POLICY = (
+    'policy_version: "test-lenient"\nalpha: 0.05\nstraddle_rule: estimate\nmin_group_n: 100\n'
+    "min_group_positives: 20\nrequired_attributes: []\nmax_gap:\n  under_triage_rate: 1.0\n"
+    "  false_negative_rate: 1.0\nmin_group:\n  auroc: 0.0\nmax_group:\n  ece: 1.0\n"
+    "performance_floors:\n  vigil-triage:\n    test.admitted.auroc: 0.5\n"
+)
+
+
+def _safety_report(n_violations: int):
+    """A stand-in safety report: one invariant, violated ``n_violations`` times."""
+    from evaluation.safety import InvariantResult, SafetyReport
+
+    examples = tuple({"case": k, "violation": 1.0} for k in range(min(n_violations, 5)))
+    result = InvariantResult("triage.stand_in", "a stand-in invariant", "tests", n_cases=100,
+                             n_violations=n_violations, examples=examples, worst=1.0 if n_violations else 0.0)
+    return SafetyReport("vigil-triage", "test", "triage", (result,))
+
 
 @pytest.fixture(scope="module")
 def registered(tmp_path_factory, isolated_env):
@@ -52,6 +69,20 @@ def test_synthetic_model_is_refused_and_the_refusal_recorded(registered):
     card = next(p for p in outcome.reports if p.name == "model_card.md").read_text()
     assert "## Intended use" in card and "## Limitations" in card and "Status: fail" in card
     assert "by_group" in card and "ethnicity" in card and "real training data" in card
+    # The safety-invariant suite ran on the candidate: a check, reports, registry tags and the card.
+    safety = by_name["safety invariants"]
+    assert safety.status in ("pass", "fail") and "safety-invariants/" in safety.reason
+    names = {p.name for p in outcome.reports}
+    assert {"safety_invariants.json", "safety_invariants.md"} <= names
+    report = json.loads(next(p for p in outcome.reports if p.name == "safety_invariants.json").read_text())
+    assert len(report["results"]) == 8 and all(r["id"].startswith("triage.") for r in report["results"])
+    assert tags["safety_invariants.status"] == ("pass" if report["passed"] else "fail")
+    assert tags["safety_invariants.suite_version"] == report["suite_version"]
+    assert tags["safety_invariants.violations"] == "none" or not report["passed"]
+    assert "## Safety invariants" in card and "triage.deterioration_never_lowers_risk" in card
+    artifacts = {a.path for a in client.list_artifacts(result.run_id, "release_gate")}
+    logged = {f.path.rsplit("/", 1)[-1] for a in artifacts for f in client.list_artifacts(result.run_id, a)}
+    assert "safety_invariants.json" in logged and "safety_invariants.md" in logged
 
 
 def test_tampered_onnx_fails_the_checksum(registered, monkeypatch):
@@ -70,6 +101,8 @@ def test_tampered_onnx_fails_the_checksum(registered, monkeypatch):
     outcome = release(f"vigil-triage/{result.registered_version}", n_boot=100, triage_data=SYNTHETIC_AUDIT)
     checksum = next(c for c in outcome.checks if c.name == "onnx checksum")
     assert checksum.status == "fail" and "does not match" in checksum.reason
+    safety = next(c for c in outcome.checks if c.name == "safety invariants")
+    assert safety.status == "fail" and safety.reason.startswith("not run: the ONNX file failed its checksum")
     assert not outcome.promoted
     card = next(p for p in outcome.reports if p.name == "model_card.md").read_text()
     assert "Unavailable" in card and "Status: fail" in card
@@ -93,18 +126,45 @@ def test_missing_evaluation_data_is_insufficient_evidence_not_a_crash(registered
     assert outcome.status == "fail" and not outcome.promoted  # synthetic training data fails as well
 
 
-def test_a_model_that_passes_every_check_is_promoted(registered, tmp_path):
-    """The promote path, with a lenient policy and the run marked as trained on real data (then restored)."""
+def test_a_safety_violation_alone_blocks_release(registered, tmp_path, monkeypatch):
+    """Every other check passes (lenient policy, run marked real); one violated invariant fails the release."""
     work, result = registered
     from vigil.release import release
 
     policy = tmp_path / "lenient.yaml"
-    policy.write_text(
-        'policy_version: "test-lenient"\nalpha: 0.05\nstraddle_rule: estimate\nmin_group_n: 100\n'
-        "min_group_positives: 20\nrequired_attributes: []\nmax_gap:\n  under_triage_rate: 1.0\n"
-        "  false_negative_rate: 1.0\nmin_group:\n  auroc: 0.0\nmax_group:\n  ece: 1.0\n"
-        "performance_floors:\n  vigil-triage:\n    test.admitted.auroc: 0.5\n"
-    )
+    policy.write_text(LENIENT_POLICY)
+    monkeypatch.setattr("vigil.release.run_safety_suite", lambda *a, **k: _safety_report(3))
+    client = _client(work)
+    client.set_tag(result.run_id, "synthetic_data", "false")
+    try:
+        outcome = release(f"vigil-triage/{result.registered_version}", n_boot=100, policy_path=policy,
+                          triage_data=SYNTHETIC_AUDIT)
+    finally:
+        client.set_tag(result.run_id, "synthetic_data", "true")
+    failing = [c for c in outcome.checks if c.status != "pass"]
+    assert [c.name for c in failing] == ["safety invariants"], failing
+    assert failing[0].status == "fail" and "triage.stand_in (3/100)" in failing[0].reason
+    assert outcome.status == "fail" and not outcome.promoted
+    assert "production" not in client.get_registered_model("vigil-triage").aliases
+    tags = client.get_model_version("vigil-triage", result.registered_version).tags
+    assert tags["safety_invariants.status"] == "fail"
+    assert tags["safety_invariants.violations"] == "triage.stand_in (3/100)"
+    card = next(p for p in outcome.reports if p.name == "model_card.md").read_text()
+    assert "**triage.stand_in** violated" in card and '"case": 0' in card
+    res = CliRunner().invoke(app, ["release", f"vigil-triage/{result.registered_version}", "--policy", str(policy),
+                                   "--bootstrap", "100"], env={"VIGIL_WORK_DIR": str(work)})
+    assert res.exit_code == 1 and "[fail] safety invariants" in res.output
+
+
+def test_a_model_that_passes_every_check_is_promoted(registered, tmp_path, monkeypatch):
+    """The promote path, with a lenient policy, the run marked as trained on real data (then restored) and a
+    stand-in safety report without violations (the small synthetic model's own is not required to pass)."""
+    work, result = registered
+    from vigil.release import release
+
+    policy = tmp_path / "lenient.yaml"
+    policy.write_text(LENIENT_POLICY)
+    monkeypatch.setattr("vigil.release.run_safety_suite", lambda *a, **k: _safety_report(0))
     client = _client(work)
     client.set_tag(result.run_id, "synthetic_data", "false")
     try:
@@ -117,6 +177,7 @@ def test_a_model_that_passes_every_check_is_promoted(registered, tmp_path):
     assert str(client.get_registered_model("vigil-triage").aliases["production"]) == result.registered_version
     tags = client.get_model_version("vigil-triage", result.registered_version).tags
     assert tags["release_gate.status"] == "pass" and tags["release_gate.policy_version"] == "test-lenient"
+    assert tags["safety_invariants.status"] == "pass" and tags["safety_invariants.violations"] == "none"
     decision = json.loads(next(p for p in outcome.reports if p.name == "release_decision.json").read_text())
     assert decision["promoted"] is True
     card_md = next(p for p in outcome.reports if p.name == "model_card.md")
