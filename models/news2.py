@@ -38,7 +38,9 @@ Safety floor (Vigil's mapping, not the RCP's)
     :mod:`models.labels`) that a recommendation may carry: high -> 1, medium -> 2, low-medium -> 3,
     low -> 5 (no floor). A model recommendation less urgent than the floor is raised to it
     (:func:`apply_floor`), so Vigil never recommends less urgency than NEWS2 demands. This mapping is a
-    Vigil design decision and is reported in every model card.
+    Vigil design decision and is reported in every model card. It is one rule of the combined safety floor
+    (:mod:`models.safety_floor`: ACVPU, red-flag complaints, paediatric physiology), applied from 16 years:
+    under 16 the adult NEWS2 is scored and reported but not applied as a floor.
 
 The scores are computed as given: this module does not re-check plausibility ranges (that is
 :func:`models.triage_record.validate_record`'s job at the edge) nor fill ACVPU from GCS (done there too).
