@@ -13,11 +13,11 @@ check                statistic                 accepted  real images: NIH 1,000 
                                                          (224 px) / the 14 decodable DICOM fixtures
 ==================== ========================= ========= ================================================
 ``blank``            ``std``                   >= 0.04   min 0.173 / 0.149 / 0.153
-``noise``            ``neighbour_correlation`` >= 0.50   min 0.774 / 0.924 / 0.951
 ``graphics``         ``mid_grey_fraction``     >= 0.15   min 0.453 / 0.276 / 0.297
 ``graphics``         ``extreme_fraction``      <= 0.70   max 0.294 / 0.359 / 0.478
 ``histogram``        ``peak_bin_fraction``     <= 0.60   max 0.278 / 0.348 / 0.478
 ``histogram``        ``histogram_entropy``     >= 2.0    min 4.167 / 3.385 / 3.235
+``noise``            ``neighbour_correlation`` >= 0.50   min 0.774 / 0.924 / 0.951
 ==================== ========================= ========= ================================================
 
 ``std`` is the pixel standard deviation; ``neighbour_correlation`` the smaller lag-1 autocorrelation (along rows,
@@ -30,8 +30,10 @@ Errors: ``blank`` :class:`~models.errors.BlankImageError`, ``noise`` :class:`~mo
 the non-chest fixtures of other_cr/ pass the gate too and are refused, as before, by BodyPartExamined or the
 photometric consistency rule.
 
-A blank or constant image (std 0), uniform or Gaussian noise (neighbour correlation about 0), black text on white
-or a chart (almost no mid-grey) and two-level or one-spike histograms are refused; no image of those real sets is
+A blank or constant image (std 0), black text on white or a chart (almost no mid-grey; text also has a low
+neighbour correlation, about 0.5, so the graphics checks come first to name it), two-level or one-spike histograms
+and uniform or Gaussian noise (neighbour correlation about 0; binary salt-and-pepper noise has no mid-grey and is
+refused as graphics) are refused; no image of those real sets is
 (above). The limits are set well outside the real
 range, not at its edge: the gate is for what is plainly not a radiograph, not for a poor radiograph.
 
@@ -148,9 +150,6 @@ def check_image_quality(image: np.ndarray, *, field: str = "PixelData") -> Image
     if stats.std < MIN_STD:
         raise _refuse(BlankImageError, field, "blank", "std", stats.std, MIN_STD, "<",
                       "the image is blank or uniform")
-    if stats.neighbour_correlation < MIN_NEIGHBOUR_CORRELATION:
-        raise _refuse(NoiseImageError, field, "noise", "neighbour_correlation", stats.neighbour_correlation,
-                      MIN_NEIGHBOUR_CORRELATION, "<", "neighbouring pixels are unrelated, as in noise")
     if stats.mid_grey_fraction < MIN_MID_GREY_FRACTION:
         raise _refuse(GraphicsImageError, field, "graphics", "mid_grey_fraction", stats.mid_grey_fraction,
                       MIN_MID_GREY_FRACTION, "<", "almost no mid-grey, as in text or graphics")
@@ -163,6 +162,9 @@ def check_image_quality(image: np.ndarray, *, field: str = "PixelData") -> Image
     if stats.histogram_entropy < MIN_HISTOGRAM_ENTROPY:
         raise _refuse(ImplausibleHistogramError, field, "histogram", "histogram_entropy", stats.histogram_entropy,
                       MIN_HISTOGRAM_ENTROPY, "<", "too few grey levels are used")
+    if stats.neighbour_correlation < MIN_NEIGHBOUR_CORRELATION:
+        raise _refuse(NoiseImageError, field, "noise", "neighbour_correlation", stats.neighbour_correlation,
+                      MIN_NEIGHBOUR_CORRELATION, "<", "neighbouring pixels are unrelated, as in noise")
     return stats
 
 
