@@ -179,6 +179,48 @@ def release_command(
     raise typer.Exit(code=1)
 
 
+@app.command("safety")
+def safety_command(
+    model: Annotated[str, typer.Option(help="An .onnx file, or a registry reference: NAME/VERSION, NAME@ALIAS or "
+                                            "models:/NAME@ALIAS")],
+    out: Annotated[Path, typer.Option(help="Folder for safety_invariants.json and .md")] = Path("vigil-work/safety"),
+    data_dir: Annotated[Path | None, typer.Option(help="Data folder holding the films (imaging models)")] = None,
+    n_grid: Annotated[int, typer.Option(min=100, max=10_000_000, help="Perturbed triage records")] = 10_000,
+    seed: int = 0,
+    verbose: bool = False,
+) -> None:
+    """Run the safety-invariant suite on a triage or chest X-ray model (docs/clinical_safety.md).
+
+    Prints each invariant's result and writes JSON and Markdown. Exits 0 when every invariant holds, 1 on any
+    violation, 2 for bad input.
+    """
+    configure_logging(verbose)
+    from evaluation.safety_report import write_safety_report
+    from training.tracking import parse_model_ref, resolve_model_file
+    from vigil.pipeline import work_dir
+    from vigil.release import run_safety_suite
+
+    try:
+        if model.endswith(".onnx") or Path(model).is_file():
+            path = resolve_model_file(model, work_dir())
+        else:
+            name, version, alias = parse_model_ref(model)
+            uri = f"models:/{name}/{version}" if version else f"models:/{name}@{alias}"
+            path = resolve_model_file(uri, work_dir(), experiment=name)
+        report = run_safety_suite(path, data_dir, n_grid=n_grid, seed=seed)
+    except VigilError as exc:
+        _fail(exc)
+        return
+    for result in report.results:
+        typer.echo(f"[{'pass' if result.passed else 'FAIL'}] {result.id}: {result.n_violations}/{result.n_cases} "
+                   f"violations (tolerance: {result.tolerance})")
+    paths = write_safety_report(report, out)
+    typer.echo(f"{report.model_name} {report.model_version}: {'PASS' if report.passed else 'FAIL'}: {report.summary()}")
+    typer.echo(json.dumps({"written": [str(p) for p in paths]}))
+    if not report.passed:
+        raise typer.Exit(code=1)
+
+
 @app.command("second-read")
 def second_read(
     model: Annotated[str, typer.Option(help="An .onnx file, or models:/vigil-cxr@candidate")],

@@ -182,3 +182,26 @@ def test_a_model_that_passes_every_check_is_promoted(registered, tmp_path, monke
     assert decision["promoted"] is True
     card_md = next(p for p in outcome.reports if p.name == "model_card.md")
     assert '"promoted": true' in (card_md.parent / "model_card.json").read_text()
+
+
+def test_cli_safety_runs_the_suite_on_a_ref_or_a_file(registered, tmp_path, monkeypatch):
+    work, result = registered
+    env = {"VIGIL_WORK_DIR": str(work)}
+    out = tmp_path / "by-ref"
+    res = CliRunner().invoke(app, ["safety", "--model", f"vigil-triage/{result.registered_version}", "--out", str(out),
+                                   "--n-grid", "2000"], env=env)
+    report = json.loads((out / "safety_invariants.json").read_text())
+    assert res.exit_code == (0 if report["passed"] else 1), res.output
+    assert len(report["results"]) == 8 and "triage.red_flags_give_their_level" in res.output
+    assert (out / "safety_invariants.md").read_text().startswith("# Safety invariants")
+    res = CliRunner().invoke(app, ["safety", "--model", str(result.onnx_path), "--out", str(tmp_path / "by-file"),
+                                   "--n-grid", "2000"], env=env)
+    assert json.loads((tmp_path / "by-file" / "safety_invariants.json").read_text())["results"] == report["results"]
+    res = CliRunner().invoke(app, ["safety", "--model", "not a model ref"], env=env)
+    assert res.exit_code == 2 and "model must be NAME/VERSION or NAME@ALIAS" in res.output
+    for n_violations, code in ((0, 0), (2, 1)):
+        monkeypatch.setattr("vigil.release.run_safety_suite", lambda *a, n=n_violations, **k: _safety_report(n))
+        res = CliRunner().invoke(app, ["safety", "--model", str(result.onnx_path), "--out", str(tmp_path / "fake")],
+                                 env=env)
+        assert res.exit_code == code, res.output
+        assert ("FAIL" in res.output) == bool(n_violations)
