@@ -19,7 +19,6 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Final
 
 import numpy as np
@@ -29,20 +28,21 @@ from evaluation.safety_triage_cases import (
     BENIGN_PHRASES,
     COMMON_COMPLAINTS,
     CRITICAL_COMPLAINTS,
+    DANGER_PATHS,
+    DANGER_VALUES,
+    DBP_WHILE_SBP_VARIES,
+    NORMAL_VALUES,
     base_records,
     child_records,
     concat,
     describe,
     made_up_words,
+    red_flag_texts,
     repeat,
+    valid_values,
 )
 from models.columns import Columns, n_rows
-from models.triage_record import (
-    BOOLEAN_FIELDS,
-    CATEGORICAL_BY_NAME,
-    NON_FEATURE_FIELDS,
-    NUMERIC_BY_NAME,
-)
+from models.triage_record import NON_FEATURE_FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -52,36 +52,6 @@ DEFAULT_UNUSED_INPUTS: Final = ("gcs", "consciousness", "on_supplemental_oxygen"
 #: Each invariant's share of ``n_grid`` perturbed records.
 _SHARES: Final = {"unobserved": 0.15, "sex": 0.08, "deterioration": 0.35, "danger": 0.08, "unknown_words": 0.08,
                   "dilution": 0.16, "red_flags": 0.06, "infants": 0.04}
-
-#: Each vital's danger direction: (field, words, values from the danger threshold outwards).
-DANGER_PATHS: Final[tuple[tuple[str, str, tuple[float, ...]], ...]] = (
-    ("spo2", "SpO2 falling from 92% to 70%", tuple(float(v) for v in range(92, 69, -1))),
-    ("sbp", "systolic BP falling from 90 to 50 mmHg", tuple(float(v) for v in range(90, 49, -2))),
-    ("resp_rate", "respiratory rate rising from 25 to 50/min", tuple(float(v) for v in range(25, 51))),
-    ("heart_rate", "heart rate rising from 130 to 200/min", tuple(float(v) for v in range(130, 201, 5))),
-    ("heart_rate", "heart rate falling from 40 to 25/min", tuple(float(v) for v in range(40, 24, -1))),
-    ("temperature_c", "temperature falling from 35 to 30 degC", tuple(35.0 - 0.5 * k for k in range(11))),
-    ("temperature_c", "temperature rising from 39.5 to 42 degC", tuple(39.5 + 0.25 * k for k in range(11))),
-)
-
-#: Adult normal values (NEWS2 0 points) and danger values of each vital, for danger_not_below_normal.
-NORMAL_VALUES: Final = {"spo2": 98.0, "sbp": 125.0, "resp_rate": 16.0, "heart_rate": 75.0, "temperature_c": 37.0}
-DANGER_VALUES: Final = {"spo2": (88.0, 80.0, 72.0), "sbp": (85.0, 70.0, 55.0), "resp_rate": (28.0, 36.0, 48.0),
-                        "heart_rate": (140.0, 170.0, 195.0, 38.0, 30.0, 26.0),
-                        "temperature_c": (34.5, 32.0, 30.5, 39.8, 41.0, 42.0)}
-#: Diastolic BP while systolic BP is varied (below every systolic value used, so the record stays valid).
-_DBP_WHILE_SBP_VARIES: Final = 35.0
-
-#: Values tried for inputs a model must ignore (other fields get values from their declared range).
-_VALUES: Final[dict[str, tuple[Any, ...]]] = {
-    "gcs": (math.nan, 3.0, 8.0, 12.0, 15.0),
-    "consciousness": (None, "A", "C", "V", "P", "U"),
-    "ethnicity": (None, "nh_white", "nh_black", "hispanic", "nh_other"),
-    "site": (None, "site-a", "site-b"),
-    "chief_complaint_code": (None, "R07.9", "1005.0"),
-    "arrival_time": (None, datetime(2025, 1, 1, 3, 0), datetime(2025, 7, 1, 15, 30)),
-    "dbp": (math.nan, 30.0, 50.0, 70.0),
-}
 
 P_TOL_EXACT: Final = 1e-6
 P_TOL_MONOTONE: Final = 1e-4
@@ -133,28 +103,13 @@ def _n_base(target: float, per_base: int, minimum: int = 2) -> int:
     return max(minimum, math.ceil(target / max(per_base, 1)))
 
 
-def _valid_values(name: str) -> tuple[Any, ...]:
-    """Values (missing included) a record may hold in ``name``."""
-    if name in _VALUES:
-        return _VALUES[name]
-    if name in NUMERIC_BY_NAME:
-        spec = NUMERIC_BY_NAME[name]
-        mid = (spec.low + spec.high) / 2
-        return (math.nan, float(spec.low), float(round(mid) if spec.integer else mid), float(spec.high))
-    if name in CATEGORICAL_BY_NAME:
-        return (None, *CATEGORICAL_BY_NAME[name].values)
-    if name in BOOLEAN_FIELDS:
-        return (None, False, True)
-    return (None, "zzz", "abc")
-
-
 # ---------------------------------------------------------------------------------------------- invariants
 def unobserved_inputs(model: Any, rng: np.random.Generator, target: float) -> tuple[InvariantResult, int]:
     """a. Inputs the model did not learn (and fields that are never features) do not move its outputs."""
     declared = getattr(getattr(model, "encoder", None), "unused_inputs", None)
     unused = tuple(declared) if declared is not None else DEFAULT_UNUSED_INPUTS
     fields = tuple(dict.fromkeys((*unused, *NON_FEATURE_FIELDS)))
-    variants = [(name, value) for name in fields for value in _valid_values(name)]
+    variants = [(name, value) for name in fields for value in valid_values(name)]
     base = base_records(rng, _n_base(target, len(variants) + 1))
     nb = n_rows(base)
     parts = [base]
@@ -237,7 +192,7 @@ def deterioration(model: Any, rng: np.random.Generator, target: float) -> tuple[
             part = repeat(base, np.full(len(values), b))
             part[field] = np.array(values, dtype=float)
             if field == "sbp":
-                part["dbp"] = np.full(len(values), _DBP_WHILE_SBP_VARIES)
+                part["dbp"] = np.full(len(values), DBP_WHILE_SBP_VARIES)
             parts.append(part)
             idx = start + np.arange(len(values))
             refs.append(idx[:-1])
@@ -281,7 +236,7 @@ def danger_vs_normal(model: Any, rng: np.random.Generator, target: float) -> tup
             part = repeat(base, np.full(len(values), b))
             part[field] = np.array(values, dtype=float)
             if field == "sbp":
-                part["dbp"] = np.full(len(values), _DBP_WHILE_SBP_VARIES)
+                part["dbp"] = np.full(len(values), DBP_WHILE_SBP_VARIES)
             parts.append(part)
             refs += [start] * len(dangers)
             news += list(range(start + 1, start + len(values)))
@@ -392,34 +347,6 @@ def benign_dilution(model: Any, rng: np.random.Generator, target: float) -> tupl
         tolerance_text="probability drop <= 1e-4; level never less urgent",
     )
     return result, n_rows(cols)
-
-
-def red_flag_texts() -> tuple[list[tuple[str, str, int]], str | None]:
-    """(flag id, complaint text, floor level) for every synonym of every red flag of :mod:`models.complaints`
-    (``SYNONYM_GROUPS``; a flag without synonyms contributes its canonical text), and an error message when
-    that module (or its list) is not available. A phrase listed under several flags must give the most
-    urgent of their levels."""
-    try:
-        from models import complaints
-    except ImportError as exc:
-        return [], f"models.complaints is not available ({exc}): red-flag complaints were not checked"
-    flags = getattr(complaints, "RED_FLAGS", None)
-    if not flags:
-        return [], "models.complaints has no RED_FLAGS: red-flag complaints were not checked"
-    groups = getattr(complaints, "SYNONYM_GROUPS", None)
-    if groups is None:
-        terms = __import__("models.complaint_terms", fromlist=["SYNONYM_GROUPS"])
-        groups = getattr(terms, "SYNONYM_GROUPS", ())
-    upper = {str(p).lower() for p in getattr(complaints, "CASE_SENSITIVE", ())}
-    found: dict[str, tuple[str, int]] = {}
-    for key, flag in flags.items():
-        phrases = [p.upper() if p.lower() in upper else p for _, group_flag, ps in groups if group_flag == key
-                   for p in ps] or [flag.canonical_text]
-        for text in (str(p).strip() for p in phrases if p):
-            level = int(flag.floor_level)
-            if text not in found or level < found[text][1]:
-                found[text] = (str(flag.id), level)
-    return [(fid, text, level) for text, (fid, level) in found.items()], None
 
 
 def red_flags(model: Any, rng: np.random.Generator, target: float) -> tuple[InvariantResult, int]:

@@ -6,19 +6,22 @@ from the training data or the encoder. Every record is valid under :func:`models
 (strict); the tests check that. Everything is drawn from a ``numpy.random.Generator`` passed in.
 
 Reference values: adult normal ranges as NEWS2 scores 0 (RCP 2017); paediatric normal ranges by age band
-as in the APLS reference tables (Advanced Paediatric Life Support, 6th ed.), taken well inside each band.
+as in the APLS reference tables (Advanced Paediatric Life Support, 6th ed.), taken well inside each band. The
+red-flag complaints come from :mod:`models.complaints` (:func:`red_flag_texts`), the one list the floor uses.
 """
 
 from __future__ import annotations
 
+import math
 import string
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, Final
 
 import numpy as np
 
 from models.columns import Columns
-from models.triage_record import RECORD_FIELDS
+from models.triage_record import BOOLEAN_FIELDS, CATEGORICAL_BY_NAME, NUMERIC_BY_NAME, RECORD_FIELDS
 
 #: Common ED chief complaints (none of them a time-critical red flag), for base records.
 COMMON_COMPLAINTS: Final[tuple[str, ...]] = (
@@ -161,3 +164,77 @@ def describe(cols: Columns, i: int) -> dict[str, Any]:
     """Record ``i`` as plain JSON values, missing fields left out."""
     out = {name: _plain(cols[name][i]) for name in _SHOWN if name in cols}
     return {k: v for k, v in out.items() if v is not None}
+
+
+#: Each vital's danger direction: (field, words, values from the danger threshold outwards).
+DANGER_PATHS: Final[tuple[tuple[str, str, tuple[float, ...]], ...]] = (
+    ("spo2", "SpO2 falling from 92% to 70%", tuple(float(v) for v in range(92, 69, -1))),
+    ("sbp", "systolic BP falling from 90 to 50 mmHg", tuple(float(v) for v in range(90, 49, -2))),
+    ("resp_rate", "respiratory rate rising from 25 to 50/min", tuple(float(v) for v in range(25, 51))),
+    ("heart_rate", "heart rate rising from 130 to 200/min", tuple(float(v) for v in range(130, 201, 5))),
+    ("heart_rate", "heart rate falling from 40 to 25/min", tuple(float(v) for v in range(40, 24, -1))),
+    ("temperature_c", "temperature falling from 35 to 30 degC", tuple(35.0 - 0.5 * k for k in range(11))),
+    ("temperature_c", "temperature rising from 39.5 to 42 degC", tuple(39.5 + 0.25 * k for k in range(11))),
+)
+
+#: Adult normal values (NEWS2 0 points) and danger values of each vital, for danger_not_below_normal.
+NORMAL_VALUES: Final = {"spo2": 98.0, "sbp": 125.0, "resp_rate": 16.0, "heart_rate": 75.0, "temperature_c": 37.0}
+DANGER_VALUES: Final = {"spo2": (88.0, 80.0, 72.0), "sbp": (85.0, 70.0, 55.0), "resp_rate": (28.0, 36.0, 48.0),
+                        "heart_rate": (140.0, 170.0, 195.0, 38.0, 30.0, 26.0),
+                        "temperature_c": (34.5, 32.0, 30.5, 39.8, 41.0, 42.0)}
+#: Diastolic BP while systolic BP is varied (below every systolic value used, so the record stays valid).
+DBP_WHILE_SBP_VARIES: Final = 35.0
+
+#: Values tried for inputs a model must ignore (other fields get values from their declared range).
+IGNORED_INPUT_VALUES: Final[dict[str, tuple[Any, ...]]] = {
+    "gcs": (math.nan, 3.0, 8.0, 12.0, 15.0),
+    "consciousness": (None, "A", "C", "V", "P", "U"),
+    "ethnicity": (None, "nh_white", "nh_black", "hispanic", "nh_other"),
+    "site": (None, "site-a", "site-b"),
+    "chief_complaint_code": (None, "R07.9", "1005.0"),
+    "arrival_time": (None, datetime(2025, 1, 1, 3, 0), datetime(2025, 7, 1, 15, 30)),
+    "dbp": (math.nan, 30.0, 50.0, 70.0),
+}
+
+
+def valid_values(name: str) -> tuple[Any, ...]:
+    """Values (missing included) a record may hold in ``name``."""
+    if name in IGNORED_INPUT_VALUES:
+        return IGNORED_INPUT_VALUES[name]
+    if name in NUMERIC_BY_NAME:
+        spec = NUMERIC_BY_NAME[name]
+        mid = (spec.low + spec.high) / 2
+        return (math.nan, float(spec.low), float(round(mid) if spec.integer else mid), float(spec.high))
+    if name in CATEGORICAL_BY_NAME:
+        return (None, *CATEGORICAL_BY_NAME[name].values)
+    if name in BOOLEAN_FIELDS:
+        return (None, False, True)
+    return (None, "zzz", "abc")
+
+
+def red_flag_texts() -> tuple[list[tuple[str, str, int]], str | None]:
+    """(flag id, complaint text, floor level) for every synonym of every red flag of :mod:`models.complaints`
+    (``SYNONYM_GROUPS``; a flag without synonyms contributes its canonical text), and an error message when
+    that module (or its list) is not available. A phrase listed under several flags must give the most
+    urgent of their levels."""
+    try:
+        from models import complaints
+    except ImportError as exc:
+        return [], f"models.complaints is not available ({exc}): red-flag complaints were not checked"
+    flags = getattr(complaints, "RED_FLAGS", None)
+    if not flags:
+        return [], "models.complaints has no RED_FLAGS: red-flag complaints were not checked"
+    groups = getattr(complaints, "SYNONYM_GROUPS", None)
+    if groups is None:
+        terms = __import__("models.complaint_terms", fromlist=["SYNONYM_GROUPS"])
+        groups = getattr(terms, "SYNONYM_GROUPS", ())
+    upper = {str(p).lower() for p in getattr(complaints, "CASE_SENSITIVE", ())}
+    found: dict[str, tuple[str, int]] = {}
+    for key, flag in flags.items():
+        phrases = [p.upper() if p.lower() in upper else p for _, group_flag, ps in groups if group_flag == key
+                   for p in ps] or [flag.canonical_text]
+        for text in (str(p).strip() for p in phrases if p):
+            level = int(flag.floor_level)
+            if text not in found or level < found[text][1]:
+                found[text] = (str(flag.id), level)
+    return [(fid, text, level) for text, (fid, level) in found.items()], None

@@ -16,8 +16,8 @@ import pytest
 
 from evaluation.safety import SAFETY_SUITE_VERSION, SafetyReport
 from evaluation.safety_report import safety_tags, write_safety_report
-from evaluation.safety_triage import red_flag_texts, run_triage_safety_suite
-from evaluation.safety_triage_cases import concat
+from evaluation.safety_triage import run_triage_safety_suite
+from evaluation.safety_triage_cases import concat, red_flag_texts
 from models.columns import Columns, float_column, n_rows, object_column
 from models.triage_record import validate_frame
 
