@@ -163,6 +163,12 @@ def to_markdown(result: dict[str, Any], title: str) -> str:
         lines.append("")
     lines += [f"NEWS2 safety floor raised the model's level for {result['news2_floor']['raised_count']} visits "
               f"({100 * result['news2_floor']['raised_fraction']:.1f}%).", ""]
+    ignored = result.get("inputs_not_used") or {}
+    if ignored:
+        lines += ["## Columns the model does not use", "",
+                  "The file gives values the model never learnt (NEWS2 and the safety floor still use them):", ""]
+        lines += [f"- `{name}`: {e['rows_with_value']} rows; {e['reason']}" for name, e in ignored.items()]
+        lines.append("")
     return "\n".join(lines)
 
 

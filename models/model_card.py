@@ -91,6 +91,7 @@ class ModelCard:
                                           ("Safety floor", self.safety_floor), ("Metrics", self.metrics))
               for line in (f"## {title}", "```json", json.dumps(section, indent=2, sort_keys=True, default=str),
                            "```", "")),
+            *self._inputs_markdown(),
             "## Limitations",
             *(f"- {item}" for item in self.limitations),
             "",
@@ -99,3 +100,27 @@ class ModelCard:
             "",
         ]
         return "\n".join(lines)
+
+    def _inputs_markdown(self) -> list[str]:
+        """What the model learnt from: training rows per input and per category value (triage cards)."""
+        observed = self.features.get("observed")
+        if not observed:
+            return []
+        unused = set(self.features.get("unused_inputs", ()))
+        n = self.features.get("n_fitted", 0)
+        lines = ["## Inputs learnt", "",
+                 f"Training rows in which each input was recorded (of {n}). An input, or a category value, "
+                 "observed in fewer than min(30, 1% of rows) is masked to missing before encoding and is listed "
+                 "in every response as not used by this model.", "",
+                 "| input | rows observed | used |", "|---|---:|---|"]
+        lines += [f"| {name} | {count} | {'no: not recorded in its training data' if name in unused else 'yes'} |"
+                  for name, count in observed.items()]
+        for name, counts in self.features.get("category_counts", {}).items():
+            if name not in unused:
+                values = ", ".join(f"{v} {c}" for v, c in counts.items())
+                lines.append(f"\n{name}: {values}")
+        masked = self.features.get("unlearnt_values", {})
+        if masked:
+            lines += ["", "Category values not used (not recorded in training): "
+                      + "; ".join(f"{k}: {', '.join(v)}" for k, v in masked.items())]
+        return [*lines, ""]

@@ -28,7 +28,7 @@ from models.triage_decision import recommend_levels
 if TYPE_CHECKING:
     from models.triage_net import CalibratedTriageNet
 
-INPUT_NAMES = ("numeric", "missing", "categorical", "tokens")
+INPUT_NAMES = ("numeric", "missing", "categorical", "tokens", "danger")
 OUTPUT_NAMES = ("acuity_probs", "outcome_probs")
 
 

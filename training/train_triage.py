@@ -17,9 +17,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from models.features import FeatureEncoder
+from models.features import AGE_BAND_FEATURE, FeatureEncoder
 from models.labels import OUTCOMES
-from models.triage_net import CalibratedTriageNet, TriageEnsemble, TriageNet
+from models.physiology import HINGES
+from models.triage_net import CalibratedTriageNet, PhysiologyFloor, TriageEnsemble, TriageNet
 from training.config import TriageTrainConfig
 
 log = logging.getLogger(__name__)
@@ -47,8 +48,43 @@ class TrainedTriageModel:
         return acuity.numpy(), outcomes.numpy()
 
 
+_INPUTS = ("numeric", "missing", "categorical", "tokens", "danger")
+
+
 def _tensors(enc: dict[str, np.ndarray]) -> tuple[torch.Tensor, ...]:
-    return tuple(torch.from_numpy(enc[k]) for k in ("numeric", "missing", "categorical", "tokens"))
+    return tuple(torch.from_numpy(enc[k]) for k in _INPUTS)
+
+
+def _input_dropout(batch: tuple[torch.Tensor, ...], encoder: FeatureEncoder, p: float,
+                   generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """Blank each input in a fraction ``p`` of the rows, as if it had not been recorded.
+
+    Numeric inputs (age excepted: it is required) become missing, and a blanked vital sign's hinges become 0;
+    categorical inputs go to the missing slot (the derived age band excepted); the complaint is emptied.
+    The network so learns "not recorded" as a state of its own: without this, a field NHAMCS always records
+    (sex) took an untrained embedding when a site left it blank.
+    """
+    if p <= 0:
+        return batch
+    numeric, missing, categorical, tokens, danger, *labels = batch
+    numeric, missing, categorical = numeric.clone(), missing.clone(), categorical.clone()
+    tokens, danger = tokens.clone(), danger.clone()
+    n = len(numeric)
+    for j, name in enumerate(encoder.numeric_features):
+        if name == "age_years":
+            continue
+        drop = torch.rand(n, generator=generator) < p
+        numeric[drop, j] = 0.0
+        missing[drop, j] = 1.0
+        for h, hinge in enumerate(HINGES):
+            if hinge.field == name:
+                danger[drop, h] = 0.0
+    for j, name in enumerate(encoder.categorical_features):
+        if name == AGE_BAND_FEATURE:
+            continue
+        categorical[torch.rand(n, generator=generator) < p, j] = 0
+    tokens[torch.rand(n, generator=generator) < p] = 0
+    return (numeric, missing, categorical, tokens, danger, *labels)
 
 
 def _fit_member(encoder: FeatureEncoder, train_t: tuple[torch.Tensor, ...], val_t: tuple[torch.Tensor, ...],
@@ -59,6 +95,8 @@ def _fit_member(encoder: FeatureEncoder, train_t: tuple[torch.Tensor, ...], val_
         len(encoder.numeric_features),
         encoder.cardinalities,
         encoder.vocabulary_size,
+        len(HINGES),
+        encoder.age_band_column,
         category_dim=config.category_dim,
         token_dim=config.token_dim,
         hidden=config.hidden,
@@ -68,6 +106,7 @@ def _fit_member(encoder: FeatureEncoder, train_t: tuple[torch.Tensor, ...], val_
     best_loss, best_state, best_epoch, stale = math.inf, None, 0, 0
     history: list[dict[str, float]] = []
     n_train = len(train_t[0])
+    generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
     bar = tqdm(range(1, config.epochs + 1), desc=desc, unit="epoch", disable=not progress)
     for epoch in bar:
         net.train()
@@ -75,7 +114,8 @@ def _fit_member(encoder: FeatureEncoder, train_t: tuple[torch.Tensor, ...], val_
         total = 0.0
         for start in range(0, n_train, config.batch_size):
             idx = order[start : start + config.batch_size]
-            loss = _loss(net, tuple(t[idx] for t in train_t), config)
+            batch = _input_dropout(tuple(t[idx] for t in train_t), encoder, config.input_dropout, generator)
+            loss = _loss(net, batch, config)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -144,6 +184,29 @@ def fit_temperature(logits: torch.Tensor, loss_fn: Any) -> float:
     return value if math.isfinite(value) and value > 0 else 1.0
 
 
+def fit_physiology_floor(train_t: tuple[torch.Tensor, ...], encoder: FeatureEncoder,
+                         config: TriageTrainConfig) -> PhysiologyFloor:
+    """Fit the physiology-only model behind :class:`models.triage_net.PhysiologyFloor` on the training rows.
+
+    Full-batch L-BFGS on the outcomes' binary cross-entropy with a small L2 penalty on the age-band
+    adjustments (bands with few rows stay near the shared weights). Only vital signs and the age band enter.
+    """
+    categorical, danger, outcomes = train_t[2], train_t[4], train_t[6]
+    floor = PhysiologyFloor(danger.shape[1], encoder.cardinalities[encoder.age_band_column], encoder.age_band_column)
+    optimiser = torch.optim.LBFGS(floor.parameters(), lr=0.5, max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimiser.zero_grad()
+        logit, _ = floor.logits(categorical, danger)
+        loss = F.binary_cross_entropy_with_logits(logit, outcomes) + 1e-3 * floor.weight_band.pow(2).mean()
+        loss.backward()
+        return loss
+
+    optimiser.step(closure)
+    floor.requires_grad_(False)
+    return floor.eval()
+
+
 def train_triage(frame: pd.DataFrame, config: TriageTrainConfig, *, progress: bool = True) -> TrainedTriageModel:
     """Train, early-stop on validation loss, and calibrate by temperature scaling.
 
@@ -188,8 +251,8 @@ def _train(frame: pd.DataFrame, config: TriageTrainConfig, *, progress: bool) ->
     net = TriageEnsemble(members).eval()
 
     with torch.no_grad():
-        acuity_logits, outcome_logits = net(*val_t[:4])
-    acuity_labels, outcome_labels = val_t[4], val_t[5]
+        acuity_logits, outcome_logits = net(*val_t[:5])
+    acuity_labels, outcome_labels = val_t[5], val_t[6]
     has_level = acuity_labels >= 0
     acuity_t = fit_temperature(
         acuity_logits[has_level], lambda z: F.cross_entropy(z, acuity_labels[has_level])
@@ -200,7 +263,8 @@ def _train(frame: pd.DataFrame, config: TriageTrainConfig, *, progress: bool) ->
         for j in range(len(OUTCOMES))
     ]
     log.info("temperatures: acuity %.3f, outcomes %s", acuity_t, [round(t, 3) for t in outcome_ts])
-    calibrated = CalibratedTriageNet(net, acuity_t, outcome_ts).eval()
+    floor = fit_physiology_floor(train_t, encoder, config)
+    calibrated = CalibratedTriageNet(net, acuity_t, outcome_ts, floor).eval()
     return TrainedTriageModel(
         model=calibrated,
         encoder=encoder,

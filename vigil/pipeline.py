@@ -187,6 +187,9 @@ def run_triage(config: TriageTrainConfig, *, data_dir: Path | None = None, out_d
             "NHAMCS has reason-for-visit codes, not free-text complaints; complaint text is the code's label.",
             "Trained on US EDs (NHAMCS 2018-2019); transfer to other systems needs local evaluation "
             "(see the KTAS external evaluation).",
+            *([f"Inputs not used by this model (not recorded in its training data; masked to missing, listed in "
+               f"every response; NEWS2 and the safety floor still use them): "
+               f"{', '.join(trained.encoder.unused_inputs)}."] if trained.encoder.unused_inputs else []),
         ],
         synthetic_data=synthetic,
     )

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.features import FeatureEncoder, tokenize
+from models.features import NOT_LEARNT_REASON, FeatureEncoder, tokenize
+from models.physiology import HINGES
 from models.triage_record import validate_frame
 
 
@@ -34,9 +35,13 @@ def test_missing_is_explicit_and_zero_filled():
     enc = FeatureEncoder.fit(frame, min_token_count=1)
     out = enc.transform(frame)
     hr = enc.numeric_features.index("heart_rate")
+    age = enc.numeric_features.index("age_years")
     assert out["missing"][:, hr].tolist() == [0.0, 0.0, 1.0]
-    assert out["numeric"][2, hr] == 0.0
-    assert out["numeric"][0, hr] == pytest.approx((80 - 100) / 20)
+    # Vital signs reach the network only through the monotone hinges: the trunk's value is always 0.
+    assert out["numeric"][:, hr].tolist() == [0.0, 0.0, 0.0]
+    assert out["numeric"][0, age] == pytest.approx((30 - 50) / np.std([30, 70, 50]))
+    hinge = [h.name for h in HINGES].index("heart_rate>110")
+    assert out["danger"][:, hinge].tolist() == pytest.approx([0.0, 10 / 15, 0.0])
 
 
 def test_categorical_and_tokens():
@@ -44,9 +49,10 @@ def test_categorical_and_tokens():
     enc = FeatureEncoder.fit(frame, min_token_count=2)
     assert enc.vocabulary == ["chest", "pain"]
     out = enc.transform(frame)
-    chest, pain = 2, 3  # 0 pad, 1 out-of-vocabulary
+    chest, pain = 2, 3  # 0 pad, 1 reserved
     assert out["tokens"][0, :2].tolist() == [chest, pain]
-    assert out["tokens"][1, :3].tolist() == [chest, pain, 1]
+    # A word outside the vocabulary is dropped, never an "unknown" token that could move the risk.
+    assert out["tokens"][1].tolist() == [chest, pain] + [0] * (enc.max_tokens - 2)
     assert out["tokens"][2].sum() == 0
     sex = list(enc.categorical_features).index("sex")
     oxygen = list(enc.categorical_features).index("on_supplemental_oxygen")
@@ -78,5 +84,53 @@ def test_dense_matches_transform_width_and_out_of_range():
     dense, names = enc.dense(frame)
     assert dense.shape == (30, len(names))
     assert dense[:, names.index("token=chest")].sum() == 20
+    assert dense[:, names.index("heart_rate")].any()  # the baselines still see the vital signs
     probe = _frame([{"age_years": 50, "sex": "male", "heart_rate": 250}])
     assert enc.out_of_range(probe) == [["heart_rate"]]
+
+
+# ---------------------------------------------------------------------------------- only what was learnt
+def _nhamcs_like(n=400, seed=0):
+    """Records like NHAMCS: no GCS, no ACVPU, no oxygen field, sex always recorded."""
+    rng = np.random.default_rng(seed)
+    return _frame([{"age_years": int(rng.integers(1, 90)), "sex": ["female", "male"][i % 2],
+                    "heart_rate": float(rng.normal(85, 15)), "spo2": float(rng.integers(90, 100)),
+                    "arrival_mode": ["walk_in", "ambulance"][i % 3 == 0],
+                    "chief_complaint": ["chest pain", "ankle injury", "fever cough"][i % 3]} for i in range(n)])
+
+
+def test_inputs_never_observed_in_training_are_masked_and_named():
+    frame = _nhamcs_like()
+    enc = FeatureEncoder.fit(frame, min_token_count=1)
+    assert set(enc.unused_inputs) == {"gcs", "consciousness", "on_supplemental_oxygen", "resp_rate", "sbp", "dbp",
+                                      "temperature_c", "pain_score"}
+    given = frame.iloc[:3].copy()
+    with_site_fields = given.assign(gcs=[15, 3, 9], consciousness=["A", "U", "P"], on_supplemental_oxygen=[True] * 3)
+    a, b = enc.transform(given), enc.transform(with_site_fields)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert enc.ignored_fields(with_site_fields)[0] == ["gcs", "consciousness", "on_supplemental_oxygen"]
+    assert enc.ignored_summary(with_site_fields)["gcs"] == {"rows_with_value": 3, "reason": NOT_LEARNT_REASON}
+    usage = enc.usage()
+    assert usage["inputs"]["gcs"] == {"observed_rows": 0, "used": False}
+    assert usage["inputs"]["heart_rate"]["used"] is True
+
+
+def test_category_value_never_observed_is_masked():
+    frame = _nhamcs_like()
+    enc = FeatureEncoder.fit(frame, min_token_count=1)
+    assert enc.unlearnt_values["arrival_mode"] == ("other",)
+    col = list(enc.categorical_features).index("arrival_mode")
+    out = enc.transform(frame.iloc[:1].assign(arrival_mode="other"))
+    assert out["categorical"][0, col] == 0  # the learnt "not recorded" state, not an untrained embedding
+    assert enc.ignored_fields(frame.iloc[:1].assign(arrival_mode="other")) == [["arrival_mode"]]
+    restored = FeatureEncoder.from_dict(json.loads(json.dumps(enc.to_dict())))
+    assert restored.unlearnt_values == enc.unlearnt_values and restored.unused_inputs == enc.unused_inputs
+
+
+def test_unknown_words_are_dropped_and_near_misses_corrected():
+    enc = FeatureEncoder.fit(_nhamcs_like(), min_token_count=1)
+    assert enc.complaint_tokens("xqzv blorp") == []
+    assert enc.complaint_tokens("chest pain xqzv") == ["chest", "pain"]
+    assert enc.complaint_tokens("ankle injruy") == ["ankle", "injury"]  # a swap, one edit away
+    assert enc.complaint_tokens("pian") == []  # too short to correct safely
