@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from models.labels import ACUITY_LABELS_ECDS, HIGH_ACUITY_MAX_LEVEL, OUTCOMES
+from models.safety_floor import NO_FLOOR
 from serving.fhir_codes import (
     ECDS_ACUITY_SNOMED,
     HOOK,
@@ -86,12 +87,22 @@ def _risk_items(res: TriageResult) -> list[tuple[str, Any]]:
     return [(o, res.risks[o]) for o in order]
 
 
+def _floor_text(res: TriageResult) -> str:
+    """'<source>: <reasons>; no level less urgent than <level>' for the floor applied."""
+    source = {"acvpu": "ACVPU", "red_flag_complaint": "red-flag complaint", "paediatric": "paediatric physiology",
+              "news2": "NEWS2", "none": "none"}[res.floor.source]
+    return f"{source}: {'; '.join(res.floor.reasons)}; no level less urgent than {res.floor.level}"
+
+
 def _detail(res: TriageResult) -> str:
     acuity, news, flags = res.acuity, res.news2, res.flags
     lines = [f"**Recommended acuity: level {acuity.level}, {acuity.label.manchester}** (ECDS: {acuity.label.ecds})"]
-    if acuity.raised_by_news2_floor:
-        lines.append(f"Raised from the model's level {acuity.model_level} by the NEWS2 safety floor "
-                     f"(NEWS2 allows no level less urgent than {news.minimum_acuity}).")
+    if acuity.raised_by_safety_floor:
+        lines.append(f"Raised from the model's level {acuity.model_level} by the safety floor "
+                     f"({_floor_text(res)}).")
+    if res.red_flags:
+        lines.append("Red-flag complaint: " + "; ".join(f"{f.label} (level {f.floor_level} at least)"
+                                                        for f in res.red_flags) + ".")
     lines += ["", *(f"- P({name}) {_pct(risk.probability)}: {risk.definition}" for name, risk in _risk_items(res))]
     partial = f", partial: a lower bound, {', '.join(news.missing)} not recorded" if news.partial else ""
     red = "; a single parameter scored 3" if news.red_flag else ""
@@ -103,7 +114,7 @@ def _detail(res: TriageResult) -> str:
         *([f"- Not recorded: {', '.join(flags.missing_inputs)}"] if flags.missing_inputs else []),
         *([f"- Outside the central 99% of the training data: {', '.join(flags.out_of_training_range)}"]
           if flags.out_of_training_range else []),
-        *(["- The NEWS2 safety floor raised the level"] if flags.news2_floor_raised_level else []),
+        *([f"- The safety floor raised the level ({res.floor.source})"] if flags.safety_floor_raised_level else []),
         *(["- NEWS2 is not validated under 16 years of age"] if flags.news2_not_validated else []),
         *(f"- Not for clinical use: {reason}" for reason in _not_released(res)),
     ]
@@ -202,7 +213,8 @@ def risk_assessment(result: Mapping[str, Any] | TriageResult, *, patient_referen
     dict
         ``status`` final; one ``prediction`` per outcome (``probabilityDecimal`` equal to the result's), then one for
         the recommended acuity coded as its ECDS SNOMED CT concept with the model's P(level); ``mitigation`` is
-        the NEWS2 clinical response; ``note`` the decision-support statement and any not-for-clinical-use flag.
+        the NEWS2 clinical response; ``note`` the decision-support statement, any not-for-clinical-use flag, the
+        safety floor (level, rule, reasons) when there is one and the red-flag complaints found.
     """
     require_aware(now)
     res = _result(result)
@@ -214,8 +226,8 @@ def risk_assessment(result: Mapping[str, Any] | TriageResult, *, patient_referen
         for name, risk in _risk_items(res)
     ]
     rationale = f"Model's acuity estimate; recommended level {acuity.level}"
-    if acuity.raised_by_news2_floor:
-        rationale += f", raised from model level {acuity.model_level} by the NEWS2 safety floor"
+    if acuity.raised_by_safety_floor:
+        rationale += f", raised from model level {acuity.model_level} by the safety floor ({_floor_text(res)})"
     predictions.append({
         "outcome": {"coding": [{"system": SNOMED, "code": ECDS_ACUITY_SNOMED[acuity.level],
                                 "display": ACUITY_LABELS_ECDS[acuity.level]}],
@@ -225,6 +237,10 @@ def risk_assessment(result: Mapping[str, Any] | TriageResult, *, patient_referen
     })
     notes = [{"text": res.decision_support_statement}]
     notes += [{"text": f"Not for clinical use: {reason}."} for reason in _not_released(res)]
+    if res.floor.level < NO_FLOOR:
+        notes.append({"text": f"Safety floor: {_floor_text(res)}."})
+    if res.red_flags:
+        notes.append({"text": "Red-flag complaint: " + "; ".join(f.label for f in res.red_flags) + "."})
     out: dict[str, Any] = {
         "resourceType": "RiskAssessment",
         "status": "final",

@@ -46,8 +46,12 @@ class AcuityLabel(_Out):
 class Acuity(_Out):
     level: int = Field(ge=1, le=5, description="Recommended acuity, 1 most urgent ... 5 least (Manchester/ECDS)")
     label: AcuityLabel
-    model_level: int = Field(ge=1, le=5, description="The model's level before the NEWS2 safety floor")
-    raised_by_news2_floor: bool
+    model_level: int = Field(ge=1, le=5, description="The model's level before the safety floor")
+    raised_by_news2_floor: bool = Field(
+        description="The NEWS2 floor alone would make the model's level more urgent (model_level > "
+                    "news2.minimum_acuity)")
+    raised_by_safety_floor: bool = Field(
+        description="The safety floor (see 'floor': any of its rules) made the model's level more urgent")
     probabilities: dict[str, float] = Field(description="P(level) for levels '1'..'5' (the model's estimate)")
 
 
@@ -64,7 +68,29 @@ class News2Out(_Out):
     red_flag: bool = Field(description="A single parameter scored 3")
     components: dict[str, int]
     missing: list[str]
-    minimum_acuity: int = Field(ge=1, le=5, description="Vigil's safety floor: the least urgent level allowed")
+    minimum_acuity: int = Field(
+        ge=1, le=5, description="The NEWS2 band's floor: the least urgent level NEWS2 allows (5 under 16 years, where "
+                                "the adult NEWS2 is not applied; the floor applied is 'floor')")
+
+
+class SafetyFloorOut(_Out):
+    """The safety floor applied: the least urgent level allowed, the rule that set it and why."""
+
+    level: int = Field(ge=1, le=5, description="The least urgent level allowed (5: no floor)")
+    source: Literal["acvpu", "red_flag_complaint", "paediatric", "news2", "none"] = Field(
+        description="The rule giving that level: ACVPU (P/U -> 1, V/C -> 2), a red-flag complaint, NICE NG51 "
+                    "paediatric high-risk physiology (under 16), NEWS2 (16 and over); 'none' when no rule applies")
+    reasons: list[str] = Field(description="Every rule finding that gives this level, e.g. 'consciousness P'")
+    raised_level: bool = Field(description="The floor made the model's level more urgent")
+
+
+class RedFlagOut(_Out):
+    """A time-critical complaint found in the chief complaint (models.complaints.RED_FLAGS)."""
+
+    id: str
+    label: str
+    floor_level: int = Field(ge=1, le=5, description="The least urgent level this complaint allows")
+    source: str = Field(description="Where the level comes from (Manchester Triage System, NICE, ...)")
 
 
 class Factor(_Out):
@@ -83,6 +109,7 @@ class TriageFlags(_Out):
     missing_inputs: list[str] = Field(description="Fields the model uses that were not supplied")
     out_of_training_range: list[str] = Field(description="Values outside the central 99% of the training data")
     news2_floor_raised_level: bool
+    safety_floor_raised_level: bool = Field(description="The safety floor (any rule) raised the level")
     news2_partial: bool
     news2_not_validated: bool = Field(description="NEWS2 is not validated under 16 years of age")
     synthetic_model: bool
@@ -95,6 +122,8 @@ class TriageResult(_Out):
     acuity: Acuity
     risks: dict[str, Risk] = Field(description="Keyed by outcome: 'admitted', 'critical'")
     news2: News2Out
+    floor: SafetyFloorOut
+    red_flags: list[RedFlagOut] = Field(description="Red flags found in the chief complaint, most urgent first")
     contributing_factors: list[Factor]
     flags: TriageFlags
     decision_support_statement: str

@@ -1,8 +1,9 @@
 """From validated triage records to :class:`serving.schemas.TriageResult` dicts (no HTTP here).
 
-The model, the decision rule and the NEWS2 safety floor run in :meth:`models.onnx_runtime.TriageOnnxModel.predict`;
-this module only explains and packages what they decided, so the served level is exactly the model's level
-raised to the NEWS2 floor.
+The model, the decision rule and the safety floor (:mod:`models.safety_floor`: ACVPU, red-flag complaints,
+paediatric physiology under 16, NEWS2 from 16) run in :meth:`models.onnx_runtime.TriageOnnxModel.predict`; this
+module only explains and packages what they decided, so the served level is exactly the model's level raised to
+the floor, and the response names the rule that set the floor and why.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ import math
 from typing import Any, Final
 
 from models.columns import columns_from_records
+from models.complaints import RED_FLAGS
 from models.explain import attributable_fields, predict_and_explain
 from models.labels import ACUITY_LEVELS, OUTCOME_DEFINITIONS, OUTCOMES, acuity_label
 from models.model_card import DECISION_SUPPORT_STATEMENT
 from models.news2 import PARAMETERS, News2Result, news2
+from models.onnx_runtime import TriagePrediction
 from models.triage_record import NUMERIC_BY_NAME
 from serving.model_source import LoadedModel
 
@@ -73,14 +76,17 @@ def build_results(model: LoadedModel, records: list[dict[str, Any]]) -> list[dic
     for i, record in enumerate(records):
         score = news2(record)  # the breakdown; the same numbers as the batch score the floor used
         level = int(pred.recommended_level[i])
+        model_level = int(pred.model_level[i])
+        news2_floor = int(pred.news2_floor[i])
         age = record.get("age_years")
         results.append({
             "model": ref,
             "acuity": {
                 "level": level,
                 "label": acuity_label(level),
-                "model_level": int(pred.model_level[i]),
-                "raised_by_news2_floor": bool(pred.floor_raised[i]),
+                "model_level": model_level,
+                "raised_by_news2_floor": model_level > news2_floor,
+                "raised_by_safety_floor": bool(pred.floor_raised[i]),
                 "probabilities": {str(k): _prob(pred.acuity_probs[i, j]) for j, k in enumerate(ACUITY_LEVELS)},
             },
             "risks": {
@@ -95,13 +101,16 @@ def build_results(model: LoadedModel, records: list[dict[str, Any]]) -> list[dic
                 "red_flag": score.red_flag,
                 "components": {p: int(score.components[p]) for p in PARAMETERS},
                 "missing": list(score.missing),
-                "minimum_acuity": score.minimum_acuity,
+                "minimum_acuity": news2_floor,
             },
+            "floor": _floor(pred, i),
+            "red_flags": [_red_flag(f) for f in pred.red_flags[i]],
             "contributing_factors": _news2_factors(score, record) + _model_factors(effects[i], record),
             "flags": {
                 "missing_inputs": [f for f in used if record.get(f) is None],
                 "out_of_training_range": out_of_range[i],
-                "news2_floor_raised_level": bool(pred.floor_raised[i]),
+                "news2_floor_raised_level": model_level > news2_floor,
+                "safety_floor_raised_level": bool(pred.floor_raised[i]),
                 "news2_partial": score.partial,
                 "news2_not_validated": age is not None and float(age) < NEWS2_MIN_AGE,
                 "synthetic_model": ref["synthetic_data"],
@@ -110,6 +119,17 @@ def build_results(model: LoadedModel, records: list[dict[str, Any]]) -> list[dic
             "decision_support_statement": DECISION_SUPPORT_STATEMENT,
         })
     return results
+
+
+def _floor(pred: TriagePrediction, i: int) -> dict[str, Any]:
+    assert pred.floor_level is not None and pred.floor_source is not None  # set by TriageOnnxModel.decide
+    return {"level": int(pred.floor_level[i]), "source": str(pred.floor_source[i]),
+            "reasons": list(pred.floor_reasons[i]), "raised_level": bool(pred.floor_raised[i])}
+
+
+def _red_flag(flag_id: str) -> dict[str, Any]:
+    flag = RED_FLAGS[flag_id]
+    return {"id": flag.id, "label": flag.label, "floor_level": flag.floor_level, "source": flag.source}
 
 
 def _prob(value: float) -> float:

@@ -42,6 +42,9 @@ def test_one_record_gives_a_complete_result(service):
     assert body["news2"]["clinical_response"] == expected.response
     assert "clinician" in body["decision_support_statement"]
     assert body["flags"]["missing_inputs"] == []
+    assert body["floor"] == {"level": 5, "source": "none", "reasons": [], "raised_level": False}
+    assert body["red_flags"] == []
+    assert body["acuity"]["raised_by_safety_floor"] is False and body["flags"]["safety_floor_raised_level"] is False
 
 
 def test_news2_floor_is_never_undercut(service):
@@ -51,9 +54,49 @@ def test_news2_floor_is_never_undercut(service):
     assert body["acuity"]["level"] == 1
     assert body["acuity"]["raised_by_news2_floor"] == (body["acuity"]["model_level"] > 1)
     assert body["flags"]["news2_floor_raised_level"] == body["acuity"]["raised_by_news2_floor"]
+    # ACVPU V gives level 2; NEWS2 high gives 1: the floor applied is NEWS2's, and it names it
+    assert body["floor"]["level"] == 1 and body["floor"]["source"] == "news2"
+    assert body["floor"]["reasons"] == [f"NEWS2 {score.score} (high risk)"]
+    raised = body["acuity"]["model_level"] > 1
+    assert body["floor"]["raised_level"] == body["acuity"]["raised_by_safety_floor"] == raised
     news_fields = [f["field"] for f in body["contributing_factors"] if f["source"] == "news2"]
     assert news_fields[0] in {p for p, pts in score.components.items() if pts == 3}
     assert set(news_fields) == {p for p, pts in score.components.items() if pts > 0}
+
+
+@pytest.mark.parametrize(("acvpu", "level"), [("P", 1), ("U", 1), ("V", 2), ("C", 2)])
+def test_acvpu_floor_is_applied_and_named(service, acvpu, level):
+    body = _post(service, {**WELL, "consciousness": acvpu, "gcs": None}).json()
+    assert body["floor"]["level"] == level and body["floor"]["source"] == "acvpu"
+    assert body["floor"]["reasons"] == [f"consciousness {acvpu}"]
+    assert body["acuity"]["level"] <= level
+    assert body["acuity"]["raised_by_safety_floor"] == (body["acuity"]["model_level"] > level)
+
+
+def test_red_flag_complaint_sets_the_floor_and_is_listed(service):
+    body = _post(service, {**WELL, "chief_complaint": "stroke symptoms, feeling tired since this morning"}).json()
+    assert body["acuity"]["level"] <= 2
+    assert body["floor"] == {"level": 2, "source": "red_flag_complaint", "reasons": ["complaint: Stroke symptoms"],
+                             "raised_level": body["acuity"]["model_level"] > 2}
+    (flag,) = body["red_flags"]
+    assert flag["id"] == "stroke" and flag["floor_level"] == 2 and "NICE NG128" in flag["source"]
+    negated = _post(service, {**WELL, "chief_complaint": "ankle sprain, no chest pain"}).json()
+    assert negated["red_flags"] == [] and negated["floor"]["source"] == "none"
+
+
+def test_well_infant_is_not_floored_by_the_adult_news2(service):
+    infant = {"age_years": 0.5, "sex": "female", "arrival_mode": "walk_in", "chief_complaint": "cough",
+              "heart_rate": 130, "resp_rate": 35, "spo2": 98, "temperature_c": 37.0, "consciousness": "A"}
+    body = _post(service, infant).json()
+    assert body["news2"]["score"] == 5  # scored and shown, but NEWS2 is not applied under 16
+    assert body["news2"]["minimum_acuity"] == 5
+    assert body["floor"] == {"level": 5, "source": "none", "reasons": [], "raised_level": False}
+    assert body["acuity"]["level"] == body["acuity"]["model_level"]
+    assert body["flags"]["news2_not_validated"] is True and body["flags"]["news2_floor_raised_level"] is False
+    sick = _post(service, {**infant, "resp_rate": 65}).json()
+    assert sick["floor"]["level"] == 2 and sick["floor"]["source"] == "paediatric"
+    assert sick["floor"]["reasons"] == ["respiratory rate 65/min >= 60 (NICE NG51 high risk, under 1 year)"]
+    assert sick["acuity"]["level"] <= 2
 
 
 def test_model_factors_name_supplied_fields_and_their_effects(service):
@@ -192,4 +235,8 @@ def test_served_level_is_never_less_urgent_than_news2_demands(service, record):
     floor = news2(validate_record(record)).minimum_acuity
     assert body["news2"]["minimum_acuity"] == floor
     assert body["acuity"]["level"] <= floor
-    assert body["acuity"]["level"] == min(body["acuity"]["model_level"], floor)
+    # From 16 the served level is the model's raised to the safety floor, of which NEWS2 is one rule; ACVPU
+    # C/V (level 2) and P/U (level 1) are another (clinically intended: Manchester "altered conscious level").
+    acvpu_floor = {"U": 1, "P": 1, "V": 2, "C": 2}.get(record["consciousness"] or "A", 5)
+    assert body["floor"]["level"] == min(floor, acvpu_floor)
+    assert body["acuity"]["level"] == min(body["acuity"]["model_level"], body["floor"]["level"])

@@ -483,7 +483,7 @@ SAMPLE: dict[str, Any] = {
     "model": {"name": "vigil-triage", "version": "3", "sha256": "ab" * 32, "release_status": "pass",
               "unreleased_override": False, "synthetic_data": False},
     "acuity": {"level": 2, "label": {"manchester": "Very urgent (orange)", "ecds": "Very urgent level emergency care"},
-               "model_level": 3, "raised_by_news2_floor": True,
+               "model_level": 3, "raised_by_news2_floor": True, "raised_by_safety_floor": True,
                "probabilities": {"1": 0.04, "2": 0.21, "3": 0.45, "4": 0.25, "5": 0.05}},
     "risks": {"admitted": {"probability": 0.41, "definition": "admitted to hospital from the ED"},
               "critical": {"probability": 0.07, "definition": "admitted to critical care, or died in the ED"}},
@@ -491,6 +491,8 @@ SAMPLE: dict[str, Any] = {
               "red_flag": False, "components": {"resp_rate": 2, "spo2": 1, "on_supplemental_oxygen": 0, "sbp": 0,
                                                 "heart_rate": 2, "consciousness": 0, "temperature_c": 0},
               "missing": ["temperature_c"], "minimum_acuity": 2},
+    "floor": {"level": 2, "source": "news2", "reasons": ["NEWS2 5 (medium risk)"], "raised_level": True},
+    "red_flags": [],
     "contributing_factors": [
         {"field": "resp_rate", "source": "news2", "detail": "resp_rate 24 breaths/min scores 2 NEWS2 points",
          "effect": {}},
@@ -498,6 +500,7 @@ SAMPLE: dict[str, Any] = {
          "effect": {"admitted": 0.09, "critical": 0.01}},
     ],
     "flags": {"missing_inputs": ["temperature_c"], "out_of_training_range": [], "news2_floor_raised_level": True,
+              "safety_floor_raised_level": True,
               "news2_partial": True, "news2_not_validated": False, "synthetic_model": False,
               "unreleased_model": False},
     "decision_support_statement": DECISION_SUPPORT_STATEMENT,
@@ -537,7 +540,8 @@ def test_main_card():
     assert card["indicator"] == "critical" and card["source"]["label"] == "Vigil"
     detail = card["detail"]
     for text in ("NEWS2 5", "medium", "Key threshold for urgent response.", "temperature_c not recorded",
-                 "resp_rate 24 breaths/min scores 2 NEWS2 points", "Raised from the model's level 3",
+                 "resp_rate 24 breaths/min scores 2 NEWS2 points", "Raised from the model's level 3 by the safety "
+                 "floor (NEWS2: NEWS2 5 (medium risk); no level less urgent than 2)",
                  f"> {DECISION_SUPPORT_STATEMENT}", "vigil-triage 3"):
         assert text in detail, text
     (suggestion,) = card["suggestions"]
@@ -594,10 +598,33 @@ def test_risk_assessment_structure_and_probabilities():
     assert admitted["outcome"]["text"] == result["risks"]["admitted"]["definition"]
     assert acuity["outcome"]["coding"] == [{"system": SNOMED, "code": "1064911000000105",
                                             "display": "Very urgent level emergency care"}]
-    assert acuity["probabilityDecimal"] == 0.21 and "NEWS2 safety floor" in acuity["rationale"]
-    assert ra["note"] == [{"text": DECISION_SUPPORT_STATEMENT}]
+    assert acuity["probabilityDecimal"] == 0.21
+    assert "by the safety floor (NEWS2: NEWS2 5 (medium risk); no level less urgent than 2)" in acuity["rationale"]
+    assert ra["note"] == [{"text": DECISION_SUPPORT_STATEMENT},
+                          {"text": "Safety floor: NEWS2: NEWS2 5 (medium risk); no level less urgent than 2."}]
     assert "key threshold for urgent response" in ra["mitigation"]
     assert ra["identifier"][0]["value"] == "req-0b7c"
+
+
+def test_red_flag_and_acvpu_floor_are_shown_in_card_and_risk_assessment():
+    flag = {"id": "stroke", "label": "Stroke symptoms", "floor_level": 2, "source": "NICE NG128"}
+    sample = _sample(acuity__level=1, acuity__model_level=3, acuity__raised_by_news2_floor=False,
+                     floor={"level": 1, "source": "acvpu", "reasons": ["consciousness P"], "raised_level": True},
+                     red_flags=[flag])
+    detail = cds_response(sample, now=NOW)["cards"][0]["detail"]
+    assert "by the safety floor (ACVPU: consciousness P; no level less urgent than 1)" in detail
+    assert "Red-flag complaint: Stroke symptoms (level 2 at least)." in detail
+    assert "- The safety floor raised the level (acvpu)" in detail
+    ra = risk_assessment(sample, patient_reference=None, encounter_reference=None, now=NOW)
+    notes = [n["text"] for n in ra["note"]]
+    assert "Safety floor: ACVPU: consciousness P; no level less urgent than 1." in notes
+    assert "Red-flag complaint: Stroke symptoms." in notes
+    no_floor = _sample(acuity__raised_by_news2_floor=False, acuity__raised_by_safety_floor=False,
+                       flags__news2_floor_raised_level=False, flags__safety_floor_raised_level=False,
+                       floor={"level": 5, "source": "none", "reasons": [], "raised_level": False})
+    ra = risk_assessment(no_floor, patient_reference=None, encounter_reference=None, now=NOW)
+    assert ra["note"] == [{"text": DECISION_SUPPORT_STATEMENT}]
+    assert "safety floor" not in ra["prediction"][-1]["rationale"]
 
 
 @pytest.mark.parametrize(("level", "code"), [(1, "1064891000000107"), (3, "1064901000000108"),
