@@ -172,32 +172,28 @@ def imaging_audit_frames(record: ModelVersionRecord, data_dir: Path | None,
     return [("nih study-level", frame, ["sex", "age_band", "view"], [("sex", "age_band")])]
 
 
-def imaging_safety_films(model: Any, data_dir: Path | None) -> np.ndarray:
-    """Films for the imaging safety suite, prepared by the one pixel path: the NIH validation split of the model's
-    own patient split, and every chest DICOM fixture the pixel path accepts (``imaging/dicom_fixtures/chest``)."""
-    from models.errors import ImagingInputError
-    from models.imaging import load_dicom_for_model
+def imaging_safety_films(model: Any, data_dir: Path | None) -> list[Path]:
+    """Films for the imaging safety suite: the NIH images of the model's own validation patients (its patient
+    split, never its test patients) and every file of ``imaging/dicom_fixtures/chest``."""
     from training.data import resolve_data_dir
-    from training.data.imaging import load_nih
+    from training.data.imaging import NIH_DIR, patient_split
 
     root = resolve_data_dir(data_dir)
-    films = []
-    try:
+    films: list[Path] = []
+    table = root / NIH_DIR / "derived" / "nih1000_joined_labels_demographics.csv"
+    if table.is_file():
+        frame = pd.read_csv(table)
         seed = int(model.card.training["config"]["seed"])
-        films.append(np.asarray(load_nih(root, model.image_size, seed).split("validation").images, np.float32))
-    except DataSourceError as exc:
-        log.warning("imaging safety suite without NIH validation films: %s", exc)
+        split = patient_split(frame["Patient ID"].astype(str).radd("nih-").to_numpy(), (0.6, 0.2, 0.2), seed)
+        films += [root / NIH_DIR / p for p in frame.loc[split == "validation", "staged_path"]]
+    else:
+        log.warning("imaging safety suite without NIH validation films: %s not found", table)
     chest = root / "imaging" / "dicom_fixtures" / "chest"
-    for path in sorted(p for p in chest.glob("*") if p.is_file()) if chest.is_dir() else []:
-        try:
-            image, _ = load_dicom_for_model(path.read_bytes(), model.image_size)
-        except ImagingInputError:  # fixtures the pixel path refuses by design (not a frontal chest film)
-            continue
-        films.append(image[None].astype(np.float32))
+    films += sorted(p for p in chest.glob("*") if p.is_file()) if chest.is_dir() else []
     if not films:
         raise SafetySuiteUnavailableError(f"no films for the imaging safety suite under {root} (NIH validation split "
                                           "or imaging/dicom_fixtures/chest)")
-    return np.concatenate(films)
+    return films
 
 
 def run_safety_suite(onnx_path: Path, data_dir: Path | None = None, *, n_grid: int = SAFETY_N_GRID,

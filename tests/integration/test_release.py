@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -205,3 +206,26 @@ def test_cli_safety_runs_the_suite_on_a_ref_or_a_file(registered, tmp_path, monk
                                  env=env)
         assert res.exit_code == code, res.output
         assert ("FAIL" in res.output) == bool(n_violations)
+
+
+def test_imaging_safety_films_are_the_validation_patients_and_the_chest_fixtures(tmp_path):
+    from types import SimpleNamespace
+
+    from training.data.imaging import NIH_DIR, patient_split
+    from vigil.release import SafetySuiteUnavailableError, imaging_safety_films
+
+    model = SimpleNamespace(card=SimpleNamespace(training={"config": {"seed": 7}}))
+    with pytest.raises(SafetySuiteUnavailableError, match="no films for the imaging safety suite"):
+        imaging_safety_films(model, tmp_path)
+    table = tmp_path / NIH_DIR / "derived" / "nih1000_joined_labels_demographics.csv"
+    table.parent.mkdir(parents=True)
+    patients = [f"{k // 2}" for k in range(40)]  # two films per patient
+    table.write_text("staged_path,Patient ID\n" + "".join(f"NIH1000/x/{k}.png,{p}\n" for k, p in enumerate(patients)))
+    chest = tmp_path / "imaging" / "dicom_fixtures" / "chest"
+    chest.mkdir(parents=True)
+    for name in ("b.dcm", "a-no-suffix"):
+        (chest / name).write_bytes(b"")
+    films = imaging_safety_films(model, tmp_path)
+    split = patient_split(("nih-" + pd.Series(patients)).to_numpy(), (0.6, 0.2, 0.2), 7)
+    expected = [tmp_path / NIH_DIR / f"NIH1000/x/{k}.png" for k in range(40) if split[k] == "validation"]
+    assert 0 < len(expected) < 40 and films == [*expected, chest / "a-no-suffix", chest / "b.dcm"]
