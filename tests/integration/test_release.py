@@ -229,3 +229,19 @@ def test_imaging_safety_films_are_the_validation_patients_and_the_chest_fixtures
     split = patient_split(("nih-" + pd.Series(patients)).to_numpy(), (0.6, 0.2, 0.2), 7)
     expected = [tmp_path / NIH_DIR / f"NIH1000/x/{k}.png" for k in range(40) if split[k] == "validation"]
     assert 0 < len(expected) < 40 and films == [*expected, chest / "a-no-suffix", chest / "b.dcm"]
+
+
+def test_an_imaging_model_without_its_suite_fails_closed(monkeypatch):
+    import sys
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from vigil.release import SafetySuiteUnavailableError, run_safety_suite, safety_check
+
+    card = SimpleNamespace(features={"pixel_path_version": "any"})
+    monkeypatch.setattr("models.onnx_runtime.open_onnx_model", lambda path: (None, card, "sha"))
+    monkeypatch.setitem(sys.modules, "evaluation.safety_imaging", None)  # import raises ImportError
+    with pytest.raises(SafetySuiteUnavailableError, match="imaging safety suite") as caught:
+        run_safety_suite(Path("cxr.onnx"))
+    check = safety_check(None, str(caught.value))
+    assert check.name == "safety invariants" and check.status == "fail" and check.reason.startswith("not run: ")
