@@ -31,8 +31,9 @@ class ServiceMetrics:
                                    ["task", "model_version"], **kwargs)
         self.audit_failures = Counter("vigil_audit_failures_total",
                                       "Predictions refused because the audit store could not be written", **kwargs)
-        self.flags = Counter("vigil_safety_flags_total", "Triage results where the NEWS2 floor raised the level, "
-                             "and second reads with a flag", ["kind"], **kwargs)
+        self.flags = Counter("vigil_safety_flags_total",
+                             "Triage results where the NEWS2 floor (news2_floor_raised) or any safety-floor rule "
+                             "(safety_floor_raised) raised the level, and second reads with a flag", ["kind"], **kwargs)
         gauge_kwargs = dict(kwargs)
         if self.multiprocess:
             gauge_kwargs["multiprocess_mode"] = "max"

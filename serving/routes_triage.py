@@ -59,6 +59,8 @@ def score_records(state: ServiceState, request: Request, key: ApiKeyInfo, route:
     version = model.resolved.version
     state.metrics.predictions.labels("triage", version).inc(len(results))
     state.metrics.flags.labels("news2_floor_raised").inc(sum(r["flags"]["news2_floor_raised_level"] for r in results))
+    state.metrics.flags.labels("safety_floor_raised").inc(
+        sum(r["flags"]["safety_floor_raised_level"] for r in results))
     return results
 
 

@@ -73,6 +73,13 @@ def test_acvpu_floor_is_applied_and_named(service, acvpu, level):
     assert body["acuity"]["raised_by_safety_floor"] == (body["acuity"]["model_level"] > level)
 
 
+def test_safety_floor_raises_are_counted_in_metrics(service):
+    body = _post(service, {**WELL, "consciousness": "U", "gcs": None}).json()
+    text = service.client.get("/metrics", headers=service.headers("admin")).text
+    raised = float(body["flags"]["safety_floor_raised_level"])
+    assert f'vigil_safety_flags_total{{kind="safety_floor_raised"}} {raised}' in text
+
+
 def test_red_flag_complaint_sets_the_floor_and_is_listed(service):
     body = _post(service, {**WELL, "chief_complaint": "stroke symptoms, feeling tired since this morning"}).json()
     assert body["acuity"]["level"] <= 2
