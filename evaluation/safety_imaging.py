@@ -18,6 +18,9 @@ display curve acts:
 - horizontal flip; orientation: vertical flip and rotations by 90, 180 and 270 degrees (the model is built to be
   invariant to them, see :mod:`models.imaging_net`).
 
+Films and their perturbations go through :func:`models.imaging.model_input` (gate, equalisation, resize) without the
+photometric consistency rule, which only the DICOM path applies (a DICOM film is checked with it when it is read).
+
 Each film gets ``n_perturbations`` window shifts and ``n_perturbations`` contrast changes (the first two of each at
 the extremes, the rest drawn uniformly, seeded), one horizontal flip and four orientations: ``2 n + 5`` perturbed
 images per film. The release configuration (:data:`RELEASE_N_PERTURBATIONS` = 25 with at least 182 films, or more
@@ -110,16 +113,16 @@ def load_films(images: Sequence[np.ndarray | str | Path]) -> list[tuple[str, np.
     for i, item in enumerate(images):
         name = Path(item).name if isinstance(item, (str, Path)) else f"array-{i}"
         try:
-            if isinstance(item, (str, Path)):
-                if Path(item).suffix.lower() in _DICOM_SUFFIXES:
-                    ds = imaging.read_dicom(item)
-                    imaging.check_radiograph(ds)
-                    display = imaging.decode_radiograph(ds)
-                else:
-                    display = imaging.load_image_file(item)
+            is_dicom = isinstance(item, (str, Path)) and Path(item).suffix.lower() in _DICOM_SUFFIXES
+            if is_dicom:
+                ds = imaging.read_dicom(item)
+                imaging.check_radiograph(ds)
+                display = imaging.decode_radiograph(ds)
+            elif isinstance(item, (str, Path)):
+                display = imaging.load_image_file(item)
             else:
                 display = np.asarray(item, dtype=np.float32)
-            imaging.model_input(display, 8, check_consistency=False)  # the gate (size is irrelevant here)
+            imaging.model_input(display, 8, check_consistency=is_dicom)  # the gate (size is irrelevant here)
             films.append((name, display, None))
         except ImagingInputError as exc:
             films.append((name, None, f"{type(exc).__name__} ({exc.field})"))
