@@ -116,10 +116,12 @@ SYNONYM_GROUPS: Final[tuple[tuple[str, str | None, tuple[str, ...]], ...]] = (
     ("", "cardiac_arrest", (
         "cardiac arrest", "respiratory arrest", "cardiopulmonary arrest", "cardiorespiratory arrest",
         "arrest", "peri arrest", "periarrest", "out of hospital cardiac arrest", "ohca", "oohca", "cpr",
-        "cardiopulmonary resuscitation", "rosc", "vf arrest", "pea arrest", "asystole", "not breathing")),
+        "cardiopulmonary resuscitation", "rosc", "vf arrest", "pea arrest", "asystole", "not breathing",
+        "no pulse", "pulseless", "no output", "no signs of life")),
     ("", "unresponsive", (
         "unresponsive", "unconscious", "unrousable", "not responding", "non responsive", "unresponsive adult",
-        "unresponsive child", "responds to pain only", "gcs 3")),
+        "unresponsive child", "responds to pain only", "responds to pain", "gcs 3", "no response",
+        "nil response", "no response to pain", "not rousable", "unable to rouse", "not responsive")),
     ("", "status_epilepticus", (
         "status epilepticus", "fitting", "still fitting", "currently fitting", "ongoing seizure",
         "continuous seizure", "continuous seizures", "prolonged seizure", "seizure ongoing", "active seizure",
@@ -131,7 +133,7 @@ SYNONYM_GROUPS: Final[tuple[tuple[str, str | None, tuple[str, ...]], ...]] = (
         "altered level of consciousness", "altered conscious level", "altered consciousness",
         "reduced level of consciousness", "decreased level of consciousness", "reduced consciousness",
         "reduced gcs", "drop in gcs", "aloc", "confusion", "confused", "acute confusion", "new confusion",
-        "delirium", "acutely confused")),
+        "delirium", "acutely confused", "responds to voice", "responds to voice only", "not alert")),
     ("", "stroke", (
         "stroke", "stroke symptoms", "cva", "cerebrovascular accident", "cerebrovascular disease",
         "suspected stroke", "code stroke",

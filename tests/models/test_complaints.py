@@ -146,6 +146,10 @@ def test_red_flags_are_ordered_most_urgent_first() -> None:
         ("no chest pain; ACS", "Ischemic chest pain", ("acs",)),
         ("no appetite", "no appetite", ()),
         ("not breathing", "Cardiac arrest", ("cardiac_arrest",)),
+        # phrases that begin with a negation word are read as phrases first
+        ("no response to pain", "Unconscious on arrival", ("unresponsive",)),
+        ("collapsed, no pulse", "Cardiac arrest", ("cardiac_arrest",)),
+        ("not alert", "Altered level of consciousness", ("altered_consciousness",)),
     ],
 )
 def test_negation(written: str, text: str, flags: tuple[str, ...]) -> None:
