@@ -161,7 +161,8 @@ def to_markdown(result: dict[str, Any], title: str) -> str:
                 f"{s['high_acuity_under_triage_rate']:.3f} |"
             )
         lines.append("")
-    lines += [f"NEWS2 safety floor raised the model's level for {result['news2_floor']['raised_count']} visits "
+    lines += [f"The safety floor (NEWS2 from 16, ACVPU, red-flag complaints, paediatric physiology under 16) raised "
+              f"the model's level for {result['news2_floor']['raised_count']} visits "
               f"({100 * result['news2_floor']['raised_fraction']:.1f}%).", ""]
     ignored = result.get("inputs_not_used") or {}
     if ignored:

@@ -143,6 +143,10 @@ class FeatureEncoder:
     unlearnt_values: dict[str, tuple[str, ...]] = field(default_factory=dict)
     #: The training population's typical value per numeric field (median): the explanations' reference.
     typical: dict[str, float] = field(default_factory=dict)
+    #: Categorical fields almost always recorded in training (missing in < 1% of rows), with their values'
+    #: training shares: a record that leaves one blank is scored as the share-weighted mixture of the
+    #: predictions for each value (:meth:`marginalise`), so "unknown" always lies between the known values.
+    marginalised: dict[str, dict[str, float]] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ fitting and (de)serialisation
     @classmethod
@@ -186,9 +190,16 @@ class FeatureEncoder:
         unused = tuple(name for name, count in observed.items() if count < threshold)
         unlearnt = {name: tuple(v for v, c in counts.items() if c < threshold)
                     for name, counts in category_counts.items() if name not in unused}
+        marginalised = {}
+        for name, counts in category_counts.items():
+            learnt = {v: c for v, c in counts.items() if c >= threshold}
+            if name not in unused and len(learnt) > 1 and observed[name] >= 0.99 * n:
+                total = sum(learnt.values())
+                marginalised[name] = {v: c / total for v, c in learnt.items()}
         return cls(means=means, stds=stds, train_ranges=ranges, vocabulary=vocabulary, max_tokens=max_tokens,
                    observed=observed, category_counts=category_counts, n_fitted=n, unused_inputs=unused,
-                   unlearnt_values={k: v for k, v in unlearnt.items() if v}, typical=typical)
+                   unlearnt_values={k: v for k, v in unlearnt.items() if v}, typical=typical,
+                   marginalised=marginalised)
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable description of the fitted encoder."""
@@ -228,6 +239,7 @@ class FeatureEncoder:
             unused_inputs=tuple(data["unused_inputs"]),
             unlearnt_values={str(k): tuple(v) for k, v in data["unlearnt_values"].items()},
             typical={str(k): float(v) for k, v in data["typical"].items()},
+            marginalised={str(k): {str(a): float(b) for a, b in v.items()} for k, v in data["marginalised"].items()},
         )
 
     # ------------------------------------------------------------------ what the model uses
@@ -373,6 +385,36 @@ class FeatureEncoder:
         return {"numeric": numeric, "missing": missing, "categorical": categorical, "tokens": tokens,
                 "danger": danger}
 
+    def marginalise(self, encoded: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+        """Expand rows that leave a :attr:`marginalised` field blank into one row per learnt value.
+
+        Returns (expanded inputs, the source row of each expanded row, its weight); combine the outputs with
+        :func:`combine_marginal`. Rows with every such field recorded are passed through with weight 1.
+        """
+        n = len(encoded["categorical"])
+        rows, weights = np.arange(n), np.ones(n)
+        out = encoded
+        for name, shares in self.marginalised.items():
+            j = list(self.categorical_features).index(name)
+            vocab = self.categorical_features[name]
+            blank = out["categorical"][:, j] == 0
+            if not blank.any():
+                continue
+            keep = np.flatnonzero(~blank)
+            parts_idx, parts_code, parts_w = [keep], [out["categorical"][keep, j]], [weights[keep]]
+            for value, share in shares.items():
+                idx = np.flatnonzero(blank)
+                parts_idx.append(idx)
+                parts_code.append(np.full(len(idx), vocab.index(value) + 1, dtype=np.int64))
+                parts_w.append(weights[idx] * share)
+            order = np.concatenate(parts_idx)
+            out = {k: v[order] for k, v in out.items()}
+            out["categorical"] = out["categorical"].copy()
+            out["categorical"][:, j] = np.concatenate(parts_code)
+            weights = np.concatenate(parts_w)
+            rows = rows[order]
+        return out, rows, weights
+
     def dense(self, frame: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
         """A dense design matrix of the same information (for the logistic-regression and GBM baselines).
 
@@ -409,6 +451,13 @@ class FeatureEncoder:
             for i in np.flatnonzero(np.isfinite(values) & ((values < lo) | (values > hi))):
                 flags[i].append(name)
         return flags
+
+
+def combine_marginal(outputs: np.ndarray, rows: np.ndarray, weights: np.ndarray, n: int) -> np.ndarray:
+    """Share-weighted mixture, per source row, of the outputs of :meth:`FeatureEncoder.marginalise`'s rows."""
+    out = np.zeros((n, *outputs.shape[1:]), dtype=np.float64)
+    np.add.at(out, rows, outputs * weights.reshape(-1, *([1] * (outputs.ndim - 1))))
+    return out.astype(outputs.dtype)
 
 
 def _categorical_strings(column: np.ndarray, name: str) -> list[str | None]:

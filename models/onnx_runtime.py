@@ -18,7 +18,7 @@ import pandas as pd
 
 from models.columns import Columns, as_columns, n_rows, take
 from models.errors import ModelArtifactError
-from models.features import FeatureEncoder
+from models.features import FeatureEncoder, combine_marginal
 from models.labels import OUTCOMES
 from models.model_card import CARD_METADATA_KEY, ModelCard
 from models.news2 import apply_floor_arrays
@@ -159,7 +159,7 @@ class TriagePrediction:
     news2_score: np.ndarray  # [B]
     news2_floor: np.ndarray  # [B] the NEWS2 band's floor where NEWS2 applies (16 and over), else 5
     floor_level: np.ndarray | None = None  # [B] the safety floor applied (5: none)
-    #: [B] object: "acvpu" | "red_flag_complaint" | "paediatric" | "news2" | "none" (models.safety_floor)
+    #: [B] object: one of models.safety_floor.FLOOR_SOURCES ("acvpu", "red_flag_complaint", "paediatric", ...)
     floor_source: np.ndarray | None = None
     floor_reasons: list[tuple[str, ...]] = field(default_factory=list)  # [B] why the floor is what it is
     red_flags: list[tuple[str, ...]] = field(default_factory=list)  # [B] red-flag ids found in the complaint
@@ -178,9 +178,17 @@ class TriageOnnxModel:
         self.path = path
 
     def run_encoded(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """Run the graph on encoded inputs; returns (acuity_probs [B,5], outcome_probs [B,2])."""
-        acuity, outcomes = self.session.run(list(OUTPUT_NAMES), {k: inputs[k] for k in INPUT_NAMES})
-        return acuity, outcomes
+        """Run the graph on encoded inputs; returns (acuity_probs [B,5], outcome_probs [B,2]).
+
+        A record that leaves blank a field training always recorded (sex) is scored as the mixture over that
+        field's values (:meth:`models.features.FeatureEncoder.marginalise`).
+        """
+        n = len(inputs["categorical"])
+        expanded, rows, weights = self.encoder.marginalise(inputs)
+        acuity, outcomes = self.session.run(list(OUTPUT_NAMES), {k: expanded[k] for k in INPUT_NAMES})
+        if len(rows) == n and (rows == np.arange(n)).all():
+            return acuity, outcomes
+        return combine_marginal(acuity, rows, weights, n), combine_marginal(outcomes, rows, weights, n)
 
     def predict(self, frame: pd.DataFrame | Columns, *, batch_size: int = 4096) -> TriagePrediction:
         """Predict for validated records (a DataFrame or :mod:`models.columns` columns), applying the NEWS2

@@ -1,7 +1,7 @@
 """Vigil's safety floor: the least urgent acuity level a recommendation may carry, and why.
 
 A recommendation is never less urgent than the floor (:meth:`models.onnx_runtime.TriageOnnxModel.decide`
-takes ``min(model level, floor)``). The floor is the most urgent of four rules, each from a published source
+takes ``min(model level, floor)``). The floor is the most urgent of five rules, each from a published source
 (full discussion and references in ``docs/clinical_safety.md``, section "Safety floor"):
 
 ``acvpu``               Consciousness at triage, any age. **U or P -> level 1**: every ED triage system puts an
@@ -16,6 +16,10 @@ takes ``min(model level, floor)``). The floor is the most urgent of four rules, 
                         early management*, 2016, tables 1-3, "high risk of severe illness or death"): they are
                         physiological thresholds by age band, so a well infant with a heart rate of 130/min
                         is not floored.
+``adult_physiology``    16 and over (and age not recorded), **level 2** when a single vital sign meets a NICE NG51
+                        adult high-risk criterion: respiratory rate >= 25/min, SpO2 < 92% on air, systolic BP
+                        <= 90 mmHg, heart rate > 130/min. NEWS2 scores each 3 and its band would floor them at
+                        level 3 only; a 25-year-old "ankle injury" with SpO2 70% was served level 3.
 ``news2``               16 and over (and age not recorded): the NEWS2 band's floor of :data:`models.news2.FLOOR`
                         (high -> 1, medium -> 2, low-medium -> 3). The adult NEWS2 is **not** applied under 16
                         (RCP 2017: not validated in children; it would floor a well 6-month-old at level 2).
@@ -61,13 +65,20 @@ from models.complaints import RED_FLAGS, ComplaintReading, read_complaint
 from models.news2 import BANDS, news2_columns
 
 #: Floor sources, in the order that breaks ties (the first source giving the applied level is named).
-FLOOR_SOURCES: Final[tuple[str, ...]] = ("acvpu", "red_flag_complaint", "paediatric", "news2", "none")
+FLOOR_SOURCES: Final[tuple[str, ...]] = ("acvpu", "red_flag_complaint", "paediatric", "adult_physiology", "news2",
+                                          "none")
 NO_FLOOR: Final[int] = 5
 #: ACVPU levels that set a floor (A sets none).
 ACVPU_FLOOR: Final[dict[str, int]] = {"U": 1, "P": 1, "V": 2, "C": 2}
 #: Below this age the adult NEWS2 is not applied and the paediatric rule is (RCP 2017).
 PAEDIATRIC_MAX_AGE: Final[float] = 16.0
 PAEDIATRIC_FLOOR: Final[int] = 2
+#: NICE NG51 adult high-risk physiological criteria (16 and over): any one gives level 2.
+ADULT_FLOOR: Final[int] = 2
+ADULT_RR_AT_LEAST: Final[float] = 25.0
+ADULT_SPO2_BELOW: Final[float] = 92.0  # on air
+ADULT_SBP_AT_MOST: Final[float] = 90.0
+ADULT_HR_ABOVE: Final[float] = 130.0
 CHILD_TEMPERATURE_BELOW: Final[float] = 36.0
 INFANT_FEVER_AT_LEAST: Final[float] = 38.0
 INFANT_FEVER_MAX_AGE: Final[float] = 0.25  # under 3 months
@@ -201,6 +212,34 @@ def _paediatric_rule(columns: Columns, n: int, child: np.ndarray) -> tuple[np.nd
     return levels, reasons
 
 
+def _adult_rule(columns: Columns, n: int, adult: np.ndarray) -> tuple[np.ndarray, list[list[str]]]:
+    """NICE NG51 adult high-risk criteria (section 1.4: "high risk of severe illness or death").
+
+    Respiratory rate 25/min or more, SpO2 below 92% on air (NG51: a new need for oxygen to keep it above 92%),
+    systolic BP 90 mmHg or less, heart rate above 130/min: each a single vital sign that NEWS2 scores 3 and would
+    floor only at level 3, and each one of the danger thresholds the model must respond to.
+    """
+    rr = float_column(columns, "resp_rate", n)
+    hr = float_column(columns, "heart_rate", n)
+    sbp = float_column(columns, "sbp", n)
+    spo2 = float_column(columns, "spo2", n)
+    oxygen = float_column(columns, "on_supplemental_oxygen", n) == 1.0
+    reasons: list[list[str]] = [[] for _ in range(n)]
+    tag = "(NICE NG51 high risk, adult)"
+    with np.errstate(invalid="ignore"):  # NaN compares False: a missing value meets no criterion
+        criteria = (
+            (rr >= ADULT_RR_AT_LEAST, f"respiratory rate {{}}/min >= {_fmt(ADULT_RR_AT_LEAST)} {tag}", rr),
+            ((spo2 < ADULT_SPO2_BELOW) & ~oxygen, f"SpO2 {{}}% on air < {_fmt(ADULT_SPO2_BELOW)}% {tag}", spo2),
+            (sbp <= ADULT_SBP_AT_MOST, f"systolic BP {{}} mmHg <= {_fmt(ADULT_SBP_AT_MOST)} {tag}", sbp),
+            (hr > ADULT_HR_ABOVE, f"heart rate {{}}/min > {_fmt(ADULT_HR_ABOVE)} {tag}", hr),
+        )
+        for mask, text, values in criteria:
+            for i in np.flatnonzero(mask & adult):
+                reasons[i].append(text.format(_fmt(values[i])))
+    levels = np.array([ADULT_FLOOR if r else NO_FLOOR for r in reasons], dtype=np.int64).reshape(n)
+    return levels, reasons
+
+
 def safety_floor(frame: Columns) -> SafetyFloor:
     """The safety floor of validated records (:mod:`models.columns` columns or a DataFrame).
 
@@ -227,8 +266,9 @@ def safety_floor(frame: Columns) -> SafetyFloor:
     acvpu, acvpu_reasons = _acvpu_rule(columns, n)
     complaint, complaint_reasons, flags = _complaint_rule(columns, n)
     paediatric, paediatric_reasons = _paediatric_rule(columns, n, child)
-    rules = np.stack([acvpu, complaint, paediatric, news2_floor]).reshape(4, n)
-    reasons_by_rule = (acvpu_reasons, complaint_reasons, paediatric_reasons, news_reasons)
+    adult, adult_reasons = _adult_rule(columns, n, ~child)
+    rules = np.stack([acvpu, complaint, paediatric, adult, news2_floor]).reshape(5, n)
+    reasons_by_rule = (acvpu_reasons, complaint_reasons, paediatric_reasons, adult_reasons, news_reasons)
     level = rules.min(axis=0) if n else np.zeros(0, dtype=np.int64)
     first = np.argmin(rules, axis=0) if n else np.zeros(0, dtype=np.int64)
     source = np.array([FLOOR_SOURCES[k] if lv < NO_FLOOR else "none" for k, lv in zip(first, level, strict=True)],

@@ -90,6 +90,7 @@ def _risk_items(res: TriageResult) -> list[tuple[str, Any]]:
 def _floor_text(res: TriageResult) -> str:
     """'<source>: <reasons>; no level less urgent than <level>' for the floor applied."""
     source = {"acvpu": "ACVPU", "red_flag_complaint": "red-flag complaint", "paediatric": "paediatric physiology",
+              "adult_physiology": "adult physiology (NICE NG51)",
               "news2": "NEWS2", "none": "none"}[res.floor.source]
     return f"{source}: {'; '.join(res.floor.reasons)}; no level less urgent than {res.floor.level}"
 

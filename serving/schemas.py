@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from models.features import NOT_LEARNT_REASON
 from models.triage_record import (
     BOOLEAN_FIELDS,
     CATEGORICAL_FIELDS,
@@ -77,7 +78,7 @@ class SafetyFloorOut(_Out):
     """The safety floor applied: the least urgent level allowed, the rule that set it and why."""
 
     level: int = Field(ge=1, le=5, description="The least urgent level allowed (5: no floor)")
-    source: Literal["acvpu", "red_flag_complaint", "paediatric", "news2", "none"] = Field(
+    source: Literal["acvpu", "red_flag_complaint", "paediatric", "adult_physiology", "news2", "none"] = Field(
         description="The rule giving that level: ACVPU (P/U -> 1, V/C -> 2), a red-flag complaint, NICE NG51 "
                     "paediatric high-risk physiology (under 16), NEWS2 (16 and over); 'none' when no rule applies")
     reasons: list[str] = Field(description="Every rule finding that gives this level, e.g. 'consciousness P'")
@@ -108,6 +109,10 @@ class Factor(_Out):
 class TriageFlags(_Out):
     missing_inputs: list[str] = Field(description="Fields the model uses that were not supplied")
     out_of_training_range: list[str] = Field(description="Values outside the central 99% of the training data")
+    not_used_by_model: list[str] = Field(
+        default_factory=list,
+        description=f"Fields supplied that the model ignores ({NOT_LEARNT_REASON}); NEWS2 and the safety floor "
+                    "still use every field they clinically define")
     news2_floor_raised_level: bool
     safety_floor_raised_level: bool = Field(description="The safety floor (any rule) raised the level")
     news2_partial: bool

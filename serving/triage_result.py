@@ -54,8 +54,10 @@ def _model_factors(effects: list[Any], record: dict[str, Any]) -> list[dict[str,
         value = record.get(eff.field)
         changes = ", ".join(f"P({o}) {'+' if eff.effect[o] >= 0 else '-'}{abs(eff.effect[o]) * 100:.1f} pts"
                             for o in OUTCOMES)
+        reference = eff.reference if isinstance(eff.reference, str) else \
+            f"a typical {_value_text(eff.field, eff.reference)}"
         out.append({"field": eff.field, "source": "model", "effect": {o: round(eff.effect[o], 4) for o in OUTCOMES},
-                    "detail": f"{eff.field} {_value_text(eff.field, value)}: {changes} vs. not recorded"})
+                    "detail": f"{eff.field} {_value_text(eff.field, value)}: {changes} vs. {reference}"})
     return out
 
 
@@ -70,6 +72,7 @@ def build_results(model: LoadedModel, records: list[dict[str, Any]]) -> list[dic
     columns = columns_from_records(records)
     pred, effects = predict_and_explain(runtime, columns)
     out_of_range = runtime.encoder.out_of_range(columns)
+    ignored = runtime.encoder.ignored_fields(columns)
     used = attributable_fields(runtime)
     ref = model.ref()
     results = []
@@ -109,6 +112,7 @@ def build_results(model: LoadedModel, records: list[dict[str, Any]]) -> list[dic
             "flags": {
                 "missing_inputs": [f for f in used if record.get(f) is None],
                 "out_of_training_range": out_of_range[i],
+                "not_used_by_model": ignored[i],
                 "news2_floor_raised_level": model_level > news2_floor,
                 "safety_floor_raised_level": bool(pred.floor_raised[i]),
                 "news2_partial": score.partial,

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from models.features import AGE_BAND_FEATURE, FeatureEncoder
+from models.features import AGE_BAND_FEATURE, FeatureEncoder, combine_marginal
 from models.labels import OUTCOMES
 from models.physiology import HINGES
 from models.triage_net import CalibratedTriageNet, PhysiologyFloor, TriageEnsemble, TriageNet
@@ -41,11 +41,14 @@ class TrainedTriageModel:
 
     def predict_probs(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Torch-side calibrated probabilities (for ONNX parity checks)."""
-        inputs = _tensors(self.encoder.transform(frame))
+        encoded = self.encoder.transform(frame)
+        expanded, rows, weights = self.encoder.marginalise(encoded)
         self.model.eval()
         with torch.no_grad():
-            acuity, outcomes = self.model(*inputs)
-        return acuity.numpy(), outcomes.numpy()
+            acuity, outcomes = self.model(*_tensors(expanded))
+        n = len(encoded["categorical"])
+        return (combine_marginal(acuity.numpy(), rows, weights, n),
+                combine_marginal(outcomes.numpy(), rows, weights, n))
 
 
 _INPUTS = ("numeric", "missing", "categorical", "tokens", "danger")

@@ -135,6 +135,7 @@ def evaluate(
             preds.append(nurse)
         result = evaluate_triage(frame, prediction, preds, dataset=dataset.name, n_boot=bootstrap, seed=seed)
         result["model"] = onnx_model.describe()
+        result["inputs_not_used"] = onnx_model.encoder.ignored_summary(frame)
         result["data_digest"] = dataset.digest
         result["synthetic_data"] = bool(onnx_model.card.synthetic_data or data.startswith("synthetic:"))
         paths = write_report(result, out, "evaluation", f"Triage evaluation: {dataset.name}")
@@ -142,6 +143,8 @@ def evaluate(
     except VigilError as exc:
         _fail(exc)
         return
+    for name, entry in result["inputs_not_used"].items():
+        typer.echo(f"column {name!r} ignored by the model in {entry['rows_with_value']} rows: {entry['reason']}")
     for outcome, entry in result["outcomes"].items():
         typer.echo(f"{outcome}: " + ", ".join(f"{k} AUROC {v['auroc']['estimate']:.3f}"
                                               for k, v in entry["models"].items()))

@@ -45,7 +45,7 @@ def test_onnx_parity_and_dynamic_batch(pipeline_run):
         acuity, outcomes = model.run_encoded(model.encoder.transform(frame.iloc[:n]))
         assert acuity.shape == (n, 5) and outcomes.shape == (n, 2)
         np.testing.assert_allclose(acuity.sum(axis=1), 1.0, atol=1e-5)
-    assert model.card.synthetic_data is True and model.card.features["version"] == "triage-features/1"
+    assert model.card.synthetic_data is True and model.card.features["version"] == "triage-features/2"
 
 
 def test_model_learns_signal_and_baselines_share_rows(pipeline_run):

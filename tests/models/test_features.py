@@ -134,3 +134,23 @@ def test_unknown_words_are_dropped_and_near_misses_corrected():
     assert enc.complaint_tokens("chest pain xqzv") == ["chest", "pain"]
     assert enc.complaint_tokens("ankle injruy") == ["ankle", "injury"]  # a swap, one edit away
     assert enc.complaint_tokens("pian") == []  # too short to correct safely
+
+
+def test_a_blank_field_training_always_recorded_is_scored_as_the_mixture_of_its_values():
+    from models.features import combine_marginal
+
+    frame = _nhamcs_like()
+    enc = FeatureEncoder.fit(frame, min_token_count=1)
+    assert enc.marginalised["sex"] == {"female": 0.5, "male": 0.5}
+    assert "arrival_mode" in enc.marginalised  # recorded in every row too
+    records = frame.iloc[:3].assign(sex=["unknown", "female", "male"])
+    expanded, rows, weights = enc.marginalise(enc.transform(records))
+    assert sorted(rows.tolist()) == [0, 0, 1, 2]
+    sex = list(enc.categorical_features).index("sex")
+    assert sorted(expanded["categorical"][rows == 0, sex].tolist()) == [1, 2]
+    # Any model output: the blank row's output is the share-weighted mean, so it lies between the known values.
+    outputs = expanded["categorical"][:, sex:sex + 1].astype(float) * 10.0
+    combined = combine_marginal(outputs, rows, weights, 3)
+    assert combined[:, 0].tolist() == pytest.approx([15.0, 10.0, 20.0])
+    restored = FeatureEncoder.from_dict(json.loads(json.dumps(enc.to_dict())))
+    assert restored.marginalised == enc.marginalised

@@ -43,7 +43,7 @@ def test_acvpu_floor_at_any_age(acvpu: str | None, level: int) -> None:
 
 
 def test_acvpu_beats_news2_at_the_same_level_and_lists_both_reasons() -> None:
-    level, source, reasons, _ = _floor(consciousness="V", resp_rate=25.0)  # NEWS2 3 + 3 = 6: medium -> 2
+    level, source, reasons, _ = _floor(consciousness="V", resp_rate=8.0)  # NEWS2 3 + 3 = 6: medium -> 2
     assert (level, source) == (2, "acvpu")
     assert reasons == ("consciousness V", "NEWS2 6 (medium risk)")
 
@@ -79,8 +79,8 @@ def test_red_flags_are_reported_even_when_another_rule_sets_the_level() -> None:
     ("changes", "level"),
     [
         ({}, 5),
-        ({"resp_rate": 25.0}, 3),  # NEWS2 3 in one parameter: low-medium
-        ({"resp_rate": 25.0, "heart_rate": 115.0}, 2),  # 3 + 2 = 5: medium
+        ({"resp_rate": 8.0}, 3),  # NEWS2 3 in one parameter: low-medium (not an NG51 criterion)
+        ({"resp_rate": 8.0, "heart_rate": 115.0}, 2),  # 3 + 2 = 5: medium
         ({"resp_rate": 25.0, "heart_rate": 135.0, "sbp": 100.0}, 1),  # 3 + 3 + 2 = 8: high
     ],
 )
@@ -89,6 +89,22 @@ def test_news2_floor_from_16(changes: dict[str, Any], level: int) -> None:
         got, source, _, _ = _floor(age_years=age, **changes)
         assert got == level
         assert source == ("news2" if level < 5 else "none")
+
+
+@pytest.mark.parametrize(
+    ("field", "meets", "short"),
+    [("resp_rate", 25.0, 24.0), ("spo2", 91.0, 92.0), ("sbp", 90.0, 91.0), ("heart_rate", 131.0, 130.0)],
+)
+def test_adult_ng51_high_risk_criteria_give_level_2(field: str, meets: float, short: float) -> None:
+    # NICE NG51 section 1.4 (adults): RR >= 25, new need for oxygen to keep SpO2 > 92%, SBP <= 90, HR > 130.
+    for age in (16.0, 45.0, None):
+        level, source, reasons, _ = _floor(age_years=age, **{field: meets})
+        assert (level, source) == (2, "adult_physiology")
+        assert any("NICE NG51 high risk, adult" in r for r in reasons)
+        level, source, _, _ = _floor(age_years=age, **{field: short})
+        assert source != "adult_physiology" and level > 2
+    assert _floor(age_years=10.0, heart_rate=131.0)[1] != "adult_physiology"  # children: the paediatric rule
+    assert _floor(spo2=91.0, on_supplemental_oxygen=True)[1] != "adult_physiology"  # the rule is SpO2 on air
 
 
 def test_well_six_month_old_is_not_floored() -> None:

@@ -59,7 +59,7 @@ def test_decide_applies_the_safety_floor_with_its_source_and_reasons():
         {**well, "chief_complaint": "stroke symptoms, feeling tired"},
         {**well, "age_years": 0.5, "heart_rate": 130.0, "resp_rate": 35.0},  # well infant: adult NEWS2 5
         {**well, "age_years": 0.5, "heart_rate": 130.0, "resp_rate": 65.0},  # NG51 high risk
-        {**well, "resp_rate": 25.0, "heart_rate": 115.0},  # adult NEWS2 5: medium
+        {**well, "resp_rate": 8.0, "heart_rate": 115.0},  # adult NEWS2 5: medium
     ]
     probs = np.tile([[0.0, 0.0, 0.0, 0.0, 1.0]], (len(records), 1))  # the model says level 5 for everyone
     outcomes = np.zeros((len(records), 2))

@@ -27,8 +27,14 @@ def test_prediction_equals_predict_and_effects_are_exact_differences(model):
     np.testing.assert_array_equal(prediction.recommended_level, plain.recommended_level)
     assert {e.field for e in effects[1]} == {"age_years", "pain_score", "sex"}
     hr = next(e for e in effects[0] if e.field == "heart_rate")
-    without = model.predict(frame.iloc[[0]].assign(heart_rate=np.nan))
-    assert hr.effect["critical"] == pytest.approx(plain.p_critical[0] - without.p_critical[0], abs=1e-5)
-    assert hr.effect["admitted"] == pytest.approx(plain.p_admitted[0] - without.p_admitted[0], abs=1e-5)
+    # A numeric field is compared with the training population's typical value, never with "not recorded".
+    typical = model.encoder.typical["heart_rate"]
+    assert hr.reference == round(typical, 1)
+    at_typical = model.predict(frame.iloc[[0]].assign(heart_rate=round(typical, 1)))
+    assert hr.effect["critical"] == pytest.approx(plain.p_critical[0] - at_typical.p_critical[0], abs=1e-5)
+    assert hr.effect["admitted"] == pytest.approx(plain.p_admitted[0] - at_typical.p_admitted[0], abs=1e-5)
+    sex = next(e for e in effects[1] if e.field == "sex")
+    assert sex.reference == "not recorded"  # learnt by input dropout in training
     assert [e.magnitude for e in effects[0]] == sorted((e.magnitude for e in effects[0]), reverse=True)
     assert set(attributable_fields(model)) >= {"heart_rate", "sex", "chief_complaint"}
+    assert not set(attributable_fields(model)) & set(model.encoder.unused_inputs)
