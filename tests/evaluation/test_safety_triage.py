@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import sys
-import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -278,17 +277,14 @@ def test_reports_and_tags(tmp_path):
     assert safety_tags(None, "no films")["safety_invariants.status"] == "fail"
 
 
-def test_the_small_trained_model_gets_a_complete_report(registered):
-    """Computed, not yet required to pass: the model changes that should make it pass land separately."""
+def test_the_small_trained_model_holds_every_invariant(registered):
+    """The small model trained by the suite's fixture holds every invariant (by construction; clinical_safety.md)."""
     from models.onnx_runtime import TriageOnnxModel
 
     model = TriageOnnxModel(registered.triage_onnx, threads=1)
-    start = time.perf_counter()
     report = run_triage_safety_suite(model, n_grid=10_000, seed=0)
-    elapsed = time.perf_counter() - start
     assert [r.id for r in report.results] == list(IDS)
     assert all(r.n_cases > 0 for r in report.results) and report.n_cases >= 5_000
     assert all(len(r.examples) == min(r.n_violations, 5) for r in report.results)
     assert report.model_name == model.card.name and report.model_version == model.card.version
-    assert elapsed < 60, f"the suite took {elapsed:.1f} s at n_grid=10,000"
-    print(report.summary())
+    assert report.passed, report.summary()
