@@ -14,6 +14,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+from numpy.typing import NDArray
+
 from evaluation.bootstrap import ConfidenceInterval
 from models.errors import InputValidationError
 
@@ -82,6 +85,13 @@ class AuditSpec:
     reference_groups : mapping of str to group value
         Reference group per attribute or intersection name (``{"sex|age_band": "F|40-64"}``); otherwise
         the largest group (ties: the first in sorted order).
+    pool_adjacent : mapping of str to sequence of group values
+        Declared in advance (the release policy's ``small_groups.pool_adjacent``): per attribute, its groups
+        in their natural order (age bands from youngest). A group of that list with insufficient evidence is
+        merged with its adjacent neighbour that has fewer positives (ties: the earlier one), repeatedly, until
+        every merged group has sufficient evidence or one group is left; merged groups are named by joining
+        their labels with ``+`` (``"<15+15-24"``) and used in every intersection with the attribute. Only
+        sizes and positives decide (never the model's results). Attributes not audited are ignored.
     min_group_n, min_group_positives : int
         Below either, a group has status ``"insufficient evidence"``.
     n_boot : int
@@ -97,6 +107,7 @@ class AuditSpec:
     cluster: str | None = None
     intersections: Sequence[Sequence[str]] = ()
     reference_groups: Mapping[str, object] = field(default_factory=dict)
+    pool_adjacent: Mapping[str, Sequence[str]] = field(default_factory=dict)
     min_group_n: int = 100
     min_group_positives: int = 20
     n_boot: int = 1000
@@ -143,6 +154,18 @@ class AuditSpec:
         object.__setattr__(self, "sensitive_attributes", attributes)
         object.__setattr__(self, "intersections", crossings)
         object.__setattr__(self, "reference_groups", {str(k): str(v) for k, v in self.reference_groups.items()})
+        if not isinstance(self.pool_adjacent, Mapping):
+            raise InputValidationError(
+                "pool_adjacent",
+                f"pool_adjacent must map an attribute to its ordered groups; got {self.pool_adjacent!r}",
+            )
+        pooling = {}
+        for key, order in self.pool_adjacent.items():
+            groups = _names(order, f"pool_adjacent.{key}")
+            if len(groups) < 2:
+                raise InputValidationError(f"pool_adjacent.{key}", f"pool_adjacent.{key} must list at least 2 groups")
+            pooling[str(key)] = groups
+        object.__setattr__(self, "pool_adjacent", pooling)
         _int(self.min_group_n, "min_group_n", 1)
         _int(self.min_group_positives, "min_group_positives", 0)
         _int(self.n_boot, "n_boot", 1)
@@ -169,6 +192,7 @@ class AuditSpec:
             "sensitive_attributes": list(self.sensitive_attributes),
             "intersections": [list(c) for c in self.intersections],
             "reference_groups": dict(self.reference_groups),
+            "pool_adjacent": {k: list(v) for k, v in self.pool_adjacent.items()},
             "min_group_n": self.min_group_n,
             "min_group_positives": self.min_group_positives,
             "n_boot": self.n_boot,
@@ -209,7 +233,8 @@ class GroupResult:
     """One group: its size, evidence status, metrics with intervals and (with scores) its calibration curve.
 
     ``calibration`` holds ``mean_predicted``, ``observed`` and ``count`` per quantile decile (full data), or
-    is ``None`` when the audit has no ``y_score``.
+    is ``None`` when the audit has no ``y_score``. ``support`` gives, for each rate metric, the number of
+    patients it is a share of (false-negative rate: positives; high-acuity under-triage: true levels 1-2).
     """
 
     group: str
@@ -219,6 +244,7 @@ class GroupResult:
     reason: str
     metrics: Mapping[str, ConfidenceInterval]
     calibration: Mapping[str, tuple[float, ...]] | None
+    support: Mapping[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         cal = None if self.calibration is None else {k: [float(x) for x in v] for k, v in self.calibration.items()}
@@ -230,6 +256,7 @@ class GroupResult:
             "reason": self.reason,
             "metrics": {k: _ci_to_dict(v) for k, v in self.metrics.items()},
             "calibration": cal,
+            "support": dict(self.support),
         }
 
     @classmethod
@@ -243,6 +270,7 @@ class GroupResult:
             reason=str(d["reason"]),
             metrics={k: _ci_from_dict(v) for k, v in d["metrics"].items()},
             calibration=None if cal is None else {k: tuple(float(x) for x in v) for k, v in cal.items()},
+            support={str(k): int(v) for k, v in d.get("support", {}).items()},
         )
 
 
@@ -302,13 +330,18 @@ class GapResult:
 
 @dataclass(frozen=True)
 class AttributeResult:
-    """One sensitive attribute or intersection: its groups and gaps."""
+    """One sensitive attribute or intersection: its groups and gaps.
+
+    ``pooled`` maps each original group that :attr:`AuditSpec.pool_adjacent` merged to the pooled group it
+    was judged in (``{"<15": "<15+15-24", "15-24": "<15+15-24"}``); empty when nothing was pooled.
+    """
 
     attribute: str
     columns: tuple[str, ...]
     reference_group: str
     groups: tuple[GroupResult, ...]
     gaps: tuple[GapResult, ...]
+    pooled: Mapping[str, str] = field(default_factory=dict)
 
     def group(self, label: str) -> GroupResult:
         """The group called ``label``; ``KeyError`` naming the known groups otherwise."""
@@ -331,6 +364,7 @@ class AttributeResult:
             "reference_group": self.reference_group,
             "groups": [g.to_dict() for g in self.groups],
             "gaps": [g.to_dict() for g in self.gaps],
+            "pooled": dict(self.pooled),
         }
 
     @classmethod
@@ -341,13 +375,21 @@ class AttributeResult:
             str(d["reference_group"]),
             tuple(GroupResult.from_dict(g) for g in d["groups"]),
             tuple(GapResult.from_dict(g) for g in d["gaps"]),
+            {str(k): str(v) for k, v in d.get("pooled", {}).items()},
         )
 
 
 @dataclass(frozen=True)
 class AuditResult:
     """Everything :func:`audit` found; the same type whatever the input. ``to_dict`` is strict JSON
-    (non-finite numbers become ``None``) and ``from_dict`` reads it back."""
+    (non-finite numbers become ``None``) and ``from_dict`` reads it back.
+
+    ``resamples`` holds, per attribute or intersection and metric, the metric of every group on every
+    bootstrap resample (``n_boot x groups``, groups in the order of :attr:`AttributeResult.groups`): the
+    release gate draws its family-wise (simultaneous) intervals from them. They stay in memory; ``to_dict``
+    writes them only with ``include_resamples=True`` (a few MB), and a result read back without them cannot
+    be gated.
+    """
 
     spec: AuditSpec
     n_rows: int
@@ -355,6 +397,7 @@ class AuditResult:
     metrics: tuple[str, ...]
     overall: GroupResult
     attributes: tuple[AttributeResult, ...]
+    resamples: Mapping[str, Mapping[str, NDArray[np.float64]]] = field(default_factory=dict, compare=False, repr=False)
 
     def attribute(self, name: str) -> AttributeResult:
         """The attribute or intersection called ``name`` (``"sex"``, ``"sex|age_band"``)."""
@@ -363,8 +406,8 @@ class AuditResult:
                 return a
         raise KeyError(f"no audited attribute {name!r}; audited {[a.attribute for a in self.attributes]}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
+    def to_dict(self, include_resamples: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {
             "spec": self.spec.to_dict(),
             "n_rows": self.n_rows,
             "n_clusters": self.n_clusters,
@@ -372,6 +415,12 @@ class AuditResult:
             "overall": self.overall.to_dict(),
             "attributes": [a.to_dict() for a in self.attributes],
         }
+        if include_resamples:
+            out["resamples"] = {
+                a: {m: [[_num(float(x)) for x in row] for row in v] for m, v in by_metric.items()}
+                for a, by_metric in self.resamples.items()
+            }
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> AuditResult:
@@ -382,4 +431,11 @@ class AuditResult:
             tuple(d["metrics"]),
             GroupResult.from_dict(d["overall"]),
             tuple(AttributeResult.from_dict(a) for a in d["attributes"]),
+            {
+                a: {
+                    m: np.array([[np.nan if x is None else x for x in row] for row in v], dtype=np.float64)
+                    for m, v in by_metric.items()
+                }
+                for a, by_metric in d.get("resamples", {}).items()
+            },
         )

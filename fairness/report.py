@@ -15,6 +15,7 @@ import json
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from matplotlib.figure import Figure
 
@@ -22,20 +23,58 @@ from evaluation.bootstrap import ConfidenceInterval
 from fairness.audit_types import INSUFFICIENT, AuditResult, GroupResult
 from fairness.policy import FAIL, GateResult
 
-__all__ = ["REPORT_STEM", "write_reports"]
+__all__ = ["NOT_EVALUATED", "REPORT_STEM", "card_groups", "write_reports"]
 
 #: File names are ``<stem>.json``, ``<stem>.md`` and ``<stem>.html``.
 REPORT_STEM = "fairness_report"
 _DATA_URI = "data:image/png;base64,"
 
+#: How a group with insufficient evidence is listed (model card, reports): never as a pass.
+NOT_EVALUATED = "not evaluated"
+
 _NOTES = (
-    "Intervals are percentile bootstrap intervals (whole patients resampled when the audit had a cluster column); "
-    "the largest-minus-smallest gap uses the basic bootstrap interval.",
+    "The gate judges every check on family-wise (simultaneous, max-T bootstrap) intervals over all the checks of "
+    "the audit, so that a fair model fails none of them with probability 1 - alpha; the groups and gaps tables "
+    "show each metric's own percentile bootstrap interval (whole patients resampled when the audit had a cluster "
+    "column; the largest-minus-smallest gap uses the basic bootstrap interval).",
     "For the chest X-ray model, false_negative_rate is the false 'no finding' rate: abnormal studies called normal.",
     "under_triage_rate: share of all patients given a less urgent level than their true one; "
     "high_acuity_under_triage_rate: share of true level 1-2 patients given level 3-5.",
-    "A group with insufficient evidence is reported but never judged, never counted as 0 and never as a pass.",
+    "A group with insufficient evidence is 'not evaluated': reported but never judged, never counted as 0 and "
+    "never as a pass.",
 )
+
+
+def _status(g: GroupResult) -> str:
+    return g.status if g.status != INSUFFICIENT else f"{NOT_EVALUATED} ({INSUFFICIENT})"
+
+
+def card_groups(audit: AuditResult) -> dict[str, Any]:
+    """Metrics by group for a model card: per attribute and group, n, positives, ``evaluation`` and estimates.
+
+    ``evaluation`` is ``"evaluated"`` or ``"not evaluated: <why>"`` (insufficient evidence; never a pass);
+    original groups that the pre-declared pooling merged are listed too, as ``"not evaluated on its own:
+    pooled into <group>"``. ``overall`` holds the estimates over every row.
+    """
+    out: dict[str, Any] = {"overall": {k: _num(v.estimate) for k, v in audit.overall.metrics.items()}}
+    for attr in audit.attributes:
+        rows: dict[str, Any] = {}
+        for g in attr.groups:
+            evaluation = "evaluated" if g.status != INSUFFICIENT else f"{NOT_EVALUATED}: {g.reason}"
+            rows[g.group] = {
+                "n": g.n,
+                "positives": g.positives,
+                "evaluation": evaluation,
+                **{k: _num(v.estimate) for k, v in g.metrics.items()},
+            }
+        for original, pooled in attr.pooled.items():
+            rows[original] = {"evaluation": f"{NOT_EVALUATED} on its own: pooled into {pooled}"}
+        out[attr.attribute] = rows
+    return out
+
+
+def _num(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
 
 
 def _fmt(x: float, digits: int = 3) -> str:
@@ -76,6 +115,8 @@ def _markdown(audit: AuditResult, gate: GateResult, title: str) -> str:
     flagged = [c for c in gate.checks if c.status == FAIL or (c.status == INSUFFICIENT and c.blocking)]
     if flagged:
         lines += ["## Why", ""] + [f"- **{c.status}**: {c.reason}" for c in flagged] + [""]
+    if gate.notes:
+        lines += ["## How the gate judged", ""] + [f"- {n}" for n in gate.notes] + [""]
     lines += ["## Checks", ""]
     lines += _md_table(
         ["status", "blocking", "policy key", "reason"],
@@ -84,7 +125,7 @@ def _markdown(audit: AuditResult, gate: GateResult, title: str) -> str:
     lines += ["", "## Groups", "", f"Estimates with {level} intervals.", ""]
     header = ["attribute", "group", "n", "positives", "status", *audit.metrics]
     rows = (
-        [attr, label, str(g.n), str(g.positives), g.status, *(_ci(g.metrics[m]) for m in audit.metrics)]
+        [attr, label, str(g.n), str(g.positives), _status(g), *(_ci(g.metrics[m]) for m in audit.metrics)]
         for attr, label, g in _attribute_rows(audit)
     )
     lines += _md_table(header, rows)
@@ -186,6 +227,9 @@ def _html(audit: AuditResult, gate: GateResult, title: str) -> str:
     if flagged:
         items = "".join(f"<li><strong>{html.escape(c.status)}</strong>: {html.escape(c.reason)}</li>" for c in flagged)
         parts.append(f"<h2>Why</h2><ul>{items}</ul>")
+    if gate.notes:
+        notes = "".join(f"<li>{html.escape(n)}</li>" for n in gate.notes)
+        parts.append(f"<h2>How the gate judged</h2><ul>{notes}</ul>")
     parts.append("<h2>Checks</h2>")
     parts.append(
         _html_table(
@@ -201,7 +245,7 @@ def _html(audit: AuditResult, gate: GateResult, title: str) -> str:
             (
                 (
                     g.status,
-                    [a, label, str(g.n), str(g.positives), g.status, *(_ci(g.metrics[m]) for m in audit.metrics)],
+                    [a, label, str(g.n), str(g.positives), _status(g), *(_ci(g.metrics[m]) for m in audit.metrics)],
                 )
                 for a, label, g in rows
             ),

@@ -23,7 +23,7 @@ from evaluation.safety_report import safety_card_section, safety_tags, write_saf
 from fairness.audit import audit
 from fairness.audit_types import AuditSpec
 from fairness.policy import gate, load_policy
-from fairness.report import write_reports
+from fairness.report import card_groups, write_reports
 from models.errors import DataSourceError, ModelArtifactError, VigilError
 from models.onnx_runtime import sha256_file
 from training.tracking import ModelVersionRecord, fetch_model_version, record_release_decision
@@ -234,16 +234,9 @@ def safety_check(report: SafetyReport | None, reason: str = "") -> Check:
 
 
 def _group_summary(result: Any) -> dict[str, Any]:
-    """Per attribute and group: n, positives, status and point estimates (the card's 'metrics by group')."""
-    data = result.to_dict()
-    out: dict[str, Any] = {"overall": {k: v.get("estimate") for k, v in data["overall"]["metrics"].items()}}
-    for attribute in data["attributes"]:
-        out[attribute["attribute"]] = {
-            g["group"]: {"n": g["n"], "positives": g["positives"], "status": g["status"],
-                         **{k: v.get("estimate") for k, v in g["metrics"].items()}}
-            for g in attribute["groups"]
-        }
-    return out
+    """Per attribute and group: n, positives, evaluation and point estimates (the card's 'metrics by group'); a
+    group with insufficient evidence is listed as "not evaluated", never as a pass."""
+    return card_groups(result)
 
 
 def write_release_card(record: ModelVersionRecord, outcome: ReleaseOutcome, audits: dict[str, Any],
@@ -315,7 +308,7 @@ def release(ref: str, *, data_dir: Path | None = None, policy_path: Path = POLIC
             acuity_pred="acuity_pred" if "acuity_pred" in frame else None,
             cluster="cluster" if "cluster" in frame else None, intersections=intersections,
             min_group_n=policy.min_group_n, min_group_positives=policy.min_group_positives,
-            n_boot=n_boot or 1000, alpha=policy.alpha, seed=0,
+            pool_adjacent=policy.pool_adjacent, n_boot=n_boot or 1000, alpha=policy.alpha, seed=0,
         )
         result = audit(frame, spec)
         judged = gate(result, policy)

@@ -1,10 +1,12 @@
 """Release policy validation and the gate: injected gaps fail with the group and metric named, no gap
-passes, insufficient evidence blocks only where required, the straddle rules do what the docstring says."""
+passes, insufficient evidence blocks only where required, the straddle rules do what the docstring says.
+The gate's family-wise behaviour on simulated fair and unfair data is in test_fairness_family.py."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,7 @@ from fairness.policy import DEFAULT_POLICY_PATH, GateResult, ReleasePolicy, _jud
 from models.errors import ConfigError
 
 SHIPPED = yaml.safe_load(DEFAULT_POLICY_PATH.read_text(encoding="utf-8"))
+POOLING = load_policy().pool_adjacent
 
 
 def _triage(seed: int, gap: float, n_per_group: int = 2000, rare: int = 0) -> pd.DataFrame:
@@ -53,6 +56,7 @@ def _audit(frame: pd.DataFrame, seed: int = 0, n_boot: int = 200) -> AuditResult
         acuity_pred="ap",
         sensitive_attributes=["sex", "age_band", "ethnicity"],
         reference_groups={"ethnicity": "nh_white"},
+        pool_adjacent=POOLING,
         n_boot=n_boot,
         seed=seed,
     )
@@ -62,9 +66,14 @@ def _audit(frame: pd.DataFrame, seed: int = 0, n_boot: int = 200) -> AuditResult
 # ------------------------------------------------------------------------------------------- policy
 def test_shipped_policy_holds_the_agreed_tolerances() -> None:
     policy = load_policy()
-    assert policy.policy_version == "1.1.0"
-    assert policy.max_gap == {"under_triage_rate": 0.02, "false_negative_rate": 0.05}
-    assert policy.min_group == {"auroc": 0.70} and policy.max_group == {"ece": 0.05}
+    assert policy.policy_version == "2.0.0"
+    assert policy.max_gap == {
+        "under_triage_rate": 0.02,
+        "high_acuity_under_triage_rate": 0.05,
+        "false_negative_rate": 0.05,
+    }
+    assert policy.min_group == {"auroc": 0.70, "observed_expected": 0.80}
+    assert policy.max_group == {"observed_expected": 1.25}
     assert (policy.alpha, policy.straddle_rule, policy.min_group_n, policy.min_group_positives) == (
         0.05,
         "estimate",
@@ -72,6 +81,31 @@ def test_shipped_policy_holds_the_agreed_tolerances() -> None:
         20,
     )
     assert policy.required_attributes == ("sex", "age_band")
+
+
+def test_shipped_policy_declares_its_criteria_small_groups_and_history() -> None:
+    policy = load_policy()
+    gated = {*policy.max_gap, *policy.min_group, *policy.max_group}
+    assert set(policy.criteria) == gated  # every gated metric says which decision it governs and why
+    assert policy.reported_only["false_negative_rate"].attributes == ("age_band",)
+    assert "tenfold" in policy.reported_only["false_negative_rate"].reason
+    assert not policy.judged("false_negative_rate", ("age_band",))
+    assert not policy.judged("false_negative_rate", ("sex", "age_band"))  # nor in an intersection with age
+    assert policy.judged("false_negative_rate", ("ethnicity",)) and policy.judged("under_triage_rate", ("age_band",))
+    assert not policy.judged("ece", ("sex",)) and "ece" not in policy.max_group
+    assert policy.pool_adjacent == {"age_band": ("<15", "15-24", "25-44", "45-64", "65-74", "75+")}
+    assert [h.version for h in policy.history] == ["1.1.0", "2.0.0"]
+    assert policy.history[-1].date == "2026-12-02"
+
+
+def test_no_tolerance_of_the_previous_version_was_widened() -> None:
+    policy = load_policy()
+    previous = {"max_gap": {"under_triage_rate": 0.02, "false_negative_rate": 0.05}, "min_group": {"auroc": 0.70}}
+    for metric, tolerance in previous["max_gap"].items():
+        assert policy.max_gap[metric] <= tolerance
+    for metric, tolerance in previous["min_group"].items():
+        assert policy.min_group[metric] >= tolerance
+    assert policy.min_group_n >= 100 and policy.min_group_positives >= 20
 
 
 @pytest.mark.parametrize(
@@ -92,6 +126,17 @@ def test_shipped_policy_holds_the_agreed_tolerances() -> None:
         ({"required_attributes": "sex"}, "required_attributes"),
         ({"policy_version": 1}, "policy_version"),
         ({"policy_version": None}, "policy_version"),
+        ({"criteria": {"auroc": "discrimination"}}, "criteria.false_negative_rate"),
+        ({"criteria": {**SHIPPED["criteria"], "ece": "calibration"}}, "criteria.ece"),
+        ({"criteria": {**SHIPPED["criteria"], "auroc": ""}}, "criteria.auroc"),
+        ({"reported_only": {"auc": {"reason": "x"}}}, "reported_only.auc"),
+        ({"reported_only": {"ece": {"attributes": ["sex"]}}}, "reported_only.ece.reason"),
+        ({"reported_only": {"ece": {"attributes": "sex", "reason": "x"}}}, "reported_only.ece.attributes"),
+        ({"small_groups": {"pool_adjacent": {"age_band": ["<15"]}}}, "small_groups.pool_adjacent.age_band"),
+        ({"small_groups": {"pool": {}}}, "small_groups"),
+        ({"history": [{"version": "2.0.0", "date": "2 Dec 2026", "changes": "x"}]}, "history[0].date"),
+        ({"history": [{"version": "1.0.0", "date": "2026-12-02", "changes": "x"}]}, "history"),
+        ({"history": [{"version": "2.0.0", "date": "2026-12-02"}]}, "history[0]"),
     ],
 )
 def test_invalid_policy_names_the_key(tmp_path: Path, change: dict, key: str) -> None:
@@ -100,7 +145,7 @@ def test_invalid_policy_names_the_key(tmp_path: Path, change: dict, key: str) ->
         del data["policy_version"]
     path = tmp_path / "policy.yaml"
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
-    with pytest.raises(ConfigError, match=f"'{key}'"):
+    with pytest.raises(ConfigError, match=re.escape(f"'{key}'")):
         load_policy(path)
 
 
@@ -175,11 +220,16 @@ def test_a_required_attribute_that_was_not_audited_blocks() -> None:
 def test_policy_metric_the_audit_lacks_is_reported_without_blocking() -> None:
     frame = _triage(seed=5, gap=0.0, n_per_group=500)
     spec = AuditSpec(
-        y_true="y", acuity_true="at", acuity_pred="ap", sensitive_attributes=["sex", "age_band"], n_boot=30
+        y_true="y",
+        acuity_true="at",
+        acuity_pred="ap",
+        sensitive_attributes=["sex", "age_band"],
+        pool_adjacent=POOLING,
+        n_boot=30,
     )
     result = gate(audit(frame, spec), load_policy())
     missing = {c.metric for c in result.checks if c.check == "coverage"}
-    assert missing == {"false_negative_rate", "auroc", "ece"}
+    assert missing == {"false_negative_rate", "auroc", "observed_expected"}
     assert result.status == "pass"
 
 
@@ -190,6 +240,14 @@ def test_gate_refuses_an_audit_with_other_settings() -> None:
         gate(audit(frame, dataclasses.replace(spec, alpha=0.1)), load_policy())
     with pytest.raises(ConfigError, match="'min_group_n'"):
         gate(audit(frame, dataclasses.replace(spec, min_group_n=50)), load_policy())
+    aged = dataclasses.replace(spec, sensitive_attributes=("sex", "age_band"))
+    with pytest.raises(ConfigError, match=re.escape("'small_groups.pool_adjacent.age_band'")):
+        gate(audit(frame, aged), load_policy())  # the policy declares a pooling the audit did not apply
+    read_back = AuditResult.from_dict(json.loads(json.dumps(audit(frame, spec).to_dict())))
+    with pytest.raises(ConfigError, match="no bootstrap resamples"):
+        gate(read_back, load_policy())
+    kept = AuditResult.from_dict(json.loads(json.dumps(audit(frame, spec).to_dict(include_resamples=True))))
+    assert gate(kept, load_policy()).to_dict() == gate(audit(frame, spec), load_policy()).to_dict()
 
 
 def test_gate_result_round_trips_through_strict_json(gap_gate: GateResult) -> None:
@@ -200,34 +258,32 @@ def test_gate_result_round_trips_through_strict_json(gap_gate: GateResult) -> No
 
 # --------------------------------------------------------------------------------------- the rule
 @pytest.mark.parametrize(
-    ("kind", "estimate", "low", "high", "rule", "chance", "fails"),
+    ("kind", "estimate", "low", "high", "rule", "fails"),
     [
-        # gaps, tolerance 0.02
-        ("gap", 0.061, 0.040, 0.083, "estimate", 0.02, True),  # wholly beyond: fails under every rule
-        ("gap", 0.061, 0.040, 0.083, "pass", 0.02, True),
-        ("gap", -0.061, -0.083, -0.040, "estimate", 0.02, True),  # the sign does not matter
-        ("gap", 0.004, -0.010, 0.015, "fail", 0.02, False),  # wholly within: passes under every rule
-        ("gap", 0.030, 0.010, 0.050, "estimate", 0.019, True),  # straddles, beyond tolerance and chance
-        ("gap", 0.030, 0.010, 0.050, "pass", 0.019, False),
-        ("gap", 0.015, -0.005, 0.035, "estimate", 0.019, False),  # straddles, estimate within
-        ("gap", 0.015, -0.005, 0.035, "fail", 0.019, True),
-        ("gap", 0.025, 0.001, 0.055, "estimate", 0.030, False),  # beyond tolerance, not beyond chance
-        ("gap", 0.031, -0.001, 0.060, "estimate", 0.030, False),  # beyond chance, but the interval includes 0
-        # levels: minimum 0.70 (AUROC), maximum 0.05 (ECE)
-        ("minimum", 0.68, 0.66, 0.69, "pass", 0.0, True),
-        ("minimum", 0.69, 0.66, 0.72, "estimate", 0.0, True),
-        ("minimum", 0.71, 0.66, 0.74, "estimate", 0.0, False),
-        ("minimum", 0.71, 0.66, 0.74, "fail", 0.0, True),
-        ("maximum", 0.04, 0.03, 0.06, "estimate", 0.0, False),
-        ("maximum", 0.06, 0.04, 0.07, "pass", 0.0, False),
-        ("maximum", 0.06, 0.04, 0.07, "estimate", 0.0, True),
+        # gaps, tolerance 0.02; low/high: the family-wise interval
+        ("gap", 0.061, 0.040, 0.083, "estimate", True),  # wholly beyond: fails under every rule
+        ("gap", 0.061, 0.040, 0.083, "pass", True),
+        ("gap", -0.061, -0.083, -0.040, "estimate", True),  # the sign does not matter
+        ("gap", 0.004, -0.010, 0.015, "fail", False),  # wholly within: passes under every rule
+        ("gap", 0.030, 0.010, 0.050, "estimate", True),  # straddles; beyond the tolerance, excludes 0
+        ("gap", 0.030, 0.010, 0.050, "pass", False),
+        ("gap", 0.015, -0.005, 0.035, "estimate", False),  # straddles, estimate within
+        ("gap", 0.015, -0.005, 0.035, "fail", True),
+        ("gap", 0.031, -0.001, 0.060, "estimate", False),  # beyond the tolerance, but the interval includes 0
+        # levels: minimum 0.70 (AUROC), maximum 1.25 (observed/expected)
+        ("minimum", 0.68, 0.66, 0.69, "pass", True),
+        ("minimum", 0.68, 0.66, 0.69, "estimate", True),  # wholly below: evidence that the group is below
+        ("minimum", 0.69, 0.66, 0.72, "estimate", False),  # below, but not shown below
+        ("minimum", 0.69, 0.66, 0.72, "fail", True),
+        ("minimum", 0.71, 0.66, 0.74, "fail", True),
+        ("maximum", 1.10, 0.95, 1.24, "estimate", False),
+        ("maximum", 1.30, 1.10, 1.50, "estimate", False),
+        ("maximum", 1.40, 1.26, 1.55, "estimate", True),
     ],
 )
-def test_straddle_rules(
-    kind: str, estimate: float, low: float, high: float, rule: str, chance: float, fails: bool
-) -> None:
-    tol = {"gap": 0.02, "minimum": 0.70, "maximum": 0.05}[kind]
-    failed, note = _judge(kind, estimate, low, high, tol, rule, chance)
+def test_straddle_rules(kind: str, estimate: float, low: float, high: float, rule: str, fails: bool) -> None:
+    tol = {"gap": 0.02, "minimum": 0.70, "maximum": 1.25}[kind]
+    failed, note = _judge(kind, estimate, low, high, tol, rule)
     assert failed is fails
     if kind == "gap":
         straddles = not (low > tol or high < -tol or (-tol <= low and high <= tol))

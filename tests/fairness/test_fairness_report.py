@@ -49,6 +49,7 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
         sensitive_attributes=["sex", "age_band", "ethnicity"],
         intersections=[("sex", "age_band")],
         reference_groups={"ethnicity": "nh_white"},
+        pool_adjacent=load_policy().pool_adjacent,
         n_boot=60,
         seed=0,
     )
