@@ -240,3 +240,14 @@ def test_a_rate_with_too_few_patients_in_its_denominator_is_not_evaluated() -> N
     (check,) = [c for c in result.checks if c.metric == "high_acuity_under_triage_rate" and c.attribute == "ethnicity"]
     assert (check.check, check.status, check.blocking) == ("evidence", "insufficient evidence", False)
     assert "not evaluated" in check.reason
+
+
+@pytest.mark.parametrize(
+    ("pool", "field"),
+    [({"age_band": "<15"}, "pool_adjacent.age_band"), ({"age_band": ["<15"]}, "pool_adjacent.age_band")],
+)
+def test_invalid_pooling_names_the_field(pool: dict, field: str) -> None:
+    from models.errors import InputValidationError
+
+    with pytest.raises(InputValidationError, match=field):
+        AuditSpec(y_true="y", y_score="score", sensitive_attributes=["age_band"], pool_adjacent=pool)
