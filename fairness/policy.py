@@ -473,9 +473,9 @@ class _Gate:
             return
         failed, note = _judge(kind, *values, tol, self.policy.straddle_rule)
         if kind == "minimum":
-            side = "below" if failed else "not shown below"
+            side = "below" if failed else "at or above" if ci.estimate >= tol else "not shown below"
         else:
-            side = "above" if failed else "not shown above"
+            side = "above" if failed else "at or below" if ci.estimate <= tol else "not shown above"
         reason = f"{where} is {self.interval(*values, ci)}, {side} the {tol:g} {kind}{note}"
         self.add(check, key, attr.attribute, group, "", metric, values, tol, FAIL if failed else PASS, required, reason)
 
