@@ -245,5 +245,11 @@ def test_served_level_is_never_less_urgent_than_news2_demands(service, record):
     # From 16 the served level is the model's raised to the safety floor, of which NEWS2 is one rule; ACVPU
     # C/V (level 2) and P/U (level 1) are another (clinically intended: Manchester "altered conscious level").
     acvpu_floor = {"U": 1, "P": 1, "V": 2, "C": 2}.get(record["consciousness"] or "A", 5)
-    assert body["floor"]["level"] == min(floor, acvpu_floor)
+    # NICE NG51 adult high-risk vital signs give level 2 (a single NEWS2 3 would give only 3).
+    def beyond(name, test):
+        return record[name] is not None and test(record[name])
+    ng51 = (beyond("resp_rate", lambda v: v >= 25) or beyond("sbp", lambda v: v <= 90)
+            or beyond("heart_rate", lambda v: v > 130)
+            or (beyond("spo2", lambda v: v < 92) and record["on_supplemental_oxygen"] is not True))
+    assert body["floor"]["level"] == min(floor, acvpu_floor, 2 if ng51 else 5)
     assert body["acuity"]["level"] == min(body["acuity"]["model_level"], body["floor"]["level"])
