@@ -175,14 +175,15 @@ def _fmt(value: float) -> str:
     return f"{value:g}"
 
 
+def _vitals(columns: Columns, n: int) -> tuple[np.ndarray, ...]:
+    """(RR, HR, SBP, SpO2, temperature, on oxygen) as float arrays (NaN where missing; oxygen as bool)."""
+    return (*(float_column(columns, name, n) for name in ("resp_rate", "heart_rate", "sbp", "spo2", "temperature_c")),
+            float_column(columns, "on_supplemental_oxygen", n) == 1.0)
+
+
 def _paediatric_rule(columns: Columns, n: int, child: np.ndarray) -> tuple[np.ndarray, list[list[str]]]:
     age = float_column(columns, "age_years", n)
-    rr = float_column(columns, "resp_rate", n)
-    hr = float_column(columns, "heart_rate", n)
-    sbp = float_column(columns, "sbp", n)
-    spo2 = float_column(columns, "spo2", n)
-    temp = float_column(columns, "temperature_c", n)
-    oxygen = float_column(columns, "on_supplemental_oxygen", n) == 1.0
+    rr, hr, sbp, spo2, temp, oxygen = _vitals(columns, n)
     reasons: list[list[str]] = [[] for _ in range(n)]
 
     def note(mask: np.ndarray, text: str, values: np.ndarray | None = None) -> None:
@@ -219,11 +220,7 @@ def _adult_rule(columns: Columns, n: int, adult: np.ndarray) -> tuple[np.ndarray
     systolic BP 90 mmHg or less, heart rate above 130/min: each a single vital sign that NEWS2 scores 3 and would
     floor only at level 3, and each one of the danger thresholds the model must respond to.
     """
-    rr = float_column(columns, "resp_rate", n)
-    hr = float_column(columns, "heart_rate", n)
-    sbp = float_column(columns, "sbp", n)
-    spo2 = float_column(columns, "spo2", n)
-    oxygen = float_column(columns, "on_supplemental_oxygen", n) == 1.0
+    rr, hr, sbp, spo2, _, oxygen = _vitals(columns, n)
     reasons: list[list[str]] = [[] for _ in range(n)]
     tag = "(NICE NG51 high risk, adult)"
     with np.errstate(invalid="ignore"):  # NaN compares False: a missing value meets no criterion
