@@ -181,7 +181,9 @@ def synthetic_dicom() -> tuple[bytes, str]:
     pixels = np.full((64, 64), 2200.0)  # soft tissue
     pixels[(np.abs(xx - 32) > 8) & (np.abs(xx - 32) < 27) & (yy > 8) & (yy < 56)] = 600.0  # dark lung fields
     pixels[np.abs(xx - 32) <= 7] = 3400.0  # bright mediastinum, as MONOCHROME2 shows it
-    ds.PixelData = (pixels + 40 * np.sin(yy / 3.0)).astype("<u2").tobytes()
+    # A smooth vertical gradient gives the grey levels of a real film, so the image quality gate admits it and
+    # the success path is fuzzed too.
+    ds.PixelData = (pixels + 40 * np.sin(yy / 3.0) + 12 * yy).astype("<u2").tobytes()
     buffer = io.BytesIO()
     pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
     return buffer.getvalue(), str(ds.StudyInstanceUID)
