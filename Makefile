@@ -24,7 +24,7 @@ pipeline: venv
 
 ## The test suite (CI calls exactly this through .ci/run).
 test: venv
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 lint: venv
 	$(BIN)/ruff check .
