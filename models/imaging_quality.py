@@ -15,6 +15,7 @@ check                statistic                 accepted  real images: NIH 1,000 
 ``blank``            ``std``                   >= 0.04   min 0.173 / 0.149 / 0.153
 ``graphics``         ``mid_grey_fraction``     >= 0.15   min 0.453 / 0.276 / 0.297
 ``graphics``         ``extreme_fraction``      <= 0.70   max 0.294 / 0.359 / 0.478
+``graphics``         ``top_values_fraction``   <= 0.75   max 0.314 / 0.360 / 0.501
 ``histogram``        ``peak_bin_fraction``     <= 0.60   max 0.278 / 0.348 / 0.478
 ``histogram``        ``histogram_entropy``     >= 2.0    min 4.167 / 3.385 / 3.235
 ``noise``            ``neighbour_correlation`` >= 0.50   min 0.774 / 0.924 / 0.951
@@ -73,6 +74,11 @@ MID_GREY: Final = (0.15, 0.85)
 MIN_MID_GREY_FRACTION: Final = 0.15
 EXTREMES: Final = (0.05, 0.95)
 MAX_EXTREME_FRACTION: Final = 0.7
+#: The most frequent exact grey values counted, and the largest share of pixels they may cover: a chart or text
+#: image is a handful of flat fills (>= 0.84 of pixels in 8 values, 250 generated), a film is not (<= 0.50 over
+#: 6,216 NIH and Kermany images and the DICOM fixtures).
+TOP_VALUES: Final = 8
+MAX_TOP_VALUES_FRACTION: Final = 0.75
 HISTOGRAM_BINS: Final = 32
 MAX_PEAK_BIN_FRACTION: Final = 0.6
 MIN_HISTOGRAM_ENTROPY: Final = 2.0
@@ -93,6 +99,7 @@ class ImageStatistics:
     extreme_fraction: float
     peak_bin_fraction: float
     histogram_entropy: float
+    top_values_fraction: float = 0.0
 
     def to_dict(self) -> dict[str, float]:
         return {k: round(v, 6) for k, v in asdict(self).items()}
@@ -119,6 +126,7 @@ def image_statistics(image: np.ndarray) -> ImageStatistics:
     sample = _sample(image)
     counts = np.histogram(sample, bins=HISTOGRAM_BINS, range=(0.0, 1.0))[0] / sample.size
     nonzero = counts[counts > 0]
+    value_counts = np.unique(sample, return_counts=True)[1]
     return ImageStatistics(
         std=float(sample.std()),
         neighbour_correlation=_neighbour_correlation(sample),
@@ -126,6 +134,7 @@ def image_statistics(image: np.ndarray) -> ImageStatistics:
         extreme_fraction=max(float(np.mean(sample < EXTREMES[0])), float(np.mean(sample > EXTREMES[1]))),
         peak_bin_fraction=float(counts.max()),
         histogram_entropy=float(-(nonzero * np.log2(nonzero)).sum()),
+        top_values_fraction=float(np.sort(value_counts)[::-1][:TOP_VALUES].sum() / sample.size),
     )
 
 
@@ -162,6 +171,10 @@ def check_image_quality(image: np.ndarray, *, field: str = "PixelData") -> Image
     if stats.histogram_entropy < MIN_HISTOGRAM_ENTROPY:
         raise _refuse(ImplausibleHistogramError, field, "histogram", "histogram_entropy", stats.histogram_entropy,
                       MIN_HISTOGRAM_ENTROPY, "<", "too few grey levels are used")
+    if stats.top_values_fraction > MAX_TOP_VALUES_FRACTION:
+        raise _refuse(GraphicsImageError, field, "graphics", "top_values_fraction", stats.top_values_fraction,
+                      MAX_TOP_VALUES_FRACTION, ">", f"the {TOP_VALUES} commonest grey values cover most pixels, "
+                      "as in a chart or text")
     if stats.neighbour_correlation < MIN_NEIGHBOUR_CORRELATION:
         raise _refuse(NoiseImageError, field, "noise", "neighbour_correlation", stats.neighbour_correlation,
                       MIN_NEIGHBOUR_CORRELATION, "<", "neighbouring pixels are unrelated, as in noise")
