@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Final
 
 from models.complaint_terms import (
@@ -176,8 +177,12 @@ def _read_text(text: str) -> ComplaintReading:
     return ComplaintReading("; ".join(pieces), (), tuple(dict.fromkeys(matched)))
 
 
+@lru_cache(maxsize=16384)
 def read_complaint(text: str | None) -> ComplaintReading:
     """Read one chief complaint onto the model's vocabulary and find its red flags.
+
+    Cached (the reading is a frozen value): the safety floor and the encoder both read every complaint, and
+    training data repeats a few thousand texts.
 
     Parameters
     ----------

@@ -11,7 +11,7 @@ record at the reference is that field's effect:
   recorded" means the model's average over what was recorded, not an untrained artefact.
 
 Fields the model does not use (never observed in its training data) are not explained: they cannot move
-the output. The effect It is exact for the model served (same ONNX graph, one batched run), needs no
+the output. It is exact for the model served (same ONNX graph, one batched run), needs no
 torch, and is honest about what it is: a one-at-a-time sensitivity, not a causal claim and not a Shapley
 value (interactions between fields are not split).
 """

@@ -400,10 +400,9 @@ class FeatureEncoder:
             blank = out["categorical"][:, j] == 0
             if not blank.any():
                 continue
-            keep = np.flatnonzero(~blank)
+            keep, idx = np.flatnonzero(~blank), np.flatnonzero(blank)
             parts_idx, parts_code, parts_w = [keep], [out["categorical"][keep, j]], [weights[keep]]
             for value, share in shares.items():
-                idx = np.flatnonzero(blank)
                 parts_idx.append(idx)
                 parts_code.append(np.full(len(idx), vocab.index(value) + 1, dtype=np.int64))
                 parts_w.append(weights[idx] * share)

@@ -55,13 +55,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Final
 
 import numpy as np
 
 from models.columns import Columns, as_columns, float_column, is_missing, n_rows, object_column
-from models.complaints import RED_FLAGS, ComplaintReading, read_complaint
+from models.complaints import RED_FLAGS, read_complaint
 from models.news2 import BANDS, news2_columns
 
 #: Floor sources, in the order that breaks ties (the first source giving the applied level is named).
@@ -138,11 +137,6 @@ class SafetyFloor:
     news2_floor: np.ndarray
 
 
-@lru_cache(maxsize=8192)
-def _reading(text: str) -> ComplaintReading:
-    return read_complaint(text)
-
-
 def _acvpu_rule(columns: Columns, n: int) -> tuple[np.ndarray, list[list[str]]]:
     levels = np.full(n, NO_FLOOR, dtype=np.int64)
     reasons: list[list[str]] = [[] for _ in range(n)]
@@ -163,7 +157,7 @@ def _complaint_rule(columns: Columns, n: int) -> tuple[np.ndarray, list[list[str
     for i, text in enumerate(object_column(columns, "chief_complaint", n)):
         if not isinstance(text, str) or not text.strip():
             continue
-        found = _reading(text).red_flags
+        found = read_complaint(text).red_flags
         if found:
             flags[i] = found
             levels[i] = min(RED_FLAGS[f].floor_level for f in found)

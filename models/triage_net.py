@@ -22,6 +22,17 @@ from torch import nn
 from models.labels import ACUITY_LEVELS, OUTCOMES
 
 
+def hinge_score(base: torch.Tensor, band_adjustment: torch.Tensor, band: torch.Tensor,
+                danger: torch.Tensor) -> torch.Tensor:
+    """Per row and head, the hinges times non-negative weights ``softplus(base + band_adjustment[band])``.
+
+    ``base`` is [heads, hinges], ``band_adjustment`` [age bands, heads, hinges], ``band`` [B], ``danger``
+    [B, hinges] (>= 0). Returns [B, heads], each >= 0 and non-decreasing in every hinge.
+    """
+    weights = F.softplus(base.unsqueeze(0) + band_adjustment[band])
+    return (weights * danger.unsqueeze(1)).sum(dim=-1)
+
+
 class TriageNet(nn.Module):
     """Multi-task network over the encoded triage record; returns logits."""
 
@@ -70,8 +81,7 @@ class TriageNet(nn.Module):
         token_vectors = F.embedding(tokens, self.token_embedding) * mask
         pooled = token_vectors.sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
         hidden = self.trunk(torch.cat([numeric, missing, *cats, pooled], dim=1))
-        weights = F.softplus(self.danger_base.unsqueeze(0) + self.danger_band[categorical[:, self.age_band_column]])
-        risk = (weights * danger.unsqueeze(1)).sum(dim=-1)  # [B, heads], each >= 0
+        risk = hinge_score(self.danger_base, self.danger_band, categorical[:, self.age_band_column], danger)
         acuity = self.acuity_head(hidden) + risk[:, :1] * self.urgency
         outcomes = self.outcome_head(hidden) + risk[:, 1:]
         return acuity, outcomes
@@ -118,9 +128,8 @@ class PhysiologyFloor(nn.Module):
     def logits(self, categorical: torch.Tensor, danger: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(logit of P_phys, logit at normal vital signs), each [B, outcomes]."""
         band = categorical[:, self.age_band_column]
-        weights = F.softplus(self.weight_base.unsqueeze(0) + self.weight_band[band])
         base = self.intercept[band]
-        return base + (weights * danger.unsqueeze(1)).sum(dim=-1), base
+        return base + hinge_score(self.weight_base, self.weight_band, band, danger), base
 
     def forward(self, categorical: torch.Tensor, danger: torch.Tensor) -> torch.Tensor:
         logit, base = self.logits(categorical, danger)

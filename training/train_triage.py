@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from models.features import AGE_BAND_FEATURE, FeatureEncoder, combine_marginal
 from models.labels import OUTCOMES
+from models.onnx_runtime import INPUT_NAMES
 from models.physiology import HINGES
 from models.triage_net import CalibratedTriageNet, PhysiologyFloor, TriageEnsemble, TriageNet
 from training.config import TriageTrainConfig
@@ -51,11 +52,8 @@ class TrainedTriageModel:
                 combine_marginal(outcomes.numpy(), rows, weights, n))
 
 
-_INPUTS = ("numeric", "missing", "categorical", "tokens", "danger")
-
-
 def _tensors(enc: dict[str, np.ndarray]) -> tuple[torch.Tensor, ...]:
-    return tuple(torch.from_numpy(enc[k]) for k in _INPUTS)
+    return tuple(torch.from_numpy(enc[k]) for k in INPUT_NAMES)
 
 
 def _input_dropout(batch: tuple[torch.Tensor, ...], encoder: FeatureEncoder, p: float,
