@@ -176,7 +176,7 @@ def imaging_safety_films(model: Any, data_dir: Path | None) -> list[Path]:
     """Films for the imaging safety suite: the NIH images of the model's own validation patients (its patient
     split, never its test patients) and every file of ``imaging/dicom_fixtures/chest``."""
     from training.data import resolve_data_dir
-    from training.data.imaging import NIH_DIR, patient_split
+    from training.data.imaging import NIH_DIR, nih_patient_split
 
     root = resolve_data_dir(data_dir)
     films: list[Path] = []
@@ -184,7 +184,7 @@ def imaging_safety_films(model: Any, data_dir: Path | None) -> list[Path]:
     if table.is_file():
         frame = pd.read_csv(table)
         seed = int(model.card.training["config"]["seed"])
-        split = patient_split(frame["Patient ID"].astype(str).radd("nih-").to_numpy(), (0.6, 0.2, 0.2), seed)
+        _, split = nih_patient_split(frame, seed)
         films += [root / NIH_DIR / p for p in frame.loc[split == "validation", "staged_path"]]
     else:
         log.warning("imaging safety suite without NIH validation films: %s not found", table)

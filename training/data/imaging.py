@@ -89,6 +89,15 @@ def _prepare_all(paths: list[Path], size: int, desc: str, progress: bool,
     return images, digest.hexdigest()
 
 
+def nih_patient_split(frame: pd.DataFrame, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(patient ids, train/validation/test split) of the NIH label table's rows: by patient, 60/20/20.
+
+    The one definition of the NIH split, for training and for the release's safety-suite films.
+    """
+    patients = frame["Patient ID"].astype(str).radd("nih-").to_numpy()
+    return patients, patient_split(patients, (0.6, 0.2, 0.2), seed)
+
+
 def load_nih(data_dir: Path, size: int, seed: int, *, progress: bool = False) -> ImagingDataset:
     """NIH ChestX-ray14 1,000-image subset with NIH labels, sex, age and view; re-split by patient (60/20/20)."""
     root = data_dir / NIH_DIR
@@ -106,12 +115,12 @@ def load_nih(data_dir: Path, size: int, seed: int, *, progress: bool = False) ->
         if columns:
             labels[:, j] = frame[[f"label_{c}" for c in columns]].to_numpy().max(axis=1)
             mask[:, j] = 1.0
-    patients = frame["Patient ID"].astype(str).radd("nih-").to_numpy()
+    patients, split = nih_patient_split(frame, seed)
     meta = pd.DataFrame({
         "image_id": frame["Image Index"].astype(str),
         "patient_id": patients,
         "source": "nih",
-        "split": patient_split(patients, (0.6, 0.2, 0.2), seed),
+        "split": split,
         "sex": frame["Patient Gender"].map({"F": "female", "M": "male"}).fillna("unknown"),
         "age_years": frame["Patient Age"].astype(float),
         "view": frame["View Position"].astype(str),
