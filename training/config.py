@@ -112,6 +112,8 @@ class ImagingTrainConfig(_ValidatedConfig):
     translate_fraction: float = 0.05
     intensity_jitter: float = 0.1
     gamma_jitter: float = 0.2
+    saturation_jitter: float = 0.3
+    saturation_probability: float = 0.5
     hflip_probability: float = 0.5
     dihedral_invariance: bool = True
     target_sensitivity: float = 0.9
@@ -134,6 +136,8 @@ class ImagingTrainConfig(_ValidatedConfig):
         "translate_fraction": (0.0, 0.3),
         "intensity_jitter": (0.0, 0.5),
         "gamma_jitter": (0.0, 1.0),
+        "saturation_jitter": (0.0, 0.5),
+        "saturation_probability": (0.0, 1.0),
         "hflip_probability": (0.0, 1.0),
         "target_sensitivity": (0.5, 0.999),
         "int8_max_auroc_drop": (0.0, 0.1),

@@ -51,14 +51,17 @@ class TrainedImagingModel:
 def augment(x: torch.Tensor, config: ImagingTrainConfig, generator: torch.Generator) -> torch.Tensor:
     """Per-image random augmentation of prepared images ``[N, 1, S, S]``, every draw from ``generator``.
 
-    In order: gamma (``gamma_jitter``: gamma = exp(U(-g, g)), on the display values in [0, 1], so black padding stays
-    black); a random affine (``rotate_degrees``, ``scale_jitter``, ``translate_fraction``); contrast and brightness
-    (``intensity_jitter``: gain 1 + U(-j, j) and bias U(-j, j), in normalised units); then orientation: with
-    ``dihedral_invariance`` one of the eight orientations of the square at random (the exported model averages all
-    eight), else a left-right flip with probability ``hflip_probability``. The findings are not lateralised, so
-    flips and turns keep every label.
+    In order: display-window saturation (``saturation_jitter``, with probability ``saturation_probability``: see
+    :func:`saturate`); gamma (``gamma_jitter``: gamma = exp(U(-g, g)), on the display values in [0, 1], so black
+    padding stays black); a random affine (``rotate_degrees``, ``scale_jitter``, ``translate_fraction``); contrast
+    and brightness (``intensity_jitter``: gain 1 + U(-j, j) and bias U(-j, j), in normalised units); then
+    orientation: with ``dihedral_invariance`` one of the eight orientations of the square at random (the exported
+    model averages all eight), else a left-right flip with probability ``hflip_probability``. The findings are not
+    lateralised, so flips and turns keep every label.
     """
     n = x.shape[0]
+    if config.saturation_jitter > 0 and config.saturation_probability > 0:
+        x = saturate(x, config, generator)
     if config.gamma_jitter > 0:
         gamma = torch.exp((torch.rand(n, 1, 1, 1, generator=generator) * 2 - 1) * config.gamma_jitter)
         display = (x * IMAGE_STD + IMAGE_MEAN).clamp(0.0, 1.0)
@@ -87,6 +90,33 @@ def augment(x: torch.Tensor, config: ImagingTrainConfig, generator: torch.Genera
             if (k or flip) and bool(rows.any()):
                 out[rows] = orient(out[rows], k, flip)
     return out
+
+
+def saturate(x: torch.Tensor, config: ImagingTrainConfig, generator: torch.Generator) -> torch.Tensor:
+    """What a narrower or shifted display window does to a film, as the model sees it after the pixel path.
+
+    A window that saturates the darkest fraction ``s`` of a film's pixels (and ``t`` of its brightest) turns their
+    gradient into one grey level; after mid-rank histogram equalisation (:mod:`models.imaging`) that is exactly:
+    equalised values below ``s`` become ``s / 2`` and those above ``1 - t`` become ``1 - t / 2``, every other pixel
+    unchanged. ``s`` and ``t`` are drawn from U(0, ``saturation_jitter``) for a fraction ``saturation_probability``
+    of the images (each end independently with half that probability as well). Padding (display 0) stays black.
+    Measured on the training films (display values, the safety suite's +-10 % window and +-20 % contrast): the
+    darkest/brightest saturated fractions have median 0.07-0.10 and 99th percentile 0.24-0.31
+    (docs/clinical_safety.md), hence the default 0.3.
+    """
+    n = x.shape[0]
+    display = (x * IMAGE_STD + IMAGE_MEAN).clamp(0.0, 1.0)
+    chosen = torch.rand(n, 1, 1, 1, generator=generator) < config.saturation_probability
+    ends = torch.rand(n, 2, 1, 1, generator=generator)
+    low_on = chosen & (ends[:, :1] < 0.75)  # mostly both ends, sometimes only one
+    high_on = chosen & (ends[:, 1:] < 0.75)
+    s = torch.rand(n, 1, 1, 1, generator=generator) * config.saturation_jitter * low_on
+    t = torch.rand(n, 1, 1, 1, generator=generator) * config.saturation_jitter * high_on
+    padding = display <= 1e-3
+    out = torch.where(display < s, s / 2, display)
+    out = torch.where(out > 1 - t, 1 - t / 2, out)
+    out = torch.where(padding, display, out)
+    return (out - IMAGE_MEAN) / IMAGE_STD
 
 
 def _masked_bce(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -452,7 +452,7 @@ def test_consistency_rule_on_a_drawn_chest() -> None:
 
 # ---------------------------------------------------------------------------------------------- prepare_image
 def test_constants() -> None:
-    assert (PIXEL_PATH_VERSION, IMAGE_MEAN, IMAGE_STD) == ("cxr-pixels/2", 0.5, 0.25)
+    assert (PIXEL_PATH_VERSION, IMAGE_MEAN, IMAGE_STD) == ("cxr-pixels/3", 0.5, 0.25)
 
 
 @pytest.mark.parametrize(("shape", "content"), [((100, 50), (slice(0, 224), slice(56, 168))),

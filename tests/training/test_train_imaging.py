@@ -48,6 +48,30 @@ def test_augment_shapes_identity_and_determinism():
     b = augment(x, cfg, torch.Generator().manual_seed(0))
     assert a.shape == x.shape and torch.equal(a, b)
     still = load_imaging_config(overrides={"rotate_degrees": 0.0, "scale_jitter": 0.0, "translate_fraction": 0.0,
-                                           "intensity_jitter": 0.0, "gamma_jitter": 0.0,
+                                           "intensity_jitter": 0.0, "gamma_jitter": 0.0, "saturation_jitter": 0.0,
                                            "dihedral_invariance": False, "hflip_probability": 0.0})
     torch.testing.assert_close(augment(x, still, torch.Generator().manual_seed(0)), x, atol=1e-5, rtol=0)
+
+
+def test_saturation_is_what_a_saturating_display_window_does_after_equalisation():
+    """A +20% contrast change saturates the darkest s and brightest t of a film; after the pixel path that is the
+    film's own input with equalised values below s set to s/2 and above 1 - t to 1 - t/2 (resize aside)."""
+    from evaluation.safety_imaging import change_contrast
+    from models.imaging import IMAGE_MEAN, IMAGE_STD, model_input
+    from training.train_imaging import saturate
+
+    y, xx = np.mgrid[0:160, 0:160] / 160.0
+    film = np.clip(0.02 + 0.55 * np.exp(-(((xx - 0.5) / 0.12) ** 2)) + 0.6 * y + 0.03 * np.sin(30 * y), 0, 1)
+    film = film.astype(np.float32)
+    before, after = model_input(film, 64), model_input(change_contrast(film, 0.2), 64)
+    s, t = float((film < 0.5 - 0.5 / 1.2).mean()), float((film > 0.5 + 0.5 / 1.2).mean())
+    assert 0.02 < s < 0.3 and 0.02 < t < 0.3  # the change does saturate both ends of this film
+    cfg = load_imaging_config(overrides={"saturation_jitter": 0.3, "saturation_probability": 1.0})
+    drawn = saturate(torch.from_numpy(before[None]), cfg, torch.Generator().manual_seed(0))
+    assert not torch.allclose(drawn, torch.from_numpy(before[None]))  # it changes the input
+    display = before * IMAGE_STD + IMAGE_MEAN
+    emulated = np.where(display < s, s / 2, display)
+    emulated = (np.where(emulated > 1 - t, 1 - t / 2, emulated) - IMAGE_MEAN) / IMAGE_STD
+    assert np.abs(emulated - after).mean() < 0.35 * np.abs(before - after).mean()
+    black = torch.full((1, 1, 8, 8), -IMAGE_MEAN / IMAGE_STD)
+    assert torch.equal(saturate(black, cfg, torch.Generator().manual_seed(0)), black)  # padding stays black

@@ -130,14 +130,20 @@ def load_nih(data_dir: Path, size: int, seed: int, *, progress: bool = False) ->
     return ImagingDataset(images, labels, mask, meta, digest)
 
 
-def load_kermany(data_dir: Path, size: int, seed: int, *, progress: bool = False) -> ImagingDataset:
-    """Kermany paediatric training set (5,216 images); held-out parts split off by patient (70/15/15)."""
+def kermany_patient_split(data_dir: Path, seed: int) -> tuple[list[Path], np.ndarray, np.ndarray]:
+    """(image paths, patient ids, train/validation/test split) of the Kermany training set: by patient, 70/15/15.
+
+    The one definition of the Kermany split, for training and for the release's safety-suite films.
+
+    Raises
+    ------
+    DataSourceError
+        No images, or a file name without a patient id.
+    """
     root = data_dir / KERMANY_DIR
     paths = sorted(root.glob("NORMAL/*.jpeg")) + sorted(root.glob("PNEUMONIA/*.jpeg"))
     if not paths:
         raise DataSourceError(f"Kermany images not found under {root} (set VIGIL_DATA_DIR to the data folder)")
-    start = time.perf_counter()
-    images, digest = _prepare_all(paths, size, "Kermany images", progress)
     patients = []
     for path in paths:
         match = _KERMANY_PATIENT.match(path.name)
@@ -145,6 +151,14 @@ def load_kermany(data_dir: Path, size: int, seed: int, *, progress: bool = False
             raise DataSourceError(f"unexpected Kermany file name (no patient id): {path.name}")
         patients.append("kermany-" + (match.group(1) or match.group(2)))
     patient_ids = np.array(patients)
+    return paths, patient_ids, patient_split(patient_ids, (0.7, 0.15, 0.15), seed)
+
+
+def load_kermany(data_dir: Path, size: int, seed: int, *, progress: bool = False) -> ImagingDataset:
+    """Kermany paediatric training set (5,216 images); held-out parts split off by patient (70/15/15)."""
+    paths, patient_ids, split = kermany_patient_split(data_dir, seed)
+    start = time.perf_counter()
+    images, digest = _prepare_all(paths, size, "Kermany images", progress)
     labels = np.zeros((len(paths), len(IMAGING_FINDINGS)), dtype=np.float32)
     mask = np.zeros_like(labels)
     j = IMAGING_FINDINGS.index("pneumonia")
@@ -154,7 +168,7 @@ def load_kermany(data_dir: Path, size: int, seed: int, *, progress: bool = False
         "image_id": [p.name for p in paths],
         "patient_id": patient_ids,
         "source": "kermany",
-        "split": patient_split(patient_ids, (0.7, 0.15, 0.15), seed),
+        "split": split,
         "sex": "unknown",
         "age_years": np.nan,  # children aged 1-5; no per-image age
         "view": "unknown",
