@@ -117,6 +117,12 @@ class ImageDimensionError(ImagingInputError):
     """Rows, Columns or bit depth are outside the supported range (checked before any pixel is decoded)."""
 
 
+class OutsideIntendedUseError(ImagingInputError):
+    """No finding of the served model is released for this image's population (age, view), or none is released at
+    all: there is no result to report as a structured report or heat map. ``field`` names the deciding attribute
+    (``PatientAge``, ``ViewPosition``) or ``findings``."""
+
+
 class NonFrontalViewError(ImagingInputError):
     """ViewPosition (or a view given with a PNG/JPEG) names a lateral, decubitus, oblique or cross-table view: the
     model reads frontal (PA/AP) chest radiographs only."""

@@ -27,7 +27,7 @@ import io
 import logging
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, TypedDict
 
@@ -54,6 +54,7 @@ OPERATING_THRESHOLD: Final = hd.sr.CodedConcept("THRESH", PRIVATE_SCHEME, "Opera
 FLAGGED_FOR_SECOND_READ: Final = hd.sr.CodedConcept("FLAG2R", PRIVATE_SCHEME, "Flagged for second read")
 ANY_FINDING_FLAGGED: Final = hd.sr.CodedConcept("ANYFLAG", PRIVATE_SCHEME, "Any finding flagged for second read")
 DECISION_SUPPORT: Final = hd.sr.CodedConcept("DSSTMT", PRIVATE_SCHEME, "Decision support statement")
+NOT_EVALUATED: Final = hd.sr.CodedConcept("NOTEVAL", PRIVATE_SCHEME, "Finding not evaluated")
 #: Unit of both probability and operating threshold: dimensionless.
 UNITLESS: Final = hd.sr.CodedConcept("1", "UCUM", "no units")
 YES: Final = hd.sr.CodedConcept("373066001", "SCT", "Yes")
@@ -143,6 +144,7 @@ class SecondRead(TypedDict):
     algorithm: SecondReadAlgorithm
     referenced_sop_instance_uid: str
     statement: str
+    not_evaluated: dict[str, str]
 
 
 # ---------------------------------------------------------------------------------------------- writing
@@ -236,12 +238,15 @@ def _measurement_group(
     )
 
 
-def _report_level_evaluations(any_flagged: bool) -> hd.sr.ContainerContentItem:
+def _report_level_evaluations(any_flagged: bool, not_evaluated: Mapping[str, str]) -> hd.sr.ContainerContentItem:
     container = hd.sr.ContainerContentItem(
         name=QUALITATIVE_EVALUATIONS, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
     )
     container.ContentSequence = hd.sr.ContentSequence(
         [
+            *(hd.sr.TextContentItem(name=NOT_EVALUATED, value=f"{finding}: {reason}"[:1024],
+                                    relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
+              for finding, reason in not_evaluated.items()),
             hd.sr.CodeContentItem(
                 name=ANY_FINDING_FLAGGED,
                 value=YES if any_flagged else NO,
@@ -267,6 +272,7 @@ def build_second_read_sr(
     instance_number: int = 1,
     manufacturer: str = "Vigil",
     sr_series_instance_uid: str | None = None,
+    not_evaluated: Mapping[str, str] | None = None,
 ) -> hd.sr.Comprehensive3DSR:
     """Build the Comprehensive 3D SR of a second read of ``source``.
 
@@ -276,7 +282,8 @@ def build_second_read_sr(
         The radiograph that was read (header enough; pixel data is not copied). Needs StudyInstanceUID,
         SeriesInstanceUID, SOPInstanceUID and SOPClassUID; patient and study attributes it lacks are written empty.
     findings : sequence of FindingResult
-        At least one, each finding at most once; written in the given order.
+        The findings evaluated on this image: at least one (TID 1500 needs a measurement group), each at most once,
+        written in the given order.
     algorithm_name, algorithm_version : str
         Algorithm identification (TID 4019), also ManufacturerModelName and SoftwareVersions of the SR.
     series_number, instance_number : int
@@ -285,6 +292,9 @@ def build_second_read_sr(
         Manufacturer of the SR (General Equipment) and of the algorithm.
     sr_series_instance_uid : str or None
         Series of the SR; a new UID when None. Must differ from the source's series.
+    not_evaluated : mapping of finding to reason, optional
+        Findings the model did not evaluate on this image (not validated by the release gate, or outside their
+        intended use), each written as a "Finding not evaluated" text item with its reason; never a measurement.
 
     Returns
     -------
@@ -298,8 +308,10 @@ def build_second_read_sr(
     for keyword in _REQUIRED_SOURCE_UIDS:
         if not str(source.get(keyword, "") or "").strip():
             raise InputValidationError(keyword, f"the source image has no {keyword}; the SR cannot reference it")
+    not_evaluated = dict(not_evaluated or {})
     if not findings:
-        raise InputValidationError("findings", "findings must hold at least one FindingResult")
+        raise InputValidationError("findings", "findings must hold at least one FindingResult (TID 1500 needs a "
+                                               "measurement group)")
     seen: set[str] = set()
     for index, result in enumerate(findings):
         if not isinstance(result, FindingResult):
@@ -307,6 +319,9 @@ def build_second_read_sr(
         if result.finding in seen:
             raise InputValidationError("findings", f"finding {result.finding!r} appears more than once")
         seen.add(result.finding)
+    for finding in not_evaluated:
+        if finding not in IMAGING_FINDINGS or finding in seen:
+            raise InputValidationError("not_evaluated", f"finding {finding!r} is unknown or also evaluated")
     _check_long_string("algorithm_name", algorithm_name)
     _check_long_string("algorithm_version", algorithm_version)
     _check_long_string("manufacturer", manufacturer)
@@ -333,7 +348,8 @@ def build_second_read_sr(
         procedure_reported=PLAIN_CHEST_XRAY,
         imaging_measurements=[_measurement_group(result, source, algorithm) for result in findings],
     )
-    report[0].ContentSequence.append(_report_level_evaluations(any(result.flagged for result in findings)))
+    report[0].ContentSequence.append(_report_level_evaluations(any(result.flagged for result in findings),
+                                                               not_evaluated))
 
     header = _evidence_header(source)
     try:
@@ -398,7 +414,7 @@ def read_second_read_sr(data: bytes) -> SecondRead:
     -------
     SecondRead
         ``{"findings": {finding: {"probability", "threshold", "flagged"}}, "any_flagged", "algorithm": {"name",
-        "version"}, "referenced_sop_instance_uid", "statement"}``.
+        "version"}, "referenced_sop_instance_uid", "statement", "not_evaluated": {finding: reason}}``.
 
     Raises
     ------
@@ -441,16 +457,21 @@ def read_second_read_sr(data: bytes) -> SecondRead:
         version = _one(find_content_items(root, name=codes.DCM.AlgorithmVersion), "Algorithm", "version")
         algorithms.add((algorithm_name.value, version.value))
         referenced.update(image.referenced_sop_instance_uid for image in group.source_images)
+    container = _one(find_content_items(report[0], name=QUALITATIVE_EVALUATIONS), "QualitativeEvaluations", "container")
+    any_flagged = _one(find_content_items(container, name=ANY_FINDING_FLAGGED), "AnyFlagged", "item")
+    statement = _one(find_content_items(container, name=DECISION_SUPPORT), "Statement", "item")
+    not_evaluated: dict[str, str] = {}
+    for item in find_content_items(container, name=NOT_EVALUATED):
+        name, _, reason = str(item.value).partition(": ")
+        if name not in IMAGING_FINDINGS or name in findings or name in not_evaluated:
+            raise _not_ours("NotEvaluated", "a 'not evaluated' item names an unknown, evaluated or repeated finding")
+        not_evaluated[name] = reason
     if not findings:
         raise _not_ours("Finding", "the report holds no measurement group")
     if len(algorithms) != 1:
         raise _not_ours("Algorithm", f"expected one algorithm identification, found {len(algorithms)}")
     if len(referenced) != 1:
         raise _not_ours("SourceImage", f"expected one referenced source image, found {len(referenced)}")
-
-    container = _one(find_content_items(report[0], name=QUALITATIVE_EVALUATIONS), "QualitativeEvaluations", "container")
-    any_flagged = _one(find_content_items(container, name=ANY_FINDING_FLAGGED), "AnyFlagged", "item")
-    statement = _one(find_content_items(container, name=DECISION_SUPPORT), "Statement", "item")
     ((algorithm_name, version),) = algorithms
     return {
         "findings": findings,
@@ -458,4 +479,5 @@ def read_second_read_sr(data: bytes) -> SecondRead:
         "algorithm": {"name": str(algorithm_name), "version": str(version)},
         "referenced_sop_instance_uid": str(next(iter(referenced))),
         "statement": str(statement.value),
+        "not_evaluated": not_evaluated,
     }

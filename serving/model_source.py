@@ -26,6 +26,8 @@ from typing import Any, Literal, Protocol
 
 from models.errors import ModelArtifactError, VigilError
 from models.imaging_onnx import ImagingOnnxModel
+from models.intended_use import FindingRelease, finding_release_from_json, intended_use_from_json
+from models.labels import IMAGING_FINDINGS
 from models.onnx_runtime import TriageOnnxModel
 from serving.store_records import AuditRecord, utc_now
 
@@ -129,10 +131,20 @@ class LoadedModel:
     loaded_utc: str
 
     def ref(self) -> dict[str, Any]:
-        """The :class:`serving.schemas.ModelRef` of this model."""
-        return {"name": self.resolved.name, "version": self.resolved.version, "sha256": self.runtime.sha256,
-                "release_status": self.resolved.release_status, "unreleased_override": self.unreleased_override,
-                "synthetic_data": bool(self.runtime.card.synthetic_data)}
+        """The :class:`serving.schemas.ModelRef` of this model: with its intended use and the populations (and,
+        for imaging, the findings) it is not validated for, as the release gate recorded them."""
+        use = intended_use_from_json(self.resolved.release_gate.get("intended_use"))
+        ref: dict[str, Any] = {
+            "name": self.resolved.name, "version": self.resolved.version, "sha256": self.runtime.sha256,
+            "release_status": self.resolved.release_status, "unreleased_override": self.unreleased_override,
+            "synthetic_data": bool(self.runtime.card.synthetic_data),
+            "intended_use": use.population if use is not None else None,
+            "not_validated_for": [dict(p) for p in use.not_validated_for] if use is not None else []}
+        release = getattr(self.runtime, "release", None)
+        if isinstance(release, FindingRelease):
+            ref["findings_released"] = {f: p.description for f, p in release.released.items()}
+            ref["findings_not_validated"] = dict(release.not_validated)
+        return ref
 
     def audit_record(self, *, request_id: str, client: str, route: str, input_sha256: str, output: dict[str, Any],
                      status: int = 200) -> AuditRecord:
@@ -185,7 +197,15 @@ class ModelHolder:
             log.warning("OVERRIDE: serving %s %s whose release-gate status is %r (VIGIL_ALLOW_UNRELEASED); every "
                         "response and audit record is flagged unreleased", resolved.name, resolved.version,
                         resolved.release_status)
-        runtime = _RUNTIMES[task](resolved.path, threads=self.threads, expected_sha256=resolved.expected_sha256)
+        extra: dict[str, Any] = {}
+        if task == "imaging":
+            extra["release"] = finding_release_from_json(resolved.release_gate.get("findings"), IMAGING_FINDINGS)
+            if extra["release"] is None and not override:
+                # Released before finding-level release existed: the gate then released all findings or none.
+                extra["release"] = FindingRelease.everything(
+                    IMAGING_FINDINGS, "released as a whole (a release record from before finding-level release)")
+        runtime = _RUNTIMES[task](resolved.path, threads=self.threads, expected_sha256=resolved.expected_sha256,
+                                  **extra)
         if resolved.expected_sha256 is None and not override:  # pragma: no cover - a passing record has a sha
             raise ModelArtifactError(f"{resolved.name} has no recorded checksum")
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

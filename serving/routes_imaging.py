@@ -71,8 +71,10 @@ def _second_read(state: ServiceState, request: Request, key: ApiKeyInfo, data: b
     runtime = model.runtime
     read = runtime.second_read_dicom(data)
     png = read.heatmap_png()
+    shown = read.shown_probabilities
     findings = [{"finding": f, "code": dict(zip(("value", "scheme", "meaning"), IMAGING_FINDING_CODES[f], strict=True)),
-                 "probability": read.probabilities[f], "operating_threshold": read.thresholds[f],
+                 "status": read.status[f], "status_reason": read.status_reason[f],
+                 "probability": shown[f], "operating_threshold": read.thresholds[f],
                  "flagged": read.flags[f]} for f in read.probabilities]
     result = {"request_id": request.state.request_id, "model": model.ref(), "flagged": read.flagged,
               "findings": findings, "heatmap_finding": read.top_finding, "source": dict(read.source),

@@ -37,6 +37,15 @@ class ModelRef(_Out):
     unreleased_override: bool = Field(
         description="True when the model was served without a passing release gate by an explicit override")
     synthetic_data: bool = Field(description="True when the model was trained on synthetic data only")
+    intended_use: str | None = Field(
+        default=None, description="The intended population declared in the release policy (None: not released)")
+    not_validated_for: list[dict[str, str]] = Field(
+        default_factory=list, description="Populations the model was checked on outside its intended use, each "
+                                          "{name, population, reason}: results there are not validated")
+    findings_released: dict[str, str] | None = Field(
+        default=None, description="Imaging: each finding the release gate released, with its intended population")
+    findings_not_validated: dict[str, str] | None = Field(
+        default=None, description="Imaging: each finding the release gate did not release, with why; never flagged")
 
 
 class AcuityLabel(_Out):
@@ -150,7 +159,14 @@ class TriageBatchResult(_Out):
 class FindingOut(_Out):
     finding: str
     code: dict[str, str] = Field(description="Coding of the finding (scheme, value, meaning)")
-    probability: float = Field(ge=0.0, le=1.0)
+    status: Literal["evaluated", "not validated", "outside intended use"] = Field(
+        description="'evaluated': released by the gate and the image is inside the finding's intended population; "
+                    "'not validated': the release gate did not release this finding; 'outside intended use': "
+                    "released for another population (e.g. age), or the image does not say. Only evaluated "
+                    "findings carry a probability and can be flagged.")
+    status_reason: str = Field(description="Why this status, naming the attribute that decided (e.g. PatientAge)")
+    probability: float | None = Field(default=None, ge=0.0, le=1.0,
+                                      description="None unless the finding was evaluated on this image")
     operating_threshold: float
     flagged: bool
 
@@ -160,8 +176,10 @@ class SecondReadResult(_Out):
     model: ModelRef
     flagged: bool = Field(description="Any finding at or above its operating threshold")
     findings: list[FindingOut]
-    heatmap_png_base64: str = Field(description="PNG: the prepared image with the heat map of the top finding")
-    heatmap_finding: str
+    heatmap_png_base64: str = Field(description="PNG: the prepared image with the heat map of the top evaluated "
+                                                "finding (no map when no finding was evaluated)")
+    heatmap_finding: str | None = Field(description="The finding whose heat map is drawn; None when no finding was "
+                                                    "evaluated on this image")
     source: dict[str, Any] = Field(description="UIDs and technical attributes of the instance (no patient data)")
     timings_ms: dict[str, float]
     decision_support_statement: str

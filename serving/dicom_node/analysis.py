@@ -56,8 +56,10 @@ class Analysis:
 
 
 def result_of(read: SecondRead, model: LoadedModel) -> dict[str, Any]:
-    """The JSON result kept in the queue (and audited): probabilities, thresholds, flags and the model."""
-    return {"model": model.ref(), "probabilities": dict(read.probabilities), "thresholds": dict(read.thresholds),
+    """The JSON result kept in the queue (and audited): probabilities (None where a finding was not evaluated),
+    each finding's status and reason, thresholds, flags and the model."""
+    return {"model": model.ref(), "probabilities": read.shown_probabilities, "thresholds": dict(read.thresholds),
+            "finding_status": dict(read.status), "finding_status_reason": dict(read.status_reason),
             "flags": dict(read.flags), "flagged": read.flagged, "flagged_findings": read.flagged_findings,
             "source": dict(read.source), "timings_ms": {k: round(v, 3) for k, v in read.timings_ms.items()},
             "decision_support_statement": DECISION_SUPPORT_STATEMENT}
