@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 #: Bump when an invariant, a tolerance or a case generator changes.
-SAFETY_SUITE_VERSION: Final = "safety-invariants/1"
+SAFETY_SUITE_VERSION: Final = "safety-invariants/2"
 
 #: At most this many violating cases are kept per invariant (as examples in reports and the card).
 MAX_EXAMPLES: Final = 5
@@ -43,6 +43,9 @@ class InvariantResult:
         Up to :data:`MAX_EXAMPLES` violating cases, as plain JSON values (no patient data: generated cases).
     worst : float
         The largest violation magnitude seen (0 when none), in the invariant's own unit.
+    by_finding : dict
+        Imaging stability invariants: violations per finding (a case may count for several findings), so the
+        release gate can withhold the findings that broke it and release the others.
     """
 
     id: str
@@ -53,6 +56,7 @@ class InvariantResult:
     tolerance: str = "none"
     examples: tuple[dict[str, Any], ...] = ()
     worst: float = 0.0
+    by_finding: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -61,14 +65,16 @@ class InvariantResult:
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "description": self.description, "rationale": self.rationale,
                 "n_cases": self.n_cases, "n_violations": self.n_violations, "tolerance": self.tolerance,
-                "passed": self.passed, "worst": self.worst, "examples": list(self.examples)}
+                "passed": self.passed, "worst": self.worst, "examples": list(self.examples),
+                **({"by_finding": dict(self.by_finding)} if self.by_finding else {})}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> InvariantResult:
         return cls(id=str(d["id"]), description=str(d["description"]), rationale=str(d["rationale"]),
                    n_cases=int(d["n_cases"]), n_violations=int(d["n_violations"]),
                    tolerance=str(d.get("tolerance", "none")), examples=tuple(d.get("examples", ())),
-                   worst=float(d.get("worst", 0.0)))
+                   worst=float(d.get("worst", 0.0)),
+                   by_finding={str(k): int(v) for k, v in dict(d.get("by_finding", {})).items()})
 
 
 @dataclass(frozen=True)

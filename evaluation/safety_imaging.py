@@ -44,7 +44,8 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final, Protocol
 
@@ -295,7 +296,8 @@ _FAMILIES: Final = {
 
 def run_imaging_safety_suite(model: ImagingRuntime, images: Sequence[np.ndarray | str | Path], *, seed: int = 0,
                              n_perturbations: int = RELEASE_N_PERTURBATIONS,
-                             n_refusal_cases: int = 40) -> SafetyReport:
+                             n_refusal_cases: int = 40,
+                             scopes: Sequence[Iterable[str] | None] | None = None) -> SafetyReport:
     """Check the imaging model and its pixel path against the invariants of the module docstring.
 
     Parameters
@@ -310,6 +312,10 @@ def run_imaging_safety_suite(model: ImagingRuntime, images: Sequence[np.ndarray 
         Window shifts and contrast changes per film (each); ``2 n + 5`` perturbed images per film in all.
     n_refusal_cases : int
         Generated arrays per refusal invariant (plus a quarter as many DICOMs).
+    scopes : per film, the findings whose intended population it belongs to (None: every finding), optional
+        The stability invariants count a finding on a film only where it is in the film's scope and released by the
+        model (``model.release``, :mod:`models.intended_use`; every finding when the model has no release): a
+        finding never shown for a film cannot change what the second reader is told about it.
 
     Returns
     -------
@@ -319,15 +325,23 @@ def run_imaging_safety_suite(model: ImagingRuntime, images: Sequence[np.ndarray 
     if n_perturbations < 2 or n_refusal_cases < 1:
         raise ValueError(f"n_perturbations must be >= 2 and n_refusal_cases >= 1; got {n_perturbations} and "
                          f"{n_refusal_cases}")
+    if scopes is not None and len(scopes) != len(images):
+        raise ValueError(f"scopes must give one entry per film; got {len(scopes)} for {len(images)} films")
     rng = np.random.default_rng(seed)
     size = int(model.image_size)
     films = load_films(images)
+    findings = list(model.findings)
+    release = getattr(model, "release", None)
+    released = np.array([release is None or f in release.released for f in findings])
+    film_masks = [released & (np.ones(len(findings), bool) if scope is None
+                              else np.isin(findings, list(scope))) for scope in (scopes or [None] * len(films))]
     results = [invariant(
         "imaging.real_films_accepted", "Every real frontal chest film supplied passes the pixel path and its gate.",
         "a gate that refuses real films withholds the second read from patients", len(films),
         [0.0 if reason is None else 1.0 for _, _, reason in films],
         [{"film": name, "refused": reason} for name, _, reason in films])]
     accepted = [(name, display) for name, display, reason in films if display is not None]
+    masks = [mask for mask, (_, display, _) in zip(film_masks, films, strict=True) if display is not None]
 
     base_inputs, cases, inputs = [], [], []
     for name, display in accepted:
@@ -343,20 +357,29 @@ def run_imaging_safety_suite(model: ImagingRuntime, images: Sequence[np.ndarray 
     pert_p = _probabilities(model, inputs)
     base_f = model.flags(base_p) if len(base_p) else np.zeros((0, len(model.findings)), dtype=bool)
     pert_f = model.flags(pert_p) if len(pert_p) else np.zeros((0, len(model.findings)), dtype=bool)
-    findings = list(model.findings)
 
     observed = []
     for family, (prefix, what, why) in _FAMILIES.items():
         mine = [c for c in cases if c[2] == family]
         moves, flips, examples = [], [], []
+        moved_by, flipped_by = dict.fromkeys(findings, 0), dict.fromkeys(findings, 0)
         for film, name, _, label, refused, row in mine:
             if refused is not None:
                 moves.append(1.0)
                 flips.append(float(len(findings)))
+                for f, m in zip(findings, masks[film], strict=True):
+                    if m:
+                        moved_by[f] += 1
+                        flipped_by[f] += 1
                 examples.append({"film": name, "perturbation": label, "refused": refused})
                 continue
-            delta = pert_p[row] - base_p[film]
-            changed = [f for f, a, b in zip(findings, base_f[film], pert_f[row], strict=True) if a != b]
+            delta = np.where(masks[film], pert_p[row] - base_p[film], 0.0)
+            changed = [f for f, a, b, m in zip(findings, base_f[film], pert_f[row], masks[film], strict=True)
+                       if a != b and m]
+            for f, d in zip(findings, np.abs(delta), strict=True):
+                moved_by[f] += int(d > PROBABILITY_TOLERANCE)
+            for f in changed:
+                flipped_by[f] += 1
             worst = int(np.argmax(np.abs(delta)))
             moves.append(float(np.abs(delta).max()))
             flips.append(float(len(changed)))
@@ -366,13 +389,13 @@ def run_imaging_safety_suite(model: ImagingRuntime, images: Sequence[np.ndarray 
         if moves:
             observed.append(f"{family} max {max(moves):.3f} (median {float(np.median(moves)):.4f}), "
                             f"{int(sum(f > 0 for f in flips))} with a flag changed")
-        results.append(invariant(
+        results.append(replace(invariant(
             f"{prefix}.probabilities_stable", f"After {what}, no finding's probability moves by more than "
             f"{PROBABILITY_TOLERANCE:.2f}.", why, len(mine), moves, examples, tolerance=PROBABILITY_TOLERANCE,
-            tolerance_text=f"probability change <= {PROBABILITY_TOLERANCE:.2f}"))
-        results.append(invariant(
+            tolerance_text=f"probability change <= {PROBABILITY_TOLERANCE:.2f}"), by_finding=moved_by))
+        results.append(replace(invariant(
             f"{prefix}.flags_stable", f"After {what}, no flag is added or removed.", why, len(mine), flips, examples,
-            tolerance_text="none: findings flagged before and after must be the same"))
+            tolerance_text="none: findings flagged before and after must be the same"), by_finding=flipped_by))
 
     results.append(_refusal("imaging.blank_refused", "Blank and uniform images (arrays and all-zero DICOMs) are "
                             "refused by the quality gate.", "a blank film was read and all seven findings flagged",
@@ -399,6 +422,10 @@ def run_imaging_safety_suite(model: ImagingRuntime, images: Sequence[np.ndarray 
              f"[-{WINDOW_CENTRE_SHIFT:.0%}, +{WINDOW_CENTRE_SHIFT:.0%}] of the centre, {n_perturbations} contrast "
              f"changes in [-{CONTRAST_CHANGE:.0%}, +{CONTRAST_CHANGE:.0%}], a horizontal flip and "
              f"{len(ORIENTATIONS)} orientations), seed {seed}."]
+    if scopes is not None or release is not None:
+        counted = {f: int(sum(m[j] for m in masks)) for j, f in enumerate(findings)}
+        notes.append("Stability counted per finding only on films in its intended population and only for released "
+                     "findings (films per finding: " + ", ".join(f"{f} {n}" for f, n in counted.items()) + ").")
     if observed:
         notes.append("Largest probability change per perturbed film: " + "; ".join(observed) + ".")
     if n_perturbed < MIN_RELEASE_CASES:

@@ -190,3 +190,24 @@ def test_the_release_configuration_reaches_ten_thousand_perturbed_images() -> No
 def test_bad_parameters_are_refused() -> None:
     with pytest.raises(ValueError, match="n_perturbations must be >= 2"):
         run_imaging_safety_suite(FakeModel(well_behaved), films(1), n_perturbations=1)
+
+
+def test_stability_is_counted_per_finding_on_the_films_in_its_population() -> None:
+    """A finding counts only on films whose scope holds it; the per-finding counts let the gate withhold it."""
+    from vigil.release import unstable_findings
+
+    images = films(2)
+    nobody = run_imaging_safety_suite(FakeModel(laterality_sensitive), images, n_perturbations=2, n_refusal_cases=1,
+                                      scopes=[frozenset(), frozenset()])
+    assert result(nobody, "imaging.horizontal_flip.probabilities_stable").passed
+    assert unstable_findings(nobody) == {}
+    one = run_imaging_safety_suite(FakeModel(laterality_sensitive), images, n_perturbations=2, n_refusal_cases=1,
+                                   scopes=[frozenset({"finding0"}), frozenset()])
+    flip = result(one, "imaging.horizontal_flip.probabilities_stable")
+    assert not flip.passed and flip.n_violations == 1
+    assert flip.by_finding == {"finding0": 1, **{f: 0 for f in FINDINGS[1:]}}
+    unstable = unstable_findings(one)
+    assert set(unstable) == {"finding0"} and "imaging.horizontal_flip.probabilities_stable (1/2)" in unstable["finding0"]
+    assert SafetyReport.from_dict(one.to_dict()) == one
+    with pytest.raises(ValueError, match="one entry per film"):
+        run_imaging_safety_suite(FakeModel(well_behaved), images, scopes=[None])
