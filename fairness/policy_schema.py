@@ -26,6 +26,9 @@ __all__ = [
     "SECTIONS",
     "STRADDLE_RULES",
     "HistoryEntry",
+    "ModelIntendedUse",
+    "NonInferiority",
+    "OutsidePopulation",
     "ReleasePolicy",
     "ReportedOnly",
     "load_policy",
@@ -59,6 +62,8 @@ _KEYS = {
     "reported_only",
     "small_groups",
     "history",
+    "intended_use",
+    "non_inferiority",
     *_SECTIONS,
 }
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -82,6 +87,36 @@ class HistoryEntry:
 
 
 # --------------------------------------------------------------------------------------------- policy
+@dataclass(frozen=True)
+class OutsidePopulation:
+    """A population a model was checked on outside its intended use: audited and reported, never gated."""
+
+    name: str  # the evaluation data set, as ``vigil release`` names it (e.g. "ktas")
+    population: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ModelIntendedUse:
+    """``intended_use.<model>``: whom a model is for, which evaluation data lie inside that (gated: must pass) and
+    which outside it (reported as "not validated for"); for the chest X-ray model, each finding's population."""
+
+    population: str
+    gated_data: tuple[str, ...] = ()
+    not_validated_for: tuple[OutsidePopulation, ...] = ()
+    #: finding -> {description, min_age_years, max_age_years, views} (models.intended_use.Population's fields)
+    findings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NonInferiority:
+    """``non_inferiority``: how much worse than the model in production a candidate may be, and why."""
+
+    auroc_margin: float
+    under_triage_tolerance: float
+    reason: str
+
+
 @dataclass(frozen=True)
 class ReleasePolicy:
     """A validated release policy; build it with :func:`load_policy` or :meth:`from_mapping`."""
@@ -109,6 +144,10 @@ class ReleasePolicy:
     small_groups_reason: str = ""
     #: What was declared when, oldest first; the last entry is this version.
     history: tuple[HistoryEntry, ...] = ()
+    #: Per model: its intended population, the evaluation data inside it (gated) and outside it (reported).
+    intended_use: Mapping[str, ModelIntendedUse] = field(default_factory=dict)
+    #: Against the version at @production: {"auroc_margin", "under_triage_tolerance"} and why (None: not compared).
+    non_inferiority: NonInferiority | None = None
 
     def judged(self, metric: str, columns: Sequence[str]) -> bool:
         """Whether ``metric`` is judged on the attribute or intersection of ``columns`` (not reported only)."""
@@ -149,6 +188,8 @@ class ReleasePolicy:
         reported_only = _reported_only(data.get("reported_only", {}))
         pool, pool_reason = _small_groups(data.get("small_groups", {}))
         history = _history(data.get("history", []), version)
+        intended_use = _intended_use(data.get("intended_use", {}))
+        non_inferiority = _non_inferiority(data.get("non_inferiority"))
         return cls(
             policy_version=version,
             alpha=alpha,
@@ -163,6 +204,8 @@ class ReleasePolicy:
             pool_adjacent=pool,
             small_groups_reason=pool_reason,
             history=history,
+            intended_use=intended_use,
+            non_inferiority=non_inferiority,
             **sections,
         )
 
@@ -178,6 +221,14 @@ class ReleasePolicy:
             d["small_groups"]["reason"] = self.small_groups_reason
         del d["pool_adjacent"], d["small_groups_reason"]
         d["history"] = [asdict(h) for h in self.history]
+        d["intended_use"] = {
+            m: {"population": u.population, "gated_data": list(u.gated_data),
+                "not_validated_for": {o.name: {"population": o.population, "reason": o.reason}
+                                      for o in u.not_validated_for},
+                "findings": {f: dict(v) for f, v in u.findings.items()}}
+            for m, u in self.intended_use.items()}
+        if self.non_inferiority is None:
+            del d["non_inferiority"]
         return d
 
 
@@ -314,6 +365,68 @@ def _history(value: object, version: str) -> tuple[HistoryEntry, ...]:
     if [h.date for h in out] != sorted(h.date for h in out):
         raise ConfigError("config key 'history' must be in date order, oldest first")
     return tuple(out)
+
+
+def _intended_use(value: object) -> dict[str, ModelIntendedUse]:
+    if value is None or value == {}:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"config key 'intended_use' must map model names to their intended use; got {value!r}")
+    out = {}
+    for model, spec in value.items():
+        key = f"intended_use.{model}"
+        if not isinstance(spec, Mapping):
+            raise ConfigError(f"config key '{key}' must be a mapping with population (and gated_data, "
+                              "not_validated_for, findings)")
+        unknown = sorted(set(spec) - {"population", "gated_data", "not_validated_for", "findings"})
+        if unknown:
+            raise ConfigError(f"config key '{key}.{unknown[0]}' is not an intended-use key")
+        gated = spec.get("gated_data", [])
+        if not isinstance(gated, list) or not all(isinstance(g, str) and g for g in gated):
+            raise ConfigError(f"config key '{key}.gated_data' must be a list of evaluation data names")
+        outside = spec.get("not_validated_for", {}) or {}
+        if not isinstance(outside, Mapping):
+            raise ConfigError(f"config key '{key}.not_validated_for' must map data names to population and reason")
+        others = []
+        for name, item in outside.items():
+            where = f"{key}.not_validated_for.{name}"
+            if not isinstance(item, Mapping) or set(item) != {"population", "reason"}:
+                raise ConfigError(f"config key '{where}' must have exactly the keys population and reason")
+            if name in gated:
+                raise ConfigError(f"config key '{where}': {name} is also in gated_data")
+            others.append(OutsidePopulation(str(name), _text(item["population"], f"{where}.population"),
+                                            _text(item["reason"], f"{where}.reason")))
+        findings = {}
+        for finding, item in (spec.get("findings", {}) or {}).items():
+            where = f"{key}.findings.{finding}"
+            if not isinstance(item, Mapping) or "description" not in item or \
+                    set(item) - {"description", "min_age_years", "max_age_years", "views"}:
+                raise ConfigError(f"config key '{where}' must have description and optionally min_age_years, "
+                                  "max_age_years and views")
+            low, high = item.get("min_age_years"), item.get("max_age_years")
+            low = None if low is None else _number(low, f"{where}.min_age_years", 0.0, 150.0)
+            high = None if high is None else _number(high, f"{where}.max_age_years", 0.0, 150.0)
+            if low is not None and high is not None and not low < high:
+                raise ConfigError(f"config key '{where}': min_age_years must be below max_age_years")
+            views = item.get("views")
+            if views is not None and (not isinstance(views, list) or not all(isinstance(v, str) for v in views)):
+                raise ConfigError(f"config key '{where}.views' must be a list of ViewPosition values")
+            findings[str(finding)] = {"description": _text(item["description"], f"{where}.description"),
+                                      "min_age_years": low, "max_age_years": high, "views": views}
+        out[str(model)] = ModelIntendedUse(_text(spec.get("population"), f"{key}.population"), tuple(gated),
+                                           tuple(others), findings)
+    return out
+
+
+def _non_inferiority(value: object) -> NonInferiority | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or set(value) != {"auroc_margin", "under_triage_tolerance", "reason"}:
+        raise ConfigError("config key 'non_inferiority' must have exactly the keys auroc_margin, "
+                          "under_triage_tolerance and reason")
+    return NonInferiority(_number(value["auroc_margin"], "non_inferiority.auroc_margin", 0.0, 0.2),
+                          _number(value["under_triage_tolerance"], "non_inferiority.under_triage_tolerance", 0.0, 0.2),
+                          _text(value["reason"], "non_inferiority.reason"))
 
 
 def load_policy(path: str | Path | None = None) -> ReleasePolicy:

@@ -66,7 +66,7 @@ def _audit(frame: pd.DataFrame, seed: int = 0, n_boot: int = 200) -> AuditResult
 # ------------------------------------------------------------------------------------------- policy
 def test_shipped_policy_holds_the_agreed_tolerances() -> None:
     policy = load_policy()
-    assert policy.policy_version == "2.0.0"
+    assert policy.policy_version == "2.1.0"
     assert policy.max_gap == {
         "under_triage_rate": 0.02,
         "high_acuity_under_triage_rate": 0.05,
@@ -94,8 +94,47 @@ def test_shipped_policy_declares_its_criteria_small_groups_and_history() -> None
     assert policy.judged("false_negative_rate", ("ethnicity",)) and policy.judged("under_triage_rate", ("age_band",))
     assert not policy.judged("ece", ("sex",)) and "ece" not in policy.max_group
     assert policy.pool_adjacent == {"age_band": ("<15", "15-24", "25-44", "45-64", "65-74", "75+")}
-    assert [h.version for h in policy.history] == ["1.1.0", "2.0.0"]
+    assert [h.version for h in policy.history] == ["1.1.0", "2.0.0", "2.1.0"]
     assert policy.history[-1].date == "2026-12-02"
+
+
+def test_shipped_policy_declares_each_models_intended_use() -> None:
+    policy = load_policy()
+    triage = policy.intended_use["vigil-triage"]
+    assert triage.gated_data == ("nhamcs:2020",) and "US emergency departments" in triage.population
+    assert [o.name for o in triage.not_validated_for] == ["ktas"] and "KTAS" in triage.not_validated_for[0].population
+    cxr = policy.intended_use["vigil-cxr"].findings
+    assert set(cxr) == {"pneumonia", "effusion", "cardiomegaly", "pneumothorax", "atelectasis", "nodule_mass",
+                        "consolidation_infiltration"}
+    assert (cxr["pneumonia"]["min_age_years"], cxr["pneumonia"]["max_age_years"]) == (1.0, 6.0)
+    assert cxr["effusion"]["min_age_years"] == 18.0 and cxr["effusion"]["max_age_years"] is None
+    assert "2.1.0" in policy.history[-1].version and "after the KTAS audits" in policy.history[-1].changes
+
+
+@pytest.mark.parametrize(("patch", "named"), [
+    ({"vigil-triage": {"population": ""}}, "intended_use.vigil-triage.population"),
+    ({"vigil-triage": {"population": "x", "colour": 1}}, "intended_use.vigil-triage.colour"),
+    ({"vigil-triage": {"population": "x", "gated_data": ["ktas"],
+                       "not_validated_for": {"ktas": {"population": "k", "reason": "r"}}}},
+     "intended_use.vigil-triage.not_validated_for.ktas"),
+    ({"vigil-triage": {"population": "x", "not_validated_for": {"ktas": {"population": "k"}}}},
+     "intended_use.vigil-triage.not_validated_for.ktas"),
+    ({"vigil-cxr": {"population": "x", "findings": {"pneumonia": {"description": "c", "min_age_years": 6,
+                                                                  "max_age_years": 1}}}},
+     "intended_use.vigil-cxr.findings.pneumonia"),
+    ({"vigil-cxr": {"population": "x", "findings": {"pneumonia": {"min_age_years": 1}}}},
+     "intended_use.vigil-cxr.findings.pneumonia"),
+])
+def test_a_malformed_intended_use_is_refused_naming_the_key(patch, named) -> None:
+    data = load_policy().to_dict()
+    data["intended_use"] = patch
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        ReleasePolicy.from_mapping(data)
+
+
+def test_the_policy_round_trips_with_its_intended_use() -> None:
+    policy = load_policy()
+    assert ReleasePolicy.from_mapping(policy.to_dict()) == policy
 
 
 def test_no_tolerance_of_the_previous_version_was_widened() -> None:

@@ -245,3 +245,84 @@ def test_an_imaging_model_without_its_suite_fails_closed(monkeypatch):
         run_safety_suite(Path("cxr.onnx"))
     check = safety_check(None, str(caught.value))
     assert check.name == "safety invariants" and check.status == "fail" and check.reason.startswith("not run: ")
+
+
+def _cxr_record(metrics: dict[str, float]):
+    from pathlib import Path
+
+    from training.tracking import ModelVersionRecord
+
+    return ModelVersionRecord("vigil-cxr", "3", "run", Path("cxr.onnx"), {}, {}, metrics)
+
+
+def test_the_imaging_gate_decides_each_finding_on_its_floor_and_declared_population():
+    from fairness.policy import load_policy
+    from models.labels import IMAGING_FINDINGS
+    from vigil.release import imaging_findings_decision
+
+    policy = load_policy()
+    metrics = {"test.kermany.pneumonia.auroc": 0.99, "test.nih.effusion.auroc": 0.74,
+               "test.nih.cardiomegaly.auroc": 0.69, "test.nih.pneumothorax.auroc": 0.50,
+               "test.nih.atelectasis.auroc": 0.55, "test.nih.consolidation_infiltration.auroc": float("nan")}
+    decision = imaging_findings_decision(_cxr_record(metrics), policy, IMAGING_FINDINGS)
+    assert set(decision.released) == {"pneumonia", "effusion"}
+    assert decision.validated_on["pneumonia"] == "kermany" and decision.validated_on["effusion"] == "nih"
+    assert decision.released["pneumonia"].max_age_years == 6.0 and decision.released["effusion"].min_age_years == 18
+    assert "0.690 (< floor 0.7)" in decision.not_released["cardiomegaly"]
+    assert "was not recorded" in decision.not_released["nodule_mass"]
+    assert "was not recorded" in decision.not_released["consolidation_infiltration"]  # NaN is not a value
+    release = decision.release()
+    assert set(release.not_validated) == set(IMAGING_FINDINGS) - {"pneumonia", "effusion"}
+
+
+def test_a_finding_without_a_declared_population_is_never_released():
+    import dataclasses
+
+    from fairness.policy import load_policy
+    from vigil.release import imaging_findings_decision
+
+    policy = load_policy()
+    use = policy.intended_use["vigil-cxr"]
+    findings = {f: v for f, v in use.findings.items() if f != "effusion"}
+    policy = dataclasses.replace(policy, intended_use={**policy.intended_use,
+                                                      "vigil-cxr": dataclasses.replace(use, findings=findings)})
+    decision = imaging_findings_decision(_cxr_record({"test.nih.effusion.auroc": 0.99}), policy, ("effusion",))
+    assert decision.released == {} and "declares no intended population" in decision.not_released["effusion"]
+
+
+def test_audits_outside_the_intended_use_are_reported_not_gated():
+    from fairness.policy import load_policy
+    from vigil.release import audit_scope, intended_use_of
+
+    policy = load_policy()
+    assert audit_scope(policy, "vigil-triage", "nhamcs:2020") is None
+    assert "outside the intended use" in audit_scope(policy, "vigil-triage", "ktas")
+    assert audit_scope(policy, "vigil-other", "ktas") is None  # no declaration: everything gates
+    use = intended_use_of(policy, "vigil-triage")
+    assert use is not None and use.not_validated_for[0]["name"] == "ktas"
+
+
+def test_a_candidate_is_compared_with_the_version_in_production(registered, tmp_path, monkeypatch):
+    """The version at @production (here: the same ONNX file under another version number) is scored on the same
+    rows; the comparison is a check and a section of the card."""
+    import dataclasses
+
+    from training import tracking
+    from vigil.release import release
+
+    work, result = registered
+    policy = tmp_path / "lenient.yaml"
+    policy.write_text(LENIENT_POLICY + "non_inferiority:\n  auroc_margin: 0.01\n  under_triage_tolerance: 0.02\n"
+                                       "  reason: test\n")
+    candidate = tracking.fetch_model_version(f"vigil-triage/{result.registered_version}", work)
+    monkeypatch.setattr("vigil.release.production_record",
+                        lambda name, base: dataclasses.replace(candidate, version="0"))
+    monkeypatch.setattr("vigil.release.run_safety_suite", lambda *a, **k: _safety_report(0))
+    outcome = release(f"vigil-triage/{result.registered_version}", n_boot=100, policy_path=policy,
+                      triage_data=SYNTHETIC_AUDIT)
+    compared = [c for c in outcome.checks if c.name.startswith("non-inferiority")]
+    assert [c.name for c in compared] == ["non-inferiority synthetic:n=4000,seed=21 admitted"]
+    assert compared[0].status == "pass" and "difference +0.000" in compared[0].reason
+    card = next(p for p in outcome.reports if p.name == "model_card.md").read_text()
+    assert "## Against the model in production (version 0)" in card and "non-inferior" in card
+    assert "## Release scope" in card
