@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from models.columns import Columns, as_columns, n_rows, take
+from models.columns import Columns, as_columns, float_column, n_rows, take
 from models.errors import ModelArtifactError
 from models.features import FeatureEncoder, combine_marginal
 from models.labels import OUTCOMES
 from models.model_card import CARD_METADATA_KEY, ModelCard
 from models.news2 import apply_floor_arrays
 from models.safety_floor import safety_floor
-from models.triage_decision import recommend_levels
+from models.triage_decision import recommend_levels, weights_by_age
 
 if TYPE_CHECKING:
     from models.triage_net import CalibratedTriageNet
@@ -207,8 +207,12 @@ class TriageOnnxModel:
     def decide(self, frame: pd.DataFrame | Columns, acuity: np.ndarray, outcomes: np.ndarray) -> TriagePrediction:
         """Apply the card's decision rule and the safety floor (:func:`models.safety_floor.safety_floor`) to the
         graph's outputs for ``frame``."""
-        model_level = recommend_levels(acuity, float(self.card.decision_rule["under_triage_weight"]))
-        floor = safety_floor(as_columns(frame))
+        columns = as_columns(frame)
+        weights = weights_by_age(float_column(columns, "age_years", len(acuity)),
+                                 float(self.card.decision_rule["under_triage_weight"]),
+                                 self.card.decision_rule.get("under_triage_weight_by_age_band"))
+        model_level = recommend_levels(acuity, weights)
+        floor = safety_floor(columns)
         recommended, raised = apply_floor_arrays(model_level, floor.level)
         return TriagePrediction(
             acuity_probs=acuity,

@@ -6,17 +6,88 @@ for k < j (over-triage), the expected cost is minimised by the smallest level k 
 probability P(level <= k) reaches ``1 / (1 + w)``. ``w = 1`` gives the median level; larger ``w`` moves
 recommendations towards urgency. ``w`` is a stated clinical preference fixed before evaluation (training
 config ``under_triage_weight``), recorded in the model card, and never tuned on test data.
+
+Age-band operating points (mitigation of under-triage gaps, release issue): with a training target for the share of
+true level 1-2 patients served a level 3-5 (``high_acuity_under_triage_target``), each age band gets the smallest
+weight ``w_b >= w`` whose served level (model level raised by the safety floor) meets the target on the validation
+split (:func:`choose_band_weights`); the card records ``under_triage_weight_by_age_band`` and the runtime applies
+each visit's band (:func:`weights_by_age`). Age is a clinical input that the triage record always carries; sex,
+ethnicity and payer never choose an operating point. A band's weight is never below ``w``: the rule only ever
+makes a recommendation more urgent.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final
 
 import numpy as np
 
 from models.labels import ACUITY_LEVELS
 
+#: The age bands of the NHAMCS ``AGER`` variable: the fairness audit's groups and the decision rule's.
+AGE_BANDS: Final[tuple[str, ...]] = ("<15", "15-24", "25-44", "45-64", "65-74", "75+")
+AGE_BAND_EDGES: Final[tuple[float, ...]] = (15, 25, 45, 65, 75)
+#: Weights searched when choosing an age band's operating point (geometric, from the stated weight up to 20).
+WEIGHT_GRID_SIZE: Final = 60
+MAX_WEIGHT: Final = 20.0
 
-def recommend_levels(acuity_probs: np.ndarray, under_triage_weight: float) -> np.ndarray:
-    """Recommended level (1..5) per row of ``acuity_probs`` [B, 5] (columns are levels 1..5).
+
+def age_band_labels(age_years: np.ndarray) -> np.ndarray:
+    """:data:`AGE_BANDS` label per age (object array; None where the age is missing)."""
+    ages = np.asarray(age_years, dtype=float)
+    index = np.searchsorted(np.asarray(AGE_BAND_EDGES), ages, side="right")
+    labels = np.asarray(AGE_BANDS, dtype=object)[np.minimum(index, len(AGE_BANDS) - 1)]
+    labels[~np.isfinite(ages)] = None
+    return labels
+
+
+def weights_by_age(age_years: np.ndarray, default: float, by_band: Mapping[str, float] | None) -> np.ndarray:
+    """The under-triage weight per row: its age band's (``by_band``), else ``default`` (age missing, no table)."""
+    out = np.full(len(np.asarray(age_years)), float(default))
+    if by_band:
+        labels = age_band_labels(age_years)
+        for band, weight in by_band.items():
+            out[labels == band] = float(weight)
+    return out
+
+
+def choose_band_weights(acuity_probs: np.ndarray, age_years: np.ndarray, truth: np.ndarray,
+                        floor_levels: np.ndarray, default: float, target: float,
+                        min_high_acuity: int = 30) -> dict[str, dict[str, float]]:
+    """Per age band, the smallest weight >= ``default`` whose served level leaves at most ``target`` of the band's
+    true level 1-2 patients at level 3-5. Chosen on validation data only; the test set is never seen.
+
+    The served level is the model's level raised by the safety floor (``min(model level, floor_levels)``; 5 where
+    no floor applies), so the target is met by what the clinician is shown. A band with fewer than
+    ``min_high_acuity`` true level 1-2 patients keeps ``default``; a band that no weight up to :data:`MAX_WEIGHT`
+    brings to the target gets the weight with its lowest under-triage. Returns ``{band: {"weight",
+    "n_high_acuity", "under_triage_at_default", "under_triage_at_weight", "reached_target"}}``.
+    """
+    labels = age_band_labels(age_years)
+    truth = np.asarray(truth, dtype=float)
+    floor_levels = np.asarray(floor_levels)
+    grid = np.unique(np.concatenate([[default], np.geomspace(default, MAX_WEIGHT, WEIGHT_GRID_SIZE)]))
+    out: dict[str, dict[str, float]] = {}
+    for band in AGE_BANDS:
+        rows = np.flatnonzero((labels == band) & np.isfinite(truth) & (truth <= 2))
+        if len(rows) < min_high_acuity:
+            out[band] = {"weight": float(default), "n_high_acuity": len(rows),
+                         "under_triage_at_default": float("nan"), "under_triage_at_weight": float("nan"),
+                         "reached_target": 0.0}
+            continue
+        rates = [float((np.minimum(recommend_levels(acuity_probs[rows], w), floor_levels[rows]) > 2).mean())
+                 for w in grid]
+        reached = [i for i, r in enumerate(rates) if r <= target]
+        pick = reached[0] if reached else int(np.argmin(rates))
+        out[band] = {"weight": float(grid[pick]), "n_high_acuity": len(rows), "under_triage_at_default": rates[0],
+                     "under_triage_at_weight": rates[pick], "reached_target": float(bool(reached))}
+    return out
+
+
+def recommend_levels(acuity_probs: np.ndarray, under_triage_weight: float | np.ndarray) -> np.ndarray:
+    """Recommended level (1..5) per row of ``acuity_probs`` [B, 5] (columns are levels 1..5); the weight may be one
+    number or one per row (:func:`weights_by_age`).
 
     Raises
     ------
@@ -26,10 +97,14 @@ def recommend_levels(acuity_probs: np.ndarray, under_triage_weight: float) -> np
     probs = np.asarray(acuity_probs, dtype=float)
     if probs.ndim != 2 or probs.shape[1] != len(ACUITY_LEVELS):
         raise ValueError(f"acuity_probs must have shape [B, {len(ACUITY_LEVELS)}]; got {probs.shape}")
-    if not np.isfinite(under_triage_weight) or under_triage_weight <= 0:
+    weight = np.asarray(under_triage_weight, dtype=float)
+    if not np.isfinite(weight).all() or (weight <= 0).any():
         raise ValueError(f"under_triage_weight must be > 0; got {under_triage_weight}")
+    if weight.ndim and weight.shape != (len(probs),):
+        raise ValueError(f"under_triage_weight must be one number or one per row; got shape {weight.shape}")
     cumulative = np.cumsum(probs, axis=1)
     # Guard against float round-off: the last column's cumulative is 1 by construction.
     cumulative[:, -1] = np.inf
-    threshold = 1.0 / (1.0 + under_triage_weight)
+    threshold = 1.0 / (1.0 + weight)
+    threshold = threshold[:, None] if threshold.ndim else threshold
     return np.argmax(cumulative >= threshold - 1e-12, axis=1).astype(np.int64) + ACUITY_LEVELS[0]

@@ -62,6 +62,7 @@ class TriageTrainConfig(_ValidatedConfig):
     min_token_count: int = 5
     acuity_loss_weight: float = 1.0
     under_triage_weight: float = 2.0
+    high_acuity_under_triage_target: float = 1.0
     outcome_loss_weight: float = 1.0
     #: Per training batch, each input is blanked in this fraction of rows, so that "not recorded" is a state
     #: the network learns (sex, arrival mode, complaint and vital signs are almost always recorded in NHAMCS).
@@ -85,6 +86,7 @@ class TriageTrainConfig(_ValidatedConfig):
         "min_token_count": (1, 10_000),
         "acuity_loss_weight": (0.0, 100.0),
         "under_triage_weight": (0.1, 20.0),
+        "high_acuity_under_triage_target": (0.05, 1.0),
         "outcome_loss_weight": (0.0, 100.0),
         "input_dropout": (0.0, 0.5),
         "bootstrap_resamples": (10, 100_000),

@@ -19,13 +19,15 @@ import pandas as pd
 from evaluation.baselines import fit_baselines, nurse_baseline
 from evaluation.metrics import acuity_summary, auroc
 from evaluation.triage_report import evaluate_triage, write_plots, write_report
+from models.columns import as_columns
 from models.errors import DataSourceError
 from models.labels import OUTCOMES
 from models.model_card import ModelCard
 from models.news2 import FLOOR
 from models.onnx_runtime import TriageOnnxModel, export_triage_onnx, sha256_file
 from models.operating_point import threshold_for_sensitivity
-from models.triage_decision import recommend_levels
+from models.safety_floor import safety_floor
+from models.triage_decision import choose_band_weights, recommend_levels
 from training.config import TriageTrainConfig
 from training.data import TriageDataset, data_available, load_dataset, resolve_data_dir
 from training.tracking import git_commit, log_onnx_model_run, tracking_settings
@@ -85,19 +87,27 @@ def _datasets(config: TriageTrainConfig, data_dir: Path | None) -> tuple[bool, T
 
 
 def validation_summary(trained: TrainedTriageModel, frame: pd.DataFrame, weight: float,
-                       target_sensitivity: float) -> dict[str, Any]:
+                       target_sensitivity: float, high_acuity_target: float = 1.0) -> dict[str, Any]:
     """Everything decided on the seeded validation split, from one prediction pass over it.
 
     ``auroc`` per outcome (the only figures used to choose between models); ``acuity`` agreement for argmax
     and for the cost-sensitive rule (before the floor); ``thresholds``, each outcome's operating threshold for
-    ``target_sensitivity``.
+    ``target_sensitivity``; ``band_weights``, the age-band operating points for ``high_acuity_target``
+    (:func:`models.triage_decision.choose_band_weights`; empty when the target is 1.0).
     """
     val = frame[frame["visit_id"].isin(set(trained.validation_ids))]
     acuity, outcomes = trained.predict_probs(val)
     y = {o: val[o].to_numpy().astype(int) for o in OUTCOMES}
     known = val["acuity"].notna().to_numpy()
     truth = val.loc[known, "acuity"].astype(int).to_numpy()
+    band_weights: dict[str, dict[str, float]] = {}
+    if high_acuity_target < 1.0:
+        floor_levels = safety_floor(as_columns(val)).level
+        band_weights = choose_band_weights(acuity, val["age_years"].to_numpy(dtype=float),
+                                           val["acuity"].to_numpy(dtype=float), floor_levels, weight,
+                                           high_acuity_target)
     return {
+        "band_weights": band_weights,
         "auroc": {o: float(auroc(y[o], outcomes[:, j])) for j, o in enumerate(OUTCOMES)},
         "acuity": {"argmax": acuity_summary(truth, acuity[known].argmax(axis=1) + 1),
                    f"cost-sensitive (w={weight:g})": acuity_summary(truth, recommend_levels(acuity[known], weight))},
@@ -148,9 +158,13 @@ def run_triage(config: TriageTrainConfig, *, data_dir: Path | None = None, out_d
 
     trained = train_triage(train_ds.frame, config, progress=progress)
     train_rows = train_ds.frame[train_ds.frame["visit_id"].isin(set(trained.train_ids))]
-    chosen = validation_summary(trained, train_ds.frame, config.under_triage_weight, OUTCOME_TARGET_SENSITIVITY)
+    chosen = validation_summary(trained, train_ds.frame, config.under_triage_weight, OUTCOME_TARGET_SENSITIVITY,
+                                config.high_acuity_under_triage_target)
     validation, validation_acuity = chosen["auroc"], chosen["acuity"]
     log.info("validation split (model selection only): %s; acuity: %s", validation, validation_acuity)
+    if chosen["band_weights"]:
+        log.info("age-band operating points (validation, target %.2f): %s", config.high_acuity_under_triage_target,
+                 {b: round(v["weight"], 2) for b, v in chosen["band_weights"].items()})
 
     card = ModelCard(
         name=REGISTERED_TRIAGE_MODEL,
@@ -168,9 +182,16 @@ def run_triage(config: TriageTrainConfig, *, data_dir: Path | None = None, out_d
                      "outcome_temperatures": dict(zip(("admitted", "critical"), trained.outcome_temperatures,
                                                       strict=True))},
         decision_rule={"under_triage_weight": config.under_triage_weight,
+                       **({"under_triage_weight_by_age_band": {b: v["weight"] for b, v in
+                                                               chosen["band_weights"].items()},
+                           "age_band_operating_points": {
+                               "target_high_acuity_under_triage": config.high_acuity_under_triage_target,
+                               "chosen_on": "validation split of the training years (served level, with the floor)",
+                               "bands": chosen["band_weights"]}} if chosen["band_weights"] else {}),
                        "outcome_thresholds": chosen["thresholds"],
                        "outcome_target_sensitivity": OUTCOME_TARGET_SENSITIVITY,
-                       "rule": "smallest level k with P(level <= k) >= 1 / (1 + under_triage_weight)",
+                       "rule": "smallest level k with P(level <= k) >= 1 / (1 + w), w = the visit's age band's "
+                               "under_triage_weight_by_age_band where set, else under_triage_weight",
                        "validation": validation_acuity},
         safety_floor={"rule": "recommended level = min(model level, NEWS2 minimum level)",
                       "news2_band_to_minimum_level": dict(FLOOR)},

@@ -86,3 +86,37 @@ def test_decide_never_lowers_an_urgent_model_level():
     pred = _runtime().decide(columns_from_records(records), probs, np.zeros((2, 2)))
     assert pred.recommended_level.tolist() == [1, 1]
     assert pred.floor_raised.tolist() == [False, False]
+
+
+def test_per_row_weights_and_age_band_operating_points():
+    from models.triage_decision import age_band_labels, choose_band_weights, weights_by_age
+
+    probs = np.array([[0.1, 0.2, 0.4, 0.2, 0.1]] * 4)
+    assert recommend_levels(probs, np.array([1.0, 2.0, 4.0, 9.0])).tolist() == [3, 3, 2, 1]
+    with pytest.raises(ValueError, match="one per row"):
+        recommend_levels(probs, np.array([1.0, 2.0]))
+    ages = np.array([3.0, 20.0, 80.0, np.nan])
+    assert age_band_labels(ages).tolist() == ["<15", "15-24", "75+", None]
+    assert weights_by_age(ages, 2.0, {"75+": 5.0, "<15": 3.0}).tolist() == [3.0, 2.0, 5.0, 2.0]
+    assert weights_by_age(ages, 2.0, None).tolist() == [2.0] * 4
+
+    # Validation: 40 true level-2 patients per band. The model puts level 2 at P(level <= 2) = 0.30 in the old,
+    # 0.45 in the young: weight 2 (threshold 1/3) under-triages every old patient, so the old band's weight rises.
+    rng = np.random.default_rng(0)
+    young = np.tile([0.05, 0.40, 0.35, 0.15, 0.05], (40, 1))
+    old = np.tile([0.05, 0.25, 0.45, 0.20, 0.05], (40, 1))
+    probs = np.vstack([young, old])
+    age = np.concatenate([rng.uniform(25, 44, 40), rng.uniform(75, 90, 40)])
+    truth = np.full(80, 2.0)
+    no_floor = np.full(80, 5)
+    chosen = choose_band_weights(probs, age, truth, no_floor, 2.0, 0.30)
+    assert chosen["25-44"]["weight"] == 2.0 and chosen["25-44"]["under_triage_at_weight"] == 0.0
+    assert chosen["75+"]["under_triage_at_default"] == 1.0 and chosen["75+"]["under_triage_at_weight"] == 0.0
+    assert 2.0 < chosen["75+"]["weight"] <= 20.0 and chosen["75+"]["reached_target"] == 1.0
+    assert 1 / (1 + chosen["75+"]["weight"]) <= 0.30  # the smallest weight that reaches level 2
+    assert chosen["<15"] == {"weight": 2.0, "n_high_acuity": 0, "under_triage_at_default": pytest.approx(np.nan,
+                             nan_ok=True), "under_triage_at_weight": pytest.approx(np.nan, nan_ok=True),
+                             "reached_target": 0.0}
+    # The safety floor counts: a floor at level 2 for every old patient meets the target at the stated weight.
+    floored = np.where(age >= 75, 2, 5)
+    assert choose_band_weights(probs, age, truth, floored, 2.0, 0.30)["75+"]["weight"] == 2.0

@@ -28,6 +28,8 @@ import numpy as np
 import pandas as pd
 
 from models.errors import DataSourceError, InputValidationError
+from models.triage_decision import AGE_BAND_EDGES
+from models.triage_decision import AGE_BANDS as DECISION_AGE_BANDS
 from models.triage_record import NUMERIC_FIELDS, RECORD_FIELDS, Mode, validate_frame
 
 LABEL_COLUMNS: Final[tuple[str, ...]] = ("acuity", "admitted", "critical", "nurse_acuity")
@@ -38,8 +40,8 @@ DATASET_COLUMNS: Final[tuple[str, ...]] = (*RECORD_FIELDS, *LABEL_COLUMNS, *META
 DIGEST_COLUMNS: Final[tuple[str, ...]] = (*RECORD_FIELDS, *LABEL_COLUMNS, "visit_id")
 
 #: Age bands of NHAMCS ``AGER``, used for every dataset so that groups mean the same thing everywhere.
-AGE_BANDS: Final[tuple[str, ...]] = ("<15", "15-24", "25-44", "45-64", "65-74", "75+")
-_AGE_BAND_EDGES: Final[tuple[float, ...]] = (15, 25, 45, 65, 75)
+AGE_BANDS: Final[tuple[str, ...]] = DECISION_AGE_BANDS  # one definition (models.triage_decision)
+_AGE_BAND_EDGES: Final[tuple[float, ...]] = AGE_BAND_EDGES
 
 #: Expected payer vocabulary (NHAMCS ``PAYTYPER``).
 PAYERS: Final[tuple[str, ...]] = (
