@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from models.columns import Columns, as_columns, float_column, n_rows, take
+from models.columns import Columns, as_columns, float_column, n_rows, object_column, take
 from models.errors import ModelArtifactError
 from models.features import FeatureEncoder, combine_marginal
 from models.labels import OUTCOMES
@@ -208,9 +208,11 @@ class TriageOnnxModel:
         """Apply the card's decision rule and the safety floor (:func:`models.safety_floor.safety_floor`) to the
         graph's outputs for ``frame``."""
         columns = as_columns(frame)
-        weights = weights_by_age(float_column(columns, "age_years", len(acuity)),
-                                 float(self.card.decision_rule["under_triage_weight"]),
-                                 self.card.decision_rule.get("under_triage_weight_by_age_band"))
+        rule = self.card.decision_rule
+        weights = weights_by_age(float_column(columns, "age_years", len(acuity)), float(rule["under_triage_weight"]),
+                                 rule.get("under_triage_weight_by_age_band"),
+                                 object_column(columns, "sex", len(acuity)),
+                                 rule.get("under_triage_weight_by_age_band_sex"))
         model_level = recommend_levels(acuity, weights)
         floor = safety_floor(columns)
         recommended, raised = apply_floor_arrays(model_level, floor.level)

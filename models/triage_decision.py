@@ -28,6 +28,8 @@ from models.labels import ACUITY_LEVELS
 #: The age bands of the NHAMCS ``AGER`` variable: the fairness audit's groups and the decision rule's.
 AGE_BANDS: Final[tuple[str, ...]] = ("<15", "15-24", "25-44", "45-64", "65-74", "75+")
 AGE_BAND_EDGES: Final[tuple[float, ...]] = (15, 25, 45, 65, 75)
+#: Sexes that get their own operating point with ``operating_points_by_sex`` (an unrecorded sex gets the more urgent).
+SEXES: Final[tuple[str, ...]] = ("female", "male")
 #: Weights searched when choosing an age band's operating point (geometric, from the stated weight up to 20).
 WEIGHT_GRID_SIZE: Final = 60
 MAX_WEIGHT: Final = 20.0
@@ -42,46 +44,82 @@ def age_band_labels(age_years: np.ndarray) -> np.ndarray:
     return labels
 
 
-def weights_by_age(age_years: np.ndarray, default: float, by_band: Mapping[str, float] | None) -> np.ndarray:
-    """The under-triage weight per row: its age band's (``by_band``), else ``default`` (age missing, no table)."""
+def cell_labels(age_years: np.ndarray, sex: np.ndarray | None) -> np.ndarray:
+    """``"<band>|<sex>"`` per row (object array; None where the age or the sex is missing or unknown)."""
+    bands = age_band_labels(age_years)
+    out = np.full(len(bands), None, dtype=object)
+    if sex is None:
+        return out
+    sexes = np.asarray(sex, dtype=object)
+    for i, (band, value) in enumerate(zip(bands, sexes, strict=True)):
+        if band is not None and value in SEXES:
+            out[i] = f"{band}|{value}"
+    return out
+
+
+def weights_by_age(age_years: np.ndarray, default: float, by_band: Mapping[str, float] | None,
+                   sex: np.ndarray | None = None, by_cell: Mapping[str, float] | None = None) -> np.ndarray:
+    """The under-triage weight per row.
+
+    With ``by_cell`` (age band x sex): the row's cell's weight; a row whose sex is not recorded gets the larger of
+    its band's cell weights (the more urgent). Otherwise its age band's weight (``by_band``); ``default`` where
+    the age is missing or no table is given. No weight is ever below ``default``.
+    """
     out = np.full(len(np.asarray(age_years)), float(default))
+    bands = age_band_labels(age_years)
     if by_band:
-        labels = age_band_labels(age_years)
         for band, weight in by_band.items():
-            out[labels == band] = float(weight)
+            out[bands == band] = max(float(weight), float(default))
+    if by_cell:
+        cells = cell_labels(age_years, sex)
+        for band in AGE_BANDS:
+            mine = [float(w) for k, w in by_cell.items() if k.split("|")[0] == band]
+            if mine:
+                out[(bands == band) & (cells == None)] = max([*mine, float(default)])  # noqa: E711
+        for cell, weight in by_cell.items():
+            out[cells == cell] = max(float(weight), float(default))
     return out
 
 
 def choose_band_weights(acuity_probs: np.ndarray, age_years: np.ndarray, truth: np.ndarray,
                         floor_levels: np.ndarray, default: float, target: float,
-                        min_high_acuity: int = 30) -> dict[str, dict[str, float]]:
-    """Per age band, the smallest weight >= ``default`` whose served level leaves at most ``target`` of the band's
-    true level 1-2 patients at level 3-5. Chosen on validation data only; the test set is never seen.
+                        min_high_acuity: int = 30, sex: np.ndarray | None = None) -> dict[str, dict[str, float]]:
+    """Per age band (and, with ``sex``, per age band x sex cell), the smallest weight >= ``default`` whose served
+    level leaves at most ``target`` of the group's true level 1-2 patients at level 3-5. Chosen on validation
+    data only; the test set is never seen.
 
     The served level is the model's level raised by the safety floor (``min(model level, floor_levels)``; 5 where
-    no floor applies), so the target is met by what the clinician is shown. A band with fewer than
-    ``min_high_acuity`` true level 1-2 patients keeps ``default``; a band that no weight up to :data:`MAX_WEIGHT`
-    brings to the target gets the weight with its lowest under-triage. Returns ``{band: {"weight",
-    "n_high_acuity", "under_triage_at_default", "under_triage_at_weight", "reached_target"}}``.
+    no floor applies), so the target is met by what the clinician is shown. A group with fewer than
+    ``min_high_acuity`` true level 1-2 patients keeps ``default`` (a cell: its band's weight); a group that no
+    weight up to :data:`MAX_WEIGHT` brings to the target gets the weight with its lowest under-triage. Returns
+    ``{group: {"weight", "n_high_acuity", "under_triage_at_default", "under_triage_at_weight",
+    "reached_target"}}``, groups named ``"<band>"`` and ``"<band>|<sex>"``.
     """
-    labels = age_band_labels(age_years)
+    bands = age_band_labels(age_years)
+    cells = cell_labels(age_years, sex)
     truth = np.asarray(truth, dtype=float)
+    high = np.isfinite(truth) & (truth <= 2)
     floor_levels = np.asarray(floor_levels)
     grid = np.unique(np.concatenate([[default], np.geomspace(default, MAX_WEIGHT, WEIGHT_GRID_SIZE)]))
-    out: dict[str, dict[str, float]] = {}
-    for band in AGE_BANDS:
-        rows = np.flatnonzero((labels == band) & np.isfinite(truth) & (truth <= 2))
+
+    def choose(rows: np.ndarray, fallback: float) -> dict[str, float]:
         if len(rows) < min_high_acuity:
-            out[band] = {"weight": float(default), "n_high_acuity": len(rows),
-                         "under_triage_at_default": float("nan"), "under_triage_at_weight": float("nan"),
-                         "reached_target": 0.0}
-            continue
+            return {"weight": float(fallback), "n_high_acuity": len(rows), "under_triage_at_default": float("nan"),
+                    "under_triage_at_weight": float("nan"), "reached_target": 0.0}
         rates = [float((np.minimum(recommend_levels(acuity_probs[rows], w), floor_levels[rows]) > 2).mean())
                  for w in grid]
         reached = [i for i, r in enumerate(rates) if r <= target]
         pick = reached[0] if reached else int(np.argmin(rates))
-        out[band] = {"weight": float(grid[pick]), "n_high_acuity": len(rows), "under_triage_at_default": rates[0],
-                     "under_triage_at_weight": rates[pick], "reached_target": float(bool(reached))}
+        return {"weight": float(grid[pick]), "n_high_acuity": len(rows), "under_triage_at_default": rates[0],
+                "under_triage_at_weight": rates[pick], "reached_target": float(bool(reached))}
+
+    out: dict[str, dict[str, float]] = {}
+    for band in AGE_BANDS:
+        out[band] = choose(np.flatnonzero((bands == band) & high), default)
+        if sex is not None:
+            for value in SEXES:
+                cell = f"{band}|{value}"
+                out[cell] = choose(np.flatnonzero((cells == cell) & high), out[band]["weight"])
     return out
 
 

@@ -63,6 +63,7 @@ class TriageTrainConfig(_ValidatedConfig):
     acuity_loss_weight: float = 1.0
     under_triage_weight: float = 2.0
     high_acuity_under_triage_target: float = 1.0
+    operating_points_by_sex: bool = False
     outcome_loss_weight: float = 1.0
     #: Per training batch, each input is blanked in this fraction of rows, so that "not recorded" is a state
     #: the network learns (sex, arrival mode, complaint and vital signs are almost always recorded in NHAMCS).

@@ -87,7 +87,8 @@ def _datasets(config: TriageTrainConfig, data_dir: Path | None) -> tuple[bool, T
 
 
 def validation_summary(trained: TrainedTriageModel, frame: pd.DataFrame, weight: float,
-                       target_sensitivity: float, high_acuity_target: float = 1.0) -> dict[str, Any]:
+                       target_sensitivity: float, high_acuity_target: float = 1.0,
+                       by_sex: bool = False) -> dict[str, Any]:
     """Everything decided on the seeded validation split, from one prediction pass over it.
 
     ``auroc`` per outcome (the only figures used to choose between models); ``acuity`` agreement for argmax
@@ -105,7 +106,8 @@ def validation_summary(trained: TrainedTriageModel, frame: pd.DataFrame, weight:
         floor_levels = safety_floor(as_columns(val)).level
         band_weights = choose_band_weights(acuity, val["age_years"].to_numpy(dtype=float),
                                            val["acuity"].to_numpy(dtype=float), floor_levels, weight,
-                                           high_acuity_target)
+                                           high_acuity_target,
+                                           sex=val["sex"].to_numpy(dtype=object) if by_sex else None)
     return {
         "band_weights": band_weights,
         "auroc": {o: float(auroc(y[o], outcomes[:, j])) for j, o in enumerate(OUTCOMES)},
@@ -159,7 +161,7 @@ def run_triage(config: TriageTrainConfig, *, data_dir: Path | None = None, out_d
     trained = train_triage(train_ds.frame, config, progress=progress)
     train_rows = train_ds.frame[train_ds.frame["visit_id"].isin(set(trained.train_ids))]
     chosen = validation_summary(trained, train_ds.frame, config.under_triage_weight, OUTCOME_TARGET_SENSITIVITY,
-                                config.high_acuity_under_triage_target)
+                                config.high_acuity_under_triage_target, config.operating_points_by_sex)
     validation, validation_acuity = chosen["auroc"], chosen["acuity"]
     log.info("validation split (model selection only): %s; acuity: %s", validation, validation_acuity)
     if chosen["band_weights"]:
@@ -183,15 +185,18 @@ def run_triage(config: TriageTrainConfig, *, data_dir: Path | None = None, out_d
                                                       strict=True))},
         decision_rule={"under_triage_weight": config.under_triage_weight,
                        **({"under_triage_weight_by_age_band": {b: v["weight"] for b, v in
-                                                               chosen["band_weights"].items()},
+                                                               chosen["band_weights"].items() if "|" not in b},
+                           "under_triage_weight_by_age_band_sex": {b: v["weight"] for b, v in
+                                                                   chosen["band_weights"].items() if "|" in b},
                            "age_band_operating_points": {
                                "target_high_acuity_under_triage": config.high_acuity_under_triage_target,
                                "chosen_on": "validation split of the training years (served level, with the floor)",
                                "bands": chosen["band_weights"]}} if chosen["band_weights"] else {}),
                        "outcome_thresholds": chosen["thresholds"],
                        "outcome_target_sensitivity": OUTCOME_TARGET_SENSITIVITY,
-                       "rule": "smallest level k with P(level <= k) >= 1 / (1 + w), w = the visit's age band's "
-                               "under_triage_weight_by_age_band where set, else under_triage_weight",
+                       "rule": "smallest level k with P(level <= k) >= 1 / (1 + w), w = the visit's age band x sex "
+                               "cell's under_triage_weight_by_age_band_sex (sex not recorded: the band's larger), "
+                               "else its age band's under_triage_weight_by_age_band, else under_triage_weight",
                        "validation": validation_acuity},
         safety_floor={"rule": "recommended level = min(model level, NEWS2 minimum level)",
                       "news2_band_to_minimum_level": dict(FLOOR)},

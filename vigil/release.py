@@ -589,8 +589,8 @@ def release(ref: str, *, data_dir: Path | None = None, policy_path: Path = POLIC
         reason += (f" (family-wise alpha {audit_policy.alpha:g}: {policy.alpha:g} over {max(1, len(gated))} gated "
                    "audits)")
         if outside is not None:
-            outcome.checks.append(Check(f"fairness {name}", "reported", f"{judged.status}, not gating: {outside}. "
-                                                                        f"{reason}"))
+            outcome.checks.append(Check(f"fairness {name}", "reported",
+                                        f"{judged.status}, not gating: {outside.rstrip('.')}. {reason}"))
         elif finding_set is not None and decision is not None:
             status = "pass" if judged.status == "pass" else "not released"
             outcome.checks.append(Check(f"fairness {name}", status, f"{', '.join(finding_set)}: {judged.status}: "

@@ -120,3 +120,25 @@ def test_per_row_weights_and_age_band_operating_points():
     # The safety floor counts: a floor at level 2 for every old patient meets the target at the stated weight.
     floored = np.where(age >= 75, 2, 5)
     assert choose_band_weights(probs, age, truth, floored, 2.0, 0.30)["75+"]["weight"] == 2.0
+
+
+def test_age_band_by_sex_operating_points_and_an_unrecorded_sex_gets_the_more_urgent():
+    from models.triage_decision import choose_band_weights, weights_by_age
+
+    ages = np.array([30.0, 30.0, 30.0, 30.0, 80.0, np.nan])
+    sex = np.array(["female", "male", "unknown", None, "female", "female"], dtype=object)
+    cells = {"25-44|female": 6.0, "25-44|male": 3.0}
+    weights = weights_by_age(ages, 2.0, {"25-44": 4.0, "75+": 5.0}, sex, cells)
+    assert weights.tolist() == [6.0, 3.0, 6.0, 6.0, 5.0, 2.0]
+    assert weights_by_age(ages, 2.0, None, sex, {"25-44|male": 1.0}).tolist()[1] == 2.0  # never below the stated
+
+    # 40 women and 40 men with a true level 2 in one band: women's probabilities put less mass on levels 1-2.
+    women = np.tile([0.05, 0.25, 0.45, 0.20, 0.05], (40, 1))
+    men = np.tile([0.05, 0.40, 0.35, 0.15, 0.05], (40, 1))
+    probs = np.vstack([women, men])
+    age = np.full(80, 50.0)
+    sexes = np.array(["female"] * 40 + ["male"] * 40, dtype=object)
+    chosen = choose_band_weights(probs, age, np.full(80, 2.0), np.full(80, 5), 2.0, 0.30, sex=sexes)
+    assert chosen["45-64|male"]["weight"] == 2.0 and chosen["45-64|female"]["weight"] > 2.0
+    assert chosen["45-64|female"]["under_triage_at_weight"] == 0.0
+    assert chosen["75+|female"]["n_high_acuity"] == 0 and chosen["75+|female"]["weight"] == chosen["75+"]["weight"]
