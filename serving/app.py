@@ -15,6 +15,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from models.errors import ConfigError, StoreUnavailableError
 from models.model_card import DECISION_SUPPORT_STATEMENT
@@ -36,9 +37,10 @@ DESCRIPTION = f"""Triage scores for A&E systems and second-read flags for radiol
 
 **{DECISION_SUPPORT_STATEMENT}**
 
-Authenticate with an API key (`vigil keys create`) as `Authorization: Bearer <key>` or `X-API-Key`; each key
-has scopes (`triage`, `imaging`, `admin`). Every prediction is audited before it is returned; if the audit
-store is unavailable the prediction is refused (503). Errors are RFC 9457 problem+json.
+Authenticate with an API key (`vigil keys create`) as `Authorization: Bearer <key>` or `X-API-Key`, each header
+sent once (a repeated one is refused with 401); each key has scopes (`triage`, `imaging`, `admin`). Every
+prediction is audited before it is returned; if the audit store is unavailable the prediction is refused (503).
+Errors are RFC 9457 problem+json.
 """
 
 
@@ -122,7 +124,10 @@ def create_app(settings: ServingSettings | None = None, *, locator: ModelLocator
             if callable(close):
                 close()
 
+    # redirect_slashes=False: '/v1/triage/' is a 404, never a redirect built from the client's Host header
+    # (which would be answered before authentication).
     app = FastAPI(title="Vigil", version=API_VERSION, description=DESCRIPTION, lifespan=lifespan,
+                  redirect_slashes=False,
                   openapi_tags=[{"name": "triage", "description": "Triage scores for A&E systems"},
                                 {"name": "cds-hooks", "description": "CDS Hooks 2.0 service over FHIR R4"},
                                 {"name": "imaging", "description": "Chest X-ray second read"},
@@ -134,6 +139,8 @@ def create_app(settings: ServingSettings | None = None, *, locator: ModelLocator
     app.include_router(routes_imaging.router)
     app.include_router(routes_dicomweb.router)
     app.include_router(routes_ops.router)
+    # The last added is the outermost: every request, a refused Host included, gets a request id and is counted.
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.trusted_host_list(), www_redirect=False)
     app.add_middleware(RequestContextMiddleware, metrics=metrics, limit_for=_body_limits(settings))
     app.openapi = _with_problem_schema(app)  # type: ignore[method-assign]
     return app

@@ -2,7 +2,8 @@
 
 Bad input is 422 naming the field, a wrong media type 415, a body over the limit 413, no model or no audit
 store 503; anything unexpected is a 500 that carries only the request id (its traceback goes to the log,
-without the request body). Nothing here echoes a request body or a header value into a log.
+without the request body). A client that disconnects before its body is complete is logged at INFO: that is the
+client's doing, not a fault of the service. Nothing here echoes a request body or a header value into a log.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from models.errors import InputValidationError, ModelArtifactError, RecordValidationErrors, StoreUnavailableError
+from serving.metrics import route_label
 from serving.model_source import ModelUnavailableError
 
 log = logging.getLogger(__name__)
@@ -112,6 +115,13 @@ def install_error_handlers(app: FastAPI) -> None:
         log.error("store unavailable (request %s): %s", request_id_of(request), exc)
         return problem(request, 503, "the audit store is unavailable, so no prediction can be returned "
                                      "(Vigil never answers unaudited); retry later", headers={"Retry-After": "5"})
+
+    @app.exception_handler(ClientDisconnect)
+    async def _disconnected(request: Request, exc: ClientDisconnect) -> JSONResponse:
+        # Nobody is left to read the answer; it is sent only so that the request ends (and is counted) normally.
+        log.info("client disconnected before its request body was complete (request %s) on %s",
+                 request_id_of(request), route_label(request.scope.get("route")))
+        return problem(request, 400, "the client disconnected before the request body was complete")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -2,7 +2,9 @@
 
 Each app gets its own registry (tests make many apps in one process). With several worker processes,
 ``vigil serve --workers N`` sets ``PROMETHEUS_MULTIPROC_DIR`` and the scrape aggregates every worker's files.
-Labels carry route templates and statuses only: never a path with an identifier, never patient data.
+Every label value comes from a fixed set, whatever a client sends (:func:`method_label`, :func:`route_label`,
+:func:`status_label`): an HTTP method or path chosen by a client never becomes a label, so the number of series
+cannot grow with traffic. Never a path with an identifier, never patient data.
 """
 
 from __future__ import annotations
@@ -12,7 +14,36 @@ import os
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess as prom_multiprocess
 
+#: HTTP methods counted by name; any other method is counted as ``"other"``.
+METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"})
+#: Statuses counted by code; any other is counted by its class (``"4xx"``), or ``"other"`` outside 100-599.
+STATUSES = frozenset({200, 201, 202, 204, 206, 304, 400, 401, 403, 404, 405, 406, 409, 411, 412, 413, 415, 422, 429,
+                      500, 502, 503, 504})
+#: The route label of a request that matched no route (an unknown path).
+UNMATCHED = "unmatched"
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def method_label(method: object) -> str:
+    """``method`` when it is one of :data:`METHODS`, else ``"other"``."""
+    return method if isinstance(method, str) and method in METHODS else "other"
+
+
+def route_label(route: object) -> str:
+    """The template of the route a request matched (``/cds-services/{service_id}``), else :data:`UNMATCHED`.
+
+    Only a route object the app itself declared is read (its ``path`` is the template, never the request's path).
+    """
+    template = getattr(route, "path", None)
+    return template if isinstance(template, str) and template else UNMATCHED
+
+
+def status_label(status: object) -> str:
+    """``"404"`` for a status in :data:`STATUSES`, its class (``"4xx"``) for another, ``"other"`` outside 100-599."""
+    if not isinstance(status, int) or not 100 <= status <= 599:
+        return "other"
+    return str(status) if status in STATUSES else f"{status // 100}xx"
 
 
 class ServiceMetrics:

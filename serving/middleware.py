@@ -1,7 +1,9 @@
-"""One pure-ASGI middleware for every request: request id, body size limit, metrics and an access log.
+"""One pure-ASGI middleware for every request: request id, body size limit, security headers, metrics and an
+access log.
 
 The access log holds the method, the route template, the status, the latency, the request id and the API key's
-id: never a body, a query string or a header value (they may carry patient data or a key).
+id: never a body, a query string or a header value (they may carry patient data or a key). The method and route
+in the log and in the metrics are the bounded labels of :mod:`serving.metrics`, never what the client sent.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serving.metrics import ServiceMetrics
+from serving.metrics import ServiceMetrics, method_label, route_label, status_label
 
 log = logging.getLogger("vigil.access")
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+#: Added to every response: browsers must not sniff a JSON or text body into something executable.
+SECURITY_HEADERS = ((b"x-content-type-options", b"nosniff"),)
 
 
 def _problem_bytes(status: int, title: str, detail: str, request_id: str, path: str) -> bytes:
@@ -33,7 +37,8 @@ class _TooLarge(Exception):
 
 
 class RequestContextMiddleware:
-    """Request id (``X-Request-ID``, accepted from the client when well formed), body limits, metrics, access log.
+    """Request id (``X-Request-ID``, accepted from the client when well formed), body limits, ``X-Content-Type-Options:
+    nosniff`` on every response, metrics and the access log.
 
     Parameters
     ----------
@@ -67,7 +72,7 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
                 message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode()), *SECURITY_HEADERS]
             await send(message)
 
         declared = headers.get("content-length")
@@ -96,14 +101,13 @@ class RequestContextMiddleware:
             except _TooLarge:
                 await self._reply_413(scope, send_wrapper, request_id, limit)
         elapsed = time.perf_counter() - started
-        route = scope.get("route")
-        template = getattr(route, "path", None) or "unmatched"
+        template = route_label(scope.get("route"))
+        method = method_label(scope.get("method"))
         status = status_holder["status"]
-        self.metrics.requests.labels(template, scope.get("method", ""), str(status)).inc()
+        self.metrics.requests.labels(template, method, status_label(status)).inc()
         self.metrics.latency.labels(template).observe(elapsed)
         client = scope.get("state", {}).get("client", "-")
-        log.info("%s %s %d %.1fms rid=%s client=%s", scope.get("method"), template, status, elapsed * 1000,
-                 request_id, client)
+        log.info("%s %s %d %.1fms rid=%s client=%s", method, template, status, elapsed * 1000, request_id, client)
 
     async def _reply_413(self, scope: Scope, send: Send, request_id: str, limit: int) -> None:
         body = _problem_bytes(413, "Content too large", f"request body exceeds the limit of {limit} bytes for this "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
@@ -13,6 +14,8 @@ from serving.model_source import TASKS
 from serving.schemas import ModelsOut, problem_responses
 from serving.state import StateDep, require
 from serving.store_records import ApiKeyInfo
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["operations"])
 
@@ -27,17 +30,23 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", summary="Readiness: every model loaded and the audit store reachable",
-            responses={503: {"description": "Not ready; the body says what is missing"}})
+            description="Public, so it names each component and says only `ok` or `unavailable`; why a component is "
+                        "unavailable goes to the service's log (and, for a model, to `GET /v1/models`).",
+            responses={503: {"description": "Not ready; the body names each component that is unavailable"}})
 async def readyz(state: StateDep) -> JSONResponse:
+    # A public route: the reasons (a registry URI, a database user, host and driver error) go to the log only.
     checks: dict[str, str] = {}
     for task, (model, reason) in state.holder.status().items():
-        checks[f"model:{task}"] = "ok" if model is not None else f"unavailable: {reason}"
+        checks[f"model:{task}"] = "ok" if model is not None else "unavailable"
+        if model is None:
+            log.warning("not ready: model:%s unavailable: %s", task, reason)
     try:
         await run_in_threadpool(state.ensure_store)
         await run_in_threadpool(state.store.ping)
         checks["audit_store"] = "ok"
     except StoreUnavailableError as exc:
-        checks["audit_store"] = f"unavailable: {exc}"
+        checks["audit_store"] = "unavailable"
+        log.warning("not ready: audit_store unavailable: %s", exc)
     ready = all(v == "ok" for v in checks.values())
     return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks},
                         status_code=200 if ready else 503)

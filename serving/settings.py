@@ -46,6 +46,10 @@ class ServingSettings(BaseSettings):
                              "VIGIL_DICOM_* settings) inside this service; one worker process only")
     reload_poll_s: float = Field(default=0.0, ge=0.0,
                                  description="Check the registry for a newly released version this often (0: off)")
+    trusted_hosts: str = Field(
+        default="127.0.0.1,localhost,[::1],testserver",
+        description="Comma-separated Host header values answered (without the port); any other host gets 400. "
+                    "'*.example.org' admits its subdomains, '*' any host. 'testserver' is the test client's host.")
 
     @field_validator("triage_model", "imaging_model")
     @classmethod
@@ -54,6 +58,26 @@ class ServingSettings(BaseSettings):
         if "@" not in text and "/" not in text:
             raise ValueError(f"must be NAME@ALIAS or NAME/VERSION; got {value[:80]!r}")
         return value
+
+    @field_validator("trusted_hosts")
+    @classmethod
+    def _hosts(cls, value: str) -> str:
+        hosts = [h.strip().lower() for h in value.split(",") if h.strip()]
+        if not hosts:
+            raise ValueError("must name at least one host ('*' for any)")
+        for host in hosts:
+            wildcard = host.startswith("*.") or host == "*"
+            if "*" in (host[2:] if wildcard else host):
+                raise ValueError(f"a wildcard must be the whole entry or lead it as '*.example.org'; got {host[:80]!r}")
+            ipv6 = host.startswith("[") and host.endswith("]")
+            if (":" in host and not ipv6) or any(c in host for c in "/@ "):
+                raise ValueError(f"each entry is a host name or address without scheme, port or path; got "
+                                 f"{host[:80]!r}")
+        return ",".join(hosts)
+
+    def trusted_host_list(self) -> list[str]:
+        """The Host header values the service answers (see ``trusted_hosts``)."""
+        return self.trusted_hosts.split(",")
 
     def store_url(self) -> str:
         """The key/audit store URL (SQLite in the work folder unless ``VIGIL_AUDIT_URL`` is set)."""

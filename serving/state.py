@@ -1,8 +1,9 @@
 """What one app instance holds (settings, models, store, metrics) and the dependencies routes use.
 
 Authentication: an API key as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. No key, or an unknown or
-revoked one, is 401 with ``WWW-Authenticate``; a valid key without the route's scope is 403 (RFC 9110 and
-RFC 6750). Keys are stored hashed (:mod:`serving.store`).
+revoked one, or either header sent more than once (which copy counts would otherwise depend on the proxy), is 401
+with ``WWW-Authenticate``; a valid key without the route's scope is 403 (RFC 9110 and RFC 6750). Keys are stored
+hashed (:mod:`serving.store`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from serving.store_records import ApiKeyInfo, AuditRecord
 
 _BEARER = HTTPBearer(auto_error=False, description="An API key issued by `vigil keys create`")
 _HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="The same API key, as a header")
+_KEY_HEADERS = ("authorization", "x-api-key")
 
 
 @dataclass
@@ -99,8 +101,12 @@ def require(scope: str | None) -> Callable[..., Awaitable[ApiKeyInfo]]:
     async def dependency(request: Request, state: StateDep,
                          bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)] = None,
                          header: Annotated[str | None, Security(_HEADER)] = None) -> ApiKeyInfo:
-        presented = parse_presented_key(request.headers.get("authorization"), request.headers.get("x-api-key"))
         challenge = 'Bearer realm="vigil"'
+        repeated = [name for name in _KEY_HEADERS if len(request.headers.getlist(name)) > 1]
+        if repeated:
+            raise ApiError(401, f"the '{repeated[0]}' header was sent more than once; send one API key, once",
+                           headers={"WWW-Authenticate": f'{challenge}, error="invalid_request"'})
+        presented = parse_presented_key(request.headers.get("authorization"), request.headers.get("x-api-key"))
         if presented is None:
             raise ApiError(401, "an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
                            headers={"WWW-Authenticate": challenge})

@@ -196,8 +196,10 @@ def serve(*, host: str, port: int, workers: int) -> None:
     configure_logging(with_process=True)
     log.info("serving on http://%s:%d with %d worker(s), %s onnxruntime thread(s) each; OpenAPI at /docs", host,
              port, workers, os.environ["VIGIL_THREADS"])
+    # server_header=False: no 'server: uvicorn' banner naming the software to a scanner.
     uvicorn.run("vigil.serve:app_factory", factory=True, host=host, port=port, workers=workers,
-                http=NoDelayH11Protocol, access_log=False, log_config=None, timeout_graceful_shutdown=30)
+                http=NoDelayH11Protocol, access_log=False, log_config=None, timeout_graceful_shutdown=30,
+                server_header=False)
 
 
 def run_dicom_node() -> None:

@@ -61,11 +61,17 @@ def _registry_service(service_factory, work: Path, **settings):
     return TestClient(create_app(cfg, locator=build_locator(cfg), store=store)), {"Authorization": f"Bearer {key}"}
 
 
+def _model_error(client, headers, task: str) -> str:
+    """Why ``task`` has no model: from GET /v1/models (the public /readyz says only "unavailable")."""
+    assert client.get("/readyz").json()["checks"][f"model:{task}"] == "unavailable"
+    (model,) = [m for m in client.get("/v1/models", headers=headers).json()["models"] if m["task"] == task]
+    return model["error"]
+
+
 def test_registry_candidates_are_not_served(registry_copy, service_factory):
     client, headers = _registry_service(service_factory, registry_copy)
     with client:
-        ready = client.get("/readyz").json()
-        assert "registry has no model version 'vigil-triage@production'" in ready["checks"]["model:triage"]
+        assert "registry has no model version 'vigil-triage@production'" in _model_error(client, headers, "triage")
         assert client.post("/v1/triage", json=WELL, headers=headers).status_code == 503
 
 
@@ -77,16 +83,15 @@ def test_released_registry_model_is_served_and_a_failed_gate_is_refused(registry
     with client:
         body = client.post("/v1/triage", json=WELL, headers=headers).json()
         assert body["model"]["version"] == registered.triage_version and body["model"]["release_status"] == "pass"
-        ready = client.get("/readyz").json()
-        assert "no passing release-gate record (status 'fail')" in ready["checks"]["model:imaging"]
+        assert "no passing release-gate record (status 'fail')" in _model_error(client, headers, "imaging")
 
 
 def test_registry_checksum_is_enforced(registry_copy, registered, service_factory):
     _release(registry_copy, "vigil-triage", registered.triage_version)
     _client(registry_copy).set_model_version_tag("vigil-triage", registered.triage_version, "onnx_sha256", "0" * 64)
-    client, _headers = _registry_service(service_factory, registry_copy)
+    client, headers = _registry_service(service_factory, registry_copy)
     with client:
-        assert "checksum mismatch" in client.get("/readyz").json()["checks"]["model:triage"]
+        assert "checksum mismatch" in _model_error(client, headers, "triage")
 
 
 def test_key_commands(tmp_path):
@@ -208,7 +213,7 @@ def test_unreachable_registry_serves_the_verified_cache_of_the_last_release(
         assert res.json()["acuity"] == first["acuity"]
         (triage,) = [m for m in client.get("/v1/models", headers=headers).json()["models"] if m["task"] == "triage"]
         assert triage["origin"].startswith("verified local cache") and "registry unreachable" in triage["origin"]
-        imaging = client.get("/readyz").json()["checks"]["model:imaging"]
+        imaging = _model_error(client, headers, "imaging")
         assert "unreachable" in imaging and "no verified local cache" in imaging  # never cached, so refused
     assert time.monotonic() - started < 60
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
@@ -240,7 +245,7 @@ def test_a_corrupted_cache_is_refused_by_its_checksum(registry_copy, registered,
     registry_down()
     client, headers = _registry_service(service_factory, registry_copy)
     with client:
-        assert "checksum mismatch" in client.get("/readyz").json()["checks"]["model:triage"]
+        assert "checksum mismatch" in _model_error(client, headers, "triage")
         assert client.post("/v1/triage", json=WELL, headers=headers).status_code == 503
 
 
@@ -254,7 +259,7 @@ def test_a_registry_that_answers_is_obeyed_over_the_cache(registry_copy, registe
     client, headers = _registry_service(service_factory, registry_copy)
     with client:
         assert client.post("/v1/triage", json=WELL, headers=headers).status_code == 503
-        assert "registry has no model version" in client.get("/readyz").json()["checks"]["model:triage"]
+        assert "registry has no model version" in _model_error(client, headers, "triage")
 
 
 def test_reload_while_the_registry_is_down_keeps_the_model(registry_copy, registered, service_factory,
