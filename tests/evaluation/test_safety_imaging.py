@@ -207,7 +207,8 @@ def test_stability_is_counted_per_finding_on_the_films_in_its_population() -> No
     assert not flip.passed and flip.n_violations == 1
     assert flip.by_finding == {"finding0": 1, **{f: 0 for f in FINDINGS[1:]}}
     unstable = unstable_findings(one)
-    assert set(unstable) == {"finding0"} and "imaging.horizontal_flip.probabilities_stable (1/2)" in unstable["finding0"]
+    assert set(unstable) == {"finding0"}
+    assert "imaging.horizontal_flip.probabilities_stable (1/2)" in unstable["finding0"]
     assert SafetyReport.from_dict(one.to_dict()) == one
     with pytest.raises(ValueError, match="one entry per film"):
         run_imaging_safety_suite(FakeModel(well_behaved), images, scopes=[None])
