@@ -13,14 +13,14 @@ The display image is float32 in [0, 1] with higher = brighter (bone and mediasti
 source. Since ``cxr-pixels/2`` it is histogram-equalised before resizing (so a window-centre, window-width or gamma
 change barely moves the model input); since ``cxr-pixels/3`` its darkest and brightest tenths are each merged into
 one grey level first (:func:`models.imaging_quality.equalise_histogram`), so a window change that saturates less
-than a tenth of the film at either end leaves the model input exactly as it was. Model input is ``[1, size, size]``:
-the longest side resized to ``size`` (Pillow bilinear on float data, antialiased when shrinking), the short side
-padded symmetrically with black (0), then ``(x - IMAGE_MEAN) / IMAGE_STD``. PNG/JPEG are display images already and
-are scaled by their full range (8 or 16 bits); only a DICOM without VOI attributes gets the percentile window. On
-NIH 00000002_000, the 64-px PNG and the DICOM of the same image agree after ``prepare_image(., 64)`` with
-correlation 0.9995 and a mean absolute difference of 0.11 (normalised units; the DICOM's percentile stretch). Lossy
-JPEG is decoded with pylibjpeg first (decoders differ by one grey level), so the same file gives the same input
-everywhere. Any change to these steps must bump :data:`PIXEL_PATH_VERSION`.
+than a tenth of the film at either end leaves the model input as it was (up to float32 rounding). Model input is
+``[1, size, size]``: the longest side resized to ``size`` (Pillow bilinear on float data, antialiased when
+shrinking), the short side padded symmetrically with black (0), then ``(x - IMAGE_MEAN) / IMAGE_STD``. PNG/JPEG are
+display images already and are scaled by their full range (8 or 16 bits); only a DICOM without VOI attributes gets
+the percentile window. On NIH 00000002_000, the 64-px PNG and the DICOM of the same image agree after
+``prepare_image(., 64)`` with correlation 0.9995 and a mean absolute difference of 0.11 (normalised units; the
+DICOM's percentile stretch). Lossy JPEG is decoded with pylibjpeg first (decoders differ by one grey level), so the
+same file gives the same input everywhere. Any change to these steps must bump :data:`PIXEL_PATH_VERSION`.
 
 Untrusted input is refused with an :class:`~models.errors.ImagingInputError` that names the attribute, before any
 buffer is sized from it: a deflated dataset inflates to at most :data:`MAX_INFLATED_BYTES` (checked 16 MiB at a

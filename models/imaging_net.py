@@ -86,6 +86,11 @@ def read_views(net: ChestXrayNet, image: torch.Tensor, dihedral: bool) -> tuple[
     return logit_sum / len(views), cam_sum / len(views)
 
 
+#: The least class-activation peak a heat map is scaled by (activations are unbounded ReLU outputs; real films'
+#: peaks were not measured against it: a peak below it shows as a faint map, which is what it is).
+HEATMAP_PEAK_FLOOR = 1e-2
+
+
 class CalibratedChestXray(nn.Module):
     """Temperature-scaled probabilities and per-finding heat maps: the module exported to ONNX."""
 
@@ -99,8 +104,11 @@ class CalibratedChestXray(nn.Module):
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits, cam = read_views(self.net, image, self.dihedral)
         probabilities = torch.sigmoid(logits / self.temperatures)
-        peak = cam.amax(dim=(2, 3), keepdim=True)
-        cam = cam / (peak + 1e-6)
+        # Each map is scaled to its own peak, but never by less than HEATMAP_PEAK_FLOOR: a finding whose
+        # activation is (almost) zero everywhere has no map to show, and dividing by a peak near zero turned
+        # float rounding into a full-scale map (torch and onnxruntime then disagreed by 1.5e-4 on a small model).
+        peak = cam.amax(dim=(2, 3), keepdim=True).clamp(min=HEATMAP_PEAK_FLOOR)
+        cam = cam / peak
         heatmaps = F.interpolate(cam, size=(self.image_size, self.image_size), mode="bilinear",
                                  align_corners=False)
         return probabilities, heatmaps

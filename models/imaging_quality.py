@@ -215,10 +215,10 @@ def equalise_histogram(image: np.ndarray, tail_fraction: float | None = None) ->
     Tails (since ``cxr-pixels/3``): the image is clipped to the ``tail_fraction`` and ``1 - tail_fraction``
     quantiles of its sample (default :data:`TAIL_FRACTION`), so its darkest and brightest tenth each become one grey
     level. A display-window change (centre or width) that saturates less than that fraction at either end then
-    leaves the equalised image exactly as it was: a monotone change keeps every rank, and the pixels it saturates
-    were merged already. Measured on the training films, the safety suite's +-10 % window / +-20 % contrast saturate
-    a median 7-10 % of pixels at an end (99th percentile 24-31 %); the rest is left to training augmentation
-    (``training.train_imaging.saturate``).
+    leaves the equalised image as it was, up to float32 rounding: a monotone change keeps every rank, and the
+    pixels it saturates were merged already. Measured on the training films, the safety suite's +-10 % window /
+    +-20 % contrast saturate a median 7-10 % of pixels at an end (99th percentile 24-31 %); the rest is left to
+    training augmentation (``training.train_imaging.saturate``).
 
     The cumulative distribution is taken over the strided sample of :func:`image_statistics` (at most
     :data:`STATS_SIDE` per side): a value ``v`` of the sample maps to ``(#{s < v} + #{s == v} / 2) / n``; values

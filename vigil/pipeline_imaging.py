@@ -126,8 +126,10 @@ def run_imaging(config: ImagingTrainConfig, *, data_dir: Path | None = None, out
     fp32 = ImagingOnnxModel(fp32_path, threads=config.threads)
     torch_probs, torch_maps = trained.predict(test.images[:128])
     ort_probs, ort_maps = fp32.run(test.images[:128])
-    parity = float(max(np.abs(torch_probs - ort_probs).max(), np.abs(torch_maps - ort_maps).max()))
-    log.info("imaging ONNX parity on %d test images: max |diff| %.2e", min(128, len(test.images)), parity)
+    parity_probs, parity_maps = float(np.abs(torch_probs - ort_probs).max()), float(np.abs(torch_maps - ort_maps).max())
+    parity = max(parity_probs, parity_maps)
+    log.info("imaging ONNX parity on %d test images: max |diff| %.2e (probabilities %.2e, heat maps %.2e)",
+             min(128, len(test.images)), parity, parity_probs, parity_maps)
     if parity > PARITY_TOLERANCE:
         raise RuntimeError(f"imaging ONNX parity check failed: max |diff| {parity:.2e} > {PARITY_TOLERANCE:g}")
 

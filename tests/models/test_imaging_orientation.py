@@ -74,7 +74,7 @@ def test_the_real_network_is_invariant_too() -> None:
 
 def test_augment_is_seeded_and_draws_orientations() -> None:
     config = load_imaging_config(overrides={"rotate_degrees": 0.0, "scale_jitter": 0.0, "translate_fraction": 0.0,
-                                            "intensity_jitter": 0.0, "gamma_jitter": 0.0})
+                                            "intensity_jitter": 0.0, "gamma_jitter": 0.0, "saturation_jitter": 0.0})
     x = torch.randn(64, 1, 8, 8)
     a = augment(x, config, torch.Generator().manual_seed(1))
     assert torch.equal(a, augment(x, config, torch.Generator().manual_seed(1)))
@@ -85,7 +85,8 @@ def test_augment_is_seeded_and_draws_orientations() -> None:
         seen.add(matches[0])
     assert len(seen) == 8
     flips_only = load_imaging_config(overrides={**{k: getattr(config, k) for k in (
-        "rotate_degrees", "scale_jitter", "translate_fraction", "intensity_jitter", "gamma_jitter")},
+        "rotate_degrees", "scale_jitter", "translate_fraction", "intensity_jitter", "gamma_jitter",
+        "saturation_jitter")},
         "dihedral_invariance": False, "hflip_probability": 1.0})
     torch.testing.assert_close(augment(x, flips_only, torch.Generator().manual_seed(1)), torch.flip(x, dims=(-1,)))
 

@@ -53,25 +53,43 @@ def test_augment_shapes_identity_and_determinism():
     torch.testing.assert_close(augment(x, still, torch.Generator().manual_seed(0)), x, atol=1e-5, rtol=0)
 
 
+def _gradient_film(low: float, span: float) -> np.ndarray:
+    y, xx = np.mgrid[0:160, 0:160] / 160.0
+    film = low + 0.55 * np.exp(-(((xx - 0.5) / 0.12) ** 2)) + span * y + 0.03 * np.sin(30 * y)
+    return np.clip(film, 0, 1).astype(np.float32)
+
+
+def test_a_window_change_saturating_less_than_the_tail_leaves_the_input_unchanged():
+    """cxr-pixels/3: the darkest and brightest tenth are merged before equalisation, so a +20% contrast change that
+    saturates less than that at each end gives the same model input up to float32 rounding (measured < 1e-4)."""
+    from evaluation.safety_imaging import change_contrast, shift_window_centre
+    from models.imaging import model_input
+
+    film = _gradient_film(0.02, 0.6)
+    s, t = float((film < 0.5 - 0.5 / 1.2).mean()), float((film > 0.5 + 0.5 / 1.2).mean())
+    assert 0.02 < s < 0.1 and 0.02 < t < 0.1  # it does saturate, less than a tenth at each end
+    np.testing.assert_allclose(model_input(change_contrast(film, 0.2), 64), model_input(film, 64), atol=2e-4)
+    np.testing.assert_allclose(model_input(shift_window_centre(film, 0.1), 64), model_input(film, 64), atol=2e-4)
+
+
 def test_saturation_is_what_a_saturating_display_window_does_after_equalisation():
-    """A +20% contrast change saturates the darkest s and brightest t of a film; after the pixel path that is the
-    film's own input with equalised values below s set to s/2 and above 1 - t to 1 - t/2 (resize aside)."""
+    """A +20% contrast change saturating more than the merged tenth (s, t at the ends) is, after the pixel path,
+    the film's own input with equalised values below s set to s/2 and above 1 - t to 1 - t/2 (resize aside)."""
     from evaluation.safety_imaging import change_contrast
     from models.imaging import IMAGE_MEAN, IMAGE_STD, model_input
     from training.train_imaging import saturate
 
-    y, xx = np.mgrid[0:160, 0:160] / 160.0
-    film = np.clip(0.02 + 0.55 * np.exp(-(((xx - 0.5) / 0.12) ** 2)) + 0.6 * y + 0.03 * np.sin(30 * y), 0, 1)
-    film = film.astype(np.float32)
+    film = np.clip((_gradient_film(0.0, 0.75) - 0.5) * 1.25 + 0.5, 0, 1).astype(np.float32)
     before, after = model_input(film, 64), model_input(change_contrast(film, 0.2), 64)
     s, t = float((film < 0.5 - 0.5 / 1.2).mean()), float((film > 0.5 + 0.5 / 1.2).mean())
-    assert 0.02 < s < 0.3 and 0.02 < t < 0.3  # the change does saturate both ends of this film
+    assert 0.1 < s < 0.3 and 0.1 < t < 0.3, (s, t)
     cfg = load_imaging_config(overrides={"saturation_jitter": 0.3, "saturation_probability": 1.0})
     drawn = saturate(torch.from_numpy(before[None]), cfg, torch.Generator().manual_seed(0))
     assert not torch.allclose(drawn, torch.from_numpy(before[None]))  # it changes the input
     display = before * IMAGE_STD + IMAGE_MEAN
     emulated = np.where(display < s, s / 2, display)
     emulated = (np.where(emulated > 1 - t, 1 - t / 2, emulated) - IMAGE_MEAN) / IMAGE_STD
+    assert np.abs(before - after).mean() > 0.01
     assert np.abs(emulated - after).mean() < 0.35 * np.abs(before - after).mean()
     black = torch.full((1, 1, 8, 8), -IMAGE_MEAN / IMAGE_STD)
     assert torch.equal(saturate(black, cfg, torch.Generator().manual_seed(0)), black)  # padding stays black
