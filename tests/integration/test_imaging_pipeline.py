@@ -23,7 +23,10 @@ def imaging_run(tmp_path_factory, isolated_env):
     with isolated_env(tmp_path_factory.mktemp("work")) as work:
         from vigil.pipeline_imaging import run_imaging
 
+        # Saturation augmentation off: this module checks the pipeline, and the synthetic blobs sit in the tails
+        # that augmentation saturates (tests/training/test_train_imaging.py tests the augmentation itself).
         cfg = load_imaging_config(overrides={"epochs": 10, "patience": 10, "synthetic_n": 600, "image_size": 64,
+                                             "saturation_jitter": 0.0,
                                              "batch_size": 32, "bootstrap_resamples": 20})
         result = run_imaging(cfg, progress=False)
         yield work, result

@@ -204,7 +204,9 @@ def synthetic_imaging(n: int, size: int, seed: int) -> ImagingDataset:
         img += 0.4 * np.exp(-(((xx - 0.5) / 0.08) ** 2))  # mediastinum
         for j in np.flatnonzero(labels[i]):
             cx, cy = 0.2 + 0.6 * ((j * 37) % 7) / 7, 0.2 + 0.6 * ((j * 53) % 7) / 7
-            img += 0.35 * np.exp(-(((xx - cx) ** 2 + (yy - cy) ** 2) / 0.004))
+            # A mid-grey opacity (peak about 0.5 on 0.3 lung, below the 0.7 mediastinum), like consolidation: a
+            # blob among the brightest tenth would be merged into one grey level by the pixel path (cxr-pixels/3).
+            img += 0.2 * np.exp(-(((xx - cx) ** 2 + (yy - cy) ** 2) / 0.004))
         images[i] = prepare_image(equalise_histogram(np.clip(img, 0, 1).astype(np.float32)), size)
     patients = np.array([f"syn-{i // 2}" for i in range(n)])
     meta = pd.DataFrame({"image_id": [f"syn-{i}" for i in range(n)], "patient_id": patients, "source": "synthetic",
