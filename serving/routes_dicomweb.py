@@ -5,7 +5,9 @@ instance, written durably and queued exactly as a C-STORE would be (:class:`serv
 the node's workers (``vigil dicom-node``, or ``VIGIL_DICOM_NODE=true`` inside ``vigil serve``) analyse it and send
 the SR on. The answer is the Store Instances Response Module as ``application/dicom+json``: per instance, a
 ReferencedSOPSequence item on success or a FailedSOPSequence item with its FailureReason. 200 when every instance
-was stored, 202 when some failed, 409 when none was.
+was stored, 202 when some failed, 409 when none was. Into one study (``/dicomweb/studies/{study}``), an instance of
+another study fails with 0xA900 and is neither stored, queued, analysed nor audited. Every answer carries
+``Cache-Control: no-store``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from models.errors import InputValidationError
@@ -34,6 +36,8 @@ _TYPE = re.compile(r'type="?([^";]+)"?', re.IGNORECASE)
 #: PS3.18 FailureReason when a part is not a DICOM instance at all: 0xC000 "cannot understand".
 _CANNOT_UNDERSTAND = 0xC000
 _MAX_PARTS = 1000
+#: PHI-bearing answers must not be kept by a browser or a proxy.
+NO_STORE = {"Cache-Control": "no-store"}
 
 _STOW_BODY = {"requestBody": {"required": True, "content": {
     'multipart/related; type="application/dicom"': {"schema": {"type": "string", "format": "binary"}}}}}
@@ -93,18 +97,16 @@ def _stow(state: Any, key: ApiKeyInfo, parts: list[bytes], study: str | None) ->
             failed.append({"00081150": _tag("UI"), "00081155": _tag("UI"),
                            "00081197": _tag("US", _CANNOT_UNDERSTAND)})
             continue
+        # An instance of another study than the URL's is refused by the intake before it is written or queued
+        # (0xA900), so it is never analysed, audited or reported to PACS.
         result = intake.receive(data, sop_class_uid=None, sop_instance_uid=None, calling_aet=key.key_id,
-                                source="dicomweb:stow-rs")
-        ok = result.ok
-        reason = int(result.status)
-        if ok and study is not None and result.study_instance_uid != study:
-            ok, reason = False, 0xA900  # PS3.18: the instance does not belong to the study in the URL
+                                source="dicomweb:stow-rs", study_instance_uid=study)
         item = {"00081150": _tag("UI", *([result.sop_class_uid] if result.sop_class_uid else [])),
                 "00081155": _tag("UI", *([result.sop_instance_uid] if result.sop_instance_uid else []))}
-        if ok:
+        if result.ok:
             referenced.append(item)
         else:
-            failed.append({**item, "00081197": _tag("US", reason if reason else _CANNOT_UNDERSTAND)})
+            failed.append({**item, "00081197": _tag("US", int(result.status) or _CANNOT_UNDERSTAND)})
     body: dict[str, Any] = {}
     if referenced:
         body["00081199"] = _tag("SQ", *referenced)
@@ -117,7 +119,7 @@ def _stow(state: Any, key: ApiKeyInfo, parts: list[bytes], study: str | None) ->
 async def _stow_route(request: Request, state: Any, key: ApiKeyInfo, study: str | None) -> JSONResponse:
     parts = split_multipart_related(request.headers.get("content-type", ""), await request.body())
     status, body = await state.run_model(_stow, state, key, parts, study)
-    return JSONResponse(body, status_code=status, media_type=DICOM_JSON)
+    return JSONResponse(body, status_code=status, media_type=DICOM_JSON, headers=NO_STORE)
 
 
 @router.post("/dicomweb/studies", responses=_STOW_RESPONSES, openapi_extra=_STOW_BODY,
@@ -138,7 +140,7 @@ async def stow_study(study: str, request: Request, state: StateDep, key: Imaging
             summary="Worklist: instances whose second read flagged a finding, newest change first",
             description="Each item carries the instance's and its study's UIDs, the flagged findings, the result, "
                         "the state of the SR's delivery and the SR's UIDs (to fetch it from PACS).")
-async def flags(state: StateDep, _key: ImagingKey,
+async def flags(state: StateDep, _key: ImagingKey, response: Response,
                 since: Annotated[datetime | None, Query(description="Changed at or after (ISO 8601 with zone)")]
                 = None,
                 finding: Annotated[str | None, Query(description=f"One of {', '.join(IMAGING_FINDINGS)}")] = None,
@@ -150,4 +152,5 @@ async def flags(state: StateDep, _key: ImagingKey,
         raise InputValidationError("status", f"status must be one of {list(STATES)}; got {status[:40]!r}")
     items = await state.run_model(lambda: state.dicom_intake().queue.list_items(
         since=since, finding=finding, status=status, flagged_only=True, limit=limit))
+    response.headers.update(NO_STORE)
     return {"items": [item.public() for item in items], "n": len(items)}

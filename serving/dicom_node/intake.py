@@ -11,7 +11,11 @@ SOP class is accepted (a PACS that forwards a whole study must not see errors or
 ``not_analysed`` with the reason; its bytes are not kept: Vigil is not an archive.
 
 Status codes follow PS3.4 Annex B (Storage) and PS3.18 (STOW-RS failure reasons): 0x0000 success, 0xA700 out of
-resources (disk or queue failed, or larger than allowed), 0xC000 cannot understand (no usable SOP Instance UID).
+resources (disk or queue failed, or larger than allowed), 0xA900 data set does not match (the C-STORE command names
+another SOP Class or Instance UID than the dataset, or a STOW-RS instance belongs to another study than the URL's),
+0xC000 cannot understand (no usable SOP Instance UID). A refused instance is neither written nor queued.
+
+Files are created 0600 in folders 0700: received instances, SRs and heat maps all carry patient data.
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ from models.imaging import read_dicom
 from serving.dicom_node.queue import WorkQueue
 from serving.dicom_node.records import NewInstance, QueueItem, check_uid
 
-__all__ = ["ANALYSED_SOP_CLASSES", "Intake", "IntakeResult", "Status", "owned_path", "remove_quietly", "write_durably"]
+__all__ = ["ANALYSED_SOP_CLASSES", "Intake", "IntakeResult", "Status", "owned_path", "private_dir",
+           "remove_quietly", "write_durably"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +53,8 @@ ANALYSED_SOP_CLASSES: Final = frozenset({
     DigitalXRayImageStorageForProcessing,
     SecondaryCaptureImageStorage,
 })
+_FILE_MODE: Final = 0o600
+_DIR_MODE: Final = 0o700
 
 
 class Status:
@@ -55,6 +62,7 @@ class Status:
 
     SUCCESS: Final = 0x0000
     OUT_OF_RESOURCES: Final = 0xA700
+    DOES_NOT_MATCH: Final = 0xA900
     CANNOT_UNDERSTAND: Final = 0xC000
 
 
@@ -75,15 +83,25 @@ class IntakeResult:
         return self.status == Status.SUCCESS
 
 
+def private_dir(folder: Path) -> Path:
+    """``folder``, created if missing, readable by this user only (0700, also when it already existed)."""
+    folder.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+    os.chmod(folder, _DIR_MODE)
+    return folder
+
+
 def write_durably(folder: Path, data: bytes, suffix: str = ".dcm") -> Path:
-    """Write ``data`` under ``folder/<2 hex>/<random>.dcm``: temp file, fsync, rename, fsync of the folder."""
+    """Write ``data`` under ``folder/<2 hex>/<random>.dcm``: temp file, fsync, rename, fsync of the folder.
+
+    The file is created 0600 and both folders are 0700, whatever the umask: the bytes carry patient data.
+    """
     name = uuid.uuid4().hex
-    target_dir = folder / name[:2]
-    target_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(folder)
+    target_dir = private_dir(folder / name[:2])
     target = target_dir / f"{name}{suffix}"
     tmp = target_dir / f".{name}.tmp"
     try:
-        with open(tmp, "wb") as handle:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE), "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
@@ -158,6 +176,18 @@ def _header_uids(data: bytes) -> dict[str, str | None]:
     return out
 
 
+def _mismatch(header: dict[str, str | None], sop_class: str | None, sop_instance: str | None,
+              study: str | None) -> str | None:
+    """Why the dataset's UIDs are not those the transport named (never the values themselves), or None."""
+    if sop_instance is not None and header["SOPInstanceUID"] != sop_instance:
+        return "the dataset's SOP Instance UID is not the Affected SOP Instance UID of the C-STORE"
+    if sop_class is not None and header["SOPClassUID"] not in (None, sop_class):
+        return "the dataset's SOP Class UID is not the Affected SOP Class UID of the C-STORE"
+    if study is not None and header["StudyInstanceUID"] != study:
+        return "the instance's Study Instance UID is not the study of the request URL"
+    return None
+
+
 class Intake:
     """Writes received instances durably and queues them; shared by the Storage SCP and the STOW-RS route.
 
@@ -175,22 +205,29 @@ class Intake:
         self.queue = queue
         self.storage_dir = Path(storage_dir)
         self.max_instance_bytes = max_instance_bytes
-        self.storage_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.storage_dir)
 
     def receive(self, data: bytes, *, sop_class_uid: str | None, sop_instance_uid: str | None, calling_aet: str,
-                source: str) -> IntakeResult:
+                source: str, study_instance_uid: str | None = None) -> IntakeResult:
         """Store and queue one instance given as DICOM Part 10 bytes (preamble, file meta, dataset).
 
         ``sop_class_uid`` and ``sop_instance_uid`` are those the transport named (the C-STORE's Affected SOP
-        Class/Instance UID); None to read them from the file (STOW-RS). Never raises for a bad instance.
+        Class/Instance UID); None to read them from the file (STOW-RS). When given, the dataset's own must be the
+        same. ``study_instance_uid``, when given (STOW-RS into one study), must be the dataset's. A mismatch is
+        0xA900 and nothing is written or queued. Never raises for a bad instance.
         """
         header = _header_uids(data)
-        sop_class = check_uid(sop_class_uid) or header["SOPClassUID"]
-        sop_instance = check_uid(sop_instance_uid) or header["SOPInstanceUID"]
+        named_class, named_instance = check_uid(sop_class_uid), check_uid(sop_instance_uid)
+        sop_class = named_class or header["SOPClassUID"]
+        sop_instance = named_instance or header["SOPInstanceUID"]
         study = header["StudyInstanceUID"]
         if sop_instance is None or sop_class is None:
             return IntakeResult(Status.CANNOT_UNDERSTAND, sop_class, sop_instance, study, "failed",
                                 reason="the instance has no usable SOP Class UID or SOP Instance UID")
+        mismatch = _mismatch(header, named_class, named_instance, study_instance_uid)
+        if mismatch is not None:
+            log.warning("refused an instance from %s: %s", calling_aet, mismatch)
+            return IntakeResult(Status.DOES_NOT_MATCH, sop_class, sop_instance, study, "failed", reason=mismatch)
         if len(data) > self.max_instance_bytes:
             log.warning("refused an instance of %d bytes from %s: over the %d-byte limit", len(data), calling_aet,
                         self.max_instance_bytes)

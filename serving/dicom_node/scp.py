@@ -8,8 +8,10 @@ build can decode (native, deflated, and each compressed syntax whose pixel decod
 extended and lossless, JPEG-LS, JPEG 2000, HTJ2K, RLE), so an SCU that can transcode falls back to one we read;
 other classes take any transfer syntax, as their bytes are not kept.
 
-C-STORE answers only after the instance is on disk and in the queue (0x0000), else 0xA700 (out of resources) or
-0xC000 (no usable SOP Instance UID). The handler never raises: pynetdicom would answer 0xC211 and log a trace.
+C-STORE answers only after the instance is on disk and in the queue (0x0000), else 0xA700 (out of resources),
+0xA900 (the command's Affected SOP Class or Instance UID is not the dataset's: the queue would key on one and the SR
+on the other; nothing is stored) or 0xC000 (no usable SOP Instance UID). The handler never raises: pynetdicom would
+answer 0xC211 and log a trace.
 """
 
 from __future__ import annotations

@@ -215,3 +215,71 @@ def test_intake_of_part10_bytes_as_stow_rs_gives_it(tmp_path, fixtures_dir):
         assert (bad.status, bad.outcome, bad.item) == (0xC000, "failed", None)
     assert queue.counts()["received"] == 1 and len(list((tmp_path / "in").rglob("*.dcm"))) == 1
     queue.close()
+
+
+
+@pytest.mark.realdata
+def test_a_c_store_whose_command_and_dataset_name_different_instances_is_refused(scp_factory, fixtures_dir,
+                                                                                 tmp_path, dicom_tools,
+                                                                                 monkeypatch):
+    """Issue 14 finding 10: the queue would key on the command's Affected SOP Instance UID and the SR on the
+    dataset's; the mismatch is answered 0xA900 (data set does not match) and nothing is stored or queued."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_file_meta_info
+    from pynetdicom import AE, _config
+    from pynetdicom.dsutils import split_dataset
+
+    # sent chunked from the file, the C-STORE-RQ names the file meta's UIDs and the dataset goes as it is
+    monkeypatch.setattr(_config, "STORE_SEND_CHUNKED_DATASET", True)
+    ds = dicom_tools.load(fixtures_dir / "chest" / "RG1_JLSN.dcm")
+    command_uid = generate_uid()
+    honest, forged = tmp_path / "honest.dcm", tmp_path / "forged.dcm"
+    ds.save_as(honest, enforce_file_format=True)
+    meta, offset = split_dataset(honest)
+    meta.MediaStorageSOPInstanceUID = command_uid
+    buffer = DicomBytesIO()
+    write_file_meta_info(buffer, meta, enforce_standard=True)
+    forged.write_bytes(b"\0" * 128 + b"DICM" + buffer.getvalue() + honest.read_bytes()[offset:])
+    check = dcmread(forged, stop_before_pixels=True)
+    assert (check.file_meta.MediaStorageSOPInstanceUID, check.SOPInstanceUID) == (command_uid, ds.SOPInstanceUID)
+    honest.unlink()
+    scp, queue, _ = scp_factory()
+    scp.start()
+    sent = dicom_tools.send(scp.port, [ds])  # an association offering the context; then the forged C-STORE
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(ds.SOPClassUID, [ds.file_meta.TransferSyntaxUID])
+    assoc = ae.associate("127.0.0.1", scp.port, ae_title="VIGIL")
+    try:
+        assert assoc.is_established and int(assoc.send_c_store(forged).Status) == 0xA900
+    finally:
+        assoc.release()
+    assert sent.statuses == [0x0000]  # the same instance, honestly named, was taken
+    assert queue.get(command_uid) is None
+    assert [i.sop_instance_uid for i in queue.list_items(limit=10)] == [str(ds.SOPInstanceUID)]
+    assert len(_stored_files(tmp_path)) == 1
+
+
+@pytest.mark.realdata
+def test_received_instances_and_written_results_are_private_to_the_node(tmp_path, fixtures_dir):
+    """Issue 14 finding 15: instances, SRs and heat maps carry patient data: files 0600 in folders 0700, whatever
+    the umask, and a storage folder left open by an older version is closed again."""
+    import os
+    import stat
+
+    from serving.dicom_node.intake import write_durably
+
+    (tmp_path / "in").mkdir(mode=0o755)
+    old_umask = os.umask(0)
+    try:
+        queue = SqliteQueue(tmp_path / "q.db")
+        intake = Intake(queue, tmp_path / "in", max_instance_bytes=10_000_000)
+        result = intake.receive((fixtures_dir / "chest" / "RG1_JLSN.dcm").read_bytes(), sop_class_uid=None,
+                                sop_instance_uid=None, calling_aet="key123", source="dicomweb:stow-rs")
+        sr = write_durably(tmp_path / "out" / "sr", b"an SR", suffix=".dcm")
+        queue.close()
+    finally:
+        os.umask(old_umask)
+    for path in (Path(result.item.file_path), sr):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700, path.parent
+        assert stat.S_IMODE(path.parent.parent.stat().st_mode) == 0o700, path.parent.parent

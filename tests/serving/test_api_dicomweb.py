@@ -83,3 +83,38 @@ def test_flags_filters_are_validated(service):
     assert res.status_code == 422 and res.json()["errors"][0]["field"] == "since"
     ok = service.client.get("/v1/imaging/flags?finding=effusion&since=2026-01-01T00:00:00Z", headers=h)
     assert ok.status_code == 200 and ok.json() == {"items": [], "n": 0}
+
+
+@pytest.mark.realdata
+def test_stow_rs_into_a_study_refuses_an_instance_of_another_study_before_intake(node_service):
+    """Issue 14 finding 9: the mismatching instance is in the failed list (0xA900) and is never queued, analysed,
+    audited or sent on; the instance of the URL's study beside it is."""
+    svc = node_service
+    ours, other = (FIXTURES / CHEST[0]).read_bytes(), (FIXTURES / "chest" / "CR-MONO1-10-chest").read_bytes()
+    ours_ds, other_ds = (dcmread(io.BytesIO(d), stop_before_pixels=True, force=True) for d in (ours, other))
+    assert ours_ds.StudyInstanceUID != other_ds.StudyInstanceUID
+    if other[128:132] != b"DICM":  # the legacy file has no preamble: give it one, as STOW-RS requires
+        buffer = io.BytesIO()
+        dcmread(io.BytesIO(other), force=True).save_as(buffer, enforce_file_format=True)
+        other = buffer.getvalue()
+    body, ctype = _multipart([ours, other])
+    res = svc.client.post(f"/dicomweb/studies/{ours_ds.StudyInstanceUID}", content=body,
+                          headers=svc.headers("imaging", **{"Content-Type": ctype}))
+    assert res.status_code == 202 and res.headers["cache-control"] == "no-store"
+    assert [i["00081155"]["Value"] for i in res.json()["00081199"]["Value"]] == [[ours_ds.SOPInstanceUID]]
+    (failed,) = res.json()["00081198"]["Value"]
+    assert failed["00081155"]["Value"] == [other_ds.SOPInstanceUID] and failed["00081197"]["Value"] == [0xA900]
+    node = svc.client.app.state.vigil.dicom_node
+    assert node.queue.get(str(other_ds.SOPInstanceUID)) is None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and node.queue.get(ours_ds.SOPInstanceUID).state in ("received", "analysing"):
+        time.sleep(0.2)
+    assert node.queue.get(ours_ds.SOPInstanceUID).state == "analysed"
+    assert [i.sop_instance_uid for i in node.queue.list_items(limit=10)] == [ours_ds.SOPInstanceUID]
+    assert len([r for r in svc.store.read_audit(limit=100) if r.route == "dicomweb:stow-rs"]) == 1
+
+
+def test_dicomweb_answers_are_not_cached(service):
+    """Issue 14 finding 15: the worklist carries patient identifiers."""
+    res = service.client.get("/v1/imaging/flags", headers=service.headers("imaging"))
+    assert res.status_code == 200 and res.headers["cache-control"] == "no-store"
