@@ -37,8 +37,9 @@ class _TooLarge(Exception):
 
 
 class RequestContextMiddleware:
-    """Request id (``X-Request-ID``, accepted from the client when well formed), body limits, ``X-Content-Type-Options:
-    nosniff`` on every response, metrics and the access log.
+    """Request id (made here and answered as ``X-Request-ID``; a well-formed ``X-Request-ID`` from the client is kept
+    as ``client_request_id``, never used as the id), body limits, ``X-Content-Type-Options: nosniff`` on every
+    response, metrics and the access log.
 
     Parameters
     ----------
@@ -60,9 +61,12 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        # The request id is the audit record's identity, so the server makes it; a well-formed id the client sent
+        # is kept beside it (client_request_id in the audit output) for the client's own correlation.
         offered = headers.get("x-request-id", "")
-        request_id = offered if _REQUEST_ID.match(offered) else uuid.uuid4().hex
+        request_id = uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        scope["state"]["client_request_id"] = offered if _REQUEST_ID.match(offered) else None
         path = scope.get("path", "")
         limit = self.limit_for(path)
         started = time.perf_counter()

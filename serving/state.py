@@ -132,7 +132,14 @@ def input_digest(data: bytes | Any) -> str:
 
 def audit_record(request: Request, client: ApiKeyInfo, route: str, model: LoadedModel, input_sha256: str,
                  output: dict[str, Any], status: int = 200) -> AuditRecord:
-    """The audit record of one prediction (written before the prediction is returned)."""
+    """The audit record of one prediction (written before the prediction is returned).
+
+    Its ``request_id`` is the one the server made; an ``X-Request-ID`` the client sent is kept in the output as
+    ``client_request_id`` (a client can repeat it; it never identifies a record).
+    """
+    offered = getattr(request.state, "client_request_id", None)
+    if offered is not None:
+        output = {**output, "client_request_id": offered}
     return model.audit_record(request_id=request.state.request_id, client=client.key_id, route=route,
                               input_sha256=input_sha256, output=output, status=status)
 

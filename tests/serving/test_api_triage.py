@@ -130,10 +130,12 @@ def test_missing_and_out_of_range_inputs_are_flagged(service):
 
 def test_every_prediction_is_audited_before_it_is_returned(service):
     res = _post(service, WELL, **{"X-Request-ID": "ed-42.abc"})
-    assert res.status_code == 200 and res.headers["x-request-id"] == "ed-42.abc"
-    record = [r for r in service.store.read_audit(limit=1000) if r.request_id == "ed-42.abc"]
+    server_id = res.headers["x-request-id"]
+    assert res.status_code == 200 and server_id != "ed-42.abc" and res.json()["request_id"] == server_id
+    record = [r for r in service.store.read_audit(limit=1000) if r.request_id == server_id]
     assert len(record) == 1
     audit = record[0]
+    assert audit.output["client_request_id"] == "ed-42.abc"  # the client's id is kept beside the server's
     assert audit.route == "/v1/triage" and audit.model_version == "7" and audit.status == 200
     canonical = json.dumps(WELL, sort_keys=True, separators=(",", ":")).encode()
     assert audit.input_sha256 == hashlib.sha256(canonical).hexdigest()
@@ -253,3 +255,17 @@ def test_served_level_is_never_less_urgent_than_news2_demands(service, record):
             or (beyond("spo2", lambda v: v < 92) and record["on_supplemental_oxygen"] is not True))
     assert body["floor"]["level"] == min(floor, acvpu_floor, 2 if ng51 else 5)
     assert body["acuity"]["level"] == min(body["acuity"]["model_level"], body["floor"]["level"])
+
+
+def test_a_client_cannot_choose_or_repeat_audit_record_ids(service):
+    """Issue 14 finding 11: X-Request-ID from the client was the audit record's id, so one client could make
+    several records share it (or take another's). The server makes every id; the client's is kept beside it."""
+    answers = [_post(service, WELL, **{"X-Request-ID": "same-id"}) for _ in range(2)]
+    ids = [res.headers["x-request-id"] for res in answers]
+    assert all(res.status_code == 200 for res in answers) and len(set(ids)) == 2 and "same-id" not in ids
+    audits = service.store.read_audit(limit=1000)
+    assert sorted(r.request_id for r in audits) == sorted(ids)
+    assert [r.output["client_request_id"] for r in audits] == ["same-id", "same-id"]
+    unnamed = _post(service, WELL, **{"X-Request-ID": "not an id; <b>"})
+    audit = next(r for r in service.store.read_audit(limit=1000) if r.request_id == unnamed.headers["x-request-id"])
+    assert "client_request_id" not in audit.output  # a malformed one is not kept
