@@ -23,6 +23,8 @@ router = APIRouter(tags=["imaging"])
 ImagingKey = Annotated[ApiKeyInfo, Depends(require("imaging"))]
 DICOM = "application/dicom"
 PNG = "image/png"
+#: The SR, the heat map and the JSON all carry patient data: no browser or proxy may keep them.
+NO_STORE = {"Cache-Control": "no-store"}
 
 _BODY = {"requestBody": {"required": True, "content": {
     DICOM: {"schema": {"type": "string", "format": "binary"}},
@@ -102,10 +104,12 @@ def _second_read(state: ServiceState, request: Request, key: ApiKeyInfo, data: b
                          "for 90% sensitivity on validation), a class-activation heat map and, with "
                          "`Accept: application/dicom`, a TID 1500 Structured Report to store next to the image. "
                          "Decision support: a radiologist reads every image.")
-async def second_read(request: Request, state: StateDep, key: ImagingKey) -> Any:
+async def second_read(request: Request, state: StateDep, key: ImagingKey, response: Response) -> Any:
     data = await read_dicom_body(request)
     accept = request.headers.get("accept", "")
     result, payload, media = await state.run_model(_second_read, state, request, key, data, accept)
     if payload is not None:
-        return Response(payload, media_type=media, headers={"X-Vigil-Flagged": str(result["flagged"]).lower()})
+        return Response(payload, media_type=media,
+                        headers={"X-Vigil-Flagged": str(result["flagged"]).lower(), **NO_STORE})
+    response.headers.update(NO_STORE)
     return result

@@ -107,3 +107,12 @@ def test_not_dicom_wrong_type_and_size(service):
     triage_only = service.client.post("/v1/imaging/second-read", content=b"x",
                                       headers=service.headers("triage", **{"Content-Type": "application/dicom"}))
     assert triage_only.status_code == 403
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("accept", ["application/json", "application/dicom", "image/png"])
+def test_second_read_answers_are_not_cached(service, accept):
+    """Issue 14 finding 15: the JSON, the SR and the heat map all carry patient data."""
+    res = _post(service, _fixture(CHEST), Accept=accept)
+    assert res.status_code == 200 and res.headers["content-type"].startswith(accept)
+    assert res.headers["cache-control"] == "no-store"
