@@ -126,8 +126,10 @@ def create_app(settings: ServingSettings | None = None, *, locator: ModelLocator
 
     # redirect_slashes=False: '/v1/triage/' is a 404, never a redirect built from the client's Host header
     # (which would be answered before authentication).
+    # /docs and /redoc load their scripts from a public CDN: off unless VIGIL_DOCS asks for them.
     app = FastAPI(title="Vigil", version=API_VERSION, description=DESCRIPTION, lifespan=lifespan,
-                  redirect_slashes=False,
+                  redirect_slashes=False, docs_url="/docs" if settings.docs else None,
+                  redoc_url="/redoc" if settings.docs else None,
                   openapi_tags=[{"name": "triage", "description": "Triage scores for A&E systems"},
                                 {"name": "cds-hooks", "description": "CDS Hooks 2.0 service over FHIR R4"},
                                 {"name": "imaging", "description": "Chest X-ray second read"},

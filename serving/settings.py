@@ -46,6 +46,8 @@ class ServingSettings(BaseSettings):
                              "VIGIL_DICOM_* settings) inside this service; one worker process only")
     reload_poll_s: float = Field(default=0.0, ge=0.0,
                                  description="Check the registry for a newly released version this often (0: off)")
+    docs: bool = Field(default=False, description="Serve the interactive API pages /docs and /redoc (they load "
+                       "Swagger UI and ReDoc from a public CDN); /openapi.json is always served")
     trusted_hosts: str = Field(
         default="127.0.0.1,localhost,[::1],testserver",
         description="Comma-separated Host header values answered (without the port); any other host gets 400. "

@@ -276,3 +276,14 @@ def test_a_malformed_trusted_hosts_setting_is_refused_naming_it(monkeypatch, val
 def test_trusted_hosts_setting_from_the_environment(monkeypatch):
     monkeypatch.setenv("VIGIL_TRUSTED_HOSTS", "Vigil.Example.org,*.ed.example.org,[::1]")
     assert load_settings().trusted_host_list() == ["vigil.example.org", "*.ed.example.org", "[::1]"]
+
+
+def test_interactive_docs_are_off_unless_enabled(service, service_factory, tmp_path, model_folder):
+    """Issue 14 finding 16: /docs and /redoc load Swagger UI and ReDoc from a public CDN; they are served only with
+    VIGIL_DOCS=true. The OpenAPI description itself is always served."""
+    assert service.client.get("/openapi.json").status_code == 200
+    assert service.client.get("/docs").status_code == 404 and service.client.get("/redoc").status_code == 404
+    (tmp_path / "docs").mkdir()
+    with service_factory(tmp_path / "docs", model_folder, docs=True) as svc:
+        page = svc.client.get("/docs")
+        assert page.status_code == 200 and "swagger-ui" in page.text
