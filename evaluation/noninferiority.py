@@ -115,9 +115,10 @@ def compare(name: str, frame: pd.DataFrame, *, attributes: Sequence[str] = (), a
         raise ValueError(f"{name}: y_true has one class only; AUROC is undefined")
     new, old = frame["y_score"].to_numpy(float), frame["y_score_prod"].to_numpy(float)
     rng = np.random.default_rng(seed)
-    clusters = frame["cluster"].to_numpy() if "cluster" in frame else np.arange(len(frame))
-    unique, inverse = np.unique(clusters, return_inverse=True)
-    members = [np.flatnonzero(inverse == k) for k in range(len(unique))] if "cluster" in frame else None
+    members = None  # rows resampled one by one, or whole clusters (e.g. a patient's studies) together
+    if "cluster" in frame:
+        _, inverse = np.unique(frame["cluster"].to_numpy(), return_inverse=True)
+        members = [np.flatnonzero(inverse == k) for k in range(inverse.max() + 1)]
     triage = all(c in frame for c in ("acuity_true", "acuity_pred", "acuity_pred_prod"))
     under_new = (frame["acuity_pred"] > frame["acuity_true"]).to_numpy() if triage else None
     under_old = (frame["acuity_pred_prod"] > frame["acuity_true"]).to_numpy() if triage else None

@@ -7,13 +7,15 @@ probability P(level <= k) reaches ``1 / (1 + w)``. ``w = 1`` gives the median le
 recommendations towards urgency. ``w`` is a stated clinical preference fixed before evaluation (training
 config ``under_triage_weight``), recorded in the model card, and never tuned on test data.
 
-Age-band operating points (mitigation of under-triage gaps, release issue): with a training target for the share of
-true level 1-2 patients served a level 3-5 (``high_acuity_under_triage_target``), each age band gets the smallest
-weight ``w_b >= w`` whose served level (model level raised by the safety floor) meets the target on the validation
-split (:func:`choose_band_weights`); the card records ``under_triage_weight_by_age_band`` and the runtime applies
-each visit's band (:func:`weights_by_age`). Age is a clinical input that the triage record always carries; sex,
-ethnicity and payer never choose an operating point. A band's weight is never below ``w``: the rule only ever
-makes a recommendation more urgent.
+Operating points by age band, and by age band x sex (mitigation of under-triage gaps, release issue): with a
+training target for the share of true level 1-2 patients served a level 3-5 (``high_acuity_under_triage_target``),
+each age band, and with ``operating_points_by_sex`` each age band x sex cell, gets the smallest weight ``w_g >= w``
+whose served level (model level raised by the safety floor) meets the target on the validation split
+(:func:`choose_band_weights`); the card records ``under_triage_weight_by_age_band`` and
+``under_triage_weight_by_age_band_sex``, and the runtime applies each visit's group (:func:`weights_by_age`; a sex
+not recorded gets the band's more urgent cell). Age and sex are clinical inputs the triage record carries;
+ethnicity and payer never choose an operating point. No weight is below ``w``: the rule only ever makes a
+recommendation more urgent.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from typing import Any, Literal, Protocol
 
 from models.errors import ModelArtifactError, VigilError
 from models.imaging_onnx import ImagingOnnxModel
-from models.intended_use import FindingRelease, finding_release_from_json, intended_use_from_json
+from models.intended_use import FindingRelease, IntendedUse, finding_release_from_json, intended_use_from_json
 from models.labels import IMAGING_FINDINGS
 from models.onnx_runtime import TriageOnnxModel
 from serving.store_records import AuditRecord, utc_now
@@ -129,11 +129,13 @@ class LoadedModel:
     runtime: Any  # TriageOnnxModel or ImagingOnnxModel
     unreleased_override: bool
     loaded_utc: str
+    #: The release record's intended use, parsed (and so validated) once when the model is loaded.
+    intended_use: IntendedUse | None = None
 
     def ref(self) -> dict[str, Any]:
         """The :class:`serving.schemas.ModelRef` of this model: with its intended use and the populations (and,
         for imaging, the findings) it is not validated for, as the release gate recorded them."""
-        use = intended_use_from_json(self.resolved.release_gate.get("intended_use"))
+        use = self.intended_use
         ref: dict[str, Any] = {
             "name": self.resolved.name, "version": self.resolved.version, "sha256": self.runtime.sha256,
             "release_status": self.resolved.release_status, "unreleased_override": self.unreleased_override,
@@ -197,6 +199,7 @@ class ModelHolder:
             log.warning("OVERRIDE: serving %s %s whose release-gate status is %r (VIGIL_ALLOW_UNRELEASED); every "
                         "response and audit record is flagged unreleased", resolved.name, resolved.version,
                         resolved.release_status)
+        use = intended_use_from_json(resolved.release_gate.get("intended_use"))
         extra: dict[str, Any] = {}
         if task == "imaging":
             extra["release"] = finding_release_from_json(resolved.release_gate.get("findings"), IMAGING_FINDINGS)
@@ -211,7 +214,7 @@ class ModelHolder:
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         log.info("loaded %s model %s version %s (sha256 %s..., %s, %d threads)", task, resolved.name,
                  resolved.version, runtime.sha256[:12], resolved.origin, self.threads)
-        return LoadedModel(resolved, runtime, override, stamp)
+        return LoadedModel(resolved, runtime, override, stamp, use)
 
     def load_all(self) -> None:
         """Load every task's model; a task that fails stays unavailable (503) with the reason kept."""

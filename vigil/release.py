@@ -202,18 +202,19 @@ def intended_use_of(policy: ReleasePolicy, model_name: str) -> IntendedUse | Non
                                              for o in use.not_validated_for))
 
 
-#: Imaging evaluation data with per-image demographics, and the function that builds their audit frames.
+#: Imaging evaluation data with per-image demographics (:func:`imaging_audit_frames`); a finding validated on other
+#: data cannot have its fairness audited.
 IMAGING_AUDIT_DATA = ("nih",)
 
 
 @dataclass
 class FindingDecision:
-    """The gate's per-finding decision for a chest X-ray model, with the checks and audits behind it."""
+    """The gate's per-finding decision for a chest X-ray model: each finding's population, the data it was validated
+    on, and, for each finding not released, why."""
 
     populations: dict[str, Population]
     validated_on: dict[str, str]
     not_released: dict[str, str]
-    checks: list[Check] = field(default_factory=list)
 
     @property
     def released(self) -> dict[str, Population]:
@@ -223,17 +224,19 @@ class FindingDecision:
         return FindingRelease(self.released, dict(self.not_released))
 
 
-def imaging_findings_decision(record: ModelVersionRecord, policy: ReleasePolicy, findings: tuple[str, ...]
-                              ) -> FindingDecision:
+def imaging_findings_decision(record: ModelVersionRecord, policy: ReleasePolicy, findings: tuple[str, ...],
+                              checks: list[Check] | None = None) -> FindingDecision:
     """Floors and intended populations per finding (fairness is added by :func:`release`).
 
     A finding is a candidate when the policy declares its intended population and every floor the policy sets on
     it holds (``test.<data>.<finding>.<metric>``; ``<data>`` is the data it was validated on). A finding the policy
-    gives no population or no floor is not released.
+    gives no population or no floor is not released. ``checks``: the :func:`floor_checks` of the whole policy,
+    when the caller has them already.
     """
     use = policy.intended_use.get(record.name)
     declared = dict(use.findings) if use is not None else {}
     floors = dict(policy.performance_floors.get(record.name, {}))
+    by_name = {c.name: c for c in (checks if checks is not None else floor_checks(record, floors))}
     decision = FindingDecision({}, {}, {})
     for finding in findings:
         mine = {k: v for k, v in floors.items() if len(k.split(".")) == 4 and k.split(".")[2] == finding}
@@ -246,7 +249,7 @@ def imaging_findings_decision(record: ModelVersionRecord, policy: ReleasePolicy,
             decision.not_released[finding] = "the release policy declares no intended population for it"
         elif not mine:
             decision.not_released[finding] = "the release policy sets no performance floor for it"
-        failed = [c for c in floor_checks(record, mine) if c.status != "pass"]
+        failed = [c for c in (by_name[f"floor {metric}"] for metric in mine) if c.status != "pass"]
         if mine and failed:
             decision.not_released.setdefault(finding, "below its performance floor: " +
                                              "; ".join(c.reason for c in failed))
@@ -525,11 +528,11 @@ def release(ref: str, *, data_dir: Path | None = None, policy_path: Path = POLIC
         from models.onnx_runtime import open_onnx_model
 
         findings = tuple(open_onnx_model(record.onnx_path)[1].features["findings"])
-        decision = imaging_findings_decision(record, policy, findings)
-        outcome.checks += floor_checks(record, dict(floors))
-        for c in outcome.checks:
-            if c.name.startswith("floor ") and c.status == "fail":
-                c.status = "not released"  # decides that finding only (FindingDecision), not the model
+        floor_results = floor_checks(record, dict(floors))
+        decision = imaging_findings_decision(record, policy, findings, floor_results)
+        # A floor decides its finding only (FindingDecision), not the model.
+        outcome.checks += [dataclasses.replace(c, status="not released") if c.status == "fail" else c
+                           for c in floor_results]
     else:
         outcome.checks += floor_checks(record, dict(floors))
     frames: list[tuple[str, pd.DataFrame, list[str], list[tuple[str, ...]], Any]] = []

@@ -249,3 +249,16 @@ def test_an_override_without_a_release_record_evaluates_every_finding(registered
     model = holder.get("imaging")
     assert model.runtime.release is None and model.unreleased_override
     assert model.ref()["intended_use"] is None and "findings_released" not in model.ref()
+
+
+def test_a_malformed_release_record_is_refused_at_load_not_per_request(registered, tmp_path) -> None:
+    from tests.conftest import PASSING_GATE
+
+    folder = tmp_path / "bad-record"
+    write_local_release(folder, ResolvedModel("imaging", "vigil-cxr", "9", registered.imaging_onnx,
+                                              sha256_file(registered.imaging_onnx),
+                                              {**PASSING_GATE, "intended_use": "{not json"}, "test"))
+    holder = ModelHolder(LocalFolderLocator(folder), allow_unreleased=False, threads=1, tasks=("imaging",))
+    holder.load_all()
+    model, reason = holder.status()["imaging"]
+    assert model is None and "release_gate.intended_use is not a valid record" in reason
