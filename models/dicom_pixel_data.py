@@ -6,6 +6,19 @@ claiming 65000 x 65000 pixels hung a decoder for more than 20 s, and a zero-leng
 pydicom 3.0.2. So native data must be exactly Rows x Columns x BitsAllocated / 8 bytes, and an encapsulated frame
 must be the codestream its transfer syntax allows (SOF marker, JPEG 2000 SIZ) of Rows x Columns and one component,
 ending with its end marker. Every refusal is an :class:`UndecodablePixelDataError` naming the attribute.
+
+Before any of that, Rows and Columns must each be at most :data:`MAX_FRAME_SIDE` (:class:`ImageDimensionError` naming
+the attribute): every decoder allocates Rows x Columns, and the pixel path makes several float copies of the frame, so
+a 2 MB RLE frame of 8192 x 8192 zeros cost 1.2 GB and 5 s a request (issue 14, finding 7). An RLE frame (PS3.5
+Annex G) must have a 64-byte header stating one segment per byte of a sample, the first at byte 64 and each after the
+one before, inside the frame; and each segment must decode to exactly Rows x Columns bytes: pylibjpeg-rle 2.2.0
+panics (a ``BaseException`` no ``except Exception`` catches) on a 16-bit segment that decodes to more, and pydicom's
+own RLE decoder, its fallback, keeps all of an overlong segment in memory (up to 64 times its encoded size).
+
+Decoding at the model's resolution was considered and not done: of the decoders installed, only Pillow's JPEG 2000
+plugin can skip resolution levels (pylibjpeg-openjpeg 2.6.0 and pydicom 3.0.2 expose no ``reduce``; RLE, JPEG
+lossless, JPEG-LS and native data cannot), and a wavelet-level reduction is not the antialiased bilinear resize the
+model was trained on: it would be a second pixel path, for one transfer syntax, and a new ``PIXEL_PATH_VERSION``.
 """
 
 from __future__ import annotations
@@ -18,10 +31,16 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
 from pydicom.pixels import get_decoder
 from pydicom.pixels.decoders.base import Decoder
-from pydicom.uid import UID, JPEG2000TransferSyntaxes
+from pydicom.uid import UID, JPEG2000TransferSyntaxes, RLELossless
+from rle.rle import decode_frame as rle_decode_frame
 
-from models.errors import UndecodablePixelDataError
+from models.errors import ImageDimensionError, UndecodablePixelDataError
 
+#: The largest Rows and Columns accepted: what a chest radiograph needs, with a margin. The largest chest detectors are
+#: 43 x 43 cm flat panels and 35 x 43 cm CR plates; read at 0.1 mm, about the finest pitch used for chest work, 43 cm
+#: is 4,300 pixels (most panels read at 0.125-0.2 mm: 2,150-3,440 pixels). 5,000 still holds 43 cm at 86 um. A frame
+#: of this size at 16 bits is 50 MB raw; reading one costs the pixel path about 0.7 GB (docs/security_decode.json).
+MAX_FRAME_SIDE: Final = 5000
 _UID_PATTERN: Final = re.compile(r"[0-9]+(\.[0-9]+)*")
 _JP2_SIGNATURE: Final = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
 #: JPEG frame header (SOFn) markers and their coding process (ITU-T T.81 Table B.1; SOF55 is JPEG-LS, T.87).
@@ -65,8 +84,36 @@ def decoder_for(transfer_syntax: UID) -> Decoder:
                                                              "supported") from exc
 
 
+def check_frame_size(rows: int, columns: int) -> None:
+    """Refuse Rows or Columns above :data:`MAX_FRAME_SIDE`, more than a chest radiograph needs.
+
+    Raises
+    ------
+    ImageDimensionError
+        ``field`` is ``"Rows"`` or ``"Columns"``; the message states the limit and the value (a size, not PHI).
+    """
+    for keyword, value in (("Rows", rows), ("Columns", columns)):
+        if value > MAX_FRAME_SIDE:
+            raise ImageDimensionError(keyword, f"{keyword} must be at most {MAX_FRAME_SIDE} for a chest radiograph "
+                                               f"(the largest chest detectors are about 4300 pixels a side); got "
+                                               f"{value}")
+
+
 def check_pixel_data(ds: Dataset, rows: int, columns: int, bits_allocated: int) -> None:
-    """The PixelData element against the transfer syntax and Rows x Columns, before any decoder sees it."""
+    """The frame size, then the PixelData element against the transfer syntax and Rows x Columns, before any decoder
+    sees it.
+
+    ``rows``, ``columns`` and ``bits_allocated`` are the header's, already checked by :mod:`models.imaging` (one
+    sample per pixel, one frame, Rows and Columns at least 32, BitsAllocated 8 or 16).
+
+    Raises
+    ------
+    ImageDimensionError
+        Rows or Columns above :data:`MAX_FRAME_SIDE` (:func:`check_frame_size`).
+    UndecodablePixelDataError
+        Anything else, naming ``TransferSyntaxUID`` or ``PixelData``.
+    """
+    check_frame_size(rows, columns)
     syntax = transfer_syntax_of(ds)
     decoder_for(syntax)
     element = ds["PixelData"]
@@ -100,6 +147,72 @@ def check_pixel_data(ds: Dataset, rows: int, columns: int, bits_allocated: int) 
         _check_j2k_header(frame, cannot, rows, columns)
     elif syntax in _ALLOWED_SOF:
         _check_jpeg_header(frame, cannot, _ALLOWED_SOF[syntax], rows, columns)
+    elif syntax == RLELossless:
+        _check_rle_frame(frame, cannot, rows, columns, bits_allocated)
+
+
+def _check_rle_frame(frame: bytes, cannot: str, rows: int, columns: int, bits_allocated: int) -> None:
+    """PS3.5 G.4-G.5: the RLE header's segment count and offsets, then each segment's decoded length.
+
+    A greyscale frame has one segment per byte of a sample (1 for 8 bits, 2 for 16), the first at byte 64, each
+    starting after the one before and inside the frame; the 15 - n unused offsets are 0 (pydicom counts segments
+    from the header's count, pylibjpeg-rle from its non-zero offsets: both must agree). Each segment must decode to
+    exactly Rows x Columns bytes (:func:`_check_rle_segment`).
+    """
+    if len(frame) < 64:
+        raise UndecodablePixelDataError("PixelData", f"{cannot}: its RLE header is cut short ({len(frame)} of 64 "
+                                                     "bytes)")
+    count, *offsets = struct.unpack_from("<16I", frame)
+    needed = bits_allocated // 8
+    if count != needed:
+        raise UndecodablePixelDataError("PixelData", f"{cannot}: its RLE header gives {count} as the number of "
+                                                     f"segments, but BitsAllocated {bits_allocated} with one sample "
+                                                     f"per pixel needs {needed} (PS3.5 G.2)")
+    starts = offsets[:count]
+    if starts[0] != 64:
+        raise UndecodablePixelDataError("PixelData", f"{cannot}: its RLE header puts segment 1 at byte {starts[0]}, "
+                                                     "not at byte 64, just after the header")
+    for number, (start, previous) in enumerate(zip(starts[1:], starts, strict=False), start=2):
+        if start >= len(frame):
+            raise UndecodablePixelDataError("PixelData", f"{cannot}: its RLE header puts segment {number} at byte "
+                                                         f"{start}, not inside the {len(frame)}-byte frame")
+        if start <= previous:
+            raise UndecodablePixelDataError("PixelData", f"{cannot}: its RLE header puts segment {number} at byte "
+                                                         f"{start}, not after segment {number - 1} (byte "
+                                                         f"{previous})")
+    extra = [number for number, offset in enumerate(offsets, start=1) if number > count and offset]
+    if extra:
+        raise UndecodablePixelDataError("PixelData", f"{cannot}: its RLE header states {count} segments but gives "
+                                                     f"an offset for segment {extra[0]}")
+    for number, (start, end) in enumerate(zip(starts, [*starts[1:], len(frame)], strict=True), start=1):
+        _check_rle_segment(frame[start:end], number, cannot, rows, columns)
+
+
+#: An RLE frame header of one segment, at byte 64: the frame :func:`_check_rle_segment` gives pylibjpeg-rle.
+_ONE_SEGMENT: Final = struct.pack("<16I", 1, 64, *([0] * 14))
+
+
+def _check_rle_segment(segment: bytes, number: int, cannot: str, rows: int, columns: int) -> None:
+    """The segment decodes to exactly Rows x Columns bytes, measured in buffers of at most Rows x Columns + 1.
+
+    pylibjpeg-rle decodes an 8-bit frame into a buffer of the size it is given and stops at its end (2.2.0 truncates
+    what is beyond it; earlier versions refuse it), so the segment is decoded alone, as an 8-bit frame of
+    ``rows * columns`` and then of ``rows * columns + 1`` pixels: it is exactly that long only if the first decodes
+    and the second does not. Both take a few tens of milliseconds for a 5000 x 5000 plane.
+    """
+    pixels = rows * columns
+    source = _ONE_SEGMENT + segment
+    size = f"Rows x Columns ({rows} x {columns} = {pixels}) bytes"
+    try:
+        rle_decode_frame(source, pixels, 8, "<")
+    except ValueError as exc:
+        raise UndecodablePixelDataError("PixelData", f"{cannot}: its RLE segment {number} does not decode to "
+                                                     f"{size}: it is shorter or malformed") from exc
+    try:
+        rle_decode_frame(source, pixels + 1, 8, "<")
+    except ValueError:
+        return
+    raise UndecodablePixelDataError("PixelData", f"{cannot}: its RLE segment {number} decodes to more than {size}")
 
 
 def _check_j2k_header(frame: bytes, cannot: str, rows: int, columns: int) -> None:

@@ -1018,17 +1018,17 @@ def _cs_jpeg_progressive(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tu
     return replace_frame(c.compressed(JPEGBaseline8Bit), lambda f: buffer.getvalue()), c.secrets
 
 
-_RLE_FAILED = r"^PixelData \(1\.2\.840\.10008\.1\.2\.5\) could not be decoded \((pylibjpeg|pydicom): "
+_RLE_HEADER = r"^PixelData \(1\.2\.840\.10008\.1\.2\.5\) could not be decoded: its RLE header "
 
 
-@_mutation("codestream/rle-fifteen-segments", UndecodablePixelDataError, "PixelData", _RLE_FAILED)
+@_mutation("codestream/rle-fifteen-segments", UndecodablePixelDataError, "PixelData", _RLE_HEADER)
 def _cs_rle_segments(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str, ...]]:
     """RLE: the 64-byte header says 15 segments (16-bit greyscale has 2), all at offset 64."""
     header = struct.pack("<16I", 15, *([64] * 15))
     return replace_frame(c.compressed(RLELossless), lambda f: header + f[64:]), c.secrets
 
 
-@_mutation("codestream/rle-offset-beyond-end", UndecodablePixelDataError, "PixelData", _RLE_FAILED)
+@_mutation("codestream/rle-offset-beyond-end", UndecodablePixelDataError, "PixelData", _RLE_HEADER)
 def _cs_rle_offsets(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str, ...]]:
     """RLE: the second segment's offset points 2 GiB past the end of the frame."""
     return replace_frame(c.compressed(RLELossless), lambda f: _patch(f, 8, struct.pack("<I", 0x7FFFFFF0))), \
