@@ -10,8 +10,9 @@ row)`` (see :func:`serving.store_records.audit_row_hash`), so changing, insertin
 chain from that row on (:meth:`Store.verify_audit_chain`). Database triggers (:mod:`serving.store_schema`) refuse
 UPDATE and DELETE (and, on PostgreSQL, TRUNCATE) of the audit table, so the serving process cannot rewrite history
 even by mistake. Neither layer stops an administrator who drops the trigger and rewrites the whole chain, nor the
-loss of the newest rows; keep a copy of the latest ``row_hash`` elsewhere for that, and give the serving database
-role only INSERT and SELECT.
+loss of the newest rows: for that the store appends a keyed anchor of the chain head to storage outside the database
+after each write (``anchor``, :mod:`serving.audit_chain`, checked by ``vigil audit verify``), and the serving
+database role gets only INSERT and SELECT on the audit table (docs/audit.md).
 
 Every database failure becomes :class:`models.errors.StoreUnavailableError`: the API must then refuse to
 predict (503) rather than answer unaudited. Messages mask any password of the URL; SQL parameters (key hashes,
@@ -29,7 +30,7 @@ import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, create_engine, event, insert, select, text, update
 from sqlalchemy.engine import URL, make_url
@@ -62,6 +63,9 @@ from serving.store_schema import (
     metadata,
 )
 
+if TYPE_CHECKING:
+    from serving.audit_chain import AuditAnchor
+
 __all__ = ["Store"]
 
 logger = logging.getLogger(__name__)
@@ -70,6 +74,8 @@ _VERIFY_BATCH = 1000
 # pg_advisory_xact_lock keys (any constant bigint; advisory locks are per database, not per schema).
 _PG_CHAIN_LOCK = 0x5649_4749_4C41_5544  # "VIGILAUD"
 _PG_SCHEMA_LOCK = 0x5649_4749_4C53_4348  # "VIGILSCH"
+_PG_FUNCTION_EXISTS = ("SELECT 1 FROM pg_proc WHERE proname = 'vigil_audit_refuse_change' AND pronamespace = "
+                       "(SELECT oid FROM pg_namespace WHERE nspname = current_schema())")
 
 
 def _mask_url(url: URL) -> str:
@@ -121,6 +127,9 @@ class Store:
     lock_timeout_s : float
         How long a write waits for another writer (SQLite busy timeout; PostgreSQL ``lock_timeout``) before
         the store is declared unavailable.
+    anchor : AuditAnchor, optional
+        Where the chain head goes, keyed, after every committed audit write (see
+        :func:`serving.audit_chain.open_anchor`); None: no anchor.
 
     Attributes
     ----------
@@ -135,11 +144,13 @@ class Store:
         ``audit_url`` is not a supported URL (the message names ``audit_url`` and never its password).
     """
 
-    def __init__(self, url: str, *, connect_timeout_s: float = 5.0, lock_timeout_s: float = 5.0) -> None:
+    def __init__(self, url: str, *, connect_timeout_s: float = 5.0, lock_timeout_s: float = 5.0,
+                 anchor: AuditAnchor | None = None) -> None:
         for name, value in (("connect_timeout_s", connect_timeout_s), ("lock_timeout_s", lock_timeout_s)):
             if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
                 raise ConfigError(f"{name} must be a positive number of seconds; got {value!r:.20}")
         parsed, self.kind = _parse_url(url)
+        self.anchor = anchor
         self.url_masked = _mask_url(parsed)
         self._secrets = _secrets_of(parsed)
         self._lock_timeout_ms = max(1, round(lock_timeout_s * 1000))
@@ -197,7 +208,10 @@ class Store:
             if self.kind == "PostgreSQL":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_SCHEMA_LOCK})
                 metadata.create_all(conn)
-                conn.execute(text(PG_TRIGGER_FUNCTION))
+                # Only when missing: replacing it needs ownership, which the INSERT/SELECT role of docs/audit.md
+                # lacks; for that role the schema already exists and this method changes nothing.
+                if conn.execute(text(_PG_FUNCTION_EXISTS)).first() is None:
+                    conn.execute(text(PG_TRIGGER_FUNCTION))
                 conn.execute(text(PG_TRIGGERS))
             else:
                 metadata.create_all(conn)
@@ -299,6 +313,9 @@ class Store:
     def write_audit(self, record: AuditRecord) -> AuditRecord:
         """Append ``record`` to the audit chain, serialised with every other writer of this database.
 
+        After the commit, the new chain head is appended to :attr:`anchor` when the store has one (a failed
+        anchor is logged, not raised: the row is committed, and the next anchor covers it through the chain).
+
         Returns
         -------
         AuditRecord
@@ -344,6 +361,8 @@ class Store:
                 done.append(filled)
                 prev_hash = filled.row_hash
             conn.execute(insert(audit_table), rows)
+        if self.anchor is not None:  # after the commit: never anchor a row that a failed commit did not keep
+            self.anchor.append(done[-1].seq, done[-1].row_hash)
         return done
 
     def read_audit(self, *, limit: int = 100, since_seq: int = 0) -> list[AuditRecord]:
@@ -369,25 +388,53 @@ class Store:
             trail included); otherwise ``(False, seq)`` with the first ``seq`` at which the chain does not hold:
             a changed row, or the first of a gap left by a removed one.
         """
+        for seq, _row_hash, problem in self.audit_chain_links():
+            if problem is not None:
+                logger.warning("audit chain of %s broken at seq %d", self.url_masked, seq)
+                return False, seq
+        return True, None
+
+    def audit_chain_links(self) -> Iterator[tuple[int, str, str | None]]:
+        """Walk the chain in seq order, recomputing each row's hash; read in batches, no transaction held open.
+
+        Yields
+        ------
+        (int, str, str or None)
+            ``(seq, row_hash, problem)`` per row; ``problem`` is None while the chain holds, else why it does not
+            at this seq (never the row's content), and the walk ends there. For a gap, ``seq`` is the first
+            missing one.
+        """
         expected, prev_hash = 1, GENESIS_HASH
         while True:
             with self._transaction() as conn:
                 rows = conn.execute(select(audit_table).where(audit_table.c.seq >= expected).order_by(audit_table.c.seq)
                                     .limit(_VERIFY_BATCH)).all()
             for row in rows:
-                try:
-                    record = _audit_record(row)
-                    intact = (record.seq == expected and record.prev_hash == prev_hash
-                              and row.output_json == canonical_json(record.output)
-                              and audit_row_hash(prev_hash, record) == record.row_hash)
-                except ValueError:  # output_json no longer JSON
-                    intact = False
-                if not intact:
-                    logger.warning("audit chain of %s broken at seq %d", self.url_masked, expected)
-                    return False, expected
+                problem = _chain_problem(row, expected, prev_hash)
+                yield expected, row.row_hash, problem
+                if problem is not None:
+                    return
                 prev_hash, expected = row.row_hash, expected + 1
             if len(rows) < _VERIFY_BATCH:
-                return True, None
+                return
+
+
+def _chain_problem(row: Any, expected: int, prev_hash: str) -> str | None:
+    """Why ``row`` is not the intact link ``expected`` after ``prev_hash``; None when it is."""
+    if row.seq != expected:
+        return f"seq {expected} is missing (the next row is seq {row.seq})"
+    if row.prev_hash != prev_hash:
+        return "its prev_hash is not the row_hash of the row before"
+    try:
+        record = _audit_record(row)
+        canonical = row.output_json == canonical_json(record.output)
+    except ValueError:  # output_json no longer JSON, or JSON with NaN
+        return "its output_json is not valid JSON"
+    if not canonical:
+        return "its output_json is not canonical JSON"
+    if audit_row_hash(prev_hash, record) != record.row_hash:
+        return "its row_hash does not match its content"
+    return None
 
 
 def _key_info(row: Any) -> ApiKeyInfo:

@@ -332,6 +332,7 @@ def serve_command(
                                                         "registry")] = None,
 ) -> None:
     """Start the HTTP API (OpenAPI at /docs) on the released models; settings also come from VIGIL_* variables."""
+    from serving.audit_chain import open_anchor
     from serving.settings import load_settings
     from vigil.serve import serve
 
@@ -349,6 +350,7 @@ def serve_command(
 
         os.environ.update(env)  # the worker processes read their settings from the environment
         settings = load_settings()  # a bad setting fails here, once, with its name
+        open_anchor()  # and so does a bad VIGIL_AUDIT_ANCHOR_* setting
         if settings.dicom_node and workers > 1:
             raise VigilError("VIGIL_DICOM_NODE=true needs --workers 1 (one Storage SCP per port); run "
                              "`vigil dicom-node` beside a multi-worker `vigil serve` instead")
@@ -434,6 +436,88 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id (from `vi
     if not done:
         _fail(VigilError(f"no active key with id {key_id[:32]!r}"))
     typer.echo(f"revoked {key_id}")
+
+
+audit_app = typer.Typer(add_completion=False, no_args_is_help=True,
+                        help="The audit trail: check its hash chain against the keyed anchors (docs/audit.md).")
+app.add_typer(audit_app, name="audit")
+_ANCHOR_PATH_HELP = "Anchor file to check (default $VIGIL_AUDIT_ANCHOR_PATH), e.g. a copy fetched from WORM storage"
+_ANCHOR_KEY_HELP = "File holding the anchor key (default $VIGIL_AUDIT_ANCHOR_KEY or $VIGIL_AUDIT_ANCHOR_KEY_FILE)"
+
+
+def _audit_target(anchor_path: Path | None, anchor_key_file: Path | None) -> tuple[Any, Any]:
+    """The configured store (not created: a check must not write) and anchor, the options overriding settings."""
+    from serving.audit_chain import load_anchor_settings, open_anchor
+    from serving.settings import load_settings
+    from serving.store import Store
+
+    overrides: dict[str, object] = {}
+    if anchor_path is not None:
+        overrides["path"] = anchor_path
+    if anchor_key_file is not None:
+        overrides.update(key_file=anchor_key_file, key=None)
+    anchor = open_anchor(load_anchor_settings(**overrides))
+    return Store(load_settings().store_url()), anchor
+
+
+def _audit_report(report: Any) -> None:
+    typer.echo(json.dumps(report.as_dict()))
+    if not report.ok:
+        typer.echo(report.summary(), err=True)
+        raise typer.Exit(code=1)
+    typer.echo(report.summary())
+
+
+@audit_app.command("verify")
+def audit_verify(
+    anchor_path: Annotated[Path | None, typer.Option(help=_ANCHOR_PATH_HELP)] = None,
+    anchor_key_file: Annotated[Path | None, typer.Option(help=_ANCHOR_KEY_HELP)] = None,
+) -> None:
+    """Walk the audit chain of the configured store ($VIGIL_AUDIT_URL) and check it against every anchor.
+
+    Prints the first broken seq and why, never a row's content. Exits 0 when intact, 1 on any break (a changed,
+    missing or re-chained row, deleted newest rows, a forged anchor), 2 for a bad setting or an unreachable store.
+    """
+    from serving.audit_chain import verify_audit
+
+    try:
+        store, anchor = _audit_target(anchor_path, anchor_key_file)
+        try:
+            report = verify_audit(store, anchor)
+        finally:
+            store.dispose()
+    except VigilError as exc:
+        _fail(exc)
+        return
+    _audit_report(report)
+
+
+@audit_app.command("anchor")
+def audit_anchor(
+    anchor_path: Annotated[Path | None, typer.Option(help=_ANCHOR_PATH_HELP)] = None,
+    anchor_key_file: Annotated[Path | None, typer.Option(help=_ANCHOR_KEY_HELP)] = None,
+) -> None:
+    """Verify the chain, then anchor its head: once, when turning anchoring on over an existing trail.
+
+    Exits 0 when the chain verified (and its head is now anchored), 1 on any break (nothing is anchored), 2 for
+    a bad setting, an unreachable store or an anchor file that cannot be written.
+    """
+    from models.errors import ConfigError
+    from serving.audit_chain import anchor_head
+
+    try:
+        store, anchor = _audit_target(anchor_path, anchor_key_file)
+        try:
+            if anchor is None:
+                raise ConfigError("VIGIL_AUDIT_ANCHOR_PATH is not set (or pass --anchor-path): there is nowhere to "
+                                  "anchor the chain")
+            report = anchor_head(store, anchor)
+        finally:
+            store.dispose()
+    except VigilError as exc:
+        _fail(exc)
+        return
+    _audit_report(report)
 
 
 def main() -> None:
