@@ -21,6 +21,7 @@ from models.errors import ConfigError, StoreUnavailableError
 from models.model_card import DECISION_SUPPORT_STATEMENT
 from models.onnx_runtime import default_threads
 from serving import routes_cds, routes_dicomweb, routes_imaging, routes_ops, routes_triage
+from serving.audit_chain import open_anchor
 from serving.errors import install_error_handlers
 from serving.metrics import ServiceMetrics
 from serving.middleware import RequestContextMiddleware
@@ -80,7 +81,7 @@ def create_app(settings: ServingSettings | None = None, *, locator: ModelLocator
     """
     settings = settings or get_settings()
     locator = locator or default_locator(settings)
-    store = store or Store(settings.store_url())
+    store = store or Store(settings.store_url(), anchor=open_anchor())  # VIGIL_AUDIT_ANCHOR_*: docs/audit.md
     threads = settings.threads or default_threads()
     holder = ModelHolder(locator, allow_unreleased=settings.allow_unreleased, threads=threads, tasks=tasks)
     metrics = ServiceMetrics()
@@ -143,7 +144,9 @@ def create_app(settings: ServingSettings | None = None, *, locator: ModelLocator
     app.include_router(routes_ops.router)
     # The last added is the outermost: every request, a refused Host included, gets a request id and is counted.
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.trusted_host_list(), www_redirect=False)
-    app.add_middleware(RequestContextMiddleware, metrics=metrics, limit_for=_body_limits(settings))
+    app.add_middleware(RequestContextMiddleware, metrics=metrics, limit_for=_body_limits(settings),
+                       body_idle_timeout_s=settings.http_body_idle_timeout_s,
+                       body_timeout_s=settings.http_body_timeout_s)
     app.openapi = _with_problem_schema(app)  # type: ignore[method-assign]
     return app
 

@@ -8,34 +8,57 @@ ReferencedSOPSequence item on success or a FailedSOPSequence item with its Failu
 was stored, 202 when some failed, 409 when none was. Into one study (``/dicomweb/studies/{study}``), an instance of
 another study fails with 0xA900 and is neither stored, queued, analysed nor audited. Every answer carries
 ``Cache-Control: no-store``.
+
+The body is parsed as it arrives (:mod:`serving.multipart_stream`), never held whole: parts are spooled (1 MiB in
+memory per request, then a private file under ``<work_dir>/stow-spool``); the 1,001st part, a part over
+``VIGIL_MAX_INSTANCE_BYTES`` (413 naming it) or a malformed delimiter stop the reading at once, and such an answer
+closes the connection. At most ``VIGIL_MAX_CONCURRENT_STOW`` uploads run at once per process; another is 503 with
+``Retry-After`` before its body is read.
+
+The worklist (``GET /v1/imaging/flags``) shows a key the instances of its own client only: those sent by STOW-RS
+with any key issued to the same client, and those C-STOREd by the AE titles ``VIGIL_WORKLIST_AETS`` gives that
+client. A key with the ``admin`` scope sees every instance.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
 import re
 from datetime import datetime
-from typing import Annotated, Any
+from pathlib import Path
+from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from models.errors import InputValidationError
 from models.labels import IMAGING_FINDINGS
 from serving.dicom_node.records import STATES
 from serving.errors import ApiError
+from serving.multipart_stream import FEED_BYTES, MultipartReader, Part, stow_boundary
 from serving.schemas import problem_responses
 from serving.state import StateDep, require
 from serving.store_records import ApiKeyInfo
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["imaging"])
 
 ImagingKey = Annotated[ApiKeyInfo, Depends(require("imaging"))]
 DICOM_JSON = "application/dicom+json"
-_BOUNDARY = re.compile(r'boundary="?([^";]+)"?', re.IGNORECASE)
-_TYPE = re.compile(r'type="?([^";]+)"?', re.IGNORECASE)
+#: The queue's ``source`` of instances received by STOW-RS (their ``calling_aet`` is the sending key's id) and of
+#: those received by C-STORE (their ``calling_aet`` is the sender's AE title).
+STOW_SOURCE: Final = "dicomweb:stow-rs"
+C_STORE_SOURCE: Final = "dicom:c-store"
 #: PS3.18 FailureReason when a part is not a DICOM instance at all: 0xC000 "cannot understand".
 _CANNOT_UNDERSTAND = 0xC000
 _MAX_PARTS = 1000
+#: A request's spool stays in memory up to this size, then moves to a file.
+_SPOOL_MEMORY_BYTES = 1024 * 1024
+_RETRY_AFTER_S = 5
 #: PHI-bearing answers must not be kept by a browser or a proxy.
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -47,60 +70,79 @@ _STOW_RESPONSES: dict[int | str, dict[str, Any]] = {
     202: {"content": {DICOM_JSON: {"schema": {"type": "object"}}},
           "description": "Some instances stored, some failed (FailedSOPSequence says which and why)"},
     409: {"content": {DICOM_JSON: {"schema": {"type": "object"}}}, "description": "No instance could be stored"},
-    **problem_responses("imaging", _413="Body over the size limit",
+    **problem_responses("imaging", _413="Body, or one instance, over its size limit (names the instance)",
                         _415='Not multipart/related; type="application/dicom"',
-                        _422="The multipart body or the study UID is malformed: names which"),
+                        _422="The multipart body or the study UID is malformed, or over 1,000 instances: names which",
+                        _503="Too many STOW-RS uploads at once: retry after Retry-After seconds"),
 }
 
 
-def split_multipart_related(content_type: str, body: bytes) -> list[bytes]:
-    """The bodies of the parts of a ``multipart/related; type="application/dicom"`` request (RFC 2387).
+class UploadSlots:
+    """At most ``limit`` STOW-RS uploads at once per process: each holds a connection, a spool (1 MiB of memory,
+    the rest on disk) and a worker thread while its instances are taken in. Used on the event loop only (no lock
+    needed)."""
 
-    Raises ApiError 415 for another media type, InputValidationError naming ``body`` for a malformed body.
-    """
-    kind = content_type.split(";", 1)[0].strip().lower()
-    declared = _TYPE.search(content_type)
-    if kind != "multipart/related" or declared is None or declared.group(1).lower() != "application/dicom":
-        raise ApiError(415, 'STOW-RS takes multipart/related; type="application/dicom" (each part one DICOM '
-                            "instance)")
-    found = _BOUNDARY.search(content_type)
-    if found is None:
-        raise InputValidationError("Content-Type", "multipart/related needs a boundary parameter")
-    delimiter = b"--" + found.group(1).encode("latin-1")
-    chunks = body.split(delimiter)
-    if len(chunks) < 3 or not chunks[-1].startswith(b"--"):
-        raise InputValidationError("body", "the multipart body has no parts or no closing boundary")
-    parts = []
-    for chunk in chunks[1:-1]:
-        chunk = chunk.removeprefix(b"\r\n")
-        head, sep, content = chunk.partition(b"\r\n\r\n")
-        if not sep:
-            raise InputValidationError("body", "a multipart part has no blank line after its headers")
-        part_type = re.search(rb"content-type:\s*([^\r\n;]+)", head, re.IGNORECASE)
-        if part_type is not None and part_type.group(1).strip().lower() != b"application/dicom":
-            raise ApiError(415, "each part must be application/dicom")
-        parts.append(content.removesuffix(b"\r\n"))
-    if len(parts) > _MAX_PARTS:
-        raise InputValidationError("body", f"at most {_MAX_PARTS} instances per request; got {len(parts)}")
-    return parts
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.busy = 0
+
+    def try_acquire(self) -> bool:
+        if self.busy >= self.limit:
+            return False
+        self.busy += 1
+        return True
+
+    def release(self) -> None:
+        self.busy -= 1
+
+
+def _slots(request: Request, state: Any) -> UploadSlots:
+    slots = getattr(request.app.state, "stow_slots", None)
+    if slots is None:
+        slots = request.app.state.stow_slots = UploadSlots(state.settings.max_concurrent_stow)
+    return slots
+
+
+def _spool_dir(state: Any) -> Path:
+    """``<work_dir>/stow-spool`` (0700): large parts are spooled here, not to a /tmp that may be memory."""
+    folder = Path(state.settings.work_dir) / "stow-spool"
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(folder, 0o700)
+    return folder
 
 
 def _tag(vr: str, *values: Any) -> dict[str, Any]:
     return {"vr": vr, "Value": list(values)} if values else {"vr": vr}
 
 
-def _stow(state: Any, key: ApiKeyInfo, parts: list[bytes], study: str | None) -> tuple[int, dict[str, Any]]:
+def _take_in(intake: Any, reader: MultipartReader, part: Part, key: ApiKeyInfo, study: str | None) -> Any:
+    """Hand one part to the intake: as a file in its storage folder where the intake takes files (never the whole
+    instance in memory), else as bytes. None when the part is not a DICOM Part 10 file (PS3.18 8.6.1.1)."""
+    head = reader.read(part, 132)
+    if len(head) < 132 or head[128:132] != b"DICM":
+        return None
+    # An instance of another study than the URL's is refused by the intake before it is written or queued
+    # (0xA900), so it is never analysed, audited or reported to PACS.
+    given = {"sop_class_uid": None, "sop_instance_uid": None, "calling_aet": key.key_id, "source": STOW_SOURCE,
+             "study_instance_uid": study}
+    receive_file = getattr(intake, "receive_file", None)
+    if receive_file is None:
+        return intake.receive(reader.read(part), **given)
+    folder = Path(intake.storage_dir) / ".stow-spool"
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return receive_file(reader.copy_to(part, folder), **given)  # the intake takes (moves or deletes) the file
+
+
+def _stow(state: Any, key: ApiKeyInfo, reader: MultipartReader, study: str | None) -> tuple[int, dict[str, Any]]:
+    """Take in each part in turn, in a worker thread."""
     intake = state.dicom_intake()
     referenced, failed = [], []
-    for data in parts:
-        if len(data) < 132 or data[128:132] != b"DICM":  # STOW-RS carries DICOM Part 10 files (PS3.18 8.6.1.1)
+    for part in reader.finish():
+        result = _take_in(intake, reader, part, key, study)
+        if result is None:
             failed.append({"00081150": _tag("UI"), "00081155": _tag("UI"),
                            "00081197": _tag("US", _CANNOT_UNDERSTAND)})
             continue
-        # An instance of another study than the URL's is refused by the intake before it is written or queued
-        # (0xA900), so it is never analysed, audited or reported to PACS.
-        result = intake.receive(data, sop_class_uid=None, sop_instance_uid=None, calling_aet=key.key_id,
-                                source="dicomweb:stow-rs", study_instance_uid=study)
         item = {"00081150": _tag("UI", *([result.sop_class_uid] if result.sop_class_uid else [])),
                 "00081155": _tag("UI", *([result.sop_instance_uid] if result.sop_instance_uid else []))}
         if result.ok:
@@ -116,9 +158,45 @@ def _stow(state: Any, key: ApiKeyInfo, parts: list[bytes], study: str | None) ->
     return status, body
 
 
+def _closing(exc: InputValidationError | ApiError) -> ApiError:
+    """The same error, answered with ``Connection: close``: the rest of the body is not read."""
+    if isinstance(exc, ApiError):
+        return ApiError(exc.status, exc.detail, errors=exc.errors, headers={**exc.headers, "Connection": "close"},
+                        type_=exc.type)
+    return ApiError(422, exc.message, errors=[{"field": exc.field, "message": exc.message}],
+                    headers={"Connection": "close"})
+
+
+async def _read_parts(request: Request, reader: MultipartReader) -> None:
+    """Feed the body to ``reader`` as it arrives, in slices of at most FEED_BYTES, letting other requests run
+    between slices; a limit crossed stops the reading there."""
+    try:
+        async for chunk in request.stream():
+            for start in range(0, len(chunk), FEED_BYTES):
+                reader.feed(chunk[start:start + FEED_BYTES])
+                if len(chunk) > FEED_BYTES:
+                    await asyncio.sleep(0)
+    except (InputValidationError, ApiError) as exc:
+        raise _closing(exc) from exc
+
+
 async def _stow_route(request: Request, state: Any, key: ApiKeyInfo, study: str | None) -> JSONResponse:
-    parts = split_multipart_related(request.headers.get("content-type", ""), await request.body())
-    status, body = await state.run_model(_stow, state, key, parts, study)
+    try:
+        boundary = stow_boundary(request.headers.get("content-type", ""))  # 415 or 422 before any body is read
+    except (InputValidationError, ApiError) as exc:
+        raise _closing(exc) from exc
+    slots = _slots(request, state)
+    if not slots.try_acquire():
+        log.warning("STOW-RS upload refused: %d already in progress (VIGIL_MAX_CONCURRENT_STOW)", slots.limit)
+        raise ApiError(503, f"{slots.limit} STOW-RS uploads are already in progress; retry shortly",
+                       headers={"Retry-After": str(_RETRY_AFTER_S), "Connection": "close"})
+    try:
+        with MultipartReader(boundary, max_parts=_MAX_PARTS, max_part_bytes=state.settings.max_instance_bytes,
+                             memory_bytes=_SPOOL_MEMORY_BYTES, spool_dir=_spool_dir(state)) as reader:
+            await _read_parts(request, reader)
+            status, body = await state.run_model(_stow, state, key, reader, study)
+    finally:
+        slots.release()
     return JSONResponse(body, status_code=status, media_type=DICOM_JSON, headers=NO_STORE)
 
 
@@ -136,11 +214,27 @@ async def stow_study(study: str, request: Request, state: StateDep, key: Imaging
     return await _stow_route(request, state, key, study)
 
 
+def worklist_callers(state: Any, key: ApiKeyInfo) -> list[tuple[str, str]] | None:
+    """The (source, calling_aet) pairs whose instances ``key`` may see on the worklist; None for every instance.
+
+    A key with the ``admin`` scope sees every instance. Any other key sees its own client's: those sent by STOW-RS
+    with a key issued to that client (revoked keys included: the instances stay the client's) and those C-STOREd
+    by the AE titles ``VIGIL_WORKLIST_AETS`` gives the client. Runs in a worker thread (it reads the key store).
+    """
+    if "admin" in key.scopes:
+        return None
+    key_ids = sorted({k.key_id for k in state.store.list_keys() if k.client == key.client} | {key.key_id})
+    aets = state.settings.worklist_aets.get(key.client, [])
+    return [*((STOW_SOURCE, k) for k in key_ids), *((C_STORE_SOURCE, a) for a in aets)]
+
+
 @router.get("/v1/imaging/flags", responses=problem_responses("imaging", _422="A filter is invalid: names it"),
             summary="Worklist: instances whose second read flagged a finding, newest change first",
             description="Each item carries the instance's and its study's UIDs, the flagged findings, the result, "
-                        "the state of the SR's delivery and the SR's UIDs (to fetch it from PACS).")
-async def flags(state: StateDep, _key: ImagingKey, response: Response,
+                        "the state of the SR's delivery and the SR's UIDs (to fetch it from PACS). A key sees its "
+                        "own client's instances (sent by STOW-RS with the client's keys, or C-STOREd by the AE "
+                        "titles VIGIL_WORKLIST_AETS gives the client); a key with the admin scope sees all.")
+async def flags(state: StateDep, key: ImagingKey, response: Response,
                 since: Annotated[datetime | None, Query(description="Changed at or after (ISO 8601 with zone)")]
                 = None,
                 finding: Annotated[str | None, Query(description=f"One of {', '.join(IMAGING_FINDINGS)}")] = None,
@@ -150,7 +244,8 @@ async def flags(state: StateDep, _key: ImagingKey, response: Response,
         raise InputValidationError("finding", f"finding must be one of {list(IMAGING_FINDINGS)}; got {finding[:40]!r}")
     if status is not None and status not in STATES:
         raise InputValidationError("status", f"status must be one of {list(STATES)}; got {status[:40]!r}")
+    callers = await run_in_threadpool(worklist_callers, state, key)
     items = await state.run_model(lambda: state.dicom_intake().queue.list_items(
-        since=since, finding=finding, status=status, flagged_only=True, limit=limit))
+        since=since, finding=finding, status=status, flagged_only=True, limit=limit, callers=callers))
     response.headers.update(NO_STORE)
     return {"items": [item.public() for item in items], "n": len(items)}

@@ -74,8 +74,9 @@ class WorkQueue(ABC):
 
     @abstractmethod
     def _select(self, *, since: float | None, status: tuple[str, ...], finding: str | None, flagged_only: bool,
-                limit: int) -> list[QueueItem]:
-        """The worklist query (arguments already checked); newest change first."""
+                limit: int, callers: tuple[tuple[str, str], ...] | None = None) -> list[QueueItem]:
+        """The worklist query (arguments already checked); newest change first; with ``callers``, only items whose
+        (source, calling_aet) is one of them."""
 
     @abstractmethod
     def counts(self) -> dict[str, int]:
@@ -192,7 +193,7 @@ class WorkQueue(ABC):
     # ------------------------------------------------------------------------------------ worklist
     def list_items(self, *, since: datetime | float | None = None, finding: str | None = None,
                    status: str | Iterable[str] | None = None, flagged_only: bool = False,
-                   limit: int = 100) -> list[QueueItem]:
+                   limit: int = 100, callers: Iterable[tuple[str, str]] | None = None) -> list[QueueItem]:
         """Items for a worklist, newest change first.
 
         Parameters
@@ -208,6 +209,9 @@ class WorkQueue(ABC):
             Only items with at least one flagged finding.
         limit : int
             At most this many, in [1, 1000].
+        callers : iterable of (str, str) or None
+            Only items received from one of these (source, calling_aet) pairs (a per-client worklist); None for
+            every item, an empty iterable for none.
         """
         if isinstance(since, datetime):
             if since.tzinfo is None:
@@ -222,7 +226,11 @@ class WorkQueue(ABC):
                                                   f"got {finding[:30]!r}")
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIST:
             raise InputValidationError("limit", f"limit must be an integer in [1, {MAX_LIST}]; got {limit!r:.20}")
-        return self._select(since=since, status=states, finding=finding, flagged_only=flagged_only, limit=limit)
+        chosen = None if callers is None else tuple((str(src), str(aet)) for src, aet in callers)
+        if chosen == ():
+            return []
+        return self._select(since=since, status=states, finding=finding, flagged_only=flagged_only, limit=limit,
+                            callers=chosen)
 
 
 # ---------------------------------------------------------------------------------------------- SQLite
@@ -322,8 +330,11 @@ class SqliteQueue(WorkQueue):
         return self._item(rows[0]) if rows else None
 
     def _select(self, *, since: float | None, status: tuple[str, ...], finding: str | None, flagged_only: bool,
-                limit: int) -> list[QueueItem]:
+                limit: int, callers: tuple[tuple[str, str], ...] | None = None) -> list[QueueItem]:
         where, params = ["1 = 1"], []
+        if callers:
+            where.append(f"({' OR '.join('(source = ? AND calling_aet = ?)' for _ in callers)})")
+            params.extend(value for pair in callers for value in pair)
         if since is not None:
             where.append("updated_at >= ?")
             params.append(since)

@@ -139,7 +139,7 @@ class RedisQueue(WorkQueue):
             return [item for raw in pipe.execute() if (item := self._decode(raw)) is not None]
 
     def _select(self, *, since: float | None, status: tuple[str, ...], finding: str | None, flagged_only: bool,
-                limit: int) -> list[QueueItem]:
+                limit: int, callers: tuple[tuple[str, str], ...] | None = None) -> list[QueueItem]:
         """Walk ``updated`` newest first, filtering in Python (a queue, not an archive: purge what is done)."""
         low = "-inf" if since is None else since
         out: list[QueueItem] = []
@@ -153,7 +153,8 @@ class RedisQueue(WorkQueue):
                 for item in sorted(self._many(page), key=lambda i: (-i.updated_at, i.sop_instance_uid)):
                     if ((not status or item.state in status)
                             and (finding is None or finding in item.flagged_findings)
-                            and (not flagged_only or item.flagged)):
+                            and (not flagged_only or item.flagged)
+                            and (callers is None or (item.source, item.calling_aet) in callers)):
                         out.append(item)
         except self._redis_mod.RedisError as exc:
             raise self._unavailable(exc) from exc
