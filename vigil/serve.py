@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from uvicorn.protocols.http.h11_impl import H11Protocol
-
 from models.errors import ModelArtifactError, RegistryUnavailableError
 from models.onnx_runtime import sha256_file
+from serving.http_limits import DeadlineH11Protocol, uvicorn_limits
 from serving.model_source import PASS, ModelLocator, ResolvedModel, Task, read_local_release, write_local_release
 from vigil.logs import configure_logging
 
@@ -163,8 +162,9 @@ def app_factory() -> Any:
     return create_service()
 
 
-class NoDelayH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with Nagle's algorithm off on every accepted socket.
+class NoDelayH11Protocol(DeadlineH11Protocol):
+    """uvicorn's h11 protocol with Nagle's algorithm off on every accepted socket, and the request-header
+    deadline of :class:`serving.http_limits.DeadlineH11Protocol` (issue 14 finding 4).
 
     With ``--workers`` > 1 uvicorn hands the workers a socket created with ``proto=0``, and asyncio sets
     TCP_NODELAY only on sockets whose proto is IPPROTO_TCP: each keep-alive request after the first then waited
@@ -188,18 +188,128 @@ def serve(*, host: str, port: int, workers: int) -> None:
     import uvicorn
 
     from models.onnx_runtime import default_threads
+    from serving.settings import get_settings
 
     if "VIGIL_THREADS" not in os.environ:
         os.environ["VIGIL_THREADS"] = str(max(1, default_threads() // workers))
     if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="vigil-metrics-")
     configure_logging(with_process=True)
+    node = _node_in_child_process()
     log.info("serving on http://%s:%d with %d worker(s), %s onnxruntime thread(s) each; OpenAPI at /docs", host,
              port, workers, os.environ["VIGIL_THREADS"])
-    # server_header=False: no 'server: uvicorn' banner naming the software to a scanner.
-    uvicorn.run("vigil.serve:app_factory", factory=True, host=host, port=port, workers=workers,
-                http=NoDelayH11Protocol, access_log=False, log_config=None, timeout_graceful_shutdown=30,
-                server_header=False)
+    try:
+        # server_header=False: no 'server: uvicorn' banner naming the software to a scanner.
+        uvicorn.run("vigil.serve:app_factory", factory=True, host=host, port=port, workers=workers,
+                    http=NoDelayH11Protocol, access_log=False, log_config=None, timeout_graceful_shutdown=30,
+                    server_header=False, **uvicorn_limits(get_settings()))
+    finally:
+        if node is not None:
+            node.stop()
+
+
+def _node_in_child_process() -> NodeSupervisor | None:
+    """With ``VIGIL_DICOM_NODE=true``, start the DICOM node as a supervised child process (``vigil dicom-node``)
+    and tell the API's workers not to run it themselves; None when the node is not asked for.
+
+    In its own process, whatever a DICOM peer makes the node spend (memory, threads, a crash) cannot take the HTTP
+    API with it; STOW-RS and the worklist reach the node's queue and storage folder as they do beside a separate
+    ``vigil dicom-node``.
+    """
+    from serving.settings import load_settings
+
+    if not load_settings().dicom_node:
+        return None
+    os.environ["VIGIL_DICOM_NODE"] = "false"  # the app in the worker process(es): the child runs the node
+    supervisor = NodeSupervisor()
+    supervisor.start()
+    return supervisor
+
+
+class NodeSupervisor:
+    """Runs the DICOM node in a child process and starts it again whenever it exits, until :meth:`stop`.
+
+    Each unexpected exit is logged at ERROR with its exit status (the HTTP API keeps serving meanwhile); restarts
+    back off from ``first_delay_s``, doubling to ``max_delay_s``, and the delay resets once a child has run for
+    ``healthy_after_s``. The child is in its own session (a terminal's Ctrl-C reaches only ``vigil serve``, which
+    stops it in order) and stops by itself if ``vigil serve`` dies (``VIGIL_DICOM_PARENT_PID``).
+
+    Parameters
+    ----------
+    command : list of str or None
+        The child's command line; default ``python -m vigil.cli dicom-node``.
+    stop_timeout_s : float
+        On stop, how long the child may take after SIGTERM (its in-flight associations and work) before SIGKILL.
+    """
+
+    def __init__(self, command: list[str] | None = None, *, first_delay_s: float = 1.0, max_delay_s: float = 60.0,
+                 healthy_after_s: float = 60.0, stop_timeout_s: float = 45.0) -> None:
+        import sys
+        import threading
+
+        self.command = command or [sys.executable, "-m", "vigil.cli", "dicom-node"]
+        self.first_delay_s, self.max_delay_s, self.healthy_after_s = first_delay_s, max_delay_s, healthy_after_s
+        self.stop_timeout_s = stop_timeout_s
+        self.starts = 0
+        self.last_exit: int | None = None
+        self._proc: Any = None
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._supervise, name="dicom-node-supervisor", daemon=True)
+
+    @property
+    def pid(self) -> int | None:
+        """The running child's process id, or None between runs."""
+        proc = self._proc
+        return proc.pid if proc is not None and proc.poll() is None else None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _supervise(self) -> None:
+        import subprocess
+        import time
+
+        delay = self.first_delay_s
+        env = {**os.environ, "VIGIL_DICOM_PARENT_PID": str(os.getpid())}
+        while not self._stopping.is_set():
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                self._proc = subprocess.Popen(self.command, env=env, start_new_session=True)
+                self.starts += 1
+            log.info("DICOM node started in child process %d", self._proc.pid)
+            began = time.monotonic()
+            code = self._proc.wait()
+            self.last_exit = code
+            if self._stopping.is_set():
+                return
+            if time.monotonic() - began >= self.healthy_after_s:
+                delay = self.first_delay_s
+            log.error("the DICOM node process %d exited with status %d; the HTTP API keeps serving, the DICOM "
+                      "port is closed until it is started again in %.0f s", self._proc.pid, code, delay)
+            if self._stopping.wait(delay):
+                return
+            delay = min(self.max_delay_s, delay * 2)
+
+    def stop(self) -> None:
+        """Stop supervising; SIGTERM the child (SIGKILL after ``stop_timeout_s``) and wait for it."""
+        import subprocess
+
+        with self._lock:
+            self._stopping.set()
+            proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=self.stop_timeout_s)
+            except subprocess.TimeoutExpired:
+                log.error("the DICOM node process %d did not stop within %.0f s; killed", proc.pid,
+                          self.stop_timeout_s)
+                proc.kill()
+                proc.wait()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
 
 
 def run_dicom_node() -> None:
@@ -212,6 +322,7 @@ def run_dicom_node() -> None:
     import threading
 
     from models.onnx_runtime import default_threads
+    from serving.audit_chain import open_anchor
     from serving.dicom_node.node import DicomNode
     from serving.dicom_node.settings import load_dicom_settings
     from serving.model_source import ModelHolder
@@ -221,7 +332,7 @@ def run_dicom_node() -> None:
     configure_logging(with_process=True)
     _bound_registry_retries()
     settings = get_settings()
-    store = Store(settings.store_url())
+    store = Store(settings.store_url(), anchor=open_anchor())
     store.create_schema()
     holder = ModelHolder(build_locator(settings), allow_unreleased=settings.allow_unreleased,
                          threads=settings.threads or default_threads(), tasks=("imaging",))
@@ -231,8 +342,12 @@ def run_dicom_node() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     node.start()
+    parent = os.environ.get("VIGIL_DICOM_PARENT_PID")  # set when `vigil serve` runs the node as its child
     try:
-        stop.wait()
+        while not stop.wait(1.0):
+            if parent is not None and str(os.getppid()) != parent:
+                log.warning("`vigil serve` (process %s) is gone: stopping the DICOM node", parent)
+                break
     finally:
         node.stop()
         store.dispose()

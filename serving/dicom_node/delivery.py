@@ -4,6 +4,11 @@ One association per delivery: simple, and nothing stale to recover when the dest
 the Storage warnings (0xB000 coercion, 0xB006 elements discarded, 0xB007 data set does not match SOP class) count
 as delivered; anything else (association rejected or aborted, timeouts, a failure status, no status at all)
 raises :class:`DeliveryError`, which the worker retries with back-off until ``max_attempts``.
+
+Over TLS when the destination says so (``VIGIL_DICOM_PACS_TLS``: :meth:`DicomNodeSettings.destination_peer` gives it a
+:class:`~serving.dicom_node.tls.ClientTLS`): TLS 1.2+, the PACS's certificate verified against ``VIGIL_DICOM_TLS_CA``
+and its host name or address against the destination's host, the node's certificate presented as the client's. A
+PACS whose certificate does not verify is a failed delivery like any other (retried, then ``delivery_failed``).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import pydicom
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 
-from models.errors import VigilError
+from models.errors import ConfigError, VigilError
 from serving.dicom_node.settings import Peer
 
 __all__ = ["DeliveryError", "send_instances"]
@@ -68,13 +73,20 @@ _SEND_LOCK = threading.Lock()
 
 
 def _send(ae: AE, datasets: list[pydicom.Dataset], destination: Peer) -> None:
-    assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
+    tls_args = None
+    if destination.tls is not None:
+        try:
+            tls_args = (destination.tls.context(), destination.host)
+        except ConfigError as exc:  # a certificate file removed or replaced by a bad one since start-up
+            raise DeliveryError(f"TLS to {destination} cannot be set up: {exc}") from exc
+    assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title, tls_args=tls_args)
     if not assoc.is_established:
         # A refused connection: pynetdicom 3.0.4 drops that socket without closing it, so CPython closes it at once
         # with a ResourceWarning (ignored by default; fixed upstream by pydicom/pynetdicom#999). A TCP probe first
         # would avoid it but holds one of the destination's association slots until its ACSE timeout.
         what = ("rejected" if assoc.is_rejected else
-                "could not be established (connection refused, timed out or aborted)")
+                "could not be established (connection refused, timed out or aborted"
+                + (", or the TLS handshake failed: see the log" if tls_args else "") + ")")
         raise DeliveryError(f"association with {destination} {what}")
     try:
         for ds in datasets:

@@ -3,7 +3,8 @@
 The order is the guarantee. The bytes go to a temporary file in the storage folder, are fsynced, renamed into
 place and the folder fsynced; only then is the queue item committed; only after that does the caller answer
 success. A success therefore means the instance survives the process stopping. Files are named by a random id,
-never by anything the sender chose.
+never by anything the sender chose. A C-STORE's dataset arrives already spooled to a file in the storage folder
+(:mod:`.guard`), which is renamed into place rather than copied; STOW-RS hands over bytes.
 
 What is analysed: CR Image Storage, DX Image Storage (for presentation and for processing) and Secondary Capture
 Image Storage (the NIH chest radiographs as Google distributes them are SC with Modality DX). Any other storage
@@ -41,7 +42,7 @@ from models.imaging import read_dicom
 from serving.dicom_node.queue import WorkQueue
 from serving.dicom_node.records import NewInstance, QueueItem, check_uid
 
-__all__ = ["ANALYSED_SOP_CLASSES", "Intake", "IntakeResult", "Status", "owned_path", "private_dir",
+__all__ = ["ANALYSED_SOP_CLASSES", "Intake", "IntakeResult", "Status", "move_durably", "owned_path", "private_dir",
            "remove_quietly", "write_durably"]
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,28 @@ def write_durably(folder: Path, data: bytes, suffix: str = ".dcm") -> Path:
     return target
 
 
+def move_durably(folder: Path, spooled: Path, suffix: str = ".dcm") -> Path:
+    """Move a file already written on the same file system under ``folder/<2 hex>/<random>.dcm`` as
+    :func:`write_durably` writes one: fsync of the file, rename, fsync of the folder (0600 in 0700 folders)."""
+    name = uuid.uuid4().hex
+    private_dir(folder)
+    target_dir = private_dir(folder / name[:2])
+    target = target_dir / f"{name}{suffix}"
+    fd = os.open(spooled, os.O_RDONLY)
+    try:
+        os.fchmod(fd, _FILE_MODE)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(spooled, target)
+    fd = os.open(target_dir, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return target
+
+
 def remove_quietly(path: str | Path | None, root: Path) -> None:
     """Delete a file the queue no longer needs, if it lies inside ``root``; a failure is logged, never raised."""
     target = owned_path(root, path)
@@ -152,7 +175,7 @@ def _raw_uid(ds: pydicom.Dataset, keyword: str) -> str | None:
     return check_uid(value)
 
 
-def _header_uids(data: bytes) -> dict[str, str | None]:
+def _header_uids(data: bytes | Path) -> dict[str, str | None]:
     """SOP class/instance, study, series and transfer syntax of a Part 10 file (header only; None when unreadable).
 
     Read with :func:`models.imaging.read_dicom`, the one reader of untrusted DICOM: a deflated dataset is inflated
@@ -216,7 +239,35 @@ class Intake:
         same. ``study_instance_uid``, when given (STOW-RS into one study), must be the dataset's. A mismatch is
         0xA900 and nothing is written or queued. Never raises for a bad instance.
         """
-        header = _header_uids(data)
+        return self._take_in(_BytesInstance(data), sop_class_uid=sop_class_uid, sop_instance_uid=sop_instance_uid,
+                             calling_aet=calling_aet, source=source, study_instance_uid=study_instance_uid)
+
+    def receive_file(self, path: Path, *, sop_class_uid: str | None, sop_instance_uid: str | None,
+                     calling_aet: str, source: str, study_instance_uid: str | None = None) -> IntakeResult:
+        """As :meth:`receive`, for a Part 10 file the receiver spooled inside the storage folder (never in memory).
+
+        The intake takes the file: an analysed instance is fsynced and renamed into place (no copy); otherwise, and
+        on every failure, it is deleted. A file outside the storage folder is refused (0xA700) and left alone.
+        """
+        if owned_path(self.storage_dir, path) is None:
+            log.error("refused to take in a spooled file outside the storage folder")
+            return IntakeResult(Status.OUT_OF_RESOURCES, None, None, None, "failed",
+                                reason="the instance could not be stored (spool outside the storage folder)")
+        return self._take_in(_FileInstance(Path(path)), sop_class_uid=sop_class_uid,
+                             sop_instance_uid=sop_instance_uid, calling_aet=calling_aet, source=source,
+                             study_instance_uid=study_instance_uid)
+
+    def _take_in(self, instance: _Instance, *, sop_class_uid: str | None, sop_instance_uid: str | None,
+                 calling_aet: str, source: str, study_instance_uid: str | None) -> IntakeResult:
+        try:
+            return self._checked_take_in(instance, sop_class_uid, sop_instance_uid, calling_aet, source,
+                                         study_instance_uid)
+        finally:
+            instance.discard()
+
+    def _checked_take_in(self, instance: _Instance, sop_class_uid: str | None, sop_instance_uid: str | None,
+                         calling_aet: str, source: str, study_instance_uid: str | None) -> IntakeResult:
+        header = _header_uids(instance.source)
         named_class, named_instance = check_uid(sop_class_uid), check_uid(sop_instance_uid)
         sop_class = named_class or header["SOPClassUID"]
         sop_instance = named_instance or header["SOPInstanceUID"]
@@ -228,8 +279,9 @@ class Intake:
         if mismatch is not None:
             log.warning("refused an instance from %s: %s", calling_aet, mismatch)
             return IntakeResult(Status.DOES_NOT_MATCH, sop_class, sop_instance, study, "failed", reason=mismatch)
-        if len(data) > self.max_instance_bytes:
-            log.warning("refused an instance of %d bytes from %s: over the %d-byte limit", len(data), calling_aet,
+        size = instance.size()
+        if size > self.max_instance_bytes:
+            log.warning("refused an instance of %d bytes from %s: over the %d-byte limit", size, calling_aet,
                         self.max_instance_bytes)
             return IntakeResult(Status.OUT_OF_RESOURCES, sop_class, sop_instance, study, "failed",
                                 reason=f"the instance is larger than {self.max_instance_bytes} bytes")
@@ -239,14 +291,15 @@ class Intake:
                            f"instance is {pydicom.uid.UID(sop_class).name[:64]}")
         path: Path | None = None
         try:
+            digest = instance.sha256()
             if analysed:
-                path = write_durably(self.storage_dir, data)
-            instance = NewInstance(
+                path = instance.store(self.storage_dir)
+            record = NewInstance(
                 sop_instance_uid=sop_instance, sop_class_uid=sop_class, study_instance_uid=study,
                 series_instance_uid=header["SeriesInstanceUID"], transfer_syntax=header["TransferSyntaxUID"],
                 calling_aet=calling_aet, source=source, file_path=str(path) if path else None,
-                sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data), not_analysed=refused)
-            item, outcome, previous = self.queue.enqueue(instance)
+                sha256=digest, size_bytes=size, not_analysed=refused)
+            item, outcome, previous = self.queue.enqueue(record)
         except (OSError, StoreUnavailableError) as exc:
             remove_quietly(path, self.storage_dir)
             log.error("could not take in an instance from %s: %s", calling_aet, exc)
@@ -262,3 +315,57 @@ class Intake:
             log.info("instance %s re-sent with different bytes after it was not analysed: queued again", sop_instance)
         return IntakeResult(Status.SUCCESS, sop_class, sop_instance, study,
                             "not_analysed" if refused and outcome == "queued" else outcome, item)
+
+
+class _Instance:
+    """One received instance, in memory (STOW-RS) or spooled to a file (C-STORE)."""
+
+    source: bytes | Path
+
+    def size(self) -> int:
+        raise NotImplementedError
+
+    def sha256(self) -> str:
+        raise NotImplementedError
+
+    def store(self, folder: Path) -> Path:
+        """Durably under ``folder`` (see :func:`write_durably`); returns where."""
+        raise NotImplementedError
+
+    def discard(self) -> None:
+        """Free what is left (a spooled file not stored)."""
+
+
+class _BytesInstance(_Instance):
+    def __init__(self, data: bytes) -> None:
+        self.source = data
+
+    def size(self) -> int:
+        return len(self.source)
+
+    def sha256(self) -> str:
+        return hashlib.sha256(self.source).hexdigest()
+
+    def store(self, folder: Path) -> Path:
+        return write_durably(folder, self.source)
+
+
+class _FileInstance(_Instance):
+    def __init__(self, path: Path) -> None:
+        self.source = path
+
+    def size(self) -> int:
+        return self.source.stat().st_size
+
+    def sha256(self) -> str:
+        digest = hashlib.sha256()
+        with open(self.source, "rb") as handle:
+            while chunk := handle.read(1024 * 1024):
+                digest.update(chunk)
+        return digest.hexdigest()
+
+    def store(self, folder: Path) -> Path:
+        return move_durably(folder, self.source)
+
+    def discard(self) -> None:
+        self.source.unlink(missing_ok=True)

@@ -17,6 +17,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from models.errors import ConfigError
 from serving.dicom_node.intake import Intake, remove_quietly
 from serving.dicom_node.queue import WorkQueue, open_queue
 from serving.dicom_node.records import QueueItem
@@ -107,7 +108,7 @@ class DicomNode:
             self._scp = StorageSCP(self.settings, intake, on_received=self._workers.wake)
             try:
                 self._scp.start()
-            except OSError:
+            except (OSError, ConfigError):  # port taken, or a TLS file changed since the settings were loaded
                 self._workers.stop(0)
                 raise
             self.started_utc = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

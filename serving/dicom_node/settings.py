@@ -2,17 +2,28 @@
 
 Nothing is read at import time. The safe defaults: listen on loopback only, refuse every calling AE title until
 an allow-list is set (with an empty list the SCP does not listen at all, and says so at start-up), and queue in
-SQLite in the work folder. ``VIGIL_WORK_DIR`` is shared with :class:`serving.settings.ServingSettings`.
+SQLite in the work folder. TLS and the network allow-list (:mod:`.tls`) are checked here, at the edge: a certificate,
+key or CA file that cannot be read or parsed, or a malformed network, is an error naming its setting.
+``VIGIL_WORK_DIR`` is shared with :class:`serving.settings.ServingSettings`.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from serving.dicom_node.tls import (
+    ClientTLS,
+    IPNetwork,
+    check_readable,
+    client_context,
+    parse_networks,
+    server_context,
+)
 
 __all__ = ["ANY_CALLING_AET", "DicomNodeSettings", "Peer", "load_dicom_settings", "parse_peer"]
 
@@ -32,11 +43,12 @@ def check_ae_title(name: str, value: str) -> str:
 
 @dataclass(frozen=True)
 class Peer:
-    """A remote DICOM application entity: AE title, host and port."""
+    """A remote DICOM application entity: AE title, host and port (and, to reach it over TLS, ``tls``)."""
 
     ae_title: str
     host: str
     port: int
+    tls: ClientTLS | None = None
 
     def __str__(self) -> str:
         return f"{self.ae_title}@{self.host}:{self.port}"
@@ -83,15 +95,82 @@ class DicomNodeSettings(BaseSettings):
     lease_s: float = Field(default=300.0, gt=0, le=86400,
                            description="A claimed item whose worker died is claimed again after this long")
     poll_s: float = Field(default=1.0, gt=0, le=60, description="Idle workers look at the queue this often")
-    network_timeout_s: float = Field(default=30.0, gt=0, le=600, description="ACSE/DIMSE/network timeouts")
-    max_associations: int = Field(default=10, ge=1, le=256, description="Concurrent inbound associations")
-    max_instance_bytes: int = Field(default=256 * 1024 * 1024, ge=1024,
-                                    description="Largest instance accepted (larger: out of resources, 0xA700)")
+    network_timeout_s: float = Field(
+        default=30.0, gt=0, le=600, description="DIMSE and network timeouts: the longest silence inside a PDU or "
+                                                "while waiting for a reply or a free receive slot")
+    pre_association_timeout_s: float = Field(
+        default=5.0, gt=0, le=120,
+        description="A connection must have sent its whole association request (A-ASSOCIATE-RQ) within this long, "
+                    "however slowly it trickles it, or it is closed (also the ACSE/ARTIM timeout). A modality sends "
+                    "it within milliseconds; 5 s leaves room for a congested link, and bounds how long an idle "
+                    "socket holds a connection")
+    max_associations: int = Field(
+        default=10, ge=1, le=256,
+        description="Concurrent associations, counted only from an allowed calling AE to this AE title (a "
+                    "stranger's request or an idle socket never takes one); more are rejected-transient")
+    max_connections: int = Field(
+        default=32, ge=1, le=1024,
+        description="Open TCP connections on the DICOM port, in any state (idle ones included); more are closed at "
+                    "accept. At least max_associations; the rest is room for connections not yet associated")
+    max_connections_per_address: int = Field(
+        default=8, ge=1, le=1024,
+        description="Open TCP connections from one IP address; more are closed at accept (one host cannot fill "
+                    "max_connections). A PACS that sends over several associations at once needs that many")
+    max_pdu_bytes: int = Field(
+        default=256 * 1024, ge=4096, le=16 * 1024 * 1024,
+        description="Largest PDU received (advertised to senders as the maximum PDU length; any PDU, association "
+                    "request included, declaring more is refused before it is read). 256 KiB: 16 times the 16 KiB "
+                    "PDUs most SCUs send, far above any association request, and small enough that every open "
+                    "connection holding one in memory at once stays a few MB")
+    max_instance_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1024, le=2 * 1024 * 1024 * 1024,
+        description="Largest instance accepted. By C-STORE: its dataset fragments are counted as they arrive and "
+                    "the association is aborted as soon as they pass this (the sender keeps the instance; STOW-RS has "
+                    "its own VIGIL_MAX_INSTANCE_BYTES). 64 MiB: a chest radiograph is 5-30 MB uncompressed (a 3000 x "
+                    "3000 16-bit CR is 18 MB), so this leaves room without letting one upload cost much")
+    max_concurrent_stores: int = Field(
+        default=4, ge=1, le=64,
+        description="Instances received by C-STORE at once (each is spooled to disk, up to max_instance_bytes); a "
+                    "further one waits, the sender held back by TCP, for up to network_timeout_s, then is aborted")
+    allowed_networks: str = Field(
+        default="",
+        description="Comma-separated IP addresses and CIDR networks (IPv4 and IPv6, e.g. 10.20.0.0/16,fd00::/64) "
+                    "a DICOM connection may come from; any other is closed at accept, before a byte is read. Empty: "
+                    "any address (logged at WARNING at start-up). Applies with and without TLS, beside the AE "
+                    "titles, which anyone can claim")
+    tls_cert: Path | None = Field(
+        default=None,
+        description="PEM certificate (chain) of this node. With VIGIL_DICOM_TLS_KEY: the Storage SCP speaks TLS "
+                    "(1.2 or later) only, a plain association is refused; also the client certificate the SR "
+                    "sender presents to the PACS (VIGIL_DICOM_PACS_TLS)")
+    tls_key: Path | None = Field(default=None,
+                                 description="The unencrypted PEM private key of VIGIL_DICOM_TLS_CERT (mode 0600)")
+    tls_require_client_cert: bool = Field(
+        default=True,
+        description="With TLS on, a peer must present a certificate issued by VIGIL_DICOM_TLS_CA (mutual TLS); "
+                    "false: any TLS client (a certificate presented is still verified)")
+    tls_ca: Path | None = Field(
+        default=None,
+        description="PEM bundle of the CA(s) trusted to issue the peers' certificates: modalities' and PACS "
+                    "client certificates at the SCP, the PACS's server certificate for the SR sender. Only these "
+                    "are trusted (never the system's public CAs)")
+    pacs_tls: bool = Field(
+        default=False,
+        description="The SR sender associates with VIGIL_DICOM_DESTINATION over TLS (1.2 or later), verifying "
+                    "the PACS's certificate against VIGIL_DICOM_TLS_CA and its host name or address against the "
+                    "destination's host, and presenting VIGIL_DICOM_TLS_CERT/KEY as its client certificate")
     send_heatmap_sc: bool = Field(default=False, description="Also send a Secondary Capture of the heat map")
     keep_instances: bool = Field(default=False,
                                  description="Keep received instances after analysis (default: delete them)")
     stop_timeout_s: float = Field(default=30.0, ge=0, le=3600,
                                   description="On stop, how long in-flight associations and work may finish")
+
+    @model_validator(mode="after")
+    def _connections_cover_associations(self) -> DicomNodeSettings:
+        if self.max_connections < self.max_associations:
+            raise ValueError(f"max_connections must be at least max_associations ({self.max_associations}); got "
+                             f"{self.max_connections}")
+        return self
 
     @field_validator("ae_title")
     @classmethod
@@ -114,6 +193,55 @@ class DicomNodeSettings(BaseSettings):
             return None
         return str(parse_peer(value))
 
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        return ",".join(str(n) for n in parse_networks(value))
+
+    @field_validator("tls_cert", "tls_key", "tls_ca", mode="before")
+    @classmethod
+    def _blank_path(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("tls_cert")
+    @classmethod
+    def _tls_cert(cls, value: Path | None) -> Path | None:
+        return None if value is None else check_readable(value)
+
+    @field_validator("tls_key")
+    @classmethod
+    def _tls_key(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if "tls_cert" not in info.data:  # the certificate itself is invalid: that error is reported
+            return value
+        cert = info.data["tls_cert"]
+        if value is None:
+            if cert is not None:
+                raise ValueError("must be set when VIGIL_DICOM_TLS_CERT is: the certificate's private key (PEM)")
+            return None
+        if cert is None:
+            raise ValueError("is set but VIGIL_DICOM_TLS_CERT is not: set both to turn TLS on, or neither")
+        check_readable(value)
+        server_context(cert, value, None, require_client_cert=False)  # the key matches the certificate
+        return value
+
+    @field_validator("tls_ca")
+    @classmethod
+    def _tls_ca(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is not None:
+            client_context(check_readable(value))  # a PEM bundle holding at least one certificate
+        elif info.data.get("tls_cert") is not None and info.data.get("tls_require_client_cert", True):
+            raise ValueError("must be set when TLS is on (VIGIL_DICOM_TLS_CERT) and client certificates are required "
+                             "(VIGIL_DICOM_TLS_REQUIRE_CLIENT_CERT, the default): the CA bundle that issued the "
+                             "modalities' and PACS's certificates")
+        return value
+
+    @field_validator("pacs_tls")
+    @classmethod
+    def _pacs_tls(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and "tls_ca" in info.data and info.data["tls_ca"] is None:
+            raise ValueError("needs VIGIL_DICOM_TLS_CA: the CA bundle that issued the PACS's certificate")
+        return value
+
     @field_validator("queue_url")
     @classmethod
     def _queue_url(cls, value: str | None) -> str | None:
@@ -127,8 +255,23 @@ class DicomNodeSettings(BaseSettings):
         return tuple(t for t in self.allowed_calling_aets.split(",") if t)
 
     def destination_peer(self) -> Peer | None:
-        """The delivery destination, or None when results are not sent anywhere."""
-        return parse_peer(self.destination) if self.destination else None
+        """The delivery destination (with how to reach it over TLS when ``pacs_tls``), or None when results are not
+        sent anywhere."""
+        if not self.destination:
+            return None
+        peer = parse_peer(self.destination)
+        if self.pacs_tls and self.tls_ca is not None:
+            peer = replace(peer, tls=ClientTLS(self.tls_ca, self.tls_cert, self.tls_key))
+        return peer
+
+    @property
+    def tls_enabled(self) -> bool:
+        """Whether the Storage SCP speaks TLS (a certificate and its key are set)."""
+        return self.tls_cert is not None and self.tls_key is not None
+
+    def networks(self) -> tuple[IPNetwork, ...]:
+        """The network allow-list (empty: any address)."""
+        return parse_networks(self.allowed_networks)
 
     def resolved_queue_url(self) -> str:
         """The queue URL (SQLite in the work folder unless ``VIGIL_DICOM_QUEUE_URL`` is set)."""

@@ -192,10 +192,11 @@ class Destination:
             self.calling.append(str(event.assoc.requestor.ae_title).strip())
         return 0x0000
 
-    def start(self) -> Destination:
+    def start(self, ssl_context=None) -> Destination:
+        """Listen (over TLS when ``ssl_context`` is given: a PACS that requires it)."""
         from pynetdicom import evt
 
-        self._server = self.ae.start_server(("127.0.0.1", self.port), block=False,
+        self._server = self.ae.start_server(("127.0.0.1", self.port), block=False, ssl_context=ssl_context,
                                             evt_handlers=[(evt.EVT_C_STORE, self._on_store)])
         return self
 
