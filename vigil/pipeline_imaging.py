@@ -151,8 +151,14 @@ def run_imaging(config: ImagingTrainConfig, *, data_dir: Path | None = None, out
         if holds:
             shipped_path, precision = int8_path, "int8"
         log.info("INT8: worst validation AUROC change %.4f -> shipping %s", worst, "int8" if holds else "fp32")
-    card.metrics = {"parity_max_abs_diff": parity, "int8": int8, "shipped_precision": precision}
     shipped = ImagingOnnxModel(shipped_path, threads=config.threads)
+    # Validation discrimination of what ships: the figure a change to the pixel path or training is judged on
+    # (the test split is scored once, below, and never used to choose).
+    validation_auroc = _auroc_by_finding(val, shipped.run(val.images)[0])
+    log.info("imaging validation AUROC (%s): %s", precision,
+             ", ".join(f"{f} {v:.3f}" for f, v in validation_auroc.items()))
+    card.metrics = {"parity_max_abs_diff": parity, "int8": int8, "shipped_precision": precision,
+                    "validation_auroc": validation_auroc}
 
     evaluations: dict[str, dict[str, Any]] = {}
     artefacts: list[Path] = []
@@ -177,7 +183,7 @@ def run_imaging(config: ImagingTrainConfig, *, data_dir: Path | None = None, out
     (out_dir / "imaging_model_card.json").write_text(card.to_json(), encoding="utf-8")
     (out_dir / "int8.json").write_text(json.dumps(int8, indent=2), encoding="utf-8")
     artefacts += [out_dir / "imaging_model_card.md", out_dir / "int8.json", fp32_path]
-    metrics = {"parity_max_abs_diff": parity,
+    metrics = {"parity_max_abs_diff": parity, **{f"validation.{f}.auroc": v for f, v in validation_auroc.items()},
                **{f"test.{s}.{f}.auroc": e["auroc"]["estimate"] for s, r in evaluations.items()
                   for f, e in r["findings"].items() if "auroc" in e}}
     registered = log_onnx_model_run(

@@ -46,6 +46,9 @@ def test_int8_decision_is_recorded_and_consistent(imaging_run):
     assert set(int8["auroc_change"]) == {"validation", "test"}
     assert int8["accuracy_holds"] == (int8["worst_validation_change"] <= 0.005)
     assert result.shipped_precision == ("int8" if int8["accuracy_holds"] else "fp32")
+    card = json.loads((result.report_dir / "imaging_model_card.json").read_text())
+    assert set(card["metrics"]["validation_auroc"]) == set(IMAGING_FINDINGS)  # every finding has validation positives
+    assert all(0.0 <= v <= 1.0 for v in card["metrics"]["validation_auroc"].values())
 
 
 def test_exported_model_outputs_and_thresholds(imaging_run):
