@@ -89,6 +89,8 @@ def test_out_of_range_and_vocabulary_errors_are_all_reported(tmp_path: Path) -> 
         ("acuity", "2.5", "1 to 5"),
         ("admitted", "2", "0 or 1"),
         ("critical", "yes", "0 or 1"),
+        ("acuity", "nan", "1 to 5"),
+        ("admitted", "1.5", "0 or 1"),
     ],
 )
 def test_bad_label_names_row_and_column(tmp_path: Path, column: str, value: str, pattern: str) -> None:
@@ -102,6 +104,18 @@ def test_bad_label_names_row_and_column(tmp_path: Path, column: str, value: str,
     [error] = _errors(path)
     assert (error.field, error.row) == (column, 2)
     assert pattern in error.message
+
+
+def test_labels_written_as_whole_floats_read_as_integers_like_record_fields(tmp_path: Path) -> None:
+    # pandas writes an integer column with gaps as float ("3.0"); a record's whole-number field accepts "14.0",
+    # and a label follows the same rule.
+    path = _csv(tmp_path, "age_years,sex,acuity,nurse_acuity,admitted,critical\n"
+                          "14.0,male,3.0,2.0,1.0,0.0\n50,female,,5,0,1\n")
+    frame = load_canonical_csv(path).frame
+    assert frame["age_years"].tolist() == [14.0, 50.0]
+    assert frame["acuity"].iloc[0] == 3 and pd.isna(frame["acuity"].iloc[1])
+    assert frame["nurse_acuity"].tolist() == [2, 5] and frame["admitted"].tolist() == [1, 0]
+    assert frame["critical"].tolist() == [0, 1] and str(frame["acuity"].dtype) == "Int64"
 
 
 def test_label_and_record_errors_come_together_in_row_order(tmp_path: Path) -> None:

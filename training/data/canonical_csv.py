@@ -58,14 +58,28 @@ _NOT_CSV: Final[tuple[tuple[bytes, str, str], ...]] = (
 #: A UTC offset at the end of an ISO 8601 date-time, as pandas' ISO 8601 parser reads one: after a time of day.
 _OFFSET: Final = re.compile(r"[T ]\s*\d{2}[\d:.,]*\s*(?:Z|(?P<sign>[+-])(?P<hours>\d{2})(?::?(?P<minutes>\d{2}))?)$")
 
-_LEVEL = re.compile(r"[1-5]")
-_BINARY = re.compile(r"[01]")
-_LABEL_RULES: Final[dict[str, tuple[re.Pattern[str], str]]] = {
+_LEVEL: Final = frozenset(range(1, 6))
+_BINARY: Final = frozenset((0, 1))
+#: Label columns: the values allowed and how a message names them. A label is read by the rule of the record's
+#: whole-number fields (:func:`models.triage_record.validate_record`): any number equal to an allowed integer, so
+#: ``3.0`` (how pandas writes an integer column with gaps) is 3, and ``3.5`` is refused.
+_LABEL_RULES: Final[dict[str, tuple[frozenset[int], str]]] = {
     "acuity": (_LEVEL, "an integer from 1 to 5"),
     "nurse_acuity": (_LEVEL, "an integer from 1 to 5"),
     "admitted": (_BINARY, "0 or 1"),
     "critical": (_BINARY, "0 or 1"),
 }
+
+
+def _whole_number(text: str) -> int | None:
+    """``text`` as an integer when it is a finite number with no fractional part (``"3"``, ``"3.0"``), else None."""
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    if not math.isfinite(number) or number != int(number):
+        return None
+    return int(number)
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -329,16 +343,17 @@ def _check_offsets(frame: pd.DataFrame, errors: list[InputValidationError]) -> p
 def _labels(frame: pd.DataFrame, errors: list[InputValidationError]) -> pd.DataFrame:
     """Parse label columns in place of their text; collect one error per bad cell."""
     out = frame.copy()
-    for name, (pattern, wanted) in _LABEL_RULES.items():
+    for name, (allowed, wanted) in _LABEL_RULES.items():
         if name not in out:
             continue
         values: list[Any] = []
         for row, cell in enumerate(out[name].tolist(), start=1):
             text = cell.strip()
+            value = _whole_number(text)
             if not text:
                 values.append(pd.NA)
-            elif pattern.fullmatch(text):
-                values.append(int(text))
+            elif value in allowed:
+                values.append(value)
             else:
                 values.append(pd.NA)
                 errors.append(InputValidationError(name, f"'{name}' must be {wanted} or empty; got {text[:16]!r}", row))
