@@ -20,7 +20,7 @@ from evaluation.baselines import fit_baselines, nurse_baseline
 from evaluation.metrics import acuity_summary, auroc
 from evaluation.triage_report import evaluate_triage, write_plots, write_report
 from models.columns import as_columns
-from models.errors import DataSourceError
+from models.errors import DataSourceError, ModelArtifactError
 from models.labels import OUTCOMES
 from models.model_card import ModelCard
 from models.news2 import FLOOR
@@ -229,7 +229,8 @@ def run_triage(config: TriageTrainConfig, *, data_dir: Path | None = None, out_d
     parity = float(max(np.abs(torch_acuity - ort_acuity).max(), np.abs(torch_outcomes - ort_outcomes).max()))
     log.info("ONNX parity on %d held-out rows: max |diff| %.2e", len(held_out), parity)
     if parity > PARITY_TOLERANCE:
-        raise RuntimeError(f"ONNX parity check failed: max |diff| {parity:.2e} > {PARITY_TOLERANCE:g}")
+        raise ModelArtifactError(f"ONNX parity check failed: max |diff| {parity:.2e} > {PARITY_TOLERANCE:g}; the "
+                                 "exported graph does not compute what was trained: nothing was registered")
 
     baselines = fit_baselines(train_rows, trained.encoder, config.seed)
     evaluations: dict[str, dict[str, Any]] = {}

@@ -15,7 +15,7 @@ import numpy as np
 
 from evaluation.imaging_report import evaluate_imaging, write_imaging_report
 from evaluation.metrics import auroc
-from models.errors import DataSourceError
+from models.errors import DataSourceError, ModelArtifactError
 from models.imaging import PIXEL_PATH_VERSION
 from models.imaging_onnx import ImagingOnnxModel, export_imaging_onnx, quantize_int8
 from models.labels import IMAGING_FINDING_CODES, IMAGING_FINDINGS
@@ -131,7 +131,8 @@ def run_imaging(config: ImagingTrainConfig, *, data_dir: Path | None = None, out
     log.info("imaging ONNX parity on %d test images: max |diff| %.2e (probabilities %.2e, heat maps %.2e)",
              min(128, len(test.images)), parity, parity_probs, parity_maps)
     if parity > PARITY_TOLERANCE:
-        raise RuntimeError(f"imaging ONNX parity check failed: max |diff| {parity:.2e} > {PARITY_TOLERANCE:g}")
+        raise ModelArtifactError(f"imaging ONNX parity check failed: max |diff| {parity:.2e} > {PARITY_TOLERANCE:g}; "
+                                 "the exported graph does not compute what was trained: nothing was registered")
 
     shipped_path, precision = fp32_path, "fp32"
     int8: dict[str, Any] = {"attempted": config.quantize_int8}
@@ -219,7 +220,7 @@ def write_example_sr(model: ImagingOnnxModel, card: ModelCard, data_root: Path, 
     parsed = read_second_read_sr(data)
     for finding, value in read.probabilities.items():
         if abs(parsed["findings"][finding]["probability"] - value) > 1e-9:
-            raise RuntimeError(f"example SR round trip changed the probability of {finding}")
+            raise ModelArtifactError(f"example SR round trip changed the probability of {finding}")
     paths = [out_dir / "example_second_read_sr.dcm", out_dir / "example_heatmap.png"]
     paths[0].write_bytes(data)
     paths[1].write_bytes(read.heatmap_png())

@@ -134,3 +134,17 @@ def test_corrupt_onnx_refused(tmp_path, pipeline_run):
         TriageOnnxModel(broken)
     with pytest.raises(ModelArtifactError, match="checksum mismatch"):
         TriageOnnxModel(result.onnx_path, expected_sha256="0" * 64)
+
+
+def test_a_parity_failure_is_a_named_error_not_a_traceback(tmp_path, isolated_env, monkeypatch):
+    """An exported graph that disagrees with the trained model stops `vigil run` with exit 2 and a sentence."""
+    import vigil.pipeline
+
+    monkeypatch.setattr(vigil.pipeline, "PARITY_TOLERANCE", -1.0)  # any difference, even 0, now fails
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text("epochs: 1\nsynthetic_train_n: 300\nsynthetic_test_n: 200\nbootstrap_resamples: 10\n")
+    with isolated_env(tmp_path / "work"):
+        res = CliRunner().invoke(app, ["run", "--only", "triage", "--skip-release", "--config", str(cfg)])
+    assert res.exit_code == 2, res.output
+    assert "ONNX parity check failed" in res.output and "nothing was registered" in res.output
+    assert "Traceback" not in res.output
