@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
@@ -29,7 +31,25 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: every model loaded and the audit store reachable",
+#: The DICOM node touches its heartbeat file every second; older than this, the node is reported unavailable.
+HEARTBEAT_MAX_AGE_S = 5.0
+
+
+def node_heartbeat_problem(path: Path, now: float | None = None) -> str | None:
+    """Why the DICOM node behind ``path`` (its heartbeat file) is not to be counted on, or None when it is."""
+    try:
+        age = (time.time() if now is None else now) - path.stat().st_mtime
+    except FileNotFoundError:
+        return f"no heartbeat file {path}: the node is not running (see the log of vigil serve)"
+    except OSError as exc:
+        return f"heartbeat file {path} cannot be read ({type(exc).__name__})"
+    if age > HEARTBEAT_MAX_AGE_S:
+        return f"the node's last heartbeat is {age:.0f} s old (more than {HEARTBEAT_MAX_AGE_S:g} s)"
+    return None
+
+
+@router.get("/readyz", summary="Readiness: every model loaded, the audit store reachable (and the DICOM node up, when "
+                              "vigil serve runs it)",
             description="Public, so it names each component and says only `ok` or `unavailable`; why a component is "
                         "unavailable goes to the service's log (and, for a model, to `GET /v1/models`).",
             responses={503: {"description": "Not ready; the body names each component that is unavailable"}})
@@ -47,6 +67,12 @@ async def readyz(state: StateDep) -> JSONResponse:
     except StoreUnavailableError as exc:
         checks["audit_store"] = "unavailable"
         log.warning("not ready: audit_store unavailable: %s", exc)
+    heartbeat = state.settings.dicom_node_heartbeat
+    if heartbeat is not None:
+        problem = node_heartbeat_problem(heartbeat)
+        checks["dicom_node"] = "ok" if problem is None else "unavailable"
+        if problem is not None:
+            log.warning("not ready: dicom_node unavailable: %s", problem)
     ready = all(v == "ok" for v in checks.values())
     return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks},
                         status_code=200 if ready else 503)

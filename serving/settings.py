@@ -44,6 +44,11 @@ class ServingSettings(BaseSettings):
     max_batch: int = Field(default=1000, ge=1, le=100_000, description="Most records in one batch request")
     dicom_node: bool = Field(default=False, description="Run the DICOM node (Storage SCP + second-read workers, "
                              "VIGIL_DICOM_* settings) inside this service; one worker process only")
+    dicom_node_heartbeat: Path | None = Field(
+        default=None,
+        description="A file the DICOM node touches every second while its port is open. When set (vigil serve sets "
+                    "it when it runs the node as its child), /readyz reports 'dicom_node' and is unavailable once the "
+                    "file is missing or older than 5 s.")
     reload_poll_s: float = Field(default=0.0, ge=0.0,
                                  description="Check the registry for a newly released version this often (0: off)")
     docs: bool = Field(default=False, description="Serve the interactive API pages /docs and /redoc (they load "

@@ -14,6 +14,7 @@ import os
 import shutil
 import socket
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -218,9 +219,15 @@ def _node_in_child_process() -> NodeSupervisor | None:
     """
     from serving.settings import load_settings
 
-    if not load_settings().dicom_node:
+    settings = load_settings()
+    if not settings.dicom_node:
         return None
     os.environ["VIGIL_DICOM_NODE"] = "false"  # the app in the worker process(es): the child runs the node
+    if "VIGIL_DICOM_NODE_HEARTBEAT" not in os.environ:  # the child touches it, /readyz of the app reads it
+        heartbeat = Path(settings.work_dir) / "dicom-node.heartbeat"
+        heartbeat.parent.mkdir(parents=True, exist_ok=True)
+        heartbeat.unlink(missing_ok=True)
+        os.environ["VIGIL_DICOM_NODE_HEARTBEAT"] = str(heartbeat.resolve())
     supervisor = NodeSupervisor()
     supervisor.start()
     return supervisor
@@ -343,11 +350,30 @@ def run_dicom_node() -> None:
         signal.signal(sig, lambda *_: stop.set())
     node.start()
     parent = os.environ.get("VIGIL_DICOM_PARENT_PID")  # set when `vigil serve` runs the node as its child
+    heartbeat = Path(settings.dicom_node_heartbeat) if settings.dicom_node_heartbeat else None
     try:
-        while not stop.wait(1.0):
+        while True:
+            if heartbeat is not None:  # /readyz of `vigil serve` reads it (serving.routes_ops)
+                _touch(heartbeat)
+            if stop.wait(1.0):
+                break
             if parent is not None and str(os.getppid()) != parent:
                 log.warning("`vigil serve` (process %s) is gone: stopping the DICOM node", parent)
                 break
     finally:
+        if heartbeat is not None:
+            heartbeat.unlink(missing_ok=True)
         node.stop()
         store.dispose()
+
+
+def _touch(path: Path) -> None:
+    """Write the node's heartbeat (its process id); a failure is logged once a minute at most, never fatal."""
+    try:
+        path.write_text(f"{os.getpid()}\n", encoding="ascii")
+    except OSError as exc:
+        now = time.monotonic()
+        if now - _touch.__dict__.get("last_warning", -120.0) >= 60:
+            _touch.__dict__["last_warning"] = now
+            log.warning("cannot write the DICOM node's heartbeat %s (%s): /readyz will report the node unavailable",
+                        path, type(exc).__name__)

@@ -26,7 +26,8 @@ def test_dicom_node_command_receives_analyses_and_stops(model_folder, fixtures_d
     port = free_port()
     env = {**os.environ, "VIGIL_WORK_DIR": str(tmp_path), "VIGIL_MODEL_SOURCE": "local",
            "VIGIL_MODEL_DIR": str(model_folder), "VIGIL_DICOM_PORT": str(port),
-           "VIGIL_DICOM_ALLOWED_CALLING_AETS": "MODALITY1", "VIGIL_DICOM_POLL_S": "0.2", "VIGIL_THREADS": "1"}
+           "VIGIL_DICOM_ALLOWED_CALLING_AETS": "MODALITY1", "VIGIL_DICOM_POLL_S": "0.2", "VIGIL_THREADS": "1",
+           "VIGIL_DICOM_NODE_HEARTBEAT": str(tmp_path / "node.heartbeat")}
     log_path = tmp_path / "node.log"
     with open(log_path, "w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "vigil.cli", "dicom-node"], cwd=REPO, env=env, stdout=log,
@@ -60,7 +61,10 @@ def test_dicom_node_command_receives_analyses_and_stops(model_folder, fixtures_d
         assert item is not None and item.state == "analysed", (item, log_path.read_text()[-3000:])
         assert item.sr_sop_instance_uid
         queue.close()
+        # while it serves, the node keeps its heartbeat fresh (what /readyz of `vigil serve` reads)
+        assert time.time() - (tmp_path / "node.heartbeat").stat().st_mtime < 5
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=40)
     assert proc.returncode == 0, log_path.read_text()[-3000:]
+    assert not (tmp_path / "node.heartbeat").exists()  # a stopped node is not reported as up

@@ -306,7 +306,7 @@ def test_a_c_store_that_cannot_get_a_receive_slot_in_time_is_aborted(guarded_scp
 
 
 # ------------------------------------------------------------------------------------------ finding 1: own process
-def test_vigil_serve_runs_the_dicom_node_in_a_supervised_child_process(monkeypatch):
+def test_vigil_serve_runs_the_dicom_node_in_a_supervised_child_process(monkeypatch, tmp_path):
     import uvicorn
 
     from vigil import serve
@@ -320,10 +320,15 @@ def test_vigil_serve_runs_the_dicom_node_in_a_supervised_child_process(monkeypat
     monkeypatch.setattr(serve, "configure_logging", lambda **kwargs: None)
     monkeypatch.setenv("VIGIL_THREADS", "1")
     monkeypatch.setenv("VIGIL_DICOM_NODE", "true")
+    monkeypatch.setenv("VIGIL_WORK_DIR", str(tmp_path))
+    monkeypatch.setenv("VIGIL_DICOM_NODE_HEARTBEAT", "set here so that the test's environment is restored after")
+    monkeypatch.delenv("VIGIL_DICOM_NODE_HEARTBEAT")
     serve.serve(host="127.0.0.1", port=8000, workers=1)
     assert len(started) == 1 and started[0].command[-1] == "dicom-node"
     assert seen_by_app == ["false"]  # the API's app does not run the node in its own process
     assert stopped == [True]
+    # the child (which inherits the environment) touches this file, and the app's /readyz reads it
+    assert serve.os.environ["VIGIL_DICOM_NODE_HEARTBEAT"] == str((tmp_path / "dicom-node.heartbeat").resolve())
 
 
 def test_the_node_supervisor_restarts_a_dead_node_and_says_so(caplog):

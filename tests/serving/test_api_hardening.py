@@ -161,6 +161,44 @@ def test_readyz_names_components_but_not_the_database_user_host_or_error(tmp_pat
     assert logged and "vigil_reader" in logged[0] and str(port) in logged[0]  # the operator still learns why
 
 
+def test_readyz_reports_the_dicom_node_by_its_heartbeat(tmp_path, model_folder, caplog):
+    """With the node run by `vigil serve` (heartbeat set), /readyz says whether its port is being served."""
+    import os
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from serving.app import create_app
+
+    heartbeat = tmp_path / "dicom-node.heartbeat"
+    cfg = ServingSettings(work_dir=tmp_path, model_source="local", model_dir=model_folder, threads=1,
+                          dicom_node_heartbeat=heartbeat)
+    caplog.set_level(logging.WARNING)
+    with TestClient(create_app(cfg), raise_server_exceptions=False) as client:
+        missing = client.get("/readyz")
+        heartbeat.write_text("123\n")
+        fresh = client.get("/readyz")
+        old = time.time() - 30
+        os.utime(heartbeat, (old, old))
+        stale = client.get("/readyz")
+    assert (missing.status_code, missing.json()["checks"]["dicom_node"]) == (503, "unavailable")
+    assert (fresh.status_code, fresh.json()["checks"]["dicom_node"]) == (200, "ok")
+    assert (stale.status_code, stale.json()["checks"]["dicom_node"]) == (503, "unavailable")
+    assert str(tmp_path) not in missing.text + stale.text  # the reason goes to the log only
+    reasons = [r.getMessage() for r in caplog.records if "not ready: dicom_node" in r.getMessage()]
+    assert len(reasons) == 2 and "not running" in reasons[0] and "30 s old" in reasons[1]
+
+
+def test_readyz_does_not_mention_a_dicom_node_it_does_not_run(tmp_path, model_folder):
+    from fastapi.testclient import TestClient
+
+    from serving.app import create_app
+
+    cfg = ServingSettings(work_dir=tmp_path, model_source="local", model_dir=model_folder, threads=1)
+    with TestClient(create_app(cfg)) as client:
+        assert "dicom_node" not in client.get("/readyz").json()["checks"]
+
+
 def test_readyz_gives_no_reason_for_a_missing_model_but_the_log_and_v1_models_do(service_factory, tmp_path,
                                                                                   model_folder, caplog):
     import shutil
