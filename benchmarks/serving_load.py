@@ -400,7 +400,7 @@ def profile_paths(work_dir: Path, key: str, records: list[dict[str, Any]], fixtu
     from pydantic import TypeAdapter
 
     from models.labels import IMAGING_FINDING_CODES
-    from models.model_card import DECISION_SUPPORT_STATEMENT
+    from models.model_card import IMAGING_DECISION_SUPPORT_STATEMENT
     from models.triage_record import validate_record
     from serving.model_source import ModelHolder
     from serving.schemas import SecondReadResult, TriageResult
@@ -460,7 +460,8 @@ def profile_paths(work_dir: Path, key: str, records: list[dict[str, Any]], fixtu
                                     "probability": read.probabilities[f], "operating_threshold": read.thresholds[f],
                                     "flagged": read.flags[f]} for f in read.probabilities],
                       "heatmap_finding": next(iter(read.probabilities)), "source": dict(read.source),
-                      "timings_ms": dict(read.timings_ms), "decision_support_statement": DECISION_SUPPORT_STATEMENT}
+                      "timings_ms": dict(read.timings_ms),
+                      "decision_support_statement": IMAGING_DECISION_SUPPORT_STATEMENT}
             audit = timed("audit: record + input sha256 (of the DICOM bytes)", _audit_of, request,
                           "/v1/imaging/second-read", imaging, data, result)
             timed("audit: write (SQLite, hash chain)", audit_store.write_audits, [audit])

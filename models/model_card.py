@@ -8,23 +8,60 @@ without trusting anything else.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Final
+from types import MappingProxyType
+from typing import Any, Final, Literal
 
 from models.labels import ACUITY_LABELS_ECDS, ACUITY_LABELS_MANCHESTER, OUTCOME_DEFINITIONS
 
-DECISION_SUPPORT_STATEMENT: Final = (
+Task = Literal["triage", "imaging"]
+
+TRIAGE_DECISION_SUPPORT_STATEMENT: Final = (
     "Vigil is clinical decision support. It does not replace the judgement of a clinician, who remains "
     "responsible for every triage and treatment decision. The recommended acuity is never less urgent than "
     "NEWS2 demands (Vigil's safety floor)."
 )
+IMAGING_DECISION_SUPPORT_STATEMENT: Final = (
+    "Vigil's chest X-ray second read is clinical decision support: a second reader. A radiologist or clinician "
+    "reads every image and remains responsible for its interpretation and report. Vigil does not rule findings "
+    "out and does not report; it flags only the findings released for the patient's population, and a finding "
+    "it did not evaluate is not a negative."
+)
+#: The statement every output of a task carries (HTTP JSON, FHIR, the SR, the DICOM node, the model card).
+DECISION_SUPPORT_STATEMENTS: Final[Mapping[str, str]] = MappingProxyType({
+    "triage": TRIAGE_DECISION_SUPPORT_STATEMENT,
+    "imaging": IMAGING_DECISION_SUPPORT_STATEMENT,
+})
+#: The triage statement, under the name it has always had (triage outputs are unchanged).
+DECISION_SUPPORT_STATEMENT: Final = TRIAGE_DECISION_SUPPORT_STATEMENT
+
+
+def decision_support_statement(task: Task) -> str:
+    """The decision-support statement of ``task`` (``"triage"`` or ``"imaging"``).
+
+    Raises
+    ------
+    ValueError
+        Naming the task when it is neither.
+    """
+    try:
+        return DECISION_SUPPORT_STATEMENTS[task]
+    except KeyError:
+        raise ValueError(f"task must be one of {', '.join(DECISION_SUPPORT_STATEMENTS)}; got {str(task)[:30]!r}") \
+            from None
 
 CARD_METADATA_KEY: Final = "vigil_model_card"
 
 
 @dataclass
 class ModelCard:
-    """Everything a user of the model needs to know; JSON round-trips exactly."""
+    """Everything a user of the model needs to know; JSON round-trips exactly.
+
+    ``decision_support_statement`` defaults to the statement of the card's task (:attr:`kind`). An imaging card
+    written before imaging had its own statement carries the triage statement as that old default; it is read as
+    the imaging statement (the text was a default, never a choice made for the model).
+    """
 
     name: str
     version: str
@@ -32,7 +69,7 @@ class ModelCard:
     created_utc: str
     intended_use: str
     out_of_scope: list[str]
-    decision_support_statement: str = DECISION_SUPPORT_STATEMENT
+    decision_support_statement: str = ""
     acuity_labels: dict[str, dict[str, str]] = field(
         default_factory=lambda: {
             str(k): {"manchester": ACUITY_LABELS_MANCHESTER[k], "ecds": ACUITY_LABELS_ECDS[k]}
@@ -50,6 +87,19 @@ class ModelCard:
     limitations: list[str] = field(default_factory=list)
     synthetic_data: bool = False
     release_gate: dict[str, Any] = field(default_factory=lambda: {"status": "not run"})
+
+    def __post_init__(self) -> None:
+        statement = self.decision_support_statement
+        if not statement or (self.kind == "imaging" and statement == TRIAGE_DECISION_SUPPORT_STATEMENT):
+            self.decision_support_statement = decision_support_statement(self.kind)
+
+    @property
+    def kind(self) -> Task:
+        """``"imaging"`` for a chest X-ray card (its features list the findings), else ``"triage"``.
+
+        ``task`` is the card's free-text description of the task; this is the machine-readable one.
+        """
+        return "imaging" if "findings" in self.features else "triage"
 
     def to_json(self) -> str:
         """Serialise to JSON (stable key order)."""

@@ -12,11 +12,19 @@ as the source image and in a new series. Its content is a TID 1500 Measurement R
   :data:`OPERATING_THRESHOLD`, and the qualitative evaluation :data:`FLAGGED_FOR_SECOND_READ` = SCT Yes/No;
 - "Qualitative Evaluations" (C0034375, UMLS; TID 1500 row 12, appended by hand because highdicom's
   ``MeasurementReport`` has no argument for it): :data:`ANY_FINDING_FLAGGED` = Yes/No and the TEXT item
-  :data:`DECISION_SUPPORT` holding :data:`models.model_card.DECISION_SUPPORT_STATEMENT`.
+  :data:`DECISION_SUPPORT` holding :data:`models.model_card.IMAGING_DECISION_SUPPORT_STATEMENT`.
+
+The algorithm's name and version are also where viewers and PACS look first: ManufacturerModelName and
+SoftwareVersions of the SR (General Equipment) and an item of ContributingEquipmentSequence (Manufacturer,
+ManufacturerModelName, SoftwareVersions; purpose of reference (109102, DCM, "Processing Equipment"), the member of
+CID 7005 for equipment that made new instances from existing ones), beside the source's acquisition equipment and
+highdicom, which highdicom lists there itself.
 
 Private concepts use the scheme ``99VIGIL`` (declared in CodingSchemeIdentificationSequence). Patient and study
 attributes come from the source through highdicom's evidence handling; Type 2 attributes the source lacks are
-written empty. The SR is PRELIMINARY, COMPLETE and UNVERIFIED: decision support, never a signed report.
+written empty. An AccessionNumber or StudyID longer than the 16 characters of their VR (SH) is written empty too,
+with a warning naming the attribute (see :func:`build_second_read_sr`). The SR is PRELIMINARY, COMPLETE and
+UNVERIFIED: decision support, never a signed report.
 :func:`read_second_read_sr` parses such an SR back through highdicom's content tree.
 """
 
@@ -27,6 +35,7 @@ import io
 import logging
 import math
 import numbers
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, TypedDict
@@ -42,7 +51,7 @@ from pydicom.valuerep import DA, TM
 
 from models.errors import InputValidationError
 from models.labels import IMAGING_FINDING_CODES, IMAGING_FINDINGS
-from models.model_card import DECISION_SUPPORT_STATEMENT
+from models.model_card import IMAGING_DECISION_SUPPORT_STATEMENT
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +85,12 @@ _TYPE2_SOURCE_ATTRIBUTES: Final = (
     "StudyTime",
     "ReferringPhysicianName",
 )
+#: Type 2 identifiers of VR SH (at most 16 characters, PS3.5 6.2) that the SR copies from its source. A longer
+#: value is invalid in the SR; it is written empty (Type 2 allows it) rather than invalid or cut to another value.
+SHORT_STRING_IDENTIFIERS: Final = ("AccessionNumber", "StudyID")
+_SH_MAX: Final = 16
+#: A valid Age String (AS): three digits and a unit, days, weeks, months or years.
+_AGE_STRING: Final = re.compile(r"\d{3}[DWMY]")
 _PATIENT_SEX_VALUES: Final = frozenset({"M", "F", "O", ""})
 _LO_MAX: Final = 64
 
@@ -191,9 +206,50 @@ def _evidence_header(source: Dataset) -> Dataset:
             setattr(header, keyword, "")
             logger.info("source %s is not a valid DICOM %s value; written empty in the second-read SR", keyword,
                         kind.__name__)
+    # PatientAge (AS, Type 3) must be nnnD/W/M/Y (PS3.5 6.2); sources write "62" or "62 years". The SR leaves an
+    # invalid one out rather than copy it (dciodvfy: "Value invalid for this VR") or guess its unit.
+    age = header.get("PatientAge")
+    if age is not None and str(age) != "" and not _AGE_STRING.fullmatch(str(age)):
+        del header.PatientAge
+        logger.info("source PatientAge is not a valid DICOM AS value (nnnD/W/M/Y); left out of the second-read SR")
+    blank_overlong_identifiers(header, "second-read SR")
     _known_character_set(header)
     header.PatientName = ""
     return header
+
+
+def blank_overlong_identifiers(ds: Dataset, what: str) -> list[str]:
+    """Empty each of :data:`SHORT_STRING_IDENTIFIERS` in ``ds`` whose value is longer than SH's 16 characters.
+
+    A derived instance (the SR, the heat-map SC) copies the source's AccessionNumber and StudyID so that it files
+    in the same study; a modality or RIS that writes a longer value makes the copy invalid (PS3.5 6.2). Those are
+    Type 2, so the derived instance carries them empty: never an invalid value, and never a shortened one (a
+    truncated accession number could be another order's). The study is still identified by StudyInstanceUID.
+    Each blanked attribute is logged at WARNING by keyword and length, never by value.
+
+    Parameters
+    ----------
+    ds : pydicom.Dataset
+        Changed in place (the caller's copy, not the source).
+    what : str
+        What ``ds`` becomes, for the log line.
+
+    Returns
+    -------
+    list of str
+        The keywords blanked.
+    """
+    blanked = []
+    for keyword in SHORT_STRING_IDENTIFIERS:
+        value = ds.get(keyword)
+        length = len(str(value or ""))
+        if length > _SH_MAX:
+            del ds[keyword]  # a new element: ``ds`` may share the old one with the source
+            setattr(ds, keyword, "")
+            blanked.append(keyword)
+            logger.warning("source %s is %d characters, longer than the %d its VR (SH) allows; the %s carries it "
+                           "empty (Type 2)", keyword, length, _SH_MAX, what)
+    return blanked
 
 
 def _known_character_set(header: Dataset) -> None:
@@ -254,7 +310,7 @@ def _report_level_evaluations(any_flagged: bool, not_evaluated: Mapping[str, str
             ),
             hd.sr.TextContentItem(
                 name=DECISION_SUPPORT,
-                value=DECISION_SUPPORT_STATEMENT,
+                value=IMAGING_DECISION_SUPPORT_STATEMENT,
                 relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
             ),
         ]
@@ -285,7 +341,8 @@ def build_second_read_sr(
         The findings evaluated on this image: at least one (TID 1500 needs a measurement group), each at most once,
         written in the given order.
     algorithm_name, algorithm_version : str
-        Algorithm identification (TID 4019), also ManufacturerModelName and SoftwareVersions of the SR.
+        Algorithm identification (TID 4019), also ManufacturerModelName and SoftwareVersions of the SR and of its
+        ContributingEquipmentSequence item (purpose: Processing Equipment).
     series_number, instance_number : int
         Of the SR instance in its new series.
     manufacturer : str
@@ -304,6 +361,13 @@ def build_second_read_sr(
     ------
     InputValidationError
         Naming the argument or the source's DICOM keyword at fault.
+
+    Notes
+    -----
+    The SR copies the source's AccessionNumber (PS3.3 General Study module, Type 2, VR SH: at most 16 characters).
+    A source whose AccessionNumber (or StudyID) is longer still gets its SR, with that attribute empty and a
+    warning logged naming it (:func:`blank_overlong_identifiers`): an invalid value would be refused by strict
+    readers, and a truncated one could name another order. The SR is in the source's study by StudyInstanceUID.
     """
     for keyword in _REQUIRED_SOURCE_UIDS:
         if not str(source.get(keyword, "") or "").strip():
@@ -351,6 +415,14 @@ def build_second_read_sr(
     report[0].ContentSequence.append(_report_level_evaluations(any(result.flagged for result in findings),
                                                                not_evaluated))
 
+    vigil_equipment = hd.ContributingEquipment(
+        manufacturer=manufacturer,
+        purpose_of_reference=codes.DCM.ProcessingEquipment,
+        manufacturer_model_name=algorithm_name,
+        software_versions=algorithm_version,
+        contribution_description=f"Chest X-ray second read by {algorithm_name} {algorithm_version} "
+                                 "(decision support)",
+    )
     header = _evidence_header(source)
     try:
         sr = hd.sr.Comprehensive3DSR(
@@ -367,6 +439,7 @@ def build_second_read_sr(
             series_description=SERIES_DESCRIPTION,
             manufacturer_model_name=algorithm_name,
             software_versions=algorithm_version,
+            contributing_equipment=[vigil_equipment],
         )
     except KeyError as err:  # highdicom looks the source's IOD up by SOPClassUID to copy patient/study modules
         raise InputValidationError(

@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from models.errors import ConfigError, StoreUnavailableError
-from models.model_card import DECISION_SUPPORT_STATEMENT
+from models.model_card import DECISION_SUPPORT_STATEMENT, IMAGING_DECISION_SUPPORT_STATEMENT
 from models.onnx_runtime import default_threads
 from serving import routes_cds, routes_dicomweb, routes_imaging, routes_ops, routes_triage
 from serving.audit_chain import open_anchor
@@ -36,7 +36,9 @@ log = logging.getLogger(__name__)
 API_VERSION = "1.0.0"
 DESCRIPTION = f"""Triage scores for A&E systems and second-read flags for radiology workstations.
 
-**{DECISION_SUPPORT_STATEMENT}**
+**Triage:** {DECISION_SUPPORT_STATEMENT}
+
+**Chest X-ray second read:** {IMAGING_DECISION_SUPPORT_STATEMENT}
 
 Authenticate with an API key (`vigil keys create`) as `Authorization: Bearer <key>` or `X-API-Key`, each header
 sent once (a repeated one is refused with 401); each key has scopes (`triage`, `imaging`, `admin`). Every

@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from models.errors import InputValidationError
 from models.labels import IMAGING_FINDING_CODES
-from models.model_card import DECISION_SUPPORT_STATEMENT
+from models.model_card import IMAGING_DECISION_SUPPORT_STATEMENT
 from models.structured_report import sr_to_bytes
 from serving.errors import ApiError
 from serving.schemas import NO_MODEL_OR_AUDIT, SecondReadResult, problem_responses
@@ -81,7 +81,7 @@ def _second_read(state: ServiceState, request: Request, key: ApiKeyInfo, data: b
     result = {"request_id": request.state.request_id, "model": model.ref(), "flagged": read.flagged,
               "findings": findings, "heatmap_finding": read.top_finding, "source": dict(read.source),
               "timings_ms": {k: round(v, 3) for k, v in read.timings_ms.items()},
-              "decision_support_statement": DECISION_SUPPORT_STATEMENT}
+              "decision_support_statement": IMAGING_DECISION_SUPPORT_STATEMENT}
     payload: bytes | None = None
     media = "application/json"
     if DICOM in accept:

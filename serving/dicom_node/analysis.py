@@ -27,8 +27,8 @@ from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, ge
 
 from models.errors import ImagingInputError, InputValidationError
 from models.imaging_onnx import SecondRead
-from models.model_card import DECISION_SUPPORT_STATEMENT
-from models.structured_report import sr_to_bytes
+from models.model_card import IMAGING_DECISION_SUPPORT_STATEMENT
+from models.structured_report import blank_overlong_identifiers, sr_to_bytes
 from serving.dicom_node.intake import owned_path, write_durably
 from serving.dicom_node.records import QueueItem
 from serving.model_source import LoadedModel
@@ -62,7 +62,7 @@ def result_of(read: SecondRead, model: LoadedModel) -> dict[str, Any]:
             "finding_status": dict(read.status), "finding_status_reason": dict(read.status_reason),
             "flags": dict(read.flags), "flagged": read.flagged, "flagged_findings": read.flagged_findings,
             "source": dict(read.source), "timings_ms": {k: round(v, 3) for k, v in read.timings_ms.items()},
-            "decision_support_statement": DECISION_SUPPORT_STATEMENT}
+            "decision_support_statement": IMAGING_DECISION_SUPPORT_STATEMENT}
 
 
 def heatmap_secondary_capture(read: SecondRead, *, manufacturer: str = "Vigil") -> Dataset:
@@ -70,6 +70,8 @@ def heatmap_secondary_capture(read: SecondRead, *, manufacturer: str = "Vigil") 
 
     Derived image, new series :data:`HEATMAP_SERIES_NUMBER`; references its source (Source Image Sequence) and
     says in DerivationDescription and the series description that it is decision support, not for diagnosis.
+    An AccessionNumber or StudyID longer than SH allows is written empty, as in the SR
+    (:func:`models.structured_report.blank_overlong_identifiers`).
     """
     source = read.dataset
     if source is None:
@@ -83,6 +85,7 @@ def heatmap_secondary_capture(read: SecondRead, *, manufacturer: str = "Vigil") 
                     "ReferringPhysicianName", "StudyID", "AccessionNumber"):
         if keyword not in ds:
             setattr(ds, keyword, "")
+    blank_overlong_identifiers(ds, "heat-map SC")
     ds.SOPClassUID = SecondaryCaptureImageStorage
     ds.SOPInstanceUID = generate_uid()
     ds.SeriesInstanceUID = generate_uid()

@@ -11,6 +11,9 @@ import io
 import logging
 import math
 import os
+import shutil
+import subprocess
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +28,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from models.errors import InputValidationError
 from models.labels import IMAGING_FINDING_CODES, IMAGING_FINDINGS
-from models.model_card import DECISION_SUPPORT_STATEMENT
+from models.model_card import decision_support_statement
 from models.structured_report import FindingResult, build_second_read_sr, read_second_read_sr, sr_to_bytes
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -36,6 +39,8 @@ COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
 CR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
 SCT_YES, SCT_NO = ("373066001", "SCT"), ("373067005", "SCT")
 ALGORITHM = {"algorithm_name": "vigil-cxr-densenet", "algorithm_version": "2025.06.1"}
+#: The imaging statement of the shared contract (models/model_card.py): the SR is an imaging output.
+IMAGING_STATEMENT = decision_support_statement("imaging")
 
 
 def make_cr(**overrides: object) -> Dataset:
@@ -169,7 +174,7 @@ def test_round_trip_keeps_every_value_exactly(built: tuple[Dataset, list[Finding
         assert got["flagged"] is result.flagged
     assert parsed["algorithm"] == {"name": ALGORITHM["algorithm_name"], "version": ALGORITHM["algorithm_version"]}
     assert parsed["referenced_sop_instance_uid"] == source.SOPInstanceUID
-    assert parsed["statement"] == DECISION_SUPPORT_STATEMENT
+    assert parsed["statement"] == IMAGING_STATEMENT
 
 
 def test_written_sr_is_a_part10_comprehensive_3d_sr_in_the_source_study(
@@ -239,7 +244,8 @@ def test_content_tree_uses_the_finding_codes_and_yes_no(built: tuple[Dataset, li
 def test_decision_support_statement_is_a_text_item_of_the_sr(built: tuple[Dataset, list[FindingResult], bytes]) -> None:
     sr = pydicom.dcmread(io.BytesIO(built[2]))
     texts = [e.value for e in walk(sr) if e.keyword == "TextValue"]
-    assert DECISION_SUPPORT_STATEMENT in texts
+    assert IMAGING_STATEMENT in texts
+    assert not any("NEWS2" in text for text in texts)  # the triage statement is not an imaging one
 
 
 @pytest.mark.parametrize(
@@ -333,6 +339,85 @@ def test_single_component_patient_name_is_copied_without_echoing_it(caplog: pyte
     assert name not in caplog.text
 
 
+def long_identifiers(**values: str) -> Dataset:
+    """A CR whose identifiers are longer than their VR allows, set as a modality would write them (pydicom warns on
+    setting such a value; the warning is the test's own doing, not the code's under test)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return make_cr(**values)
+
+
+@pytest.mark.parametrize("keyword", ["AccessionNumber", "StudyID"])
+def test_an_identifier_longer_than_sh_allows_is_written_empty_with_a_warning(
+        keyword: str, caplog: pytest.LogCaptureFixture) -> None:
+    """SH holds 16 characters (PS3.5 6.2): a 17-character value would make an invalid SR; it is left empty (Type 2),
+    logged by keyword and length, never by value, and the rest of the study identification is copied."""
+    value = "RIS-" + "7" * 13  # 17 characters
+    source = long_identifiers(**{keyword: value})
+    before = copy.deepcopy(source)
+    with caplog.at_level(logging.WARNING, logger="models.structured_report"):
+        data = sr_to_bytes(build_second_read_sr(source, all_findings(), **ALGORITHM))
+    sr = strict_read(data)  # pydicom with reading validation RAISE: every value valid
+    assert keyword in sr and sr[keyword].value == ""
+    other = "StudyID" if keyword == "AccessionNumber" else "AccessionNumber"
+    assert sr[other].value == source[other].value and sr.StudyInstanceUID == source.StudyInstanceUID
+    assert f"source {keyword} is 17 characters" in caplog.text and value not in caplog.text
+    assert source == before  # the source keeps its value
+    assert read_second_read_sr(data)["referenced_sop_instance_uid"] == source.SOPInstanceUID
+
+
+def test_an_identifier_of_exactly_16_characters_is_copied(caplog: pytest.LogCaptureFixture) -> None:
+    source = make_cr(AccessionNumber="A" * 16, StudyID="S" * 16)
+    with caplog.at_level(logging.WARNING, logger="models.structured_report"):
+        sr = strict_read(sr_to_bytes(build_second_read_sr(source, all_findings(), **ALGORITHM)))
+    assert (sr.AccessionNumber, sr.StudyID) == ("A" * 16, "S" * 16) and "characters" not in caplog.text
+
+
+@pytest.mark.parametrize(("age", "kept"), [("062Y", True), ("011M", True), ("62", False), ("62 years", False)])
+def test_a_patient_age_that_is_not_a_dicom_age_string_is_left_out_of_the_sr(age: str, kept: bool) -> None:
+    """AS is three digits and D/W/M/Y (PS3.5 6.2); sources write '62' (dciodvfy: "Value invalid for this VR").
+    PatientAge is Type 3: the SR leaves an invalid one out rather than copy it or guess its unit."""
+    source = long_identifiers(PatientAge=age)
+    sr = strict_read(sr_to_bytes(build_second_read_sr(source, all_findings(), **ALGORITHM)))
+    assert (sr.get("PatientAge") == age) if kept else ("PatientAge" not in sr)
+    assert source.PatientAge == age  # the source keeps its value
+
+
+def test_dcmtk_and_dicom3tools_read_the_sr_of_a_long_accession_number_cleanly(tmp_path: Path) -> None:
+    """dsrdump (dcmtk) renders the SR with no warning; dciodvfy (dicom3tools), where installed, finds no error."""
+    dsrdump = shutil.which("dsrdump")
+    if dsrdump is None:
+        pytest.skip("dsrdump is not installed (Debian package 'dcmtk'): the dcmtk check of the SR is not run")
+    path = tmp_path / "sr.dcm"
+    path.write_bytes(sr_to_bytes(build_second_read_sr(long_identifiers(AccessionNumber="X" * 40), all_findings(),
+                                                      **ALGORITHM)))
+    done = subprocess.run([dsrdump, "-ll", "warn", str(path)], capture_output=True, text=True, timeout=30,
+                          check=False)
+    assert done.returncode == 0 and "Comprehensive 3D SR" in done.stdout
+    assert not [line for line in (done.stdout + done.stderr).splitlines() if line.startswith(("W:", "E:", "F:"))]
+    dciodvfy = shutil.which("dciodvfy")
+    if dciodvfy is not None:
+        checked = subprocess.run([dciodvfy, "-new", str(path)], capture_output=True, text=True, timeout=30,
+                                 check=False)
+        assert not [line for line in (checked.stdout + checked.stderr).splitlines() if line.startswith("Error")]
+
+
+def test_the_algorithm_is_contributing_equipment_of_the_sr(built: tuple[Dataset, list[FindingResult], bytes]) -> None:
+    """Viewers show ContributingEquipmentSequence: the algorithm is there as processing equipment (DCM 109102, a
+    member of CID 7005 "Contributing Equipment Purpose of Reference"), with its name and version."""
+    sr = strict_read(built[2])
+    purposes = {(item.PurposeOfReferenceCodeSequence[0].CodeValue,
+                 item.PurposeOfReferenceCodeSequence[0].CodingSchemeDesignator,
+                 item.Manufacturer): item for item in sr.ContributingEquipmentSequence}
+    vigil = purposes[("109102", "DCM", "Vigil")]
+    assert vigil.PurposeOfReferenceCodeSequence[0].CodeMeaning == "Processing Equipment"
+    assert vigil.ManufacturerModelName == ALGORITHM["algorithm_name"]
+    assert vigil.SoftwareVersions == ALGORITHM["algorithm_version"]
+    assert ALGORITHM["algorithm_version"] in vigil.ContributionDescription
+    assert not any(code == "109104" for code, _, _ in purposes)  # nothing here de-identified anything
+    assert read_second_read_sr(built[2])["algorithm"]["version"] == ALGORITHM["algorithm_version"]  # TID 4019 too
+
+
 def test_private_sop_class_source_is_refused_naming_the_field() -> None:
     with pytest.raises(InputValidationError, match="SOPClassUID") as info:
         build_second_read_sr(make_cr(SOPClassUID="1.2.3.4.5.6.7"), all_findings(), **ALGORITHM)
@@ -423,4 +508,4 @@ def test_real_cr_fixture_round_trips() -> None:
     assert parsed["referenced_sop_instance_uid"] == source.SOPInstanceUID
     assert parsed["any_flagged"] is False
     assert {k: v["probability"] for k, v in parsed["findings"].items()} == {r.finding: r.probability for r in findings}
-    assert parsed["statement"] == DECISION_SUPPORT_STATEMENT
+    assert parsed["statement"] == IMAGING_STATEMENT

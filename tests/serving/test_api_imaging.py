@@ -5,17 +5,22 @@ from __future__ import annotations
 import base64
 import io
 import os
+import shutil
+import subprocess
+import warnings
 from pathlib import Path
 
 import pytest
-from pydicom import dcmread
+from pydicom import config, dcmread
 
+from models.model_card import decision_support_statement
 from models.structured_report import read_second_read_sr
 from serving.schemas import SecondReadResult
 
 FIXTURES = Path(os.environ.get("VIGIL_DATA_DIR", Path(__file__).resolve().parents[2] / ".." / "shared" / "data")) \
     / "imaging" / "dicom_fixtures"
 CHEST = FIXTURES / "chest" / "RG1_JLSN.dcm"  # MONOCHROME1, JPEG-LS
+SIIM = FIXTURES / "chest" / "1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"  # small JPEG baseline
 
 
 def _fixture(path: Path) -> bytes:
@@ -66,16 +71,70 @@ def test_structured_report_with_accept_dicom_matches_the_json(service):
 
 
 @pytest.mark.realdata
-# Its AccessionNumber (56 characters, SH allows 16) is copied as the source has it, so the SR links to the same
-# study; pydicom warns about the length, which this suite otherwise turns into an error.
-@pytest.mark.filterwarnings("ignore:The value length .* exceeds the maximum length of 16 allowed for VR SH")
 def test_structured_report_of_a_source_with_malformed_dates(service):
-    """966_fixed has a hash as its PatientBirthDate: the SR is still made, with the date empty (Type 2)."""
+    """966_fixed has a hash as its PatientBirthDate and a 56-character AccessionNumber (SH allows 16): the SR is
+    still made, with both empty (Type 2) rather than invalid (this suite turns pydicom's length warning into an
+    error)."""
     data = _fixture(FIXTURES / "chest" / "966_fixed.dcm")
     res = _post(service, data, Accept="application/dicom")
     assert res.status_code == 200, res.text
     sr = dcmread(io.BytesIO(res.content))
     assert sr.PatientBirthDate == "" and sr.SOPInstanceUID != dcmread(io.BytesIO(data)).SOPInstanceUID
+    assert "AccessionNumber" in sr and sr.AccessionNumber == ""
+
+
+def _with_long_accession_number(data: bytes) -> bytes:
+    """The instance with a 40-character AccessionNumber, as some RIS write them (pydicom's own length warning on
+    setting and writing it is the test's doing, so it is silenced here only)."""
+    ds = dcmread(io.BytesIO(data))
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds.AccessionNumber = "RIS-" + "9" * 36
+        ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+@pytest.mark.realdata
+def test_structured_report_of_a_source_with_a_long_accession_number(service, tmp_path, caplog):
+    """The SR is made and valid: AccessionNumber empty, a warning names the attribute (not the value); pydicom reads
+    it strictly and dcmtk's dsrdump without a warning. The model's name and version are in ContributingEquipment."""
+    data = _with_long_accession_number(_fixture(SIIM))
+    res = _post(service, data, Accept="application/dicom")
+    assert res.status_code == 200, res.text
+    with config.strict_reading():
+        sr = dcmread(io.BytesIO(res.content))
+        for element in sr.iterall():
+            _ = element.value
+    assert sr.AccessionNumber == "" and sr.StudyInstanceUID == dcmread(io.BytesIO(data)).StudyInstanceUID
+    assert "source AccessionNumber is 40 characters" in caplog.text and "RIS-9999" not in caplog.text
+    version = _post(service, data).json()["model"]["version"]
+    (vigil,) = [e for e in sr.ContributingEquipmentSequence if e.Manufacturer == "Vigil"]
+    assert (vigil.ManufacturerModelName, vigil.SoftwareVersions) == (sr.ManufacturerModelName, version)
+    assert (vigil.PurposeOfReferenceCodeSequence[0].CodeValue,
+            vigil.PurposeOfReferenceCodeSequence[0].CodingSchemeDesignator) == ("109102", "DCM")
+    assert read_second_read_sr(res.content)["algorithm"]["version"] == version
+    dsrdump = shutil.which("dsrdump")
+    if dsrdump is not None:  # dcmtk, where installed
+        path = tmp_path / "sr.dcm"
+        path.write_bytes(res.content)
+        done = subprocess.run([dsrdump, "-ll", "warn", str(path)], capture_output=True, text=True, timeout=30,
+                              check=False)
+        assert done.returncode == 0 and not [line for line in (done.stdout + done.stderr).splitlines()
+                                             if line.startswith(("W:", "E:", "F:"))]
+
+
+@pytest.mark.realdata
+def test_every_imaging_output_carries_the_imaging_statement(service):
+    """The JSON, the SR and the imaging model card say what a second reader is; triage keeps its statement."""
+    imaging = decision_support_statement("imaging")
+    data = _fixture(SIIM)
+    body = _post(service, data).json()
+    assert body["decision_support_statement"] == imaging and "NEWS2" not in imaging
+    assert read_second_read_sr(_post(service, data, Accept="application/dicom").content)["statement"] == imaging
+    models = service.client.get("/v1/models", headers=service.headers("imaging")).json()["models"]
+    cards = {m["task"]: m["card"]["decision_support_statement"] for m in models}
+    assert cards == {"imaging": imaging, "triage": decision_support_statement("triage")}
 
 
 @pytest.mark.realdata
