@@ -75,7 +75,7 @@ class IntakeResult:
     sop_class_uid: str | None
     sop_instance_uid: str | None
     study_instance_uid: str | None
-    outcome: str  # "queued", "duplicate", "replaced", "not_analysed", or "failed"
+    outcome: str  # "queued", "duplicate", "replaced", "redeliver", "not_analysed", or "failed"
     item: QueueItem | None = None
     reason: str | None = None  # why it failed (never header values)
 
@@ -309,6 +309,10 @@ class Intake:
             remove_quietly(path, self.storage_dir)
             log.info("instance %s received again from %s: already queued (%s); not queued twice",
                      sop_instance, calling_aet, item.state)
+        elif outcome == "redeliver":
+            remove_quietly(path, self.storage_dir)
+            log.info("instance %s received again from %s after its SR was delivered: the same SR is delivered "
+                     "again (not analysed again)", sop_instance, calling_aet)
         elif outcome == "replaced" and previous is not None:
             for old in (previous.file_path, previous.sr_path, previous.sc_path):
                 remove_quietly(old, self.storage_dir)

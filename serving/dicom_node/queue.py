@@ -104,9 +104,11 @@ class WorkQueue(ABC):
         """Queue a received instance, idempotently on its SOP Instance UID.
 
         Returns ``(item, outcome, previous)``: outcome ``"queued"`` (new), ``"duplicate"`` (already held: nothing
-        changes but its duplicate count; the caller deletes the bytes it just wrote) or ``"replaced"`` (the held
+        changes but its duplicate count; the caller deletes the bytes it just wrote), ``"replaced"`` (the held
         item had ended ``not_analysed`` and these bytes differ: queued afresh; the caller deletes the previous
-        item's files).
+        item's files) or ``"redeliver"`` (the held item's SR was delivered: it waits for delivery again with the
+        same SR and SC, not for a second analysis; the caller deletes the bytes it just wrote). See
+        :func:`serving.dicom_node.records.merge_resent`.
         """
         stamp = time.time() if now is None else now
         outcome: list[tuple[EnqueueOutcome, QueueItem | None]] = []

@@ -12,9 +12,11 @@ must not take the node down in a loop). Every transition is a function from one 
 checked against the state and lease owner the caller expects, so both back-ends (:mod:`.queue` SQLite,
 :mod:`.queue_redis` Redis) apply the same rules by an atomic read-check-write of one item.
 
-Identity is the SOP Instance UID: a re-sent instance never makes a second job. The one exception is an item
-that ended ``not_analysed`` and comes again with different bytes (a corrected re-send): it is replaced and
-analysed afresh.
+Identity is the SOP Instance UID: a re-sent instance never makes a second analysis. Two re-sends do change the
+item: one that ended ``not_analysed`` and comes again with different bytes (a corrected re-send) is replaced and
+analysed afresh; one whose SR was ``delivered`` goes back to ``analysed`` to deliver the same SR (and heat-map SC)
+again, once, with the same UIDs (a workstation that lost it asks again by re-sending the image). A re-send while
+that re-delivery is pending changes nothing but the duplicate count.
 """
 
 from __future__ import annotations
@@ -228,12 +230,19 @@ def new_item(instance: NewInstance, now: float) -> QueueItem:
         analysed_at=now if refused else None)
 
 
-EnqueueOutcome = Literal["queued", "duplicate", "replaced"]
+EnqueueOutcome = Literal["queued", "duplicate", "replaced", "redeliver"]
 
 
 def merge_resent(current: QueueItem | None, instance: NewInstance,
                  now: float) -> tuple[QueueItem, EnqueueOutcome]:
-    """What receiving ``instance`` does to the item already held for its SOP Instance UID (if any)."""
+    """What receiving ``instance`` does to the item already held for its SOP Instance UID (if any).
+
+    ``"queued"``: a new item. ``"replaced"``: the held item ended ``not_analysed`` and these bytes differ (a
+    corrected re-send), queued afresh. ``"redeliver"``: the held item's SR was delivered; it waits for delivery
+    again (attempts from zero), keeping its result, SR and SC and their UIDs: the model is not run again. A held
+    item in any other state (waiting, being analysed, re-delivery pending, ``delivery_failed``) is a
+    ``"duplicate"``: only its duplicate count changes.
+    """
     if current is None:
         return new_item(instance, now), "queued"
     corrected = (current.state == "not_analysed" and instance.not_analysed is None
@@ -241,6 +250,10 @@ def merge_resent(current: QueueItem | None, instance: NewInstance,
     if corrected:
         fresh = new_item(instance, now)
         return dataclasses.replace(fresh, duplicates=current.duplicates + 1), "replaced"
+    if current.state == "delivered" and current.sr_path:
+        return dataclasses.replace(current, state="analysed", needs_delivery=True, delivery_attempts=0,
+                                   next_attempt_at=now, last_error=None, duplicates=current.duplicates + 1,
+                                   updated_at=now), "redeliver"
     return dataclasses.replace(current, duplicates=current.duplicates + 1, updated_at=now), "duplicate"
 
 

@@ -77,6 +77,47 @@ def test_claims_take_the_oldest_due_item_and_a_lapsed_lease_is_claimed_again(que
     assert queue.get("1.2.3.2").reason == "broken"
 
 
+def _delivered(queue, n: int) -> None:
+    """Item ``1.2.3.<n>`` analysed (its SR and SC on disk) and delivered once."""
+    queue.enqueue(_instance(n), now=0.0)
+    item = queue.claim(ANALYSE, "w", 60.0, now=1.0)
+    queue.transition(item, expect_state="analysing", state="analysed", needs_delivery=True, next_attempt_at=2.0,
+                     sr_sop_instance_uid="1.2.5.1", sr_path="/out/sr/1.dcm", sc_sop_instance_uid="1.2.5.2",
+                     sc_path="/out/sc/1.dcm", request_id="dicom-1", result={"flagged": False}, now=2.0)
+    sending = queue.claim(DELIVER, "w", 60.0, now=3.0)
+    queue.transition(sending, expect_state="delivering", state="delivered", delivered_at=4.0, now=4.0)
+
+
+def test_a_resend_after_delivery_delivers_the_same_report_again_once(queue):
+    _delivered(queue, 5)
+    item, outcome, previous = queue.enqueue(_instance(5, sha="d" * 64), now=10.0)
+    assert outcome == "redeliver" and previous.state == "delivered"
+    assert (item.state, item.needs_delivery, item.delivery_attempts, item.duplicates) == ("analysed", True, 0, 1)
+    kept = ("sr_sop_instance_uid", "sr_path", "sc_sop_instance_uid", "sc_path", "request_id", "result", "sha256",
+            "attempts", "analysed_at")
+    assert {k: getattr(item, k) for k in kept} == {k: getattr(previous, k) for k in kept}  # same SR, same read
+    assert queue.claim(ANALYSE, "w", 60.0, now=11.0) is None  # never a second analysis
+    # Re-sent again while the re-delivery waits, then while it is under way: nothing more is queued.
+    assert queue.enqueue(_instance(5), now=11.0)[1] == "duplicate"
+    sending = queue.claim(DELIVER, "w", 60.0, now=12.0)
+    assert sending.sop_instance_uid == "1.2.3.5" and sending.delivery_attempts == 1
+    again, outcome, _ = queue.enqueue(_instance(5), now=12.5)
+    assert outcome == "duplicate" and again.state == "delivering" and again.duplicates == 3
+    assert queue.claim(DELIVER, "w2", 60.0, now=13.0) is None  # one delivery at a time, not two
+    done = queue.transition(sending, expect_state="delivering", state="delivered", delivered_at=14.0, now=14.0)
+    assert done.state == "delivered" and done.sr_sop_instance_uid == "1.2.5.1"
+    assert queue.counts() == {**dict.fromkeys(STATES, 0), "delivered": 1}
+
+
+def test_a_resend_after_a_failed_delivery_is_a_duplicate(queue):
+    """``delivery_failed`` waits for an operator (requeue_delivery); a re-send does not retry it by itself."""
+    queue.enqueue(_instance(8), now=0.0)
+    item = queue.claim(ANALYSE, "w", 60.0, now=1.0)
+    queue.transition(item, expect_state="analysing", state="delivery_failed", sr_path="/out/sr/8.dcm", now=2.0)
+    assert queue.enqueue(_instance(8), now=3.0)[1] == "duplicate"
+    assert queue.get("1.2.3.8").state == "delivery_failed"
+
+
 def test_delivery_stage_retry_and_operator_requeue(queue):
     queue.enqueue(_instance(3), now=0.0)
     item = queue.claim(ANALYSE, "w", 60.0, now=1.0)

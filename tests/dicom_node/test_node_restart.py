@@ -57,10 +57,15 @@ def test_a_node_stopped_mid_queue_loses_nothing_and_a_new_node_delivers_each_onc
         assert reports[uid] == [item.sr_sop_instance_uid] and item.delivery_attempts == 1
     assert second.queue.get(mine.sop_instance_uid).attempts == 2  # recovered at once on restart
     assert second.queue.get(theirs.sop_instance_uid).attempts == 2  # claimed again when its lease ran out
-    # Re-sending after delivery makes no second job and no second report.
+    # Re-sending after delivery makes no second job: the same report is delivered once more, with its own UID.
+    before = second.queue.get(uids[0])
     assert dicom_tools.send(second.port, sources[:1]).statuses == [0x0000]
-    assert second.queue.get(uids[0]).duplicates == 1 and second.queue.get(uids[0]).state == "delivered"
-    assert second.stop() and len(destination.received) == len(sources)
+    dicom_tools.wait_for(lambda: len(destination.received) == len(sources) + 1
+                         and second.queue.get(uids[0]).state == "delivered")
+    after = second.queue.get(uids[0])
+    assert after.duplicates == 1 and (after.attempts, after.request_id) == (before.attempts, before.request_id)
+    assert _reports(destination)[uids[0]] == [second.queue.get(uids[0]).sr_sop_instance_uid] * 2
+    assert second.stop() and len(destination.received) == len(sources) + 1
 
 
 @pytest.mark.realdata
