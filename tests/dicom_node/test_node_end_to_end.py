@@ -25,8 +25,6 @@ def _idle(node) -> bool:
 
 @pytest.mark.realdata
 @pytest.mark.filterwarnings("ignore:Invalid value for VR UI")  # CR-ModalitySequenceLUT's UIDs have leading zeros
-# 966_fixed's AccessionNumber (SH) is 56 characters: pydicom warns (length only) as it is copied into the SR
-@pytest.mark.filterwarnings("ignore:The value length .* exceeds the maximum length of 16 allowed for VR SH")
 @pytest.mark.parametrize("queue_url", ["sqlite"], indirect=True)
 def test_every_fixture_is_read_reported_and_delivered(node_factory, destination, fixtures_dir, dicom_tools,
                                                       audit_store, tmp_path):
