@@ -23,8 +23,9 @@ TRIAGE_DECISION_SUPPORT_STATEMENT: Final = (
     "NEWS2 demands (Vigil's safety floor)."
 )
 IMAGING_DECISION_SUPPORT_STATEMENT: Final = (
-    "Vigil's chest X-ray second read is clinical decision support: a second reader. A radiologist or clinician "
-    "reads every image and remains responsible for its interpretation and report. Vigil does not rule findings "
+    "Vigil's chest X-ray second read is clinical decision support: a second reader. It does not replace the "
+    "judgement of a clinician: a radiologist or clinician reads every image and remains responsible for its "
+    "interpretation and report. Vigil does not rule findings "
     "out and does not report; it flags only the findings released for the patient's population, and a finding "
     "it did not evaluate is not a negative."
 )
