@@ -42,6 +42,11 @@ def test_the_imaging_statement_is_about_imaging() -> None:
         assert words in text, words
 
 
+@pytest.mark.parametrize("task", ["triage", "imaging"])
+def test_every_statement_says_it_does_not_replace_a_clinician(task: str) -> None:
+    assert "does not replace the judgement of a clinician" in decision_support_statement(task)  # type: ignore[arg-type]
+
+
 def test_an_unknown_task_is_refused_naming_it() -> None:
     with pytest.raises(ValueError, match="task must be one of triage, imaging; got 'ecg'"):
         decision_support_statement("ecg")  # type: ignore[arg-type]
