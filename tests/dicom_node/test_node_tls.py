@@ -13,7 +13,6 @@ import gc
 import ipaddress
 import logging
 import os
-import shutil
 import socket
 import ssl
 import subprocess
@@ -34,6 +33,7 @@ from serving.dicom_node.queue import SqliteQueue
 from serving.dicom_node.scp import StorageSCP
 from serving.dicom_node.settings import DicomNodeSettings, load_dicom_settings
 from serving.dicom_node.tls import address_allowed, parse_networks
+from tests.apt_tools import tool_or_skip
 
 #: pynetdicom drops the socket of a failed association unclosed (pydicom/pynetdicom#999); the tests where the node
 #: refuses one ignore that ResourceWarning, and only that one, and collect the socket before they end.
@@ -474,23 +474,7 @@ def test_tls_is_off_and_any_address_allowed_by_default_and_said_so_at_start(scp,
 @pytest.fixture(scope="session")
 def storescu() -> str:
     """dcmtk's storescu, installed with apt-get when this runs as root (as CI does); else the test is skipped."""
-    found = shutil.which("storescu")
-    if found:
-        return found
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        pytest.skip("dcmtk's storescu is not installed and cannot be (not root, or no apt-get): the TLS test with "
-                    "a third-party sender is not run")
-    for command in (["apt-get", "install", "-y", "-q", "dcmtk"], ["apt-get", "update", "-q"],
-                    ["apt-get", "install", "-y", "-q", "dcmtk"]):
-        done = subprocess.run(command, capture_output=True, timeout=600, check=False,
-                              env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-        if done.returncode == 0 and command[1] == "install":
-            break
-    found = shutil.which("storescu")
-    if not found:
-        pytest.skip("dcmtk could not be installed with apt-get (no network or no package): the TLS test with a "
-                    "third-party sender is not run")
-    return found
+    return tool_or_skip("storescu", "dcmtk", "the TLS test with a third-party sender")
 
 
 def test_dcmtk_storescu_over_tls_with_a_client_certificate_is_stored_and_without_tls_refused(scp, pki, storescu,

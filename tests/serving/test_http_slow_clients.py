@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import socket
 import ssl
 import subprocess
@@ -29,6 +28,7 @@ from serving.http_limits import DeadlineH11Protocol, uvicorn_limits
 from serving.metrics import ServiceMetrics
 from serving.middleware import RequestContextMiddleware
 from serving.settings import ServingSettings
+from tests.apt_tools import tool_or_skip
 from tests.net import free_port
 
 DEADLINE_S = 0.5
@@ -217,23 +217,8 @@ def test_vigil_serve_runs_uvicorn_with_the_header_deadline_and_a_concurrency_lim
 # ------------------------------------------------------------------------------ the documented reverse proxy
 def _nginx() -> str:
     """The nginx binary, installed with apt-get when this runs as root (as CI does); else the test is skipped."""
-    found = shutil.which("nginx") or (Path("/usr/sbin/nginx").is_file() and "/usr/sbin/nginx")
-    if found:
-        return str(found)
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        pytest.skip("nginx is not installed and cannot be (not root, or no apt-get): the reverse-proxy "
-                    "configuration of docs/reverse_proxy.md is not exercised")
-    for command in (["apt-get", "install", "-y", "-q", "nginx-light"],
-                    ["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "nginx-light"]):
-        done = subprocess.run(command, capture_output=True, timeout=600, check=False,
-                              env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-        if done.returncode == 0 and command[1] == "install":
-            break
-    found = shutil.which("nginx") or (Path("/usr/sbin/nginx").is_file() and "/usr/sbin/nginx")
-    if not found:
-        pytest.skip("nginx could not be installed with apt-get (no network or no package): the reverse-proxy "
-                    "configuration of docs/reverse_proxy.md is not exercised")
-    return str(found)
+    return tool_or_skip("nginx", "nginx-light", "the checks of docs/reverse_proxy.md's configuration",
+                        also_look_in=(Path("/usr/sbin"),))
 
 
 def documented_nginx_config() -> str:
