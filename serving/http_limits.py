@@ -21,7 +21,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from serving.settings import ServingSettings, get_settings
 
-__all__ = ["DeadlineH11Protocol", "uvicorn_limits"]
+__all__ = ["DeadlineH11Protocol", "UploadSlots", "uvicorn_limits"]
 
 log = logging.getLogger(__name__)
 
@@ -79,3 +79,22 @@ def uvicorn_limits(settings: ServingSettings) -> dict[str, Any]:
     """The ``uvicorn.run`` keyword arguments that bound numerous clients, from ``settings`` (pass
     ``http=DeadlineH11Protocol``, or a subclass, beside them for the header deadline)."""
     return {"limit_concurrency": settings.http_limit_concurrency}
+
+
+class UploadSlots:
+    """At most ``limit`` uploads of one kind at once per process (STOW-RS, second reads): a request that finds
+    them all taken is answered 503 with ``Retry-After`` before its body is read, so the bodies held at once are
+    bounded by the limit. Used on the event loop only (no lock needed)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.busy = 0
+
+    def try_acquire(self) -> bool:
+        if self.busy >= self.limit:
+            return False
+        self.busy += 1
+        return True
+
+    def release(self) -> None:
+        self.busy -= 1

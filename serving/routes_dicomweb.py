@@ -38,6 +38,7 @@ from models.errors import InputValidationError
 from models.labels import IMAGING_FINDINGS
 from serving.dicom_node.records import STATES
 from serving.errors import ApiError
+from serving.http_limits import UploadSlots
 from serving.multipart_stream import FEED_BYTES, MultipartReader, Part, stow_boundary
 from serving.schemas import problem_responses
 from serving.state import StateDep, require
@@ -75,25 +76,6 @@ _STOW_RESPONSES: dict[int | str, dict[str, Any]] = {
                         _422="The multipart body or the study UID is malformed, or over 1,000 instances: names which",
                         _503="Too many STOW-RS uploads at once: retry after Retry-After seconds"),
 }
-
-
-class UploadSlots:
-    """At most ``limit`` STOW-RS uploads at once per process: each holds a connection, a spool (1 MiB of memory,
-    the rest on disk) and a worker thread while its instances are taken in. Used on the event loop only (no lock
-    needed)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.busy = 0
-
-    def try_acquire(self) -> bool:
-        if self.busy >= self.limit:
-            return False
-        self.busy += 1
-        return True
-
-    def release(self) -> None:
-        self.busy -= 1
 
 
 def _slots(request: Request, state: Any) -> UploadSlots:

@@ -85,6 +85,12 @@ class ServingSettings(BaseSettings):
         description="STOW-RS uploads at once per worker process; another is answered 503 with Retry-After before "
                     "its body is read. Each holds at most 1 MiB of memory while it is received (the rest is "
                     "spooled to <work_dir>/stow-spool) and one instance while it is taken in.")
+    max_concurrent_second_reads: int = Field(
+        default=4, ge=1, le=1_000,
+        description="Second reads (POST /v1/imaging/second-read) taken in at once per worker process; another is "
+                    "answered 503 with Retry-After before its body is read. Each holds its body (up to "
+                    "VIGIL_MAX_DICOM_BYTES) in memory until the model has read it; model work itself runs two at a "
+                    "time.")
     worklist_aets: dict[str, list[str]] = Field(
         default_factory=dict,
         description='Which DICOM senders each client sees on the worklist, as JSON {"client": ["AE_TITLE", ...]}. '

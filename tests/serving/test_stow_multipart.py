@@ -291,3 +291,23 @@ def test_concurrent_stow_uploads_over_the_cap_get_503_with_retry_after(service_f
         after = svc.client.post("/dicomweb/studies", content=_body([b"three"]),
                                 headers=svc.headers("imaging", **{"Content-Type": CTYPE}))
         assert after.status_code == 409  # the slot was given back
+
+
+def test_second_reads_over_the_cap_get_503_before_their_body_is_read(service_factory, tmp_path, model_folder):
+    """POST /v1/imaging/second-read holds its body in memory until the model reads it: at most
+    VIGIL_MAX_CONCURRENT_SECOND_READS at once; another is refused before its body is read (issue 14)."""
+    dicom = {"ctype": "application/dicom", "path": "/v1/imaging/second-read"}
+    with service_factory(tmp_path, model_folder, max_concurrent_second_reads=1) as svc:
+        started, release = threading.Event(), threading.Event()
+        first = svc.client.portal.start_task_soon(
+            lambda: _apost(svc, iter([b"not", b" a dicom file"]), started=started, release=release, **dicom))
+        assert started.wait(30)
+        try:
+            busy = _post(svc, iter([b"x" * 1000]), **dicom)
+            assert busy["status"] == 503 and busy["headers"]["retry-after"].isdigit()
+            assert busy["read"] == 0  # refused before a byte of its body was taken
+            assert "already in progress" in json.loads(busy["body"])["detail"]
+        finally:
+            release.set()
+        assert first.result(30)["status"] == 422  # the held request went on, and its slot was given back
+        assert _post(svc, iter([b"also not dicom"]), **dicom)["status"] == 422
