@@ -51,3 +51,35 @@ def service(tmp_path, model_folder) -> Iterator[Service]:
 def service_factory():
     """:func:`make_service`, for tests that need their own model folder or settings."""
     return make_service
+
+
+@pytest.fixture(scope="module")
+def pg_available() -> bool:
+    """Whether the tests' PostgreSQL (:mod:`tests.postgres`) answers; asked once per module."""
+    from tests.postgres import reachable
+
+    return reachable()
+
+
+@pytest.fixture
+def pg_schema(pg_available: bool) -> Iterator[str]:
+    """A fresh PostgreSQL schema ``vigil_test_<uuid>``, dropped afterwards; the test is skipped without a server."""
+    import uuid
+
+    import sqlalchemy as sa
+    from sqlalchemy.engine import make_url
+
+    from tests.postgres import PG_URL
+
+    if not pg_available:
+        pytest.skip(f"PostgreSQL not reachable at {make_url(PG_URL).render_as_string()} (set VIGIL_TEST_PG_URL)")
+    schema = f"vigil_test_{uuid.uuid4().hex}"
+    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+        yield schema
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    finally:
+        admin.dispose()

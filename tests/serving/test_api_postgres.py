@@ -6,7 +6,6 @@ sees exactly what a stopped database looks like (refused and reset connections).
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import time
@@ -17,8 +16,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from serving.store import Store
+from tests.postgres import PG_URL
 
-PG_URL = os.environ.get("VIGIL_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 WELL = {"age_years": 30, "sex": "male", "heart_rate": 72, "resp_rate": 14, "sbp": 125, "dbp": 80, "spo2": 99,
         "temperature_c": 36.8, "consciousness": "A"}
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import socket
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -20,7 +18,6 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from models.errors import ConfigError
@@ -34,8 +31,8 @@ from serving.audit_chain import (
 )
 from serving.store import Store
 from serving.store_records import GENESIS_HASH, AuditRecord, audit_row_hash, canonical_json
+from tests.postgres import PG_URL, schema_url
 
-PG_URL = os.environ.get("VIGIL_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 KEY = b"k3y-for-tests-only-0123456789abcdef"  # 35 bytes
 PHI = "Jane Q. Patient 1957-03-14"  # stands for anything identifying that an audit row may hold
 
@@ -47,49 +44,11 @@ def _no_anchor_settings(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(f"VIGIL_AUDIT_ANCHOR_{name}", raising=False)
 
 
-def _pg_reachable() -> bool:
-    url = make_url(PG_URL)
-    try:
-        with socket.create_connection((url.host or "127.0.0.1", url.port or 5432), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-@pytest.fixture(scope="module")
-def pg_available() -> bool:
-    return _pg_reachable()
-
-
-def _pg_schema_url(schema: str, user: str | None = None) -> str:
-    url = make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-    if user is not None:
-        url = url.set(username=user, password=None)
-    return url.render_as_string(hide_password=False)
-
-
-@pytest.fixture
-def pg_schema(pg_available: bool) -> Iterator[str]:
-    """A fresh PostgreSQL schema, dropped afterwards."""
-    if not pg_available:
-        pytest.skip(f"PostgreSQL not reachable at {make_url(PG_URL).render_as_string()} (set VIGIL_TEST_PG_URL)")
-    schema = f"vigil_test_{uuid.uuid4().hex}"
-    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-        yield schema
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-    finally:
-        admin.dispose()
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'serving.db'}"
-    return _pg_schema_url(request.getfixturevalue("pg_schema"))
+    return schema_url(request.getfixturevalue("pg_schema"))
 
 
 @pytest.fixture
@@ -490,7 +449,7 @@ def test_postgres_insert_select_role_appends_but_cannot_rewrite(pg_schema: str, 
         if not may.scalar():
             superuser.dispose()
             pytest.skip("the PostgreSQL test user may not create roles")
-    owner = Store(_pg_schema_url(pg_schema))
+    owner = Store(schema_url(pg_schema))
     owner.create_schema()  # run once by the owner (e.g. `vigil keys create` with the owner's URL)
     key = owner.create_key("ed-north", ["triage"])[1]
     role = f"vigil_app_{uuid.uuid4().hex[:12]}"  # roles are per server: a unique name per test run
@@ -500,8 +459,8 @@ def test_postgres_insert_select_role_appends_but_cannot_rewrite(pg_schema: str, 
         conn.execute(sa.text(f'GRANT SELECT, INSERT ON "{pg_schema}".vigil_audit TO "{role}"'))
         conn.execute(sa.text(f'GRANT SELECT ON "{pg_schema}".vigil_api_keys TO "{role}"'))
     anchor = AuditAnchor(tmp_path / "anchors.jsonl", KEY)
-    service = Store(_pg_schema_url(pg_schema, user=role), anchor=anchor)
-    as_role = sa.create_engine(_pg_schema_url(pg_schema, user=role))
+    service = Store(schema_url(pg_schema, user=role), anchor=anchor)
+    as_role = sa.create_engine(schema_url(pg_schema, user=role))
     try:
         service.create_schema()  # what each worker does at start-up: a no-op, not a permission error
         assert service.authenticate(key) is not None

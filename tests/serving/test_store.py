@@ -9,11 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
-import os
-import socket
 import sqlite3
 import threading
-import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -26,44 +23,17 @@ from sqlalchemy.engine import make_url
 from models.errors import ConfigError, InputValidationError, StoreUnavailableError
 from serving.store import Store
 from serving.store_records import GENESIS_HASH, SCOPES, AuditRecord, audit_row_hash, split_key
+from tests.postgres import schema_url
 
 WELL_FORMED_KEY = "vgl_" + "A" * 12 + "_" + "B" * 43
-PG_URL = os.environ.get("VIGIL_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-
-
-def _pg_reachable() -> bool:
-    url = make_url(PG_URL)
-    try:
-        with socket.create_connection((url.host or "127.0.0.1", url.port or 5432), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-@pytest.fixture(scope="module")
-def pg_available() -> bool:
-    return _pg_reachable()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path, pg_available: bool) -> Iterator[str]:
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A URL of an empty store: a new SQLite file, or a new PostgreSQL schema dropped afterwards."""
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'serving.db'}"
-        return
-    if not pg_available:
-        pytest.skip(f"PostgreSQL not reachable at {make_url(PG_URL).render_as_string()} (set VIGIL_TEST_PG_URL)")
-    schema = f"vigil_test_{uuid.uuid4().hex}"
-    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-        url = make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-        yield url.render_as_string(hide_password=False)
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-    finally:
-        admin.dispose()
+        return f"sqlite:///{tmp_path / 'serving.db'}"
+    return schema_url(request.getfixturevalue("pg_schema"))
 
 
 @pytest.fixture
