@@ -241,6 +241,51 @@ def node_factory(tmp_path, holder, audit_store, queue_url):
         node.stop(timeout_s=5)
 
 
+@pytest.fixture
+def scp_factory(tmp_path):
+    """``make(**settings)`` -> (scp, intake): a Storage SCP alone (no workers) on a free port, over a SQLite queue,
+    admitting AE title MODALITY; every one stopped after the test."""
+    from serving.dicom_node.intake import Intake
+    from serving.dicom_node.queue import SqliteQueue
+    from serving.dicom_node.scp import StorageSCP
+    from serving.dicom_node.settings import DicomNodeSettings
+
+    made = []
+
+    def make(**overrides):
+        cfg = DicomNodeSettings(**{"work_dir": tmp_path, "port": 0, "allowed_calling_aets": "MODALITY", **overrides})
+        queue = SqliteQueue(tmp_path / "queue.db")
+        intake = Intake(queue, cfg.resolved_storage_dir(), max_instance_bytes=cfg.max_instance_bytes)
+        scp = StorageSCP(cfg, intake)
+        made.append((scp, queue))
+        assert scp.start() and scp.port
+        return scp, intake
+
+    yield make
+    for scp, queue in made:
+        scp.stop()
+        queue.close()
+
+
+def zero_radiograph(side: int):
+    """A CR instance of ``side`` x ``side`` 16-bit zeros with its file meta (never decoded by these tests)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ComputedRadiographyImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    ds = Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID = ComputedRadiographyImageStorage, generate_uid()
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.Modality = "CR"
+    ds.Rows = ds.Columns = side
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = bytes(side * side * 2)
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
+    return ds
+
+
 @pytest.fixture(scope="session")
 def dicom_tools() -> SimpleNamespace:
     """The helpers above, for test modules (tests/ has no packages to import them from)."""

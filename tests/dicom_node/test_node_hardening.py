@@ -20,14 +20,13 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 from pydicom import dcmread
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ComputedRadiographyImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian
 
 from serving.dicom_node.guard import SpooledDataset
 from serving.dicom_node.intake import Intake
-from serving.dicom_node.queue import SqliteQueue
-from serving.dicom_node.scp import StorageSCP
 from serving.dicom_node.settings import DicomNodeSettings
+from tests.dicom_node.conftest import zero_radiograph
 
 SCU_LEAK = "ignore:unclosed <socket.socket:ResourceWarning"
 A_ASSOCIATE_RQ = 0x01
@@ -35,41 +34,14 @@ LOCAL_LIMIT_EXCEEDED = (0x02, 0x03, 0x02)
 
 
 @pytest.fixture
-def guarded_scp(tmp_path):
+def guarded_scp(scp_factory):
     """``make(**settings)`` -> (scp, intake), listening on a free port; stopped after the test."""
-    made = []
-
-    def make(**overrides) -> tuple[StorageSCP, Intake]:
-        cfg = DicomNodeSettings(work_dir=tmp_path, port=0, allowed_calling_aets="MODALITY", **overrides)
-        queue = SqliteQueue(tmp_path / "queue.db")
-        intake = Intake(queue, cfg.resolved_storage_dir(), max_instance_bytes=cfg.max_instance_bytes)
-        scp = StorageSCP(cfg, intake)
-        made.append((scp, queue))
-        assert scp.start() and scp.port
-        return scp, intake
-
-    yield make
-    for scp, queue in made:
-        scp.stop()
-        queue.close()
+    return scp_factory
 
 
 def _radiograph(pixel_bytes: int) -> Dataset:
     """A CR instance of about ``pixel_bytes`` (zeros; never decoded here)."""
-    ds = Dataset()
-    ds.SOPClassUID = ComputedRadiographyImageStorage
-    ds.SOPInstanceUID = generate_uid()
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.Modality = "CR"
-    side = int((pixel_bytes // 2) ** 0.5)
-    ds.Rows = ds.Columns = side
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = bytes(side * side * 2)
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
-    return ds
+    return zero_radiograph(int((pixel_bytes // 2) ** 0.5))
 
 
 def _connect(port: int) -> socket.socket:

@@ -24,16 +24,16 @@ from pathlib import Path
 import pytest
 from pydicom import dcmwrite
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ComputedRadiographyImageStorage, EnhancedSRStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import EnhancedSRStorage, ExplicitVRLittleEndian, generate_uid
 
 from models.errors import ConfigError
 from serving.dicom_node.delivery import DeliveryError, send_instances
 from serving.dicom_node.intake import Intake
-from serving.dicom_node.queue import SqliteQueue
 from serving.dicom_node.scp import StorageSCP
 from serving.dicom_node.settings import DicomNodeSettings, load_dicom_settings
 from serving.dicom_node.tls import address_allowed, parse_networks
 from tests.apt_tools import tool_or_skip
+from tests.dicom_node.conftest import zero_radiograph
 
 #: pynetdicom drops the socket of a failed association unclosed (pydicom/pynetdicom#999); the tests where the node
 #: refuses one ignore that ResourceWarning, and only that one, and collect the socket before they end.
@@ -162,43 +162,21 @@ def pacs_context(pki: PKI, credentials: Credentials) -> ssl.SSLContext:
 
 # ---------------------------------------------------------------------------------------------- the node's SCP
 @pytest.fixture
-def scp(tmp_path, pki):
+def scp(scp_factory, pki):
     """``make(tls=True, **settings)`` -> (scp, intake): the Storage SCP listening on a free port (over TLS with the
     node's certificate unless ``tls=False``); stopped after the test."""
-    made = []
 
     def make(*, tls: bool = True, **overrides) -> tuple[StorageSCP, Intake]:
-        values: dict[str, object] = {"work_dir": tmp_path, "port": 0, "allowed_calling_aets": "MODALITY",
-                                     "network_timeout_s": 5}
+        values: dict[str, object] = {"network_timeout_s": 5}
         if tls:
             values.update(tls_cert=pki.node.cert, tls_key=pki.node.key, tls_ca=pki.ca)
-        cfg = DicomNodeSettings(**{**values, **overrides})
-        queue = SqliteQueue(tmp_path / "queue.db")
-        intake = Intake(queue, cfg.resolved_storage_dir(), max_instance_bytes=cfg.max_instance_bytes)
-        node = StorageSCP(cfg, intake)
-        made.append((node, queue))
-        assert node.start() and node.port
-        return node, intake
+        return scp_factory(**{**values, **overrides})
 
-    yield make
-    for node, queue in made:
-        node.stop()
-        queue.close()
+    return make
 
 
 def _radiograph() -> Dataset:
-    ds = Dataset()
-    ds.SOPClassUID, ds.SOPInstanceUID = ComputedRadiographyImageStorage, generate_uid()
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.Modality = "CR"
-    ds.Rows = ds.Columns = 16
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = bytes(16 * 16 * 2)
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
-    return ds
+    return zero_radiograph(16)
 
 
 def associate(port: int, *, tls: ssl.SSLContext | None = None, bind: str | None = None,
