@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+from starlette.requests import Request
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from serving.errors import ApiError
 from serving.settings import ServingSettings, get_settings
 
-__all__ = ["DeadlineH11Protocol", "UploadSlots", "uvicorn_limits"]
+__all__ = ["DeadlineH11Protocol", "UploadSlots", "upload_slot", "uvicorn_limits"]
 
 log = logging.getLogger(__name__)
 
@@ -98,3 +102,27 @@ class UploadSlots:
 
     def release(self) -> None:
         self.busy -= 1
+
+
+@contextmanager
+def upload_slot(request: Request, kind: str, limit: int, *, setting: str, retry_after_s: int) -> Iterator[None]:
+    """Hold one of this app's ``limit`` slots for ``kind`` (e.g. "STOW-RS uploads") while the block runs; with every
+    slot taken, 503 with ``Retry-After`` (and the connection closed) before the request's body is read.
+
+    The slots live on the app (one set per ``kind`` per worker process); ``setting`` names the environment variable
+    that sets ``limit``, for the log line.
+    """
+    registry: dict[str, UploadSlots] | None = getattr(request.app.state, "upload_slots", None)
+    if registry is None:
+        registry = request.app.state.upload_slots = {}
+    if kind not in registry:
+        registry[kind] = UploadSlots(limit)
+    slots = registry[kind]
+    if not slots.try_acquire():
+        log.warning("%s refused: %d already in progress (%s)", kind, slots.limit, setting)
+        raise ApiError(503, f"{slots.limit} {kind} are already in progress; retry shortly",
+                       headers={"Retry-After": str(retry_after_s), "Connection": "close"})
+    try:
+        yield
+    finally:
+        slots.release()

@@ -38,7 +38,7 @@ from models.errors import InputValidationError
 from models.labels import IMAGING_FINDINGS
 from serving.dicom_node.records import STATES
 from serving.errors import ApiError
-from serving.http_limits import UploadSlots
+from serving.http_limits import upload_slot
 from serving.multipart_stream import FEED_BYTES, MultipartReader, Part, stow_boundary
 from serving.schemas import problem_responses
 from serving.state import StateDep, require
@@ -76,13 +76,6 @@ _STOW_RESPONSES: dict[int | str, dict[str, Any]] = {
                         _422="The multipart body or the study UID is malformed, or over 1,000 instances: names which",
                         _503="Too many STOW-RS uploads at once: retry after Retry-After seconds"),
 }
-
-
-def _slots(request: Request, state: Any) -> UploadSlots:
-    slots = getattr(request.app.state, "stow_slots", None)
-    if slots is None:
-        slots = request.app.state.stow_slots = UploadSlots(state.settings.max_concurrent_stow)
-    return slots
 
 
 def _spool_dir(state: Any) -> Path:
@@ -167,18 +160,12 @@ async def _stow_route(request: Request, state: Any, key: ApiKeyInfo, study: str 
         boundary = stow_boundary(request.headers.get("content-type", ""))  # 415 or 422 before any body is read
     except (InputValidationError, ApiError) as exc:
         raise _closing(exc) from exc
-    slots = _slots(request, state)
-    if not slots.try_acquire():
-        log.warning("STOW-RS upload refused: %d already in progress (VIGIL_MAX_CONCURRENT_STOW)", slots.limit)
-        raise ApiError(503, f"{slots.limit} STOW-RS uploads are already in progress; retry shortly",
-                       headers={"Retry-After": str(_RETRY_AFTER_S), "Connection": "close"})
-    try:
-        with MultipartReader(boundary, max_parts=_MAX_PARTS, max_part_bytes=state.settings.max_instance_bytes,
-                             memory_bytes=_SPOOL_MEMORY_BYTES, spool_dir=_spool_dir(state)) as reader:
-            await _read_parts(request, reader)
-            status, body = await state.run_model(_stow, state, key, reader, study)
-    finally:
-        slots.release()
+    with upload_slot(request, "STOW-RS uploads", state.settings.max_concurrent_stow,
+                     setting="VIGIL_MAX_CONCURRENT_STOW", retry_after_s=_RETRY_AFTER_S), \
+            MultipartReader(boundary, max_parts=_MAX_PARTS, max_part_bytes=state.settings.max_instance_bytes,
+                            memory_bytes=_SPOOL_MEMORY_BYTES, spool_dir=_spool_dir(state)) as reader:
+        await _read_parts(request, reader)
+        status, body = await state.run_model(_stow, state, key, reader, study)
     return JSONResponse(body, status_code=status, media_type=DICOM_JSON, headers=NO_STORE)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -15,12 +14,10 @@ from models.labels import IMAGING_FINDING_CODES
 from models.model_card import IMAGING_DECISION_SUPPORT_STATEMENT
 from models.structured_report import sr_to_bytes
 from serving.errors import ApiError
-from serving.http_limits import UploadSlots
+from serving.http_limits import upload_slot
 from serving.schemas import NO_MODEL_OR_AUDIT, SecondReadResult, problem_responses
 from serving.state import ServiceState, StateDep, audit_record, input_digest, require, write_audit
 from serving.store_records import ApiKeyInfo
-
-log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["imaging"])
 
@@ -50,14 +47,6 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 
 #: Seconds a client is told to wait when every second-read slot is taken.
 _RETRY_AFTER_S = 2
-
-
-def _slots(request: Request, state: ServiceState) -> UploadSlots:
-    """This process's second-read slots (``VIGIL_MAX_CONCURRENT_SECOND_READS``): bodies held at once are bounded."""
-    slots = getattr(request.app.state, "second_read_slots", None)
-    if slots is None:
-        slots = request.app.state.second_read_slots = UploadSlots(state.settings.max_concurrent_second_reads)
-    return slots
 
 
 async def read_dicom_body(request: Request) -> bytes:
@@ -123,17 +112,12 @@ def _second_read(state: ServiceState, request: Request, key: ApiKeyInfo, data: b
                          "`Accept: application/dicom`, a TID 1500 Structured Report to store next to the image. "
                          "Decision support: a radiologist reads every image.")
 async def second_read(request: Request, state: StateDep, key: ImagingKey, response: Response) -> Any:
-    slots = _slots(request, state)
-    if not slots.try_acquire():
-        log.warning("second read refused: %d already in progress (VIGIL_MAX_CONCURRENT_SECOND_READS)", slots.limit)
-        raise ApiError(503, f"{slots.limit} second reads are already in progress; retry shortly",
-                       headers={"Retry-After": str(_RETRY_AFTER_S), "Connection": "close"})
-    try:
+    # Each body is held in memory until the model reads it: at most VIGIL_MAX_CONCURRENT_SECOND_READS at once.
+    with upload_slot(request, "second reads", state.settings.max_concurrent_second_reads,
+                     setting="VIGIL_MAX_CONCURRENT_SECOND_READS", retry_after_s=_RETRY_AFTER_S):
         data = await read_dicom_body(request)
         accept = request.headers.get("accept", "")
         result, payload, media = await state.run_model(_second_read, state, request, key, data, accept)
-    finally:
-        slots.release()
     if payload is not None:
         return Response(payload, media_type=media,
                         headers={"X-Vigil-Flagged": str(result["flagged"]).lower(), **NO_STORE})
