@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import shutil
 import socket
@@ -350,11 +351,18 @@ def run_dicom_node() -> None:
         signal.signal(sig, lambda *_: stop.set())
     node.start()
     parent = os.environ.get("VIGIL_DICOM_PARENT_PID")  # set when `vigil serve` runs the node as its child
-    heartbeat = Path(settings.dicom_node_heartbeat) if settings.dicom_node_heartbeat else None
+    heartbeat = settings.dicom_node_heartbeat  # /readyz of `vigil serve` reads it (serving.routes_ops)
+    warned_at = -math.inf
     try:
         while True:
-            if heartbeat is not None:  # /readyz of `vigil serve` reads it (serving.routes_ops)
-                _touch(heartbeat)
+            if heartbeat is not None:
+                try:
+                    heartbeat.write_text(f"{os.getpid()}\n", encoding="ascii")
+                except OSError as exc:  # never fatal; said once a minute at most
+                    if time.monotonic() - warned_at >= 60:
+                        warned_at = time.monotonic()
+                        log.warning("cannot write the DICOM node's heartbeat %s (%s): /readyz will report the node "
+                                    "unavailable", heartbeat, type(exc).__name__)
             if stop.wait(1.0):
                 break
             if parent is not None and str(os.getppid()) != parent:
@@ -365,15 +373,3 @@ def run_dicom_node() -> None:
             heartbeat.unlink(missing_ok=True)
         node.stop()
         store.dispose()
-
-
-def _touch(path: Path) -> None:
-    """Write the node's heartbeat (its process id); a failure is logged once a minute at most, never fatal."""
-    try:
-        path.write_text(f"{os.getpid()}\n", encoding="ascii")
-    except OSError as exc:
-        now = time.monotonic()
-        if now - _touch.__dict__.get("last_warning", -120.0) >= 60:
-            _touch.__dict__["last_warning"] = now
-            log.warning("cannot write the DICOM node's heartbeat %s (%s): /readyz will report the node unavailable",
-                        path, type(exc).__name__)
