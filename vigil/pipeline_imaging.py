@@ -135,27 +135,26 @@ def run_imaging(config: ImagingTrainConfig, *, data_dir: Path | None = None, out
                                  "the exported graph does not compute what was trained: nothing was registered")
 
     shipped_path, precision = fp32_path, "fp32"
+    # Validation discrimination of what ships: the figure a change to the pixel path or training is judged on
+    # (the test split is scored once, below, and never used to choose).
+    validation_auroc = _auroc_by_finding(val, fp32.run(val.images)[0])
     int8: dict[str, Any] = {"attempted": config.quantize_int8}
     if config.quantize_int8:
         int8_path = quantize_int8(fp32_path, val.images[:256], out_dir / "cxr_int8.onnx", card)
         int8_model = ImagingOnnxModel(int8_path, threads=config.threads)
-        deltas = {}
-        for name, split in (("validation", val), ("test", test)):
-            a = _auroc_by_finding(split, fp32.run(split.images)[0])
-            b = _auroc_by_finding(split, int8_model.run(split.images)[0])
-            deltas[name] = {f: b[f] - a[f] for f in a}
+        before = {"validation": validation_auroc, "test": _auroc_by_finding(test, fp32.run(test.images)[0])}
+        after = {name: _auroc_by_finding(split, int8_model.run(split.images)[0])
+                 for name, split in (("validation", val), ("test", test))}
+        deltas = {name: {f: after[name][f] - a for f, a in before[name].items()} for name in before}
         worst = max((abs(v) for v in deltas["validation"].values()), default=0.0)
         holds = worst <= config.int8_max_auroc_drop
         int8.update(auroc_change=deltas, worst_validation_change=worst, accuracy_holds=holds,
                     rule=f"ship INT8 only if every finding's validation AUROC changes by <= "
                          f"{config.int8_max_auroc_drop}")
         if holds:
-            shipped_path, precision = int8_path, "int8"
+            shipped_path, precision, validation_auroc = int8_path, "int8", after["validation"]
         log.info("INT8: worst validation AUROC change %.4f -> shipping %s", worst, "int8" if holds else "fp32")
     shipped = ImagingOnnxModel(shipped_path, threads=config.threads)
-    # Validation discrimination of what ships: the figure a change to the pixel path or training is judged on
-    # (the test split is scored once, below, and never used to choose).
-    validation_auroc = _auroc_by_finding(val, shipped.run(val.images)[0])
     log.info("imaging validation AUROC (%s): %s", precision,
              ", ".join(f"{f} {v:.3f}" for f, v in validation_auroc.items()))
     card.metrics = {"parity_max_abs_diff": parity, "int8": int8, "shipped_precision": precision,
