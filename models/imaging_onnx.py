@@ -28,6 +28,8 @@ from models.onnx_runtime import open_onnx_model, write_card_metadata
 #: needs no torch).
 IMAGING_INPUT_NAME = "image"
 IMAGING_OUTPUT_NAMES = ("probabilities", "heatmaps")
+#: Images per onnxruntime run in :meth:`ImagingOnnxModel.run` (bounds activation memory).
+RUN_CHUNK = 32
 
 
 def export_imaging_onnx(model: Any, image_size: int, card: ModelCard, path: Path) -> Path:
@@ -204,9 +206,17 @@ class ImagingOnnxModel:
         self.release = release
 
     def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Probabilities [N, F] and heat maps [N, F, S, S] for prepared images [N, 1, S, S]."""
-        probs, maps = self.session.run(list(IMAGING_OUTPUT_NAMES), {IMAGING_INPUT_NAME: images.astype(np.float32)})
-        return probs, maps
+        """Probabilities [N, F] and heat maps [N, F, S, S] for prepared images [N, 1, S, S].
+
+        Run in chunks of :data:`RUN_CHUNK` images: the graph reads each image as up to 40 members (orientations and
+        display saturations), so one run over thousands of images would hold tens of GB of activations.
+        """
+        images = np.asarray(images, dtype=np.float32)
+        outputs = [self.session.run(list(IMAGING_OUTPUT_NAMES), {IMAGING_INPUT_NAME: images[i:i + RUN_CHUNK]})
+                   for i in range(0, len(images), RUN_CHUNK)]
+        if len(outputs) == 1:
+            return outputs[0][0], outputs[0][1]
+        return np.concatenate([o[0] for o in outputs]), np.concatenate([o[1] for o in outputs])
 
     def flags(self, probabilities: np.ndarray) -> np.ndarray:
         """Boolean [N, F]: finding released (see :attr:`release`) and at or above its operating threshold.

@@ -119,6 +119,9 @@ class ImagingTrainConfig(_ValidatedConfig):
     saturation_probability: float = 0.5
     hflip_probability: float = 0.5
     dihedral_invariance: bool = True
+    #: The exported model averages its reading of each image with the brightest 0.1, 0.2, ... up to this fraction
+    #: saturated (models/imaging_net.py); 0 = off. A multiple of 0.1.
+    saturation_average: float = 0.4
     target_sensitivity: float = 0.9
     quantize_int8: bool = True
     int8_max_auroc_drop: float = 0.005
@@ -142,12 +145,19 @@ class ImagingTrainConfig(_ValidatedConfig):
         "saturation_jitter": (0.0, 0.5),
         "saturation_probability": (0.0, 1.0),
         "hflip_probability": (0.0, 1.0),
+        "saturation_average": (0.0, 0.5),
         "target_sensitivity": (0.5, 0.999),
         "int8_max_auroc_drop": (0.0, 0.1),
         "synthetic_n": (50, 1_000_000),
         "bootstrap_resamples": (10, 100_000),
         "threads": (1, 256),
     }
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if abs(self.saturation_average * 10 - round(self.saturation_average * 10)) > 1e-9:
+            raise ConfigError("config key 'saturation_average' must be a multiple of 0.1 (the averaged members are "
+                              f"0, 0.1, ... up to it); got {self.saturation_average}")
 
 
 def load_triage_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> TriageTrainConfig:

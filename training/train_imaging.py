@@ -7,14 +7,22 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from models.imaging import IMAGE_MEAN, IMAGE_STD
-from models.imaging_net import CalibratedChestXray, ChestXrayNet, orient, read_views
+from models.imaging import IMAGE_MEAN, IMAGE_STD, PIXEL_PATH_VERSION
+from models.imaging_net import (
+    CalibratedChestXray,
+    ChestXrayNet,
+    emulate_saturation,
+    orient,
+    read_views,
+    saturation_tails,
+)
 from models.labels import IMAGING_FINDINGS
 from models.operating_point import threshold_for_sensitivity
 from training.config import ImagingTrainConfig
@@ -38,6 +46,7 @@ class TrainedImagingModel:
     def predict(self, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
         """Calibrated probabilities [N, F] and heat maps [N, F, S, S] from torch (for parity checks)."""
         self.model.eval()
+        batch_size = max(1, batch_size // ((8 if self.model.dihedral else 1) * len(self.model.tails)))
         probs, maps = [], []
         with torch.no_grad():
             for start in range(0, len(images), batch_size):
@@ -105,18 +114,13 @@ def saturate(x: torch.Tensor, config: ImagingTrainConfig, generator: torch.Gener
     (docs/clinical_safety.md), hence the default 0.3.
     """
     n = x.shape[0]
-    display = (x * IMAGE_STD + IMAGE_MEAN).clamp(0.0, 1.0)
     chosen = torch.rand(n, 1, 1, 1, generator=generator) < config.saturation_probability
     ends = torch.rand(n, 2, 1, 1, generator=generator)
     low_on = chosen & (ends[:, :1] < 0.75)  # mostly both ends, sometimes only one
     high_on = chosen & (ends[:, 1:] < 0.75)
     s = torch.rand(n, 1, 1, 1, generator=generator) * config.saturation_jitter * low_on
     t = torch.rand(n, 1, 1, 1, generator=generator) * config.saturation_jitter * high_on
-    padding = display <= 1e-3
-    out = torch.where(display < s, s / 2, display)
-    out = torch.where(out > 1 - t, 1 - t / 2, out)
-    out = torch.where(padding, display, out)
-    return (out - IMAGE_MEAN) / IMAGE_STD
+    return emulate_saturation(x, s, t)
 
 
 def _masked_bce(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -137,15 +141,18 @@ def mean_auroc(labels: np.ndarray, mask: np.ndarray, scores: np.ndarray) -> floa
     return float(np.mean(values)) if values else float("nan")
 
 
-def _logits(net: ChestXrayNet, images: np.ndarray, batch_size: int = 256, *, dihedral: bool = False) -> torch.Tensor:
-    """Logits of ``images``; with ``dihedral`` averaged over the eight orientations, as the exported model does."""
+def _logits(net: ChestXrayNet, images: np.ndarray, batch_size: int = 256, *, dihedral: bool = False,
+            tails: tuple[float, ...] = (0.0,)) -> torch.Tensor:
+    """Logits of ``images``; with ``dihedral`` averaged over the eight orientations and over the saturation
+    ``tails``, as the exported model does."""
     net.eval()
     device = next(net.parameters()).device
+    batch_size = max(1, batch_size // ((8 if dihedral else 1) * len(tails)))  # members share one forward batch
     out = []
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
             x = torch.from_numpy(images[start : start + batch_size].astype(np.float32)).to(device)
-            out.append(read_views(net, x, dihedral)[0])
+            out.append(read_views(net, x, dihedral, tails)[0])
     return torch.cat(out).cpu()
 
 
@@ -218,7 +225,8 @@ def _train(data: ImagingDataset, config: ImagingTrainConfig, progress: bool) -> 
     net = net.cpu().eval()  # exported and calibrated on CPU
 
     # Model selection above reads one orientation (cheap); temperatures and thresholds are fitted on what is exported.
-    logits = _logits(net, val.images, dihedral=config.dihedral_invariance)
+    tails = saturation_tails(config.saturation_average)
+    logits = _logits(net, val.images, dihedral=config.dihedral_invariance, tails=tails)
     temperatures = []
     for j in range(len(IMAGING_FINDINGS)):
         rows = val_mask[:, j] > 0
@@ -228,7 +236,8 @@ def _train(data: ImagingDataset, config: ImagingTrainConfig, progress: bool) -> 
         temperatures.append(fit_temperature(
             logits[rows, j], lambda z, j=j, rows=rows: F.binary_cross_entropy_with_logits(z, val_labels[rows, j])
         ))
-    model = CalibratedChestXray(net, temperatures, config.image_size, dihedral=config.dihedral_invariance).eval()
+    model = CalibratedChestXray(net, temperatures, config.image_size, dihedral=config.dihedral_invariance,
+                                tails=tails).eval()
     trained = TrainedImagingModel(model, temperatures, {}, {}, history, best_epoch)
     probs, _ = trained.predict(val.images)
     for j, finding in enumerate(IMAGING_FINDINGS):
@@ -240,3 +249,27 @@ def _train(data: ImagingDataset, config: ImagingTrainConfig, progress: bool) -> 
     log.info("imaging temperatures %s; thresholds %s", [round(t, 3) for t in temperatures],
              {k: round(v, 4) for k, v in trained.thresholds.items()})
     return trained
+
+
+def save_imaging_weights(trained: TrainedImagingModel, config: ImagingTrainConfig, path: Path) -> Path:
+    """The trained network's torch weights with what is needed to rebuild the exported module (temperatures,
+    operating thresholds, the config and the pixel path): logged with each run so that a version can be re-exported
+    with other inference settings or fine-tuned."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": trained.model.net.state_dict(), "temperatures": list(trained.temperatures),
+                "thresholds": dict(trained.thresholds), "config": config.to_dict(),
+                "findings": list(IMAGING_FINDINGS), "pixel_path_version": PIXEL_PATH_VERSION}, path)
+    return path
+
+
+def load_imaging_weights(path: Path, *, tails: tuple[float, ...] | None = None) -> tuple[CalibratedChestXray, dict]:
+    """Rebuild the calibrated module saved by :func:`save_imaging_weights` (``tails`` overrides the saved config's
+    saturation average); returns it with the saved record."""
+    record = torch.load(path, map_location="cpu", weights_only=True)
+    config = ImagingTrainConfig(**record["config"])
+    net = ChestXrayNet(len(record["findings"]), dropout=config.dropout)
+    net.load_state_dict(record["state_dict"])
+    chosen = saturation_tails(config.saturation_average) if tails is None else tails
+    model = CalibratedChestXray(net.eval(), record["temperatures"], config.image_size,
+                                dihedral=config.dihedral_invariance, tails=chosen).eval()
+    return model, record

@@ -17,6 +17,7 @@ from evaluation.imaging_report import evaluate_imaging, write_imaging_report
 from evaluation.metrics import auroc
 from models.errors import DataSourceError, ModelArtifactError
 from models.imaging import PIXEL_PATH_VERSION
+from models.imaging_net import saturation_tails
 from models.imaging_onnx import ImagingOnnxModel, export_imaging_onnx, quantize_int8
 from models.labels import IMAGING_FINDING_CODES, IMAGING_FINDINGS
 from models.model_card import ModelCard
@@ -25,7 +26,7 @@ from training.config import ImagingTrainConfig
 from training.data import resolve_data_dir
 from training.data.imaging import ImagingDataset, concatenate, load_kermany, load_nih, synthetic_imaging
 from training.tracking import git_commit, log_onnx_model_run, tracking_settings
-from training.train_imaging import train_imaging
+from training.train_imaging import save_imaging_weights, train_imaging
 from vigil.pipeline import REPO_DIR, work_dir
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,9 @@ def run_imaging(config: ImagingTrainConfig, *, data_dir: Path | None = None, out
                   "findings": list(IMAGING_FINDINGS),
                   "finding_codes": {k: list(v) for k, v in IMAGING_FINDING_CODES.items()},
                   "architecture": "torchvision mobilenet_v3_small (weights=None), 1-channel stem, linear head, "
-                                  "CAM heat maps in graph"},
+                                  "CAM heat maps in graph",
+                  "averaged_readings": {"orientations": 8 if config.dihedral_invariance else 1,
+                                        "bright_saturations": list(saturation_tails(config.saturation_average))}},
         calibration={"method": "temperature scaling per finding on validation",
                      "temperatures": dict(zip(IMAGING_FINDINGS, trained.temperatures, strict=True))},
         decision_rule={"operating_thresholds": trained.thresholds,
@@ -122,6 +125,7 @@ def run_imaging(config: ImagingTrainConfig, *, data_dir: Path | None = None, out
         ],
         synthetic_data=synthetic,
     )
+    weights_path = save_imaging_weights(trained, config, out_dir / "cxr_weights.pt")
     fp32_path = export_imaging_onnx(trained.model, config.image_size, card, out_dir / "cxr_fp32.onnx")
     fp32 = ImagingOnnxModel(fp32_path, threads=config.threads)
     torch_probs, torch_maps = trained.predict(test.images[:128])
@@ -182,7 +186,7 @@ def run_imaging(config: ImagingTrainConfig, *, data_dir: Path | None = None, out
     (out_dir / "imaging_model_card.md").write_text(card.to_markdown(), encoding="utf-8")
     (out_dir / "imaging_model_card.json").write_text(card.to_json(), encoding="utf-8")
     (out_dir / "int8.json").write_text(json.dumps(int8, indent=2), encoding="utf-8")
-    artefacts += [out_dir / "imaging_model_card.md", out_dir / "int8.json", fp32_path]
+    artefacts += [out_dir / "imaging_model_card.md", out_dir / "int8.json", fp32_path, weights_path]
     metrics = {"parity_max_abs_diff": parity, **{f"validation.{f}.auroc": v for f, v in validation_auroc.items()},
                **{f"test.{s}.{f}.auroc": e["auroc"]["estimate"] for s, r in evaluations.items()
                   for f, e in r["findings"].items() if "auroc" in e}}

@@ -5,27 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 from models.imaging_net import DIHEDRAL, CalibratedChestXray, ChestXrayNet, orient, unorient
+from tests.models.tiny_cxr import TinyNet
 from training.config import load_imaging_config
 from training.train_imaging import augment
 
 SIZE = 32
-
-
-class TinyNet(nn.Module):
-    """ChestXrayNet's interface (``(logits, feature maps)``, a linear ``head``) with one strided convolution: an
-    input-sensitive, orientation-sensitive stand-in that runs in milliseconds."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(1, 8, 5, stride=4, padding=2), nn.ReLU())
-        self.head = nn.Linear(8, 7)
-
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        maps = self.features(image)
-        return self.head(maps.mean(dim=(2, 3))), maps
 
 
 @pytest.fixture(scope="module")

@@ -93,3 +93,27 @@ def test_saturation_is_what_a_saturating_display_window_does_after_equalisation(
     assert np.abs(emulated - after).mean() < 0.35 * np.abs(before - after).mean()
     black = torch.full((1, 1, 8, 8), -IMAGE_MEAN / IMAGE_STD)
     assert torch.equal(saturate(black, cfg, torch.Generator().manual_seed(0)), black)  # padding stays black
+
+
+def test_saved_weights_rebuild_the_same_module_and_take_other_saturation_settings(tmp_path):
+    from models.imaging_net import CalibratedChestXray, ChestXrayNet
+    from training.train_imaging import TrainedImagingModel, load_imaging_weights, save_imaging_weights
+
+    torch.manual_seed(0)
+    config = load_imaging_config(overrides={"image_size": 64, "saturation_average": 0.2})
+    net = ChestXrayNet().eval()
+    with torch.no_grad():  # make the untrained BatchNorm statistics input-dependent, as after training
+        for module in net.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_var.uniform_(0.5, 2.0)
+                module.running_mean.uniform_(-0.5, 0.5)
+    module = CalibratedChestXray(net, [1.1] * 7, 64, tails=(0.0, 0.1, 0.2)).eval()
+    trained = TrainedImagingModel(module, [1.1] * 7, {"pneumonia": 0.4}, {})
+    path = save_imaging_weights(trained, config, tmp_path / "w.pt")
+    rebuilt, record = load_imaging_weights(path)
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x)[0], module(x)[0])
+        assert rebuilt.tails == (0.0, 0.1, 0.2) and record["thresholds"] == {"pneumonia": 0.4}
+        single, _ = load_imaging_weights(path, tails=(0.0,))
+        assert single.tails == (0.0,)
