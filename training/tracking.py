@@ -151,6 +151,9 @@ def log_onnx_model_run(
             registered_model_name=registered_model_name,
             onnx_execution_providers=["CPUExecutionProvider"],
             save_as_external_data=False,
+            # What serving an ONNX model needs (onnx, onnxruntime, pinned to what is installed), stated rather than
+            # inferred: MLflow's inference imports every installed distribution's metadata (about 3 s a run).
+            pip_requirements=mlflow.onnx.get_default_pip_requirements(),
         )
         run_id = run.info.run_id
     version = str(info.registered_model_version)
