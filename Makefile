@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.vigil-installed
 
-.PHONY: venv run pipeline test lint bench clean
+.PHONY: venv run pipeline test test-fast lint bench clean
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,12 +22,22 @@ run: pipeline
 pipeline: venv
 	$(BIN)/vigil run
 
-## The test suite (CI calls exactly this through .ci/run).
+## The test suite (CI calls exactly this through .ci/run): lint, then the fast tier (unit and API tests against the
+## small models, trained once and cached in .vigil-test-cache/), then the slow tier (end-to-end trainings, processes,
+## servers and real counterparts: tests marked `slow`). pytest-xdist runs TEST_WORKERS workers, one test module per
+## worker (module fixtures are built once); most slow tests wait on sockets and processes, hence more than 2.
+TEST_WORKERS ?= 4
+PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
 test: venv
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/ruff check .
+	$(PYTEST) -m "not slow"
+	$(PYTEST) -m slow
+
+test-fast: venv
+	$(PYTEST) -m "not slow"
 
 lint: venv
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf vigil-work .pytest_cache
+	rm -rf vigil-work .pytest_cache .vigil-test-cache

@@ -10,10 +10,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 __all__ = ["tool_or_skip"]
 
@@ -57,12 +59,16 @@ def tool_or_skip(binary: str, package: str, purpose: str, *, also_look_in: Seque
         pytest.skip(f"{binary} is not installed and cannot be (not root, or no apt-get): install the Debian package "
                     f"{package!r}; {purpose} are not run")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    # Install from the lists already there first; refresh them only when that fails (a fresh container has none).
-    for command in (["apt-get", "install", "-y", "-q", package], ["apt-get", "update", "-q"],
-                    ["apt-get", "install", "-y", "-q", package]):
-        done = subprocess.run(command, capture_output=True, timeout=_APT_TIMEOUT_S, check=False, env=env)
-        if done.returncode == 0 and command[1] == "install":
-            break
+    # One apt-get at a time across pytest-xdist workers (dpkg's own lock makes a second one fail, not wait).
+    with FileLock(str(Path(tempfile.gettempdir()) / "vigil-tests-apt.lock")):
+        found = _find(binary, also_look_in)  # another worker may have installed it meanwhile
+        # Install from the lists already there first; refresh them only when that fails (a fresh container has none).
+        commands = () if found else (["apt-get", "install", "-y", "-q", package], ["apt-get", "update", "-q"],
+                                     ["apt-get", "install", "-y", "-q", package])
+        for command in commands:
+            done = subprocess.run(command, capture_output=True, timeout=_APT_TIMEOUT_S, check=False, env=env)
+            if done.returncode == 0 and command[1] == "install":
+                break
     found = _find(binary, also_look_in)
     if not found:
         pytest.skip(f"{binary} could not be installed with 'apt-get install {package}' (no network or no such "

@@ -57,23 +57,71 @@ class Registered:
     imaging_version: str
 
 
-@pytest.fixture(scope="session")
-def registered(tmp_path_factory, isolated_env) -> Registered:
-    """Both models trained briefly on synthetic data and registered @candidate (never released)."""
+def _train_small_models(work: Path) -> Registered:
     from training.config import load_imaging_config, load_triage_config
     from vigil.pipeline import run_triage
     from vigil.pipeline_imaging import run_imaging
 
-    # The environment is isolated while training only: this fixture lives for the whole session.
-    with isolated_env(tmp_path_factory.mktemp("serving-work")) as work:
+    with isolated_work(work):
+        # One thread each: under pytest-xdist the workers share the cores, and torch's spinning intra-op threads
+        # slowed a training several-fold when oversubscribed.
         triage = run_triage(load_triage_config(overrides={
-            "epochs": 3, "synthetic_train_n": 2000, "synthetic_test_n": 600, "bootstrap_resamples": 10}),
-            progress=False)
+            "epochs": 3, "synthetic_train_n": 2000, "synthetic_test_n": 600, "bootstrap_resamples": 10,
+            "threads": 1}), progress=False)
         imaging = run_imaging(load_imaging_config(overrides={
             "epochs": 2, "patience": 2, "synthetic_n": 200, "image_size": 64, "batch_size": 32,
-            "bootstrap_resamples": 10}), progress=False)
+            "bootstrap_resamples": 10, "threads": 1}), progress=False)
     return Registered(work, triage.onnx_path, imaging.shipped_path, triage.registered_version,
                       imaging.registered_version)
+
+
+REPO = Path(__file__).resolve().parents[1]
+#: What the small models are built from: a change to any of these trains them again.
+_MODEL_SOURCES = ("models", "training", "evaluation", "fairness", "vigil", "serving/model_source.py",
+                  "requirements.lock", "tests/conftest.py")
+
+
+def _source_key() -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in _MODEL_SOURCES:
+        path = REPO / name
+        files = sorted(p for p in path.rglob("*") if p.suffix in {".py", ".yaml"}) if path.is_dir() else [path]
+        for file in files:
+            digest.update(str(file.relative_to(REPO)).encode() + b"\0" + file.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+@pytest.fixture(scope="session")
+def registered() -> Registered:
+    """Both models trained briefly on synthetic data and registered @candidate (never released).
+
+    Trained once and kept in ``$VIGIL_TEST_MODEL_CACHE`` (default ``.vigil-test-cache/`` in the repository, ignored
+    by git) under a digest of the code they are built from, so that the fast tier, the slow tier and every
+    pytest-xdist worker use the same models and a second ``make test`` does not train again; any change to that
+    code trains them afresh (older entries are removed). Whoever gets here first trains while the others wait on a
+    file lock. Tests that write to a registry work on a copy of ``mlflow.db``, never on this one.
+    """
+    import json
+    import shutil
+
+    from filelock import FileLock
+
+    cache = Path(os.environ.get("VIGIL_TEST_MODEL_CACHE", REPO / ".vigil-test-cache"))
+    cache.mkdir(parents=True, exist_ok=True)
+    key = _source_key()
+    record = cache / key / "registered.json"
+    with FileLock(str(cache / "lock")):
+        if not record.exists():
+            for old in cache.iterdir():
+                if old.is_dir():
+                    shutil.rmtree(old, ignore_errors=True)
+            done = _train_small_models(cache / key / "work")
+            record.write_text(json.dumps({k: str(v) for k, v in vars(done).items()}), encoding="utf-8")
+    fields = json.loads(record.read_text(encoding="utf-8"))
+    return Registered(Path(fields["work"]), Path(fields["triage_onnx"]), Path(fields["imaging_onnx"]),
+                      fields["triage_version"], fields["imaging_version"])
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,8 @@ from pynetdicom.sop_class import ComputedRadiographyImageStorage, Verification
 from serving.dicom_node.queue import open_queue
 from tests.net import free_port
 
+pytestmark = pytest.mark.slow  # starts the DICOM node as a process
+
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -26,6 +26,8 @@ from serving.dicom_node.records import QueueItem
 from tests.apt_tools import tool_or_skip
 from tests.net import free_port
 
+pytestmark = pytest.mark.slow  # drives dcmtk as modality and PACS
+
 #: The fixtures sent: every chest radiograph of <data>/imaging/dicom_fixtures (chest/ and derived/, the two RLE
 #: copies): eight files, all sent, read by the small test model of tests/conftest.py and delivered in about 5 s on
 #: two shared cores, so none is left out.

@@ -10,6 +10,8 @@ from pydicom.uid import Comprehensive3DSRStorage, SecondaryCaptureImageStorage
 
 from models.structured_report import read_second_read_sr
 
+pytestmark = pytest.mark.slow  # stores every fixture through a running node
+
 NEGATIVE_REASONS = {"966.dcm": "PixelData", "Fake_MONOHR1.dcm": "PhotometricInterpretation",
                     "RG2_JPLY.dcm": "BodyPartExamined"}
 OTHER_CR_REASONS = {"RG2_JLSL.dcm": "BodyPartExamined", "RG2_JPLL.dcm": "BodyPartExamined",

@@ -28,6 +28,8 @@ from serving.dicom_node.intake import Intake
 from serving.dicom_node.settings import DicomNodeSettings
 from tests.dicom_node.conftest import zero_radiograph
 
+pytestmark = pytest.mark.slow  # floods a running node with sockets
+
 SCU_LEAK = "ignore:unclosed <socket.socket:ResourceWarning"
 A_ASSOCIATE_RQ = 0x01
 LOCAL_LIMIT_EXCEEDED = (0x02, 0x03, 0x02)

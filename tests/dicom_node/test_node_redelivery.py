@@ -21,6 +21,8 @@ from pydicom.uid import Comprehensive3DSRStorage, SecondaryCaptureImageStorage
 from models.model_card import decision_support_statement
 from models.structured_report import read_second_read_sr
 
+pytestmark = pytest.mark.slow  # re-delivers through a running node
+
 #: A small real chest radiograph (JPEG baseline secondary capture): fast to decode.
 SIIM = "chest/1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"
 

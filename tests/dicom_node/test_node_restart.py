@@ -14,6 +14,8 @@ from models.structured_report import read_second_read_sr
 from serving.dicom_node.records import ANALYSE
 from serving.model_source import LocalFolderLocator, ModelHolder
 
+pytestmark = pytest.mark.slow  # kills and restarts nodes and receivers
+
 #: Small real chest files (fast to decode): JPEG baseline, raw legacy implicit VR, implicit VR DX, two RLE.
 SMALL = ("chest/1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm", "chest/CR-MONO1-10-chest",
          "chest/1.3.6.1.4.1.11129.5.5.110503645592756492463169821050252582267888.dcm",

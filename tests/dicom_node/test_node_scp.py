@@ -30,6 +30,8 @@ from serving.dicom_node.queue import SqliteQueue
 from serving.dicom_node.scp import StorageSCP, decodable_transfer_syntaxes
 from serving.dicom_node.settings import DicomNodeSettings
 
+pytestmark = pytest.mark.slow  # associations with a running node
+
 REJECTED_PERMANENT, SERVICE_USER = 0x01, 0x01
 CALLING_AE_NOT_RECOGNISED, CALLED_AE_NOT_RECOGNISED = 0x03, 0x07
 

@@ -35,6 +35,8 @@ from serving.dicom_node.tls import address_allowed, parse_networks
 from tests.apt_tools import tool_or_skip
 from tests.dicom_node.conftest import zero_radiograph
 
+pytestmark = pytest.mark.slow  # TLS associations with generated certificates
+
 #: pynetdicom drops the socket of a failed association unclosed (pydicom/pynetdicom#999); the tests where the node
 #: refuses one ignore that ResourceWarning, and only that one, and collect the socket before they end.
 SCU_LEAK = r"ignore:unclosed <(socket\.socket|ssl\.SSLSocket):ResourceWarning"

@@ -15,6 +15,8 @@ from fairness.family import Statistic, simultaneous
 from fairness.policy import GateResult, gate, load_policy
 from fairness.report import card_groups
 
+pytestmark = pytest.mark.slow  # simulates the fairness gate's error rates
+
 POLICY = load_policy()
 BANDS = ["<15", "15-24", "25-44", "45-64"]
 

@@ -14,6 +14,8 @@ from models.imaging_onnx import ImagingOnnxModel
 from models.labels import IMAGING_FINDINGS
 from training.config import load_imaging_config
 
+pytestmark = pytest.mark.slow  # trains an imaging model end to end
+
 FIXTURES = Path(os.environ.get("VIGIL_DATA_DIR", Path(__file__).resolve().parents[2] / ".." / "shared" / "data")) \
     / "imaging" / "dicom_fixtures"
 
@@ -23,10 +25,11 @@ def imaging_run(tmp_path_factory, isolated_env):
     with isolated_env(tmp_path_factory.mktemp("work")) as work:
         from vigil.pipeline_imaging import run_imaging
 
-        # Saturation augmentation off: this module checks the pipeline, and the synthetic blobs sit in the tails
-        # that augmentation saturates (tests/training/test_train_imaging.py tests the augmentation itself).
+        # Saturation augmentation and the saturation average off: this module checks the pipeline, and the
+        # synthetic blobs sit in the tails that they saturate (tests/training/test_train_imaging.py and
+        # tests/models/test_imaging_saturation_average.py test them; the session's small model averages).
         cfg = load_imaging_config(overrides={"epochs": 10, "patience": 10, "synthetic_n": 600, "image_size": 64,
-                                             "saturation_jitter": 0.0,
+                                             "saturation_jitter": 0.0, "saturation_average": 0.0,
                                              "batch_size": 32, "bootstrap_resamples": 20})
         result = run_imaging(cfg, progress=False)
         yield work, result

@@ -11,6 +11,8 @@ from typer.testing import CliRunner
 from training.config import load_triage_config
 from vigil.cli import app
 
+pytestmark = pytest.mark.slow  # trains a triage model and runs the release gate
+
 SYNTHETIC_AUDIT = (("synthetic:n=4000,seed=21", ("sex", "age_band", "ethnicity")),)
 
 LENIENT_POLICY = (
@@ -37,7 +39,7 @@ def registered(tmp_path_factory, isolated_env):
         from vigil.pipeline import run_triage
 
         cfg = load_triage_config(overrides={"epochs": 4, "synthetic_train_n": 2500, "synthetic_test_n": 1200,
-                                            "bootstrap_resamples": 20})
+                                            "bootstrap_resamples": 20, "threads": 1})
         result = run_triage(cfg, progress=False)
         yield work, result
 

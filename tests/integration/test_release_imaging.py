@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import json
+import shutil
+
+import pytest
+
+pytestmark = pytest.mark.slow  # runs the imaging release gate and its safety suite
 
 
-def test_the_imaging_release_records_each_findings_decision(registered, isolated_env):
+def test_the_imaging_release_records_each_findings_decision(registered, isolated_env, tmp_path):
     from mlflow import MlflowClient
 
     from models.intended_use import finding_release_from_json, intended_use_from_json
     from models.labels import IMAGING_FINDINGS
     from vigil.release import release
 
-    with isolated_env(registered.work) as work:
+    # On a copy of the session's registry (its artefacts stay where they were logged): the session's models are
+    # shared with other tests, and under pytest-xdist with other workers, which must not see this release.
+    shutil.copy(registered.work / "mlflow.db", tmp_path / "mlflow.db")
+    with isolated_env(tmp_path) as work:
         outcome = release(f"vigil-cxr/{registered.imaging_version}", n_boot=100)
         tags = MlflowClient(f"sqlite:///{work / 'mlflow.db'}").get_model_version(
             "vigil-cxr", registered.imaging_version).tags

@@ -10,6 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # runs the soak benchmark against a served model
+
 REPO = Path(__file__).resolve().parents[2]
 FIXTURE = REPO.parent / "shared" / "data" / "imaging" / "dicom_fixtures" / "chest" / "CR-MONO1-10-chest"
 

@@ -12,6 +12,8 @@ from models.onnx_runtime import TriageOnnxModel
 from training.config import load_triage_config
 from vigil.cli import app
 
+pytestmark = pytest.mark.slow  # trains a triage model end to end
+
 
 @pytest.fixture(scope="module")
 def pipeline_run(tmp_path_factory, isolated_env):
@@ -19,7 +21,7 @@ def pipeline_run(tmp_path_factory, isolated_env):
         from vigil.pipeline import run_triage
 
         cfg = load_triage_config(overrides={"epochs": 4, "synthetic_train_n": 2500, "synthetic_test_n": 1200,
-                                            "bootstrap_resamples": 50})
+                                            "bootstrap_resamples": 50, "threads": 1})
         result = run_triage(cfg, progress=False)
         yield work, result
 

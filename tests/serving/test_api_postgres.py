@@ -18,6 +18,8 @@ from sqlalchemy.engine import make_url
 from serving.store import Store
 from tests.postgres import PG_URL
 
+pytestmark = pytest.mark.slow  # stops PostgreSQL connections under load
+
 WELL = {"age_years": 30, "sex": "male", "heart_rate": 72, "resp_rate": 14, "sbp": 125, "dbp": 80, "spo2": 99,
         "temperature_c": 36.8, "consciousness": "A"}
 

@@ -31,6 +31,8 @@ from benchmarks.fuzz_api import (
 from serving.app import openapi_document
 from serving.errors import PROBLEM_JSON
 
+pytestmark = pytest.mark.slow  # generated requests against the OpenAPI description
+
 #: Generated requests per operation and mode (positive, negative): about 13 x 2 x 20 requests in all.
 MAX_EXAMPLES = 20
 #: Requests per secured operation for each of no key, unknown key, key without the scope.

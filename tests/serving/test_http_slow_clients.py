@@ -31,6 +31,8 @@ from serving.settings import ServingSettings
 from tests.apt_tools import tool_or_skip
 from tests.net import free_port
 
+pytestmark = pytest.mark.slow  # slow clients against uvicorn and nginx
+
 DEADLINE_S = 0.5
 REPO = Path(__file__).resolve().parents[2]
 

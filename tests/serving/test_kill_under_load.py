@@ -16,9 +16,12 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from serving.store import Store
 from tests.net import free_port
+
+pytestmark = pytest.mark.slow  # kills a serving process under load
 
 REPO = Path(__file__).resolve().parents[2]
 WELL = {"age_years": 30, "sex": "male", "heart_rate": 72, "resp_rate": 14, "sbp": 125, "dbp": 80, "spo2": 99,

@@ -488,6 +488,7 @@ def test_cli_missing_csv_exits_2(tmp_path: Path, triage_onnx: Path) -> None:
     assert res.exit_code == 2 and "canonical CSV not found at" in res.stderr
 
 
+@pytest.mark.slow  # a vigil process of its own
 def test_vigil_process_prints_no_traceback(tmp_path: Path, triage_onnx: Path) -> None:
     """The installed console script, as a site would run it: stderr holds the error lines and nothing else."""
     path = tmp_path / "site.csv"
