@@ -118,3 +118,27 @@ def test_dicomweb_answers_are_not_cached(service):
     """Issue 14 finding 15: the worklist carries patient identifiers."""
     res = service.client.get("/v1/imaging/flags", headers=service.headers("imaging"))
     assert res.status_code == 200 and res.headers["cache-control"] == "no-store"
+
+
+@pytest.mark.slow  # a real HTTP server and a client Vigil did not write
+@pytest.mark.realdata
+def test_dicomweb_client_stores_by_stow_rs_and_the_node_analyses_what_it_sent(node_service):
+    """dicomweb-client (a STOW-RS client no one on the team wrote) stores two chest films over real HTTP; the
+    response it parses names both, and the node inside the service analyses both."""
+    from dicomweb_client.api import DICOMwebClient
+
+    from tests.net import running
+
+    svc = node_service
+    datasets = [dcmread(FIXTURES / name) for name in CHEST]
+    with running(svc.client.app) as port:  # the app's lifespan already ran inside the TestClient
+        client = DICOMwebClient(f"http://127.0.0.1:{port}/dicomweb", headers=svc.headers("imaging"))
+        response = client.store_instances(datasets)
+    stored = [item.ReferencedSOPInstanceUID for item in response.ReferencedSOPSequence]
+    assert stored == [ds.SOPInstanceUID for ds in datasets]
+    assert "FailedSOPSequence" not in response
+    node = svc.client.app.state.vigil.dicom_node
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and any(node.queue.get(u).state in ("received", "analysing") for u in stored):
+        time.sleep(0.2)
+    assert [node.queue.get(u).state for u in stored] == ["analysed", "analysed"]

@@ -13,10 +13,7 @@ import re
 import socket
 import ssl
 import subprocess
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +26,7 @@ from serving.metrics import ServiceMetrics
 from serving.middleware import RequestContextMiddleware
 from serving.settings import ServingSettings
 from tests.apt_tools import tool_or_skip
-from tests.net import free_port
+from tests.net import free_port, running
 
 pytestmark = pytest.mark.slow  # slow clients against uvicorn and nginx
 
@@ -49,25 +46,6 @@ async def _slow_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await anyio.sleep(DEADLINE_S * 2)
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
     await send({"type": "http.response.body", "body": b"ok"})
-
-
-@contextmanager
-def running(app: Any, *, lifespan: str = "off", **config: Any) -> Iterator[int]:
-    """A uvicorn server for ``app`` on 127.0.0.1 in a thread; yields its port."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False,
-                                           lifespan=lifespan, **config))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert server.started, "uvicorn did not start"
-    try:
-        yield port
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def _closed_within(sock: socket.socket, seconds: float, *, trickle: bytes = b"") -> float | None:
