@@ -22,7 +22,8 @@ highdicom, which highdicom lists there itself.
 
 Private concepts use the scheme ``99VIGIL`` (declared in CodingSchemeIdentificationSequence). Patient and study
 attributes come from the source through highdicom's evidence handling; Type 2 attributes the source lacks are
-written empty. An AccessionNumber or StudyID longer than the 16 characters of their VR (SH) is written empty too,
+written empty. An AccessionNumber or StudyID longer than the 16 characters of their VR (SH), or a PatientID longer
+than LO's 64, is written empty too,
 with a warning naming the attribute (see :func:`build_second_read_sr`). The SR is PRELIMINARY, COMPLETE and
 UNVERIFIED: decision support, never a signed report.
 :func:`read_second_read_sr` parses such an SR back through highdicom's content tree.
@@ -85,10 +86,10 @@ _TYPE2_SOURCE_ATTRIBUTES: Final = (
     "StudyTime",
     "ReferringPhysicianName",
 )
-#: Type 2 identifiers of VR SH (at most 16 characters, PS3.5 6.2) that the SR copies from its source. A longer
-#: value is invalid in the SR; it is written empty (Type 2 allows it) rather than invalid or cut to another value.
-SHORT_STRING_IDENTIFIERS: Final = ("AccessionNumber", "StudyID")
-_SH_MAX: Final = 16
+#: Type 2 identifiers that the SR copies from its source, with the most characters their VR allows (PS3.5 6.2:
+#: SH 16, LO 64). A longer value is invalid in the SR; it is written empty (Type 2 allows it) rather than invalid or
+#: cut to another value.
+COPIED_IDENTIFIERS: Final = {"AccessionNumber": ("SH", 16), "StudyID": ("SH", 16), "PatientID": ("LO", 64)}
 #: A valid Age String (AS): three digits and a unit, days, weeks, months or years.
 _AGE_STRING: Final = re.compile(r"\d{3}[DWMY]")
 _PATIENT_SEX_VALUES: Final = frozenset({"M", "F", "O", ""})
@@ -219,13 +220,14 @@ def _evidence_header(source: Dataset) -> Dataset:
 
 
 def blank_overlong_identifiers(ds: Dataset, what: str) -> list[str]:
-    """Empty each of :data:`SHORT_STRING_IDENTIFIERS` in ``ds`` whose value is longer than SH's 16 characters.
+    """Empty each of :data:`COPIED_IDENTIFIERS` in ``ds`` whose value is longer than its VR allows.
 
-    A derived instance (the SR, the heat-map SC) copies the source's AccessionNumber and StudyID so that it files
-    in the same study; a modality or RIS that writes a longer value makes the copy invalid (PS3.5 6.2). Those are
-    Type 2, so the derived instance carries them empty: never an invalid value, and never a shortened one (a
-    truncated accession number could be another order's). The study is still identified by StudyInstanceUID.
-    Each blanked attribute is logged at WARNING by keyword and length, never by value.
+    A derived instance (the SR, the heat-map SC) copies the source's AccessionNumber, StudyID and PatientID so that
+    it files in the same study and patient; a modality or RIS that writes a longer value makes the copy invalid
+    (PS3.5 6.2). Those are Type 2, so the derived instance carries them empty: never an invalid value, and never a
+    shortened one (a truncated accession number or patient ID could be another order's or another patient's). The
+    study is still identified by StudyInstanceUID. Each blanked attribute is logged at WARNING by keyword and
+    length, never by value.
 
     Parameters
     ----------
@@ -240,15 +242,15 @@ def blank_overlong_identifiers(ds: Dataset, what: str) -> list[str]:
         The keywords blanked.
     """
     blanked = []
-    for keyword in SHORT_STRING_IDENTIFIERS:
+    for keyword, (vr, most) in COPIED_IDENTIFIERS.items():
         value = ds.get(keyword)
         length = len(str(value or ""))
-        if length > _SH_MAX:
+        if length > most:
             del ds[keyword]  # a new element: ``ds`` may share the old one with the source
             setattr(ds, keyword, "")
             blanked.append(keyword)
-            logger.warning("source %s is %d characters, longer than the %d its VR (SH) allows; the %s carries it "
-                           "empty (Type 2)", keyword, length, _SH_MAX, what)
+            logger.warning("source %s is %d characters, longer than the %d its VR (%s) allows; the %s carries it "
+                           "empty (Type 2)", keyword, length, most, vr, what)
     return blanked
 
 

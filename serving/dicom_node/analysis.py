@@ -70,7 +70,7 @@ def heatmap_secondary_capture(read: SecondRead, *, manufacturer: str = "Vigil") 
 
     Derived image, new series :data:`HEATMAP_SERIES_NUMBER`; references its source (Source Image Sequence) and
     says in DerivationDescription and the series description that it is decision support, not for diagnosis.
-    An AccessionNumber or StudyID longer than SH allows is written empty, as in the SR
+    An AccessionNumber, StudyID or PatientID longer than its VR allows is written empty, as in the SR
     (:func:`models.structured_report.blank_overlong_identifiers`).
     """
     source = read.dataset

@@ -509,3 +509,17 @@ def test_real_cr_fixture_round_trips() -> None:
     assert parsed["any_flagged"] is False
     assert {k: v["probability"] for k, v in parsed["findings"].items()} == {r.finding: r.probability for r in findings}
     assert parsed["statement"] == IMAGING_STATEMENT
+
+
+def test_a_patient_id_longer_than_lo_allows_is_written_empty_and_one_of_64_is_copied(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """LO holds 64 characters (PS3.5 6.2): a longer PatientID would make an invalid SR; it is left empty (Type 2),
+    never cut to what could be another patient's ID, and logged by keyword and length only."""
+    long_id = "MRN-" + "4" * 61  # 65 characters
+    with caplog.at_level(logging.WARNING, logger="models.structured_report"):
+        sr = strict_read(sr_to_bytes(build_second_read_sr(long_identifiers(PatientID=long_id), all_findings(),
+                                                          **ALGORITHM)))
+    assert sr.PatientID == "" and "source PatientID is 65 characters" in caplog.text and long_id not in caplog.text
+    exact = "P" * 64
+    sr = strict_read(sr_to_bytes(build_second_read_sr(long_identifiers(PatientID=exact), all_findings(), **ALGORITHM)))
+    assert sr.PatientID == exact
