@@ -11,13 +11,13 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
 from filelock import FileLock
 
-__all__ = ["tool_or_skip"]
+__all__ = ["file_or_skip", "tool_or_skip"]
 
 _APT_TIMEOUT_S = 600
 
@@ -58,19 +58,38 @@ def tool_or_skip(binary: str, package: str, purpose: str, *, also_look_in: Seque
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         pytest.skip(f"{binary} is not installed and cannot be (not root, or no apt-get): install the Debian package "
                     f"{package!r}; {purpose} are not run")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    # One apt-get at a time across pytest-xdist workers (dpkg's own lock makes a second one fail, not wait).
-    with FileLock(str(Path(tempfile.gettempdir()) / "vigil-tests-apt.lock")):
-        found = _find(binary, also_look_in)  # another worker may have installed it meanwhile
-        # Install from the lists already there first; refresh them only when that fails (a fresh container has none).
-        commands = () if found else (["apt-get", "install", "-y", "-q", package], ["apt-get", "update", "-q"],
-                                     ["apt-get", "install", "-y", "-q", package])
-        for command in commands:
-            done = subprocess.run(command, capture_output=True, timeout=_APT_TIMEOUT_S, check=False, env=env)
-            if done.returncode == 0 and command[1] == "install":
-                break
+    _apt_install(package, lambda: _find(binary, also_look_in) is not None)
     found = _find(binary, also_look_in)
     if not found:
         pytest.skip(f"{binary} could not be installed with 'apt-get install {package}' (no network or no such "
                     f"package): {purpose} are not run")
     return found
+
+
+def file_or_skip(path: Path, package: str, purpose: str) -> Path:
+    """``path`` (a file a package installs that is not an executable, e.g. an Orthanc plugin), installing
+    ``package`` with apt-get first when it is missing and this runs as root; else the calling test is skipped."""
+    if path.is_file():
+        return path
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        pytest.skip(f"{path} is not installed and cannot be (not root, or no apt-get): install the Debian package "
+                    f"{package!r}; {purpose} are not run")
+    _apt_install(package, path.is_file)
+    if not path.is_file():
+        pytest.skip(f"{path} could not be installed with 'apt-get install {package}': {purpose} are not run")
+    return path
+
+
+def _apt_install(package: str, present: Callable[[], bool]) -> None:
+    """``apt-get install package`` unless ``present()``; one apt-get at a time across pytest-xdist workers (dpkg's
+    own lock makes a second one fail, not wait)."""
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    with FileLock(str(Path(tempfile.gettempdir()) / "vigil-tests-apt.lock")):
+        if present():  # another worker may have installed it meanwhile
+            return
+        # Install from the lists already there first; refresh them only when that fails (a fresh container has none).
+        for command in (["apt-get", "install", "-y", "-q", package], ["apt-get", "update", "-q"],
+                        ["apt-get", "install", "-y", "-q", package]):
+            done = subprocess.run(command, capture_output=True, timeout=_APT_TIMEOUT_S, check=False, env=env)
+            if done.returncode == 0 and command[1] == "install":
+                return
