@@ -384,6 +384,55 @@ def openapi_command(
     typer.echo(f"wrote {out}")
 
 
+dicom_queue_app = typer.Typer(add_completion=False, no_args_is_help=True,
+                              help="The DICOM node's queue: results whose delivery failed, and sending them again.")
+app.add_typer(dicom_queue_app, name="dicom-queue")
+
+
+def _dicom_queue() -> Any:
+    from serving.dicom_node.queue import open_queue
+    from serving.dicom_node.settings import load_dicom_settings
+
+    settings = load_dicom_settings()
+    return open_queue(settings.resolved_queue_url(), redis_prefix=settings.queue_prefix)
+
+
+@dicom_queue_app.command("failed")
+def dicom_queue_failed(
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many, newest first")] = 100,
+) -> None:
+    """List the instances whose results could not be delivered after VIGIL_DICOM_MAX_ATTEMPTS (one JSON line each:
+    UIDs, attempts, the last error; nothing from the patient module)."""
+    try:
+        items = _dicom_queue().list_items(status="delivery_failed", limit=limit)
+    except VigilError as exc:
+        _fail(exc)
+        return
+    for item in items:
+        view = item.public()
+        typer.echo(json.dumps({k: view[k] for k in ("sop_instance_uid", "study_instance_uid", "delivery_attempts",
+                                                     "last_error", "structured_report")}))
+
+
+@dicom_queue_app.command("redeliver")
+def dicom_queue_redeliver(
+    sop_instance_uid: Annotated[list[str], typer.Argument(help="SOP Instance UIDs (from `vigil dicom-queue failed`)")],
+) -> None:
+    """Send the results of these delivery_failed instances again (the same SR and heat map, attempts from zero);
+    a running node delivers them on its next poll. Exit status 2 if one of them is not in delivery_failed."""
+    try:
+        queue = _dicom_queue()
+        missing = [uid for uid in sop_instance_uid if queue.requeue_delivery(uid) is None]
+    except VigilError as exc:
+        _fail(exc)
+        return
+    for uid in sop_instance_uid:
+        if uid not in missing:
+            typer.echo(f"queued for delivery: {uid}")
+    if missing:
+        _fail(VigilError(f"not in delivery_failed (unknown, or not failed): {', '.join(u[:64] for u in missing)}"))
+
+
 keys_app = typer.Typer(add_completion=False, no_args_is_help=True, help="API keys of the service (stored hashed).")
 app.add_typer(keys_app, name="keys")
 

@@ -1,4 +1,5 @@
-"""Sending a second read's SR (and heat-map SC) to the destination AE by C-STORE.
+"""Sending a second read's SR (and heat-map SC) to the destination AE by C-STORE, and/or to a DICOMweb archive by
+STOW-RS (:func:`send_stow`).
 
 One association per delivery: simple, and nothing stale to recover when the destination restarts. Success and
 the Storage warnings (0xB000 coercion, 0xB006 elements discarded, 0xB007 data set does not match SOP class) count
@@ -27,7 +28,7 @@ from pynetdicom import AE
 from models.errors import ConfigError, VigilError
 from serving.dicom_node.settings import Peer
 
-__all__ = ["DeliveryError", "send_instances"]
+__all__ = ["DeliveryError", "send_instances", "send_stow"]
 
 log = logging.getLogger(__name__)
 
@@ -103,3 +104,74 @@ def _send(ae: AE, datasets: list[pydicom.Dataset], destination: Peer) -> None:
     finally:
         if assoc.is_established:
             assoc.release()
+
+
+#: DICOM JSON tags of the Store Instances Response (PS3.18 10.5.3): failed and referenced SOP sequences, the reason.
+_FAILED_SOP_SEQUENCE, _FAILURE_REASON = "00081198", "00081197"
+
+
+def send_stow(paths: Sequence[Path], url: str, *, timeout_s: float, authorization: str | None = None,
+              verify: str | bool = True) -> None:
+    """STOW-RS the Part 10 files ``paths`` to the DICOMweb service at ``url``, into their study
+    (``POST <url>/studies/<StudyInstanceUID>``, ``multipart/related; type="application/dicom"``), in one request.
+
+    200 is success. 202 (some instances stored with warnings or failed) counts only when no instance failed. Any
+    other status, a refused or timed-out connection, or a TLS failure raises :class:`DeliveryError`, which the
+    worker retries with back-off like a failed C-STORE. The files are sent as written, so a retry stores the same
+    UIDs again (an archive keeps one copy).
+
+    Raises
+    ------
+    DeliveryError
+        Naming the status or the failure, never the response body (it may echo patient data).
+    """
+    import uuid
+
+    import httpx
+
+    parts, studies = [], set()
+    for path in paths:
+        try:
+            data = Path(path).read_bytes()
+            studies.add(str(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True).StudyInstanceUID))
+        except (OSError, pydicom.errors.InvalidDicomError, AttributeError) as exc:
+            raise DeliveryError(f"the result file to send cannot be read ({type(exc).__name__})") from exc
+        parts.append(data)
+    if len(studies) != 1:
+        raise DeliveryError("the results to send do not share one study")
+    boundary = uuid.uuid4().hex
+    body = b"".join(b"--" + boundary.encode() + b"\r\nContent-Type: application/dicom\r\n\r\n" + part + b"\r\n"
+                    for part in parts) + b"--" + boundary.encode() + b"--\r\n"
+    headers = {"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+               "Accept": "application/dicom+json"}
+    if authorization:
+        headers["Authorization"] = authorization
+    target = f"{url}/studies/{studies.pop()}"
+    try:
+        response = httpx.post(target, content=body, headers=headers, timeout=timeout_s, verify=verify)
+    except httpx.HTTPError as exc:
+        raise DeliveryError(f"STOW-RS to {url} failed ({type(exc).__name__})") from exc
+    if response.status_code == 200:
+        return
+    if response.status_code == 202:
+        failed = _failed_reasons(response)
+        if failed == []:
+            log.warning("%s stored the results with warnings (STOW-RS 202)", url)
+            return
+        reasons = ", ".join(failed) if failed else "unreadable response"
+        raise DeliveryError(f"STOW-RS to {url} answered 202 with failed instances ({reasons})")
+    raise DeliveryError(f"STOW-RS to {url} answered HTTP {response.status_code}")
+
+
+def _failed_reasons(response: object) -> list[str] | None:
+    """The failure reasons (hex) in a Store Instances Response's FailedSOPSequence: [] when none failed, None when
+    the body is not a readable response (then nothing is known to be stored)."""
+    try:
+        body = response.json()  # type: ignore[attr-defined]
+        failed = body.get(_FAILED_SOP_SEQUENCE, {}).get("Value", []) if isinstance(body, dict) else None
+        if not isinstance(failed, list):
+            return None
+        return sorted({f"reason 0x{int(item[_FAILURE_REASON]['Value'][0]):04X}"
+                       if isinstance(item, dict) and _FAILURE_REASON in item else "no reason given" for item in failed})
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return None

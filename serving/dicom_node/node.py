@@ -114,9 +114,10 @@ class DicomNode:
             self.started_utc = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             counts = self.queue.counts()
             log.info("DICOM node %s started: %d worker(s), queue %s (%d waiting to be analysed, %d to be "
-                     "delivered), destination %s", self.node_id, self.settings.workers, self.queue.kind,
-                     counts["received"] + counts["analysing"], counts["analysed"] + counts["delivering"],
-                     self.settings.destination or "none")
+                     "delivered), destination %s, STOW-RS %s", self.node_id, self.settings.workers,
+                     self.queue.kind, counts["received"] + counts["analysing"],
+                     counts["analysed"] + counts["delivering"], self.settings.destination or "none",
+                     self.settings.stow_url or "none")
 
     def stop(self, timeout_s: float | None = None) -> bool:
         """Stop accepting, let in-flight work finish (up to ``timeout_s``, default ``settings.stop_timeout_s``).
@@ -160,7 +161,7 @@ class DicomNode:
         return {"node_id": self.node_id, "running": self.running, "started_utc": self.started_utc,
                 "ae_title": self.settings.ae_title, "listening": bool(self._scp and self._scp.listening),
                 "port": self.port, "queue": self.queue.kind, "counts": self.queue.counts(),
-                "destination": self.settings.destination}
+                "destination": self.settings.destination, "stow_url": self.settings.stow_url}
 
     def purge(self, older_than: timedelta, *, states: tuple[str, ...] = ("delivered", "not_analysed")) -> int:
         """Delete finished items last changed more than ``older_than`` ago, and their files. Returns how many."""

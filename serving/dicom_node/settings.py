@@ -12,8 +12,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, ValidationInfo, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from serving.dicom_node.tls import (
@@ -159,6 +160,14 @@ class DicomNodeSettings(BaseSettings):
         description="The SR sender associates with VIGIL_DICOM_DESTINATION over TLS (1.2 or later), verifying "
                     "the PACS's certificate against VIGIL_DICOM_TLS_CA and its host name or address against the "
                     "destination's host, and presenting VIGIL_DICOM_TLS_CERT/KEY as its client certificate")
+    stow_url: str | None = Field(
+        default=None,
+        description="A DICOMweb base URL (e.g. http://pacs:8042/dicom-web) the SR (and heat map) are also, or "
+                    "instead, sent to by STOW-RS (POST <url>/studies/<source study>), with the same retries and "
+                    "delivery_failed list as VIGIL_DICOM_DESTINATION; https verified against VIGIL_DICOM_TLS_CA "
+                    "when set, else the system's CAs")
+    stow_authorization: SecretStr | None = Field(
+        default=None, description="Authorization header value sent with STOW-RS, e.g. 'Bearer <token>' (secret)")
     send_heatmap_sc: bool = Field(default=False, description="Also send a Secondary Capture of the heat map")
     keep_instances: bool = Field(default=False,
                                  description="Keep received instances after analysis (default: delete them)")
@@ -192,6 +201,20 @@ class DicomNodeSettings(BaseSettings):
         if value is None or not value.strip():
             return None
         return str(parse_peer(value))
+
+    @field_validator("stow_url")
+    @classmethod
+    def _stow_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parsed = urlsplit(value.strip())
+        # The value is never echoed: a URL can carry a password.
+        if parsed.username or parsed.password:
+            raise ValueError("stow_url must not carry credentials; set VIGIL_DICOM_STOW_AUTHORIZATION")
+        if parsed.scheme not in ("http", "https") or not parsed.hostname or parsed.query or parsed.fragment:
+            raise ValueError("stow_url must be an http(s) URL with a host and no query, e.g. "
+                             f"http://pacs:8042/dicom-web (got scheme {parsed.scheme!r})")
+        return value.strip().rstrip("/")
 
     @field_validator("allowed_networks")
     @classmethod
@@ -263,6 +286,11 @@ class DicomNodeSettings(BaseSettings):
         if self.pacs_tls and self.tls_ca is not None:
             peer = replace(peer, tls=ClientTLS(self.tls_ca, self.tls_cert, self.tls_key))
         return peer
+
+    @property
+    def delivers(self) -> bool:
+        """Whether results are sent anywhere (by C-STORE, by STOW-RS or both)."""
+        return bool(self.destination or self.stow_url)
 
     @property
     def tls_enabled(self) -> bool:

@@ -27,7 +27,7 @@ import uuid
 
 from models.errors import StoreUnavailableError
 from serving.dicom_node.analysis import analyse_item
-from serving.dicom_node.delivery import DeliveryError, send_instances
+from serving.dicom_node.delivery import DeliveryError, send_instances, send_stow
 from serving.dicom_node.intake import owned_path, remove_quietly
 from serving.dicom_node.queue import WorkQueue
 from serving.dicom_node.records import ANALYSE, DELIVER, QueueItem, backoff_delay
@@ -63,6 +63,8 @@ class WorkerPool:
         self.settings = settings
         self.node_id = node_id
         self.destination = settings.destination_peer()
+        self.targets = ", ".join(t for t in (str(self.destination) if self.destination else "",
+                                             f"STOW-RS {settings.stow_url}" if settings.stow_url else "") if t)
         self.output_dir = settings.resolved_storage_dir()
         self._rng = rng or random.Random()
         self._rng_lock = threading.Lock()
@@ -126,7 +128,7 @@ class WorkerPool:
         results reach the workstation after about one read, not after the whole backlog has been analysed
         (docs/dicom_node_benchmark.md measured 22 s to the first SR with analysis first).
         """
-        if self.destination is not None:
+        if self.settings.delivers:
             item = self.queue.claim(DELIVER, owner, self.settings.lease_s)
             if item is not None:
                 self._deliver(item)
@@ -153,7 +155,7 @@ class WorkerPool:
         try:
             model = self.holder.get("imaging")
             analysis = analyse_item(item, model, self.store, self.output_dir, send_heatmap_sc=cfg.send_heatmap_sc,
-                                    needs_delivery=self.destination is not None)
+                                    needs_delivery=self.settings.delivers)
         except (ModelUnavailableError, StoreUnavailableError, OSError) as exc:
             delay = self._delay(item.attempts)
             log.warning("instance %s: analysis postponed %.1f s: %s", item.sop_instance_uid, delay,
@@ -192,18 +194,23 @@ class WorkerPool:
 
     def _deliver(self, item: QueueItem) -> None:
         cfg = self.settings
-        assert self.destination is not None
+        assert cfg.delivers
         paths = [p for p in (owned_path(self.output_dir, item.sr_path), owned_path(self.output_dir, item.sc_path)) if p]
         try:
             if not paths:
                 raise DeliveryError("no structured report was kept for this instance")
-            send_instances(paths, self.destination, calling_aet=cfg.ae_title, timeout_s=cfg.network_timeout_s)
+            if self.destination is not None:
+                send_instances(paths, self.destination, calling_aet=cfg.ae_title, timeout_s=cfg.network_timeout_s)
+            if cfg.stow_url:
+                send_stow(paths, cfg.stow_url, timeout_s=cfg.network_timeout_s,
+                          authorization=cfg.stow_authorization.get_secret_value() if cfg.stow_authorization else None,
+                          verify=str(cfg.tls_ca) if cfg.tls_ca is not None else True)
         except Exception as exc:  # DeliveryError, or anything unexpected: retried the same way
             reason = exc.reason if isinstance(exc, DeliveryError) else f"delivery failed ({type(exc).__name__})"
             now = time.time()
             if item.delivery_attempts >= cfg.max_attempts:
                 log.error("instance %s: SR delivery to %s failed %d times, last: %s; kept as delivery_failed",
-                          item.sop_instance_uid, self.destination, item.delivery_attempts, reason)
+                          item.sop_instance_uid, self.targets, item.delivery_attempts, reason)
                 self.queue.transition(item, expect_state="delivering", state="delivery_failed", last_error=reason,
                                       next_attempt_at=now)
             else:
@@ -216,4 +223,4 @@ class WorkerPool:
         now = time.time()
         self.queue.transition(item, expect_state="delivering", state="delivered", delivered_at=now,
                               next_attempt_at=now, last_error=None)
-        log.info("instance %s: SR delivered to %s", item.sop_instance_uid, self.destination)
+        log.info("instance %s: SR delivered to %s", item.sop_instance_uid, self.targets)

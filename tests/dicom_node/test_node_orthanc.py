@@ -18,10 +18,12 @@ from pathlib import Path
 
 import pytest
 import requests
+from typer.testing import CliRunner
 
 from models.structured_report import read_second_read_sr
 from tests.apt_tools import file_or_skip, tool_or_skip
 from tests.net import free_port
+from vigil.cli import app
 
 pytestmark = pytest.mark.slow  # drives Orthanc as the PACS
 
@@ -41,10 +43,11 @@ end
 
 
 @contextmanager
-def _orthanc(binary: str, work: Path, vigil_port: int, dicom_port: int) -> Iterator[str]:
+def _orthanc(binary: str, work: Path, vigil_port: int, dicom_port: int, http_port: int | None = None) -> Iterator[str]:
     """Orthanc with the DICOMweb plugin, storing on ``dicom_port``, forwarding to Vigil on ``vigil_port``: yields
     its HTTP base URL."""
-    http_port = free_port()
+    http_port = http_port or free_port()
+    work.mkdir(exist_ok=True)
     (work / "forward.lua").write_text(FORWARD_LUA, encoding="utf-8")
     config = {
         "Name": "VigilTestPACS", "StorageDirectory": str(work / "storage"), "IndexDirectory": str(work / "index"),
@@ -94,7 +97,6 @@ def test_orthanc_forwards_stable_series_and_finds_the_sr_and_heat_map_in_the_sou
                         send_heatmap_sc=True, network_timeout_s=10)
     node.start()
     orthanc_work = tmp_path / "orthanc"
-    orthanc_work.mkdir()
     with _orthanc(orthanc_binary, orthanc_work, node.port, dicom_port) as base:
         sources = [read_dicom(fixtures_dir / name) for name in FILMS]
         for name in FILMS:  # as a modality's store would
@@ -133,3 +135,49 @@ def test_orthanc_forwards_stable_series_and_finds_the_sr_and_heat_map_in_the_sou
         assert sorted(i.sop_instance_uid for i in listed) == sorted(str(s.SOPInstanceUID) for s in sources)
         assert {i.calling_aet for i in listed} == {"ORTHANC"}
 
+
+
+def _series_by_modality(base: str, study: str) -> dict[str, list[dict]]:
+    found: dict[str, list[dict]] = {}
+    for entry in requests.get(f"{base}/dicom-web/studies/{study}/series", timeout=10).json():
+        found.setdefault(entry["00080060"]["Value"][0], []).append(entry)
+    return found
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("queue_url", ["sqlite"], indirect=True)
+def test_results_go_back_by_stow_rs_with_retries_a_delivery_failed_list_and_a_resend(
+        orthanc_binary, node_factory, fixtures_dir, dicom_tools, tmp_path):
+    """VIGIL_DICOM_STOW_URL alone (no C-STORE destination): while the archive is down the SR's delivery fails,
+    is retried, and is kept as delivery_failed naming STOW-RS; once the archive is up, a re-send stores the SR and
+    the heat map by STOW-RS into the source study, where QIDO-RS finds them."""
+    from models.imaging import read_dicom
+
+    http_port = free_port()
+    node = node_factory(workers=1, allowed_calling_aets="MODALITY", stow_url=f"http://127.0.0.1:{http_port}/dicom-web",
+                        send_heatmap_sc=True, max_attempts=2, network_timeout_s=5)
+    node.start()
+    source = read_dicom(fixtures_dir / FILMS[1])
+    uid, study = str(source.SOPInstanceUID), str(source.StudyInstanceUID)
+    assert dicom_tools.send(node.port, [source]).statuses == [0x0000]
+    failed = dicom_tools.wait_for(lambda: (i := node.queue.get(uid)) and i.state == "delivery_failed" and i)
+    assert failed.delivery_attempts == 2 and "STOW-RS to http://127.0.0.1" in failed.last_error
+    # what an administrator sees and does: `vigil dicom-queue failed`, then `vigil dicom-queue redeliver UID`
+    env = {"VIGIL_DICOM_QUEUE_URL": node.settings.queue_url, "VIGIL_DICOM_WORK_DIR": str(tmp_path)}
+    listed = CliRunner().invoke(app, ["dicom-queue", "failed"], env=env)
+    assert listed.exit_code == 0, listed.output
+    (line,) = listed.output.splitlines()
+    assert json.loads(line)["sop_instance_uid"] == uid and "STOW-RS" in json.loads(line)["last_error"]
+    unknown = CliRunner().invoke(app, ["dicom-queue", "redeliver", "1.2.3.4"], env=env)
+    assert unknown.exit_code == 2 and "not in delivery_failed" in unknown.output
+
+    with _orthanc(orthanc_binary, tmp_path / "orthanc", node.port, free_port(), http_port) as base:
+        again = CliRunner().invoke(app, ["dicom-queue", "redeliver", uid], env=env)
+        assert again.exit_code == 0 and f"queued for delivery: {uid}" in again.output
+        done = dicom_tools.wait_for(lambda: (i := node.queue.get(uid)) and i.state == "delivered" and i)
+        found = _series_by_modality(base, study)
+        assert {"SR", "OT"} <= set(found), found.keys()
+        (sr_series,) = found["SR"]
+        (instance,) = requests.get(f"{base}/dicom-web/studies/{study}/series/{sr_series['0020000E']['Value'][0]}"
+                                   "/instances", timeout=10).json()
+        assert instance["00080018"]["Value"][0] == done.sr_sop_instance_uid
