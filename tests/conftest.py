@@ -133,3 +133,13 @@ def model_folder(registered, tmp_path_factory) -> Path:
         write_local_release(folder, ResolvedModel(task, name, "7", path, sha256_file(path), dict(PASSING_GATE),
                                                   "test"))
     return folder
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Test modules that need the small trained models run last (a stable sort: order within a module is kept).
+
+    Under pytest-xdist the first worker to need the models trains them while the other workers run every module
+    that does not; before, every worker soon waited on the training's lock with its core idle.
+    """
+    needs = {item.nodeid.split("::")[0] for item in items if "registered" in getattr(item, "fixturenames", ())}
+    items.sort(key=lambda item: item.nodeid.split("::")[0] in needs)
