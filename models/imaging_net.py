@@ -104,6 +104,11 @@ def saturation_tails(largest: float) -> tuple[float, ...]:
     return tuple(round(i / 10, 1) for i in range(steps + 1))
 
 
+def readings_per_image(dihedral: bool, tails: tuple[float, ...]) -> int:
+    """How many times :func:`read_views` passes each image through the network (orientations x saturations)."""
+    return (len(DIHEDRAL) if dihedral else 1) * len(tails)
+
+
 def read_views(net: ChestXrayNet, image: torch.Tensor, dihedral: bool,
                tails: tuple[float, ...] = (0.0,)) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits ``[N, K]`` and rectified class-activation maps ``[N, K, h, w]``, averaged over the eight orientations

@@ -21,6 +21,7 @@ from models.imaging_net import (
     emulate_saturation,
     orient,
     read_views,
+    readings_per_image,
     saturation_tails,
 )
 from models.labels import IMAGING_FINDINGS
@@ -46,7 +47,7 @@ class TrainedImagingModel:
     def predict(self, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
         """Calibrated probabilities [N, F] and heat maps [N, F, S, S] from torch (for parity checks)."""
         self.model.eval()
-        batch_size = max(1, batch_size // ((8 if self.model.dihedral else 1) * len(self.model.tails)))
+        batch_size = max(1, batch_size // readings_per_image(self.model.dihedral, self.model.tails))
         probs, maps = [], []
         with torch.no_grad():
             for start in range(0, len(images), batch_size):
@@ -147,7 +148,7 @@ def _logits(net: ChestXrayNet, images: np.ndarray, batch_size: int = 256, *, dih
     ``tails``, as the exported model does."""
     net.eval()
     device = next(net.parameters()).device
-    batch_size = max(1, batch_size // ((8 if dihedral else 1) * len(tails)))  # members share one forward batch
+    batch_size = max(1, batch_size // readings_per_image(dihedral, tails))  # readings share one forward batch
     out = []
     with torch.no_grad():
         for start in range(0, len(images), batch_size):

@@ -17,7 +17,7 @@ from evaluation.imaging_report import evaluate_imaging, write_imaging_report
 from evaluation.metrics import auroc
 from models.errors import DataSourceError, ModelArtifactError
 from models.imaging import PIXEL_PATH_VERSION
-from models.imaging_net import saturation_tails
+from models.imaging_net import readings_per_image, saturation_tails
 from models.imaging_onnx import ImagingOnnxModel, export_imaging_onnx, quantize_int8
 from models.labels import IMAGING_FINDING_CODES, IMAGING_FINDINGS
 from models.model_card import ModelCard
@@ -103,7 +103,7 @@ def run_imaging(config: ImagingTrainConfig, *, data_dir: Path | None = None, out
                   "finding_codes": {k: list(v) for k, v in IMAGING_FINDING_CODES.items()},
                   "architecture": "torchvision mobilenet_v3_small (weights=None), 1-channel stem, linear head, "
                                   "CAM heat maps in graph",
-                  "averaged_readings": {"orientations": 8 if config.dihedral_invariance else 1,
+                  "averaged_readings": {"orientations": readings_per_image(config.dihedral_invariance, (0.0,)),
                                         "bright_saturations": list(saturation_tails(config.saturation_average))}},
         calibration={"method": "temperature scaling per finding on validation",
                      "temperatures": dict(zip(IMAGING_FINDINGS, trained.temperatures, strict=True))},
