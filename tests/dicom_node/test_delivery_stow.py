@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from models.errors import ConfigError
 from serving.dicom_node.delivery import DeliveryError, send_stow
 from serving.dicom_node.settings import DicomNodeSettings
 from serving.settings import load_validated
-from tests.net import free_port
+from tests.net import free_port, http_server
 
 STUDY = "1.2.826.0.1.3680043.8.498.1"
 
@@ -35,44 +34,37 @@ def _result(path: Path, sop_class: str = "1.2.840.10008.5.1.4.1.1.88.34") -> Pat
     return path
 
 
-class Archive:
-    """Answers every POST with ``status`` and ``body``; keeps what it was sent."""
+class Archive(http.server.BaseHTTPRequestHandler):
+    """Answers every POST with ``status`` and ``body`` (class attributes, set by the test); keeps what it was sent."""
 
-    def __init__(self) -> None:
-        self.status, self.body, self.requests = 200, b"{}", []
-        archive = self
+    status, body, received = 200, b"{}", []
+    url = ""
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers["Content-Length"])
-                archive.requests.append((self.path, dict(self.headers), self.rfile.read(length)))
-                self.send_response(archive.status)
-                self.send_header("Content-Type", "application/dicom+json")
-                self.send_header("Content-Length", str(len(archive.body)))
-                self.end_headers()
-                self.wfile.write(archive.body)
+    def do_POST(self) -> None:
+        length = int(self.headers["Content-Length"])
+        type(self).received.append((self.path, dict(self.headers), self.rfile.read(length)))
+        self.send_response(self.status)
+        self.send_header("Content-Type", "application/dicom+json")
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/dicom-web"
+    def log_message(self, *args: object) -> None:
+        pass
 
 
 @pytest.fixture
-def archive() -> Iterator[Archive]:
-    stand_in = Archive()
-    thread = threading.Thread(target=stand_in.server.serve_forever, daemon=True)
-    thread.start()
-    yield stand_in
-    stand_in.server.shutdown()
-    stand_in.server.server_close()
+def archive() -> Iterator[type[Archive]]:
+    stand_in = type("StandIn", (Archive,), {"received": []})
+    with http_server(stand_in) as port:
+        stand_in.url = f"http://127.0.0.1:{port}/dicom-web"
+        yield stand_in
 
 
 def test_200_stores_both_files_in_one_request_into_their_study(archive, tmp_path):
     sr, sc = _result(tmp_path / "sr.dcm"), _result(tmp_path / "sc.dcm", "1.2.840.10008.5.1.4.1.1.7")
     send_stow([sr, sc], archive.url, timeout_s=5, authorization="Bearer archive-token")
-    ((path, headers, body),) = archive.requests
+    ((path, headers, body),) = archive.received
     assert path == f"/dicom-web/studies/{STUDY}" and headers["Authorization"] == "Bearer archive-token"
     assert headers["Content-Type"].startswith('multipart/related; type="application/dicom"; boundary=')
     assert body.count(b"Content-Type: application/dicom\r\n") == 2
@@ -110,7 +102,7 @@ def test_results_of_two_studies_are_not_sent_together(archive, tmp_path):
     ds.save_as(other)
     with pytest.raises(DeliveryError, match="one study"):
         send_stow([_result(tmp_path / "sr.dcm"), other], archive.url, timeout_s=5)
-    assert archive.requests == []
+    assert archive.received == []
 
 
 @pytest.mark.parametrize(("url", "problem"), [

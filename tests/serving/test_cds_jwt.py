@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import http.server
 import json
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -20,6 +19,7 @@ from models.errors import ConfigError
 from serving.cds_jwks import FileJwks, UrlJwks, parse_jwks
 from serving.cds_jwt import CdsTokenError, CdsTokenVerifier, MemoryReplayGuard, build_verifier
 from serving.settings import ServingSettings
+from tests.net import http_server
 from tests.serving.test_api_cds import _request
 
 PUBLIC_URL = "https://vigil.example.org"
@@ -333,13 +333,8 @@ class _JwksHandler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def jwks_server():
     handler = type("Handler", (_JwksHandler,), {"hits": 0})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/jwks.json", handler
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    with http_server(handler) as port:
+        yield f"http://127.0.0.1:{port}/jwks.json", handler
 
 
 def test_a_jwks_url_is_fetched_cached_and_refetched_for_a_new_kid_at_most_once_a_minute(jwks_server, ec_key):
