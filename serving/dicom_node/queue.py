@@ -28,6 +28,8 @@ from models.errors import ConfigError, InputValidationError, StoreUnavailableErr
 from models.labels import IMAGING_FINDINGS
 from serving.dicom_node.records import (
     ANALYSE,
+    NOTIFY,
+    NOTIFY_STATES,
     STATES,
     TERMINAL_STATES,
     EnqueueOutcome,
@@ -36,6 +38,8 @@ from serving.dicom_node.records import (
     Stage,
     claimed,
     merge_resent,
+    notify_claimed,
+    notify_released,
     released,
 )
 
@@ -74,9 +78,10 @@ class WorkQueue(ABC):
 
     @abstractmethod
     def _select(self, *, since: float | None, status: tuple[str, ...], finding: str | None, flagged_only: bool,
-                limit: int, callers: tuple[tuple[str, str], ...] | None = None) -> list[QueueItem]:
+                limit: int, callers: tuple[tuple[str, str], ...] | None = None,
+                notification: str | None = None) -> list[QueueItem]:
         """The worklist query (arguments already checked); newest change first; with ``callers``, only items whose
-        (source, calling_aet) is one of them."""
+        (source, calling_aet) is one of them; with ``notification``, only items whose ``notify_state`` it is."""
 
     @abstractmethod
     def counts(self) -> dict[str, int]:
@@ -84,7 +89,8 @@ class WorkQueue(ABC):
 
     @abstractmethod
     def _owned(self, owner_prefix: str) -> list[str]:
-        """SOP Instance UIDs of the items leased to an owner whose id starts with ``owner_prefix``."""
+        """SOP Instance UIDs of the items leased (for analysis, delivery or notification) to an owner whose id starts
+        with ``owner_prefix``."""
 
     @abstractmethod
     def _terminal_before(self, before: float, states: tuple[str, ...]) -> list[str]:
@@ -125,10 +131,19 @@ class WorkQueue(ABC):
     # ------------------------------------------------------------------------------------ workers
     def claim(self, stage: Stage, owner: str, lease_s: float, *, now: float | None = None) -> QueueItem | None:
         """Claim the item of ``stage`` that has waited longest (a new one, a retry that is due, or one whose
-        worker's lease ran out); None when nothing is due."""
+        worker's lease ran out); None when nothing is due. For :data:`~.records.NOTIFY` the claim takes the item's
+        notification lease only (``notify_lease_owner``), so its delivery may be claimed at the same time."""
         stamp = time.time() if now is None else now
+
+        def take(item: QueueItem | None) -> QueueItem | None:
+            if item is None:
+                return None
+            if stage == NOTIFY:
+                return notify_claimed(item, owner, lease_s, stamp)
+            return claimed(item, stage, owner, lease_s, stamp)
+
         for uid in self._due(stage, stamp, _CANDIDATES):
-            got = self._update(uid, lambda item: claimed(item, stage, owner, lease_s, stamp) if item else None)
+            got = self._update(uid, take)
             if got is not None:
                 return got
         return None
@@ -150,17 +165,42 @@ class WorkQueue(ABC):
                         "current owner", item.sop_instance_uid, item.lease_owner, expect_state)
         return written
 
+    def notify_transition(self, item: QueueItem, *, now: float | None = None, **changes: Any) -> QueueItem | None:
+        """Release the notification lease ``item`` holds and apply ``changes`` (``notify_*`` fields), if its
+        notification is still ``sending`` under the same owner (else None: another worker took it over)."""
+        stamp = time.time() if now is None else now
+
+        def decide(current: QueueItem | None) -> QueueItem | None:
+            if (current is None or current.notify_state != "sending"
+                    or current.notify_lease_owner != item.notify_lease_owner):
+                return None
+            return notify_released(current, now=stamp, **changes)
+
+        written = self._update(item.sop_instance_uid, decide)
+        if written is None:
+            log.warning("queue item %s: its notification was no longer leased to %s; the result was dropped in "
+                        "favour of the current owner", item.sop_instance_uid, item.notify_lease_owner)
+        return written
+
     def release_leases(self, owner_prefix: str, *, now: float | None = None) -> int:
         """Make items leased to owners ``owner_prefix*`` claimable at once (a restarted node recovering its own
-        work: its previous process is gone). Returns how many."""
+        work: its previous process is gone), their notifications too. Returns how many items."""
         stamp = time.time() if now is None else now
         count = 0
         for uid in self._owned(owner_prefix):
             def decide(item: QueueItem | None) -> QueueItem | None:
-                if item is None or not (item.lease_owner or "").startswith(owner_prefix):
+                if item is None:
                     return None
-                return released(item, now=stamp, state="received" if item.stage()[0] == ANALYSE else "analysed",
-                                next_attempt_at=stamp)
+                mine = (item.lease_owner or "").startswith(owner_prefix)
+                notifying = (item.notify_lease_owner or "").startswith(owner_prefix)
+                if not (mine or notifying):
+                    return None
+                if mine:
+                    item = released(item, now=stamp, state="received" if item.stage()[0] == ANALYSE else "analysed",
+                                    next_attempt_at=stamp)
+                if notifying:
+                    item = notify_released(item, now=stamp, notify_state="pending", notify_next_at=stamp)
+                return item
             count += self._update(uid, decide) is not None
         return count
 
@@ -176,9 +216,23 @@ class WorkQueue(ABC):
 
         return self._update(sop_instance_uid, decide)
 
+    def requeue_notify(self, sop_instance_uid: str, *, now: float | None = None) -> QueueItem | None:
+        """Send a ``failed`` worklist notification again (an operator's retry): attempts start from zero, and only
+        the channels that never acknowledged it are sent to."""
+        stamp = time.time() if now is None else now
+
+        def decide(item: QueueItem | None) -> QueueItem | None:
+            if item is None or item.notify_state != "failed":
+                return None
+            return notify_released(item, now=stamp, notify_state="pending", notify_attempts=0, notify_next_at=stamp)
+
+        return self._update(sop_instance_uid, decide)
+
     def purge(self, before: float, *, states: Iterable[str] = ("delivered", "not_analysed")) -> list[QueueItem]:
         """Delete items in ``states`` last changed before ``before``; returns them so the caller removes their
-        files. ``delivery_failed`` is purged only when named (it is kept until someone has looked)."""
+        files. ``delivery_failed`` is purged only when named (it is kept until someone has looked). An item whose
+        worklist notification is not yet sent (pending, sending, or failed and not re-sent) is never purged: a
+        flagged study the RIS was not told of stays listed until it is."""
         wanted = tuple(states)
         unknown = [s for s in wanted if s not in TERMINAL_STATES and s != "analysed"]
         if unknown:
@@ -186,7 +240,9 @@ class WorkQueue(ABC):
         removed = []
         for uid in self._terminal_before(before, wanted):
             item = self.get(uid)
-            if item is not None and item.state in wanted and not (item.state == "analysed" and item.needs_delivery):
+            unsent = item is not None and item.notify_state in ("pending", "sending", "failed")
+            if (item is not None and item.state in wanted and not unsent
+                    and not (item.state == "analysed" and item.needs_delivery)):
                 gone = self._delete(uid, item.state)
                 if gone is not None:
                     removed.append(gone)
@@ -195,7 +251,8 @@ class WorkQueue(ABC):
     # ------------------------------------------------------------------------------------ worklist
     def list_items(self, *, since: datetime | float | None = None, finding: str | None = None,
                    status: str | Iterable[str] | None = None, flagged_only: bool = False,
-                   limit: int = 100, callers: Iterable[tuple[str, str]] | None = None) -> list[QueueItem]:
+                   limit: int = 100, callers: Iterable[tuple[str, str]] | None = None,
+                   notification: str | None = None) -> list[QueueItem]:
         """Items for a worklist, newest change first.
 
         Parameters
@@ -214,6 +271,9 @@ class WorkQueue(ABC):
         callers : iterable of (str, str) or None
             Only items received from one of these (source, calling_aet) pairs (a per-client worklist); None for
             every item, an empty iterable for none.
+        notification : str or None
+            Only items whose worklist notification is in this state (one of
+            :data:`serving.dicom_node.records.NOTIFY_STATES`), e.g. ``"failed"``.
         """
         if isinstance(since, datetime):
             if since.tzinfo is None:
@@ -228,11 +288,14 @@ class WorkQueue(ABC):
                                                   f"got {finding[:30]!r}")
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIST:
             raise InputValidationError("limit", f"limit must be an integer in [1, {MAX_LIST}]; got {limit!r:.20}")
+        if notification is not None and notification not in NOTIFY_STATES:
+            raise InputValidationError("notification", f"notification must be one of {', '.join(NOTIFY_STATES)}; "
+                                                       f"got {str(notification)[:30]!r}")
         chosen = None if callers is None else tuple((str(src), str(aet)) for src, aet in callers)
         if chosen == ():
             return []
         return self._select(since=since, status=states, finding=finding, flagged_only=flagged_only, limit=limit,
-                            callers=chosen)
+                            callers=chosen, notification=notification)
 
 
 # ---------------------------------------------------------------------------------------------- SQLite
@@ -247,14 +310,16 @@ def _column_sql(name: str, kind: str) -> str:
     return f"{name} {base}" + (" PRIMARY KEY" if name == "sop_instance_uid" else "")
 
 
-_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS dicom_queue ("
-    + ", ".join(_column_sql(f.name, str(f.type)) for f in fields(QueueItem))
-    + ", stage TEXT, due_at REAL)",
+_TABLE = ("CREATE TABLE IF NOT EXISTS dicom_queue ("
+          + ", ".join(_column_sql(f.name, str(f.type)) for f in fields(QueueItem))
+          + ", stage TEXT, due_at REAL, notify_due_at REAL)")
+#: Created after the columns a queue file from an earlier version lacks have been added (:meth:`SqliteQueue._migrate`).
+_INDEXES = (
     "CREATE INDEX IF NOT EXISTS dicom_queue_due ON dicom_queue (stage, due_at)",
     "CREATE INDEX IF NOT EXISTS dicom_queue_updated ON dicom_queue (updated_at)",
     "CREATE INDEX IF NOT EXISTS dicom_queue_state ON dicom_queue (state, updated_at)",
     "CREATE INDEX IF NOT EXISTS dicom_queue_lease ON dicom_queue (lease_owner)",
+    "CREATE INDEX IF NOT EXISTS dicom_queue_notify ON dicom_queue (notify_due_at)",
 )
 
 
@@ -275,13 +340,27 @@ class SqliteQueue(WorkQueue):
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
             with self._write() as conn:
-                for ddl in _SCHEMA:
+                conn.execute(_TABLE)
+                self._migrate(conn)
+                for ddl in _INDEXES:
                     conn.execute(ddl)
         except sqlite3.Error as exc:
             raise StoreUnavailableError(f"SQLite queue {path.name} is unavailable: {exc}") from exc
 
     def __repr__(self) -> str:
         return f"SqliteQueue({str(self.path)!r})"
+
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection) -> None:
+        """Add the columns a queue file written by an earlier Vigil lacks (new fields start empty: an item queued
+        before notifications existed has none to send). Nothing is dropped or rewritten."""
+        have = {row[1] for row in conn.execute("PRAGMA table_info(dicom_queue)")}
+        wanted = [(f.name, _column_sql(f.name, str(f.type))) for f in fields(QueueItem)] + [
+            ("stage", "stage TEXT"), ("due_at", "due_at REAL"), ("notify_due_at", "notify_due_at REAL")]
+        for name, ddl in wanted:
+            if name not in have:
+                log.info("SQLite queue: adding column %s (written by an earlier version)", name)
+                conn.execute(f"ALTER TABLE dicom_queue ADD COLUMN {ddl.replace(' PRIMARY KEY', '')}")
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -316,13 +395,17 @@ class SqliteQueue(WorkQueue):
                 return None
             values = new.to_fields()
             stage, due = new.stage()
-            values.update(stage=stage, due_at=due)
+            values.update(stage=stage, due_at=due, notify_due_at=new.notify_due())
             names = ", ".join(values)
             marks = ", ".join("?" for _ in values)
             conn.execute(f"INSERT OR REPLACE INTO dicom_queue ({names}) VALUES ({marks})", tuple(values.values()))
             return new
 
     def _due(self, stage: Stage, now: float, limit: int) -> list[str]:
+        if stage == NOTIFY:
+            rows = self._read("SELECT sop_instance_uid FROM dicom_queue WHERE notify_due_at IS NOT NULL AND "
+                              "notify_due_at <= ? ORDER BY notify_due_at LIMIT ?", (now, limit))
+            return [r[0] for r in rows]
         rows = self._read("SELECT sop_instance_uid FROM dicom_queue WHERE stage = ? AND due_at <= ? "
                           "ORDER BY due_at LIMIT ?", (stage, now, limit))
         return [r[0] for r in rows]
@@ -332,8 +415,12 @@ class SqliteQueue(WorkQueue):
         return self._item(rows[0]) if rows else None
 
     def _select(self, *, since: float | None, status: tuple[str, ...], finding: str | None, flagged_only: bool,
-                limit: int, callers: tuple[tuple[str, str], ...] | None = None) -> list[QueueItem]:
+                limit: int, callers: tuple[tuple[str, str], ...] | None = None,
+                notification: str | None = None) -> list[QueueItem]:
         where, params = ["1 = 1"], []
+        if notification is not None:
+            where.append("notify_state = ?")
+            params.append(notification)
         if callers:
             where.append(f"({' OR '.join('(source = ? AND calling_aet = ?)' for _ in callers)})")
             params.extend(value for pair in callers for value in pair)
@@ -357,8 +444,10 @@ class SqliteQueue(WorkQueue):
         return {s: int(found.get(s, 0)) for s in STATES}
 
     def _owned(self, owner_prefix: str) -> list[str]:
-        rows = self._read("SELECT sop_instance_uid, lease_owner FROM dicom_queue WHERE lease_owner IS NOT NULL")
-        return [r[0] for r in rows if str(r[1]).startswith(owner_prefix)]
+        rows = self._read("SELECT sop_instance_uid, lease_owner, notify_lease_owner FROM dicom_queue WHERE "
+                          "lease_owner IS NOT NULL OR notify_lease_owner IS NOT NULL")
+        return [r[0] for r in rows if str(r[1] or "").startswith(owner_prefix)
+                or str(r[2] or "").startswith(owner_prefix)]
 
     def _terminal_before(self, before: float, states: tuple[str, ...]) -> list[str]:
         rows = self._read(f"SELECT sop_instance_uid FROM dicom_queue WHERE updated_at < ? AND state IN "

@@ -3,9 +3,11 @@
 Keys, all under one prefix (``vigil:dicom:`` by default):
 
 - ``item:<SOPInstanceUID>``: a hash of the :class:`~serving.dicom_node.records.QueueItem` fields;
-- ``stage:analyse`` / ``stage:deliver``: sorted sets of the items waiting in a stage, scored by when they are due
-  (the retry time, or the end of the lease of the worker holding them);
-- ``updated``: every item scored by its last change (the worklist); ``state:<state>``: a set per state (counts).
+- ``stage:analyse`` / ``stage:deliver`` / ``stage:notify``: sorted sets of the items waiting in a stage, scored by
+  when they are due (the retry time, or the end of the lease of the worker holding them); an item waits in
+  ``stage:notify`` beside one of the other two;
+- ``updated``: every item scored by its last change (the worklist); ``state:<state>``: a set per state (counts);
+  ``leases`` / ``notify_leases``: the owner of each item's work and notification lease.
 
 Each change is an optimistic transaction (``WATCH`` the item, read, decide in Python with the same rules as the
 SQLite back-end, ``MULTI``/``EXEC``; retried when another client changed the item in between), so the item and
@@ -23,7 +25,7 @@ from typing import Any
 
 from models.errors import ConfigError, StoreUnavailableError
 from serving.dicom_node.queue import Decide, WorkQueue
-from serving.dicom_node.records import STATES, QueueItem, Stage
+from serving.dicom_node.records import NOTIFY, STATES, QueueItem, Stage
 
 __all__ = ["RedisQueue"]
 
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 
 _MAX_RETRIES = 50
 _PAGE = 200
+_STAGES = ("analyse", "deliver", NOTIFY)
 
 
 class RedisQueue(WorkQueue):
@@ -106,19 +109,23 @@ class RedisQueue(WorkQueue):
         pipe.delete(key)
         pipe.hset(key, mapping=values)
         uid = new.sop_instance_uid
-        for stage in ("analyse", "deliver"):
+        for stage in _STAGES:
             pipe.zrem(self._key("stage", stage), uid)
         stage, due = new.stage()
         if stage is not None:
             pipe.zadd(self._key("stage", stage), {uid: due})
+        notify_due = new.notify_due()
+        if notify_due is not None:
+            pipe.zadd(self._key("stage", NOTIFY), {uid: notify_due})
         pipe.zadd(self._key("updated"), {uid: new.updated_at})
         if old is not None and old.state != new.state:
             pipe.srem(self._key("state", old.state), uid)
         pipe.sadd(self._key("state", new.state), uid)
-        if new.lease_owner:
-            pipe.hset(self._key("leases"), uid, new.lease_owner)
-        else:
-            pipe.hdel(self._key("leases"), uid)
+        for leases, owner in (("leases", new.lease_owner), ("notify_leases", new.notify_lease_owner)):
+            if owner:
+                pipe.hset(self._key(leases), uid, owner)
+            else:
+                pipe.hdel(self._key(leases), uid)
 
     def _due(self, stage: Stage, now: float, limit: int) -> list[str]:
         try:
@@ -139,7 +146,8 @@ class RedisQueue(WorkQueue):
             return [item for raw in pipe.execute() if (item := self._decode(raw)) is not None]
 
     def _select(self, *, since: float | None, status: tuple[str, ...], finding: str | None, flagged_only: bool,
-                limit: int, callers: tuple[tuple[str, str], ...] | None = None) -> list[QueueItem]:
+                limit: int, callers: tuple[tuple[str, str], ...] | None = None,
+                notification: str | None = None) -> list[QueueItem]:
         """Walk ``updated`` newest first, filtering in Python (a queue, not an archive: purge what is done)."""
         low = "-inf" if since is None else since
         out: list[QueueItem] = []
@@ -154,6 +162,7 @@ class RedisQueue(WorkQueue):
                     if ((not status or item.state in status)
                             and (finding is None or finding in item.flagged_findings)
                             and (not flagged_only or item.flagged)
+                            and (notification is None or item.notify_state == notification)
                             and (callers is None or (item.source, item.calling_aet) in callers)):
                         out.append(item)
         except self._redis_mod.RedisError as exc:
@@ -171,10 +180,10 @@ class RedisQueue(WorkQueue):
 
     def _owned(self, owner_prefix: str) -> list[str]:
         try:
-            leases = self._client.hgetall(self._key("leases"))
+            leases = [self._client.hgetall(self._key(name)) for name in ("leases", "notify_leases")]
         except self._redis_mod.RedisError as exc:
             raise self._unavailable(exc) from exc
-        return [uid for uid, owner in leases.items() if owner.startswith(owner_prefix)]
+        return sorted({uid for held in leases for uid, owner in held.items() if owner.startswith(owner_prefix)})
 
     def _terminal_before(self, before: float, states: tuple[str, ...]) -> list[str]:
         try:
@@ -200,11 +209,12 @@ class RedisQueue(WorkQueue):
                             return None
                         pipe.multi()
                         pipe.delete(key)
-                        for stage in ("analyse", "deliver"):
+                        for stage in _STAGES:
                             pipe.zrem(self._key("stage", stage), sop_instance_uid)
                         pipe.zrem(self._key("updated"), sop_instance_uid)
                         pipe.srem(self._key("state", current.state), sop_instance_uid)
                         pipe.hdel(self._key("leases"), sop_instance_uid)
+                        pipe.hdel(self._key("notify_leases"), sop_instance_uid)
                         pipe.execute()
                         return current
                     except redis.WatchError:

@@ -6,6 +6,14 @@ States (``QueueItem.state``)::
                                   \\-> not_analysed (reason)                  \\-> delivering again after back-off
                                                                                \\-> delivery_failed (after max)
 
+A flagged read also waits, beside that, for its worklist notification (an HL7 v2 ORU^R01 over MLLP and/or a FHIR
+Task, :mod:`.notify`) with its own state, attempts, lease and back-off (``notify_*``): a RIS that is down never
+holds back the SR, nor a PACS that is down the notification::
+
+    notify_state: None (nothing to send) | pending --claim--> sending --> sent
+                                                                      \\-> pending again after back-off
+                                                                      \\-> failed (after max; re-sent by an operator)
+
 A claim sets a lease (``lease_owner``, ``lease_until``). An item whose lease has run out (its worker died) is
 claimed again; analysis is cut short as ``not_analysed`` after ``max_attempts`` such claims (a poison instance
 must not take the node down in a loop). Every transition is a function from one :class:`QueueItem` to the next,
@@ -32,6 +40,8 @@ from typing import Any, Final, Literal
 __all__ = [
     "ANALYSE",
     "DELIVER",
+    "NOTIFY",
+    "NOTIFY_STATES",
     "STATES",
     "TERMINAL_STATES",
     "NewInstance",
@@ -47,9 +57,12 @@ STATES: Final[tuple[str, ...]] = ("received", "analysing", "analysed", "not_anal
                                   "delivery_failed")
 #: States no worker will move an item out of by itself.
 TERMINAL_STATES: Final = frozenset({"not_analysed", "delivered", "delivery_failed"})
-Stage = Literal["analyse", "deliver"]
+Stage = Literal["analyse", "deliver", "notify"]
 ANALYSE: Final[Stage] = "analyse"
 DELIVER: Final[Stage] = "deliver"
+#: The worklist notification's stage: an item waits in it beside (not instead of) the analyse/deliver stage.
+NOTIFY: Final[Stage] = "notify"
+NOTIFY_STATES: Final[tuple[str, ...]] = ("pending", "sending", "sent", "failed")
 _UID_RE = re.compile(r"[0-9][0-9.]{0,63}")
 
 
@@ -139,6 +152,14 @@ class QueueItem:
     duplicates: int = 0
     analysed_at: float | None = None
     delivered_at: float | None = None
+    notify_state: str | None = None  # None: nothing to notify; else one of NOTIFY_STATES
+    notify_attempts: int = 0
+    notify_next_at: float | None = None
+    notify_lease_owner: str | None = None
+    notify_lease_until: float | None = None
+    notify_error: str | None = None  # the latest notification failure
+    notified_channels: tuple[str, ...] = ()  # channels that acknowledged ("hl7", "fhir"): not sent again on retry
+    notified_at: float | None = None
 
     # ------------------------------------------------------------------------------------ scheduling
     def stage(self) -> tuple[Stage | None, float]:
@@ -152,6 +173,15 @@ class QueueItem:
         if self.state == "delivering":
             return DELIVER, self.lease_until or 0.0
         return None, 0.0
+
+    def notify_due(self) -> float | None:
+        """When the worklist notification becomes claimable (the retry time, or the end of the lease of the worker
+        sending it); None when none waits."""
+        if self.notify_state == "pending":
+            return self.notify_next_at or 0.0
+        if self.notify_state == "sending":
+            return self.notify_lease_until or 0.0
+        return None
 
     def public(self) -> dict[str, Any]:
         """JSON-ready view for APIs and logs of the worklist: UIDs, state, reason, result, SR UIDs, times.
@@ -176,6 +206,11 @@ class QueueItem:
             "delivered_utc": iso(self.delivered_at), "updated_utc": iso(self.updated_at),
             "next_attempt_utc": iso(self.next_attempt_at) if self.stage()[0] else None,
             "duplicates": self.duplicates,
+            "worklist_notification": ({
+                "state": self.notify_state, "attempts": self.notify_attempts, "last_error": self.notify_error,
+                "acknowledged_by": list(self.notified_channels), "notified_utc": iso(self.notified_at),
+                "next_attempt_utc": iso(self.notify_next_at) if self.notify_state == "pending" else None}
+                if self.notify_state else None),
         }
 
     # ------------------------------------------------------------------------------------ (de)serialisation
@@ -184,6 +219,7 @@ class QueueItem:
         out = dataclasses.asdict(self)
         out["result"] = None if self.result is None else json.dumps(self.result, sort_keys=True, allow_nan=False)
         out["flagged_findings"] = "," + ",".join(self.flagged_findings) + "," if self.flagged_findings else ""
+        out["notified_channels"] = ",".join(self.notified_channels)
         out["flagged"] = None if self.flagged is None else int(self.flagged)
         out["needs_delivery"] = int(self.needs_delivery)
         return out
@@ -199,7 +235,7 @@ class QueueItem:
                 values[name] = None
             elif name == "result":
                 values[name] = json.loads(raw)
-            elif name == "flagged_findings":
+            elif name in ("flagged_findings", "notified_channels"):
                 values[name] = tuple(f for f in str(raw).split(",") if f)
             elif name in ("flagged", "needs_delivery"):
                 values[name] = bool(int(raw))
@@ -210,8 +246,9 @@ class QueueItem:
             else:
                 values[name] = str(raw)
         values["flagged_findings"] = values["flagged_findings"] or ()
+        values["notified_channels"] = values["notified_channels"] or ()
         values["needs_delivery"] = bool(values["needs_delivery"])
-        for name in ("attempts", "delivery_attempts", "duplicates"):
+        for name in ("attempts", "delivery_attempts", "duplicates", "notify_attempts"):
             values[name] = values[name] or 0
         return cls(**values)
 
@@ -272,3 +309,18 @@ def claimed(item: QueueItem, stage: Stage, owner: str, lease_s: float, now: floa
 def released(item: QueueItem, *, now: float, **changes: Any) -> QueueItem:
     """``item`` with its lease dropped and ``changes`` applied."""
     return dataclasses.replace(item, lease_owner=None, lease_until=None, updated_at=now, **changes)
+
+
+def notify_claimed(item: QueueItem, owner: str, lease_s: float, now: float) -> QueueItem | None:
+    """``item``'s worklist notification claimed by ``owner`` when it is due now, else None (the item's own
+    analyse/deliver lease is untouched: a notification and a delivery of one item may run at once)."""
+    due = item.notify_due()
+    if due is None or due > now:
+        return None
+    return dataclasses.replace(item, notify_state="sending", notify_attempts=item.notify_attempts + 1,
+                               notify_lease_owner=owner, notify_lease_until=now + lease_s, updated_at=now)
+
+
+def notify_released(item: QueueItem, *, now: float, **changes: Any) -> QueueItem:
+    """``item`` with its notification lease dropped and ``changes`` (``notify_*`` fields) applied."""
+    return dataclasses.replace(item, notify_lease_owner=None, notify_lease_until=None, updated_at=now, **changes)

@@ -13,6 +13,7 @@ from serving.dicom_node.queue import open_queue
 from serving.dicom_node.records import (
     ANALYSE,
     DELIVER,
+    NOTIFY,
     STATES,
     NewInstance,
     QueueItem,
@@ -140,6 +141,90 @@ def test_delivery_stage_retry_and_operator_requeue(queue):
     assert queue.claim(DELIVER, "w", 60.0, now=12.0).sop_instance_uid == "1.2.3.3"
 
 
+def _flagged_pending_notification(queue, n: int):
+    """Item ``1.2.3.<n>`` analysed and flagged: waiting both for its SR's delivery and its worklist notification."""
+    queue.enqueue(_instance(n), now=0.0)
+    item = queue.claim(ANALYSE, "w", 60.0, now=1.0)
+    return queue.transition(item, expect_state="analysing", state="analysed", needs_delivery=True, next_attempt_at=2.0,
+                            flagged=True, flagged_findings=("effusion",), sr_path="/out/sr/n.dcm",
+                            notify_state="pending", notify_next_at=2.0, now=2.0)
+
+
+def test_the_notification_has_its_own_stage_beside_the_delivery(queue):
+    item = _flagged_pending_notification(queue, 4)
+    assert item.stage() == (DELIVER, 2.0) and item.notify_due() == 2.0
+    assert queue.claim(NOTIFY, "n", 60.0, now=1.5) is None  # not due yet
+    notifying = queue.claim(NOTIFY, "n", 60.0, now=3.0)
+    assert (notifying.notify_state, notifying.notify_attempts, notifying.notify_lease_owner) == ("sending", 1, "n")
+    # The SR is delivered meanwhile, by another worker: neither lease disturbs the other.
+    delivering = queue.claim(DELIVER, "d", 60.0, now=3.5)
+    assert delivering is not None and delivering.notify_state == "sending"
+    assert queue.claim(NOTIFY, "n2", 60.0, now=4.0) is None  # one notification at a time
+    done = queue.transition(delivering, expect_state="delivering", state="delivered", delivered_at=5.0, now=5.0)
+    assert done.state == "delivered" and done.notify_state == "sending" and done.notify_lease_owner == "n"
+    # One channel acknowledged, the other did not: pending again after back-off, remembering which did.
+    retry = queue.notify_transition(notifying, notify_state="pending", notified_channels=("hl7",),
+                                    notify_error="FHIR Task answered HTTP 503", notify_next_at=9.0, now=6.0)
+    assert retry.state == "delivered" and retry.notified_channels == ("hl7",) and retry.notify_lease_owner is None
+    assert queue.notify_transition(notifying, notify_state="sent", now=6.5) is None  # its lease was released
+    assert queue.claim(NOTIFY, "n", 60.0, now=8.0) is None
+    again = queue.claim(NOTIFY, "n", 60.0, now=9.0)
+    assert again.notify_attempts == 2 and again.notified_channels == ("hl7",)
+    failed = queue.notify_transition(again, notify_state="failed", notify_error="down", notify_next_at=None, now=10.0)
+    assert failed.notify_due() is None and queue.claim(NOTIFY, "n", 60.0, now=1e9) is None  # kept for an operator
+    assert [i.sop_instance_uid for i in queue.list_items(notification="failed")] == ["1.2.3.4"]
+    assert queue.list_items(notification="sent") == []
+    assert failed.public()["worklist_notification"] == {
+        "state": "failed", "attempts": 2, "last_error": "down", "acknowledged_by": ["hl7"], "notified_utc": None,
+        "next_attempt_utc": None}
+    # An unsent notification keeps its item from purge, whatever the item's own state.
+    assert queue.purge(1e9) == [] and queue.get("1.2.3.4") is not None
+    requeued = queue.requeue_notify("1.2.3.4", now=11.0)
+    assert (requeued.notify_state, requeued.notify_attempts, requeued.notified_channels) == ("pending", 0, ("hl7",))
+    assert queue.requeue_notify("1.2.3.4", now=11.5) is None  # not failed any more
+    sending = queue.claim(NOTIFY, "n", 60.0, now=12.0)
+    sent = queue.notify_transition(sending, notify_state="sent", notified_channels=("hl7", "fhir"), notified_at=12.5,
+                                   notify_next_at=None, notify_error=None, now=12.5)
+    assert sent.public()["worklist_notification"]["acknowledged_by"] == ["hl7", "fhir"]
+    assert [i.sop_instance_uid for i in queue.purge(1e9)] == ["1.2.3.4"]
+    with pytest.raises(InputValidationError, match="notification must be one of"):
+        queue.list_items(notification="lost")
+
+
+def test_a_dead_notifier_is_released_at_restart_and_a_lapsed_lease_claimed_again(queue):
+    _flagged_pending_notification(queue, 6)
+    queue.claim(NOTIFY, "host:VIGIL:11112/w0/abc", 30.0, now=3.0)
+    assert queue.claim(NOTIFY, "other", 30.0, now=32.0) is None
+    assert queue.claim(NOTIFY, "other", 30.0, now=33.5).notify_attempts == 2  # the lease ran out at 33
+    queue.release_leases("other", now=34.0)  # a restarted node frees its notification lease at once
+    item = queue.get("1.2.3.6")
+    assert (item.notify_state, item.notify_lease_owner, item.state) == ("pending", None, "analysed")
+    assert queue.claim(NOTIFY, "x", 30.0, now=34.0) is not None
+
+
+def test_a_queue_file_from_before_notifications_is_migrated_in_place(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.execute("CREATE TABLE dicom_queue (sop_instance_uid TEXT PRIMARY KEY, sop_class_uid TEXT, "
+                "study_instance_uid TEXT, series_instance_uid TEXT, transfer_syntax TEXT, calling_aet TEXT, "
+                "source TEXT, file_path TEXT, sha256 TEXT, size_bytes INTEGER, state TEXT, received_at REAL, "
+                "updated_at REAL, next_attempt_at REAL, attempts INTEGER, stage TEXT, due_at REAL)")
+    old.execute("INSERT INTO dicom_queue VALUES ('1.2.3.1', ?, NULL, NULL, NULL, 'MOD', 'dicom:c-store', NULL, 'a', "
+                "10, 'received', 1.0, 1.0, 1.0, 0, 'analyse', 1.0)", (CR,))
+    old.commit()
+    old.close()
+    queue = open_queue(f"sqlite:///{path}")
+    try:
+        kept = queue.get("1.2.3.1")
+        assert kept.state == "received" and kept.notify_state is None and kept.notified_channels == ()
+        assert queue.claim(ANALYSE, "w", 60.0, now=2.0).sop_instance_uid == "1.2.3.1"
+        assert queue.claim(NOTIFY, "w", 60.0, now=2.0) is None
+    finally:
+        queue.close()
+
+
 def test_release_leases_frees_only_this_nodes_items(queue):
     for n in (1, 2):
         queue.enqueue(_instance(n), now=0.0)
@@ -193,7 +278,8 @@ def test_item_round_trips_through_its_fields():
     item = QueueItem(sop_instance_uid="1.2", sop_class_uid=CR, study_instance_uid=None, series_instance_uid="1.3",
                      transfer_syntax=None, calling_aet="MOD", source="dicom:c-store", file_path=None, sha256="",
                      size_bytes=0, state="analysed", received_at=1.5, updated_at=2.25, next_attempt_at=3.0,
-                     result={"p": 0.1}, flagged=False, flagged_findings=("a", "b"), needs_delivery=True)
+                     result={"p": 0.1}, flagged=False, flagged_findings=("a", "b"), needs_delivery=True,
+                     notify_state="pending", notify_next_at=4.5, notified_channels=("hl7",), notify_attempts=2)
     raw = {k: ("" if v is None else str(v)) for k, v in item.to_fields().items()}  # as Redis gives them back
     assert QueueItem.from_fields(raw) == item
     assert QueueItem.from_fields(item.to_fields()) == item
