@@ -200,7 +200,8 @@ def worklist_callers(state: Any, key: ApiKeyInfo) -> list[tuple[str, str]] | Non
 @router.get("/v1/imaging/flags", responses=problem_responses("imaging", _422="A filter is invalid: names it"),
             summary="Worklist: instances whose second read flagged a finding, newest change first",
             description="Each item carries the instance's and its study's UIDs, the flagged findings, the result, "
-                        "the state of the SR's delivery and the SR's UIDs (to fetch it from PACS). A key sees its "
+                        "the state of the SR's delivery and the SR's UIDs (to fetch it from PACS), and the state of "
+                        "its worklist notification (HL7 v2 / FHIR Task, where the node sends them). A key sees its "
                         "own client's instances (sent by STOW-RS with the client's keys, or C-STOREd by the AE "
                         "titles VIGIL_WORKLIST_AETS gives the client); a key with the admin scope sees all.")
 async def flags(state: StateDep, key: ImagingKey, response: Response,

@@ -385,7 +385,8 @@ def openapi_command(
 
 
 dicom_queue_app = typer.Typer(add_completion=False, no_args_is_help=True,
-                              help="The DICOM node's queue: results whose delivery failed, and sending them again.")
+                              help="The DICOM node's queue: results whose delivery or worklist notification "
+                                   "failed, and sending them again.")
 app.add_typer(dicom_queue_app, name="dicom-queue")
 
 
@@ -399,38 +400,60 @@ def _dicom_queue() -> Any:
 
 @dicom_queue_app.command("failed")
 def dicom_queue_failed(
-    limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many, newest first")] = 100,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many of each, newest first")] = 100,
 ) -> None:
-    """List the instances whose results could not be delivered after VIGIL_DICOM_MAX_ATTEMPTS (one JSON line each:
-    UIDs, attempts, the last error; nothing from the patient module)."""
+    """List the instances whose results could not be delivered, and the flagged ones whose worklist notification
+    could not be sent, after VIGIL_DICOM_MAX_ATTEMPTS (one JSON line each: what failed, UIDs, attempts, the last
+    error; nothing from the patient module). Re-send with `redeliver` or `renotify`."""
     try:
-        items = _dicom_queue().list_items(status="delivery_failed", limit=limit)
+        queue = _dicom_queue()
+        undelivered = queue.list_items(status="delivery_failed", limit=limit)
+        unnotified = queue.list_items(notification="failed", limit=limit)
     except VigilError as exc:
         _fail(exc)
         return
-    for item in items:
+    for item in undelivered:
         view = item.public()
-        typer.echo(json.dumps({k: view[k] for k in ("sop_instance_uid", "study_instance_uid", "delivery_attempts",
-                                                     "last_error", "structured_report")}))
+        typer.echo(json.dumps({"failed": "delivery", **{k: view[k] for k in (
+            "sop_instance_uid", "study_instance_uid", "delivery_attempts", "last_error", "structured_report")}}))
+    for item in unnotified:
+        view = item.public()
+        typer.echo(json.dumps({"failed": "worklist notification", **{k: view[k] for k in (
+            "sop_instance_uid", "study_instance_uid", "flagged_findings", "worklist_notification")}}))
+
+
+def _requeue(uids: list[str], method: str, done: str, not_failed: str) -> None:
+    """Call the queue's ``method`` (requeue_delivery or requeue_notify) for each UID; echo ``done: UID`` for each
+    requeued, exit 2 naming those that were not (``not_failed``)."""
+    try:
+        queue = _dicom_queue()
+        missing = [uid for uid in uids if getattr(queue, method)(uid) is None]
+    except VigilError as exc:
+        _fail(exc)
+        return
+    for uid in uids:
+        if uid not in missing:
+            typer.echo(f"{done}: {uid}")
+    if missing:
+        _fail(VigilError(f"{not_failed} (unknown, or not failed): {', '.join(u[:64] for u in missing)}"))
+
+
+_FAILED_UIDS = typer.Argument(help="SOP Instance UIDs (from `vigil dicom-queue failed`)")
 
 
 @dicom_queue_app.command("redeliver")
-def dicom_queue_redeliver(
-    sop_instance_uid: Annotated[list[str], typer.Argument(help="SOP Instance UIDs (from `vigil dicom-queue failed`)")],
-) -> None:
+def dicom_queue_redeliver(sop_instance_uid: Annotated[list[str], _FAILED_UIDS]) -> None:
     """Send the results of these delivery_failed instances again (the same SR and heat map, attempts from zero);
     a running node delivers them on its next poll. Exit status 2 if one of them is not in delivery_failed."""
-    try:
-        queue = _dicom_queue()
-        missing = [uid for uid in sop_instance_uid if queue.requeue_delivery(uid) is None]
-    except VigilError as exc:
-        _fail(exc)
-        return
-    for uid in sop_instance_uid:
-        if uid not in missing:
-            typer.echo(f"queued for delivery: {uid}")
-    if missing:
-        _fail(VigilError(f"not in delivery_failed (unknown, or not failed): {', '.join(u[:64] for u in missing)}"))
+    _requeue(sop_instance_uid, "requeue_delivery", "queued for delivery", "not in delivery_failed")
+
+
+@dicom_queue_app.command("renotify")
+def dicom_queue_renotify(sop_instance_uid: Annotated[list[str], _FAILED_UIDS]) -> None:
+    """Send the worklist notification of these flagged instances again (to the channels that never acknowledged it,
+    attempts from zero); a running node sends it on its next poll. Exit status 2 if one of them has no failed
+    notification."""
+    _requeue(sop_instance_uid, "requeue_notify", "queued for notification", "no failed worklist notification")
 
 
 keys_app = typer.Typer(add_completion=False, no_args_is_help=True, help="API keys of the service (stored hashed).")

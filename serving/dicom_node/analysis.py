@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,8 +127,11 @@ def _part10(ds: Dataset) -> bytes:
 
 
 def analyse_item(item: QueueItem, model: LoadedModel, store: Store, output_dir: Path, *, send_heatmap_sc: bool,
-                 needs_delivery: bool) -> Analysis:
+                 needs_delivery: bool, needs_notify: bool = False) -> Analysis:
     """Read one queued instance with ``model``, audit it, write its SR (and SC); the queue changes to record.
+
+    With ``needs_notify`` (a worklist is configured), a flagged read also waits for its worklist notification
+    (``notify_state="pending"``, due at once).
 
     Raises
     ------
@@ -163,4 +167,6 @@ def analyse_item(item: QueueItem, model: LoadedModel, store: Store, output_dir: 
         "model_version": model.resolved.version, "request_id": request_id, "needs_delivery": needs_delivery,
         **sr_uids, "sr_path": str(sr_path),
         "sc_sop_instance_uid": str(sc.SOPInstanceUID) if sc is not None else None,
-        "sc_path": str(sc_path) if sc_path else None})
+        "sc_path": str(sc_path) if sc_path else None,
+        **({"notify_state": "pending", "notify_next_at": time.time(), "notify_attempts": 0}
+           if needs_notify and read.flagged else {})})

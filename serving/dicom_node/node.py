@@ -114,10 +114,16 @@ class DicomNode:
             self.started_utc = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             counts = self.queue.counts()
             log.info("DICOM node %s started: %d worker(s), queue %s (%d waiting to be analysed, %d to be "
-                     "delivered), destination %s, STOW-RS %s", self.node_id, self.settings.workers,
-                     self.queue.kind, counts["received"] + counts["analysing"],
+                     "delivered), destination %s, STOW-RS %s, worklist notifications %s", self.node_id,
+                     self.settings.workers, self.queue.kind, counts["received"] + counts["analysing"],
                      counts["analysed"] + counts["delivering"], self.settings.destination or "none",
-                     self.settings.stow_url or "none")
+                     self.settings.stow_url or "none", self._worklist_targets())
+
+    def _worklist_targets(self) -> str:
+        cfg = self.settings
+        targets = [f"HL7 v2 MLLP{'+TLS' if cfg.notify_hl7_tls else ''} {cfg.notify_hl7}" if cfg.notify_hl7 else "",
+                   f"FHIR Task {cfg.notify_fhir_url}" if cfg.notify_fhir_url else ""]
+        return ", ".join(t for t in targets if t) or "none"
 
     def stop(self, timeout_s: float | None = None) -> bool:
         """Stop accepting, let in-flight work finish (up to ``timeout_s``, default ``settings.stop_timeout_s``).
@@ -161,7 +167,8 @@ class DicomNode:
         return {"node_id": self.node_id, "running": self.running, "started_utc": self.started_utc,
                 "ae_title": self.settings.ae_title, "listening": bool(self._scp and self._scp.listening),
                 "port": self.port, "queue": self.queue.kind, "counts": self.queue.counts(),
-                "destination": self.settings.destination, "stow_url": self.settings.stow_url}
+                "destination": self.settings.destination, "stow_url": self.settings.stow_url,
+                "worklist_notifications": self._worklist_targets()}
 
     def purge(self, older_than: timedelta, *, states: tuple[str, ...] = ("delivered", "not_analysed")) -> int:
         """Delete finished items last changed more than ``older_than`` ago, and their files. Returns how many."""

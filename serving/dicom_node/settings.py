@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator, model_validator
@@ -32,6 +33,8 @@ __all__ = ["ANY_CALLING_AET", "DicomNodeSettings", "Peer", "load_dicom_settings"
 ANY_CALLING_AET = "*"
 _AE_RE = re.compile(r"[\x20-\x5b\x5d-\x7e]{1,16}")  # PS3.5 AE: 16 characters of default repertoire, no backslash
 _PEER_RE = re.compile(r"(?P<aet>[^@]{1,16})@(?P<host>[A-Za-z0-9.\-_:\[\]]+):(?P<port>\d{1,5})")
+_HOST_PORT_RE = re.compile(r"(?P<host>[A-Za-z0-9.\-_]+|\[[0-9A-Fa-f:.]+\]):(?P<port>\d{1,5})")
+_HD_RE = re.compile(r"[\x20-\x5b\x5d\x5f-\x7b\x7d\x7f]{0,20}")  # an HL7 HD namespace id: no | ^ ~ \ &
 
 
 def check_ae_title(name: str, value: str) -> str:
@@ -40,6 +43,21 @@ def check_ae_title(name: str, value: str) -> str:
     if not stripped or not _AE_RE.fullmatch(stripped):
         raise ValueError(f"{name} must be 1-16 printable characters without a backslash; got {value[:20]!r}")
     return stripped
+
+
+def check_http_url(name: str, value: str | None, secret_setting: str, example: str) -> str | None:
+    """``value`` stripped of blanks and a trailing slash when it is an http(s) base URL with a host, no query and no
+    credentials (never echoed: a URL can carry a password; the credential belongs in ``secret_setting``); None
+    when unset or blank."""
+    if value is None or not value.strip():
+        return None
+    parsed = urlsplit(value.strip())
+    if parsed.username or parsed.password:
+        raise ValueError(f"{name} must not carry credentials; set {secret_setting}")
+    if parsed.scheme not in ("http", "https") or not parsed.hostname or parsed.query or parsed.fragment:
+        raise ValueError(f"{name} must be an http(s) URL with a host and no query, e.g. {example} "
+                         f"(got scheme {parsed.scheme!r})")
+    return value.strip().rstrip("/")
 
 
 @dataclass(frozen=True)
@@ -168,6 +186,28 @@ class DicomNodeSettings(BaseSettings):
                     "when set, else the system's CAs")
     stow_authorization: SecretStr | None = Field(
         default=None, description="Authorization header value sent with STOW-RS, e.g. 'Bearer <token>' (secret)")
+    notify_hl7: str | None = Field(
+        default=None,
+        description="host:port of the RIS's HL7 v2 MLLP listener: a flagged instance is notified there by an "
+                    "ORU^R01 (v2.5.1), retried with back-off like a delivery, then listed as failed "
+                    "(`vigil dicom-queue failed`); unset: no HL7 notification")
+    notify_hl7_tls: bool = Field(
+        default=False,
+        description="MLLP over TLS (1.2 or later): the listener's certificate verified against VIGIL_DICOM_TLS_CA "
+                    "and its host name; VIGIL_DICOM_TLS_CERT/KEY presented as the client certificate when set")
+    notify_hl7_sending_facility: str = Field(default="", description="MSH-4, this site's facility (HD namespace id)")
+    notify_hl7_receiving_application: str = Field(default="RIS", description="MSH-5 (HD namespace id)")
+    notify_hl7_receiving_facility: str = Field(default="", description="MSH-6 (HD namespace id)")
+    notify_fhir_url: str | None = Field(
+        default=None,
+        description="A FHIR R4 base URL: a flagged instance is notified there by a Task (POST <url>/Task, conditional "
+                    "create, so a retry makes no second Task); https verified against VIGIL_DICOM_TLS_CA when set, "
+                    "else the system's CAs; unset: no FHIR notification")
+    notify_fhir_authorization: SecretStr | None = Field(
+        default=None, description="Authorization header value sent with the FHIR Task, e.g. 'Bearer <token>' (secret)")
+    notify_priority: Literal["stat", "asap", "routine"] = Field(
+        default="asap", description="Priority asked of the worklist for a flagged study (HL7 TQ1-9 S/A/R, FHIR "
+                                    "Task.priority)")
     send_heatmap_sc: bool = Field(default=False, description="Also send a Secondary Capture of the heat map")
     keep_instances: bool = Field(default=False,
                                  description="Keep received instances after analysis (default: delete them)")
@@ -205,16 +245,30 @@ class DicomNodeSettings(BaseSettings):
     @field_validator("stow_url")
     @classmethod
     def _stow_url(cls, value: str | None) -> str | None:
+        return check_http_url("stow_url", value, "VIGIL_DICOM_STOW_AUTHORIZATION", "http://pacs:8042/dicom-web")
+
+    @field_validator("notify_hl7")
+    @classmethod
+    def _notify_hl7(cls, value: str | None) -> str | None:
         if value is None or not value.strip():
             return None
-        parsed = urlsplit(value.strip())
-        # The value is never echoed: a URL can carry a password.
-        if parsed.username or parsed.password:
-            raise ValueError("stow_url must not carry credentials; set VIGIL_DICOM_STOW_AUTHORIZATION")
-        if parsed.scheme not in ("http", "https") or not parsed.hostname or parsed.query or parsed.fragment:
-            raise ValueError("stow_url must be an http(s) URL with a host and no query, e.g. "
-                             f"http://pacs:8042/dicom-web (got scheme {parsed.scheme!r})")
-        return value.strip().rstrip("/")
+        match = _HOST_PORT_RE.fullmatch(value.strip())
+        if match is None or not 1 <= int(match["port"]) <= 65535:
+            raise ValueError(f"must be host:port of an MLLP listener (e.g. ris.local:2575); got {value[:60]!r}")
+        return value.strip()
+
+    @field_validator("notify_hl7_sending_facility", "notify_hl7_receiving_application", "notify_hl7_receiving_facility")
+    @classmethod
+    def _hd(cls, value: str) -> str:
+        if not _HD_RE.fullmatch(value.strip()):
+            raise ValueError(f"must be at most 20 printable characters without | ^ ~ \\ &; got {value[:30]!r}")
+        return value.strip()
+
+    @field_validator("notify_fhir_url")
+    @classmethod
+    def _notify_fhir_url(cls, value: str | None) -> str | None:
+        return check_http_url("notify_fhir_url", value, "VIGIL_DICOM_NOTIFY_FHIR_AUTHORIZATION",
+                              "https://ris.local/fhir")
 
     @field_validator("allowed_networks")
     @classmethod
@@ -265,6 +319,13 @@ class DicomNodeSettings(BaseSettings):
             raise ValueError("needs VIGIL_DICOM_TLS_CA: the CA bundle that issued the PACS's certificate")
         return value
 
+    @field_validator("notify_hl7_tls")
+    @classmethod
+    def _notify_hl7_tls(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and "tls_ca" in info.data and info.data["tls_ca"] is None:
+            raise ValueError("needs VIGIL_DICOM_TLS_CA: the CA bundle that issued the MLLP listener's certificate")
+        return value
+
     @field_validator("queue_url")
     @classmethod
     def _queue_url(cls, value: str | None) -> str | None:
@@ -291,6 +352,22 @@ class DicomNodeSettings(BaseSettings):
     def delivers(self) -> bool:
         """Whether results are sent anywhere (by C-STORE, by STOW-RS or both)."""
         return bool(self.destination or self.stow_url)
+
+    @property
+    def notifies(self) -> bool:
+        """Whether flagged instances are notified to a worklist (HL7 v2 over MLLP, FHIR Task, or both)."""
+        return bool(self.notify_hl7 or self.notify_fhir_url)
+
+    def notify_channels(self) -> tuple[str, ...]:
+        """The configured notification channels, ``"hl7"`` and/or ``"fhir"``."""
+        return tuple(name for name, on in (("hl7", self.notify_hl7), ("fhir", self.notify_fhir_url)) if on)
+
+    def notify_hl7_peer(self) -> tuple[str, int, ClientTLS | None]:
+        """(host, port, TLS or None) of the MLLP listener; only when ``notify_hl7`` is set."""
+        assert self.notify_hl7 is not None
+        host, _, port = self.notify_hl7.rpartition(":")
+        tls = ClientTLS(self.tls_ca, self.tls_cert, self.tls_key) if self.notify_hl7_tls and self.tls_ca else None
+        return host.strip("[]"), int(port), tls
 
     @property
     def tls_enabled(self) -> bool:

@@ -14,7 +14,11 @@ Failures and what they do:
   node restarting); an item claimed more than ``max_attempts`` times is ``not_analysed`` (a poison instance);
 - delivery fails -> ``analysed`` again with the next attempt after back-off; after ``max_attempts`` ->
   ``delivery_failed`` with the reason, logged at ERROR and listed; never dropped (see
-  :meth:`~serving.dicom_node.queue.WorkQueue.requeue_delivery`).
+  :meth:`~serving.dicom_node.queue.WorkQueue.requeue_delivery`);
+- a worklist notification (HL7 v2 over MLLP and/or FHIR Task, :mod:`.notify`) fails -> ``pending`` again after
+  back-off, the channels that acknowledged it not sent again; after ``max_attempts`` -> ``failed``, logged at
+  ERROR and listed; never dropped (see :meth:`~serving.dicom_node.queue.WorkQueue.requeue_notify`). Its state is
+  the item's own ``notify_*`` fields, so it neither waits for nor holds back the SR's delivery.
 """
 
 from __future__ import annotations
@@ -29,8 +33,9 @@ from models.errors import StoreUnavailableError
 from serving.dicom_node.analysis import analyse_item
 from serving.dicom_node.delivery import DeliveryError, send_instances, send_stow
 from serving.dicom_node.intake import owned_path, remove_quietly
+from serving.dicom_node.notify import channels_to_send, fhir_task, notice_of, oru_r01, post_fhir_task, send_mllp
 from serving.dicom_node.queue import WorkQueue
-from serving.dicom_node.records import ANALYSE, DELIVER, QueueItem, backoff_delay
+from serving.dicom_node.records import ANALYSE, DELIVER, NOTIFY, QueueItem, backoff_delay
 from serving.dicom_node.settings import DicomNodeSettings
 from serving.model_source import ModelHolder, ModelUnavailableError
 from serving.store import Store
@@ -122,12 +127,19 @@ class WorkerPool:
 
     # ------------------------------------------------------------------------------------ one step
     def step(self, owner: str) -> bool:
-        """Claim and process one item (a due delivery first, then an analysis). False when nothing was due.
+        """Claim and process one item (a due worklist notification first, then a delivery, then an analysis).
+        False when nothing was due.
 
-        Delivery first: an SR that is ready leaves before the next instance is read, so in a burst the first
+        Notification first: it is the point of flagging (an urgent film brought forward) and takes milliseconds.
+        Delivery next: an SR that is ready leaves before the next instance is read, so in a burst the first
         results reach the workstation after about one read, not after the whole backlog has been analysed
         (docs/dicom_node_benchmark.md measured 22 s to the first SR with analysis first).
         """
+        if self.settings.notifies:
+            item = self.queue.claim(NOTIFY, owner, self.settings.lease_s)
+            if item is not None:
+                self._notify(item)
+                return True
         if self.settings.delivers:
             item = self.queue.claim(DELIVER, owner, self.settings.lease_s)
             if item is not None:
@@ -155,7 +167,7 @@ class WorkerPool:
         try:
             model = self.holder.get("imaging")
             analysis = analyse_item(item, model, self.store, self.output_dir, send_heatmap_sc=cfg.send_heatmap_sc,
-                                    needs_delivery=self.settings.delivers)
+                                    needs_delivery=cfg.delivers, needs_notify=cfg.notifies)
         except (ModelUnavailableError, StoreUnavailableError, OSError) as exc:
             delay = self._delay(item.attempts)
             log.warning("instance %s: analysis postponed %.1f s: %s", item.sop_instance_uid, delay,
@@ -224,3 +236,62 @@ class WorkerPool:
         self.queue.transition(item, expect_state="delivering", state="delivered", delivered_at=now,
                               next_attempt_at=now, last_error=None)
         log.info("instance %s: SR delivered to %s", item.sop_instance_uid, self.targets)
+
+    def _notify(self, item: QueueItem) -> None:
+        """Send the worklist notification of a flagged item to each configured channel that has not acknowledged it
+        yet; record which did, retry the rest with back-off, or list it as failed after ``max_attempts``."""
+        cfg = self.settings
+        done = list(item.notified_channels)
+        reasons: list[str] = []
+        pending = channels_to_send(cfg.notify_channels(), done)
+        if item.notify_attempts > cfg.max_attempts:  # claimed again and again without finishing (a worker died)
+            reasons.append(f"the notification did not finish in {cfg.max_attempts} attempts")
+            pending = []
+        try:
+            sr_path = owned_path(self.output_dir, item.sr_path)
+            if pending and sr_path is None:
+                raise DeliveryError("no structured report was kept for this instance")
+            notice = notice_of(item, sr_path) if pending and sr_path is not None else None
+        except DeliveryError as exc:
+            reasons.append(exc.reason)
+            pending, notice = [], None
+        for channel in pending:
+            assert notice is not None
+            try:
+                if channel == "hl7":
+                    host, port, tls = cfg.notify_hl7_peer()
+                    message = oru_r01(notice, priority=cfg.notify_priority,
+                                      sending_facility=cfg.notify_hl7_sending_facility,
+                                      receiving_application=cfg.notify_hl7_receiving_application,
+                                      receiving_facility=cfg.notify_hl7_receiving_facility)
+                    send_mllp(message, host, port, control_id=notice.control_id, timeout_s=cfg.network_timeout_s,
+                              tls=tls.context() if tls is not None else None)
+                else:
+                    assert cfg.notify_fhir_url is not None
+                    secret = cfg.notify_fhir_authorization
+                    post_fhir_task(fhir_task(notice, priority=cfg.notify_priority), cfg.notify_fhir_url,
+                                   timeout_s=cfg.network_timeout_s,
+                                   authorization=secret.get_secret_value() if secret else None,
+                                   verify=str(cfg.tls_ca) if cfg.tls_ca is not None else True)
+                done.append(channel)
+            except Exception as exc:  # DeliveryError, a TLS file gone (ConfigError), or anything unexpected
+                reasons.append(exc.reason if isinstance(exc, DeliveryError) else
+                               f"{channel} notification failed ({type(exc).__name__})")
+        now = time.time()
+        if not reasons:
+            self.queue.notify_transition(item, notify_state="sent", notified_channels=tuple(done), notified_at=now,
+                                         notify_next_at=None, notify_error=None)
+            log.info("instance %s: worklist notified (%s)", item.sop_instance_uid, ", ".join(done))
+            return
+        reason = "; ".join(reasons)
+        if item.notify_attempts >= cfg.max_attempts:
+            log.error("instance %s: the worklist notification of a flagged read failed %d times, last: %s; kept as "
+                      "failed (vigil dicom-queue failed)", item.sop_instance_uid, item.notify_attempts, reason)
+            self.queue.notify_transition(item, notify_state="failed", notified_channels=tuple(done),
+                                         notify_error=reason, notify_next_at=None)
+            return
+        delay = self._delay(item.notify_attempts)
+        log.warning("instance %s: worklist notification attempt %d failed (%s); retry in %.1f s",
+                    item.sop_instance_uid, item.notify_attempts, reason, delay)
+        self.queue.notify_transition(item, notify_state="pending", notified_channels=tuple(done),
+                                     notify_error=reason, notify_next_at=now + delay)

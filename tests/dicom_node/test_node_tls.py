@@ -29,6 +29,7 @@ from pydicom.uid import EnhancedSRStorage, ExplicitVRLittleEndian, generate_uid
 from models.errors import ConfigError
 from serving.dicom_node.delivery import DeliveryError, send_instances
 from serving.dicom_node.intake import Intake
+from serving.dicom_node.notify import send_mllp
 from serving.dicom_node.scp import StorageSCP
 from serving.dicom_node.settings import DicomNodeSettings, load_dicom_settings
 from serving.dicom_node.tls import address_allowed, parse_networks
@@ -410,6 +411,32 @@ def test_the_sr_sender_refuses_a_pacs_it_cannot_verify_and_does_not_fall_back_to
         send_instances([path], plain.destination_peer(), calling_aet="VIGIL", timeout_s=5)
     assert rogue.received == [] and pacs.received == []
     _collect_scu_sockets()
+
+
+# ---------------------------------------------------------------------------------------------- MLLP over TLS
+def test_the_worklist_notification_goes_over_tls_with_the_node_certificate(pki, tmp_path):
+    from tests.dicom_node.worklist import NOTICE, mllp_receiver
+    from tests.dicom_node.worklist import oru as _oru
+
+    with mllp_receiver(ssl_context=pacs_context(pki, pki.pacs)) as ris:  # a RIS requiring a client certificate
+        cfg = DicomNodeSettings(work_dir=tmp_path, notify_hl7=f"127.0.0.1:{ris.port}", notify_hl7_tls=True,
+                                tls_ca=pki.ca, tls_cert=pki.node.cert, tls_key=pki.node.key)
+        host, port, tls = cfg.notify_hl7_peer()
+        send_mllp(_oru(), host, port, control_id=NOTICE.control_id, timeout_s=5, tls=tls.context())  # the worker's
+    assert ris.errors == [] and len(ris.messages) == 1
+
+
+def test_the_worklist_notification_refuses_a_listener_it_cannot_verify(pki, tmp_path):
+    from tests.dicom_node.worklist import NOTICE, mllp_receiver
+    from tests.dicom_node.worklist import oru as _oru
+
+    with mllp_receiver(ssl_context=pacs_context(pki, pki.rogue_pacs)) as rogue:
+        cfg = DicomNodeSettings(work_dir=tmp_path, notify_hl7=f"127.0.0.1:{rogue.port}", notify_hl7_tls=True,
+                                tls_ca=pki.ca, tls_cert=pki.node.cert, tls_key=pki.node.key)
+        host, port, tls = cfg.notify_hl7_peer()
+        with pytest.raises(DeliveryError, match="TLS failed"):
+            send_mllp(_oru(), host, port, control_id=NOTICE.control_id, timeout_s=5, tls=tls.context())
+    assert rogue.messages == []
 
 
 # ---------------------------------------------------------------------------------------------- bad settings
