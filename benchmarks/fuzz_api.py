@@ -448,8 +448,8 @@ def train_models(folder: Path, work: Path) -> Path:
     from models.onnx_runtime import sha256_file
     from serving.model_source import ResolvedModel, write_local_release
     from training.config import load_imaging_config, load_triage_config
-    from vigil.pipeline import run_triage
-    from vigil.pipeline_imaging import run_imaging
+    from workflows.imaging import run_imaging
+    from workflows.triage import run_triage
 
     saved = {k: os.environ.get(k) for k in ("VIGIL_WORK_DIR", "VIGIL_DATA_DIR", "MLFLOW_TRACKING_URI",
                                             "VIGIL_MLFLOW_URI")}

@@ -30,8 +30,8 @@ from models.model_card import ModelCard
 from training.config import ImagingTrainConfig
 from training.data import resolve_data_dir
 from training.train_imaging import load_imaging_weights
-from vigil.pipeline_imaging import _auroc_by_finding, load_imaging_data
-from vigil.release import imaging_safety_film_set
+from workflows.imaging import _auroc_by_finding, load_imaging_data
+from workflows.release import imaging_safety_film_set
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -406,7 +406,7 @@ def profile_paths(work_dir: Path, key: str, records: list[dict[str, Any]], fixtu
     from serving.schemas import SecondReadResult, TriageResult
     from serving.store import Store
     from serving.triage_result import build_results
-    from vigil.serve import RegistryLocator
+    from workflows.serve import RegistryLocator
 
     locator = RegistryLocator(work_dir.resolve(), {"triage": TRIAGE_REF, "imaging": IMAGING_REF},
                               Path(tempfile.mkdtemp(prefix="profile-", dir=scratch)))
@@ -908,7 +908,7 @@ def render(result: dict[str, Any]) -> str:
             "response is written as two segments (headers, body), the second waits for the client's delayed ACK, "
             "and every request after a connection's first takes about 40 ms more. `mlflow models serve` is hit: it "
             "is why its multi-worker rows show ~45 ms p50 at low concurrency and throughput of about C / 45 ms. "
-            "`vigil serve` sets `TCP_NODELAY` on every accepted socket itself (`vigil.serve.NoDelayH11Protocol`), "
+            "`vigil serve` sets `TCP_NODELAY` on every accepted socket itself (`workflows.serve.NoDelayH11Protocol`), "
             "and with `--workers 1` asyncio binds the socket from getaddrinfo (`proto=6`) anyway.",
             "",
         ]

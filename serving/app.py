@@ -54,7 +54,7 @@ def default_locator(settings: ServingSettings) -> ModelLocator:
             raise ConfigError("setting VIGIL_MODEL_DIR: required when VIGIL_MODEL_SOURCE=local")
         return LocalFolderLocator(settings.model_dir)
     raise ConfigError("setting VIGIL_MODEL_SOURCE=registry: the MLflow registry locator is composed by `vigil serve` "
-                      "(vigil.serve.create_service); pass a locator, or use VIGIL_MODEL_SOURCE=local")
+                      "(workflows.serve.create_service); pass a locator, or use VIGIL_MODEL_SOURCE=local")
 
 
 def _body_limits(settings: ServingSettings) -> Any:

@@ -59,8 +59,8 @@ class Registered:
 
 def _train_small_models(work: Path) -> Registered:
     from training.config import load_imaging_config, load_triage_config
-    from vigil.pipeline import run_triage
-    from vigil.pipeline_imaging import run_imaging
+    from workflows.imaging import run_imaging
+    from workflows.triage import run_triage
 
     with isolated_work(work):
         # One thread each: under pytest-xdist the workers share the cores, and torch's spinning intra-op threads
@@ -77,7 +77,7 @@ def _train_small_models(work: Path) -> Registered:
 
 REPO = Path(__file__).resolve().parents[1]
 #: What the small models are built from: a change to any of these trains them again.
-_MODEL_SOURCES = ("models", "training", "evaluation", "fairness", "vigil", "serving/model_source.py",
+_MODEL_SOURCES = ("models", "training", "evaluation", "fairness", "workflows", "serving/model_source.py",
                   "requirements.lock", "tests/conftest.py")
 
 

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from models.errors import RecordValidationErrors, VigilError
-from vigil.logs import configure_logging
+from workflows.logs import configure_logging
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Vigil: triage and chest X-ray decision support (never replaces a clinician).")
@@ -50,39 +50,11 @@ def run(
     `make run` then starts `vigil serve` on the released models.
     """
     configure_logging(verbose)
-    from training.config import load_imaging_config, load_triage_config
+    from workflows.job import run_job
 
-    if only not in (None, "triage", "imaging"):
-        _fail(VigilError(f"--only must be 'triage' or 'imaging'; got {only!r}"))
-    overrides = {"epochs": epochs} if epochs else None
     try:
-        triage_cfg = load_triage_config(config, overrides)
-        imaging_cfg = load_imaging_config(imaging_config, overrides)
-        registered = []
-        if only in (None, "triage"):
-            from vigil.pipeline import REGISTERED_TRIAGE_MODEL, run_triage, summary_lines
-
-            triage = run_triage(triage_cfg, data_dir=data_dir)
-            for line in summary_lines(triage):
-                typer.echo(line)
-            registered.append(f"{REGISTERED_TRIAGE_MODEL}/{triage.registered_version}")
-        if only in (None, "imaging"):
-            from vigil.pipeline_imaging import REGISTERED_IMAGING_MODEL, imaging_summary_lines, run_imaging
-
-            imaging = run_imaging(imaging_cfg, data_dir=data_dir)
-            for line in imaging_summary_lines(imaging):
-                typer.echo(line)
-            registered.append(f"{REGISTERED_IMAGING_MODEL}/{imaging.registered_version}")
-        if not skip_release:
-            from vigil.release import release
-
-            for ref in registered:
-                outcome = release(ref, data_dir=data_dir)
-                verdict = "RELEASED to @production" if outcome.promoted else f"NOT released ({outcome.status})"
-                typer.echo(f"release gate {ref}: {verdict}")
-                for check in outcome.checks:
-                    if check.status != "pass":
-                        typer.echo(f"  [{check.status}] {check.name}: {check.reason[:300]}")
+        run_job(config=config, imaging_config=imaging_config, data_dir=data_dir, only=only, epochs=epochs,
+                skip_release=skip_release, echo=typer.echo)
     except VigilError as exc:
         _fail(exc)
         return
@@ -103,52 +75,20 @@ def evaluate(
     seed: int = 0,
     verbose: bool = False,
 ) -> None:
-    """Evaluate a triage model on a dataset (including a site's own canonical CSV) with baselines."""
+    """Evaluate a triage model on a dataset (including a site's own canonical CSV) with baselines, or a chest X-ray
+    model on the held-out patients of NIH or Kermany."""
     configure_logging(verbose)
-    from evaluation.baselines import fit_baselines, nurse_baseline
-    from evaluation.triage_report import evaluate_triage, write_plots, write_report
-    from models.onnx_runtime import TriageOnnxModel
-    from training.data import load_dataset
-    from training.tracking import resolve_model_file
-    from vigil.pipeline import work_dir
+    from workflows.evaluate import evaluate_model
 
-    if model.startswith("models:/vigil-cxr") or data in ("nih", "kermany"):
-        _evaluate_imaging(model, data, out, data_dir, bootstrap, seed)
-        return
     try:
-        onnx_path = resolve_model_file(model, work_dir())
-        onnx_model = TriageOnnxModel(onnx_path)
-        dataset = load_dataset(data, data_dir)
-        frame = dataset.frame
-        if frame["admitted"].isna().any() or frame["critical"].isna().any():
-            raise VigilError("evaluation needs 'admitted' and 'critical' in every row; "
-                             f"{int(frame['admitted'].isna().sum())} rows lack 'admitted'")
-        if baseline_train == "auto":
-            baseline_train = None if data.startswith(("csv:", "synthetic:")) else "nhamcs:2018,2019"
-        baselines = []
-        if baseline_train:
-            baselines = fit_baselines(load_dataset(baseline_train, data_dir).frame, onnx_model.encoder, seed)
-        prediction = onnx_model.predict(frame)
-        preds = [b.predict(frame) for b in baselines]
-        nurse = nurse_baseline(frame)
-        if nurse is not None:
-            preds.append(nurse)
-        result = evaluate_triage(frame, prediction, preds, dataset=dataset.name, n_boot=bootstrap, seed=seed)
-        result["model"] = onnx_model.describe()
-        result["inputs_not_used"] = onnx_model.encoder.ignored_summary(frame)
-        result["data_digest"] = dataset.digest
-        result["synthetic_data"] = bool(onnx_model.card.synthetic_data or data.startswith("synthetic:"))
-        paths = write_report(result, out, "evaluation", f"Triage evaluation: {dataset.name}")
-        paths += write_plots(result, frame, prediction, preds, out, "evaluation")
+        done = evaluate_model(model, data, out, baseline_train=baseline_train, data_dir=data_dir,
+                              bootstrap=bootstrap, seed=seed)
     except VigilError as exc:
         _fail(exc)
         return
-    for name, entry in result["inputs_not_used"].items():
-        typer.echo(f"column {name!r} ignored by the model in {entry['rows_with_value']} rows: {entry['reason']}")
-    for outcome, entry in result["outcomes"].items():
-        typer.echo(f"{outcome}: " + ", ".join(f"{k} AUROC {v['auroc']['estimate']:.3f}"
-                                              for k, v in entry["models"].items()))
-    typer.echo(json.dumps({"written": [str(p) for p in paths]}))
+    for line in done.lines:
+        typer.echo(line)
+    typer.echo(json.dumps({"written": [str(p) for p in done.paths], **done.extra}))
 
 
 @app.command("release")
@@ -165,7 +105,7 @@ def release_command(
     printed and recorded on the model version), 2 for bad input.
     """
     configure_logging(verbose)
-    from vigil.release import POLICY_PATH, release
+    from workflows.release import POLICY_PATH, release
 
     try:
         outcome = release(model, data_dir=data_dir, policy_path=policy or POLICY_PATH, n_boot=bootstrap)
@@ -198,26 +138,16 @@ def safety_command(
     violation, 2 for bad input.
     """
     configure_logging(verbose)
-    from evaluation.safety_report import write_safety_report
-    from training.tracking import parse_model_ref, resolve_model_file
-    from vigil.pipeline import work_dir
-    from vigil.release import run_safety_suite
+    from workflows.safety import model_safety
 
     try:
-        if model.endswith(".onnx") or Path(model).is_file():
-            path = resolve_model_file(model, work_dir())
-        else:
-            name, version, alias = parse_model_ref(model)
-            uri = f"models:/{name}/{version}" if version else f"models:/{name}@{alias}"
-            path = resolve_model_file(uri, work_dir(), experiment=name)
-        report = run_safety_suite(path, data_dir, n_grid=n_grid, seed=seed)
+        report, paths = model_safety(model, out, data_dir, n_grid=n_grid, seed=seed)
     except VigilError as exc:
         _fail(exc)
         return
     for result in report.results:
         typer.echo(f"[{'pass' if result.passed else 'FAIL'}] {result.id}: {result.n_violations}/{result.n_cases} "
                    f"violations (tolerance: {result.tolerance})")
-    paths = write_safety_report(report, out)
     typer.echo(f"{report.model_name} {report.model_version}: {'PASS' if report.passed else 'FAIL'}: {report.summary()}")
     typer.echo(json.dumps({"written": [str(p) for p in paths]}))
     if not report.passed:
@@ -233,28 +163,13 @@ def second_read(
 ) -> None:
     """Second read of one DICOM: per-finding probabilities and flags, a heat map PNG and a TID 1500 SR."""
     configure_logging(False)
-    from models.imaging_onnx import ImagingOnnxModel
-    from models.structured_report import sr_to_bytes
-    from training.tracking import resolve_model_file
-    from vigil.pipeline import work_dir
+    from workflows.second_read import second_read_file
 
     try:
-        onnx_model = ImagingOnnxModel(resolve_model_file(model, work_dir(), experiment="vigil-cxr"))
-        if not dicom.is_file():
-            raise VigilError(f"DICOM file not found: {dicom}")
-        read = onnx_model.second_read_dicom(dicom.read_bytes())
-        sr = read.structured_report(onnx_model.card.name, onnx_model.card.version)
+        summary = second_read_file(model, dicom, out)
     except (VigilError, ValueError) as exc:
         _fail(exc)
         return
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "second_read_sr.dcm").write_bytes(sr_to_bytes(sr))
-    (out / "heatmap.png").write_bytes(read.heatmap_png())
-    summary = {"model": onnx_model.card.name, "version": onnx_model.card.version, "flagged": read.flagged,
-               "findings": {f: {"probability": read.probabilities[f], "threshold": read.thresholds[f],
-                                "flag": read.flags[f]} for f in read.probabilities},
-               "statement": onnx_model.card.decision_support_statement}
-    (out / "second_read.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     typer.echo(json.dumps(summary, indent=2))
 
 
@@ -268,53 +183,14 @@ def bench_imaging(
 ) -> None:
     """Benchmark: DICOM bytes -> flags against raw onnxruntime inference on every chest fixture."""
     configure_logging(False)
-    from training.data import resolve_data_dir
-    from vigil.bench import imaging_latency, write_imaging_latency
+    from workflows.bench import bench_imaging as run_bench
 
-    models = {p: run_dir / f"cxr_{p}.onnx" for p in ("fp32", "int8") if (run_dir / f"cxr_{p}.onnx").is_file()}
-    if not models:
-        _fail(VigilError(f"no cxr_fp32.onnx or cxr_int8.onnx in {run_dir}"))
-    root = resolve_data_dir(data_dir) / "imaging" / "dicom_fixtures"
-    fixtures = sorted((root / "chest").iterdir()) + sorted((root / "derived").glob("*.dcm"))
-    rows = imaging_latency(models, fixtures, repeats, threads)
-    command = (f"vigil bench-imaging --run-dir <run folder> --repeats {repeats} --threads {threads}")
-    typer.echo(f"wrote {write_imaging_latency(rows, out, command, repeats, threads)}")
-
-
-def _evaluate_imaging(model: str, data: str, out: Path, data_dir: Path | None, bootstrap: int, seed: int) -> None:
-    """``vigil evaluate`` for a chest X-ray model: the held-out patients of NIH or Kermany."""
-    import numpy as np
-
-    from evaluation.imaging_report import evaluate_imaging, write_imaging_report
-    from models.imaging_onnx import ImagingOnnxModel
-    from training.data import resolve_data_dir
-    from training.data.imaging import load_kermany, load_nih
-    from training.tracking import resolve_model_file
-    from vigil.pipeline import work_dir
-
-    if data not in ("nih", "kermany"):
-        _fail(VigilError(f"--data for an imaging model must be 'nih' or 'kermany'; got {data!r}"))
     try:
-        onnx_model = ImagingOnnxModel(resolve_model_file(model, work_dir(), experiment="vigil-cxr"))
-        split_seed = int(onnx_model.card.training["config"]["seed"])  # the model's own patient split
-        loader = load_nih if data == "nih" else load_kermany
-        test = loader(resolve_data_dir(data_dir), onnx_model.image_size, split_seed).split("test")
+        written = run_bench(run_dir, data_dir, repeats=repeats, threads=threads, out=out)
     except VigilError as exc:
         _fail(exc)
         return
-    probs, _ = onnx_model.run(test.images)
-    findings = onnx_model.findings
-    result = evaluate_imaging(test.labels, test.mask, probs, onnx_model.thresholds, test.meta["patient_id"].to_numpy(),
-                              findings, dataset=f"{data} (held-out patients of the model's split)", n_boot=bootstrap,
-                              seed=seed)
-    result["model"] = {"name": onnx_model.card.name, "version": onnx_model.card.version, "sha256": onnx_model.sha256}
-    paths = write_imaging_report(result, test.labels, test.mask, probs, findings, out, "evaluation",
-                                 f"Chest X-ray evaluation: {data}")
-    for finding, entry in result["findings"].items():
-        if "auroc" in entry:
-            typer.echo(f"{finding}: AUROC {entry['auroc']['estimate']:.3f} "
-                       f"({entry['auroc']['low']:.3f}-{entry['auroc']['high']:.3f}), n={entry['n']}")
-    typer.echo(json.dumps({"written": [str(p) for p in paths], "images": int(np.asarray(test.images).shape[0])}))
+    typer.echo(f"wrote {written}")
 
 
 @app.command("serve")
@@ -334,7 +210,7 @@ def serve_command(
     """Start the HTTP API (OpenAPI at /docs) on the released models; settings also come from VIGIL_* variables."""
     from serving.audit_chain import open_anchor
     from serving.settings import load_settings
-    from vigil.serve import serve
+    from workflows.serve import serve
 
     env = {}
     if allow_unreleased:
@@ -364,7 +240,7 @@ def serve_command(
 def dicom_node_command() -> None:
     """Run the DICOM node: Storage SCP (C-STORE, C-ECHO) for the AE titles in VIGIL_DICOM_ALLOWED_CALLING_AETS,
     second reads of CR/DX chest images, TID 1500 SRs sent by C-STORE to VIGIL_DICOM_DESTINATION."""
-    from vigil.serve import run_dicom_node
+    from workflows.serve import run_dicom_node
 
     try:
         run_dicom_node()

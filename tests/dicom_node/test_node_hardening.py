@@ -283,7 +283,7 @@ def test_a_c_store_that_cannot_get_a_receive_slot_in_time_is_aborted(guarded_scp
 def test_vigil_serve_runs_the_dicom_node_in_a_supervised_child_process(monkeypatch, tmp_path):
     import uvicorn
 
-    from vigil import serve
+    from workflows import serve
 
     started: list[serve.NodeSupervisor] = []
     stopped: list[bool] = []
@@ -306,7 +306,7 @@ def test_vigil_serve_runs_the_dicom_node_in_a_supervised_child_process(monkeypat
 
 
 def test_the_node_supervisor_restarts_a_dead_node_and_says_so(caplog):
-    from vigil.serve import NodeSupervisor
+    from workflows.serve import NodeSupervisor
 
     supervisor = NodeSupervisor([sys.executable, "-c", "raise SystemExit(3)"], first_delay_s=0.05,
                                 max_delay_s=0.1)
@@ -319,7 +319,7 @@ def test_the_node_supervisor_restarts_a_dead_node_and_says_so(caplog):
 
 
 def test_the_node_supervisor_stops_its_child(tmp_path):
-    from vigil.serve import NodeSupervisor
+    from workflows.serve import NodeSupervisor
 
     supervisor = NodeSupervisor([sys.executable, "-c", "import time; time.sleep(60)"], stop_timeout_s=10)
     supervisor.start()

@@ -194,7 +194,7 @@ def test_bad_parameters_are_refused() -> None:
 
 def test_stability_is_counted_per_finding_on_the_films_in_its_population() -> None:
     """A finding counts only on films whose scope holds it; the per-finding counts let the gate withhold it."""
-    from vigil.release import unstable_findings
+    from workflows.release import unstable_findings
 
     images = films(2)
     nobody = run_imaging_safety_suite(FakeModel(laterality_sensitive), images, n_perturbations=2, n_refusal_cases=1,

@@ -23,7 +23,7 @@ FIXTURES = Path(os.environ.get("VIGIL_DATA_DIR", Path(__file__).resolve().parent
 @pytest.fixture(scope="module")
 def imaging_run(tmp_path_factory, isolated_env):
     with isolated_env(tmp_path_factory.mktemp("work")) as work:
-        from vigil.pipeline_imaging import run_imaging
+        from workflows.imaging import run_imaging
 
         # Saturation augmentation and the saturation average off: this module checks the pipeline, and the
         # synthetic blobs sit in the tails that they saturate (tests/training/test_train_imaging.py and

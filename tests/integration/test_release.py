@@ -36,7 +36,7 @@ def _safety_report(n_violations: int):
 @pytest.fixture(scope="module")
 def registered(tmp_path_factory, isolated_env):
     with isolated_env(tmp_path_factory.mktemp("work")) as work:
-        from vigil.pipeline import run_triage
+        from workflows.triage import run_triage
 
         cfg = load_triage_config(overrides={"epochs": 4, "synthetic_train_n": 2500, "synthetic_test_n": 1200,
                                             "bootstrap_resamples": 20, "threads": 1})
@@ -52,7 +52,7 @@ def _client(work):
 
 def test_synthetic_model_is_refused_and_the_refusal_recorded(registered):
     work, result = registered
-    from vigil.release import release
+    from workflows.release import release
 
     outcome = release(f"vigil-triage/{result.registered_version}", n_boot=100, triage_data=SYNTHETIC_AUDIT)
     assert outcome.status == "fail" and not outcome.promoted
@@ -91,7 +91,7 @@ def test_synthetic_model_is_refused_and_the_refusal_recorded(registered):
 def test_tampered_onnx_fails_the_checksum(registered, monkeypatch):
     _work, result = registered
     from training import tracking
-    from vigil.release import release
+    from workflows.release import release
 
     original = tracking.fetch_model_version
 
@@ -100,7 +100,7 @@ def test_tampered_onnx_fails_the_checksum(registered, monkeypatch):
         record.onnx_path.write_bytes(record.onnx_path.read_bytes() + b"\0")
         return record
 
-    monkeypatch.setattr("vigil.release.fetch_model_version", tampered)
+    monkeypatch.setattr("workflows.release.fetch_model_version", tampered)
     outcome = release(f"vigil-triage/{result.registered_version}", n_boot=100, triage_data=SYNTHETIC_AUDIT)
     checksum = next(c for c in outcome.checks if c.name == "onnx checksum")
     assert checksum.status == "fail" and "does not match" in checksum.reason
@@ -121,7 +121,7 @@ def test_cli_release_exit_codes(registered):
 
 def test_missing_evaluation_data_is_insufficient_evidence_not_a_crash(registered):
     _, result = registered
-    from vigil.release import release
+    from workflows.release import release
 
     outcome = release(f"vigil-triage/{result.registered_version}", n_boot=100)  # VIGIL_DATA_DIR has no data
     fairness = next(c for c in outcome.checks if c.name == "fairness")
@@ -132,11 +132,11 @@ def test_missing_evaluation_data_is_insufficient_evidence_not_a_crash(registered
 def test_a_safety_violation_alone_blocks_release(registered, tmp_path, monkeypatch):
     """Every other check passes (lenient policy, run marked real); one violated invariant fails the release."""
     work, result = registered
-    from vigil.release import release
+    from workflows.release import release
 
     policy = tmp_path / "lenient.yaml"
     policy.write_text(LENIENT_POLICY)
-    monkeypatch.setattr("vigil.release.run_safety_suite", lambda *a, **k: _safety_report(3))
+    monkeypatch.setattr("workflows.release.run_safety_suite", lambda *a, **k: _safety_report(3))
     client = _client(work)
     client.set_tag(result.run_id, "synthetic_data", "false")
     try:
@@ -163,11 +163,11 @@ def test_a_model_that_passes_every_check_is_promoted(registered, tmp_path, monke
     """The promote path, with a lenient policy, the run marked as trained on real data (then restored) and a
     stand-in safety report without violations (the small synthetic model's own is not required to pass)."""
     work, result = registered
-    from vigil.release import release
+    from workflows.release import release
 
     policy = tmp_path / "lenient.yaml"
     policy.write_text(LENIENT_POLICY)
-    monkeypatch.setattr("vigil.release.run_safety_suite", lambda *a, **k: _safety_report(0))
+    monkeypatch.setattr("workflows.release.run_safety_suite", lambda *a, **k: _safety_report(0))
     client = _client(work)
     client.set_tag(result.run_id, "synthetic_data", "false")
     try:
@@ -203,7 +203,7 @@ def test_cli_safety_runs_the_suite_on_a_ref_or_a_file(registered, tmp_path, monk
     res = CliRunner().invoke(app, ["safety", "--model", "not a model ref"], env=env)
     assert res.exit_code == 2 and "model must be NAME/VERSION or NAME@ALIAS" in res.output
     for n_violations, code in ((0, 0), (2, 1)):
-        monkeypatch.setattr("vigil.release.run_safety_suite", lambda *a, n=n_violations, **k: _safety_report(n))
+        monkeypatch.setattr("workflows.release.run_safety_suite", lambda *a, n=n_violations, **k: _safety_report(n))
         res = CliRunner().invoke(app, ["safety", "--model", str(result.onnx_path), "--out", str(tmp_path / "fake")],
                                  env=env)
         assert res.exit_code == code, res.output
@@ -214,7 +214,7 @@ def test_imaging_safety_films_are_the_validation_patients_and_the_chest_fixtures
     from types import SimpleNamespace
 
     from training.data.imaging import NIH_DIR, patient_split
-    from vigil.release import SafetySuiteUnavailableError, imaging_safety_films
+    from workflows.release import SafetySuiteUnavailableError, imaging_safety_films
 
     model = SimpleNamespace(card=SimpleNamespace(training={"config": {"seed": 7}}))
     with pytest.raises(SafetySuiteUnavailableError, match="no films for the imaging safety suite"):
@@ -238,7 +238,7 @@ def test_an_imaging_model_without_its_suite_fails_closed(monkeypatch):
     from pathlib import Path
     from types import SimpleNamespace
 
-    from vigil.release import SafetySuiteUnavailableError, run_safety_suite, safety_check
+    from workflows.release import SafetySuiteUnavailableError, run_safety_suite, safety_check
 
     card = SimpleNamespace(features={"pixel_path_version": "any"})
     monkeypatch.setattr("models.onnx_runtime.open_onnx_model", lambda path: (None, card, "sha"))
@@ -260,7 +260,7 @@ def _cxr_record(metrics: dict[str, float]):
 def test_the_imaging_gate_decides_each_finding_on_its_floor_and_declared_population():
     from fairness.policy import load_policy
     from models.labels import IMAGING_FINDINGS
-    from vigil.release import imaging_findings_decision
+    from workflows.release import imaging_findings_decision
 
     policy = load_policy()
     metrics = {"test.kermany.pneumonia.auroc": 0.99, "test.nih.effusion.auroc": 0.74,
@@ -281,7 +281,7 @@ def test_a_finding_without_a_declared_population_is_never_released():
     import dataclasses
 
     from fairness.policy import load_policy
-    from vigil.release import imaging_findings_decision
+    from workflows.release import imaging_findings_decision
 
     policy = load_policy()
     use = policy.intended_use["vigil-cxr"]
@@ -294,7 +294,7 @@ def test_a_finding_without_a_declared_population_is_never_released():
 
 def test_audits_outside_the_intended_use_are_reported_not_gated():
     from fairness.policy import load_policy
-    from vigil.release import audit_scope, intended_use_of
+    from workflows.release import audit_scope, intended_use_of
 
     policy = load_policy()
     assert audit_scope(policy, "vigil-triage", "nhamcs:2020") is None
@@ -310,16 +310,16 @@ def test_a_candidate_is_compared_with_the_version_in_production(registered, tmp_
     import dataclasses
 
     from training import tracking
-    from vigil.release import release
+    from workflows.release import release
 
     work, result = registered
     policy = tmp_path / "lenient.yaml"
     policy.write_text(LENIENT_POLICY + "non_inferiority:\n  auroc_margin: 0.01\n  under_triage_tolerance: 0.02\n"
                                        "  reason: test\n")
     candidate = tracking.fetch_model_version(f"vigil-triage/{result.registered_version}", work)
-    monkeypatch.setattr("vigil.release.production_record",
+    monkeypatch.setattr("workflows.release.production_record",
                         lambda name, base: dataclasses.replace(candidate, version="0"))
-    monkeypatch.setattr("vigil.release.run_safety_suite", lambda *a, **k: _safety_report(0))
+    monkeypatch.setattr("workflows.release.run_safety_suite", lambda *a, **k: _safety_report(0))
     outcome = release(f"vigil-triage/{result.registered_version}", n_boot=100, policy_path=policy,
                       triage_data=SYNTHETIC_AUDIT)
     compared = [c for c in outcome.checks if c.name.startswith("non-inferiority")]

@@ -15,7 +15,7 @@ def test_the_imaging_release_records_each_findings_decision(registered, isolated
 
     from models.intended_use import finding_release_from_json, intended_use_from_json
     from models.labels import IMAGING_FINDINGS
-    from vigil.release import release
+    from workflows.release import release
 
     # On a copy of the session's registry (its artefacts stay where they were logged): the session's models are
     # shared with other tests, and under pytest-xdist with other workers, which must not see this release.

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow  # trains a triage model end to end
 @pytest.fixture(scope="module")
 def pipeline_run(tmp_path_factory, isolated_env):
     with isolated_env(tmp_path_factory.mktemp("work")) as work:
-        from vigil.pipeline import run_triage
+        from workflows.triage import run_triage
 
         cfg = load_triage_config(overrides={"epochs": 4, "synthetic_train_n": 2500, "synthetic_test_n": 1200,
                                             "bootstrap_resamples": 50, "threads": 1})
@@ -140,9 +140,9 @@ def test_corrupt_onnx_refused(tmp_path, pipeline_run):
 
 def test_a_parity_failure_is_a_named_error_not_a_traceback(tmp_path, isolated_env, monkeypatch):
     """An exported graph that disagrees with the trained model stops `vigil run` with exit 2 and a sentence."""
-    import vigil.pipeline
+    import workflows.triage
 
-    monkeypatch.setattr(vigil.pipeline, "PARITY_TOLERANCE", -1.0)  # any difference, even 0, now fails
+    monkeypatch.setattr(workflows.triage, "PARITY_TOLERANCE", -1.0)  # any difference, even 0, now fails
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text("epochs: 1\nsynthetic_train_n: 300\nsynthetic_test_n: 200\nbootstrap_resamples: 10\n")
     with isolated_env(tmp_path / "work"):

@@ -263,7 +263,7 @@ def test_every_response_has_nosniff_and_no_server_banner(service, method, path, 
 def test_vigil_serve_runs_uvicorn_without_its_server_header(monkeypatch):
     import uvicorn
 
-    from vigil import serve
+    from workflows import serve
 
     calls: list[dict] = []
     monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: calls.append(kwargs))

@@ -182,7 +182,7 @@ def test_the_service_applies_the_body_deadlines_from_its_settings(service_factor
 
 
 def test_vigil_serve_runs_uvicorn_with_the_header_deadline_and_a_concurrency_limit(monkeypatch):
-    from vigil import serve
+    from workflows import serve
 
     calls: list[dict[str, Any]] = []
     monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: calls.append(kwargs))

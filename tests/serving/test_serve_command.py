@@ -52,7 +52,7 @@ def _release(work: Path, name: str, version: str, status: str = "pass") -> None:
 def _registry_service(service_factory, work: Path, **settings):
     from serving.app import create_app
     from serving.store import Store
-    from vigil.serve import build_locator
+    from workflows.serve import build_locator
 
     cfg = ServingSettings(work_dir=work, threads=1, **settings)
     store = Store(cfg.store_url())
@@ -113,7 +113,7 @@ def test_key_commands(tmp_path):
 
 def test_serving_imports_without_torch():
     code = ("import sys; import serving.app, serving.routes_imaging, serving.fhir_response, serving.fhir_record; "
-            "import vigil.serve; assert 'torch' not in sys.modules, 'torch imported'; print('ok')")
+            "import workflows.serve; assert 'torch' not in sys.modules, 'torch imported'; print('ok')")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-2000:]
 

@@ -24,7 +24,7 @@ from models.errors import ModelArtifactError, RegistryUnavailableError
 from models.onnx_runtime import sha256_file
 from serving.http_limits import DeadlineH11Protocol, uvicorn_limits
 from serving.model_source import PASS, ModelLocator, ResolvedModel, Task, read_local_release, write_local_release
-from vigil.logs import configure_logging
+from workflows.logs import configure_logging
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ def _bound_registry_retries() -> None:
 
 
 def app_factory() -> Any:
-    """Entry point of each uvicorn worker process (``vigil.serve:app_factory``, factory mode)."""
+    """Entry point of each uvicorn worker process (``workflows.serve:app_factory``, factory mode)."""
     configure_logging(with_process=True)
     _bound_registry_retries()
     return create_service()
@@ -202,7 +202,7 @@ def serve(*, host: str, port: int, workers: int) -> None:
              port, workers, os.environ["VIGIL_THREADS"])
     try:
         # server_header=False: no 'server: uvicorn' banner naming the software to a scanner.
-        uvicorn.run("vigil.serve:app_factory", factory=True, host=host, port=port, workers=workers,
+        uvicorn.run("workflows.serve:app_factory", factory=True, host=host, port=port, workers=workers,
                     http=NoDelayH11Protocol, access_log=False, log_config=None, timeout_graceful_shutdown=30,
                     server_header=False, **uvicorn_limits(get_settings()))
     finally:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.errors import ImagingInputError
+from models.errors import ImagingInputError, InputValidationError
 from models.imaging import load_dicom_for_model
 from models.imaging_onnx import ImagingOnnxModel
 
@@ -77,3 +77,24 @@ def write_imaging_latency(rows: list[dict], out: Path, command: str, repeats: in
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return out
+
+
+def bench_imaging(run_dir: Path, data_dir: Path | None, *, repeats: int, threads: int, out: Path) -> Path:
+    """``vigil bench-imaging``: :func:`imaging_latency` of the run's fp32 and int8 models on every chest fixture
+    (``imaging/dicom_fixtures/chest`` and ``derived``), written to ``out`` with the command that produced it.
+
+    Raises
+    ------
+    models.errors.InputValidationError
+        ``run_dir`` holds neither cxr_fp32.onnx nor cxr_int8.onnx.
+    """
+    from training.data import resolve_data_dir
+
+    models = {p: run_dir / f"cxr_{p}.onnx" for p in ("fp32", "int8") if (run_dir / f"cxr_{p}.onnx").is_file()}
+    if not models:
+        raise InputValidationError("run_dir", f"no cxr_fp32.onnx or cxr_int8.onnx in {run_dir}")
+    root = resolve_data_dir(data_dir) / "imaging" / "dicom_fixtures"
+    fixtures = sorted((root / "chest").iterdir()) + sorted((root / "derived").glob("*.dcm"))
+    rows = imaging_latency(models, fixtures, repeats, threads)
+    command = f"vigil bench-imaging --run-dir <run folder> --repeats {repeats} --threads {threads}"
+    return write_imaging_latency(rows, out, command, repeats, threads)

@@ -27,7 +27,7 @@ from training.data import resolve_data_dir
 from training.data.imaging import ImagingDataset, concatenate, load_kermany, load_nih, synthetic_imaging
 from training.tracking import git_commit, log_onnx_model_run, tracking_settings
 from training.train_imaging import save_imaging_weights, train_imaging
-from vigil.pipeline import REPO_DIR, work_dir
+from workflows.triage import REPO_DIR, work_dir
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from models.errors import DataSourceError, ModelArtifactError, VigilError
 from models.intended_use import FindingRelease, IntendedUse, Population, dicom_age_years
 from models.onnx_runtime import sha256_file
 from training.tracking import ModelVersionRecord, fetch_model_version, record_release_decision
-from vigil.pipeline import PARITY_TOLERANCE, work_dir
+from workflows.triage import PARITY_TOLERANCE, work_dir
 
 log = logging.getLogger(__name__)
 
