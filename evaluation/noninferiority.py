@@ -125,7 +125,8 @@ def compare(name: str, frame: pd.DataFrame, *, attributes: Sequence[str] = (), a
     group_rows = {(a, str(g)): np.flatnonzero(frame[a].astype(str).to_numpy() == str(g))
                   for a in (attributes if triage else ()) for g in sorted(frame[a].astype(str).unique())}
     group_rows = {k: v for k, v in group_rows.items() if len(v) >= min_group_n}
-    diffs, group_diffs = [], {k: [] for k in group_rows}
+    diffs: list[float] = []
+    group_diffs: dict[tuple[str, str], list[float]] = {k: [] for k in group_rows}
     for _ in range(n_boot):
         if members is None:
             rows = rng.integers(0, len(frame), len(frame))
@@ -133,6 +134,7 @@ def compare(name: str, frame: pd.DataFrame, *, attributes: Sequence[str] = (), a
             rows = np.concatenate([members[k] for k in rng.integers(0, len(members), len(members))])
         diffs.append(_auroc(y[rows], new[rows]) - _auroc(y[rows], old[rows]))
         if triage:
+            assert under_new is not None and under_old is not None  # both computed when triage
             weight = np.bincount(rows, minlength=len(frame))
             for key, idx in group_rows.items():
                 w = weight[idx]
@@ -141,6 +143,7 @@ def compare(name: str, frame: pd.DataFrame, *, attributes: Sequence[str] = (), a
     lo, hi = np.nanquantile(np.array(diffs), [alpha / 2, 1 - alpha / 2])
     groups = []
     for (attribute, group), idx in group_rows.items():
+        assert under_new is not None and under_old is not None  # group_rows is empty unless triage
         values = np.array(group_diffs[(attribute, group)])
         g_lo, g_hi = np.quantile(values, [alpha / 2, 1 - alpha / 2]) if len(values) else (np.nan, np.nan)
         groups.append(GroupChange(attribute, group, len(idx), float(under_old[idx].mean()),

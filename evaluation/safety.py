@@ -12,7 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    import numpy as np
 
 #: Bump when an invariant, a tolerance or a case generator changes.
 SAFETY_SUITE_VERSION: Final = "safety-invariants/2"
@@ -134,7 +137,7 @@ class SafetyReport:
         return "\n".join(lines) + "\n"
 
 
-def invariant(id: str, description: str, rationale: str, n_cases: int, magnitudes: Sequence[float],
+def invariant(id: str, description: str, rationale: str, n_cases: int, magnitudes: Sequence[float] | np.ndarray,
               examples: Sequence[dict[str, Any]], *, tolerance: float = 0.0,
               tolerance_text: str | None = None) -> InvariantResult:
     """Build a result from per-case violation magnitudes (> ``tolerance`` is a violation).

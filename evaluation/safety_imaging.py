@@ -46,6 +46,7 @@ import io
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Final, Protocol
 
@@ -115,7 +116,7 @@ def load_films(images: Sequence[np.ndarray | str | Path]) -> list[tuple[str, np.
         name = Path(item).name if isinstance(item, (str, Path)) else f"array-{i}"
         try:
             is_dicom = isinstance(item, (str, Path)) and Path(item).suffix.lower() in _DICOM_SUFFIXES
-            if is_dicom:
+            if is_dicom and isinstance(item, (str, Path)):
                 ds = imaging.read_dicom(item)
                 imaging.check_radiograph(ds)
                 display = imaging.decode_radiograph(ds)
@@ -160,11 +161,11 @@ def _blank_cases(rng: np.random.Generator, n: int) -> list[tuple[dict[str, Any],
         level = (0.0, 1.0, 0.5)[i] if i < 3 else float(rng.random())
         array = np.full((size, size), level, dtype=np.float32)
         cases.append(({"kind": "uniform array", "level": round(level, 3), "side": size},
-                      lambda a=array: imaging.model_input(a, 64)))
+                      partial(imaging.model_input, array, 64)))
         if i < max(1, n // 4):  # all-zero DICOMs: the safety review's case, as stored values
             data = film_to_dicom(np.zeros((size, size), dtype=np.float32))
             cases.append(({"kind": "all-zero DICOM", "side": size},
-                          lambda d=data: imaging.load_dicom_for_model(d, 64)))
+                          partial(imaging.load_dicom_for_model, data, 64)))
     return cases
 
 
@@ -180,11 +181,11 @@ def _noise_cases(rng: np.random.Generator, n: int) -> list[tuple[dict[str, Any],
         else:
             array = (rng.random((size, size)) < 0.5).astype(np.float64)
         array = array.astype(np.float32)
-        cases.append(({"kind": f"{kind} noise array", "side": size}, lambda a=array: imaging.model_input(a, 64)))
+        cases.append(({"kind": f"{kind} noise array", "side": size}, partial(imaging.model_input, array, 64)))
         if i < max(1, n // 4):
             data = film_to_dicom(array)
             cases.append(({"kind": f"{kind} noise DICOM", "side": size},
-                          lambda d=data: imaging.load_dicom_for_model(d, 64)))
+                          partial(imaging.load_dicom_for_model, data, 64)))
     return cases
 
 
@@ -225,10 +226,10 @@ def _graphics_cases(rng: np.random.Generator, n: int) -> list[tuple[dict[str, An
             array = ((np.indices((size, size)) // square).sum(axis=0) % 2).astype(np.float32)
         else:
             array = _text_image(rng, size, dark_on_light=kind.startswith("black"))
-        cases.append(({"kind": kind, "side": size}, lambda a=array: imaging.model_input(a, 64)))
+        cases.append(({"kind": kind, "side": size}, partial(imaging.model_input, array, 64)))
         if i < max(1, n // 4):
             data = film_to_dicom(array)
-            cases.append(({"kind": f"{kind} DICOM", "side": size}, lambda d=data: imaging.load_dicom_for_model(d, 64)))
+            cases.append(({"kind": f"{kind} DICOM", "side": size}, partial(imaging.load_dicom_for_model, data, 64)))
     return cases
 
 
@@ -361,6 +362,7 @@ def run_imaging_safety_suite(model: ImagingRuntime, images: Sequence[np.ndarray 
     observed = []
     for family, (prefix, what, why) in _FAMILIES.items():
         mine = [c for c in cases if c[2] == family]
+        examples: list[dict[str, Any]]
         moves, flips, examples = [], [], []
         moved_by, flipped_by = dict.fromkeys(findings, 0), dict.fromkeys(findings, 0)
         for film, name, _, label, refused, row in mine:
@@ -411,7 +413,7 @@ def run_imaging_safety_suite(model: ImagingRuntime, images: Sequence[np.ndarray 
         for view in LATERAL_VIEWS:
             data = film_to_dicom(display, ViewPosition=view)
             lateral.append(({"film": name, "ViewPosition": view},
-                            lambda d=data: imaging.load_dicom_for_model(d, size)))
+                            partial(imaging.load_dicom_for_model, data, size)))
     results.append(_refusal("imaging.lateral_refused", "A film sent as a lateral, decubitus or cross-table view "
                             "(ViewPosition) is refused.", "the model reads frontal films only; a lateral view was "
                             "read as if it were one", lateral, NonFrontalViewError))

@@ -319,7 +319,7 @@ def unknown_words(model: Any, rng: np.random.Generator, target: float) -> tuple[
 
 def benign_dilution(model: Any, rng: np.random.Generator, target: float) -> tuple[InvariantResult, int]:
     """f. Benign words before or after a time-critical complaint never lower its risk or urgency."""
-    texts = [(c, None) for c in CRITICAL_COMPLAINTS]
+    texts: list[tuple[str, str | None]] = [(c, None) for c in CRITICAL_COMPLAINTS]
     texts += [(c, f"{c} {p}") for c in CRITICAL_COMPLAINTS for p in BENIGN_PHRASES]
     texts += [(c, f"{p} {c}") for c in CRITICAL_COMPLAINTS for p in BENIGN_PHRASES]
     base = base_records(rng, _n_base(target, len(texts)))

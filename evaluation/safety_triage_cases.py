@@ -224,7 +224,7 @@ def red_flag_texts() -> tuple[list[tuple[str, str, int]], str | None]:
     flags = getattr(complaints, "RED_FLAGS", None)
     if not flags:
         return [], "models.complaints has no RED_FLAGS: red-flag complaints were not checked"
-    groups = getattr(complaints, "SYNONYM_GROUPS", None)
+    groups: Any = getattr(complaints, "SYNONYM_GROUPS", None)
     if groups is None:
         terms = __import__("models.complaint_terms", fromlist=["SYNONYM_GROUPS"])
         groups = getattr(terms, "SYNONYM_GROUPS", ())

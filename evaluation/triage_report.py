@@ -190,7 +190,7 @@ def write_plots(result: dict[str, Any], frame: pd.DataFrame, prediction: TriageP
             continue
         fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
         series = [(MODEL_NAME, model_risk[outcome])] + [
-            (b.name, b.risk[outcome]) for b in baselines if b.risk.get(outcome) is not None
+            (b.name, risk) for b in baselines if (risk := b.risk.get(outcome)) is not None
         ]
         for name, p in series:
             fpr, tpr, _ = roc_curve(y, p)

@@ -71,6 +71,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -430,7 +431,7 @@ def _partitions(frame: pd.DataFrame, spec: AuditSpec, y: NDArray[np.float64]) ->
         features = labels if len(columns) > 1 else labels.iloc[:, 0]
         part = _Partition(name, columns, features, [str(u) for u in uniques], codes.reshape(-1))
         part.pooled = pooled.get(columns[0], {}) if len(columns) == 1 else {}
-        requested = spec.reference_groups.get(name)
+        requested = cast("str | None", spec.reference_groups.get(name))  # AuditSpec stores its values as str
         requested = part.pooled.get(requested, requested) if requested is not None else None
         if requested is None:
             part.reference = int(np.argmax(np.bincount(part.codes)))  # the largest; ties: first in sorted order

@@ -137,7 +137,8 @@ def check_pixel_data(ds: Dataset, rows: int, columns: int, bits_allocated: int) 
                                                      "PixelData does not begin with an item of encapsulated fragments "
                                                      "(PS3.5 A.4)")
     try:
-        frame = next(iter(generate_frames(value, number_of_frames=1)), b"")
+        frames = generate_frames(value, number_of_frames=1)  # type: ignore[arg-type]  # pydicom: bytearray is fine
+        frame = next(iter(frames), b"")
     except Exception as exc:  # malformed items in untrusted bytes
         raise UndecodablePixelDataError("PixelData", f"{cannot}: its encapsulated items cannot be read "
                                                      f"({type(exc).__name__})") from exc

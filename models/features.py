@@ -174,7 +174,7 @@ class FeatureEncoder:
             if name == AGE_BAND_FEATURE:
                 continue
             column = _categorical_strings(object_column(cols, name, n), name)
-            counts = Counter(v for v in column if v is not None)
+            counts: dict[str, int] = Counter(v for v in column if v is not None)
             category_counts[name] = {v: int(counts.get(v, 0)) for v in vocab}
             observed[name] = int(sum(counts.get(v, 0) for v in vocab))
         token_counts: Counter[str] = Counter()
@@ -273,9 +273,9 @@ class FeatureEncoder:
         for name, values in self.unlearnt_values.items():
             if name not in cols:
                 continue
-            column = _categorical_strings(object_column(cols, name, n), name)
+            strings = _categorical_strings(object_column(cols, name, n), name)
             for i in range(n):
-                if column[i] in values:
+                if strings[i] in values:
                     out[i].append(name)
         return out
 

@@ -59,7 +59,7 @@ import warnings
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO, Final, TypedDict
+from typing import BinaryIO, Final, TypedDict, cast
 
 import numpy as np
 import pydicom
@@ -172,7 +172,8 @@ def read_dicom(source: Dataset | bytes | str | os.PathLike[str] | BinaryIO, *, s
     if isinstance(source, (str, os.PathLike)):
         with open(source, "rb") as handle:
             return _read_stream(handle, stop_before_pixels, specific_tags)
-    return _read_stream(source, stop_before_pixels, specific_tags)
+    # A BinaryIO here; mypy keeps Dataset in the union (its __getattr__ makes it match os.PathLike)
+    return _read_stream(cast(BinaryIO, source), stop_before_pixels, specific_tags)
 
 
 def _read_stream(stream: BinaryIO, stop_before_pixels: bool, specific_tags: Sequence[str] | None) -> Dataset:
@@ -232,7 +233,8 @@ def _dcmread_bounded(stream: BinaryIO, stop_before_pixels: bool, specific_tags: 
     """
     start = stream.tell()
     preamble = stream.read(132)
-    tags = [Tag(keyword) for keyword in specific_tags] if specific_tags is not None else None
+    tags: list[BaseTag | int] | None = (
+        [Tag(keyword) for keyword in specific_tags] if specific_tags is not None else None)
     if len(preamble) == 132 and preamble[128:] == b"DICM":
         meta = read_dataset(stream, is_implicit_VR=False, is_little_endian=True, stop_when=_after_file_meta)
         for tag in meta.keys():  # pydicom converts some meta values as it reads them: check them raw, here
@@ -240,8 +242,8 @@ def _dcmread_bounded(stream: BinaryIO, stop_before_pixels: bool, specific_tags: 
         syntax = meta.get_item(0x00020010) if 0x00020010 in meta else None
         raw_syntax = syntax.value if syntax is not None else None
         if isinstance(raw_syntax, bytes) and raw_syntax.rstrip(b"\x00 ") == DeflatedExplicitVRLittleEndian.encode():
-            buffer = DicomBytesIO(_inflate(stream.read()))
-            dataset = read_dataset(buffer, is_implicit_VR=False, is_little_endian=True,
+            buffer = DicomBytesIO(_inflate(stream.read()))  # file-like (read_dataset's BinaryIO hint is narrower)
+            dataset = read_dataset(cast(BinaryIO, buffer), is_implicit_VR=False, is_little_endian=True,
                                    stop_when=_at_pixel_data if stop_before_pixels else None, specific_tags=tags)
             ds = FileDataset(buffer, dataset, preamble=preamble[:128], file_meta=FileMetaDataset(meta),
                              is_implicit_VR=False, is_little_endian=True)

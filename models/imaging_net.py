@@ -143,6 +143,8 @@ HEATMAP_PEAK_FLOOR = 1e-2
 class CalibratedChestXray(nn.Module):
     """Temperature-scaled probabilities and per-finding heat maps: the module exported to ONNX."""
 
+    temperatures: torch.Tensor  # a buffer (register_buffer in __init__)
+
     def __init__(self, net: ChestXrayNet, temperatures: list[float], image_size: int, *, dihedral: bool = True,
                  tails: tuple[float, ...] = (0.0,)) -> None:
         super().__init__()

@@ -237,7 +237,8 @@ class ImagingOnnxModel:
             why = "no release decision: every finding evaluated"
             return {f: EVALUATED for f in self.findings}, {f: why for f in self.findings}, "findings"
         age, _ = dicom_age_years(dataset) if dataset is not None else (None, "no DICOM header")
-        status, reason = {}, {}
+        status: dict[str, str] = {}
+        reason: dict[str, str] = {}
         for finding in self.findings:
             status[finding], reason[finding] = self.release.status(finding, age, view)
         return status, reason, self.release.deciding_attribute(age, view)

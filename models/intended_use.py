@@ -74,7 +74,7 @@ class Population:
 
         The reason names the attribute that decided (PatientAge, ViewPosition) but never echoes the patient's age.
         """
-        return self.check_attribute(age_years, view)[:2]  # type: ignore[return-value]
+        return self.check_attribute(age_years, view)[:2]
 
     def check_attribute(self, age_years: float | None, view: str | None) -> tuple[bool, str, str | None]:
         """:meth:`check`, and the DICOM attribute that placed the image outside (None when inside)."""

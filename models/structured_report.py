@@ -39,7 +39,7 @@ import numbers
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final, TypedDict
+from typing import Final, TypedDict, TypeVar
 
 import highdicom as hd
 import pydicom
@@ -132,7 +132,8 @@ class FindingResult:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Real):
                 raise InputValidationError(name, f"The '{name}' field must be a number; got {type(value).__name__}")
-            if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+            if not (math.isfinite(value)
+                    and 0.0 <= value <= 1.0):  # type: ignore[operator]  # typeshed's numbers.Real has no __ge__
                 raise InputValidationError(name, f"The '{name}' field must be in [0, 1]; got {value!r}")
             object.__setattr__(self, name, float(value))  # numpy floats and ints become plain floats
         if not isinstance(self.flagged, bool):
@@ -468,7 +469,10 @@ def _not_ours(field: str, problem: str) -> InputValidationError:
     return InputValidationError(field, f"not a Vigil second-read SR: {problem}")
 
 
-def _one(items: list[Dataset], field: str, what: str) -> Dataset:
+_ItemT = TypeVar("_ItemT")
+
+
+def _one(items: Sequence[_ItemT], field: str, what: str) -> _ItemT:
     if len(items) != 1:
         raise _not_ours(field, f"expected one {what}, found {len(items)}")
     return items[0]
@@ -525,12 +529,12 @@ def read_second_read_sr(data: bytes) -> SecondRead:
         findings[name] = {
             "probability": float(probability.value),
             "threshold": float(threshold.value),
-            "flagged": _yes_no(flag.value, "Flagged"),
+            "flagged": _yes_no(flag.value, "Flagged"),  # type: ignore[arg-type]  # highdicom: it is a CodedConcept
         }
         root = group[0]
-        algorithm_name = _one(find_content_items(root, name=codes.DCM.AlgorithmName), "Algorithm", "name")
-        version = _one(find_content_items(root, name=codes.DCM.AlgorithmVersion), "Algorithm", "version")
-        algorithms.add((algorithm_name.value, version.value))
+        name_item = _one(find_content_items(root, name=codes.DCM.AlgorithmName), "Algorithm", "name")
+        version_item = _one(find_content_items(root, name=codes.DCM.AlgorithmVersion), "Algorithm", "version")
+        algorithms.add((name_item.value, version_item.value))
         referenced.update(image.referenced_sop_instance_uid for image in group.source_images)
     container = _one(find_content_items(report[0], name=QUALITATIVE_EVALUATIONS), "QualitativeEvaluations", "container")
     any_flagged = _one(find_content_items(container, name=ANY_FINDING_FLAGGED), "AnyFlagged", "item")

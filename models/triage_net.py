@@ -36,6 +36,8 @@ def hinge_score(base: torch.Tensor, band_adjustment: torch.Tensor, band: torch.T
 class TriageNet(nn.Module):
     """Multi-task network over the encoded triage record; returns logits."""
 
+    urgency: torch.Tensor  # a buffer (register_buffer in __init__)
+
     def __init__(
         self,
         n_numeric: int,

@@ -137,7 +137,7 @@ class MultipartReader:
         self._max_parts = max_parts
         self._max_part_bytes = max_part_bytes
         self._spool: IO[bytes] = tempfile.SpooledTemporaryFile(  # closed by close()
-            max_size=memory_bytes, mode="w+b", dir=spool_dir)
+            max_size=memory_bytes, mode="w+b", dir=None if spool_dir is None else str(spool_dir))
         self._written = 0
         self._open: Part | None = None
         self.parts: list[Part] = []

@@ -89,7 +89,7 @@ async def metrics(state: StateDep, _key: AdminKey) -> Response:
 @router.get("/v1/models", response_model=ModelsOut, responses=_AUTH,
             summary="The models served: versions, model cards and release-gate records")
 async def models(state: StateDep, _key: AnyKey) -> dict[str, Any]:
-    out = []
+    out: list[dict[str, Any]] = []
     status = state.holder.status()
     for task in TASKS:
         if task not in status:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -176,7 +176,7 @@ class ServingSettings(BaseSettings):
         return self.audit_url or f"sqlite:///{(self.work_dir / 'serving.db').resolve()}"
 
 
-def load_validated(cls: type[_S], prefix: str, **overrides: object) -> _S:
+def load_validated(cls: type[_S], prefix: str, **overrides: Any) -> _S:
     """Build ``cls`` from the environment plus ``overrides``; a bad value is a :class:`ConfigError` naming the
     variable (``<prefix><NAME>``)."""
     try:

@@ -362,7 +362,9 @@ class Store:
                 prev_hash = filled.row_hash
             conn.execute(insert(audit_table), rows)
         if self.anchor is not None:  # after the commit: never anchor a row that a failed commit did not keep
-            self.anchor.append(done[-1].seq, done[-1].row_hash)
+            newest = done[-1]
+            assert newest.seq is not None and newest.row_hash is not None  # both filled in the loop above
+            self.anchor.append(newest.seq, newest.row_hash)
         return done
 
     def read_audit(self, *, limit: int = 100, since_seq: int = 0) -> list[AuditRecord]:

@@ -47,7 +47,7 @@ def _news2_factors(result: News2Result, record: dict[str, Any]) -> list[dict[str
 
 
 def _model_factors(effects: list[Any], record: dict[str, Any]) -> list[dict[str, Any]]:
-    out = []
+    out: list[dict[str, Any]] = []
     for eff in effects:
         if eff.magnitude < MIN_EFFECT or len(out) >= MAX_MODEL_FACTORS:
             break

@@ -22,7 +22,7 @@ class _ValidatedConfig:
     def __post_init__(self) -> None:
         for f in fields(self):  # type: ignore[arg-type]
             value = getattr(self, f.name)
-            kind = {"int": int, "float": float, "bool": bool}.get(str(f.type), str)
+            kind: type[Any] = {"int": int, "float": float, "bool": bool}.get(str(f.type), str)
             if kind is float and isinstance(value, int) and not isinstance(value, bool):
                 object.__setattr__(self, f.name, float(value))
                 value = float(value)

@@ -295,16 +295,26 @@ def fetch_model_version(ref: str, work_dir: Path, download_root: Path | None = N
     """
     from mlflow import MlflowClient
 
+    from models.errors import ModelArtifactError
+
     name, version, alias = parse_model_ref(ref)
     settings = tracking_settings(work_dir, name)
     _use_tracking_uri(settings.tracking_uri)
     with _registry_errors(settings.tracking_uri, f"registry has no model version {ref!r}"):
         client = MlflowClient(settings.tracking_uri)
-        mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
-        run = client.get_run(mv.run_id)
+        if alias:
+            mv = client.get_model_version_by_alias(name, alias)
+        else:
+            assert version is not None  # parse_model_ref gives a version whenever it gives no alias
+            mv = client.get_model_version(name, version)
+        if not mv.run_id:  # registered by hand, not from a Vigil run: nothing to check it against
+            raise ModelArtifactError(f"model version {name}/{mv.version} was not registered from a run; Vigil "
+                                     "releases and serves only versions its own training runs registered")
+        run_id = str(mv.run_id)
+        run = client.get_run(run_id)
     onnx_path = resolve_model_file(f"models:/{name}/{mv.version}", work_dir, experiment=name,
                                    download_root=download_root)
-    return ModelVersionRecord(name, str(mv.version), mv.run_id, onnx_path, dict(mv.tags), dict(run.data.tags),
+    return ModelVersionRecord(name, str(mv.version), run_id, onnx_path, dict(mv.tags), dict(run.data.tags),
                               dict(run.data.metrics))
 
 

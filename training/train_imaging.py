@@ -242,8 +242,8 @@ def _train(data: ImagingDataset, config: ImagingTrainConfig, progress: bool) -> 
     trained = TrainedImagingModel(model, temperatures, {}, {}, history, best_epoch)
     probs, _ = trained.predict(val.images)
     for j, finding in enumerate(IMAGING_FINDINGS):
-        rows = val.mask[:, j] > 0
-        threshold, sensitivity = threshold_for_sensitivity(val.labels[rows, j], probs[rows, j],
+        val_rows = val.mask[:, j] > 0
+        threshold, sensitivity = threshold_for_sensitivity(val.labels[val_rows, j], probs[val_rows, j],
                                                             config.target_sensitivity)
         trained.thresholds[finding] = threshold
         trained.validation_sensitivity[finding] = sensitivity

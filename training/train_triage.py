@@ -242,11 +242,11 @@ def _train(frame: pd.DataFrame, config: TriageTrainConfig, *, progress: bool) ->
     members, history, best_epochs = [], [], []
     for k in range(config.ensemble_size):
         torch.manual_seed(config.seed + 1000 * k)
-        net, member_history, best_epoch = _fit_member(
+        member, member_history, best_epoch = _fit_member(
             encoder, train_t, val_t, config, np.random.default_rng([config.seed, k]), progress,
             desc=f"triage member {k + 1}/{config.ensemble_size}",
         )
-        members.append(net)
+        members.append(member)
         history += [{"member": k, **row} for row in member_history]
         best_epochs.append(best_epoch)
     net = TriageEnsemble(members).eval()

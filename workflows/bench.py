@@ -5,8 +5,10 @@ from __future__ import annotations
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -15,7 +17,7 @@ from models.imaging import load_dicom_for_model
 from models.imaging_onnx import ImagingOnnxModel
 
 
-def _median_ms(fn, repeats: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+def _median_ms(fn: Callable[..., object], repeats: int) -> tuple[float, float]:
     fn()  # warm-up
     times = []
     for _ in range(repeats):
@@ -27,7 +29,7 @@ def _median_ms(fn, repeats: int) -> tuple[float, float]:  # type: ignore[no-unty
 
 def imaging_latency(model_paths: dict[str, Path], fixtures: list[Path], repeats: int, threads: int) -> list[dict]:
     """Per model and fixture: raw onnxruntime time on the prepared image, and DICOM bytes -> flags time."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for precision, path in model_paths.items():
         model = ImagingOnnxModel(path, threads=threads)
         for fixture in fixtures:

@@ -130,7 +130,7 @@ def triage_audit_frames(record: ModelVersionRecord, data_dir: Path | None,
     if not thresholds:
         raise ModelArtifactError(f"{record.name} version {record.version} records no outcome operating thresholds "
                                  "in its model card (trained before they existed): retrain it with `vigil run`")
-    audits = []
+    audits: list[tuple[str, pd.DataFrame, list[str], list[tuple[str, ...]]]] = []
     for dataset, attributes in datasets:
         frame = load_dataset(dataset, data_dir).frame.reset_index(drop=True)
         pred = model.predict(frame)
@@ -496,7 +496,10 @@ def write_release_card(record: ModelVersionRecord, outcome: ReleaseOutcome, audi
                          else {"status": "not run", "reason": safety_reason}}
     from evaluation.noninferiority import comparison_markdown
 
-    against = comparison_markdown(comparisons, production_version) + "\n" if comparisons else ""
+    against = ""
+    if comparisons:
+        assert production_version is not None  # comparisons are only made against a production version
+        against = comparison_markdown(comparisons, production_version) + "\n"
     text = (card.to_markdown() + "\n" + scope_card_section(use, findings) + "\n" + against
             + "## Release gate checks\n\n" + checks + "\n\n" + safety_md)
     path.write_text(text, encoding="utf-8")

@@ -51,7 +51,7 @@ def send_instances(paths: Sequence[Path], destination: Peer, *, calling_aet: str
     DeliveryError
         Naming the step that failed and the status; nothing partial is reported as delivered.
     """
-    datasets = []
+    datasets: list[pydicom.Dataset] = []
     for path in paths:
         try:
             datasets.append(pydicom.dcmread(io.BytesIO(Path(path).read_bytes())))

@@ -41,6 +41,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -55,6 +56,7 @@ from pynetdicom.dimse_messages import C_STORE_RQ, DIMSEMessage
 from pynetdicom.dsutils import create_file_meta, encode_file_meta
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
+from pynetdicom.pdu_primitives import A_ASSOCIATE
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 from pynetdicom.utils import make_target
 
@@ -261,7 +263,7 @@ class SpooledDataset(io.BytesIO):
         self.path: Path | None = None
         self.dataset_bytes = 0
 
-    def write(self, data: Any) -> int:  # type: ignore[override]
+    def write(self, data: Any) -> int:
         if self._handle is None:
             self.path = self._folder / f"{uuid.uuid4().hex}.dcm"
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE)
@@ -278,7 +280,7 @@ class SpooledDataset(io.BytesIO):
             self._handle = None
         return self.path
 
-    def getvalue(self) -> bytes:  # type: ignore[override]
+    def getvalue(self) -> bytes:
         """The dataset bytes (read back from disk; the node itself never calls this)."""
         path = self.finish()
         if path is None or not path.exists():
@@ -488,7 +490,7 @@ class GuardedACSE(ACSE):
     """Takes an association slot only for a request from an allowed calling AE to this node's AE title."""
 
     def _negotiate_as_acceptor(self) -> None:
-        rq = self.requestor.primitive
+        rq = cast(A_ASSOCIATE, self.requestor.primitive)  # the request being negotiated (as pynetdicom's ACSE)
         ae = self.assoc.ae
         guard = cast(GuardedAssociation, self.assoc).guard
         allowed_calling = not ae.require_calling_aet or rq.calling_ae_title in [
@@ -580,7 +582,7 @@ class _GuardedRequestHandler(RequestHandler):
         wrapped.close()
         return None
 
-    def _create_association(self, connected_at: float) -> Association:
+    def _create_association(self, connected_at: float | None = None) -> Association:
         from copy import deepcopy
 
         raw = cast(socket.socket, self.request)
@@ -600,7 +602,7 @@ class _GuardedRequestHandler(RequestHandler):
             if event.is_intervention and bound:
                 assoc.bind(event, *bound)
             elif isinstance(event, evt.NotificationEvent):
-                for handler in bound:
+                for handler in cast("list[tuple[Callable[..., Any], list[Any] | None]]", bound):  # as pynetdicom
                     assoc.bind(event, handler[0], handler[1])
         # pynetdicom's standard DIMSE log handler (bound by default on the association and on the server) reads a
         # received dataset back whole only to say whether it is present
@@ -622,7 +624,7 @@ class GuardedServer(ThreadedAssociationServer):
     @property
     def tls_context(self) -> ssl.SSLContext | None:
         """The server's TLS context (None: plain TCP)."""
-        return cast("ssl.SSLContext | None", self.ssl_context)
+        return self.ssl_context
 
     def get_request(self) -> tuple[socket.socket, Any]:
         """Accept, without the TLS handshake pynetdicom would do here, blocking every further accept until it ends:

@@ -341,6 +341,8 @@ class _Instance:
 
 
 class _BytesInstance(_Instance):
+    source: bytes
+
     def __init__(self, data: bytes) -> None:
         self.source = data
 
@@ -355,6 +357,8 @@ class _BytesInstance(_Instance):
 
 
 class _FileInstance(_Instance):
+    source: Path
+
     def __init__(self, path: Path) -> None:
         self.source = path
 

@@ -417,7 +417,8 @@ class SqliteQueue(WorkQueue):
     def _select(self, *, since: float | None, status: tuple[str, ...], finding: str | None, flagged_only: bool,
                 limit: int, callers: tuple[tuple[str, str], ...] | None = None,
                 notification: str | None = None) -> list[QueueItem]:
-        where, params = ["1 = 1"], []
+        where: list[str] = ["1 = 1"]
+        params: list[object] = []
         if notification is not None:
             where.append("notify_state = ?")
             params.append(notification)

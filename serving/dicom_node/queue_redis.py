@@ -21,7 +21,8 @@ if the *Redis server* stops before its next snapshot. Use ``appendonly yes`` (``
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
 from models.errors import ConfigError, StoreUnavailableError
 from serving.dicom_node.queue import Decide, WorkQueue
@@ -76,9 +77,11 @@ class RedisQueue(WorkQueue):
     def _unavailable(self, exc: BaseException) -> StoreUnavailableError:
         return StoreUnavailableError(f"Redis queue {self._url_masked} is unavailable: {type(exc).__name__}")
 
+    # The client decodes every reply (decode_responses=True), so the members, keys and values it returns are str;
+    # redis-py annotates them bytes | str whatever the client, hence the casts to str below.
     @staticmethod
-    def _decode(raw: dict[str, str]) -> QueueItem | None:
-        return QueueItem.from_fields(raw) if raw else None
+    def _decode(raw: Mapping[bytes | str, bytes | str]) -> QueueItem | None:
+        return QueueItem.from_fields(cast(dict[str, str], raw)) if raw else None
 
     # ------------------------------------------------------------------------------------ primitives
     def _update(self, sop_instance_uid: str, decide: Decide) -> QueueItem | None:
@@ -111,9 +114,9 @@ class RedisQueue(WorkQueue):
         uid = new.sop_instance_uid
         for stage in _STAGES:
             pipe.zrem(self._key("stage", stage), uid)
-        stage, due = new.stage()
-        if stage is not None:
-            pipe.zadd(self._key("stage", stage), {uid: due})
+        waiting, due = new.stage()
+        if waiting is not None:
+            pipe.zadd(self._key("stage", waiting), {uid: due})
         notify_due = new.notify_due()
         if notify_due is not None:
             pipe.zadd(self._key("stage", NOTIFY), {uid: notify_due})
@@ -129,7 +132,8 @@ class RedisQueue(WorkQueue):
 
     def _due(self, stage: Stage, now: float, limit: int) -> list[str]:
         try:
-            return list(self._client.zrangebyscore(self._key("stage", stage), "-inf", now, start=0, num=limit))
+            return list(cast(list[str], self._client.zrangebyscore(self._key("stage", stage), "-inf", now, start=0,
+                                                                   num=limit)))
         except self._redis_mod.RedisError as exc:
             raise self._unavailable(exc) from exc
 
@@ -154,7 +158,8 @@ class RedisQueue(WorkQueue):
         start = 0
         try:
             while len(out) < limit:
-                page = self._client.zrevrangebyscore(self._key("updated"), "+inf", low, start=start, num=_PAGE)
+                page = cast(list[str], self._client.zrevrangebyscore(self._key("updated"), "+inf", low, start=start,
+                                                                     num=_PAGE))
                 if not page:
                     break
                 start += len(page)
@@ -180,17 +185,18 @@ class RedisQueue(WorkQueue):
 
     def _owned(self, owner_prefix: str) -> list[str]:
         try:
-            leases = [self._client.hgetall(self._key(name)) for name in ("leases", "notify_leases")]
+            leases = [cast(dict[str, str], self._client.hgetall(self._key(name)))
+                      for name in ("leases", "notify_leases")]
         except self._redis_mod.RedisError as exc:
             raise self._unavailable(exc) from exc
         return sorted({uid for held in leases for uid, owner in held.items() if owner.startswith(owner_prefix)})
 
     def _terminal_before(self, before: float, states: tuple[str, ...]) -> list[str]:
         try:
-            old = set(self._client.zrangebyscore(self._key("updated"), "-inf", f"({before}"))
+            old = set(cast(list[str], self._client.zrangebyscore(self._key("updated"), "-inf", f"({before}")))
             wanted: set[str] = set()
             for state in states:
-                wanted |= set(self._client.smembers(self._key("state", state)))
+                wanted |= set(cast(set[str], self._client.smembers(self._key("state", state))))
         except self._redis_mod.RedisError as exc:
             raise self._unavailable(exc) from exc
         return sorted(old & wanted)

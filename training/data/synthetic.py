@@ -182,8 +182,8 @@ def generate_synthetic(n: int, seed: int, *, disparity: Mapping[str, Any] | None
             "pain_score": measured(np.clip(np.round(pain), 0, 10) + 0.0, 0.15),  # + 0.0: no negative zero
             "sex": sex,
             "arrival_mode": arrival_mode,
-            "consciousness": np.where(rng.random(n) < 0.05, None, consciousness),
-            "on_supplemental_oxygen": np.where(rng.random(n) < 0.2, None, on_oxygen.astype(object)),
+            "consciousness": np.where(rng.random(n) < 0.05, np.array(None), consciousness),  # as np.where converts None
+            "on_supplemental_oxygen": np.where(rng.random(n) < 0.2, np.array(None), on_oxygen.astype(object)),
             "spo2_scale_2": None,
             "chief_complaint": complaint,
             "chief_complaint_code": None,
