@@ -74,6 +74,7 @@ START_TIMEOUT_S = 30.0
 # ----------------------------------------------------------------------------------------------- destination
 # Runs in its own process (``--destination LOG``): pydicom and pynetdicom only.
 
+
 def _referenced_uid(ds: Any) -> str:
     """The source SOP Instance UID an SR references (its evidence sequence), or "" when it names none."""
     try:
@@ -115,6 +116,7 @@ def destination_main(log_path: Path) -> None:
 
 # ----------------------------------------------------------------------------------------------- modality (SCU)
 # Runs in its own process (``--scu SPEC``): pydicom and pynetdicom only.
+
 
 def _new_lines(path: Path, offset: int) -> tuple[list[str], int]:
     with open(path, "rb") as handle:
@@ -235,10 +237,17 @@ def scu_main(spec_path: Path) -> None:
                 merged["warnings"][message] = merged["warnings"].get(message, 0) + n
     times = os.times()
     sent = [merged["sent"].get(str(i)) for i in range(len(spec["files"]))]
-    Path(spec["out"]).write_text(json.dumps({
-        "sent": sent, "associations": merged["associations"], "errors": merged["errors"],
-        "warnings": merged["warnings"],
-        "cpu_s": times.user + times.system + times.children_user + times.children_system}))
+    Path(spec["out"]).write_text(
+        json.dumps(
+            {
+                "sent": sent,
+                "associations": merged["associations"],
+                "errors": merged["errors"],
+                "warnings": merged["warnings"],
+                "cpu_s": times.user + times.system + times.children_user + times.children_system,
+            }
+        )
+    )
 
 
 # ----------------------------------------------------------------------------------------------- orchestration
@@ -275,8 +284,10 @@ def prepare_instances(n: int, folder: Path, seed: int) -> list[Instance]:
     out = []
     for i in range(n):
         name, ds = sources[i % len(sources)]
-        uids = {k: generate_uid(entropy_srcs=[str(seed), str(i), k])
-                for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")}
+        uids = {
+            k: generate_uid(entropy_srcs=[str(seed), str(i), k])
+            for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+        }
         for keyword, uid in uids.items():
             setattr(ds, keyword, uid)
         ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
@@ -285,8 +296,16 @@ def prepare_instances(n: int, folder: Path, seed: int) -> list[Instance]:
         with warnings.catch_warnings():  # 966_fixed's over-long AccessionNumber is written as it came
             warnings.simplefilter("ignore")
             ds.save_as(path, enforce_file_format=True)
-        out.append(Instance(path, name, uids["SOPInstanceUID"], str(ds.SOPClassUID),
-                            str(ds.file_meta.TransferSyntaxUID), path.stat().st_size))
+        out.append(
+            Instance(
+                path,
+                name,
+                uids["SOPInstanceUID"],
+                str(ds.SOPClassUID),
+                str(ds.file_meta.TransferSyntaxUID),
+                path.stat().st_size,
+            )
+        )
     return out
 
 
@@ -295,10 +314,16 @@ def build_model_folder(folder: Path) -> Path:
     from models.onnx_runtime import sha256_file
     from serving.model_source import ResolvedModel, write_local_release
 
-    gate = {"status": "pass", "policy_version": "benchmark-stand-in", "checked_utc": utc_stamp(),
-            "summary": "benchmark only: vigil-cxr version 1 is the unreleased @candidate; not for patients"}
-    write_local_release(folder, ResolvedModel("imaging", MODEL_NAME, MODEL_VERSION, MODEL, sha256_file(MODEL), gate,
-                                              f"benchmark {MODEL}"))
+    gate = {
+        "status": "pass",
+        "policy_version": "benchmark-stand-in",
+        "checked_utc": utc_stamp(),
+        "summary": "benchmark only: vigil-cxr version 1 is the unreleased @candidate; not for patients",
+    }
+    write_local_release(
+        folder,
+        ResolvedModel("imaging", MODEL_NAME, MODEL_VERSION, MODEL, sha256_file(MODEL), gate, f"benchmark {MODEL}"),
+    )
     return folder
 
 
@@ -352,6 +377,7 @@ def open_timed_queue(url: str, prefix: str) -> Any:
             return item
 
     if url.startswith("sqlite:///"):
+
         class TimedSqlite(ClaimClock, SqliteQueue):
             pass
 
@@ -401,8 +427,13 @@ class Child:
 
     def __init__(self, argv: list[str], log_path: Path) -> None:
         self._log = open(log_path, "wb")
-        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), *argv], cwd=REPO,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), *argv],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+        )
 
     def stop(self, timeout_s: float = 10.0) -> str:
         """Close its stdin, wait, kill it if it lingers; returns what it printed."""
@@ -454,8 +485,9 @@ class RunSpec:
     n: int
 
 
-def run_one(spec: RunSpec, instances: list[Instance], holder: Any, scratch: Path, counter: LogCounter,
-            deadline_s: float) -> dict[str, Any]:
+def run_one(
+    spec: RunSpec, instances: list[Instance], holder: Any, scratch: Path, counter: LogCounter, deadline_s: float
+) -> dict[str, Any]:
     """One node, one destination, one modality run; returns the measurements (per instance and summarised)."""
     from serving.dicom_node.node import DicomNode
     from serving.dicom_node.settings import DicomNodeSettings
@@ -463,7 +495,7 @@ def run_one(spec: RunSpec, instances: list[Instance], holder: Any, scratch: Path
 
     work = scratch / spec.name
     work.mkdir()
-    chosen = instances[:spec.n]
+    chosen = instances[: spec.n]
     prefix = f"vigil-bench:{uuid.uuid4().hex[:12]}:"
     url = f"sqlite:///{work / 'dicom_queue.db'}" if spec.queue == "sqlite" else REDIS_URL
     dest_log = work / "destination.log"
@@ -472,19 +504,34 @@ def run_one(spec: RunSpec, instances: list[Instance], holder: Any, scratch: Path
     store = Store(f"sqlite:///{work / 'serving.db'}")
     store.create_schema()
     queue = open_timed_queue(url, prefix)
-    settings = DicomNodeSettings(work_dir=work, port=0, allowed_calling_aets=SCU_AET, ae_title=NODE_AET,
-                                 destination=f"{DEST_AET}@{HOST}:{dest_port}", queue_url=url, queue_prefix=prefix,
-                                 workers=spec.workers)
+    settings = DicomNodeSettings(
+        work_dir=work,
+        port=0,
+        allowed_calling_aets=SCU_AET,
+        ae_title=NODE_AET,
+        destination=f"{DEST_AET}@{HOST}:{dest_port}",
+        queue_url=url,
+        queue_prefix=prefix,
+        workers=spec.workers,
+    )
     node = DicomNode(settings, holder, store, queue=queue, node_id=f"bench:{spec.name}")
     warnings_before = collections.Counter(counter.counts)
     scu: Child | None = None
     dest_out = ""
     try:
         node.start()
-        scu_spec = {"port": node.port, "associations": spec.associations, "mode": spec.mode,
-                    "dest_log": str(dest_log), "serial_timeout_s": 120, "out": str(work / "scu.json"),
-                    "files": [{"path": str(i.path), "uid": i.uid, "sop_class": i.sop_class,
-                               "transfer_syntax": i.transfer_syntax} for i in chosen]}
+        scu_spec = {
+            "port": node.port,
+            "associations": spec.associations,
+            "mode": spec.mode,
+            "dest_log": str(dest_log),
+            "serial_timeout_s": 120,
+            "out": str(work / "scu.json"),
+            "files": [
+                {"path": str(i.path), "uid": i.uid, "sop_class": i.sop_class, "transfer_syntax": i.transfer_syntax}
+                for i in chosen
+            ],
+        }
         (work / "scu_spec.json").write_text(json.dumps(scu_spec))
         load_start = loadavg()
         cpu0 = os.times()
@@ -521,14 +568,36 @@ def run_one(spec: RunSpec, instances: list[Instance], holder: Any, scratch: Path
             store.dispose()
             if spec.queue == "redis":
                 drop_redis_prefix(prefix)
-    node_settings = {k: getattr(settings, k) for k in ("workers", "max_associations", "poll_s", "network_timeout_s",
-                                                      "keep_instances", "send_heatmap_sc", "max_attempts")}
+    node_settings = {
+        k: getattr(settings, k)
+        for k in (
+            "workers",
+            "max_associations",
+            "poll_s",
+            "network_timeout_s",
+            "keep_instances",
+            "send_heatmap_sc",
+            "max_attempts",
+        )
+    }
     dest_cpu = next((float(line.split()[1]) for line in dest_out.splitlines() if line.startswith("CPU ")), None)
     new_warnings = dict(collections.Counter(counter.counts) - warnings_before)
-    out = summarise(spec, chosen, scu_result, read_dest_log(dest_log), items, claims, counts,
-                    {"node_s": (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system), "scu_s": scu_result["cpu_s"],
-                     "destination_s": dest_cpu},
-                    {"start": load_start, "end": loadavg()}, new_warnings)
+    out = summarise(
+        spec,
+        chosen,
+        scu_result,
+        read_dest_log(dest_log),
+        items,
+        claims,
+        counts,
+        {
+            "node_s": (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system),
+            "scu_s": scu_result["cpu_s"],
+            "destination_s": dest_cpu,
+        },
+        {"start": load_start, "end": loadavg()},
+        new_warnings,
+    )
     out["node_settings"] = node_settings
     return out
 
@@ -548,13 +617,27 @@ def pct(values: list[float], q: float) -> float | None:
 def dist(values_s: list[float]) -> dict[str, float | int | None]:
     """p50 / p99 / max of durations given in seconds, in milliseconds."""
     ms = [1000 * v for v in values_s]
-    return {"n": len(ms), "p50_ms": pct(ms, 50), "p99_ms": pct(ms, 99), "max_ms": max(ms) if ms else None,
-            "mean_ms": sum(ms) / len(ms) if ms else None}
+    return {
+        "n": len(ms),
+        "p50_ms": pct(ms, 50),
+        "p99_ms": pct(ms, 99),
+        "max_ms": max(ms) if ms else None,
+        "mean_ms": sum(ms) / len(ms) if ms else None,
+    }
 
 
-def summarise(spec: RunSpec, chosen: list[Instance], scu: dict[str, Any], dest: list[tuple[str, str, float, str]],
-              items: dict[str, Any], claims: dict[tuple[str, str], float], counts: dict[str, int],
-              cpu: dict[str, float | None], load: dict[str, str], warnings: dict[str, int]) -> dict[str, Any]:
+def summarise(
+    spec: RunSpec,
+    chosen: list[Instance],
+    scu: dict[str, Any],
+    dest: list[tuple[str, str, float, str]],
+    items: dict[str, Any],
+    claims: dict[tuple[str, str], float],
+    counts: dict[str, int],
+    cpu: dict[str, float | None],
+    load: dict[str, str],
+    warnings: dict[str, int],
+) -> dict[str, Any]:
     sent = scu["sent"]
     ok = [(inst, s) for inst, s in zip(chosen, sent, strict=True) if s and s["status"] == 0]
     arrivals: dict[str, list[float]] = collections.defaultdict(list)
@@ -563,13 +646,20 @@ def summarise(spec: RunSpec, chosen: list[Instance], scu: dict[str, Any], dest: 
     first_sent = min(s["t_sent"] for _, s in ok) if ok else 0.0
     last_ack = max(s["t_ack"] for _, s in ok) if ok else 0.0
     out: dict[str, Any] = {
-        "spec": spec.__dict__, "sent": len(chosen), "acknowledged": len(ok),
-        "statuses": dict(collections.Counter(f"0x{s['status']:04X}" if s and s["status"] is not None else "none"
-                                             for s in sent)),
-        "scu_errors": scu["errors"], "scu_warnings": scu.get("warnings", {}),
+        "spec": spec.__dict__,
+        "sent": len(chosen),
+        "acknowledged": len(ok),
+        "statuses": dict(
+            collections.Counter(f"0x{s['status']:04X}" if s and s["status"] is not None else "none" for s in sent)
+        ),
+        "scu_errors": scu["errors"],
+        "scu_warnings": scu.get("warnings", {}),
         "association_setup_ms": [round(1000 * a["setup_s"], 1) for a in scu["associations"]],
-        "queue_counts": {k: v for k, v in counts.items() if v}, "cpu_s": cpu, "loadavg": load,
-        "node_warnings": warnings, "sr_received": len(dest),
+        "queue_counts": {k: v for k, v in counts.items() if v},
+        "cpu_s": cpu,
+        "loadavg": load,
+        "node_warnings": warnings,
+        "sr_received": len(dest),
         "sr_duplicates": sum(len(v) - 1 for v in arrivals.values() if len(v) > 1),
         "sr_unmatched": sum(1 for uid in arrivals if uid not in items),
         "receive_s": last_ack - first_sent,
@@ -581,11 +671,17 @@ def summarise(spec: RunSpec, chosen: list[Instance], scu: dict[str, Any], dest: 
         if s and s["status"] == 0:
             continue
         item = items.get(inst.uid)
-        unanswered.append({"index": index, "fixture": inst.fixture, "status": s["status"] if s else None,
-                           "t_sent_s": s["t_sent"] - first_sent if s else None,
-                           "t_returned_s": s["t_ack"] - first_sent if s else None,
-                           "queued_s": item.received_at - first_sent if item else None,
-                           "state": item.state if item else None})
+        unanswered.append(
+            {
+                "index": index,
+                "fixture": inst.fixture,
+                "status": s["status"] if s else None,
+                "t_sent_s": s["t_sent"] - first_sent if s else None,
+                "t_returned_s": s["t_ack"] - first_sent if s else None,
+                "queued_s": item.received_at - first_sent if item else None,
+                "state": item.state if item else None,
+            }
+        )
     out["unanswered"] = unanswered
     if spec.mode == "receive":
         out["sr_expected"] = 0
@@ -595,31 +691,45 @@ def summarise(spec: RunSpec, chosen: list[Instance], scu: dict[str, Any], dest: 
     for inst, s in ok:
         item = items.get(inst.uid)
         got = arrivals.get(inst.uid)
-        row: dict[str, Any] = {"fixture": inst.fixture, "t_sent": s["t_sent"], "t_ack": s["t_ack"],
-                               "t_sr": min(got) if got else None, "state": item.state if item else None}
+        row: dict[str, Any] = {
+            "fixture": inst.fixture,
+            "t_sent": s["t_sent"],
+            "t_ack": s["t_ack"],
+            "t_sr": min(got) if got else None,
+            "state": item.state if item else None,
+        }
         if item is not None:
-            row.update(received=item.received_at, claim_analyse=claims.get(("analyse", inst.uid)),
-                       analysed=item.analysed_at, claim_deliver=claims.get(("deliver", inst.uid)),
-                       delivered=item.delivered_at, delivery_attempts=item.delivery_attempts,
-                       timings_ms=(item.result or {}).get("timings_ms"))
+            row.update(
+                received=item.received_at,
+                claim_analyse=claims.get(("analyse", inst.uid)),
+                analysed=item.analysed_at,
+                claim_deliver=claims.get(("deliver", inst.uid)),
+                delivered=item.delivered_at,
+                delivery_attempts=item.delivery_attempts,
+                timings_ms=(item.result or {}).get("timings_ms"),
+            )
             row["sr_matches_queue"] = bool(got) and item.sr_sop_instance_uid in {
-                sr for src, sr, _, _ in dest if src == inst.uid}
+                sr for src, sr, _, _ in dest if src == inst.uid
+            }
         per_instance.append(row)
     done = [r for r in per_instance if r["t_sr"] is not None]
     last_sr = max((r["t_sr"] for r in done), default=None)
-    out.update({
-        "sr_expected": len(ok), "sr_delivered_for": len(done),
-        "sr_matches_queue": sum(1 for r in per_instance if r.get("sr_matches_queue")),
-        "delivery_retries": sum(max(0, (r.get("delivery_attempts") or 1) - 1) for r in per_instance),
-        "end_to_end_s": (last_sr - first_sent) if last_sr else None,
-        "first_sr_s": min((r["t_sr"] for r in done), default=first_sent) - first_sent if done else None,
-        "last_analysed_s": max((r["analysed"] for r in done if r.get("analysed")), default=first_sent) - first_sent,
-        "end_to_end_per_s": len(done) / (last_sr - first_sent) if last_sr and last_sr > first_sent else None,
-        "cstore_to_sr": dist([r["t_sr"] - r["t_sent"] for r in done]),
-        "stages": stages(done),
-        "by_fixture": by_fixture(done),
-        "per_instance_ms": [compact(r, first_sent) for r in per_instance],
-    })
+    out.update(
+        {
+            "sr_expected": len(ok),
+            "sr_delivered_for": len(done),
+            "sr_matches_queue": sum(1 for r in per_instance if r.get("sr_matches_queue")),
+            "delivery_retries": sum(max(0, (r.get("delivery_attempts") or 1) - 1) for r in per_instance),
+            "end_to_end_s": (last_sr - first_sent) if last_sr else None,
+            "first_sr_s": min((r["t_sr"] for r in done), default=first_sent) - first_sent if done else None,
+            "last_analysed_s": max((r["analysed"] for r in done if r.get("analysed")), default=first_sent) - first_sent,
+            "end_to_end_per_s": len(done) / (last_sr - first_sent) if last_sr and last_sr > first_sent else None,
+            "cstore_to_sr": dist([r["t_sr"] - r["t_sent"] for r in done]),
+            "stages": stages(done),
+            "by_fixture": by_fixture(done),
+            "per_instance_ms": [compact(r, first_sent) for r in per_instance],
+        }
+    )
     return out
 
 
@@ -640,9 +750,11 @@ def stages(rows: list[dict[str, Any]]) -> dict[str, Any]:
     timed = [r for r in rows if r.get("timings_ms") and r.get("claim_analyse") and r.get("analysed")]
     for key in ("decode_prepare", "inference"):
         out[f"  of which {key.replace('_', ' + ')} (the model's own timing)"] = dist(
-            [r["timings_ms"][key] / 1000 for r in timed])
+            [r["timings_ms"][key] / 1000 for r in timed]
+        )
     out["  of which the rest (header read checks, audit write, SR built and written, queue)"] = dist(
-        [r["analysed"] - r["claim_analyse"] - sum(r["timings_ms"].values()) / 1000 for r in timed])
+        [r["analysed"] - r["claim_analyse"] - sum(r["timings_ms"].values()) / 1000 for r in timed]
+    )
     return out
 
 
@@ -656,9 +768,13 @@ def by_fixture(rows: list[dict[str, Any]]) -> dict[str, Any]:
         analyse = [r["analysed"] - r["claim_analyse"] for r in group if r.get("claim_analyse") and r.get("analysed")]
         decode = [r["timings_ms"]["decode_prepare"] / 1000 for r in group if r.get("timings_ms")]
         infer = [r["timings_ms"]["inference"] / 1000 for r in group if r.get("timings_ms")]
-        out[fixture] = {"n": len(group), "analysis_p50_ms": dist(analyse)["p50_ms"],
-                        "decode_prepare_p50_ms": dist(decode)["p50_ms"], "inference_p50_ms": dist(infer)["p50_ms"],
-                        "cstore_to_sr_p50_ms": dist([r["t_sr"] - r["t_sent"] for r in group])["p50_ms"]}
+        out[fixture] = {
+            "n": len(group),
+            "analysis_p50_ms": dist(analyse)["p50_ms"],
+            "decode_prepare_p50_ms": dist(decode)["p50_ms"],
+            "inference_p50_ms": dist(infer)["p50_ms"],
+            "cstore_to_sr_p50_ms": dist([r["t_sr"] - r["t_sent"] for r in group])["p50_ms"],
+        }
     return out
 
 
@@ -681,23 +797,47 @@ def loadavg() -> str:
 
 
 def machine() -> dict[str, Any]:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), "?")
-    mem_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                  if line.startswith("MemTotal"))
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "?",
+    )
+    mem_kb = next(
+        int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")
+    )
     nproc = subprocess.run(["nproc"], capture_output=True, text=True, check=False).stdout.strip()
-    disk = subprocess.run(["df", "-h", "--output=source,fstype", tempfile.gettempdir()], capture_output=True,
-                          text=True, check=False).stdout.split("\n")[1:2]
-    return {"nproc": nproc, "cpu_model": model, "memory_gib": round(mem_kb / 2**20, 1), "kernel": platform.release(),
-            "python": platform.python_version(), "scratch_fs": " ".join(disk).split()}
+    disk = subprocess.run(
+        ["df", "-h", "--output=source,fstype", tempfile.gettempdir()], capture_output=True, text=True, check=False
+    ).stdout.split("\n")[1:2]
+    return {
+        "nproc": nproc,
+        "cpu_model": model,
+        "memory_gib": round(mem_kb / 2**20, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "scratch_fs": " ".join(disk).split(),
+    }
 
 
 def versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
-    for package in ("pynetdicom", "pydicom", "highdicom", "onnxruntime", "numpy", "pylibjpeg-openjpeg",
-                    "pyjpegls", "pylibjpeg-libjpeg", "redis", "SQLAlchemy"):
+    for package in (
+        "pynetdicom",
+        "pydicom",
+        "highdicom",
+        "onnxruntime",
+        "numpy",
+        "pylibjpeg-openjpeg",
+        "pyjpegls",
+        "pylibjpeg-libjpeg",
+        "redis",
+        "SQLAlchemy",
+    ):
         try:
             out[package] = version(package)
         except PackageNotFoundError:
@@ -708,11 +848,19 @@ def versions() -> dict[str, str]:
 def git_state() -> dict[str, Any]:
     """HEAD, the paths that differ from it (``git status --porcelain``) and a digest of the tracked changes."""
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False)
-    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=normal"], cwd=REPO,
-                            capture_output=True, text=True, check=False)
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=normal"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     diff = subprocess.run(["git", "diff", "HEAD"], cwd=REPO, capture_output=True, check=False).stdout
-    return {"commit": head.stdout.strip(), "changes": [line.strip() for line in status.stdout.splitlines()],
-            "diff_sha256": hashlib.sha256(diff).hexdigest()}
+    return {
+        "commit": head.stdout.strip(),
+        "changes": [line.strip() for line in status.stdout.splitlines()],
+        "diff_sha256": hashlib.sha256(diff).hexdigest(),
+    }
 
 
 # ----------------------------------------------------------------------------------------------- the run
@@ -732,12 +880,17 @@ def plan(args: argparse.Namespace, queues: list[str]) -> list[RunSpec]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.monotonic()
-    result: dict[str, Any] = {"date_utc": utc_stamp(), "git": git_state(), "machine": machine(),
-                              "versions": versions(), "loadavg_start": loadavg(),
-                              "command": " ".join(shlex.quote(a) for a in [".venv/bin/python",
-                                                                          "benchmarks/dicom_node_throughput.py",
-                                                                          *sys.argv[1:]]),
-                              "niceness": os.nice(0)}
+    result: dict[str, Any] = {
+        "date_utc": utc_stamp(),
+        "git": git_state(),
+        "machine": machine(),
+        "versions": versions(),
+        "loadavg_start": loadavg(),
+        "command": " ".join(
+            shlex.quote(a) for a in [".venv/bin/python", "benchmarks/dicom_node_throughput.py", *sys.argv[1:]]
+        ),
+        "niceness": os.nice(0),
+    }
     redis_info = redis_available()
     result["redis"] = redis_info
     queues = ["sqlite"] + (["redis"] if redis_info else [])
@@ -751,9 +904,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         t0 = time.monotonic()
         instances = prepare_instances(need, scratch / "instances", args.seed)
         result["prepare_s"] = time.monotonic() - t0
-        result["fixtures"] = {name: {"transfer_syntax": i.transfer_syntax, "sop_class": i.sop_class,
-                                     "size_bytes": i.size_bytes}
-                              for name, i in {i.fixture: i for i in instances}.items()}
+        result["fixtures"] = {
+            name: {"transfer_syntax": i.transfer_syntax, "sop_class": i.sop_class, "size_bytes": i.size_bytes}
+            for name, i in {i.fixture: i for i in instances}.items()
+        }
         folder = build_model_folder(scratch / "models")
         cpus = os.cpu_count() or 1
         holders: dict[int, Any] = {}
@@ -763,12 +917,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             holders[w] = load_holder(folder, threads, instances)
             result["ort_threads"][w] = threads
         result["thread_scaling"] = thread_scaling(holders[max(args.workers)], instances)
-        result["model"] = {"name": MODEL_NAME, "version": MODEL_VERSION, "path": str(MODEL),
-                           "sha256": holders[1].get("imaging").runtime.sha256}
+        result["model"] = {
+            "name": MODEL_NAME,
+            "version": MODEL_VERSION,
+            "path": str(MODEL),
+            "sha256": holders[1].get("imaging").runtime.sha256,
+        }
         result["runs"] = []
         for spec in plan(args, queues):
-            logger.info("run %s: %d instance(s), %d worker(s), %d association(s)", spec.name, spec.n, spec.workers,
-                        spec.associations)
+            logger.info(
+                "run %s: %d instance(s), %d worker(s), %d association(s)",
+                spec.name,
+                spec.n,
+                spec.workers,
+                spec.associations,
+            )
             t1 = time.monotonic()
             holder = holders[max(1, spec.workers)]
             one = run_one(spec, instances, holder, scratch, counter, args.run_timeout)
@@ -785,9 +948,11 @@ def headline(r: dict[str, Any]) -> str:
     parts = [f"receive {_f(r['receive_per_s'], 1)}/s"]
     if r["spec"]["mode"] != "receive":
         c = r["cstore_to_sr"]
-        parts += [f"end-to-end {_f(r.get('end_to_end_per_s'), 2)}/s",
-                  f"C-STORE->SR p50 {_f(c['p50_ms'], 0)} p99 {_f(c['p99_ms'], 0)} max {_f(c['max_ms'], 0)} ms",
-                  f"SRs {r['sr_delivered_for']}/{r['sr_expected']}"]
+        parts += [
+            f"end-to-end {_f(r.get('end_to_end_per_s'), 2)}/s",
+            f"C-STORE->SR p50 {_f(c['p50_ms'], 0)} p99 {_f(c['p99_ms'], 0)} max {_f(c['max_ms'], 0)} ms",
+            f"SRs {r['sr_delivered_for']}/{r['sr_expected']}",
+        ]
     return ", ".join(parts)
 
 
@@ -845,29 +1010,39 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
     lines = []
     for k in sorted({r["spec"]["associations"] for r in receive}):
         runs = [r for r in receive if r["spec"]["associations"] == k]
-        lines.append(f"* **Received** with no analysis running, over {k} association(s): "
-                     f"**{_span([r['receive_per_s'] for r in runs], 0)} instances/s** "
-                     f"({', '.join(r['spec']['queue'] for r in runs)} queue).")
+        lines.append(
+            f"* **Received** with no analysis running, over {k} association(s): "
+            f"**{_span([r['receive_per_s'] for r in runs], 0)} instances/s** "
+            f"({', '.join(r['spec']['queue'] for r in runs)} queue)."
+        )
     for k in sorted({r["spec"]["associations"] for r in bursts}):
         runs = [r for r in bursts if r["spec"]["associations"] == k]
-        lines.append(f"* Received while the workers analyse a burst, over {k} association(s): "
-                     f"{_span([r['receive_per_s'] for r in runs], 0)} instances/s.")
+        lines.append(
+            f"* Received while the workers analyse a burst, over {k} association(s): "
+            f"{_span([r['receive_per_s'] for r in runs], 0)} instances/s."
+        )
     if bursts:
-        lines.append(f"* **Received, analysed and the SR delivered** (first C-STORE to last SR, bursts of "
-                     f"{result['burst_n']}): **{_span([r['end_to_end_per_s'] for r in bursts], 2)} instances/s** "
-                     f"over every queue, worker count and association count tried "
-                     f"({len(bursts)} runs, table below).")
+        lines.append(
+            f"* **Received, analysed and the SR delivered** (first C-STORE to last SR, bursts of "
+            f"{result['burst_n']}): **{_span([r['end_to_end_per_s'] for r in bursts], 2)} instances/s** "
+            f"over every queue, worker count and association count tried "
+            f"({len(bursts)} runs, table below)."
+        )
     if serial:
-        lines.append(f"* **C-STORE to SR delivered, one instance at a time** (no backlog): p50 "
-                     f"**{_span([r['cstore_to_sr']['p50_ms'] for r in serial], 0)} ms**, p99 "
-                     f"**{_span([r['cstore_to_sr']['p99_ms'] for r in serial], 0)} ms** "
-                     f"({serial[0]['sent']} instances per queue; the slowest: "
-                     f"{_slowest_fixture(serial)}).")
+        lines.append(
+            f"* **C-STORE to SR delivered, one instance at a time** (no backlog): p50 "
+            f"**{_span([r['cstore_to_sr']['p50_ms'] for r in serial], 0)} ms**, p99 "
+            f"**{_span([r['cstore_to_sr']['p99_ms'] for r in serial], 0)} ms** "
+            f"({serial[0]['sent']} instances per queue; the slowest: "
+            f"{_slowest_fixture(serial)})."
+        )
     if bursts:
-        lines.append(f"* **C-STORE to SR delivered in a burst of {result['burst_n']}**: p50 "
-                     f"**{_span([r['cstore_to_sr']['p50_ms'] for r in bursts], 1, 1000)} s**, p99 "
-                     f"**{_span([r['cstore_to_sr']['p99_ms'] for r in bursts], 1, 1000)} s**, almost all of it "
-                     "waiting behind the instances received before (below).")
+        lines.append(
+            f"* **C-STORE to SR delivered in a burst of {result['burst_n']}**: p50 "
+            f"**{_span([r['cstore_to_sr']['p50_ms'] for r in bursts], 1, 1000)} s**, p99 "
+            f"**{_span([r['cstore_to_sr']['p99_ms'] for r in bursts], 1, 1000)} s**, almost all of it "
+            "waiting behind the instances received before (below)."
+        )
     return lines
 
 
@@ -881,9 +1056,16 @@ def observations(result: dict[str, Any]) -> list[str]:
     out = []
     bursts, serial = _runs(result, "burst"), next(iter(_runs(result, "serial")), None)
     if serial is not None:
-        parts = {name: _stage(serial, prefix, "mean_ms") for name, prefix in (
-            ("receive", "C-STORE sent"), ("decode", "of which decode"), ("inference", "of which inference"),
-            ("rest", "of which the rest"), ("deliver", "claimed for delivery"))}
+        parts = {
+            name: _stage(serial, prefix, "mean_ms")
+            for name, prefix in (
+                ("receive", "C-STORE sent"),
+                ("decode", "of which decode"),
+                ("inference", "of which inference"),
+                ("rest", "of which the rest"),
+                ("deliver", "claimed for delivery"),
+            )
+        }
         total = serial["cstore_to_sr"]["mean_ms"]
         slow = max(serial["by_fixture"], key=lambda f: serial["by_fixture"][f]["decode_prepare_p50_ms"] or 0)
         if total and all(v is not None for v in parts.values()):
@@ -900,16 +1082,22 @@ def observations(result: dict[str, Any]) -> list[str]:
                 f"mean delivery) = "
                 f"{1000 / ((_stage(serial, 'claimed ->', 'mean_ms') or 1) + parts['deliver']):.1f} instances/s on "
                 f"this mix (measured in the bursts with one worker: "
-                f"{_span([r['end_to_end_per_s'] for r in _runs(result, 'burst') if r['spec']['workers'] == 1], 2)}).")
+                f"{_span([r['end_to_end_per_s'] for r in _runs(result, 'burst') if r['spec']['workers'] == 1], 2)})."
+            )
     starved = [r for r in bursts if r["first_sr_s"] is not None and r["first_sr_s"] >= r["last_analysed_s"] - 0.5]
     if bursts:
-        detail = "; ".join(f"{_run_label(r)} {r['spec']['queue']}: first SR at {_f(r['first_sr_s'])} s, last "
-                           f"analysis at {_f(r['last_analysed_s'])} s" for r in bursts)
+        detail = "; ".join(
+            f"{_run_label(r)} {r['spec']['queue']}: first SR at {_f(r['first_sr_s'])} s, last "
+            f"analysis at {_f(r['last_analysed_s'])} s"
+            for r in bursts
+        )
         if len(starved) == len(bursts):
             out.append(
                 "* **In a burst no SR leaves until the whole backlog is analysed.** The workers claim analysis work "
-                "before delivery work, so while anything waits to be analysed nothing is delivered: " + detail
-                + ". The C-STORE-to-SR time of a burst's first instance is therefore the whole burst.")
+                "before delivery work, so while anything waits to be analysed nothing is delivered: "
+                + detail
+                + ". The C-STORE-to-SR time of a burst's first instance is therefore the whole burst."
+            )
         elif not starved:
             waits = _span([_stage(r, "queued -> claimed", "p50_ms") for r in bursts], 1, 1000)
             first = _span([r["first_sr_s"] for r in bursts], 1)
@@ -920,70 +1108,99 @@ def observations(result: dict[str, Any]) -> list[str]:
                 f"the last analysis ended {last} s in. The C-STORE-to-SR time in a burst is then almost all the "
                 f"wait to be analysed (the 'queued -> claimed for analysis' row, p50 {waits} s): the k-th instance "
                 "waits for the k-1 received before it, so p50 is about half the burst's analysis time and p99 "
-                "nearly all of it. Only more analysis throughput, or fewer instances at once, shortens it.")
+                "nearly all of it. Only more analysis throughput, or fewer instances at once, shortens it."
+            )
         else:
             out.append(f"* First SR vs last analysis in the bursts: {detail}.")
     for queue in dict.fromkeys(r["spec"]["queue"] for r in bursts):
         for k in dict.fromkeys(r["spec"]["associations"] for r in bursts):
-            by_w = {r["spec"]["workers"]: r for r in bursts if r["spec"]["queue"] == queue
-                    and r["spec"]["associations"] == k}
+            by_w = {
+                r["spec"]["workers"]: r
+                for r in bursts
+                if r["spec"]["queue"] == queue and r["spec"]["associations"] == k
+            }
             if 1 in by_w and 2 in by_w and by_w[1]["end_to_end_per_s"] and by_w[2]["end_to_end_per_s"]:
                 ratio = by_w[2]["end_to_end_per_s"] / by_w[1]["end_to_end_per_s"]
-                out.append(f"* workers=2 vs workers=1 ({queue}, {k} association(s)): end-to-end "
-                           f"{_f(by_w[2]['end_to_end_per_s'], 2)} vs {_f(by_w[1]['end_to_end_per_s'], 2)} "
-                           f"instances/s ({ratio:.2f}x).")
+                out.append(
+                    f"* workers=2 vs workers=1 ({queue}, {k} association(s)): end-to-end "
+                    f"{_f(by_w[2]['end_to_end_per_s'], 2)} vs {_f(by_w[1]['end_to_end_per_s'], 2)} "
+                    f"instances/s ({ratio:.2f}x)."
+                )
     scaling = result.get("thread_scaling") or {}
     if scaling:
         seq = sum(v["sequential_s"] for v in scaling.values())
         two = sum(v["two_threads_s"] for v in scaling.values())
-        said = (f"* Two workers are two threads of one process. Two second reads of each fixture took {seq:.2f} s in "
-                f"sequence and {two:.2f} s in two threads at once (all fixtures together; per fixture below)")
+        said = (
+            f"* Two workers are two threads of one process. Two second reads of each fixture took {seq:.2f} s in "
+            f"sequence and {two:.2f} s in two threads at once (all fixtures together; per fixture below)"
+        )
         if two >= 0.8 * seq:
-            said += (": no faster, so the pixel decoders (pylibjpeg-openjpeg, pyjpegls, pylibjpeg-libjpeg through "
-                     "pydicom) hold the GIL, and a second worker overlaps only inference, SQLite/Redis and socket "
-                     "waits (the other worker's deliveries). Using both cores for decoding needs a second process "
-                     "(two nodes with their own node ids on one queue, which the queue allows) or decoding in a "
-                     "process pool.")
+            said += (
+                ": no faster, so the pixel decoders (pylibjpeg-openjpeg, pyjpegls, pylibjpeg-libjpeg through "
+                "pydicom) hold the GIL, and a second worker overlaps only inference, SQLite/Redis and socket "
+                "waits (the other worker's deliveries). Using both cores for decoding needs a second process "
+                "(two nodes with their own node ids on one queue, which the queue allows) or decoding in a "
+                "process pool."
+            )
         else:
             said += f": {seq / two:.2f}x faster, so the decoding threads overlap in part."
         out.append(said)
     for r in bursts:
         if r["spec"]["associations"] != 1:
             continue
-        alone = next((x for x in _runs(result, "receive") if x["spec"]["queue"] == r["spec"]["queue"]
-                      and x["spec"]["associations"] == 1), None)
+        alone = next(
+            (
+                x
+                for x in _runs(result, "receive")
+                if x["spec"]["queue"] == r["spec"]["queue"] and x["spec"]["associations"] == 1
+            ),
+            None,
+        )
         if alone is not None:
-            out.append(f"* Receiving while analysing ({r['spec']['queue']}, workers={r['spec']['workers']}, 1 "
-                       f"association): C-STORE round trip p50 {_ms(r['cstore_rtt'], 'p50_ms')} ms, p99 "
-                       f"{_ms(r['cstore_rtt'], 'p99_ms')} ms, against {_ms(alone['cstore_rtt'], 'p50_ms')} / "
-                       f"{_ms(alone['cstore_rtt'], 'p99_ms')} ms with no worker: the SCP's threads wait for the GIL "
-                       f"and the CPU while a worker decodes.")
+            out.append(
+                f"* Receiving while analysing ({r['spec']['queue']}, workers={r['spec']['workers']}, 1 "
+                f"association): C-STORE round trip p50 {_ms(r['cstore_rtt'], 'p50_ms')} ms, p99 "
+                f"{_ms(r['cstore_rtt'], 'p99_ms')} ms, against {_ms(alone['cstore_rtt'], 'p50_ms')} / "
+                f"{_ms(alone['cstore_rtt'], 'p99_ms')} ms with no worker: the SCP's threads wait for the GIL "
+                f"and the CPU while a worker decodes."
+            )
     cores = [(r, r["cpu_s"]["node_s"] / r["end_to_end_s"]) for r in bursts if r["end_to_end_s"]]
     if cores:
-        others = [((r["cpu_s"]["scu_s"] or 0) + (r["cpu_s"]["destination_s"] or 0)) / r["end_to_end_s"]
-                  for r, _ in cores]
-        out.append("* The node's CPU time over the bursts' duration: "
-                   + ", ".join(f"{_run_label(r)} {r['spec']['queue']} {c:.2f}" for r, c in cores)
-                   + f" cores on average, of {result['machine']['nproc']} (the modality and the destination: "
-                   f"{_span(others, 2)} cores). With one worker the node cannot use the second core; with two, "
-                   "little more of it (GIL, above).")
+        others = [
+            ((r["cpu_s"]["scu_s"] or 0) + (r["cpu_s"]["destination_s"] or 0)) / r["end_to_end_s"] for r, _ in cores
+        ]
+        out.append(
+            "* The node's CPU time over the bursts' duration: "
+            + ", ".join(f"{_run_label(r)} {r['spec']['queue']} {c:.2f}" for r, c in cores)
+            + f" cores on average, of {result['machine']['nproc']} (the modality and the destination: "
+            f"{_span(others, 2)} cores). With one worker the node cannot use the second core; with two, "
+            "little more of it (GIL, above)."
+        )
     receive = _runs(result, "receive")
     if receive:
         setups = [x for r in receive if r["spec"]["associations"] == 1 for x in r["association_setup_ms"]]
         parallel = [x for r in receive if r["spec"]["associations"] > 1 for x in r["association_setup_ms"]]
-        out.append(f"* Association set-up on loopback (pynetdicom to pynetdicom) took {_span(setups, 0)} ms alone "
-                   f"and {_span(parallel, 0)} ms for "
-                   f"{PARALLEL_ASSOCIATIONS} at once. The node opens one association per delivered SR, so this is "
-                   f"a large part of the delivery stage. The SCP admits "
-                   f"{receive[0]['node_settings']['max_associations']} associations at once (`max_associations`, "
-                   f"the default); {PARALLEL_ASSOCIATIONS} parallel ones were all accepted.")
-    long_sh = sum(n for r in result["runs"] for m, n in r["node_warnings"].items()
-                  if "exceeds the maximum length of 16 allowed for VR SH" in m)
+        out.append(
+            f"* Association set-up on loopback (pynetdicom to pynetdicom) took {_span(setups, 0)} ms alone "
+            f"and {_span(parallel, 0)} ms for "
+            f"{PARALLEL_ASSOCIATIONS} at once. The node opens one association per delivered SR, so this is "
+            f"a large part of the delivery stage. The SCP admits "
+            f"{receive[0]['node_settings']['max_associations']} associations at once (`max_associations`, "
+            f"the default); {PARALLEL_ASSOCIATIONS} parallel ones were all accepted."
+        )
+    long_sh = sum(
+        n
+        for r in result["runs"]
+        for m, n in r["node_warnings"].items()
+        if "exceeds the maximum length of 16 allowed for VR SH" in m
+    )
     if long_sh:
-        out.append(f"* pydicom warned {long_sh} times that a value exceeds the 16 characters of VR SH: "
-                   "the value is 966_fixed.dcm's 56-character AccessionNumber, which the SR made from it carries "
-                   "unchanged (two warnings per SR). The SRs were accepted here; a strict PACS might refuse or "
-                   "truncate them.")
+        out.append(
+            f"* pydicom warned {long_sh} times that a value exceeds the 16 characters of VR SH: "
+            "the value is 966_fixed.dcm's 56-character AccessionNumber, which the SR made from it carries "
+            "unchanged (two warnings per SR). The SRs were accepted here; a strict PACS might refuse or "
+            "truncate them."
+        )
     return out
 
 
@@ -992,17 +1209,24 @@ def checks_lines(result: dict[str, Any]) -> list[str]:
     for r in result["runs"]:
         problems = []
         if r["acknowledged"] != r["sent"]:
-            problems.append(f"**{r['sent'] - r['acknowledged']} C-STORE(s) not answered with success** "
-                            f"({r['statuses']}; " + "; ".join(
-                                f"instance {u['index']} ({_fixture_label(u['fixture'])}) sent at "
-                                f"{_f(u['t_sent_s'], 2)} s, queued by the node at {_f(u['queued_s'], 2)} s "
-                                f"(state {u['state']}), the modality's send_c_store returned at "
-                                f"{_f(u['t_returned_s'], 2)} s with no status" for u in r["unanswered"]) + ")")
+            problems.append(
+                f"**{r['sent'] - r['acknowledged']} C-STORE(s) not answered with success** "
+                f"({r['statuses']}; "
+                + "; ".join(
+                    f"instance {u['index']} ({_fixture_label(u['fixture'])}) sent at "
+                    f"{_f(u['t_sent_s'], 2)} s, queued by the node at {_f(u['queued_s'], 2)} s "
+                    f"(state {u['state']}), the modality's send_c_store returned at "
+                    f"{_f(u['t_returned_s'], 2)} s with no status"
+                    for u in r["unanswered"]
+                )
+                + ")"
+            )
         if r["scu_errors"]:
             problems.append(f"modality errors: {r['scu_errors']}")
         if r.get("scu_warnings"):
-            problems.append("modality's pynetdicom logged: " + "; ".join(
-                f"{n}x {m}" for m, n in r["scu_warnings"].items()))
+            problems.append(
+                "modality's pynetdicom logged: " + "; ".join(f"{n}x {m}" for m, n in r["scu_warnings"].items())
+            )
         if r.get("delivery_retries"):
             problems.append(f"{r['delivery_retries']} delivery attempt(s) retried")
         if r["spec"]["mode"] != "receive":
@@ -1012,12 +1236,18 @@ def checks_lines(result: dict[str, Any]) -> list[str]:
                 problems.append(f"{r['sr_expected'] - r['sr_matches_queue']} SR(s) not the one the queue recorded")
             if r["sr_duplicates"] or r["sr_unmatched"]:
                 problems.append(f"{r['sr_duplicates']} duplicate and {r['sr_unmatched']} unmatched SR(s)")
-        fine = "every C-STORE 0x0000" + ("" if r["spec"]["mode"] == "receive" else
-                                         ", one SR per instance, referencing it, the one the queue recorded, "
-                                         "each delivered at the first attempt")
+        fine = "every C-STORE 0x0000" + (
+            ""
+            if r["spec"]["mode"] == "receive"
+            else ", one SR per instance, referencing it, the one the queue recorded, "
+            "each delivered at the first attempt"
+        )
         logged = "; ".join(f"{n}x {m[:110]}" for m, n in r["node_warnings"].items())
-        out.append(f"* `{r['spec']['name']}`: " + ("; ".join(problems) if problems else fine)
-                   + (f". Logged: {logged}" if logged else ". Nothing logged at WARNING or above."))
+        out.append(
+            f"* `{r['spec']['name']}`: "
+            + ("; ".join(problems) if problems else fine)
+            + (f". Logged: {logged}" if logged else ". Nothing logged at WARNING or above.")
+        )
     return out
 
 
@@ -1028,8 +1258,8 @@ def render(result: dict[str, Any]) -> str:
     lines = [
         "# DICOM node throughput benchmark",
         "",
-        "The issue asks for \"instances per second received and analysed on this machine, and the time from "
-        "C-STORE to SR delivered, p50/p99\". Written by `benchmarks/dicom_node_throughput.py`; the numbers are in "
+        'The issue asks for "instances per second received and analysed on this machine, and the time from '
+        'C-STORE to SR delivered, p50/p99". Written by `benchmarks/dicom_node_throughput.py`; the numbers are in '
         "`docs/dicom_node_benchmark.json` (every instance's time stamps included).",
         "",
         f"Command (repository root): `nice {result['command']}` (niceness {result['niceness']})  ",
@@ -1039,16 +1269,21 @@ def render(result: dict[str, Any]) -> str:
         f"Machine: {m['nproc']} CPUs (`nproc`), {m['cpu_model']}, {m['memory_gib']} GiB, Linux {m['kernel']}, Python "
         f"{m['python']}; scratch on {' '.join(m['scratch_fs'])}; shared with other work (load average at the start "
         f"{result['loadavg_start']}, at the end {result['loadavg_end']}; per run in the JSON).  ",
-        "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items())
-        + (f"; Redis server {redis['version']} (appendonly {redis.get('appendonly')})" if redis else
-           "; no Redis at 127.0.0.1:6379 (SQLite queue only)") + ".  ",
+        "Versions: "
+        + ", ".join(f"{k} {val}" for k, val in v.items())
+        + (
+            f"; Redis server {redis['version']} (appendonly {redis.get('appendonly')})"
+            if redis
+            else "; no Redis at 127.0.0.1:6379 (SQLite queue only)"
+        )
+        + ".  ",
         f"Model: {result['model']['name']} version {result['model']['version']} "
         f"(`{result['model']['path']}`, sha256 `{result['model']['sha256'][:16]}...`), onnxruntime threads per "
         "session: " + ", ".join(f"{t} with workers={w}" for w, t in result["ort_threads"].items()) + ".",
         "",
         "**The model is the unreleased @candidate.** vigil-cxr version 1 is registered in `/tmp/bench-work/mlflow.db` "
         "at @candidate and does not pass the release gate (docs/fairness_audit.md). The script copies it into a "
-        "scratch local model folder with a stand-in release record whose status is \"pass\" (summary: benchmark "
+        'scratch local model folder with a stand-in release record whose status is "pass" (summary: benchmark '
         "only) so that the node's `ModelHolder` loads it as the tests do; the node serves no patients here, and the "
         "speed does not depend on the record.",
         "",
@@ -1079,7 +1314,7 @@ def render(result: dict[str, Any]) -> str:
         "processes forked by the modality, each with one association, pulling the next instance from one shared "
         "counter). Processes, not threads: with several pynetdicom requestor threads in one process, the "
         "association's reactor thread now and then takes the C-STORE response before `send_c_store` gets it "
-        "(pynetdicom 3.0.4 logs \"Received unexpected C-STORE service message\"; its pause handshake around "
+        '(pynetdicom 3.0.4 logs "Received unexpected C-STORE service message"; its pause handshake around '
         "`send_c_store` is not atomic), and that association then hangs until the node's network timeout (30 s) "
         "aborts it. The node had stored, queued and answered the instance. Any pynetdicom warning the modality "
         "logs is listed under Checks.",
@@ -1094,10 +1329,15 @@ def render(result: dict[str, Any]) -> str:
         "from the claim time of each stage, recorded by a thin subclass of the queue class that keeps the "
         "`updated_at` of every item `claim()` returns (nothing else differs). Decode + prepare and inference "
         "are the model's own timings, kept in each item's result.",
-        *([f"* The Redis server here runs with appendonly {redis.get('appendonly')} (the node warns about it at "
-           "start): its rows do not include the fsync of an append-only file, while the SQLite queue commits with "
-           "`synchronous=FULL`. Both write each received instance to disk with fsync first."]
-          if redis and redis.get("appendonly") != "yes" else []),
+        *(
+            [
+                f"* The Redis server here runs with appendonly {redis.get('appendonly')} (the node warns about it at "
+                "start): its rows do not include the fsync of an append-only file, while the SQLite queue commits with "
+                "`synchronous=FULL`. Both write each received instance to disk with fsync first."
+            ]
+            if redis and redis.get("appendonly") != "yes"
+            else []
+        ),
         "* One clock for all: `time.time()` in the three processes and in the queue. Percentiles interpolate "
         f"linearly; the p99 of {result['burst_n']} instances lies between the two largest.",
         "",
@@ -1117,7 +1357,8 @@ def render(result: dict[str, Any]) -> str:
             f"{_ms(r['cstore_rtt'], 'p50_ms')} / {_ms(r['cstore_rtt'], 'p99_ms')} | "
             f"{_ms(c, 'p50_ms', 2, 1000)} / {_ms(c, 'p99_ms', 2, 1000)} / {_ms(c, 'max_ms', 2, 1000)} | "
             f"{_f(r['first_sr_s'], 2)} | {_cpu_per(r, 'node_s')} | {_cpu_per(r, 'scu_s')} / "
-            f"{_cpu_per(r, 'destination_s')} |")
+            f"{_cpu_per(r, 'destination_s')} |"
+        )
     lines += [
         "",
         "Receive only (no worker running):",
@@ -1128,9 +1369,11 @@ def render(result: dict[str, Any]) -> str:
     ]
     for r in _runs(result, "receive"):
         s, c = r["spec"], r["cstore_rtt"]
-        lines.append(f"| {s['queue']} | {s['associations']} | {r['sent']} | {_f(r['receive_per_s'])} | "
-                     f"{_ms(c, 'p50_ms')} / {_ms(c, 'p99_ms')} / {_ms(c, 'max_ms')} | "
-                     f"{', '.join(str(round(x)) for x in r['association_setup_ms'])} | {_cpu_per(r, 'node_s')} |")
+        lines.append(
+            f"| {s['queue']} | {s['associations']} | {r['sent']} | {_f(r['receive_per_s'])} | "
+            f"{_ms(c, 'p50_ms')} / {_ms(c, 'p99_ms')} / {_ms(c, 'max_ms')} | "
+            f"{', '.join(str(round(x)) for x in r['association_setup_ms'])} | {_cpu_per(r, 'node_s')} |"
+        )
     staged = [*_runs(result, "serial"), *_runs(result, "burst")]
     lines += [
         "",
@@ -1140,10 +1383,16 @@ def render(result: dict[str, Any]) -> str:
         "|---|" + "---|" * len(staged),
     ]
     for stage in staged[0]["stages"] if staged else []:
-        lines.append(f"| {stage.strip()} | " + " | ".join(
-            f"{_ms(r['stages'][stage], 'p50_ms')} / {_ms(r['stages'][stage], 'p99_ms')}" for r in staged) + " |")
-    lines.append("| **C-STORE sent -> SR at destination** | " + " | ".join(
-        f"**{_ms(r['cstore_to_sr'], 'p50_ms')} / {_ms(r['cstore_to_sr'], 'p99_ms')}**" for r in staged) + " |")
+        lines.append(
+            f"| {stage.strip()} | "
+            + " | ".join(f"{_ms(r['stages'][stage], 'p50_ms')} / {_ms(r['stages'][stage], 'p99_ms')}" for r in staged)
+            + " |"
+        )
+    lines.append(
+        "| **C-STORE sent -> SR at destination** | "
+        + " | ".join(f"**{_ms(r['cstore_to_sr'], 'p50_ms')} / {_ms(r['cstore_to_sr'], 'p99_ms')}**" for r in staged)
+        + " |"
+    )
     serial = next(iter(_runs(result, "serial")), None)
     scaling = result.get("thread_scaling", {})
     lines += [
@@ -1157,10 +1406,13 @@ def render(result: dict[str, Any]) -> str:
     for name, info in result["fixtures"].items():
         row = (serial or {}).get("by_fixture", {}).get(name, {})
         sc = scaling.get(name)
-        lines.append(f"| {_fixture_label(name)} | {_syntax(info['transfer_syntax'])} | {info['size_bytes']:,} | "
-                     f"{_ms(row, 'analysis_p50_ms')} | {_ms(row, 'decode_prepare_p50_ms')} | "
-                     f"{_ms(row, 'inference_p50_ms', 1)} | {_ms(row, 'cstore_to_sr_p50_ms')} | "
-                     + (f"{sc['sequential_s']:.2f} / {sc['two_threads_s']:.2f}" if sc else "-") + " |")
+        lines.append(
+            f"| {_fixture_label(name)} | {_syntax(info['transfer_syntax'])} | {info['size_bytes']:,} | "
+            f"{_ms(row, 'analysis_p50_ms')} | {_ms(row, 'decode_prepare_p50_ms')} | "
+            f"{_ms(row, 'inference_p50_ms', 1)} | {_ms(row, 'cstore_to_sr_p50_ms')} | "
+            + (f"{sc['sequential_s']:.2f} / {sc['two_threads_s']:.2f}" if sc else "-")
+            + " |"
+        )
     lines += ["", "## Checks", "", *checks_lines(result), ""]
     return "\n".join(lines)
 
@@ -1179,13 +1431,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--receive-n", type=int, help="instances per receive-only run (default 200; 50 --quick)")
     parser.add_argument("--serial-n", type=int, help="instances of the unloaded run (default 12; 6 --quick)")
     parser.add_argument("--workers", type=int, nargs="+", help="worker counts of the burst runs (default 1 2)")
-    parser.add_argument("--redis-single", action="store_true",
-                        help="also run the Redis burst runs over a single association")
+    parser.add_argument(
+        "--redis-single", action="store_true", help="also run the Redis burst runs over a single association"
+    )
     parser.add_argument("--run-timeout", type=float, default=300.0, help="longest wait of one run (s)")
     parser.add_argument("--seed", type=int, default=0, help="entropy of the fresh UIDs")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "dicom_node_benchmark.md")
-    parser.add_argument("--render", type=Path, metavar="JSON",
-                        help="only write the Markdown again from a JSON this script wrote (no runs)")
+    parser.add_argument(
+        "--render",
+        type=Path,
+        metavar="JSON",
+        help="only write the Markdown again from a JSON this script wrote (no runs)",
+    )
     parser.add_argument("--destination", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--scu", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -231,9 +231,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-boot", type=int, default=250)
     parser.add_argument("--seed", type=int, default=20261202)
     parser.add_argument("--out", type=Path, default=Path("docs/fairness_gate_power.md"))
-    parser.add_argument("--audits", type=int, default=2,
-                        help="gated audits per release: the policy's alpha is split equally across them (vigil "
-                             "release gates NHAMCS 2020 admission and critical care: 2)")
+    parser.add_argument(
+        "--audits",
+        type=int,
+        default=2,
+        help="gated audits per release: the policy's alpha is split equally across them (vigil "
+        "release gates NHAMCS 2020 admission and critical care: 2)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("fairness.audit").setLevel(logging.WARNING)

@@ -61,11 +61,20 @@ REPO = Path(__file__).resolve().parents[1]
 #: The base URL of the in-process client (Starlette's TestClient answers any host; this is its default).
 BASE_URL = "http://testserver"
 #: The schemathesis checks every response goes through.
-CHECK_NAMES = ("not_a_server_error", "status_code_conformance", "content_type_conformance",
-               "response_schema_conformance", "response_headers_conformance")
+CHECK_NAMES = (
+    "not_a_server_error",
+    "status_code_conformance",
+    "content_type_conformance",
+    "response_schema_conformance",
+    "response_headers_conformance",
+)
 #: Keys the fuzzed service issues: name -> scopes (as tests/serving/conftest.py issues them).
-KEY_SCOPES: dict[str, tuple[str, ...]] = {"all": ("triage", "imaging", "admin"), "triage": ("triage",),
-                                          "imaging": ("imaging",), "admin": ("admin",)}
+KEY_SCOPES: dict[str, tuple[str, ...]] = {
+    "all": ("triage", "imaging", "admin"),
+    "triage": ("triage",),
+    "imaging": ("imaging",),
+    "admin": ("admin",),
+}
 #: The scope each secured operation requires (None: any valid key). An oracle written from README.md's route table,
 #: not read from the app: a route that lost its scope check fails the authentication probe.
 ROUTE_SCOPES: dict[str, str | None] = {
@@ -140,8 +149,9 @@ def load_schema(client: Any, key: str) -> Any:
 def operation_labels(document: Mapping[str, Any]) -> list[str]:
     """``"METHOD /path"`` of every operation of an OpenAPI document, in document order."""
     methods = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
-    return [f"{method.upper()} {path}" for path, item in document["paths"].items() for method in item
-            if method in methods]
+    return [
+        f"{method.upper()} {path}" for path, item in document["paths"].items() for method in item if method in methods
+    ]
 
 
 def get_operation(schema: Any, label: str) -> Any:
@@ -195,12 +205,15 @@ def known_inputs(dicom: bytes, study_uid: str) -> dict[str, list[dict[str, Any]]
     the paths behind them (a scored CDS call, a second read in each media type, a stored instance) are fuzzed too."""
     return {
         "POST /cds-services/{service_id}": [{"path_parameters": {"service_id": "vigil-triage"}}],
-        "POST /v1/imaging/second-read": [{"body": dicom, "media_type": "application/dicom"},
-                                         {"body": {"file": dicom}, "media_type": "multipart/form-data"}],
+        "POST /v1/imaging/second-read": [
+            {"body": dicom, "media_type": "application/dicom"},
+            {"body": {"file": dicom}, "media_type": "multipart/form-data"},
+        ],
         "POST /dicomweb/studies": [{"body": dicom, "media_type": STOW_MEDIA_TYPE}],
-        "POST /dicomweb/studies/{study}": [{"path_parameters": {"study": study_uid}},
-                                           {"path_parameters": {"study": study_uid}, "body": dicom,
-                                            "media_type": STOW_MEDIA_TYPE}],
+        "POST /dicomweb/studies/{study}": [
+            {"path_parameters": {"study": study_uid}},
+            {"path_parameters": {"study": study_uid}, "body": dicom, "media_type": STOW_MEDIA_TYPE},
+        ],
     }
 
 
@@ -223,8 +236,11 @@ def send(client: Any, case: Any, *, accept: str | None = None, key: str | bool |
     import requests
 
     kwargs = case.as_transport_kwargs(base_url=BASE_URL)
-    fields = {k: kwargs[k] for k in ("method", "url", "headers", "params", "cookies", "data", "json", "files", "auth")
-              if k in kwargs}
+    fields = {
+        k: kwargs[k]
+        for k in ("method", "url", "headers", "params", "cookies", "data", "json", "files", "auth")
+        if k in kwargs
+    }
     try:
         prepared = requests.Request(**fields).prepare()
     except (requests.exceptions.RequestException, ValueError, UnicodeError) as exc:
@@ -274,23 +290,46 @@ class OperationRecord:
         self.n_failures += 1
         self.failure_kinds[kind] += 1
         if len(self.failures) < _MAX_FAILURES_KEPT:
-            self.failures.append({"kind": kind, "phase": phase, "status": status, "title": title,
-                                  "message": message[:600], "request": describe_case(case)})
+            self.failures.append(
+                {
+                    "kind": kind,
+                    "phase": phase,
+                    "status": status,
+                    "title": title,
+                    "message": message[:600],
+                    "request": describe_case(case),
+                }
+            )
 
     def as_dict(self) -> dict[str, Any]:
-        return {"operation": self.label, "requests": dict(self.requests), "total_requests": self.total_requests,
-                "statuses": dict(sorted(self.statuses.items())), "server_errors": self.server_errors(),
-                "n_failures": self.n_failures, "failure_kinds": dict(self.failure_kinds), "failures": self.failures,
-                "unsendable": self.unsendable, "skipped_after_time_budget": self.skipped,
-                "seconds": round(self.seconds, 2)}
+        return {
+            "operation": self.label,
+            "requests": dict(self.requests),
+            "total_requests": self.total_requests,
+            "statuses": dict(sorted(self.statuses.items())),
+            "server_errors": self.server_errors(),
+            "n_failures": self.n_failures,
+            "failure_kinds": dict(self.failure_kinds),
+            "failures": self.failures,
+            "unsendable": self.unsendable,
+            "skipped_after_time_budget": self.skipped,
+            "seconds": round(self.seconds, 2),
+        }
 
 
 def describe_case(case: Any) -> dict[str, Any]:
     """A generated request as data for a report: never the API key (it is replaced by its header's name)."""
-    headers = {k: ("<credential>" if k.lower() in _AUTH_HEADERS else str(v)[:80])
-               for k, v in (case.headers or {}).items()}
-    return {"method": case.method, "path": case.formatted_path[:200], "query": repr(case.query)[:200],
-            "headers": headers, "media_type": case.media_type, "body": repr(case.body)[:300]}
+    headers = {
+        k: ("<credential>" if k.lower() in _AUTH_HEADERS else str(v)[:80]) for k, v in (case.headers or {}).items()
+    }
+    return {
+        "method": case.method,
+        "path": case.formatted_path[:200],
+        "query": repr(case.query)[:200],
+        "headers": headers,
+        "media_type": case.media_type,
+        "body": repr(case.body)[:300],
+    }
 
 
 def _validate(record: OperationRecord, phase: str, case: Any, response: Any, expect: int | None = None) -> None:
@@ -304,8 +343,9 @@ def _validate(record: OperationRecord, phase: str, case: Any, response: Any, exp
         for failure in group.exceptions:
             record.add_failure(type(failure).__name__, phase, case, status, failure.title, failure.message)
     if expect is not None and status != expect:
-        record.add_failure("UnexpectedAuthStatus", phase, case, status, f"expected {expect}, got {status}",
-                           response.text[:300])
+        record.add_failure(
+            "UnexpectedAuthStatus", phase, case, status, f"expected {expect}, got {status}", response.text[:300]
+        )
     if expect == 401 and status == 401 and "www-authenticate" not in response.headers:
         record.add_failure("MissingChallenge", phase, case, status, "401 without WWW-Authenticate", "")
 
@@ -316,8 +356,13 @@ def _settings(max_examples: int, seed: int | None) -> Callable[[Callable[..., An
 
     # Failures are collected, not raised (every response is checked and reported), so there is nothing to shrink;
     # health checks are off because slow, large or heavily filtered generation is expected of a fuzzer, not a bug.
-    configured = settings(max_examples=max_examples, deadline=None, database=None, phases=[Phase.generate],
-                          suppress_health_check=list(HealthCheck))
+    configured = settings(
+        max_examples=max_examples,
+        deadline=None,
+        database=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
 
     def apply(func: Callable[..., Any]) -> Callable[..., Any]:
         func = configured(func)
@@ -336,9 +381,19 @@ def _has_inputs(operation: Any) -> bool:
     return (operation.body is not None and len(operation.body) > 0) or any(True for _ in operation.iter_parameters())
 
 
-def _drive(client: Any, record: OperationRecord, phase: str, cases: Any, *, examples: int, seed: int | None,
-           deadline: float | None, accepts: list[str | None], key: str | bool | None = True,
-           expect: int | None = None) -> None:
+def _drive(
+    client: Any,
+    record: OperationRecord,
+    phase: str,
+    cases: Any,
+    *,
+    examples: int,
+    seed: int | None,
+    deadline: float | None,
+    accepts: list[str | None],
+    key: str | bool | None = True,
+    expect: int | None = None,
+) -> None:
     """Send ``examples`` cases drawn from ``cases`` (each with an ``Accept`` from ``accepts``) and check each answer."""
     from hypothesis import given
     from hypothesis import strategies as st
@@ -368,9 +423,17 @@ def _drive(client: Any, record: OperationRecord, phase: str, cases: Any, *, exam
     run()
 
 
-def fuzz_operation(client: Any, schema: Any, label: str, *, max_examples: int, record: OperationRecord | None = None,
-                   deadline: float | None = None, seed: int | None = None,
-                   known: list[dict[str, Any]] | None = None) -> OperationRecord:
+def fuzz_operation(
+    client: Any,
+    schema: Any,
+    label: str,
+    *,
+    max_examples: int,
+    record: OperationRecord | None = None,
+    deadline: float | None = None,
+    seed: int | None = None,
+    known: list[dict[str, Any]] | None = None,
+) -> OperationRecord:
     """Positive and negative generated requests against one operation; every response checked.
 
     Parameters
@@ -405,15 +468,22 @@ def fuzz_operation(client: Any, schema: Any, label: str, *, max_examples: int, r
         cases = operation.as_strategy(generation_mode=mode)
         if mode is GenerationMode.POSITIVE and known:
             cases = st.one_of(cases, *(operation.as_strategy(generation_mode=mode, **fixed) for fixed in known))
-        _drive(client, record, mode.value, cases, examples=max_examples, seed=seed, deadline=deadline,
-               accepts=accepts)
+        _drive(client, record, mode.value, cases, examples=max_examples, seed=seed, deadline=deadline, accepts=accepts)
     record.seconds += time.perf_counter() - started
     return record
 
 
-def probe_auth(client: Any, schema: Any, label: str, keys: Mapping[str, str], *, examples: int,
-               record: OperationRecord | None = None, deadline: float | None = None,
-               seed: int | None = None) -> OperationRecord:
+def probe_auth(
+    client: Any,
+    schema: Any,
+    label: str,
+    keys: Mapping[str, str],
+    *,
+    examples: int,
+    record: OperationRecord | None = None,
+    deadline: float | None = None,
+    seed: int | None = None,
+) -> OperationRecord:
     """Positive requests to a secured operation with no key (401), an unknown key (401) and a key without the
     route's scope (403); every response also goes through the schemathesis checks.
 
@@ -435,8 +505,18 @@ def probe_auth(client: Any, schema: Any, label: str, keys: Mapping[str, str], *,
         probes.append(("wrong_scope", keys[wrong], 403))
     started = time.perf_counter()
     for phase, key, expect in probes:
-        _drive(client, record, phase, operation.as_strategy(generation_mode=GenerationMode.POSITIVE),
-               examples=examples, seed=seed, deadline=deadline, accepts=[None], key=key, expect=expect)
+        _drive(
+            client,
+            record,
+            phase,
+            operation.as_strategy(generation_mode=GenerationMode.POSITIVE),
+            examples=examples,
+            seed=seed,
+            deadline=deadline,
+            accepts=[None],
+            key=key,
+            expect=expect,
+        )
     record.seconds += time.perf_counter() - started
     return record
 
@@ -451,29 +531,49 @@ def train_models(folder: Path, work: Path) -> Path:
     from workflows.imaging import run_imaging
     from workflows.triage import run_triage
 
-    saved = {k: os.environ.get(k) for k in ("VIGIL_WORK_DIR", "VIGIL_DATA_DIR", "MLFLOW_TRACKING_URI",
-                                            "VIGIL_MLFLOW_URI")}
+    saved = {
+        k: os.environ.get(k) for k in ("VIGIL_WORK_DIR", "VIGIL_DATA_DIR", "MLFLOW_TRACKING_URI", "VIGIL_MLFLOW_URI")
+    }
     os.environ["VIGIL_WORK_DIR"] = str(work)
     os.environ["VIGIL_DATA_DIR"] = str(work / "no-data-here")  # no real data: the synthetic generators
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     os.environ.pop("VIGIL_MLFLOW_URI", None)
     try:
-        triage = run_triage(load_triage_config(overrides={
-            "epochs": 3, "synthetic_train_n": 2000, "synthetic_test_n": 600, "bootstrap_resamples": 10}),
-            progress=False)
-        imaging = run_imaging(load_imaging_config(overrides={
-            "epochs": 2, "patience": 2, "synthetic_n": 200, "image_size": 64, "batch_size": 32,
-            "bootstrap_resamples": 10}), progress=False)
+        triage = run_triage(
+            load_triage_config(
+                overrides={"epochs": 3, "synthetic_train_n": 2000, "synthetic_test_n": 600, "bootstrap_resamples": 10}
+            ),
+            progress=False,
+        )
+        imaging = run_imaging(
+            load_imaging_config(
+                overrides={
+                    "epochs": 2,
+                    "patience": 2,
+                    "synthetic_n": 200,
+                    "image_size": 64,
+                    "batch_size": 32,
+                    "bootstrap_resamples": 10,
+                }
+            ),
+            progress=False,
+        )
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    gate = {"status": "pass", "policy_version": "test", "checked_utc": "2026-11-23T00:00:00Z",
-            "summary": "test fixture"}
-    for task, name, path in (("triage", "vigil-triage", triage.onnx_path),
-                             ("imaging", "vigil-cxr", imaging.shipped_path)):
+    gate = {
+        "status": "pass",
+        "policy_version": "test",
+        "checked_utc": "2026-11-23T00:00:00Z",
+        "summary": "test fixture",
+    }
+    for task, name, path in (
+        ("triage", "vigil-triage", triage.onnx_path),
+        ("imaging", "vigil-cxr", imaging.shipped_path),
+    ):
         write_local_release(folder, ResolvedModel(task, name, "7", path, sha256_file(path), dict(gate), "fuzz"))
     return folder
 
@@ -498,8 +598,7 @@ def service(work: Path, model_dir: Path) -> Iterator[tuple[Any, dict[str, str]]]
 # ----------------------------------------------------------------------------------------------- the run
 def git_state() -> dict[str, Any]:
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False)
-    diff = subprocess.run(["git", "diff", "--name-only", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                          check=False)
+    diff = subprocess.run(["git", "diff", "--name-only", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False)
     return {"commit": head.stdout.strip(), "modified": diff.stdout.split()}
 
 
@@ -535,14 +634,37 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             records = []
             for i, label in enumerate(labels):
                 record = OperationRecord(label)
-                fuzz_operation(client, schema, label, max_examples=args.max_examples, record=record,
-                               deadline=deadline, seed=args.seed, known=known.get(label))
-                probe_auth(client, schema, label, keys, examples=args.auth_examples, record=record,
-                           deadline=deadline, seed=args.seed)
+                fuzz_operation(
+                    client,
+                    schema,
+                    label,
+                    max_examples=args.max_examples,
+                    record=record,
+                    deadline=deadline,
+                    seed=args.seed,
+                    known=known.get(label),
+                )
+                probe_auth(
+                    client,
+                    schema,
+                    label,
+                    keys,
+                    examples=args.auth_examples,
+                    record=record,
+                    deadline=deadline,
+                    seed=args.seed,
+                )
                 records.append(record)
-                logger.info("[%d/%d] %-32s %5d requests  %s  failures %d  (%.0f s)", i + 1, len(labels), label,
-                            record.total_requests, dict(sorted(record.statuses.items())), record.n_failures,
-                            record.seconds)
+                logger.info(
+                    "[%d/%d] %-32s %5d requests  %s  failures %d  (%.0f s)",
+                    i + 1,
+                    len(labels),
+                    label,
+                    record.total_requests,
+                    dict(sorted(record.statuses.items())),
+                    record.n_failures,
+                    record.seconds,
+                )
         fuzz_s = time.monotonic() - fuzz_started
     rows = [r.as_dict() for r in records]
     statuses: collections.Counter[str] = collections.Counter()
@@ -553,20 +675,34 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "date_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "git": git_start,
         "git_at_end": git_state(),
-        "machine": {"nproc": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release(),
-                    "loadavg_end": " ".join(Path("/proc/loadavg").read_text().split()[:3])},
+        "machine": {
+            "nproc": os.cpu_count(),
+            "python": platform.python_version(),
+            "kernel": platform.release(),
+            "loadavg_end": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
+        },
         "versions": versions(),
-        "settings": {"max_examples": args.max_examples, "auth_examples": args.auth_examples, "seed": args.seed,
-                     "time_budget_s": args.time_budget, "models": "--model-dir" if args.model_dir else "trained",
-                     "checks": list(CHECK_NAMES)},
+        "settings": {
+            "max_examples": args.max_examples,
+            "auth_examples": args.auth_examples,
+            "seed": args.seed,
+            "time_budget_s": args.time_budget,
+            "models": "--model-dir" if args.model_dir else "trained",
+            "checks": list(CHECK_NAMES),
+        },
         "operations": rows,
-        "totals": {"operations": len(rows), "requests": sum(r["total_requests"] for r in rows),
-                   "statuses": dict(sorted(statuses.items())), "server_errors": sum(r["server_errors"] for r in rows),
-                   "failures": sum(r["n_failures"] for r in rows),
-                   "schema_failures": sum(n for r in rows for kind, n in r["failure_kinds"].items()
-                                          if kind not in ("ServerError", "Crash")),
-                   "unsendable": sum(r["unsendable"] for r in rows),
-                   "skipped_after_time_budget": sum(r["skipped_after_time_budget"] for r in rows)},
+        "totals": {
+            "operations": len(rows),
+            "requests": sum(r["total_requests"] for r in rows),
+            "statuses": dict(sorted(statuses.items())),
+            "server_errors": sum(r["server_errors"] for r in rows),
+            "failures": sum(r["n_failures"] for r in rows),
+            "schema_failures": sum(
+                n for r in rows for kind, n in r["failure_kinds"].items() if kind not in ("ServerError", "Crash")
+            ),
+            "unsendable": sum(r["unsendable"] for r in rows),
+            "skipped_after_time_budget": sum(r["skipped_after_time_budget"] for r in rows),
+        },
         "train_s": round(train_s, 1),
         "fuzz_s": round(fuzz_s, 1),
         "elapsed_s": round(time.monotonic() - started, 1),
@@ -583,7 +719,8 @@ def render(result: dict[str, Any]) -> str:
         f"Command (repository root): `{result['command']}`  ",
         f"Date: {result['date_utc']}; commit `{git['commit']}`"
         + (f" plus uncommitted changes to {', '.join(f'`{m}`' for m in git['modified'])}" if git["modified"] else "")
-        + (". **The working tree changed during the run**" if result["git_at_end"] != git else "") + ".  ",
+        + (". **The working tree changed during the run**" if result["git_at_end"] != git else "")
+        + ".  ",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in result["versions"].items()) + ".  ",
         f"Machine: {result['machine']['nproc']} CPUs, Python {result['machine']['python']}, Linux "
         f"{result['machine']['kernel']}; load average at the end {result['machine']['loadavg_end']}.  ",
@@ -628,41 +765,58 @@ def render(result: dict[str, Any]) -> str:
         "## Per operation",
         "",
         "| operation | positive | negative | no key | unknown key | wrong scope | "
-        + " | ".join(status_cols) + " | failures | s |",
+        + " | ".join(status_cols)
+        + " | failures | s |",
         "|---|" + "---:|" * (5 + len(status_cols) + 2),
     ]
     for r in result["operations"]:
         req = r["requests"]
-        lines.append(f"| `{r['operation']}` | " + " | ".join(str(req.get(p, 0)) for p in (
-            "positive", "negative", "no_key", "unknown_key", "wrong_scope")) + " | "
+        lines.append(
+            f"| `{r['operation']}` | "
+            + " | ".join(str(req.get(p, 0)) for p in ("positive", "negative", "no_key", "unknown_key", "wrong_scope"))
+            + " | "
             + " | ".join(str(r["statuses"].get(c, "")) for c in status_cols)
-            + f" | {r['n_failures']} | {r['seconds']:.0f} |")
+            + f" | {r['n_failures']} | {r['seconds']:.0f} |"
+        )
     lines += ["", "## Failures", ""]
     failed = [r for r in result["operations"] if r["n_failures"]]
     if not failed:
-        lines.append("None: no 5xx, no crash, and every response matched the status codes, media types and schemas "
-                     "the document declares.")
+        lines.append(
+            "None: no 5xx, no crash, and every response matched the status codes, media types and schemas "
+            "the document declares."
+        )
     for r in failed:
         lines.append(f"### `{r['operation']}`: {r['n_failures']}")
         lines.append("")
         for f in r["failures"][:10]:
-            lines.append(f"* {f['phase']}: {f['kind']} ({f['title']}), status {f['status']}; request "
-                         f"`{json.dumps(f['request'])[:400]}`; {f['message'][:300]!r}")
+            lines.append(
+                f"* {f['phase']}: {f['kind']} ({f['title']}), status {f['status']}; request "
+                f"`{json.dumps(f['request'])[:400]}`; {f['message'][:300]!r}"
+            )
         lines.append("")
     return "\n".join(lines) + "\n"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model-dir", type=Path,
-                        help="a local model folder (vigil-triage.onnx, vigil-cxr.onnx and their .release.json) to "
-                             "serve instead of training the small synthetic models")
-    parser.add_argument("--max-examples", type=int, default=300,
-                        help="generated requests per operation and mode (positive, negative)")
-    parser.add_argument("--auth-examples", type=int, default=10,
-                        help="requests per operation for each authentication probe")
-    parser.add_argument("--time-budget", type=float, default=570.0,
-                        help="seconds from the start (training included) after which no more requests are sent")
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        help="a local model folder (vigil-triage.onnx, vigil-cxr.onnx and their .release.json) to "
+        "serve instead of training the small synthetic models",
+    )
+    parser.add_argument(
+        "--max-examples", type=int, default=300, help="generated requests per operation and mode (positive, negative)"
+    )
+    parser.add_argument(
+        "--auth-examples", type=int, default=10, help="requests per operation for each authentication probe"
+    )
+    parser.add_argument(
+        "--time-budget",
+        type=float,
+        default=570.0,
+        help="seconds from the start (training included) after which no more requests are sent",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "reliability_fuzz.md")
     return parser.parse_args(argv)
@@ -678,9 +832,11 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(render(result))
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     t = result["totals"]
-    print(f"{t['requests']} requests over {t['operations']} operations: {t['server_errors']} 5xx, "
-          f"{t['failures']} failures; wrote {args.out} and {args.out.with_suffix('.json')} in "
-          f"{result['elapsed_s']:.0f} s")
+    print(
+        f"{t['requests']} requests over {t['operations']} operations: {t['server_errors']} 5xx, "
+        f"{t['failures']} failures; wrote {args.out} and {args.out.with_suffix('.json')} in "
+        f"{result['elapsed_s']:.0f} s"
+    )
     return 1 if t["failures"] else 0
 
 

@@ -31,20 +31,24 @@ def main(argv: list[str] | None = None) -> int:
     seed = int(model.card.training["config"]["seed"])
     root = resolve_data_dir(args.data_dir)
     findings = list(model.findings)
-    print("| test films | normal | abnormal | normal flagged: all 7 findings | normal flagged: own population's "
-          "findings | abnormal flagged: all | abnormal flagged: own |")
+    print(
+        "| test films | normal | abnormal | normal flagged: all 7 findings | normal flagged: own population's "
+        "findings | abnormal flagged: all | abnormal flagged: own |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name, data, own in (
-            ("Kermany children", load_kermany(root, model.image_size, seed).split("test"), ["pneumonia"]),
-            ("NIH adults", load_nih(root, model.image_size, seed).split("test"),
-             [f for f in findings if f != "pneumonia"])):
+        ("Kermany children", load_kermany(root, model.image_size, seed).split("test"), ["pneumonia"]),
+        ("NIH adults", load_nih(root, model.image_size, seed).split("test"), [f for f in findings if f != "pneumonia"]),
+    ):
         probs, _ = model.run(data.images.astype(np.float32))
         flags = model.flags(probs)
         abnormal = (data.labels * data.mask).max(axis=1) > 0
         every, mine = flags.any(axis=1), flags[:, [findings.index(f) for f in own]].any(axis=1)
-        print(f"| {name} ({', '.join(own)}) | {int((~abnormal).sum())} | {int(abnormal.sum())} | "
-              f"{every[~abnormal].mean():.3f} | {mine[~abnormal].mean():.3f} | {every[abnormal].mean():.3f} | "
-              f"{mine[abnormal].mean():.3f} |")
+        print(
+            f"| {name} ({', '.join(own)}) | {int((~abnormal).sum())} | {int(abnormal.sum())} | "
+            f"{every[~abnormal].mean():.3f} | {mine[~abnormal].mean():.3f} | {every[abnormal].mean():.3f} | "
+            f"{mine[abnormal].mean():.3f} |"
+        )
     return 0
 
 

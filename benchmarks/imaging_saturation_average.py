@@ -66,13 +66,21 @@ def main(argv: list[str] | None = None) -> int:
                 keep = [i for i, scope in enumerate(scopes) if "pneumonia" in scope]
                 films, scopes = [films[i] for i in keep], [scopes[i] for i in keep]
             report = run_imaging_safety_suite(model, films, seed=0, scopes=scopes)
-            results.append({
-                "saturation_average": largest, "tails": list(tails), "films": len(films),
-                "validation_auroc": {k: round(v, 4) for k, v in auroc.items()},
-                "validation_ms_per_image": round(seconds_per_image * 1000, 2),
-                "stability_violations": {r.id: {"n": r.n_violations, "by_finding": dict(r.by_finding)}
-                                         for r in report.results if r.by_finding and r.n_violations},
-                "notes": report.notes})
+            results.append(
+                {
+                    "saturation_average": largest,
+                    "tails": list(tails),
+                    "films": len(films),
+                    "validation_auroc": {k: round(v, 4) for k, v in auroc.items()},
+                    "validation_ms_per_image": round(seconds_per_image * 1000, 2),
+                    "stability_violations": {
+                        r.id: {"n": r.n_violations, "by_finding": dict(r.by_finding)}
+                        for r in report.results
+                        if r.by_finding and r.n_violations
+                    },
+                    "notes": report.notes,
+                }
+            )
             print(json.dumps(results[-1]), flush=True)
     print(json.dumps({"run": str(args.run), "variants": results}, indent=1))
     return 0

@@ -92,7 +92,7 @@ def attack_file(side: int = ATTACK_SIDE) -> bytes:
     from pydicom.uid import RLELossless
 
     segment = _zero_segment(side * side)
-    frame = (np.array([2, 64, 64 + len(segment)] + [0] * 13, dtype="<u4").tobytes() + segment + segment)
+    frame = np.array([2, 64, 64 + len(segment)] + [0] * 13, dtype="<u4").tobytes() + segment + segment
     ds = _chest_header(side, side)
     ds.file_meta.TransferSyntaxUID = RLELossless
     ds.PixelData = encapsulate([frame])
@@ -182,14 +182,18 @@ def run_case(path: Path, concurrent: int) -> dict[str, Any]:
     wall = time.perf_counter() - started
     high_water = _high_water_bytes()
     mib = 2**20
-    return {"file_mb": round(len(data) / 1e6, 2), "concurrent": concurrent,
-            "decoding_at_once": min(concurrent, ROUTE_LIMIT),
-            "rss_before_mb": round(before / mib, 1),
-            "peak_rss_growth_mb": round(max(high_water, sampled) / mib - before / mib, 1),
-            "high_water_reset": reset,
-            "sampled_peak_rss_growth_mb": round((sampled - before) / mib, 1),
-            "wall_s": round(wall, 3), "request_s": [round(s, 3) for s in seconds],
-            "outcomes": sorted(set(outcomes))}
+    return {
+        "file_mb": round(len(data) / 1e6, 2),
+        "concurrent": concurrent,
+        "decoding_at_once": min(concurrent, ROUTE_LIMIT),
+        "rss_before_mb": round(before / mib, 1),
+        "peak_rss_growth_mb": round(max(high_water, sampled) / mib - before / mib, 1),
+        "high_water_reset": reset,
+        "sampled_peak_rss_growth_mb": round((sampled - before) / mib, 1),
+        "wall_s": round(wall, 3),
+        "request_s": [round(s, 3) for s in seconds],
+        "outcomes": sorted(set(outcomes)),
+    }
 
 
 # ---------------------------------------------------------------------------------------------- driver
@@ -197,9 +201,12 @@ def _git() -> dict[str, Any]:
     def out(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False).stdout
 
-    return {"commit": out("rev-parse", "HEAD").strip(),
-            "modified": [line.split(maxsplit=1)[1]
-                         for line in out("status", "--porcelain", "--untracked-files=no").splitlines()]}
+    return {
+        "commit": out("rev-parse", "HEAD").strip(),
+        "modified": [
+            line.split(maxsplit=1)[1] for line in out("status", "--porcelain", "--untracked-files=no").splitlines()
+        ],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -220,8 +227,13 @@ def main(argv: list[str] | None = None) -> int:
         files["limit"].write_bytes(attack_file(LARGEST_SIDE))
         files["largest"].write_bytes(largest_file())
         for name, (kind, concurrent) in CASES.items():
-            done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--case", str(files[kind]),
-                                   str(concurrent)], cwd=REPO, capture_output=True, text=True, check=False)
+            done = subprocess.run(
+                [sys.executable, str(Path(__file__).resolve()), "--case", str(files[kind]), str(concurrent)],
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             if done.returncode != 0:
                 results[name] = {"error": f"exit {done.returncode}", "stderr_tail": done.stderr[-2000:]}
             else:
@@ -233,8 +245,11 @@ def main(argv: list[str] | None = None) -> int:
         "command": "nice .venv/bin/python " + shlex.join(["benchmarks/security_decode.py", *(argv or sys.argv[1:])]),
         "date_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "git": _git(),
-        "machine": {"python": platform.python_version(), "cpus": len(__import__("os").sched_getaffinity(0)),
-                    "pydicom": pydicom.__version__},
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": len(__import__("os").sched_getaffinity(0)),
+            "pydicom": pydicom.__version__,
+        },
         "pixel_path_version": PIXEL_PATH_VERSION,
         "function": "models.imaging.read_dicom + load_dicom_for_model(size=128), as second_read_dicom runs it",
         "attack": f"RLE Lossless, {ATTACK_SIDE} x {ATTACK_SIDE} zeros, 16 bits, DX CHEST PA",

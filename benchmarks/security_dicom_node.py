@@ -71,8 +71,15 @@ class Node:
         self.log_path = work / "node.log"
         self._log = open(self.log_path, "w")  # closed in stop()
         env = {**os.environ, "PYTHONPATH": str(repo)}
-        self.proc = subprocess.Popen([sys.executable, "-c", _NODE, str(work), CALLING], cwd=repo, env=env,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _NODE, str(work), CALLING],
+            cwd=repo,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+        )
         line = self.proc.stdout.readline() if self.proc.stdout else ""
         if not line.strip().isdigit():
             raise RuntimeError(f"the node did not start: {self.log_path.read_text()[-2000:]}")
@@ -132,10 +139,16 @@ def measure(node: Node, attack: Any) -> dict[str, Any]:
     sampler.join()
     alive = node.alive()
     hwm = node.hwm_mb() if alive else float("nan")
-    return {"baseline_rss_mb": round(baseline, 1), "peak_rss_sampled_mb": round(peak[0], 1),
-            "peak_rss_vmhwm_mb": round(hwm, 1), "growth_mb": round(max(peak[0], hwm) - baseline, 1),
-            "rss_after_mb": round(node.rss_mb(), 1) if alive else None, "node_alive": alive,
-            "seconds": round(seconds, 2), **outcome}
+    return {
+        "baseline_rss_mb": round(baseline, 1),
+        "peak_rss_sampled_mb": round(peak[0], 1),
+        "peak_rss_vmhwm_mb": round(hwm, 1),
+        "growth_mb": round(max(peak[0], hwm) - baseline, 1),
+        "rss_after_mb": round(node.rss_mb(), 1) if alive else None,
+        "node_alive": alive,
+        "seconds": round(seconds, 2),
+        **outcome,
+    }
 
 
 def oversized_pdu(port: int, sockets: int, cap_mb: int) -> dict[str, Any]:
@@ -157,9 +170,13 @@ def oversized_pdu(port: int, sockets: int, cap_mb: int) -> dict[str, Any]:
         t.start()
     for t in threads:
         t.join()
-    return {"sockets": sockets, "declared_pdu_bytes": 0xFFFF_FFF0, "stream_cap_mb_per_socket": cap_mb,
-            "mb_accepted_per_socket": [round(s / MB, 1) for s in sent],
-            "sockets_cut_off_by_node": sum(s < cap_mb * MB for s in sent)}
+    return {
+        "sockets": sockets,
+        "declared_pdu_bytes": 0xFFFF_FFF0,
+        "stream_cap_mb_per_socket": cap_mb,
+        "mb_accepted_per_socket": [round(s / MB, 1) for s in sent],
+        "sockets_cut_off_by_node": sum(s < cap_mb * MB for s in sent),
+    }
 
 
 def write_instance(path: Path, size_mb: int) -> str:
@@ -216,18 +233,26 @@ def large_stores(port: int, stores: int, path: Path) -> dict[str, Any]:
 
 def _log_counts(text: str) -> dict[str, int]:
     """WARNING lines of each kind in the node's log (repeats within 10 s are folded into the next such line)."""
-    keys = {"pdu_refused": "maximum PDU size", "instance_aborted": "an instance over the",
-            "store_slot_refused": "already being received", "errors": "ERROR "}
+    keys = {
+        "pdu_refused": "maximum PDU size",
+        "instance_aborted": "an instance over the",
+        "store_slot_refused": "already being received",
+        "errors": "ERROR ",
+    }
     return {k: text.count(v) for k, v in keys.items()}
 
 
 def _git(repo: Path) -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "serving/dicom_node"], cwd=repo,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return out.stdout.strip() + (" (serving/dicom_node modified)" if dirty else "") if out.returncode == 0 \
-            else None
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "serving/dicom_node"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        return out.stdout.strip() + (" (serving/dicom_node modified)" if dirty else "") if out.returncode == 0 else None
     except OSError:
         return None
 
@@ -248,9 +273,11 @@ def main() -> None:
     write_instance(instance, args.store_mb)
     write_instance(accepted, args.accepted_mb)
     results: dict[str, Any] = {}
-    for name, attack in (("oversized_pdu", lambda port: oversized_pdu(port, args.sockets, args.pdu_cap_mb)),
-                         ("large_c_stores", lambda port: large_stores(port, args.stores, instance)),
-                         ("accepted_c_stores", lambda port: large_stores(port, args.stores, accepted))):
+    for name, attack in (
+        ("oversized_pdu", lambda port: oversized_pdu(port, args.sockets, args.pdu_cap_mb)),
+        ("large_c_stores", lambda port: large_stores(port, args.stores, instance)),
+        ("accepted_c_stores", lambda port: large_stores(port, args.stores, accepted)),
+    ):
         node_dir = work / name
         node_dir.mkdir()
         node = Node(args.repo.resolve(), node_dir)
@@ -265,10 +292,13 @@ def main() -> None:
     report = {
         "date_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "command": shlex.join([Path(sys.executable).name, *sys.argv]),
-        "repo": str(args.repo), "git": _git(args.repo.resolve()),
+        "repo": str(args.repo),
+        "git": _git(args.repo.resolve()),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
-        "settings": {"node": "defaults, except these VIGIL_DICOM_* variables",
-                     **{k: v for k, v in sorted(os.environ.items()) if k.startswith("VIGIL_DICOM_")}},
+        "settings": {
+            "node": "defaults, except these VIGIL_DICOM_* variables",
+            **{k: v for k, v in sorted(os.environ.items()) if k.startswith("VIGIL_DICOM_")},
+        },
         "goal": "growth_mb < 100 for each attack",
         "results": results,
     }

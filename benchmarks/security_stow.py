@@ -113,12 +113,27 @@ def one_instance_body(boundary: bytes, size: int) -> bytes:
 
 
 CASES: list[dict[str, Any]] = [
-    {"name": "review's attack: 60 MB, 2-byte boundary, ~6 million empty parts", "kind": "parts", "boundary": "ab",
-     "size": 60 * MB, "uploads": 1},
-    {"name": "shortest admitted boundary: 60 MB, 8-byte boundary, ~3.75 million empty parts", "kind": "parts",
-     "boundary": "abcdefgh", "size": 60 * MB, "uploads": 1},
-    {"name": "six concurrent uploads of one 58 MB instance each", "kind": "instance",
-     "boundary": "vigil-benchmark-boundary", "size": 58 * MB, "uploads": 6},
+    {
+        "name": "review's attack: 60 MB, 2-byte boundary, ~6 million empty parts",
+        "kind": "parts",
+        "boundary": "ab",
+        "size": 60 * MB,
+        "uploads": 1,
+    },
+    {
+        "name": "shortest admitted boundary: 60 MB, 8-byte boundary, ~3.75 million empty parts",
+        "kind": "parts",
+        "boundary": "abcdefgh",
+        "size": 60 * MB,
+        "uploads": 1,
+    },
+    {
+        "name": "six concurrent uploads of one 58 MB instance each",
+        "kind": "instance",
+        "boundary": "vigil-benchmark-boundary",
+        "size": 58 * MB,
+        "uploads": 6,
+    },
 ]
 
 
@@ -130,8 +145,9 @@ def _before_tree(rev: str, into: Path) -> Path:
     tree = into / "tree"
     for package in ("models", "serving"):
         shutil.copytree(REPO / package, tree / package, ignore=shutil.ignore_patterns("__pycache__"))
-    old = subprocess.run(["git", "show", f"{rev}:serving/routes_dicomweb.py"], cwd=REPO, capture_output=True,
-                         check=True).stdout
+    old = subprocess.run(
+        ["git", "show", f"{rev}:serving/routes_dicomweb.py"], cwd=REPO, capture_output=True, check=True
+    ).stdout
     (tree / "serving" / "routes_dicomweb.py").write_bytes(old)
     return tree
 
@@ -158,8 +174,13 @@ class Server:
         env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
         env["PYTHONPATH"] = str(tree)
         self.log = (work / "server.log").open("wb")
-        self.proc = subprocess.Popen([sys.executable, "-c", SERVER, str(work), str(self.port)], cwd=tree, env=env,
-                                     stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", SERVER, str(work), str(self.port)],
+            cwd=tree,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + 120
         while True:
             try:
@@ -208,9 +229,11 @@ def _get(port: int, path: str) -> tuple[int, bytes]:
 # ---------------------------------------------------------------------------------------------- measuring
 def upload(port: int, key: str, boundary: str, body: bytes) -> dict[str, Any]:
     """POST ``body`` to /dicomweb/studies over a raw socket; the status the server answered (None if none)."""
-    head = (f"POST /dicomweb/studies HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
-            f'Content-Type: multipart/related; type="application/dicom"; boundary={boundary}\r\n'
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+    head = (
+        f"POST /dicomweb/studies HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
+        f'Content-Type: multipart/related; type="application/dicom"; boundary={boundary}\r\n'
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
     started = time.monotonic()
     sent_all = True
     with socket.create_connection(("127.0.0.1", port), timeout=300) as sock:
@@ -266,8 +289,9 @@ def run_case(tree: Path, work: Path, case: dict[str, Any]) -> dict[str, Any]:
     server = Server(tree, work)
     try:
         # One small instance first: imports and the queue are made before anything is measured.
-        warm = upload(server.port, server.key, "vigil-benchmark-boundary",
-                      one_instance_body(b"vigil-benchmark-boundary", 100_000))
+        warm = upload(
+            server.port, server.key, "vigil-benchmark-boundary", one_instance_body(b"vigil-benchmark-boundary", 100_000)
+        )
         time.sleep(0.5)
         rss_before = server.rss_kb()
         high_water_reset = server.reset_high_water()
@@ -296,7 +320,10 @@ def run_case(tree: Path, work: Path, case: dict[str, Any]) -> dict[str, Any]:
     stamps = [at for at, _ in poller.samples if at >= attack_started]
     gaps = [b - a for a, b in itertools.pairwise(stamps)]
     return {
-        "case": case["name"], "body_bytes": len(body), "parts": parts, "uploads": case["uploads"],
+        "case": case["name"],
+        "body_bytes": len(body),
+        "parts": parts,
+        "uploads": case["uploads"],
         "warm_up_status": warm["status"],
         "statuses": sorted(str(r["status"]) for r in results),
         "attack_s": round(attack_s, 2),
@@ -304,7 +331,8 @@ def run_case(tree: Path, work: Path, case: dict[str, Any]) -> dict[str, Any]:
         "peak_rss_growth_mb": round((peak_kb - rss_before) / 1024, 1),
         "high_water_reset": high_water_reset,
         "healthz_during_attack": {
-            "answers": len(during), "failures": poller.failures,
+            "answers": len(during),
+            "failures": poller.failures,
             "median_ms": round(statistics.median(during) * 1000, 1) if during else None,
             "max_ms": round(max(during) * 1000, 1) if during else None,
             "longest_gap_between_answers_ms": round(max(gaps) * 1000, 1) if gaps else None,
@@ -316,8 +344,10 @@ def _git() -> dict[str, Any]:
     def out(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False).stdout.strip()
 
-    return {"commit": out("rev-parse", "HEAD"),
-            "modified": sorted(line.split(maxsplit=1)[1] for line in out("status", "--porcelain").splitlines() if line)}
+    return {
+        "commit": out("rev-parse", "HEAD"),
+        "modified": sorted(line.split(maxsplit=1)[1] for line in out("status", "--porcelain").splitlines() if line),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -326,7 +356,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "security_stow.json")
     args = parser.parse_args(argv)
     command = "nice .venv/bin/python benchmarks/security_stow.py" + "".join(
-        f" {shlex.quote(a)}" for a in (argv if argv is not None else sys.argv[1:]))
+        f" {shlex.quote(a)}" for a in (argv if argv is not None else sys.argv[1:])
+    )
     rows = []
     with tempfile.TemporaryDirectory(prefix="vigil-security-stow-") as scratch:
         trees = {"before": _before_tree(args.before, Path(scratch)), "after": REPO}
@@ -342,8 +373,8 @@ def main(argv: list[str] | None = None) -> None:
         "git": _git(),
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
         "method": "each case in a fresh server process per tree; peak RSS growth = VmHWM after the attack minus VmRSS "
-                  "before it (VmHWM reset just before); /healthz asked every 5 ms on a keep-alive connection during "
-                  "the attack",
+        "before it (VmHWM reset just before); /healthz asked every 5 ms on a keep-alive connection during "
+        "the attack",
         "cases": rows,
     }
     args.out.write_text(json.dumps(report, indent=1) + "\n")

@@ -75,6 +75,7 @@ IMAGING_GOAL = 1.3
 # Standard library only: this part runs in its own process (``--loadgen SPEC``) so that it shares nothing with
 # the servers or with the heavy imports of the orchestrating process.
 
+
 async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
     """Read one HTTP/1.1 response; returns (status, the server will close the connection)."""
     head = await reader.readuntil(b"\r\n\r\n")
@@ -104,8 +105,9 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
     return status, close
 
 
-async def _client(port: int, requests: list[bytes], first: int, step: int, t_warm: float, t_end: float,
-                  out: dict[str, Any]) -> None:
+async def _client(
+    port: int, requests: list[bytes], first: int, step: int, t_warm: float, t_end: float, out: dict[str, Any]
+) -> None:
     reader: asyncio.StreamReader | None = None
     writer: asyncio.StreamWriter | None = None
     index = first
@@ -121,8 +123,15 @@ async def _client(port: int, requests: list[bytes], first: int, step: int, t_war
                 writer.write(payload)
                 await writer.drain()
                 status, close = await asyncio.wait_for(_read_response(reader), REQUEST_TIMEOUT_S)
-            except (OSError, EOFError, ValueError, IndexError, TimeoutError, asyncio.IncompleteReadError,
-                    asyncio.LimitOverrunError) as exc:
+            except (
+                OSError,
+                EOFError,
+                ValueError,
+                IndexError,
+                TimeoutError,
+                asyncio.IncompleteReadError,
+                asyncio.LimitOverrunError,
+            ) as exc:
                 t1 = time.perf_counter()
                 if t_warm <= t1 < t_end:
                     out["errors"][type(exc).__name__] += 1
@@ -147,8 +156,12 @@ async def _client(port: int, requests: list[bytes], first: int, step: int, t_war
 async def _load(spec: dict[str, Any]) -> dict[str, Any]:
     requests = [Path(p).read_bytes() for p in spec["request_files"]]
     c = int(spec["concurrency"])
-    out: dict[str, Any] = {"latencies_ms": [], "statuses": collections.Counter(), "errors": collections.Counter(),
-                           "completed_total": 0}
+    out: dict[str, Any] = {
+        "latencies_ms": [],
+        "statuses": collections.Counter(),
+        "errors": collections.Counter(),
+        "completed_total": 0,
+    }
     start = time.perf_counter()
     t_warm = start + float(spec["warmup_s"])
     t_end = t_warm + float(spec["duration_s"])
@@ -202,15 +215,17 @@ def group_cpu_s(pgid: int) -> float:
 class Server:
     """A server subprocess in its own process group (so that every worker it forks is stopped with it)."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_path: Path, port: int,
-                 ready_path: str, workers: int) -> None:
+    def __init__(
+        self, name: str, argv: list[str], env: dict[str, str], log_path: Path, port: int, ready_path: str, workers: int
+    ) -> None:
         self.name, self.argv, self.port, self.ready_path, self.workers = name, argv, port, ready_path, workers
         self.log_path = log_path
         self._log = open(log_path, "wb")  # closed in stop()
         logger.info("starting %s: %s", name, shlex.join(argv))
         self.started = time.monotonic()
-        self.proc = subprocess.Popen(argv, env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            argv, env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True
+        )
 
     def wait_ready(self, timeout_s: float = START_TIMEOUT_S) -> float:
         """Wait until the readiness URL answers 200 and every worker has logged its start-up.
@@ -219,8 +234,9 @@ class Server:
         """
         while time.monotonic() - self.started < timeout_s:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with status {self.proc.returncode} during start-up; "
-                                   f"see {self.log_path}")
+                raise RuntimeError(
+                    f"{self.name} exited with status {self.proc.returncode} during start-up; see {self.log_path}"
+                )
             started = self.log_path.read_bytes().count(b"Application startup complete")
             if started >= self.workers:
                 try:
@@ -266,24 +282,41 @@ def http_request(port: int, method: str, path: str, body: bytes, headers: dict[s
 
 
 def raw_request(port: int, path: str, body: bytes, headers: dict[str, str]) -> bytes:
-    lines = [f"POST {path} HTTP/1.1", f"Host: {HOST}:{port}", f"Content-Length: {len(body)}",
-             *(f"{k}: {v}" for k, v in headers.items())]
+    lines = [
+        f"POST {path} HTTP/1.1",
+        f"Host: {HOST}:{port}",
+        f"Content-Length: {len(body)}",
+        *(f"{k}: {v}" for k, v in headers.items()),
+    ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
-def run_level(server: Server, request_files: list[Path], concurrency: int, args: argparse.Namespace,
-              scratch: Path) -> dict[str, Any]:
+def run_level(
+    server: Server, request_files: list[Path], concurrency: int, args: argparse.Namespace, scratch: Path
+) -> dict[str, Any]:
     """One closed-loop run at one concurrency, in a separate load-generator process."""
     import numpy as np
 
     tag = f"{server.name}-{server.port}-{concurrency}-{time.monotonic_ns()}"
     spec_file, result_file = scratch / f"{tag}.spec.json", scratch / f"{tag}.result.json"
-    spec_file.write_text(json.dumps({"port": server.port, "request_files": [str(p) for p in request_files],
-                                     "concurrency": concurrency, "warmup_s": args.warmup,
-                                     "duration_s": args.duration, "result_file": str(result_file)}))
+    spec_file.write_text(
+        json.dumps(
+            {
+                "port": server.port,
+                "request_files": [str(p) for p in request_files],
+                "concurrency": concurrency,
+                "warmup_s": args.warmup,
+                "duration_s": args.duration,
+                "result_file": str(result_file),
+            }
+        )
+    )
     cpu0 = server.cpu_s()
-    subprocess.run([sys.executable, str(Path(__file__).resolve()), "--loadgen", str(spec_file)], check=True,
-                   timeout=args.warmup + args.duration + REQUEST_TIMEOUT_S + 30)
+    subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--loadgen", str(spec_file)],
+        check=True,
+        timeout=args.warmup + args.duration + REQUEST_TIMEOUT_S + 30,
+    )
     cpu1 = server.cpu_s()
     raw = json.loads(result_file.read_text())
     lat = np.asarray(raw["latencies_ms"], dtype=float)
@@ -304,9 +337,16 @@ def run_level(server: Server, request_files: list[Path], concurrency: int, args:
         "client_cpu_ms_per_req": 1000.0 * raw["client_cpu_s"] / done,
         "loadavg_1m_after": float(loadavg().split()[0]),
     }
-    logger.info("%-14s C=%-3d %8.1f req/s  p50 %7.2f ms  p99 %7.2f ms  errors %d  server CPU %.2f ms/req",
-                server.name, concurrency, row["rps"], row["p50_ms"], row["p99_ms"], row["errors"],
-                row["server_cpu_ms_per_req"])
+    logger.info(
+        "%-14s C=%-3d %8.1f req/s  p50 %7.2f ms  p99 %7.2f ms  errors %d  server CPU %.2f ms/req",
+        server.name,
+        concurrency,
+        row["rps"],
+        row["p50_ms"],
+        row["p99_ms"],
+        row["errors"],
+        row["server_cpu_ms_per_req"],
+    )
     return row
 
 
@@ -373,8 +413,13 @@ def imaging_reference(onnx_path: Path, threads: int, fixtures: list[Path], repea
         infer = statistics.median(r.timings_ms["inference"] for r in reads)
         total = statistics.median(r.timings_ms["decode_prepare"] + r.timings_ms["inference"] for r in reads)
         rows, cols = reads[0].source.get("rows"), reads[0].source.get("columns")
-        out[path.name] = {"decode_prepare_ms": decode, "inference_ms": infer, "reference_ms": total,
-                          "bytes": len(data), "size": f"{cols}x{rows}" if rows else "?"}
+        out[path.name] = {
+            "decode_prepare_ms": decode,
+            "inference_ms": infer,
+            "reference_ms": total,
+            "bytes": len(data),
+            "size": f"{cols}x{rows}" if rows else "?",
+        }
     return out
 
 
@@ -385,8 +430,15 @@ class _Req:
         self.state = type("S", (), {"request_id": request_id})()
 
 
-def profile_paths(work_dir: Path, key: str, records: list[dict[str, Any]], fixtures: list[Path], threads: int,
-                  iterations: int, scratch: Path) -> dict[str, Any]:
+def profile_paths(
+    work_dir: Path,
+    key: str,
+    records: list[dict[str, Any]],
+    fixtures: list[Path],
+    threads: int,
+    iterations: int,
+    scratch: Path,
+) -> dict[str, Any]:
     """Time each step of the triage and imaging request paths in this process (median ms per step).
 
     The steps are the public calls the routes make, on the same registry models the server loads, with an audit
@@ -408,8 +460,11 @@ def profile_paths(work_dir: Path, key: str, records: list[dict[str, Any]], fixtu
     from serving.triage_result import build_results
     from workflows.serve import RegistryLocator
 
-    locator = RegistryLocator(work_dir.resolve(), {"triage": TRIAGE_REF, "imaging": IMAGING_REF},
-                              Path(tempfile.mkdtemp(prefix="profile-", dir=scratch)))
+    locator = RegistryLocator(
+        work_dir.resolve(),
+        {"triage": TRIAGE_REF, "imaging": IMAGING_REF},
+        Path(tempfile.mkdtemp(prefix="profile-", dir=scratch)),
+    )
     holder = ModelHolder(locator, allow_unreleased=True, threads=threads)
     holder.load_all()
     triage, imaging = holder.get("triage"), holder.get("imaging")
@@ -454,16 +509,34 @@ def profile_paths(work_dir: Path, key: str, records: list[dict[str, Any]], fixtu
             png = timed("heat map PNG", read.heatmap_png)
             b64 = timed("base64 of the PNG", _b64, png)
             request = _Req(uuid.uuid4().hex)
-            result = {"request_id": request.state.request_id, "model": imaging.ref(), "flagged": read.flagged,
-                      "findings": [{"finding": f, "code": dict(zip(("value", "scheme", "meaning"),
-                                                                   IMAGING_FINDING_CODES[f], strict=True)),
-                                    "probability": read.probabilities[f], "operating_threshold": read.thresholds[f],
-                                    "flagged": read.flags[f]} for f in read.probabilities],
-                      "heatmap_finding": next(iter(read.probabilities)), "source": dict(read.source),
-                      "timings_ms": dict(read.timings_ms),
-                      "decision_support_statement": IMAGING_DECISION_SUPPORT_STATEMENT}
-            audit = timed("audit: record + input sha256 (of the DICOM bytes)", _audit_of, request,
-                          "/v1/imaging/second-read", imaging, data, result)
+            result = {
+                "request_id": request.state.request_id,
+                "model": imaging.ref(),
+                "flagged": read.flagged,
+                "findings": [
+                    {
+                        "finding": f,
+                        "code": dict(zip(("value", "scheme", "meaning"), IMAGING_FINDING_CODES[f], strict=True)),
+                        "probability": read.probabilities[f],
+                        "operating_threshold": read.thresholds[f],
+                        "flagged": read.flags[f],
+                    }
+                    for f in read.probabilities
+                ],
+                "heatmap_finding": next(iter(read.probabilities)),
+                "source": dict(read.source),
+                "timings_ms": dict(read.timings_ms),
+                "decision_support_statement": IMAGING_DECISION_SUPPORT_STATEMENT,
+            }
+            audit = timed(
+                "audit: record + input sha256 (of the DICOM bytes)",
+                _audit_of,
+                request,
+                "/v1/imaging/second-read",
+                imaging,
+                data,
+                result,
+            )
             timed("audit: write (SQLite, hash chain)", audit_store.write_audits, [audit])
             full = {**result, "heatmap_png_base64": b64}
             timed("response model validation + JSON", _render, imaging_out, full)
@@ -471,12 +544,18 @@ def profile_paths(work_dir: Path, key: str, records: list[dict[str, Any]], fixtu
     holder_threads = holder.threads
     auth_store.dispose()
     audit_store.dispose()
-    return {"threads": holder_threads, "iterations": iterations, "triage_steps_ms": triage_steps,
-            "build_results_profile": inside, "imaging_steps_ms": imaging_steps}
+    return {
+        "threads": holder_threads,
+        "iterations": iterations,
+        "triage_steps_ms": triage_steps,
+        "build_results_profile": inside,
+        "imaging_steps_ms": imaging_steps,
+    }
 
 
-def _profile_build_results(model: Any, records: list[dict[str, Any]], iterations: int,
-                           build_results: Any) -> dict[str, Any]:
+def _profile_build_results(
+    model: Any, records: list[dict[str, Any]], iterations: int, build_results: Any
+) -> dict[str, Any]:
     """cProfile of ``build_results`` one record at a time: per request, the cumulative ms of each Vigil
     function, of onnxruntime's ``run``, and the own time spent inside pandas and numpy."""
     import cProfile
@@ -497,8 +576,13 @@ def _profile_build_results(model: Any, records: list[dict[str, Any]], iterations
     for (path, line, name), (_cc, calls, own, cum, _callers) in raw.items():
         library = "site-packages" in path
         if path.startswith(repo) and not library and "benchmarks" not in path:
-            functions.append({"function": f"{Path(path).relative_to(REPO)}:{line}({name})",
-                              "calls_per_request": calls / iterations, "cum_ms": 1000 * cum / iterations})
+            functions.append(
+                {
+                    "function": f"{Path(path).relative_to(REPO)}:{line}({name})",
+                    "calls_per_request": calls / iterations,
+                    "cum_ms": 1000 * cum / iterations,
+                }
+            )
         elif path == "~" and "onnxruntime" in name and name.endswith(".run>"):  # the C++ session run
             onnx_ms += 1000 * own / iterations
         else:
@@ -506,8 +590,12 @@ def _profile_build_results(model: Any, records: list[dict[str, Any]], iterations
                 if f"{os.sep}{lib}{os.sep}" in path:
                     libraries[lib] += 1000 * own / iterations
     functions.sort(key=lambda f: -f["cum_ms"])
-    return {"profiled_ms_per_request": profiled_ms, "functions": functions[:16], "onnxruntime_run_ms": onnx_ms,
-            "library_own_ms": dict(libraries)}
+    return {
+        "profiled_ms_per_request": profiled_ms,
+        "functions": functions[:16],
+        "onnxruntime_run_ms": onnx_ms,
+        "library_own_ms": dict(libraries),
+    }
 
 
 def _audit_of(request: _Req, route: str, model: Any, payload: Any, result: dict[str, Any]) -> Any:
@@ -539,25 +627,42 @@ def machine() -> dict[str, Any]:
         if line.startswith("model name"):
             model = line.split(":", 1)[1].strip()
             break
-    mem_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                  if line.startswith("MemTotal"))
+    mem_kb = next(
+        int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")
+    )
     nproc = subprocess.run(["nproc"], capture_output=True, text=True, check=False).stdout.strip()
-    return {"nproc": nproc, "cpu_model": model, "memory_gib": round(mem_kb / 2**20, 1),
-            "kernel": platform.release(), "python": platform.python_version()}
+    return {
+        "nproc": nproc,
+        "cpu_model": model,
+        "memory_gib": round(mem_kb / 2**20, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+    }
 
 
 def versions() -> dict[str, str]:
     from importlib.metadata import version
 
-    return {p: version(p) for p in ("fastapi", "uvicorn", "starlette", "pydantic", "onnxruntime", "mlflow", "pandas",
-                                    "numpy", "SQLAlchemy")}
+    return {
+        p: version(p)
+        for p in (
+            "fastapi",
+            "uvicorn",
+            "starlette",
+            "pydantic",
+            "onnxruntime",
+            "mlflow",
+            "pandas",
+            "numpy",
+            "SQLAlchemy",
+        )
+    }
 
 
 def git_state() -> dict[str, Any]:
     """HEAD and the tracked files that differ from it (the code measured is HEAD plus those changes)."""
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False)
-    diff = subprocess.run(["git", "diff", "--name-only", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                          check=False)
+    diff = subprocess.run(["git", "diff", "--name-only", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False)
     return {"commit": head.stdout.strip(), "modified": diff.stdout.split()}
 
 
@@ -567,8 +672,21 @@ def loadavg() -> str:
 
 def vigil_server(args: argparse.Namespace, workers: int, scratch: Path) -> Server:
     port = free_port()
-    argv = [str(Path(sys.executable).parent / "vigil"), "serve", "--host", HOST, "--port", str(port), "--workers",
-            str(workers), "--allow-unreleased", "--triage-model", TRIAGE_REF, "--imaging-model", IMAGING_REF]
+    argv = [
+        str(Path(sys.executable).parent / "vigil"),
+        "serve",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--allow-unreleased",
+        "--triage-model",
+        TRIAGE_REF,
+        "--imaging-model",
+        IMAGING_REF,
+    ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_") and k != "MLFLOW_TRACKING_URI"}
     env["VIGIL_WORK_DIR"] = str(args.work_dir)
     return Server(f"vigil-w{workers}", argv, env, scratch / f"vigil-w{workers}.log", port, "/readyz", workers)
@@ -576,8 +694,21 @@ def vigil_server(args: argparse.Namespace, workers: int, scratch: Path) -> Serve
 
 def mlflow_server(args: argparse.Namespace, workers: int, version: str, scratch: Path) -> Server:
     port = free_port()
-    argv = [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", f"models:/vigil-triage/{version}",
-            "--env-manager", "local", "--host", HOST, "-p", str(port), "--workers", str(workers)]
+    argv = [
+        str(Path(sys.executable).parent / "mlflow"),
+        "models",
+        "serve",
+        "-m",
+        f"models:/vigil-triage/{version}",
+        "--env-manager",
+        "local",
+        "--host",
+        HOST,
+        "-p",
+        str(port),
+        "--workers",
+        str(workers),
+    ]
     env = dict(os.environ)
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{args.work_dir.resolve() / 'mlflow.db'}"
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # it execs `uvicorn`
@@ -587,15 +718,17 @@ def mlflow_server(args: argparse.Namespace, workers: int, version: str, scratch:
 def check_vigil(server: Server, key: str, record: dict[str, Any], dicom: bytes) -> dict[str, Any]:
     """One triage and one imaging request must answer 200 with the unreleased override flagged."""
     auth = {"Authorization": f"Bearer {key}"}
-    status, body = http_request(server.port, "POST", "/v1/triage", json.dumps(record).encode(),
-                                {**auth, "Content-Type": "application/json"})
+    status, body = http_request(
+        server.port, "POST", "/v1/triage", json.dumps(record).encode(), {**auth, "Content-Type": "application/json"}
+    )
     if status != 200:
         raise RuntimeError(f"{server.name}: POST /v1/triage answered {status}: {body[:300]!r}")
     result = json.loads(body)
     if not result["flags"]["unreleased_model"]:
         raise RuntimeError(f"{server.name}: the unreleased override is not flagged in the response")
-    status, body = http_request(server.port, "POST", "/v1/imaging/second-read", dicom,
-                                {**auth, "Content-Type": "application/dicom"})
+    status, body = http_request(
+        server.port, "POST", "/v1/imaging/second-read", dicom, {**auth, "Content-Type": "application/dicom"}
+    )
     if status != 200:
         raise RuntimeError(f"{server.name}: POST /v1/imaging/second-read answered {status}: {body[:300]!r}")
     return result
@@ -613,8 +746,9 @@ def check_mlflow(server: Server, body: bytes, expected_outcomes: Any, vigil_resu
     if diff > 1e-5:
         raise RuntimeError(f"{server.name}: outcome probabilities differ from local onnxruntime by {diff:.2e}")
     if vigil_result is not None:
-        served = np.array([vigil_result["risks"]["admitted"]["probability"],
-                           vigil_result["risks"]["critical"]["probability"]])
+        served = np.array(
+            [vigil_result["risks"]["admitted"]["probability"], vigil_result["risks"]["critical"]["probability"]]
+        )
         if float(np.abs(served - got[0]).max()) > 2e-6:  # Vigil rounds to 6 decimals
             raise RuntimeError(f"{server.name}: its probabilities differ from Vigil's for the same record")
     return diff
@@ -687,9 +821,10 @@ def _run(args: argparse.Namespace, scratch: Path, created: list[str]) -> dict[st
     expected = runtime.run_encoded(runtime.encoder.transform(pd.DataFrame([validate_record(records[0])])))[1]
     fixtures = [FIXTURES / name for name in IMAGING_FIXTURES]
 
-    reference = {str(max(1, cpus // w)): imaging_reference(imaging_mv.onnx_path, max(1, cpus // w), fixtures,
-                                                           args.ref_repeats)
-                 for w in args.workers}
+    reference = {
+        str(max(1, cpus // w)): imaging_reference(imaging_mv.onnx_path, max(1, cpus // w), fixtures, args.ref_repeats)
+        for w in args.workers
+    }
     logger.info("imaging reference (in-process) %s", json.dumps(reference))
 
     configs: list[dict[str, Any]] = []
@@ -708,19 +843,27 @@ def _run(args: argparse.Namespace, scratch: Path, created: list[str]) -> dict[st
             config["mlflow_command"] = shlex.join(mlflow.argv)
             config["vigil_command"] = shlex.join(vigil.argv)
 
-            files = write_requests("triage", vigil.port, "/v1/triage", vigil_bodies,
-                                   {**auth, "Content-Type": "application/json"})
+            files = write_requests(
+                "triage", vigil.port, "/v1/triage", vigil_bodies, {**auth, "Content-Type": "application/json"}
+            )
             config["vigil_triage"] = [run_level(vigil, files, c, args, scratch) for c in args.concurrency]
             config["vigil_imaging"] = {}
             for fixture in fixtures:
-                files = write_requests("imaging", vigil.port, "/v1/imaging/second-read", [fixture.read_bytes()],
-                                       {**auth, "Content-Type": "application/dicom"})
-                config["vigil_imaging"][fixture.name] = [run_level(vigil, files, c, args, scratch)
-                                                         for c in args.imaging_concurrency]
+                files = write_requests(
+                    "imaging",
+                    vigil.port,
+                    "/v1/imaging/second-read",
+                    [fixture.read_bytes()],
+                    {**auth, "Content-Type": "application/dicom"},
+                )
+                config["vigil_imaging"][fixture.name] = [
+                    run_level(vigil, files, c, args, scratch) for c in args.imaging_concurrency
+                ]
             vigil.stop()
             vigil = None
-            files = write_requests("mlflow", mlflow.port, "/invocations", peer_bodies,
-                                   {"Content-Type": "application/json"})
+            files = write_requests(
+                "mlflow", mlflow.port, "/invocations", peer_bodies, {"Content-Type": "application/json"}
+            )
             config["mlflow_triage"] = [run_level(mlflow, files, c, args, scratch) for c in args.concurrency]
         finally:
             for server in (vigil, mlflow):
@@ -729,8 +872,7 @@ def _run(args: argparse.Namespace, scratch: Path, created: list[str]) -> dict[st
         configs.append(config)
 
     profile_threads = max(1, cpus // args.workers[0])
-    profile = profile_paths(args.work_dir, key, records, fixtures, profile_threads, args.profile_iterations,
-                            scratch)
+    profile = profile_paths(args.work_dir, key, records, fixtures, profile_threads, args.profile_iterations, scratch)
     return {
         "date_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": ".venv/bin/python benchmarks/serving_load.py " + shlex.join(sys.argv[1:]),
@@ -740,11 +882,19 @@ def _run(args: argparse.Namespace, scratch: Path, created: list[str]) -> dict[st
         "versions": versions(),
         "loadavg_start": load_start,
         "loadavg_end": loadavg(),
-        "settings": {"duration_s": args.duration, "warmup_s": args.warmup, "concurrency": args.concurrency,
-                     "imaging_concurrency": args.imaging_concurrency, "workers": args.workers,
-                     "records": len(records), "ref_repeats": args.ref_repeats},
-        "models": {"triage": f"{triage_mv.name} version {triage_mv.version} ({TRIAGE_REF})",
-                   "imaging": f"{imaging_mv.name} version {imaging_mv.version} ({IMAGING_REF})"},
+        "settings": {
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "concurrency": args.concurrency,
+            "imaging_concurrency": args.imaging_concurrency,
+            "workers": args.workers,
+            "records": len(records),
+            "ref_repeats": args.ref_repeats,
+        },
+        "models": {
+            "triage": f"{triage_mv.name} version {triage_mv.version} ({TRIAGE_REF})",
+            "imaging": f"{imaging_mv.name} version {imaging_mv.version} ({IMAGING_REF})",
+        },
         "imaging_reference": reference,
         "configs": configs,
         "profile": profile,
@@ -776,16 +926,32 @@ def verdicts(result: dict[str, Any]) -> dict[str, Any]:
         for v, m in zip(cfg["vigil_triage"], cfg["mlflow_triage"], strict=True):
             ratio = v["rps"] / m["rps"] if m["rps"] else float("nan")
             p99 = v["p99_ms"] / m["p99_ms"] if m["p99_ms"] else float("nan")
-            rows.append({"concurrency": v["concurrency"], "throughput_ratio": ratio, "p99_ratio": p99,
-                         "met": ratio >= THROUGHPUT_GOAL and p99 <= 1.0 and v["errors"] == 0})
+            rows.append(
+                {
+                    "concurrency": v["concurrency"],
+                    "throughput_ratio": ratio,
+                    "p99_ratio": p99,
+                    "met": ratio >= THROUGHPUT_GOAL and p99 <= 1.0 and v["errors"] == 0,
+                }
+            )
         imaging = []
         ref = result["imaging_reference"][str(cfg["vigil_threads_per_worker"])]
         for name, levels in cfg["vigil_imaging"].items():
-            c1 = next(r for r in levels if r["concurrency"] == 1) if any(
-                r["concurrency"] == 1 for r in levels) else levels[0]
+            c1 = (
+                next(r for r in levels if r["concurrency"] == 1)
+                if any(r["concurrency"] == 1 for r in levels)
+                else levels[0]
+            )
             ratio = c1["p50_ms"] / ref[name]["reference_ms"]
-            imaging.append({"fixture": name, "p50_ms": c1["p50_ms"], "reference_ms": ref[name]["reference_ms"],
-                            "ratio": ratio, "met": ratio <= IMAGING_GOAL and c1["errors"] == 0})
+            imaging.append(
+                {
+                    "fixture": name,
+                    "p50_ms": c1["p50_ms"],
+                    "reference_ms": ref[name]["reference_ms"],
+                    "ratio": ratio,
+                    "met": ratio <= IMAGING_GOAL and c1["errors"] == 0,
+                }
+            )
         out[str(w)] = {"triage": rows, "imaging": imaging}
     return out
 
@@ -801,39 +967,53 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
         levels = ", ".join(str(r["concurrency"]) for r in v["triage"])
         best = max(r["rps"] for r in cfg["vigil_triage"])
         peer = max(r["rps"] for r in cfg["mlflow_triage"])
-        out.append(f"* {w} worker(s), triage: **goal {'met at C=' + ', '.join(met) if met else 'not met'}**. Vigil's "
-                   f"throughput is {ratios} the peer's and its p99 {p99} the peer's at C = {levels} (best: Vigil "
-                   f"{best:,.0f} req/s, peer {peer:,.0f} req/s).")
+        out.append(
+            f"* {w} worker(s), triage: **goal {'met at C=' + ', '.join(met) if met else 'not met'}**. Vigil's "
+            f"throughput is {ratios} the peer's and its p99 {p99} the peer's at C = {levels} (best: Vigil "
+            f"{best:,.0f} req/s, peer {peer:,.0f} req/s)."
+        )
         peer_c1 = next((r for r in cfg["mlflow_triage"] if r["concurrency"] == 1), None)
         if met and peer_c1 is not None and peer_c1["p50_ms"] > 30:
-            out.append(f"  Not a fair win: at C=1 the peer's p50 is {peer_c1['p50_ms']:.0f} ms, the ~40 ms delayed-ACK "
-                       "stall of uvicorn's multi-worker socket (no TCP_NODELAY). Vigil sets TCP_NODELAY itself; "
-                       "the peer does not. Compare the 1-worker rows.")
+            out.append(
+                f"  Not a fair win: at C=1 the peer's p50 is {peer_c1['p50_ms']:.0f} ms, the ~40 ms delayed-ACK "
+                "stall of uvicorn's multi-worker socket (no TCP_NODELAY). Vigil sets TCP_NODELAY itself; "
+                "the peer does not. Compare the 1-worker rows."
+            )
         for r in v["imaging"]:
-            out.append(f"* {w} worker(s), imaging, {_label(r['fixture'])}: p50 {r['p50_ms']:.1f} ms at C=1 vs "
-                       f"{r['reference_ms']:.1f} ms decode + inference in-process = {r['ratio']:.2f}x: **goal "
-                       f"{'met' if r['met'] else 'not met'}**.")
+            out.append(
+                f"* {w} worker(s), imaging, {_label(r['fixture'])}: p50 {r['p50_ms']:.1f} ms at C=1 vs "
+                f"{r['reference_ms']:.1f} ms decode + inference in-process = {r['ratio']:.2f}x: **goal "
+                f"{'met' if r['met'] else 'not met'}**."
+            )
     p = result["profile"]
     steps_ms = sum(p["triage_steps_ms"].values())
     for cfg in result["configs"]:
         v1 = next((r for r in cfg["vigil_triage"] if r["concurrency"] == 1), None)
         m1 = next((r for r in cfg["mlflow_triage"] if r["concurrency"] == 1), None)
         if cfg["workers"] == 1 and v1 and m1:
-            out.append(f"* CPU per triage request at C=1, 1 worker: Vigil {v1['server_cpu_ms_per_req']:.2f} ms "
-                       f"(in-process steps {steps_ms:.2f} ms, so about "
-                       f"{v1['server_cpu_ms_per_req'] - steps_ms:.2f} ms in HTTP, framework and thread hand-offs); "
-                       f"the peer's whole request {m1['server_cpu_ms_per_req']:.2f} ms. 3x the peer's throughput "
-                       f"on the same CPUs needs about {m1['server_cpu_ms_per_req'] / THROUGHPUT_GOAL:.2f} ms per "
-                       "request: a third of the peer's whole request on the same FastAPI + uvicorn stack, while "
-                       "doing more.")
+            out.append(
+                f"* CPU per triage request at C=1, 1 worker: Vigil {v1['server_cpu_ms_per_req']:.2f} ms "
+                f"(in-process steps {steps_ms:.2f} ms, so about "
+                f"{v1['server_cpu_ms_per_req'] - steps_ms:.2f} ms in HTTP, framework and thread hand-offs); "
+                f"the peer's whole request {m1['server_cpu_ms_per_req']:.2f} ms. 3x the peer's throughput "
+                f"on the same CPUs needs about {m1['server_cpu_ms_per_req'] / THROUGHPUT_GOAL:.2f} ms per "
+                "request: a third of the peer's whole request on the same FastAPI + uvicorn stack, while "
+                "doing more."
+            )
     if any(cfg["workers"] > 1 for cfg in result["configs"]):
-        out.append("* The peer's rows with several workers carry uvicorn's ~40 ms Nagle / delayed-ACK stall per "
-                   "keep-alive request (below, Method); `vigil serve` turns Nagle off on its sockets itself.")
+        out.append(
+            "* The peer's rows with several workers carry uvicorn's ~40 ms Nagle / delayed-ACK stall per "
+            "keep-alive request (below, Method); `vigil serve` turns Nagle off on its sockets itself."
+        )
     top = sorted(p["triage_steps_ms"].items(), key=lambda kv: -kv[1])[:3]
     inner = [f for f in p["build_results_profile"]["functions"] if "build_results" not in f["function"]][:3]
-    out.append("* Largest parts of one triage request in-process (last section): "
-               + "; ".join(f"{k} {v:.2f} ms" for k, v in top) + ". Inside build_results (cProfile, inflated): "
-               + "; ".join(f"`{f['function'].rsplit('/', 1)[-1]}` {f['cum_ms']:.2f} ms" for f in inner) + ".")
+    out.append(
+        "* Largest parts of one triage request in-process (last section): "
+        + "; ".join(f"{k} {v:.2f} ms" for k, v in top)
+        + ". Inside build_results (cProfile, inflated): "
+        + "; ".join(f"`{f['function'].rsplit('/', 1)[-1]}` {f['cum_ms']:.2f} ms" for f in inner)
+        + "."
+    )
     return out
 
 
@@ -846,11 +1026,18 @@ def render(result: dict[str, Any]) -> str:
         "",
         f"Command (repository root): `{result['command']}`  ",
         f"Date: {result['date_utc']}; commit `{result['git']['commit']}`"
-        + (f" plus uncommitted changes to {', '.join(f'`{m}`' for m in result['git']['modified'])}"
-           if result["git"]["modified"] else "") + f"; took {result['elapsed_s']:.0f} s"
-        + (". **The working tree changed during the run** (at the end: "
-           f"`{result['git_at_end']['commit']}`, modified {result['git_at_end']['modified']}).  "
-           if result["git_at_end"] != result["git"] else ".  "),
+        + (
+            f" plus uncommitted changes to {', '.join(f'`{m}`' for m in result['git']['modified'])}"
+            if result["git"]["modified"]
+            else ""
+        )
+        + f"; took {result['elapsed_s']:.0f} s"
+        + (
+            ". **The working tree changed during the run** (at the end: "
+            f"`{result['git_at_end']['commit']}`, modified {result['git_at_end']['modified']}).  "
+            if result["git_at_end"] != result["git"]
+            else ".  "
+        ),
         f"Machine: {m['nproc']} CPUs (`nproc`), {m['cpu_model']}, {m['memory_gib']} GiB, Linux {m['kernel']}, "
         f"Python {m['python']}; shared with other work (load average 1/5/15 min at the start: "
         f"{result['loadavg_start']}; at the end: {result['loadavg_end']}; after each level: in the JSON).  ",
@@ -888,7 +1075,7 @@ def render(result: dict[str, Any]) -> str:
         "released model.",
         "* **The peer does much less work.** `mlflow models serve -m models:/vigil-triage/<v> --env-manager local` "
         "receives the record already encoded into the model's four input tensors (by Vigil's own encoder: "
-        "`{\"inputs\": {\"numeric\": [[...]], \"missing\": ..., \"categorical\": ..., \"tokens\": ...}}`) and runs "
+        '`{"inputs": {"numeric": [[...]], "missing": ..., "categorical": ..., "tokens": ...}}`) and runs '
         "the graph once. It does no validation, no NEWS2 or safety floor, no explanation, no audit and no API-key "
         "check. Vigil, per request: checks the API key (a SQLite read), validates the record, encodes it with one "
         "copy per input field left out, runs the graph once on that batch (the prediction and its occlusion "
@@ -928,37 +1115,60 @@ def render(result: dict[str, Any]) -> str:
             "| server | C | req/s | p50 ms | p99 ms | max ms | errors | n | server CPU ms/req | client CPU ms/req |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
-        for name, rows in (("Vigil `/v1/triage`", cfg["vigil_triage"]), ("mlflow `/invocations`",
-                                                                          cfg["mlflow_triage"])):
+        for name, rows in (
+            ("Vigil `/v1/triage`", cfg["vigil_triage"]),
+            ("mlflow `/invocations`", cfg["mlflow_triage"]),
+        ):
             for r in rows:
-                err = f"{r['errors']}" + (f" ({', '.join(f'{k}: {n}' for k, n in r['error_kinds'].items())})"
-                                          if r["errors"] else "")
-                lines.append(f"| {name} | {r['concurrency']} | {_f(r['rps'])} | {_f(r['p50_ms'], 2)} | "
-                             f"{_f(r['p99_ms'], 2)} | {_f(r['max_ms'], 1)} | {err} | {r['requests']} | "
-                             f"{_f(r['server_cpu_ms_per_req'], 2)} | {_f(r['client_cpu_ms_per_req'], 3)} |")
-        lines += ["", "| C | Vigil / peer throughput | Vigil / peer p99 | goal (>= 3x, p99 <= 1x, no errors) |",
-                  "|---:|---:|---:|---|"]
+                err = f"{r['errors']}" + (
+                    f" ({', '.join(f'{k}: {n}' for k, n in r['error_kinds'].items())})" if r["errors"] else ""
+                )
+                lines.append(
+                    f"| {name} | {r['concurrency']} | {_f(r['rps'])} | {_f(r['p50_ms'], 2)} | "
+                    f"{_f(r['p99_ms'], 2)} | {_f(r['max_ms'], 1)} | {err} | {r['requests']} | "
+                    f"{_f(r['server_cpu_ms_per_req'], 2)} | {_f(r['client_cpu_ms_per_req'], 3)} |"
+                )
+        lines += [
+            "",
+            "| C | Vigil / peer throughput | Vigil / peer p99 | goal (>= 3x, p99 <= 1x, no errors) |",
+            "|---:|---:|---:|---|",
+        ]
         for r in v["triage"]:
-            lines.append(f"| {r['concurrency']} | {r['throughput_ratio']:.2f}x | {r['p99_ratio']:.2f}x | "
-                         f"{'met' if r['met'] else '**not met**'} |")
+            lines.append(
+                f"| {r['concurrency']} | {r['throughput_ratio']:.2f}x | {r['p99_ratio']:.2f}x | "
+                f"{'met' if r['met'] else '**not met**'} |"
+            )
         ref = result["imaging_reference"][str(cfg["vigil_threads_per_worker"])]
-        lines += ["", "### Imaging (`/v1/imaging/second-read`, `application/dicom`, JSON answer with heat map)", "",
-                  "| fixture | size | bytes | C | req/s | p50 ms | p99 ms | errors | n | server CPU ms/req |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "### Imaging (`/v1/imaging/second-read`, `application/dicom`, JSON answer with heat map)",
+            "",
+            "| fixture | size | bytes | C | req/s | p50 ms | p99 ms | errors | n | server CPU ms/req |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for name, rows in cfg["vigil_imaging"].items():
             for r in rows:
-                lines.append(f"| {_label(name)} | {ref[name]['size']} | {ref[name]['bytes']:,} | {r['concurrency']} | "
-                             f"{_f(r['rps'])} | {_f(r['p50_ms'], 2)} | {_f(r['p99_ms'], 2)} | {r['errors']} | "
-                             f"{r['requests']} | {_f(r['server_cpu_ms_per_req'], 2)} |")
-        lines += ["", f"In-process reference, {cfg['vigil_threads_per_worker']} onnxruntime thread(s), median of "
-                      f"{s['ref_repeats']} runs of `ImagingOnnxModel.second_read_dicom`:", "",
-                  "| fixture | decode + prepare ms | inference ms | reference ms | server p50 at C=1 ms | "
-                  "ratio | goal (<= 1.3x) |", "|---|---:|---:|---:|---:|---:|---|"]
+                lines.append(
+                    f"| {_label(name)} | {ref[name]['size']} | {ref[name]['bytes']:,} | {r['concurrency']} | "
+                    f"{_f(r['rps'])} | {_f(r['p50_ms'], 2)} | {_f(r['p99_ms'], 2)} | {r['errors']} | "
+                    f"{r['requests']} | {_f(r['server_cpu_ms_per_req'], 2)} |"
+                )
+        lines += [
+            "",
+            f"In-process reference, {cfg['vigil_threads_per_worker']} onnxruntime thread(s), median of "
+            f"{s['ref_repeats']} runs of `ImagingOnnxModel.second_read_dicom`:",
+            "",
+            "| fixture | decode + prepare ms | inference ms | reference ms | server p50 at C=1 ms | "
+            "ratio | goal (<= 1.3x) |",
+            "|---|---:|---:|---:|---:|---:|---|",
+        ]
         for r in v["imaging"]:
             x = ref[r["fixture"]]
-            lines.append(f"| {_label(r['fixture'])} | {x['decode_prepare_ms']:.2f} | {x['inference_ms']:.2f} | "
-                         f"{x['reference_ms']:.2f} | {r['p50_ms']:.2f} | {r['ratio']:.2f}x | "
-                         f"{'met' if r['met'] else '**not met**'} |")
+            lines.append(
+                f"| {_label(r['fixture'])} | {x['decode_prepare_ms']:.2f} | {x['inference_ms']:.2f} | "
+                f"{x['reference_ms']:.2f} | {r['p50_ms']:.2f} | {r['ratio']:.2f}x | "
+                f"{'met' if r['met'] else '**not met**'} |"
+            )
         lines.append("")
     p = result["profile"]
     bp = p["build_results_profile"]
@@ -976,17 +1186,27 @@ def render(result: dict[str, Any]) -> str:
     ]
     for name, ms in p["triage_steps_ms"].items():
         lines.append(f"| {name} | {ms:.3f} |")
-    lines += [f"| **sum** | **{sum(p['triage_steps_ms'].values()):.3f}** |", "",
-              f"Inside `build_results`, by cProfile ({p['iterations']} calls, one record each; "
-              f"{bp['profiled_ms_per_request']:.2f} ms per call under the profiler, so every number here is "
-              "inflated by about the same factor against the median above). Cumulative ms per request of each "
-              "Vigil function (a function's time includes its callees):", "",
-              "| function | calls per request | cumulative ms per request |", "|---|---:|---:|"]
+    lines += [
+        f"| **sum** | **{sum(p['triage_steps_ms'].values()):.3f}** |",
+        "",
+        f"Inside `build_results`, by cProfile ({p['iterations']} calls, one record each; "
+        f"{bp['profiled_ms_per_request']:.2f} ms per call under the profiler, so every number here is "
+        "inflated by about the same factor against the median above). Cumulative ms per request of each "
+        "Vigil function (a function's time includes its callees):",
+        "",
+        "| function | calls per request | cumulative ms per request |",
+        "|---|---:|---:|",
+    ]
     for f in bp["functions"]:
         lines.append(f"| `{f['function']}` | {f['calls_per_request']:g} | {f['cum_ms']:.3f} |")
-    lines += ["", "Own time per request (under the profiler) inside libraries: onnxruntime session run "
-              f"{bp['onnxruntime_run_ms']:.3f} ms; "
-              + "; ".join(f"{k} {v:.3f} ms" for k, v in sorted(bp["library_own_ms"].items())) + ".", ""]
+    lines += [
+        "",
+        "Own time per request (under the profiler) inside libraries: onnxruntime session run "
+        f"{bp['onnxruntime_run_ms']:.3f} ms; "
+        + "; ".join(f"{k} {v:.3f} ms" for k, v in sorted(bp["library_own_ms"].items()))
+        + ".",
+        "",
+    ]
     for name, imaging_steps in p["imaging_steps_ms"].items():
         lines += [f"| imaging step ({_label(name)}) | ms |", "|---|---:|"]
         for step, ms in imaging_steps.items():
@@ -998,10 +1218,17 @@ def render(result: dict[str, Any]) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--work-dir", type=Path, default=Path("vigil-work"),
-                        help="VIGIL_WORK_DIR holding mlflow.db with vigil-triage and vigil-cxr @candidate")
-    parser.add_argument("--quick", action="store_true",
-                        help="3 s per level, concurrency 1 and 16, imaging at 1, one worker configuration")
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        default=Path("vigil-work"),
+        help="VIGIL_WORK_DIR holding mlflow.db with vigil-triage and vigil-cxr @candidate",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="3 s per level, concurrency 1 and 16, imaging at 1, one worker configuration",
+    )
     parser.add_argument("--duration", type=float, help="recorded seconds per level (default 10; 3 with --quick)")
     parser.add_argument("--warmup", type=float, default=2.0, help="unrecorded seconds before each level")
     parser.add_argument("--concurrency", type=int, nargs="+", help="triage levels (default 1 4 16 64)")
@@ -1039,11 +1266,15 @@ def main(argv: list[str] | None = None) -> int:
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=1))
     for w, v in result["verdicts"].items():
         for r in v["triage"]:
-            print(f"workers={w} triage C={r['concurrency']}: throughput {r['throughput_ratio']:.2f}x peer, "
-                  f"p99 {r['p99_ratio']:.2f}x peer -> {'met' if r['met'] else 'NOT met'}")
+            print(
+                f"workers={w} triage C={r['concurrency']}: throughput {r['throughput_ratio']:.2f}x peer, "
+                f"p99 {r['p99_ratio']:.2f}x peer -> {'met' if r['met'] else 'NOT met'}"
+            )
         for r in v["imaging"]:
-            print(f"workers={w} imaging {_label(r['fixture'])}: p50 {r['p50_ms']:.1f} ms / reference "
-                  f"{r['reference_ms']:.1f} ms = {r['ratio']:.2f}x -> {'met' if r['met'] else 'NOT met'}")
+            print(
+                f"workers={w} imaging {_label(r['fixture'])}: p50 {r['p50_ms']:.1f} ms / reference "
+                f"{r['reference_ms']:.1f} ms = {r['ratio']:.2f}x -> {'met' if r['met'] else 'NOT met'}"
+            )
     print(f"wrote {args.out} and {args.out.with_suffix('.json')} in {result['elapsed_s']:.0f} s")
     return 0
 

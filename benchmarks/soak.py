@@ -123,8 +123,14 @@ def _run(args: argparse.Namespace, scratch: Path, store: Any, key: str) -> dict[
         ready_s = server.wait_ready()
         sl.check_vigil(server, key, recs[0], dicom or (sl.FIXTURES / sl.IMAGING_FIXTURES[0]).read_bytes())
         rss_start = group_rss_mib(server.proc.pid)
-        logger.info("server ready after %.1f s; RSS %.1f MiB; soaking %.0f s at C=%d in %.0f s windows",
-                    ready_s, rss_start, args.duration, args.concurrency, args.window)
+        logger.info(
+            "server ready after %.1f s; RSS %.1f MiB; soaking %.0f s at C=%d in %.0f s windows",
+            ready_s,
+            rss_start,
+            args.duration,
+            args.concurrency,
+            args.window,
+        )
         windows: list[dict[str, Any]] = []
         t0 = time.monotonic()
         n_windows = max(1, round(args.duration / args.window))
@@ -136,8 +142,15 @@ def _run(args: argparse.Namespace, scratch: Path, store: Any, key: str) -> dict[
             row["rss_mib"] = group_rss_mib(server.proc.pid)
             if server.proc.poll() is not None:
                 raise RuntimeError(f"the server exited during the soak; see {server.log_path}")
-            logger.info("window %d/%d: %.0f req/s, p99 %.1f ms, errors %d, RSS %.1f MiB", i + 1, n_windows,
-                        row["rps"], row["p99_ms"], row["errors"], row["rss_mib"])
+            logger.info(
+                "window %d/%d: %.0f req/s, p99 %.1f ms, errors %d, RSS %.1f MiB",
+                i + 1,
+                n_windows,
+                row["rps"],
+                row["p99_ms"],
+                row["errors"],
+                row["rss_mib"],
+            )
             windows.append(row)
     finally:
         server.stop()
@@ -150,22 +163,45 @@ def _run(args: argparse.Namespace, scratch: Path, store: Any, key: str) -> dict[
     return {
         "command": "python benchmarks/soak.py " + shlex.join(sys.argv[1:]),
         "date_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "git": git, "machine": sl.machine(), "versions": sl.versions(), "load_start": load_start,
-        "settings": {"duration_s": args.duration, "window_s": args.window, "concurrency": args.concurrency,
-                     "workers": args.workers, "records": len(recs), "data": args.data,
-                     "imaging_every": args.imaging_every, "rss_bound_mib": args.rss_bound_mib},
-        "ready_s": ready_s, "rss_start_mib": rss_start, "windows": windows,
-        "totals": {"ok": sum(w["ok"] for w in windows), "errors": sum(w["errors"] for w in windows),
-                   "rps_mean": statistics.fmean(w["rps"] for w in windows),
-                   "p99_worst_window_ms": max(all_ms), "p99_median_window_ms": statistics.median(all_ms)},
-        "memory": {"growth_after_first_window_mib": growth, "slope_mib_per_hour": slope,
-                   "within_bound": growth <= args.rss_bound_mib},
+        "git": git,
+        "machine": sl.machine(),
+        "versions": sl.versions(),
+        "load_start": load_start,
+        "settings": {
+            "duration_s": args.duration,
+            "window_s": args.window,
+            "concurrency": args.concurrency,
+            "workers": args.workers,
+            "records": len(recs),
+            "data": args.data,
+            "imaging_every": args.imaging_every,
+            "rss_bound_mib": args.rss_bound_mib,
+        },
+        "ready_s": ready_s,
+        "rss_start_mib": rss_start,
+        "windows": windows,
+        "totals": {
+            "ok": sum(w["ok"] for w in windows),
+            "errors": sum(w["errors"] for w in windows),
+            "rps_mean": statistics.fmean(w["rps"] for w in windows),
+            "p99_worst_window_ms": max(all_ms),
+            "p99_median_window_ms": statistics.median(all_ms),
+        },
+        "memory": {
+            "growth_after_first_window_mib": growth,
+            "slope_mib_per_hour": slope,
+            "within_bound": growth <= args.rss_bound_mib,
+        },
         # Requests still in flight when a window closes are answered (and audited) after it, uncounted: at most
         # C per window. Fewer records than answered predictions would be an unaudited result.
-        "audit": {"records_written": audited, "answered_predictions": ok_total,
-                  "in_flight_allowance": args.concurrency * len(windows),
-                  "every_prediction_audited": ok_total <= audited <= ok_total + args.concurrency * len(windows),
-                  "chain_verifies": chain_ok, "broken_at": broken_at},
+        "audit": {
+            "records_written": audited,
+            "answered_predictions": ok_total,
+            "in_flight_allowance": args.concurrency * len(windows),
+            "every_prediction_audited": ok_total <= audited <= ok_total + args.concurrency * len(windows),
+            "chain_verifies": chain_ok,
+            "broken_at": broken_at,
+        },
         "load_end": sl.loadavg(),
         "wall_s": time.monotonic() - t_start,
     }
@@ -180,8 +216,12 @@ def _audit_count(store: Any) -> int:
 
 
 def verdict(result: dict[str, Any]) -> bool:
-    return (result["totals"]["errors"] == 0 and result["memory"]["within_bound"]
-            and result["audit"]["every_prediction_audited"] and result["audit"]["chain_verifies"])
+    return (
+        result["totals"]["errors"] == 0
+        and result["memory"]["within_bound"]
+        and result["audit"]["every_prediction_audited"]
+        and result["audit"]["chain_verifies"]
+    )
 
 
 def render(result: dict[str, Any]) -> str:
@@ -190,8 +230,8 @@ def render(result: dict[str, Any]) -> str:
         "# Soak benchmark: sustained load on `vigil serve`",
         "",
         f"Produced by `{result['command']}` on {result['date_utc']} (commit {result['git']['commit'][:10]}"
-        + (f", with uncommitted changes to {', '.join(result['git']['modified'])}" if result["git"]["modified"]
-           else "") + f"); {result['machine']['nproc']} CPUs ({result['machine']['cpu_model']}), load average "
+        + (f", with uncommitted changes to {', '.join(result['git']['modified'])}" if result["git"]["modified"] else "")
+        + f"); {result['machine']['nproc']} CPUs ({result['machine']['cpu_model']}), load average "
         f"at start {result['load_start']}, at the end {result['load_end']}. Loopback only; the load generator shares "
         "the machine's CPUs.",
         "",
@@ -213,18 +253,28 @@ def render(result: dict[str, Any]) -> str:
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for w in result["windows"]:
-        lines.append(f"| {w['window']} | {w['t_end_s']:.0f} | {w['rps']:.0f} | {w['p50_ms']:.2f} | {w['p99_ms']:.2f}"
-                     f" | {w['max_ms']:.1f} | {w['errors']} | {w['server_cpu_ms_per_req']:.2f} | {w['rss_mib']:.1f} |")
-    lines += ["", f"RSS before the first window (after two check requests): {result['rss_start_mib']:.1f} MiB. "
-              "RSS is the sum over the server's process group (the uvicorn process, and its workers when "
-              "`--workers` > 1).", ""]
+        lines.append(
+            f"| {w['window']} | {w['t_end_s']:.0f} | {w['rps']:.0f} | {w['p50_ms']:.2f} | {w['p99_ms']:.2f}"
+            f" | {w['max_ms']:.1f} | {w['errors']} | {w['server_cpu_ms_per_req']:.2f} | {w['rss_mib']:.1f} |"
+        )
+    lines += [
+        "",
+        f"RSS before the first window (after two check requests): {result['rss_start_mib']:.1f} MiB. "
+        "RSS is the sum over the server's process group (the uvicorn process, and its workers when "
+        "`--workers` > 1).",
+        "",
+    ]
     return "\n".join(lines)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--work-dir", type=Path, default=Path("vigil-work"),
-                        help="VIGIL_WORK_DIR holding mlflow.db with vigil-triage and vigil-cxr @candidate")
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        default=Path("vigil-work"),
+        help="VIGIL_WORK_DIR holding mlflow.db with vigil-triage and vigil-cxr @candidate",
+    )
     parser.add_argument("--duration", type=float, default=600.0, help="seconds of sustained load")
     parser.add_argument("--window", type=float, default=60.0, help="seconds per reported window")
     parser.add_argument("--concurrency", type=int, default=4, help="closed-loop clients")
@@ -232,8 +282,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--records", type=int, default=200, help="distinct requests sent in turn")
     parser.add_argument("--data", choices=("ktas", "synthetic"), default="ktas", help="where the records come from")
     parser.add_argument("--imaging-every", type=int, default=50, help="every Nth request is a second read (0: none)")
-    parser.add_argument("--rss-bound-mib", type=float, default=32.0,
-                        help="largest memory growth after the first window that passes")
+    parser.add_argument(
+        "--rss-bound-mib", type=float, default=32.0, help="largest memory growth after the first window that passes"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "reliability_soak.md")
     args = parser.parse_args(argv)

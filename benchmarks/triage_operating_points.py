@@ -29,26 +29,34 @@ ATTRIBUTES = ("sex", "age_band", "ethnicity", "payer")
 
 def _rates(truth: np.ndarray, served: np.ndarray, mask: np.ndarray) -> dict[str, float]:
     high = mask & (truth <= 2)
-    return {"n": int(mask.sum()), "n_high": int(high.sum()),
-            "high_acuity_under_triage": float((served[high] > 2).mean()) if high.any() else float("nan"),
-            "under_triage": float((served[mask] > truth[mask]).mean()),
-            "over_triage": float((served[mask] < truth[mask]).mean())}
+    return {
+        "n": int(mask.sum()),
+        "n_high": int(high.sum()),
+        "high_acuity_under_triage": float((served[high] > 2).mean()) if high.any() else float("nan"),
+        "under_triage": float((served[mask] > truth[mask]).mean()),
+        "over_triage": float((served[mask] < truth[mask]).mean()),
+    }
 
 
 def score(model: TriageOnnxModel, frame: pd.DataFrame) -> dict[str, Any]:
     rule = dict(model.card.decision_rule)
-    variants = {"stated rule": {}, "age-band points": {"under_triage_weight_by_age_band":
-                                                       rule.get("under_triage_weight_by_age_band")},
-                "age band x sex points": {
-                    "under_triage_weight_by_age_band": rule.get("under_triage_weight_by_age_band"),
-                    "under_triage_weight_by_age_band_sex": rule.get("under_triage_weight_by_age_band_sex")}}
+    variants = {
+        "stated rule": {},
+        "age-band points": {"under_triage_weight_by_age_band": rule.get("under_triage_weight_by_age_band")},
+        "age band x sex points": {
+            "under_triage_weight_by_age_band": rule.get("under_triage_weight_by_age_band"),
+            "under_triage_weight_by_age_band_sex": rule.get("under_triage_weight_by_age_band_sex"),
+        },
+    }
     known = frame["acuity"].notna().to_numpy()
     truth = frame.loc[known, "acuity"].astype(int).to_numpy()
     rated = frame.loc[known]
     out: dict[str, Any] = {}
     for name, extra in variants.items():
-        model.card.decision_rule = {**{k: v for k, v in rule.items() if not k.startswith("under_triage_weight_by")},
-                                    **{k: v for k, v in extra.items() if v}}
+        model.card.decision_rule = {
+            **{k: v for k, v in rule.items() if not k.startswith("under_triage_weight_by")},
+            **{k: v for k, v in extra.items() if v},
+        }
         pred = model.predict(frame)
         served = pred.recommended_level[known]
         groups = {"all": _rates(truth, served, np.ones(len(truth), bool))}
@@ -57,25 +65,37 @@ def score(model: TriageOnnxModel, frame: pd.DataFrame) -> dict[str, Any]:
             if values.nunique() > 1:
                 for value in sorted(values.unique()):
                     groups[f"{attribute}={value}"] = _rates(truth, served, (values == value).to_numpy())
-        out[name] = {"groups": groups,
-                     "auroc_admitted": float(auroc(frame["admitted"].to_numpy(int), pred.p_admitted)),
-                     "auroc_critical": float(auroc(frame["critical"].to_numpy(int), pred.p_critical))
-                     if frame["critical"].sum() else float("nan")}
+        out[name] = {
+            "groups": groups,
+            "auroc_admitted": float(auroc(frame["admitted"].to_numpy(int), pred.p_admitted)),
+            "auroc_critical": float(auroc(frame["critical"].to_numpy(int), pred.p_critical))
+            if frame["critical"].sum()
+            else float("nan"),
+        }
     model.card.decision_rule = rule
     return out
 
 
 def markdown(name: str, result: dict[str, Any]) -> str:
-    lines = [f"#### {name}", "", "| group | n | true L1-2 | L1-2 under-triage: " + " | ".join(RULES)
-             + " | over-triage: stated | served |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"#### {name}",
+        "",
+        "| group | n | true L1-2 | L1-2 under-triage: " + " | ".join(RULES) + " | over-triage: stated | served |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for group, first in result[RULES[0]]["groups"].items():
         cells = " | ".join(f"{result[r]['groups'][group]['high_acuity_under_triage']:.3f}" for r in RULES)
-        lines.append(f"| {group} | {first['n']} | {first['n_high']} | {cells} | {first['over_triage']:.3f} | "
-                     f"{result[RULES[-1]]['groups'][group]['over_triage']:.3f} |")
+        lines.append(
+            f"| {group} | {first['n']} | {first['n_high']} | {cells} | {first['over_triage']:.3f} | "
+            f"{result[RULES[-1]]['groups'][group]['over_triage']:.3f} |"
+        )
     s, a = result[RULES[0]], result[RULES[-1]]
-    lines += ["", f"AUROC admission {s['auroc_admitted']:.3f}, critical {s['auroc_critical']:.3f} (the operating "
-              f"points change the level only). All-patient under-triage {s['groups']['all']['under_triage']:.3f} -> "
-              f"{a['groups']['all']['under_triage']:.3f}."]
+    lines += [
+        "",
+        f"AUROC admission {s['auroc_admitted']:.3f}, critical {s['auroc_critical']:.3f} (the operating "
+        f"points change the level only). All-patient under-triage {s['groups']['all']['under_triage']:.3f} -> "
+        f"{a['groups']['all']['under_triage']:.3f}.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -91,8 +111,9 @@ def main(argv: list[str] | None = None) -> int:
         frame = load_dataset(data, resolve_data_dir(args.data_dir)).frame.reset_index(drop=True)
         results[data] = score(model, frame)
         print(markdown(data, results[data]))
-    args.out.write_text(json.dumps({"model": str(args.model), "model_version": model.card.version,
-                                    "results": results}, indent=1))
+    args.out.write_text(
+        json.dumps({"model": str(args.model), "model_version": model.card.version, "results": results}, indent=1)
+    )
     return 0
 
 

@@ -41,9 +41,7 @@ class News2Baseline:
 
     def fit(self, train: pd.DataFrame) -> News2Baseline:
         score = news2_frame(train)["score"].to_numpy(dtype=float).reshape(-1, 1)
-        self.risk_models = {
-            o: LogisticRegression(max_iter=1000).fit(score, train[o].to_numpy()) for o in OUTCOMES
-        }
+        self.risk_models = {o: LogisticRegression(max_iter=1000).fit(score, train[o].to_numpy()) for o in OUTCOMES}
         # Cut points on the score so that the level mix matches training: the most urgent share of
         # training gets level 1, and so on (ties at a score value go to the more urgent level).
         levels = _levels(train)
@@ -51,8 +49,9 @@ class News2Baseline:
         shares = np.array([(levels[known] == lv).mean() for lv in ACUITY_LEVELS])
         scores_known = np.sort(score[known, 0])[::-1]
         cumulative = np.cumsum(shares)[:-1]
-        self.cut_scores = [float(scores_known[min(len(scores_known) - 1, int(c * len(scores_known)))])
-                           for c in cumulative]
+        self.cut_scores = [
+            float(scores_known[min(len(scores_known) - 1, int(c * len(scores_known)))]) for c in cumulative
+        ]
         return self
 
     def acuity(self, score: np.ndarray) -> np.ndarray:
@@ -82,8 +81,9 @@ class TabularBaseline:
     def _model(self) -> LogisticRegression | HistGradientBoostingClassifier:
         if self.kind == "logistic":
             return LogisticRegression(max_iter=2000, C=0.5)
-        return HistGradientBoostingClassifier(max_iter=300, learning_rate=0.05, early_stopping=True,
-                                              validation_fraction=0.15, random_state=self.seed)
+        return HistGradientBoostingClassifier(
+            max_iter=300, learning_rate=0.05, early_stopping=True, validation_fraction=0.15, random_state=self.seed
+        )
 
     def fit(self, train: pd.DataFrame) -> TabularBaseline:
         x, _ = self.encoder.dense(train)
@@ -103,11 +103,15 @@ def nurse_baseline(frame: pd.DataFrame) -> BaselinePredictions | None:
     """The nurse's recorded triage level as an acuity baseline, when the data has one for every row."""
     if "nurse_acuity" not in frame or frame["nurse_acuity"].isna().all():
         return None
-    return BaselinePredictions("nurse triage", {o: None for o in OUTCOMES},
-                               frame["nurse_acuity"].astype("float").to_numpy())
+    return BaselinePredictions(
+        "nurse triage", {o: None for o in OUTCOMES}, frame["nurse_acuity"].astype("float").to_numpy()
+    )
 
 
 def fit_baselines(train: pd.DataFrame, encoder: FeatureEncoder, seed: int) -> list[News2Baseline | TabularBaseline]:
     """Fit every learned baseline on the model's own training rows."""
-    return [News2Baseline().fit(train), TabularBaseline("logistic", encoder, seed).fit(train),
-            TabularBaseline("gbm", encoder, seed).fit(train)]
+    return [
+        News2Baseline().fit(train),
+        TabularBaseline("logistic", encoder, seed).fit(train),
+        TabularBaseline("gbm", encoder, seed).fit(train),
+    ]

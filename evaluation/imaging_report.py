@@ -41,16 +41,25 @@ def evaluate_imaging(
         Patient ids: bootstrap resamples patients, not images.
     """
     flags = probabilities >= np.array([thresholds[f] for f in findings])[None, :]
-    out: dict[str, Any] = {"dataset": dataset, "n_images": len(labels),
-                           "n_patients": len(np.unique(patients)), "bootstrap_resamples": n_boot,
-                           "bootstrap_unit": "patient", "findings": {}}
+    out: dict[str, Any] = {
+        "dataset": dataset,
+        "n_images": len(labels),
+        "n_patients": len(np.unique(patients)),
+        "bootstrap_resamples": n_boot,
+        "bootstrap_unit": "patient",
+        "findings": {},
+    }
     for j, finding in enumerate(findings):
         rows = mask[:, j] > 0
         if not rows.any():
             continue
         y, p, f, g = labels[rows, j].astype(int), probabilities[rows, j], flags[rows, j].astype(int), patients[rows]
-        entry: dict[str, Any] = {"n": int(rows.sum()), "positives": int(y.sum()), "threshold": thresholds[finding],
-                                 "flag_rate": float(f.mean())}
+        entry: dict[str, Any] = {
+            "n": int(rows.sum()),
+            "positives": int(y.sum()),
+            "threshold": thresholds[finding],
+            "flag_rate": float(f.mean()),
+        }
         if 0 < y.sum() < len(y):
             entry["auroc"] = bootstrap_ci(auroc, [y, p], n_boot=n_boot, seed=seed, groups=g).to_dict()
             entry["sensitivity"] = bootstrap_ci(sensitivity, [y, f], n_boot=n_boot, seed=seed, groups=g).to_dict()
@@ -72,28 +81,46 @@ def evaluate_imaging(
 
 def to_markdown(result: dict[str, Any], title: str) -> str:
     """Render an imaging evaluation as Markdown."""
-    lines = [f"# {title}", "", f"Dataset **{result['dataset']}**: {result['n_images']} images of "
-             f"{result['n_patients']} patients; {result['bootstrap_resamples']} bootstrap resamples by patient, "
-             "95% percentile intervals.", "",
-             "| finding | n | positives | AUROC (95% CI) | threshold | sensitivity (95% CI) | specificity (95% CI) "
-             "| flag rate | ECE |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# {title}",
+        "",
+        f"Dataset **{result['dataset']}**: {result['n_images']} images of "
+        f"{result['n_patients']} patients; {result['bootstrap_resamples']} bootstrap resamples by patient, "
+        "95% percentile intervals.",
+        "",
+        "| finding | n | positives | AUROC (95% CI) | threshold | sensitivity (95% CI) | specificity (95% CI) "
+        "| flag rate | ECE |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
 
     def fmt(ci: dict[str, float] | None) -> str:
         return "n/a" if ci is None else f"{ci['estimate']:.3f} ({ci['low']:.3f}-{ci['high']:.3f})"
 
     for finding, e in result["findings"].items():
-        lines.append(f"| {finding} | {e['n']} | {e['positives']} | {fmt(e.get('auroc'))} | {e['threshold']:.4f} | "
-                     f"{fmt(e.get('sensitivity'))} | {fmt(e.get('specificity'))} | {e['flag_rate']:.3f} | "
-                     f"{e.get('ece', float('nan')):.3f} |")
+        lines.append(
+            f"| {finding} | {e['n']} | {e['positives']} | {fmt(e.get('auroc'))} | {e['threshold']:.4f} | "
+            f"{fmt(e.get('sensitivity'))} | {fmt(e.get('specificity'))} | {e['flag_rate']:.3f} | "
+            f"{e.get('ece', float('nan')):.3f} |"
+        )
     lines += ["", f"Studies flagged for second read: {100 * result['study_flag_rate']:.1f}%."]
     if "false_no_finding_rate" in result:
-        lines.append(f"Abnormal studies ({result['abnormal_studies']}) with no finding flagged: "
-                     f"{100 * result['false_no_finding_rate']:.1f}%.")
+        lines.append(
+            f"Abnormal studies ({result['abnormal_studies']}) with no finding flagged: "
+            f"{100 * result['false_no_finding_rate']:.1f}%."
+        )
     return "\n".join(lines) + "\n"
 
 
-def write_imaging_report(result: dict[str, Any], labels: np.ndarray, mask: np.ndarray, probabilities: np.ndarray,
-                         findings: Sequence[str], out_dir: Path, prefix: str, title: str) -> list[Path]:
+def write_imaging_report(
+    result: dict[str, Any],
+    labels: np.ndarray,
+    mask: np.ndarray,
+    probabilities: np.ndarray,
+    findings: Sequence[str],
+    out_dir: Path,
+    prefix: str,
+    title: str,
+) -> list[Path]:
     """JSON, Markdown and a ROC plot per finding."""
     import matplotlib
 

@@ -66,18 +66,32 @@ class InvariantResult:
         return self.n_cases > 0 and self.n_violations == 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "description": self.description, "rationale": self.rationale,
-                "n_cases": self.n_cases, "n_violations": self.n_violations, "tolerance": self.tolerance,
-                "passed": self.passed, "worst": self.worst, "examples": list(self.examples),
-                **({"by_finding": dict(self.by_finding)} if self.by_finding else {})}
+        return {
+            "id": self.id,
+            "description": self.description,
+            "rationale": self.rationale,
+            "n_cases": self.n_cases,
+            "n_violations": self.n_violations,
+            "tolerance": self.tolerance,
+            "passed": self.passed,
+            "worst": self.worst,
+            "examples": list(self.examples),
+            **({"by_finding": dict(self.by_finding)} if self.by_finding else {}),
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> InvariantResult:
-        return cls(id=str(d["id"]), description=str(d["description"]), rationale=str(d["rationale"]),
-                   n_cases=int(d["n_cases"]), n_violations=int(d["n_violations"]),
-                   tolerance=str(d.get("tolerance", "none")), examples=tuple(d.get("examples", ())),
-                   worst=float(d.get("worst", 0.0)),
-                   by_finding={str(k): int(v) for k, v in dict(d.get("by_finding", {})).items()})
+        return cls(
+            id=str(d["id"]),
+            description=str(d["description"]),
+            rationale=str(d["rationale"]),
+            n_cases=int(d["n_cases"]),
+            n_violations=int(d["n_violations"]),
+            tolerance=str(d.get("tolerance", "none")),
+            examples=tuple(d.get("examples", ())),
+            worst=float(d.get("worst", 0.0)),
+            by_finding={str(k): int(v) for k, v in dict(d.get("by_finding", {})).items()},
+        )
 
 
 @dataclass(frozen=True)
@@ -106,30 +120,43 @@ class SafetyReport:
 
     def summary(self) -> str:
         if self.passed:
-            return (f"{len(self.results)} invariants, {self.n_cases} cases, no violation "
-                    f"({self.suite_version})")
+            return f"{len(self.results)} invariants, {self.n_cases} cases, no violation ({self.suite_version})"
         failed = ", ".join(f"{r.id} ({r.n_violations}/{r.n_cases})" for r in self.violations)
         return f"violated: {failed} ({self.suite_version})"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"suite_version": self.suite_version, "model_name": self.model_name,
-                "model_version": self.model_version, "task": self.task, "passed": self.passed,
-                "n_cases": self.n_cases, "results": [r.to_dict() for r in self.results],
-                "notes": list(self.notes)}
+        return {
+            "suite_version": self.suite_version,
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "task": self.task,
+            "passed": self.passed,
+            "n_cases": self.n_cases,
+            "results": [r.to_dict() for r in self.results],
+            "notes": list(self.notes),
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SafetyReport:
-        return cls(model_name=str(d["model_name"]), model_version=str(d["model_version"]), task=str(d["task"]),
-                   results=tuple(InvariantResult.from_dict(r) for r in d["results"]),
-                   suite_version=str(d.get("suite_version", SAFETY_SUITE_VERSION)),
-                   notes=tuple(str(n) for n in d.get("notes", ())))
+        return cls(
+            model_name=str(d["model_name"]),
+            model_version=str(d["model_version"]),
+            task=str(d["task"]),
+            results=tuple(InvariantResult.from_dict(r) for r in d["results"]),
+            suite_version=str(d.get("suite_version", SAFETY_SUITE_VERSION)),
+            notes=tuple(str(n) for n in d.get("notes", ())),
+        )
 
     def to_markdown(self) -> str:
-        lines = [f"# Safety invariants: {self.model_name} {self.model_version}", "",
-                 f"Suite {self.suite_version}; {'PASS' if self.passed else 'FAIL'}: {self.summary()}", "",
-                 "| invariant | cases | violations | tolerance | worst |", "|---|---:|---:|---|---:|"]
-        lines += [f"| {r.id} | {r.n_cases} | {r.n_violations} | {r.tolerance} | {r.worst:.4g} |"
-                  for r in self.results]
+        lines = [
+            f"# Safety invariants: {self.model_name} {self.model_version}",
+            "",
+            f"Suite {self.suite_version}; {'PASS' if self.passed else 'FAIL'}: {self.summary()}",
+            "",
+            "| invariant | cases | violations | tolerance | worst |",
+            "|---|---:|---:|---|---:|",
+        ]
+        lines += [f"| {r.id} | {r.n_cases} | {r.n_violations} | {r.tolerance} | {r.worst:.4g} |" for r in self.results]
         for r in self.violations:
             lines += ["", f"## {r.id}", "", r.description, "", f"Why: {r.rationale}", ""]
             lines += [f"- example: `{ex}`" for ex in r.examples]
@@ -137,9 +164,17 @@ class SafetyReport:
         return "\n".join(lines) + "\n"
 
 
-def invariant(id: str, description: str, rationale: str, n_cases: int, magnitudes: Sequence[float] | np.ndarray,
-              examples: Sequence[dict[str, Any]], *, tolerance: float = 0.0,
-              tolerance_text: str | None = None) -> InvariantResult:
+def invariant(
+    id: str,
+    description: str,
+    rationale: str,
+    n_cases: int,
+    magnitudes: Sequence[float] | np.ndarray,
+    examples: Sequence[dict[str, Any]],
+    *,
+    tolerance: float = 0.0,
+    tolerance_text: str | None = None,
+) -> InvariantResult:
     """Build a result from per-case violation magnitudes (> ``tolerance`` is a violation).
 
     ``magnitudes`` holds one number per case (how far the case went the wrong way; <= 0 when it held);
@@ -149,7 +184,11 @@ def invariant(id: str, description: str, rationale: str, n_cases: int, magnitude
     worst = max((float(magnitudes[i]) for i in bad), default=0.0)
     bad.sort(key=lambda i: -float(magnitudes[i]))
     return InvariantResult(
-        id=id, description=description, rationale=rationale, n_cases=int(n_cases), n_violations=len(bad),
+        id=id,
+        description=description,
+        rationale=rationale,
+        n_cases=int(n_cases),
+        n_violations=len(bad),
         tolerance=tolerance_text if tolerance_text is not None else ("none" if tolerance == 0 else f"{tolerance:g}"),
         examples=tuple({**examples[i], "violation": round(float(magnitudes[i]), 6)} for i in bad[:MAX_EXAMPLES]),
         worst=worst,

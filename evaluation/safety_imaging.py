@@ -99,9 +99,12 @@ def change_contrast(image: np.ndarray, change: float) -> np.ndarray:
 def reorient(image: np.ndarray, orientation: str) -> np.ndarray:
     """One of :data:`ORIENTATIONS` or ``"horizontal_flip"``."""
     ops: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-        "horizontal_flip": lambda x: x[:, ::-1], "vertical_flip": lambda x: x[::-1],
-        "rotate_90": lambda x: np.rot90(x, 1), "rotate_180": lambda x: np.rot90(x, 2),
-        "rotate_270": lambda x: np.rot90(x, 3)}
+        "horizontal_flip": lambda x: x[:, ::-1],
+        "vertical_flip": lambda x: x[::-1],
+        "rotate_90": lambda x: np.rot90(x, 1),
+        "rotate_180": lambda x: np.rot90(x, 2),
+        "rotate_270": lambda x: np.rot90(x, 3),
+    }
     return np.ascontiguousarray(ops[orientation](image))
 
 
@@ -160,12 +163,12 @@ def _blank_cases(rng: np.random.Generator, n: int) -> list[tuple[dict[str, Any],
         size = int(rng.integers(64, 513))
         level = (0.0, 1.0, 0.5)[i] if i < 3 else float(rng.random())
         array = np.full((size, size), level, dtype=np.float32)
-        cases.append(({"kind": "uniform array", "level": round(level, 3), "side": size},
-                      partial(imaging.model_input, array, 64)))
+        cases.append(
+            ({"kind": "uniform array", "level": round(level, 3), "side": size}, partial(imaging.model_input, array, 64))
+        )
         if i < max(1, n // 4):  # all-zero DICOMs: the safety review's case, as stored values
             data = film_to_dicom(np.zeros((size, size), dtype=np.float32))
-            cases.append(({"kind": "all-zero DICOM", "side": size},
-                          partial(imaging.load_dicom_for_model, data, 64)))
+            cases.append(({"kind": "all-zero DICOM", "side": size}, partial(imaging.load_dicom_for_model, data, 64)))
     return cases
 
 
@@ -184,8 +187,9 @@ def _noise_cases(rng: np.random.Generator, n: int) -> list[tuple[dict[str, Any],
         cases.append(({"kind": f"{kind} noise array", "side": size}, partial(imaging.model_input, array, 64)))
         if i < max(1, n // 4):
             data = film_to_dicom(array)
-            cases.append(({"kind": f"{kind} noise DICOM", "side": size},
-                          partial(imaging.load_dicom_for_model, data, 64)))
+            cases.append(
+                ({"kind": f"{kind} noise DICOM", "side": size}, partial(imaging.load_dicom_for_model, data, 64))
+            )
     return cases
 
 
@@ -233,8 +237,13 @@ def _graphics_cases(rng: np.random.Generator, n: int) -> list[tuple[dict[str, An
     return cases
 
 
-def _refusal(id: str, description: str, rationale: str, cases: list[tuple[dict[str, Any], Callable[[], object]]],
-             expected: type[ImagingInputError]) -> InvariantResult:
+def _refusal(
+    id: str,
+    description: str,
+    rationale: str,
+    cases: list[tuple[dict[str, Any], Callable[[], object]]],
+    expected: type[ImagingInputError],
+) -> InvariantResult:
     magnitudes, examples = [], []
     for case, attempt in cases:
         try:
@@ -246,21 +255,29 @@ def _refusal(id: str, description: str, rationale: str, cases: list[tuple[dict[s
             outcome, magnitude = f"refused by {type(exc).__name__} ({exc.field}), not {expected.__name__}", 1.0
         magnitudes.append(magnitude)
         examples.append({**case, "outcome": outcome})
-    return invariant(id, description, rationale, len(cases), magnitudes, examples,
-                     tolerance_text=f"none: every case refused with {expected.__name__}")
+    return invariant(
+        id,
+        description,
+        rationale,
+        len(cases),
+        magnitudes,
+        examples,
+        tolerance_text=f"none: every case refused with {expected.__name__}",
+    )
 
 
 # ---------------------------------------------------------------------------------------------- the suite
 def _probabilities(model: ImagingRuntime, inputs: list[np.ndarray]) -> np.ndarray:
     out = []
     for start in range(0, len(inputs), BATCH_SIZE):
-        batch = np.stack(inputs[start:start + BATCH_SIZE]).astype(np.float32)
+        batch = np.stack(inputs[start : start + BATCH_SIZE]).astype(np.float32)
         out.append(np.asarray(model.run(batch)[0], dtype=np.float64))
     return np.concatenate(out) if out else np.zeros((0, len(model.findings)))
 
 
 def _perturbations(rng: np.random.Generator, n: int) -> list[tuple[str, str, float | None]]:
     """``(family, label, amount)`` per perturbation of one film."""
+
     def amounts(limit: float) -> list[float]:
         drawn = list(rng.uniform(-limit, limit, max(0, n - 2)))
         return ([limit, -limit] + [float(v) for v in drawn])[:n]
@@ -284,21 +301,38 @@ def _apply(image: np.ndarray, family: str, label: str, amount: float | None) -> 
 
 
 _FAMILIES: Final = {
-    "window_centre": ("imaging.window_centre", f"a window-centre shift of up to {WINDOW_CENTRE_SHIFT:.0%}",
-                      "a routine display-window change must not change what the second reader says"),
-    "contrast": ("imaging.contrast", f"a contrast (window-width) change of up to {CONTRAST_CHANGE:.0%}",
-                 "a routine display-window change must not change what the second reader says"),
-    "horizontal_flip": ("imaging.horizontal_flip", "a left-right flip",
-                        "no finding is lateralised: a mirrored film shows the same disease"),
-    "orientation": ("imaging.orientation", "a vertical flip or a rotation by 90, 180 or 270 degrees",
-                    "a film hung upside down or rotated must not be read differently (the model is built invariant)"),
+    "window_centre": (
+        "imaging.window_centre",
+        f"a window-centre shift of up to {WINDOW_CENTRE_SHIFT:.0%}",
+        "a routine display-window change must not change what the second reader says",
+    ),
+    "contrast": (
+        "imaging.contrast",
+        f"a contrast (window-width) change of up to {CONTRAST_CHANGE:.0%}",
+        "a routine display-window change must not change what the second reader says",
+    ),
+    "horizontal_flip": (
+        "imaging.horizontal_flip",
+        "a left-right flip",
+        "no finding is lateralised: a mirrored film shows the same disease",
+    ),
+    "orientation": (
+        "imaging.orientation",
+        "a vertical flip or a rotation by 90, 180 or 270 degrees",
+        "a film hung upside down or rotated must not be read differently (the model is built invariant)",
+    ),
 }
 
 
-def run_imaging_safety_suite(model: ImagingRuntime, images: Sequence[np.ndarray | str | Path], *, seed: int = 0,
-                             n_perturbations: int = RELEASE_N_PERTURBATIONS,
-                             n_refusal_cases: int = 40,
-                             scopes: Sequence[Iterable[str] | None] | None = None) -> SafetyReport:
+def run_imaging_safety_suite(
+    model: ImagingRuntime,
+    images: Sequence[np.ndarray | str | Path],
+    *,
+    seed: int = 0,
+    n_perturbations: int = RELEASE_N_PERTURBATIONS,
+    n_refusal_cases: int = 40,
+    scopes: Sequence[Iterable[str] | None] | None = None,
+) -> SafetyReport:
     """Check the imaging model and its pixel path against the invariants of the module docstring.
 
     Parameters
@@ -324,8 +358,9 @@ def run_imaging_safety_suite(model: ImagingRuntime, images: Sequence[np.ndarray 
         ``task="imaging"``; one result per invariant; notes give the case counts and definitions.
     """
     if n_perturbations < 2 or n_refusal_cases < 1:
-        raise ValueError(f"n_perturbations must be >= 2 and n_refusal_cases >= 1; got {n_perturbations} and "
-                         f"{n_refusal_cases}")
+        raise ValueError(
+            f"n_perturbations must be >= 2 and n_refusal_cases >= 1; got {n_perturbations} and {n_refusal_cases}"
+        )
     if scopes is not None and len(scopes) != len(images):
         raise ValueError(f"scopes must give one entry per film; got {len(scopes)} for {len(images)} films")
     rng = np.random.default_rng(seed)
@@ -334,13 +369,20 @@ def run_imaging_safety_suite(model: ImagingRuntime, images: Sequence[np.ndarray 
     findings = list(model.findings)
     release = getattr(model, "release", None)
     released = np.array([release is None or f in release.released for f in findings])
-    film_masks = [released & (np.ones(len(findings), bool) if scope is None
-                              else np.isin(findings, list(scope))) for scope in (scopes or [None] * len(films))]
-    results = [invariant(
-        "imaging.real_films_accepted", "Every real frontal chest film supplied passes the pixel path and its gate.",
-        "a gate that refuses real films withholds the second read from patients", len(films),
-        [0.0 if reason is None else 1.0 for _, _, reason in films],
-        [{"film": name, "refused": reason} for name, _, reason in films])]
+    film_masks = [
+        released & (np.ones(len(findings), bool) if scope is None else np.isin(findings, list(scope)))
+        for scope in (scopes or [None] * len(films))
+    ]
+    results = [
+        invariant(
+            "imaging.real_films_accepted",
+            "Every real frontal chest film supplied passes the pixel path and its gate.",
+            "a gate that refuses real films withholds the second read from patients",
+            len(films),
+            [0.0 if reason is None else 1.0 for _, _, reason in films],
+            [{"film": name, "refused": reason} for name, _, reason in films],
+        )
+    ]
     accepted = [(name, display) for name, display, reason in films if display is not None]
     masks = [mask for mask, (_, display, _) in zip(film_masks, films, strict=True) if display is not None]
 
@@ -376,8 +418,9 @@ def run_imaging_safety_suite(model: ImagingRuntime, images: Sequence[np.ndarray 
                 examples.append({"film": name, "perturbation": label, "refused": refused})
                 continue
             delta = np.where(masks[film], pert_p[row] - base_p[film], 0.0)
-            changed = [f for f, a, b, m in zip(findings, base_f[film], pert_f[row], masks[film], strict=True)
-                       if a != b and m]
+            changed = [
+                f for f, a, b, m in zip(findings, base_f[film], pert_f[row], masks[film], strict=True) if a != b and m
+            ]
             for f, d in zip(findings, np.abs(delta), strict=True):
                 moved_by[f] += int(d > PROBABILITY_TOLERANCE)
             for f in changed:
@@ -385,54 +428,116 @@ def run_imaging_safety_suite(model: ImagingRuntime, images: Sequence[np.ndarray 
             worst = int(np.argmax(np.abs(delta)))
             moves.append(float(np.abs(delta).max()))
             flips.append(float(len(changed)))
-            examples.append({"film": name, "perturbation": label, "finding": findings[worst],
-                             "probability": round(float(base_p[film][worst]), 4),
-                             "change": round(float(delta[worst]), 4), "flags_changed": changed})
+            examples.append(
+                {
+                    "film": name,
+                    "perturbation": label,
+                    "finding": findings[worst],
+                    "probability": round(float(base_p[film][worst]), 4),
+                    "change": round(float(delta[worst]), 4),
+                    "flags_changed": changed,
+                }
+            )
         if moves:
-            observed.append(f"{family} max {max(moves):.3f} (median {float(np.median(moves)):.4f}), "
-                            f"{int(sum(f > 0 for f in flips))} with a flag changed")
-        results.append(replace(invariant(
-            f"{prefix}.probabilities_stable", f"After {what}, no finding's probability moves by more than "
-            f"{PROBABILITY_TOLERANCE:.2f}.", why, len(mine), moves, examples, tolerance=PROBABILITY_TOLERANCE,
-            tolerance_text=f"probability change <= {PROBABILITY_TOLERANCE:.2f}"), by_finding=moved_by))
-        results.append(replace(invariant(
-            f"{prefix}.flags_stable", f"After {what}, no flag is added or removed.", why, len(mine), flips, examples,
-            tolerance_text="none: findings flagged before and after must be the same"), by_finding=flipped_by))
+            observed.append(
+                f"{family} max {max(moves):.3f} (median {float(np.median(moves)):.4f}), "
+                f"{int(sum(f > 0 for f in flips))} with a flag changed"
+            )
+        results.append(
+            replace(
+                invariant(
+                    f"{prefix}.probabilities_stable",
+                    f"After {what}, no finding's probability moves by more than {PROBABILITY_TOLERANCE:.2f}.",
+                    why,
+                    len(mine),
+                    moves,
+                    examples,
+                    tolerance=PROBABILITY_TOLERANCE,
+                    tolerance_text=f"probability change <= {PROBABILITY_TOLERANCE:.2f}",
+                ),
+                by_finding=moved_by,
+            )
+        )
+        results.append(
+            replace(
+                invariant(
+                    f"{prefix}.flags_stable",
+                    f"After {what}, no flag is added or removed.",
+                    why,
+                    len(mine),
+                    flips,
+                    examples,
+                    tolerance_text="none: findings flagged before and after must be the same",
+                ),
+                by_finding=flipped_by,
+            )
+        )
 
-    results.append(_refusal("imaging.blank_refused", "Blank and uniform images (arrays and all-zero DICOMs) are "
-                            "refused by the quality gate.", "a blank film was read and all seven findings flagged",
-                            _blank_cases(rng, n_refusal_cases), ImageQualityError))
-    results.append(_refusal("imaging.noise_refused", "Uniform, Gaussian and salt-and-pepper noise is refused by the "
-                            "quality gate.", "noise was read as a film with six findings flagged",
-                            _noise_cases(rng, n_refusal_cases), ImageQualityError))
-    results.append(_refusal("imaging.graphics_refused", "Text, charts and other graphics are refused by the quality "
-                            "gate.", "black text on white was read as pneumonia with probability 1.000",
-                            _graphics_cases(rng, n_refusal_cases), ImageQualityError))
+    results.append(
+        _refusal(
+            "imaging.blank_refused",
+            "Blank and uniform images (arrays and all-zero DICOMs) are refused by the quality gate.",
+            "a blank film was read and all seven findings flagged",
+            _blank_cases(rng, n_refusal_cases),
+            ImageQualityError,
+        )
+    )
+    results.append(
+        _refusal(
+            "imaging.noise_refused",
+            "Uniform, Gaussian and salt-and-pepper noise is refused by the quality gate.",
+            "noise was read as a film with six findings flagged",
+            _noise_cases(rng, n_refusal_cases),
+            ImageQualityError,
+        )
+    )
+    results.append(
+        _refusal(
+            "imaging.graphics_refused",
+            "Text, charts and other graphics are refused by the quality gate.",
+            "black text on white was read as pneumonia with probability 1.000",
+            _graphics_cases(rng, n_refusal_cases),
+            ImageQualityError,
+        )
+    )
     lateral: list[tuple[dict[str, Any], Callable[[], object]]] = []
     for name, display in accepted:
         for view in LATERAL_VIEWS:
             data = film_to_dicom(display, ViewPosition=view)
-            lateral.append(({"film": name, "ViewPosition": view},
-                            partial(imaging.load_dicom_for_model, data, size)))
-    results.append(_refusal("imaging.lateral_refused", "A film sent as a lateral, decubitus or cross-table view "
-                            "(ViewPosition) is refused.", "the model reads frontal films only; a lateral view was "
-                            "read as if it were one", lateral, NonFrontalViewError))
+            lateral.append(({"film": name, "ViewPosition": view}, partial(imaging.load_dicom_for_model, data, size)))
+    results.append(
+        _refusal(
+            "imaging.lateral_refused",
+            "A film sent as a lateral, decubitus or cross-table view (ViewPosition) is refused.",
+            "the model reads frontal films only; a lateral view was read as if it were one",
+            lateral,
+            NonFrontalViewError,
+        )
+    )
 
     n_perturbed = len(cases)
-    notes = [f"{len(accepted)} of {len(films)} films accepted; {n_perturbed} perturbed images "
-             f"({2 * n_perturbations + 5} per film: {n_perturbations} window-centre shifts in "
-             f"[-{WINDOW_CENTRE_SHIFT:.0%}, +{WINDOW_CENTRE_SHIFT:.0%}] of the centre, {n_perturbations} contrast "
-             f"changes in [-{CONTRAST_CHANGE:.0%}, +{CONTRAST_CHANGE:.0%}], a horizontal flip and "
-             f"{len(ORIENTATIONS)} orientations), seed {seed}."]
+    notes = [
+        f"{len(accepted)} of {len(films)} films accepted; {n_perturbed} perturbed images "
+        f"({2 * n_perturbations + 5} per film: {n_perturbations} window-centre shifts in "
+        f"[-{WINDOW_CENTRE_SHIFT:.0%}, +{WINDOW_CENTRE_SHIFT:.0%}] of the centre, {n_perturbations} contrast "
+        f"changes in [-{CONTRAST_CHANGE:.0%}, +{CONTRAST_CHANGE:.0%}], a horizontal flip and "
+        f"{len(ORIENTATIONS)} orientations), seed {seed}."
+    ]
     if scopes is not None or release is not None:
         counted = {f: int(sum(m[j] for m in masks)) for j, f in enumerate(findings)}
-        notes.append("Stability counted per finding only on films in its intended population and only for released "
-                     "findings (films per finding: " + ", ".join(f"{f} {n}" for f, n in counted.items()) + ").")
+        notes.append(
+            "Stability counted per finding only on films in its intended population and only for released "
+            "findings (films per finding: " + ", ".join(f"{f} {n}" for f, n in counted.items()) + ")."
+        )
     if observed:
         notes.append("Largest probability change per perturbed film: " + "; ".join(observed) + ".")
     if n_perturbed < MIN_RELEASE_CASES:
         notes.append(f"Below the release configuration: {n_perturbed} < {MIN_RELEASE_CASES} perturbed images.")
     card = getattr(model, "card", None)
-    return SafetyReport(model_name=str(getattr(card, "name", "vigil-cxr")),
-                        model_version=str(getattr(card, "version", "unknown")), task="imaging",
-                        results=tuple(results), notes=tuple(notes))
+    return SafetyReport(
+        model_name=str(getattr(card, "name", "vigil-cxr")),
+        model_version=str(getattr(card, "version", "unknown")),
+        task="imaging",
+        results=tuple(results),
+        notes=tuple(notes),
+    )

@@ -32,19 +32,30 @@ def safety_tags(report: SafetyReport | None, reason: str = "") -> dict[str, str]
     if report is None:
         return {TAG_STATUS: "fail", TAG_VIOLATIONS: f"not run: {reason}"[:4900]}
     violated = ", ".join(f"{r.id} ({r.n_violations}/{r.n_cases})" for r in report.violations)
-    return {TAG_STATUS: "pass" if report.passed else "fail", TAG_SUITE_VERSION: report.suite_version,
-            TAG_VIOLATIONS: (violated or "none")[:4900], TAG_CASES: str(report.n_cases)}
+    return {
+        TAG_STATUS: "pass" if report.passed else "fail",
+        TAG_SUITE_VERSION: report.suite_version,
+        TAG_VIOLATIONS: (violated or "none")[:4900],
+        TAG_CASES: str(report.n_cases),
+    }
 
 
 def safety_card_section(report: SafetyReport | None, reason: str = "") -> str:
     """The model card's "Safety invariants" section in Markdown: every invariant, its result and examples."""
     if report is None:
         return f"## Safety invariants\n\nStatus: fail (the suite did not run: {reason})\n"
-    lines = ["## Safety invariants", "", f"Status: {'pass' if report.passed else 'fail'}; suite "
-             f"{report.suite_version}; {report.n_cases} cases.", "",
-             "| invariant | result | cases | violations | tolerance |", "|---|---|---:|---:|---|"]
-    lines += [f"| {r.id} | {'pass' if r.passed else 'FAIL'} | {r.n_cases} | {r.n_violations} | {r.tolerance} |"
-              for r in report.results]
+    lines = [
+        "## Safety invariants",
+        "",
+        f"Status: {'pass' if report.passed else 'fail'}; suite {report.suite_version}; {report.n_cases} cases.",
+        "",
+        "| invariant | result | cases | violations | tolerance |",
+        "|---|---|---:|---:|---|",
+    ]
+    lines += [
+        f"| {r.id} | {'pass' if r.passed else 'FAIL'} | {r.n_cases} | {r.n_violations} | {r.tolerance} |"
+        for r in report.results
+    ]
     for r in report.violations:
         lines += ["", f"**{r.id}** violated: {r.description}"]
         lines += [f"- `{json.dumps(ex, default=str)}`" for ex in r.examples[:3]]

@@ -50,8 +50,16 @@ log = logging.getLogger(__name__)
 DEFAULT_UNUSED_INPUTS: Final = ("gcs", "consciousness", "on_supplemental_oxygen")
 
 #: Each invariant's share of ``n_grid`` perturbed records.
-_SHARES: Final = {"unobserved": 0.15, "sex": 0.08, "deterioration": 0.35, "danger": 0.08, "unknown_words": 0.08,
-                  "dilution": 0.16, "red_flags": 0.06, "infants": 0.04}
+_SHARES: Final = {
+    "unobserved": 0.15,
+    "sex": 0.08,
+    "deterioration": 0.35,
+    "danger": 0.08,
+    "unknown_words": 0.08,
+    "dilution": 0.16,
+    "red_flags": 0.06,
+    "infants": 0.04,
+}
 
 P_TOL_EXACT: Final = 1e-6
 P_TOL_MONOTONE: Final = 1e-4
@@ -66,18 +74,27 @@ class _Outputs:
     recommended_level: np.ndarray
 
     def at(self, i: int) -> dict[str, Any]:
-        return {"p_admitted": round(float(self.p_admitted[i]), 6), "p_critical": round(float(self.p_critical[i]), 6),
-                "model_level": int(self.model_level[i]), "recommended_level": int(self.recommended_level[i])}
+        return {
+            "p_admitted": round(float(self.p_admitted[i]), 6),
+            "p_critical": round(float(self.p_critical[i]), 6),
+            "model_level": int(self.model_level[i]),
+            "recommended_level": int(self.recommended_level[i]),
+        }
 
 
 def _predict(model: Any, cols: Columns) -> _Outputs:
     pred = model.predict(cols)
-    return _Outputs(np.asarray(pred.p_admitted, dtype=float), np.asarray(pred.p_critical, dtype=float),
-                    np.asarray(pred.model_level, dtype=np.int64), np.asarray(pred.recommended_level, dtype=np.int64))
+    return _Outputs(
+        np.asarray(pred.p_admitted, dtype=float),
+        np.asarray(pred.p_critical, dtype=float),
+        np.asarray(pred.model_level, dtype=np.int64),
+        np.asarray(pred.recommended_level, dtype=np.int64),
+    )
 
 
-def _worse(out: _Outputs, ref: np.ndarray, new: np.ndarray, *, levels: tuple[str, ...] = (
-        "model_level", "recommended_level")) -> np.ndarray:
+def _worse(
+    out: _Outputs, ref: np.ndarray, new: np.ndarray, *, levels: tuple[str, ...] = ("model_level", "recommended_level")
+) -> np.ndarray:
     """Per pair (ref[k], new[k]): the largest probability drop or level rise (less urgent) from ref to new."""
     parts = [out.p_admitted[ref] - out.p_admitted[new], out.p_critical[ref] - out.p_critical[new]]
     parts += [(getattr(out, name)[new] - getattr(out, name)[ref]).astype(float) for name in levels]
@@ -121,15 +138,27 @@ def unobserved_inputs(model: Any, rng: np.random.Generator, target: float) -> tu
     out = _predict(model, cols)
     ref = np.tile(np.arange(nb), len(variants))
     new = nb + np.arange(nb * len(variants))
-    magnitude = np.max(np.stack([np.abs(out.p_admitted[new] - out.p_admitted[ref]),
-                                 np.abs(out.p_critical[new] - out.p_critical[ref]),
-                                 np.abs(out.model_level[new] - out.model_level[ref]).astype(float)]), axis=0)
+    magnitude = np.max(
+        np.stack(
+            [
+                np.abs(out.p_admitted[new] - out.p_admitted[ref]),
+                np.abs(out.p_critical[new] - out.p_critical[ref]),
+                np.abs(out.model_level[new] - out.model_level[ref]).astype(float),
+            ]
+        ),
+        axis=0,
+    )
 
     def example(k: int) -> dict[str, Any]:
         name, value = variants[k // nb]
         shown = None if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
-        return {"record": describe(cols, int(ref[k])), "field": name, "set_to": shown,
-                "before": out.at(int(ref[k])), "after": out.at(int(new[k]))}
+        return {
+            "record": describe(cols, int(ref[k])),
+            "field": name,
+            "set_to": shown,
+            "before": out.at(int(ref[k])),
+            "after": out.at(int(new[k])),
+        }
 
     origin = "the encoder's unused_inputs" if declared is not None else "not declared: NHAMCS's unrecorded fields"
     result = invariant(
@@ -140,7 +169,10 @@ def unobserved_inputs(model: Any, rng: np.random.Generator, target: float) -> tu
         "A model must not react to inputs it never saw in training (its response to them is arbitrary) nor to "
         "ethnicity, site or codes; ACVPU still acts through the safety floor, so the model's own outputs are "
         "compared, not the recommended level.",
-        len(new), magnitude, _Examples(len(new), example), tolerance=P_TOL_EXACT,
+        len(new),
+        magnitude,
+        _Examples(len(new), example),
+        tolerance=P_TOL_EXACT,
         tolerance_text="|change in probability| <= 1e-6; model level unchanged",
     )
     return result, n_rows(cols)
@@ -161,8 +193,12 @@ def sex_unknown(model: Any, rng: np.random.Generator, target: float) -> tuple[In
     magnitude = np.max(np.stack(gaps), axis=0)
 
     def example(k: int) -> dict[str, Any]:
-        return {"record": describe(cols, k), "female": out.at(int(f[k])), "male": out.at(int(m[k])),
-                "unknown": out.at(int(u[k]))}
+        return {
+            "record": describe(cols, k),
+            "female": out.at(int(f[k])),
+            "male": out.at(int(m[k])),
+            "unknown": out.at(int(u[k])),
+        }
 
     result = invariant(
         "triage.sex_unknown_between_known",
@@ -170,7 +206,10 @@ def sex_unknown(model: Any, rng: np.random.Generator, target: float) -> tuple[In
         "probabilities as female and as male (tolerance 0.02).",
         "An unknown sex is one of the two, so the risk must not fall outside both: patients whose sex was not "
         "recorded would otherwise be systematically under- or over-triaged.",
-        nb, magnitude, _Examples(nb, example), tolerance=SEX_TOL,
+        nb,
+        magnitude,
+        _Examples(nb, example),
+        tolerance=SEX_TOL,
         tolerance_text="0.02 outside [min, max] of female and male",
     )
     return result, n_rows(cols)
@@ -206,8 +245,14 @@ def deterioration(model: Any, rng: np.random.Generator, target: float) -> tuple[
 
     def example(k: int) -> dict[str, Any]:
         field, words = labels[k]
-        return {"path": words, "record": describe(cols, int(ref[k])), "from": float(cols[field][ref[k]]),
-                "to": float(cols[field][new[k]]), "before": out.at(int(ref[k])), "after": out.at(int(new[k]))}
+        return {
+            "path": words,
+            "record": describe(cols, int(ref[k])),
+            "from": float(cols[field][ref[k]]),
+            "to": float(cols[field][new[k]]),
+            "before": out.at(int(ref[k])),
+            "after": out.at(int(new[k])),
+        }
 
     result = invariant(
         "triage.deterioration_never_lowers_risk",
@@ -217,7 +262,10 @@ def deterioration(model: Any, rng: np.random.Generator, target: float) -> tuple[
         "level less urgent.",
         "A sicker patient must never look safer: a risk that falls as physiology worsens (often where training "
         "data are sparse) would send the most unwell patients to the back of the queue.",
-        len(new), magnitude, _Examples(len(new), example), tolerance=P_TOL_MONOTONE,
+        len(new),
+        magnitude,
+        _Examples(len(new), example),
+        tolerance=P_TOL_MONOTONE,
         tolerance_text="probability drop <= 1e-4; level never less urgent",
     )
     return result, n_rows(cols)
@@ -251,9 +299,14 @@ def danger_vs_normal(model: Any, rng: np.random.Generator, target: float) -> tup
 
     def example(k: int) -> dict[str, Any]:
         field = labels[k]
-        return {"record": describe(cols, int(ref[k])), "field": field, "normal": float(cols[field][ref[k]]),
-                "danger": float(cols[field][new[k]]), "at_normal": out.at(int(ref[k])),
-                "at_danger": out.at(int(new[k]))}
+        return {
+            "record": describe(cols, int(ref[k])),
+            "field": field,
+            "normal": float(cols[field][ref[k]]),
+            "danger": float(cols[field][new[k]]),
+            "at_normal": out.at(int(ref[k])),
+            "at_danger": out.at(int(new[k])),
+        }
 
     result = invariant(
         "triage.danger_not_below_normal",
@@ -262,7 +315,11 @@ def danger_vs_normal(model: Any, rng: np.random.Generator, target: float) -> tup
         "with that vital at a normal value, other fields equal.",
         "Abnormal physiology must never be triaged as less urgent than normal physiology; this holds whatever "
         "the model learned, through the safety floor.",
-        len(new), magnitude, _Examples(len(new), example), tolerance=0.0, tolerance_text="none (whole levels)",
+        len(new),
+        magnitude,
+        _Examples(len(new), example),
+        tolerance=0.0,
+        tolerance_text="none (whole levels)",
     )
     return result, n_rows(cols)
 
@@ -300,9 +357,13 @@ def unknown_words(model: Any, rng: np.random.Generator, target: float) -> tuple[
     magnitude = _worse(out, ref, new)
 
     def example(k: int) -> dict[str, Any]:
-        return {"kind": kinds[k // nb], "record": describe(cols, int(new[k])),
-                "reference_complaint": cols["chief_complaint"][ref[k]], "reference": out.at(int(ref[k])),
-                "with_made_up_words": out.at(int(new[k]))}
+        return {
+            "kind": kinds[k // nb],
+            "record": describe(cols, int(new[k])),
+            "reference_complaint": cols["chief_complaint"][ref[k]],
+            "reference": out.at(int(ref[k])),
+            "with_made_up_words": out.at(int(new[k])),
+        }
 
     result = invariant(
         "triage.unknown_words_never_lower_risk",
@@ -311,7 +372,10 @@ def unknown_words(model: Any, rng: np.random.Generator, target: float) -> tuple[
         "neither gives a less urgent model or recommended level.",
         "A misspelling, an abbreviation or a word in another language is not evidence of good health: a model "
         "that reads unknown words as reassuring would under-triage exactly the patients it understands least.",
-        len(new), magnitude, _Examples(len(new), example), tolerance=P_TOL_EXACT,
+        len(new),
+        magnitude,
+        _Examples(len(new), example),
+        tolerance=P_TOL_EXACT,
         tolerance_text="probability drop <= 1e-6; level never less urgent",
     )
     return result, n_rows(cols)
@@ -333,8 +397,12 @@ def benign_dilution(model: Any, rng: np.random.Generator, target: float) -> tupl
     magnitude = _worse(out, ref, new)
 
     def example(k: int) -> dict[str, Any]:
-        return {"record": describe(cols, int(new[k])), "complaint_alone": cols["chief_complaint"][ref[k]],
-                "alone": out.at(int(ref[k])), "with_benign_words": out.at(int(new[k]))}
+        return {
+            "record": describe(cols, int(new[k])),
+            "complaint_alone": cols["chief_complaint"][ref[k]],
+            "alone": out.at(int(ref[k])),
+            "with_benign_words": out.at(int(new[k])),
+        }
 
     result = invariant(
         "triage.benign_words_never_dilute_red_flags",
@@ -343,7 +411,10 @@ def benign_dilution(model: Any, rng: np.random.Generator, target: float) -> tupl
         "1e-4) nor a less urgent model or recommended level than the complaint alone.",
         "Free text is written in full sentences: 'seizure at home' is as urgent as 'seizure'. A model that "
         "averages words lets padding dilute a red flag.",
-        len(new), magnitude, _Examples(len(new), example), tolerance=P_TOL_MONOTONE,
+        len(new),
+        magnitude,
+        _Examples(len(new), example),
+        tolerance=P_TOL_MONOTONE,
         tolerance_text="probability drop <= 1e-4; level never less urgent",
     )
     return result, n_rows(cols)
@@ -359,7 +430,7 @@ def red_flags(model: Any, rng: np.random.Generator, target: float) -> tuple[Inva
     cols = repeat(base, np.tile(np.arange(nb), len(variants)))
     for k, (_, change, _) in enumerate(variants):
         for name, value in change.items():
-            cols[name][k * nb:(k + 1) * nb] = value
+            cols[name][k * nb : (k + 1) * nb] = value
     floors = np.repeat(np.array([v[2] for v in variants]), nb)
     out = _predict(model, cols)
     magnitude = list((out.recommended_level - floors).astype(float))
@@ -367,8 +438,12 @@ def red_flags(model: Any, rng: np.random.Generator, target: float) -> tuple[Inva
     def example(k: int) -> dict[str, Any]:
         if k == len(floors):
             return {"error": error}
-        return {"case": variants[k // nb][0], "record": describe(cols, k), "floor_level": int(floors[k]),
-                "outputs": out.at(k)}
+        return {
+            "case": variants[k // nb][0],
+            "record": describe(cols, k),
+            "floor_level": int(floors[k]),
+            "outputs": out.at(k),
+        }
 
     if error:  # fail closed: a red-flag list that cannot be read is a violation, never a silent pass
         magnitude.append(1.0)
@@ -379,7 +454,11 @@ def red_flags(model: Any, rng: np.random.Generator, target: float) -> tuple[Inva
         "urgent as its floor level, and ACVPU P or U gives level 1, whatever the rest of the record.",
         "Time-critical presentations (cardiac arrest, stroke, anaphylaxis, an unresponsive patient) must be seen "
         "at once; a statistical model trained on mostly stable patients cannot be trusted to rank them.",
-        n, magnitude, _Examples(n, example), tolerance=0.0, tolerance_text="none (whole levels)",
+        n,
+        magnitude,
+        _Examples(n, example),
+        tolerance=0.0,
+        tolerance_text="none (whole levels)",
     )
     return result, n_rows(cols)
 
@@ -401,15 +480,24 @@ def infants_not_floored(model: Any, rng: np.random.Generator, target: float) -> 
         "36.4-37.6 degC, alert, on air, a low-acuity complaint) is never raised by a floor to level 1 or 2.",
         "Adult NEWS2 bands score a healthy infant's normal heart and breathing rates as danger; an adult floor "
         "applied to children sends well babies to resuscitation and delays the truly sick.",
-        n, magnitude, _Examples(n, example), tolerance=0.0, tolerance_text="none (whole levels)",
+        n,
+        magnitude,
+        _Examples(n, example),
+        tolerance=0.0,
+        tolerance_text="none (whole levels)",
     )
     return result, n
 
 
 INVARIANTS: Final[tuple[tuple[str, Callable[[Any, np.random.Generator, float], tuple[InvariantResult, int]]], ...]] = (
-    ("unobserved", unobserved_inputs), ("sex", sex_unknown), ("deterioration", deterioration),
-    ("danger", danger_vs_normal), ("unknown_words", unknown_words), ("dilution", benign_dilution),
-    ("red_flags", red_flags), ("infants", infants_not_floored),
+    ("unobserved", unobserved_inputs),
+    ("sex", sex_unknown),
+    ("deterioration", deterioration),
+    ("danger", danger_vs_normal),
+    ("unknown_words", unknown_words),
+    ("dilution", benign_dilution),
+    ("red_flags", red_flags),
+    ("infants", infants_not_floored),
 )
 
 

@@ -25,20 +25,51 @@ from models.triage_record import BOOLEAN_FIELDS, CATEGORICAL_BY_NAME, NUMERIC_BY
 
 #: Common ED chief complaints (none of them a time-critical red flag), for base records.
 COMMON_COMPLAINTS: Final[tuple[str, ...]] = (
-    "abdominal pain", "chest pain", "shortness of breath", "fall", "headache", "fever", "laceration",
-    "back pain", "vomiting", "dizziness", "cough", "sore throat", "rash", "ankle injury", "ear pain",
-    "wrist injury", "urinary symptoms", "diarrhoea", "palpitations", "syncope",
+    "abdominal pain",
+    "chest pain",
+    "shortness of breath",
+    "fall",
+    "headache",
+    "fever",
+    "laceration",
+    "back pain",
+    "vomiting",
+    "dizziness",
+    "cough",
+    "sore throat",
+    "rash",
+    "ankle injury",
+    "ear pain",
+    "wrist injury",
+    "urinary symptoms",
+    "diarrhoea",
+    "palpitations",
+    "syncope",
 )
 
 #: Low-acuity complaints for well children.
 BENIGN_CHILD_COMPLAINTS: Final[tuple[str, ...]] = (
-    "rash", "ear pain", "sore throat", "cough", "ankle injury", "minor laceration", "insect bite",
+    "rash",
+    "ear pain",
+    "sore throat",
+    "cough",
+    "ankle injury",
+    "minor laceration",
+    "insect bite",
 )
 
 #: Time-critical complaints (each a red flag in any ED triage system).
 CRITICAL_COMPLAINTS: Final[tuple[str, ...]] = (
-    "cardiac arrest", "altered level of consciousness", "stroke symptoms", "seizure", "anaphylaxis",
-    "overdose", "cervical spine injury", "respiratory arrest", "major trauma", "active seizure",
+    "cardiac arrest",
+    "altered level of consciousness",
+    "stroke symptoms",
+    "seizure",
+    "anaphylaxis",
+    "overdose",
+    "cervical spine injury",
+    "respiratory arrest",
+    "major trauma",
+    "active seizure",
 )
 
 #: Words that say nothing about severity.
@@ -57,8 +88,7 @@ CHILD_NORMALS: Final[tuple[tuple[float, float, tuple[int, int], tuple[int, int],
 def empty_columns(n: int) -> Columns:
     """``n`` records with every field missing (numeric NaN, others None)."""
     numeric = {"age_years", "heart_rate", "resp_rate", "sbp", "dbp", "spo2", "temperature_c", "gcs", "pain_score"}
-    return {name: (np.full(n, np.nan) if name in numeric else np.full(n, None, dtype=object))
-            for name in RECORD_FIELDS}
+    return {name: (np.full(n, np.nan) if name in numeric else np.full(n, None, dtype=object)) for name in RECORD_FIELDS}
 
 
 def repeat(base: Columns, index: np.ndarray) -> Columns:
@@ -156,8 +186,21 @@ def _plain(value: Any) -> Any:
 
 
 #: The fields an example shows (generated cases only: there is no patient data in them).
-_SHOWN: Final = ("age_years", "sex", "arrival_mode", "heart_rate", "resp_rate", "sbp", "dbp", "spo2",
-                 "temperature_c", "gcs", "consciousness", "on_supplemental_oxygen", "chief_complaint")
+_SHOWN: Final = (
+    "age_years",
+    "sex",
+    "arrival_mode",
+    "heart_rate",
+    "resp_rate",
+    "sbp",
+    "dbp",
+    "spo2",
+    "temperature_c",
+    "gcs",
+    "consciousness",
+    "on_supplemental_oxygen",
+    "chief_complaint",
+)
 
 
 def describe(cols: Columns, i: int) -> dict[str, Any]:
@@ -179,9 +222,13 @@ DANGER_PATHS: Final[tuple[tuple[str, str, tuple[float, ...]], ...]] = (
 
 #: Adult normal values (NEWS2 0 points) and danger values of each vital, for danger_not_below_normal.
 NORMAL_VALUES: Final = {"spo2": 98.0, "sbp": 125.0, "resp_rate": 16.0, "heart_rate": 75.0, "temperature_c": 37.0}
-DANGER_VALUES: Final = {"spo2": (88.0, 80.0, 72.0), "sbp": (85.0, 70.0, 55.0), "resp_rate": (28.0, 36.0, 48.0),
-                        "heart_rate": (140.0, 170.0, 195.0, 38.0, 30.0, 26.0),
-                        "temperature_c": (34.5, 32.0, 30.5, 39.8, 41.0, 42.0)}
+DANGER_VALUES: Final = {
+    "spo2": (88.0, 80.0, 72.0),
+    "sbp": (85.0, 70.0, 55.0),
+    "resp_rate": (28.0, 36.0, 48.0),
+    "heart_rate": (140.0, 170.0, 195.0, 38.0, 30.0, 26.0),
+    "temperature_c": (34.5, 32.0, 30.5, 39.8, 41.0, 42.0),
+}
 #: Diastolic BP while systolic BP is varied (below every systolic value used, so the record stays valid).
 DBP_WHILE_SBP_VARIES: Final = 35.0
 
@@ -231,8 +278,9 @@ def red_flag_texts() -> tuple[list[tuple[str, str, int]], str | None]:
     upper = {str(p).lower() for p in getattr(complaints, "CASE_SENSITIVE", ())}
     found: dict[str, tuple[str, int]] = {}
     for key, flag in flags.items():
-        phrases = [p.upper() if p.lower() in upper else p for _, group_flag, ps in groups if group_flag == key
-                   for p in ps] or [flag.canonical_text]
+        phrases = [
+            p.upper() if p.lower() in upper else p for _, group_flag, ps in groups if group_flag == key for p in ps
+        ] or [flag.canonical_text]
         for text in (str(p).strip() for p in phrases if p):
             level = int(flag.floor_level)
             if text not in found or level < found[text][1]:

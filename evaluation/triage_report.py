@@ -130,12 +130,20 @@ def _fmt(ci: dict[str, float]) -> str:
 
 def to_markdown(result: dict[str, Any], title: str) -> str:
     """Render an evaluation result as Markdown."""
-    lines = [f"# {title}", "", f"Dataset: **{result['dataset']}**, {result['n']} visits; bootstrap "
-             f"{result['bootstrap_resamples']} resamples, 95% percentile intervals.", ""]
+    lines = [
+        f"# {title}",
+        "",
+        f"Dataset: **{result['dataset']}**, {result['n']} visits; bootstrap "
+        f"{result['bootstrap_resamples']} resamples, 95% percentile intervals.",
+        "",
+    ]
     for outcome, entry in result["outcomes"].items():
-        lines += [f"## {outcome} (positives {entry['positives']}, prevalence {entry['prevalence']:.3f})", "",
-                  "| model | AUROC (95% CI) | AUPRC (95% CI) | ECE | slope | intercept | O/E |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            f"## {outcome} (positives {entry['positives']}, prevalence {entry['prevalence']:.3f})",
+            "",
+            "| model | AUROC (95% CI) | AUPRC (95% CI) | ECE | slope | intercept | O/E |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for name, m in entry["models"].items():
             lines.append(
                 f"| {name} | {_fmt(m['auroc'])} | {_fmt(m['auprc'])} | {m.get('ece', float('nan')):.4f} | "
@@ -149,9 +157,13 @@ def to_markdown(result: dict[str, Any], title: str) -> str:
         lines.append("")
     acuity = result["acuity"]
     if acuity.get("n"):
-        lines += [f"## Acuity ({acuity['n']} visits with a recorded level)", "",
-                  "| predictor | exact | kappa (linear) | kappa (quadratic) | under-triage | over-triage | "
-                  "under-triage of levels 1-2 |", "|---|---|---|---|---|---|---|"]
+        lines += [
+            f"## Acuity ({acuity['n']} visits with a recorded level)",
+            "",
+            "| predictor | exact | kappa (linear) | kappa (quadratic) | under-triage | over-triage | "
+            "under-triage of levels 1-2 |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for name, s in acuity.items():
             if not isinstance(s, dict):
                 continue
@@ -161,20 +173,33 @@ def to_markdown(result: dict[str, Any], title: str) -> str:
                 f"{s['high_acuity_under_triage_rate']:.3f} |"
             )
         lines.append("")
-    lines += [f"The safety floor (NEWS2 from 16, ACVPU, red-flag complaints, paediatric physiology under 16) raised "
-              f"the model's level for {result['news2_floor']['raised_count']} visits "
-              f"({100 * result['news2_floor']['raised_fraction']:.1f}%).", ""]
+    lines += [
+        f"The safety floor (NEWS2 from 16, ACVPU, red-flag complaints, paediatric physiology under 16) raised "
+        f"the model's level for {result['news2_floor']['raised_count']} visits "
+        f"({100 * result['news2_floor']['raised_fraction']:.1f}%).",
+        "",
+    ]
     ignored = result.get("inputs_not_used") or {}
     if ignored:
-        lines += ["## Columns the model does not use", "",
-                  "The file gives values the model never learnt (NEWS2 and the safety floor still use them):", ""]
+        lines += [
+            "## Columns the model does not use",
+            "",
+            "The file gives values the model never learnt (NEWS2 and the safety floor still use them):",
+            "",
+        ]
         lines += [f"- `{name}`: {e['rows_with_value']} rows; {e['reason']}" for name, e in ignored.items()]
         lines.append("")
     return "\n".join(lines)
 
 
-def write_plots(result: dict[str, Any], frame: pd.DataFrame, prediction: TriagePrediction,
-                baselines: Sequence[BaselinePredictions], out_dir: Path, prefix: str) -> list[Path]:
+def write_plots(
+    result: dict[str, Any],
+    frame: pd.DataFrame,
+    prediction: TriagePrediction,
+    baselines: Sequence[BaselinePredictions],
+    out_dir: Path,
+    prefix: str,
+) -> list[Path]:
     """ROC, calibration, decision-curve and confusion-matrix plots as PNG files."""
     import matplotlib
 
@@ -208,8 +233,12 @@ def write_plots(result: dict[str, Any], frame: pd.DataFrame, prediction: TriageP
             if name != "thresholds":
                 axes[2].plot(nb["thresholds"], values, label=name)
         axes[2].axhline(0, color="k", lw=0.8, label="treat none")
-        axes[2].set(title=f"Decision curve: {outcome}", xlabel="threshold probability", ylabel="net benefit",
-                    ylim=(-0.02, max(0.02, float(y.mean()) * 1.1)))
+        axes[2].set(
+            title=f"Decision curve: {outcome}",
+            xlabel="threshold probability",
+            ylabel="net benefit",
+            ylim=(-0.02, max(0.02, float(y.mean()) * 1.1)),
+        )
         axes[2].legend(fontsize=8)
         fig.tight_layout()
         path = out_dir / f"{prefix}_{outcome}.png"
@@ -223,8 +252,15 @@ def write_plots(result: dict[str, Any], frame: pd.DataFrame, prediction: TriageP
         ax.imshow(matrix, cmap="Blues")
         for (i, j), v in np.ndenumerate(matrix):
             ax.text(j, i, str(v), ha="center", va="center", fontsize=8)
-        ax.set(xticks=range(5), yticks=range(5), xticklabels=range(1, 6), yticklabels=range(1, 6),
-               xlabel="recommended level (with NEWS2 floor)", ylabel="reference level", title="Acuity confusion")
+        ax.set(
+            xticks=range(5),
+            yticks=range(5),
+            xticklabels=range(1, 6),
+            yticklabels=range(1, 6),
+            xlabel="recommended level (with NEWS2 floor)",
+            ylabel="reference level",
+            title="Acuity confusion",
+        )
         fig.tight_layout()
         path = out_dir / f"{prefix}_acuity_confusion.png"
         fig.savefig(path, dpi=90)

@@ -222,11 +222,16 @@ class ReleasePolicy:
         del d["pool_adjacent"], d["small_groups_reason"]
         d["history"] = [asdict(h) for h in self.history]
         d["intended_use"] = {
-            m: {"population": u.population, "gated_data": list(u.gated_data),
-                "not_validated_for": {o.name: {"population": o.population, "reason": o.reason}
-                                      for o in u.not_validated_for},
-                "findings": {f: dict(v) for f, v in u.findings.items()}}
-            for m, u in self.intended_use.items()}
+            m: {
+                "population": u.population,
+                "gated_data": list(u.gated_data),
+                "not_validated_for": {
+                    o.name: {"population": o.population, "reason": o.reason} for o in u.not_validated_for
+                },
+                "findings": {f: dict(v) for f, v in u.findings.items()},
+            }
+            for m, u in self.intended_use.items()
+        }
         if self.non_inferiority is None:
             del d["non_inferiority"]
         return d
@@ -376,8 +381,9 @@ def _intended_use(value: object) -> dict[str, ModelIntendedUse]:
     for model, spec in value.items():
         key = f"intended_use.{model}"
         if not isinstance(spec, Mapping):
-            raise ConfigError(f"config key '{key}' must be a mapping with population (and gated_data, "
-                              "not_validated_for, findings)")
+            raise ConfigError(
+                f"config key '{key}' must be a mapping with population (and gated_data, not_validated_for, findings)"
+            )
         unknown = sorted(set(spec) - {"population", "gated_data", "not_validated_for", "findings"})
         if unknown:
             raise ConfigError(f"config key '{key}.{unknown[0]}' is not an intended-use key")
@@ -394,15 +400,24 @@ def _intended_use(value: object) -> dict[str, ModelIntendedUse]:
                 raise ConfigError(f"config key '{where}' must have exactly the keys population and reason")
             if name in gated:
                 raise ConfigError(f"config key '{where}': {name} is also in gated_data")
-            others.append(OutsidePopulation(str(name), _text(item["population"], f"{where}.population"),
-                                            _text(item["reason"], f"{where}.reason")))
+            others.append(
+                OutsidePopulation(
+                    str(name),
+                    _text(item["population"], f"{where}.population"),
+                    _text(item["reason"], f"{where}.reason"),
+                )
+            )
         findings = {}
         for finding, item in (spec.get("findings", {}) or {}).items():
             where = f"{key}.findings.{finding}"
-            if not isinstance(item, Mapping) or "description" not in item or \
-                    set(item) - {"description", "min_age_years", "max_age_years", "views"}:
-                raise ConfigError(f"config key '{where}' must have description and optionally min_age_years, "
-                                  "max_age_years and views")
+            if (
+                not isinstance(item, Mapping)
+                or "description" not in item
+                or set(item) - {"description", "min_age_years", "max_age_years", "views"}
+            ):
+                raise ConfigError(
+                    f"config key '{where}' must have description and optionally min_age_years, max_age_years and views"
+                )
             low, high = item.get("min_age_years"), item.get("max_age_years")
             low = None if low is None else _number(low, f"{where}.min_age_years", 0.0, 150.0)
             high = None if high is None else _number(high, f"{where}.max_age_years", 0.0, 150.0)
@@ -411,10 +426,15 @@ def _intended_use(value: object) -> dict[str, ModelIntendedUse]:
             views = item.get("views")
             if views is not None and (not isinstance(views, list) or not all(isinstance(v, str) for v in views)):
                 raise ConfigError(f"config key '{where}.views' must be a list of ViewPosition values")
-            findings[str(finding)] = {"description": _text(item["description"], f"{where}.description"),
-                                      "min_age_years": low, "max_age_years": high, "views": views}
-        out[str(model)] = ModelIntendedUse(_text(spec.get("population"), f"{key}.population"), tuple(gated),
-                                           tuple(others), findings)
+            findings[str(finding)] = {
+                "description": _text(item["description"], f"{where}.description"),
+                "min_age_years": low,
+                "max_age_years": high,
+                "views": views,
+            }
+        out[str(model)] = ModelIntendedUse(
+            _text(spec.get("population"), f"{key}.population"), tuple(gated), tuple(others), findings
+        )
     return out
 
 
@@ -422,11 +442,14 @@ def _non_inferiority(value: object) -> NonInferiority | None:
     if value is None:
         return None
     if not isinstance(value, Mapping) or set(value) != {"auroc_margin", "under_triage_tolerance", "reason"}:
-        raise ConfigError("config key 'non_inferiority' must have exactly the keys auroc_margin, "
-                          "under_triage_tolerance and reason")
-    return NonInferiority(_number(value["auroc_margin"], "non_inferiority.auroc_margin", 0.0, 0.2),
-                          _number(value["under_triage_tolerance"], "non_inferiority.under_triage_tolerance", 0.0, 0.2),
-                          _text(value["reason"], "non_inferiority.reason"))
+        raise ConfigError(
+            "config key 'non_inferiority' must have exactly the keys auroc_margin, under_triage_tolerance and reason"
+        )
+    return NonInferiority(
+        _number(value["auroc_margin"], "non_inferiority.auroc_margin", 0.0, 0.2),
+        _number(value["under_triage_tolerance"], "non_inferiority.under_triage_tolerance", 0.0, 0.2),
+        _text(value["reason"], "non_inferiority.reason"),
+    )
 
 
 def load_policy(path: str | Path | None = None) -> ReleasePolicy:

@@ -126,7 +126,7 @@ _TERMS, _MAX_WORDS = _build_terms()
 
 def _match(clause: list[tuple[str, str]], start: int) -> _Term | None:
     for length in range(min(_MAX_WORDS, len(clause) - start), 0, -1):
-        words = clause[start:start + length]
+        words = clause[start : start + length]
         term = _TERMS.get(tuple(w for w, _ in words))
         if term is None:
             continue
@@ -212,6 +212,7 @@ def read_complaint(text: str | None) -> ComplaintReading:
         if phrase is None:
             return _NO_READING
         reading = _read_text(phrase)
-        return ComplaintReading(reading.text_for_model, reading.red_flags,
-                                (f"snomed:{code.group(1)}", *reading.matched_terms))
+        return ComplaintReading(
+            reading.text_for_model, reading.red_flags, (f"snomed:{code.group(1)}", *reading.matched_terms)
+        )
     return _read_text(text)

@@ -45,11 +45,20 @@ _UID_PATTERN: Final = re.compile(r"[0-9]+(\.[0-9]+)*")
 _JP2_SIGNATURE: Final = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
 #: JPEG frame header (SOFn) markers and their coding process (ITU-T T.81 Table B.1; SOF55 is JPEG-LS, T.87).
 _JPEG_PROCESSES: Final = {
-    0xC0: "baseline", 0xC1: "extended sequential", 0xC2: "progressive", 0xC3: "lossless",
-    0xC5: "differential sequential", 0xC6: "differential progressive", 0xC7: "differential lossless",
-    0xC9: "arithmetic-coded sequential", 0xCA: "arithmetic-coded progressive", 0xCB: "arithmetic-coded lossless",
-    0xCD: "differential arithmetic-coded sequential", 0xCE: "differential arithmetic-coded progressive",
-    0xCF: "differential arithmetic-coded lossless", 0xF7: "JPEG-LS",
+    0xC0: "baseline",
+    0xC1: "extended sequential",
+    0xC2: "progressive",
+    0xC3: "lossless",
+    0xC5: "differential sequential",
+    0xC6: "differential progressive",
+    0xC7: "differential lossless",
+    0xC9: "arithmetic-coded sequential",
+    0xCA: "arithmetic-coded progressive",
+    0xCB: "arithmetic-coded lossless",
+    0xCD: "differential arithmetic-coded sequential",
+    0xCE: "differential arithmetic-coded progressive",
+    0xCF: "differential arithmetic-coded lossless",
+    0xF7: "JPEG-LS",
 }
 #: The SOF markers each JPEG-family transfer syntax allows (PS3.5 8.2.1, 8.2.3, A.4.1, A.4.3).
 _ALLOWED_SOF: Final = {
@@ -60,8 +69,9 @@ _ALLOWED_SOF: Final = {
     "1.2.840.10008.1.2.4.80": frozenset({0xF7}),  # JPEG-LS Lossless
     "1.2.840.10008.1.2.4.81": frozenset({0xF7}),  # JPEG-LS Near-Lossless
 }
-_J2K_SYNTAXES: Final = frozenset({*JPEG2000TransferSyntaxes, "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202",
-                                  "1.2.840.10008.1.2.4.203"})
+_J2K_SYNTAXES: Final = frozenset(
+    {*JPEG2000TransferSyntaxes, "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203"}
+)
 
 
 def transfer_syntax_of(ds: Dataset) -> UID:
@@ -71,8 +81,9 @@ def transfer_syntax_of(ds: Dataset) -> UID:
         raise UndecodablePixelDataError("TransferSyntaxUID", "TransferSyntaxUID is missing from the file meta")
     text = str(transfer_syntax).rstrip("\x00 ")
     if len(text) > 64 or not _UID_PATTERN.fullmatch(text):
-        raise UndecodablePixelDataError("TransferSyntaxUID", "TransferSyntaxUID is not a valid UID (digits and "
-                                                             "dots, at most 64 characters)")
+        raise UndecodablePixelDataError(
+            "TransferSyntaxUID", "TransferSyntaxUID is not a valid UID (digits and dots, at most 64 characters)"
+        )
     return UID(text)
 
 
@@ -80,8 +91,9 @@ def decoder_for(transfer_syntax: UID) -> Decoder:
     try:
         return get_decoder(transfer_syntax)
     except (NotImplementedError, ValueError, TypeError) as exc:
-        raise UndecodablePixelDataError("TransferSyntaxUID", f"TransferSyntaxUID {transfer_syntax} is not "
-                                                             "supported") from exc
+        raise UndecodablePixelDataError(
+            "TransferSyntaxUID", f"TransferSyntaxUID {transfer_syntax} is not supported"
+        ) from exc
 
 
 def check_frame_size(rows: int, columns: int) -> None:
@@ -94,9 +106,12 @@ def check_frame_size(rows: int, columns: int) -> None:
     """
     for keyword, value in (("Rows", rows), ("Columns", columns)):
         if value > MAX_FRAME_SIDE:
-            raise ImageDimensionError(keyword, f"{keyword} must be at most {MAX_FRAME_SIDE} for a chest radiograph "
-                                               f"(the largest chest detectors are about 4300 pixels a side); got "
-                                               f"{value}")
+            raise ImageDimensionError(
+                keyword,
+                f"{keyword} must be at most {MAX_FRAME_SIDE} for a chest radiograph "
+                f"(the largest chest detectors are about 4300 pixels a side); got "
+                f"{value}",
+            )
 
 
 def check_pixel_data(ds: Dataset, rows: int, columns: int, bits_allocated: int) -> None:
@@ -119,29 +134,39 @@ def check_pixel_data(ds: Dataset, rows: int, columns: int, bits_allocated: int) 
     element = ds["PixelData"]
     value = b"" if element.value in (None, "") else element.value
     if not isinstance(value, (bytes, bytearray)):
-        raise UndecodablePixelDataError("PixelData", f"PixelData must be bytes (VR OB or OW); got a value of VR "
-                                                     f"{element.VR}")
+        raise UndecodablePixelDataError(
+            "PixelData", f"PixelData must be bytes (VR OB or OW); got a value of VR {element.VR}"
+        )
     cannot = f"PixelData ({syntax}) could not be decoded"
     if not syntax.is_encapsulated:
         if element.is_undefined_length:
-            raise UndecodablePixelDataError("PixelData", "PixelData has an undefined length, which only encapsulated "
-                                                         f"(compressed) pixel data may have; TransferSyntaxUID "
-                                                         f"{syntax} is native")
+            raise UndecodablePixelDataError(
+                "PixelData",
+                "PixelData has an undefined length, which only encapsulated "
+                f"(compressed) pixel data may have; TransferSyntaxUID "
+                f"{syntax} is native",
+            )
         expected = rows * columns * bits_allocated // 8
         if len(value) not in (expected, expected + expected % 2):
-            raise UndecodablePixelDataError("PixelData", f"{cannot}: it holds {len(value)} bytes, but Rows x "
-                                                         f"Columns x BitsAllocated / 8 is {expected}")
+            raise UndecodablePixelDataError(
+                "PixelData",
+                f"{cannot}: it holds {len(value)} bytes, but Rows x Columns x BitsAllocated / 8 is {expected}",
+            )
         return
     if value[:4] != b"\xfe\xff\x00\xe0":  # an encapsulated value starts with its offset table item (PS3.5 A.4)
-        raise UndecodablePixelDataError("PixelData", f"{cannot}: the transfer syntax is encapsulated (compressed), but "
-                                                     "PixelData does not begin with an item of encapsulated fragments "
-                                                     "(PS3.5 A.4)")
+        raise UndecodablePixelDataError(
+            "PixelData",
+            f"{cannot}: the transfer syntax is encapsulated (compressed), but "
+            "PixelData does not begin with an item of encapsulated fragments "
+            "(PS3.5 A.4)",
+        )
     try:
         frames = generate_frames(value, number_of_frames=1)  # type: ignore[arg-type]  # pydicom: bytearray is fine
         frame = next(iter(frames), b"")
     except Exception as exc:  # malformed items in untrusted bytes
-        raise UndecodablePixelDataError("PixelData", f"{cannot}: its encapsulated items cannot be read "
-                                                     f"({type(exc).__name__})") from exc
+        raise UndecodablePixelDataError(
+            "PixelData", f"{cannot}: its encapsulated items cannot be read ({type(exc).__name__})"
+        ) from exc
     if not frame:
         raise UndecodablePixelDataError("PixelData", f"{cannot}: it holds no encoded frame")
     if syntax in _J2K_SYNTAXES:
@@ -161,30 +186,43 @@ def _check_rle_frame(frame: bytes, cannot: str, rows: int, columns: int, bits_al
     exactly Rows x Columns bytes (:func:`_check_rle_segment`).
     """
     if len(frame) < 64:
-        raise UndecodablePixelDataError("PixelData", f"{cannot}: its RLE header is cut short ({len(frame)} of 64 "
-                                                     "bytes)")
+        raise UndecodablePixelDataError(
+            "PixelData", f"{cannot}: its RLE header is cut short ({len(frame)} of 64 bytes)"
+        )
     count, *offsets = struct.unpack_from("<16I", frame)
     needed = bits_allocated // 8
     if count != needed:
-        raise UndecodablePixelDataError("PixelData", f"{cannot}: its RLE header gives {count} as the number of "
-                                                     f"segments, but BitsAllocated {bits_allocated} with one sample "
-                                                     f"per pixel needs {needed} (PS3.5 G.2)")
+        raise UndecodablePixelDataError(
+            "PixelData",
+            f"{cannot}: its RLE header gives {count} as the number of "
+            f"segments, but BitsAllocated {bits_allocated} with one sample "
+            f"per pixel needs {needed} (PS3.5 G.2)",
+        )
     starts = offsets[:count]
     if starts[0] != 64:
-        raise UndecodablePixelDataError("PixelData", f"{cannot}: its RLE header puts segment 1 at byte {starts[0]}, "
-                                                     "not at byte 64, just after the header")
+        raise UndecodablePixelDataError(
+            "PixelData",
+            f"{cannot}: its RLE header puts segment 1 at byte {starts[0]}, not at byte 64, just after the header",
+        )
     for number, (start, previous) in enumerate(zip(starts[1:], starts, strict=False), start=2):
         if start >= len(frame):
-            raise UndecodablePixelDataError("PixelData", f"{cannot}: its RLE header puts segment {number} at byte "
-                                                         f"{start}, not inside the {len(frame)}-byte frame")
+            raise UndecodablePixelDataError(
+                "PixelData",
+                f"{cannot}: its RLE header puts segment {number} at byte "
+                f"{start}, not inside the {len(frame)}-byte frame",
+            )
         if start <= previous:
-            raise UndecodablePixelDataError("PixelData", f"{cannot}: its RLE header puts segment {number} at byte "
-                                                         f"{start}, not after segment {number - 1} (byte "
-                                                         f"{previous})")
+            raise UndecodablePixelDataError(
+                "PixelData",
+                f"{cannot}: its RLE header puts segment {number} at byte "
+                f"{start}, not after segment {number - 1} (byte "
+                f"{previous})",
+            )
     extra = [number for number, offset in enumerate(offsets, start=1) if number > count and offset]
     if extra:
-        raise UndecodablePixelDataError("PixelData", f"{cannot}: its RLE header states {count} segments but gives "
-                                                     f"an offset for segment {extra[0]}")
+        raise UndecodablePixelDataError(
+            "PixelData", f"{cannot}: its RLE header states {count} segments but gives an offset for segment {extra[0]}"
+        )
     for number, (start, end) in enumerate(zip(starts, [*starts[1:], len(frame)], strict=True), start=1):
         _check_rle_segment(frame[start:end], number, cannot, rows, columns)
 
@@ -207,8 +245,9 @@ def _check_rle_segment(segment: bytes, number: int, cannot: str, rows: int, colu
     try:
         rle_decode_frame(source, pixels, 8, "<")
     except ValueError as exc:
-        raise UndecodablePixelDataError("PixelData", f"{cannot}: its RLE segment {number} does not decode to "
-                                                     f"{size}: it is shorter or malformed") from exc
+        raise UndecodablePixelDataError(
+            "PixelData", f"{cannot}: its RLE segment {number} does not decode to {size}: it is shorter or malformed"
+        ) from exc
     try:
         rle_decode_frame(source, pixels + 1, 8, "<")
     except ValueError:
@@ -219,11 +258,15 @@ def _check_rle_segment(segment: bytes, number: int, cannot: str, rows: int, colu
 def _check_j2k_header(frame: bytes, cannot: str, rows: int, columns: int) -> None:
     """SOC, then SIZ (ITU-T T.800 A.5.1) stating Rows x Columns and one component; EOC at the end."""
     if frame.startswith(_JP2_SIGNATURE):
-        raise UndecodablePixelDataError("PixelData", f"{cannot}: it holds a JP2 file; DICOM allows only a bare JPEG "
-                                                     "2000 codestream, without the JP2 header (PS3.5 8.2.4)")
+        raise UndecodablePixelDataError(
+            "PixelData",
+            f"{cannot}: it holds a JP2 file; DICOM allows only a bare JPEG "
+            "2000 codestream, without the JP2 header (PS3.5 8.2.4)",
+        )
     if frame[:4] != b"\xff\x4f\xff\x51" or len(frame) < 45:
-        raise UndecodablePixelDataError("PixelData", f"{cannot}: it is not a JPEG 2000 codestream (no SOC and SIZ "
-                                                     "markers)")
+        raise UndecodablePixelDataError(
+            "PixelData", f"{cannot}: it is not a JPEG 2000 codestream (no SOC and SIZ markers)"
+        )
     xsiz, ysiz, x_offset, y_offset = struct.unpack_from(">4I", frame, 8)
     (components,) = struct.unpack_from(">H", frame, 40)
     _check_codestream_size(cannot, "JPEG 2000", ysiz - y_offset, xsiz - x_offset, components, rows, columns)
@@ -236,41 +279,51 @@ def _check_jpeg_header(frame: bytes, cannot: str, allowed: frozenset[int], rows:
         raise UndecodablePixelDataError("PixelData", f"{cannot}: it is not a JPEG codestream (no SOI marker)")
     offset = 2
     while True:  # each step moves at least 4 bytes on
-        while frame[offset: offset + 2] == b"\xff\xff":  # fill bytes before a marker (T.81 B.1.1.2)
+        while frame[offset : offset + 2] == b"\xff\xff":  # fill bytes before a marker (T.81 B.1.1.2)
             offset += 1
         if offset + 10 > len(frame) or frame[offset] != 0xFF:
-            raise UndecodablePixelDataError("PixelData", f"{cannot}: its JPEG marker segments end or break off "
-                                                         "before the frame header (SOF)")
+            raise UndecodablePixelDataError(
+                "PixelData", f"{cannot}: its JPEG marker segments end or break off before the frame header (SOF)"
+            )
         marker = frame[offset + 1]
         (length,) = struct.unpack_from(">H", frame, offset + 2)
         if marker in _JPEG_PROCESSES:
             break
         if length < 2 or marker in (0xD8, 0xD9, 0xDA) or 0xD0 <= marker <= 0xD7:
-            raise UndecodablePixelDataError("PixelData", f"{cannot}: its JPEG marker segments end or break off "
-                                                         "before the frame header (SOF)")
+            raise UndecodablePixelDataError(
+                "PixelData", f"{cannot}: its JPEG marker segments end or break off before the frame header (SOF)"
+            )
         offset += 2 + length
     kind = "JPEG-LS" if marker == 0xF7 else "JPEG"
     if marker not in allowed:
         name = "SOF55" if marker == 0xF7 else f"SOF{marker - 0xC0}"
-        raise UndecodablePixelDataError("PixelData", f"{cannot}: it holds a {_JPEG_PROCESSES[marker]} {kind} "
-                                                     f"codestream ({name}), which this transfer syntax does not allow")
+        raise UndecodablePixelDataError(
+            "PixelData",
+            f"{cannot}: it holds a {_JPEG_PROCESSES[marker]} {kind} "
+            f"codestream ({name}), which this transfer syntax does not allow",
+        )
     height, width = struct.unpack_from(">HH", frame, offset + 5)
     _check_codestream_size(cannot, kind, height, width, frame[offset + 9], rows, columns)
     _check_end_marker(frame, cannot, kind, "EOI")
 
 
-def _check_codestream_size(cannot: str, kind: str, height: int, width: int, components: int, rows: int,
-                           columns: int) -> None:
+def _check_codestream_size(
+    cannot: str, kind: str, height: int, width: int, components: int, rows: int, columns: int
+) -> None:
     if (height, width) != (rows, columns):
-        raise UndecodablePixelDataError("PixelData", f"{cannot}: it holds a {height} x {width} {kind} codestream, "
-                                                     f"but Rows x Columns is {rows} x {columns}")
+        raise UndecodablePixelDataError(
+            "PixelData",
+            f"{cannot}: it holds a {height} x {width} {kind} codestream, but Rows x Columns is {rows} x {columns}",
+        )
     if components != 1:
-        raise UndecodablePixelDataError("PixelData", f"{cannot}: its {kind} codestream has {components} "
-                                                     "components, but SamplesPerPixel is 1")
+        raise UndecodablePixelDataError(
+            "PixelData", f"{cannot}: its {kind} codestream has {components} components, but SamplesPerPixel is 1"
+        )
 
 
 def _check_end_marker(frame: bytes, cannot: str, kind: str, marker: str) -> None:
     """The codestream ends with FFD9 (EOI / EOC), before any 0x00 or 0xFF padding: otherwise it is truncated."""
     if frame.rstrip(b"\x00\xff")[-2:] != b"\xff\xd9":
-        raise UndecodablePixelDataError("PixelData", f"{cannot}: its {kind} codestream does not end with an "
-                                                     f"{marker} marker (it is truncated)")
+        raise UndecodablePixelDataError(
+            "PixelData", f"{cannot}: its {kind} codestream does not end with an {marker} marker (it is truncated)"
+        )

@@ -61,8 +61,9 @@ def reference_value(model: TriageOnnxModel, field: str) -> float | str:
     return round(typical, 1) if typical is not None else NOT_RECORDED
 
 
-def predict_and_explain(model: TriageOnnxModel,
-                        frame: pd.DataFrame | Columns) -> tuple[TriagePrediction, list[list[FieldEffect]]]:
+def predict_and_explain(
+    model: TriageOnnxModel, frame: pd.DataFrame | Columns
+) -> tuple[TriagePrediction, list[list[FieldEffect]]]:
     """The prediction of :meth:`TriageOnnxModel.predict` and the occlusion effects, from ONE batched graph run.
 
     The first block of the batch is the records as given, so its outputs are the prediction itself (the
@@ -74,8 +75,10 @@ def predict_and_explain(model: TriageOnnxModel,
     if n == 0:
         return model.predict(base), []
     # Block 0 is the records as given; block j+1 is the same records with field j at its reference.
-    stacked = {name: np.tile(object_column(base, name, n) if name in fields else values, len(fields) + 1)
-               for name, values in base.items()}
+    stacked = {
+        name: np.tile(object_column(base, name, n) if name in fields else values, len(fields) + 1)
+        for name, values in base.items()
+    }
     references = {name: reference_value(model, name) for name in fields}
     for j, name in enumerate(fields):
         column = stacked.get(name)
@@ -90,8 +93,10 @@ def predict_and_explain(model: TriageOnnxModel,
     present = np.stack([~missing_mask(base, name, n) for name in fields])  # [fields, n]
     effects: list[list[FieldEffect]] = []
     for row in range(n):
-        row_effects = [FieldEffect(name, {o: float(deltas[j, row, k]) for k, o in enumerate(OUTCOMES)},
-                                   references[name])
-                       for j, name in enumerate(fields) if present[j, row]]
+        row_effects = [
+            FieldEffect(name, {o: float(deltas[j, row, k]) for k, o in enumerate(OUTCOMES)}, references[name])
+            for j, name in enumerate(fields)
+            if present[j, row]
+        ]
         effects.append(sorted(row_effects, key=lambda e: e.magnitude, reverse=True))
     return prediction, effects

@@ -78,8 +78,29 @@ NOT_LEARNT_REASON: Final = "not used by this model: not recorded in its training
 _TOKEN_RE = re.compile(r"[a-z][a-z0-9]+")
 #: Words too common in complaint text to carry signal.
 _STOPWORDS: Final = frozenset(
-    {"and", "or", "of", "the", "with", "in", "on", "to", "for", "at", "from", "not", "other", "nos", "etc",
-     "specified", "unspecified", "problems", "problem", "symptoms", "symptom"}
+    {
+        "and",
+        "or",
+        "of",
+        "the",
+        "with",
+        "in",
+        "on",
+        "to",
+        "for",
+        "at",
+        "from",
+        "not",
+        "other",
+        "nos",
+        "etc",
+        "specified",
+        "unspecified",
+        "problems",
+        "problem",
+        "symptoms",
+        "symptom",
+    }
 )
 #: Shortest out-of-vocabulary word that is corrected to a vocabulary word one edit away.
 _MIN_CORRECTABLE: Final = 5
@@ -150,8 +171,9 @@ class FeatureEncoder:
 
     # ------------------------------------------------------------------ fitting and (de)serialisation
     @classmethod
-    def fit(cls, frame: pd.DataFrame, *, min_token_count: int = 5, max_vocabulary: int = 2000,
-            max_tokens: int = 16) -> FeatureEncoder:
+    def fit(
+        cls, frame: pd.DataFrame, *, min_token_count: int = 5, max_vocabulary: int = 2000, max_tokens: int = 16
+    ) -> FeatureEncoder:
         """Fit on validated training rows (see :func:`models.triage_record.validate_frame`)."""
         means, stds, ranges, typical, observed = {}, {}, {}, {}, {}
         n = len(frame)
@@ -184,22 +206,33 @@ class FeatureEncoder:
             words = model_tokens(text)
             observed[TEXT_FEATURE] += bool(words)
             token_counts.update(set(words))
-        vocabulary = sorted(
-            (t for t, c in token_counts.most_common(max_vocabulary) if c >= min_token_count)
-        )
+        vocabulary = sorted((t for t, c in token_counts.most_common(max_vocabulary) if c >= min_token_count))
         unused = tuple(name for name, count in observed.items() if count < threshold)
-        unlearnt = {name: tuple(v for v, c in counts.items() if c < threshold)
-                    for name, counts in category_counts.items() if name not in unused}
+        unlearnt = {
+            name: tuple(v for v, c in counts.items() if c < threshold)
+            for name, counts in category_counts.items()
+            if name not in unused
+        }
         marginalised = {}
         for name, counts in category_counts.items():
             learnt = {v: c for v, c in counts.items() if c >= threshold}
             if name not in unused and len(learnt) > 1 and observed[name] >= 0.99 * n:
                 total = sum(learnt.values())
                 marginalised[name] = {v: c / total for v, c in learnt.items()}
-        return cls(means=means, stds=stds, train_ranges=ranges, vocabulary=vocabulary, max_tokens=max_tokens,
-                   observed=observed, category_counts=category_counts, n_fitted=n, unused_inputs=unused,
-                   unlearnt_values={k: v for k, v in unlearnt.items() if v}, typical=typical,
-                   marginalised=marginalised)
+        return cls(
+            means=means,
+            stds=stds,
+            train_ranges=ranges,
+            vocabulary=vocabulary,
+            max_tokens=max_tokens,
+            observed=observed,
+            category_counts=category_counts,
+            n_fitted=n,
+            unused_inputs=unused,
+            unlearnt_values={k: v for k, v in unlearnt.items() if v},
+            typical=typical,
+            marginalised=marginalised,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable description of the fitted encoder."""
@@ -233,8 +266,9 @@ class FeatureEncoder:
             categorical_features={str(k): tuple(v) for k, v in data["categorical_features"]},
             version=version,
             observed={str(k): int(v) for k, v in data["observed"].items()},
-            category_counts={str(k): {str(a): int(b) for a, b in v.items()}
-                             for k, v in data["category_counts"].items()},
+            category_counts={
+                str(k): {str(a): int(b) for a, b in v.items()} for k, v in data["category_counts"].items()
+            },
             n_fitted=int(data["n_fitted"]),
             unused_inputs=tuple(data["unused_inputs"]),
             unlearnt_values={str(k): tuple(v) for k, v in data["unlearnt_values"].items()},
@@ -251,8 +285,10 @@ class FeatureEncoder:
         return {
             "n_training_rows": self.n_fitted,
             "min_observed": min_observed(self.n_fitted),
-            "inputs": {name: {"observed_rows": count, "used": name not in self.unused_inputs}
-                       for name, count in self.observed.items()},
+            "inputs": {
+                name: {"observed_rows": count, "used": name not in self.unused_inputs}
+                for name, count in self.observed.items()
+            },
             "category_values": self.category_counts,
             "values_not_used": {k: list(v) for k, v in self.unlearnt_values.items()},
             "vital_signs_through_monotone_hinges": list(VITAL_SIGNS),
@@ -285,8 +321,11 @@ class FeatureEncoder:
         out: dict[str, dict[str, Any]] = {}
         for name, count in sorted(counts.items()):
             values = self.unlearnt_values.get(name)
-            reason = NOT_LEARNT_REASON if values is None or name in self.unused_inputs else \
-                f"values {', '.join(values)} not used by this model: not recorded in its training data"
+            reason = (
+                NOT_LEARNT_REASON
+                if values is None or name in self.unused_inputs
+                else f"values {', '.join(values)} not used by this model: not recorded in its training data"
+            )
             out[name] = {"rows_with_value": int(count), "reason": reason}
         return out
 
@@ -304,8 +343,9 @@ class FeatureEncoder:
         index = self._token_index()
         memo: dict[str, str | None] = self.__dict__["_index_cache"][2]
         if word not in memo:
-            candidates = sorted(v for v in _one_edit_variants(word) if v in index) \
-                if len(word) >= _MIN_CORRECTABLE else []
+            candidates = (
+                sorted(v for v in _one_edit_variants(word) if v in index) if len(word) >= _MIN_CORRECTABLE else []
+            )
             memo[word] = candidates[0] if len(candidates) == 1 else None
         return memo[word]
 
@@ -382,8 +422,7 @@ class FeatureEncoder:
         for j, hinge in enumerate(HINGES):
             if hinge.field in self.unused_inputs:
                 danger[:, j] = 0.0
-        return {"numeric": numeric, "missing": missing, "categorical": categorical, "tokens": tokens,
-                "danger": danger}
+        return {"numeric": numeric, "missing": missing, "categorical": categorical, "tokens": tokens, "danger": danger}
 
     def marginalise(self, encoded: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
         """Expand rows that leave a :attr:`marginalised` field blank into one row per learnt value.
@@ -422,8 +461,7 @@ class FeatureEncoder:
         """
         enc = self.transform(frame)
         numeric, _ = self._standardised(as_columns(frame), len(frame))
-        names = [*self.numeric_features, *(f"{n}_missing" for n in self.numeric_features),
-                 *(h.name for h in HINGES)]
+        names = [*self.numeric_features, *(f"{n}_missing" for n in self.numeric_features), *(h.name for h in HINGES)]
         blocks = [numeric, enc["missing"], enc["danger"]]
         for j, (name, vocab) in enumerate(self.categorical_features.items()):
             onehot = np.zeros((len(frame), len(vocab) + 1), dtype=np.float32)

@@ -139,8 +139,12 @@ class DicomImageInfo(TypedDict):
 
 
 # ---------------------------------------------------------------------------------------------- reading
-def read_dicom(source: Dataset | bytes | str | os.PathLike[str] | BinaryIO, *, stop_before_pixels: bool = False,
-               specific_tags: Sequence[str] | None = None) -> Dataset:
+def read_dicom(
+    source: Dataset | bytes | str | os.PathLike[str] | BinaryIO,
+    *,
+    stop_before_pixels: bool = False,
+    specific_tags: Sequence[str] | None = None,
+) -> Dataset:
     """Read a DICOM dataset from bytes, a path or a binary stream (a Dataset already read is returned as is).
 
     A file without preamble and file meta (a raw legacy dataset) is read with ``force=True`` and given the
@@ -198,19 +202,22 @@ def _parse(stream: BinaryIO, start: int, stop_before_pixels: bool, specific_tags
             if any(str(w.message).startswith("End of file reached before delimiter") for w in caught):
                 # pydicom drops the whole dataset when an undefined-length element (encapsulated PixelData, a
                 # sequence) has no delimiter before the end of the file
-                raise NotAnImageError("file", "file is truncated: it ends inside an element of undefined length "
-                                              "(encapsulated PixelData or a sequence) before its delimiter")
+                raise NotAnImageError(
+                    "file",
+                    "file is truncated: it ends inside an element of undefined length "
+                    "(encapsulated PixelData or a sequence) before its delimiter",
+                )
             if specific_tags is None and not any(k in ds for k in ("SOPClassUID", "PixelData", "Modality", "Rows")):
-                raise NotAnImageError("file", "file must be a DICOM dataset; no DICOM image or SOP elements were "
-                                              "found")
+                raise NotAnImageError("file", "file must be a DICOM dataset; no DICOM image or SOP elements were found")
             if hasattr(ds, "file_meta") and ds.file_meta is not None:
                 _convert_values(ds.file_meta)
             _convert_values(ds)  # convert every value now, while validation is off
         except ImagingInputError:
             raise
         except Exception as exc:  # any parser failure on untrusted bytes means "not DICOM"
-            raise NotAnImageError("file", f"file must be a DICOM dataset; it could not be parsed "
-                                          f"({type(exc).__name__})") from exc
+            raise NotAnImageError(
+                "file", f"file must be a DICOM dataset; it could not be parsed ({type(exc).__name__})"
+            ) from exc
     if caught:
         log.debug("DICOM read: %d parser warning(s) suppressed", len(caught))
     if not hasattr(ds, "file_meta") or ds.file_meta is None:
@@ -218,8 +225,11 @@ def _parse(stream: BinaryIO, start: int, stop_before_pixels: bool, specific_tags
     if "TransferSyntaxUID" not in ds.file_meta:  # a raw dataset: its encoding is what the parser detected
         implicit, little = ds.original_encoding
         ds.file_meta.TransferSyntaxUID = (
-            ImplicitVRLittleEndian if implicit or implicit is None
-            else ExplicitVRBigEndian if little is False else ExplicitVRLittleEndian
+            ImplicitVRLittleEndian
+            if implicit or implicit is None
+            else ExplicitVRBigEndian
+            if little is False
+            else ExplicitVRLittleEndian
         )
     return ds
 
@@ -234,7 +244,8 @@ def _dcmread_bounded(stream: BinaryIO, stop_before_pixels: bool, specific_tags: 
     start = stream.tell()
     preamble = stream.read(132)
     tags: list[BaseTag | int] | None = (
-        [Tag(keyword) for keyword in specific_tags] if specific_tags is not None else None)
+        [Tag(keyword) for keyword in specific_tags] if specific_tags is not None else None
+    )
     if len(preamble) == 132 and preamble[128:] == b"DICM":
         meta = read_dataset(stream, is_implicit_VR=False, is_little_endian=True, stop_when=_after_file_meta)
         for tag in meta.keys():  # pydicom converts some meta values as it reads them: check them raw, here
@@ -243,10 +254,21 @@ def _dcmread_bounded(stream: BinaryIO, stop_before_pixels: bool, specific_tags: 
         raw_syntax = syntax.value if syntax is not None else None
         if isinstance(raw_syntax, bytes) and raw_syntax.rstrip(b"\x00 ") == DeflatedExplicitVRLittleEndian.encode():
             buffer = DicomBytesIO(_inflate(stream.read()))  # file-like (read_dataset's BinaryIO hint is narrower)
-            dataset = read_dataset(cast(BinaryIO, buffer), is_implicit_VR=False, is_little_endian=True,
-                                   stop_when=_at_pixel_data if stop_before_pixels else None, specific_tags=tags)
-            ds = FileDataset(buffer, dataset, preamble=preamble[:128], file_meta=FileMetaDataset(meta),
-                             is_implicit_VR=False, is_little_endian=True)
+            dataset = read_dataset(
+                cast(BinaryIO, buffer),
+                is_implicit_VR=False,
+                is_little_endian=True,
+                stop_when=_at_pixel_data if stop_before_pixels else None,
+                specific_tags=tags,
+            )
+            ds = FileDataset(
+                buffer,
+                dataset,
+                preamble=preamble[:128],
+                file_meta=FileMetaDataset(meta),
+                is_implicit_VR=False,
+                is_little_endian=True,
+            )
             ds.set_original_encoding(False, True, dataset.original_character_set)
             return ds
     stream.seek(start)
@@ -277,19 +299,24 @@ def _inflate(deflated: bytes) -> bytes:
             chunk = inflater.decompress(pending, _INFLATE_CHUNK)
             size += len(chunk)
             if size > MAX_INFLATED_BYTES:
-                raise ImageDimensionError("TransferSyntaxUID", f"{_DEFLATED}: the dataset inflates to more than "
-                                                               f"{MAX_INFLATED_BYTES} bytes, more than a {MAX_SIDE} x "
-                                                               f"{MAX_SIDE} 16-bit radiograph and its header need")
+                raise ImageDimensionError(
+                    "TransferSyntaxUID",
+                    f"{_DEFLATED}: the dataset inflates to more than "
+                    f"{MAX_INFLATED_BYTES} bytes, more than a {MAX_SIDE} x "
+                    f"{MAX_SIDE} 16-bit radiograph and its header need",
+                )
             pending = inflater.unconsumed_tail
             if not chunk and not pending:  # the input ran out before the end of the stream
                 break
         if not inflater.eof:
-            raise NotAnImageError("TransferSyntaxUID", f"{_DEFLATED}: the dataset's deflate stream ends early "
-                                                       "(the file is truncated)")
+            raise NotAnImageError(
+                "TransferSyntaxUID", f"{_DEFLATED}: the dataset's deflate stream ends early (the file is truncated)"
+            )
         return zlib.decompress(deflated, -zlib.MAX_WBITS, bufsize=max(size, 1))
     except zlib.error as exc:
-        raise NotAnImageError("TransferSyntaxUID", f"{_DEFLATED}: the dataset could not be inflated "
-                                                   f"(zlib: {str(exc)[:80]})") from exc
+        raise NotAnImageError(
+            "TransferSyntaxUID", f"{_DEFLATED}: the dataset could not be inflated (zlib: {str(exc)[:80]})"
+        ) from exc
 
 
 def _convert_values(ds: Dataset, field: str | None = None, path: str = "") -> None:
@@ -305,8 +332,9 @@ def _convert_values(ds: Dataset, field: str | None = None, path: str = "") -> No
         try:
             element = ds[tag]
         except Exception as exc:  # a value that does not fit its VR (odd-length US, a broken sequence, ...)
-            raise NotAnImageError(top, f"{name} could not be read: its value does not fit its VR "
-                                       f"({type(exc).__name__})") from exc
+            raise NotAnImageError(
+                top, f"{name} could not be read: its value does not fit its VR ({type(exc).__name__})"
+            ) from exc
         if element.VR == "SQ":
             for number, item in enumerate(element.value or (), start=1):
                 if isinstance(item, Dataset):
@@ -321,12 +349,15 @@ def _check_raw(raw: object, field: str, name: str, *, nested: bool = False) -> N
     vr = raw.VR or (dictionary_VR(raw.tag) if dictionary_has_tag(raw.tag) else "UN")
     if raw.length == _UNDEFINED_LENGTH:
         if vr not in _UNDEFINED_LENGTH_VRS:
-            raise NotAnImageError(field, f"{name} has an undefined length, which only sequences and encapsulated "
-                                         "pixel data may have")
+            raise NotAnImageError(
+                field, f"{name} has an undefined length, which only sequences and encapsulated pixel data may have"
+            )
     elif raw.value is not None and len(raw.value) < raw.length:
-        where = (f"{name} declares {raw.length} bytes, but its sequence item holds only {len(raw.value)}" if nested
-                 else f"file is truncated: it ends inside {name} ({len(raw.value)} of its {raw.length} bytes are "
-                      "there)")
+        where = (
+            f"{name} declares {raw.length} bytes, but its sequence item holds only {len(raw.value)}"
+            if nested
+            else f"file is truncated: it ends inside {name} ({len(raw.value)} of its {raw.length} bytes are there)"
+        )
         raise NotAnImageError(field, where)
 
 
@@ -364,8 +395,10 @@ def check_radiograph(ds: Dataset) -> None:
         raise UnsupportedModalityError("Modality", f"Modality must be one of {', '.join(MODALITIES)}; got {got}")
     body_part = _text(ds, "BodyPartExamined", NotChestError)
     if body_part and not any(part in body_part for part in CHEST_BODY_PARTS):
-        raise NotChestError("BodyPartExamined", f"BodyPartExamined must be chest-like "
-                                                f"({', '.join(CHEST_BODY_PARTS)}) or absent; got {_shown(body_part)}")
+        raise NotChestError(
+            "BodyPartExamined",
+            f"BodyPartExamined must be chest-like ({', '.join(CHEST_BODY_PARTS)}) or absent; got {_shown(body_part)}",
+        )
     check_view(_text(ds, "ViewPosition", NonFrontalViewError))
     _check_pixel_module(ds)
 
@@ -379,13 +412,15 @@ def _check_pixel_module(ds: Dataset) -> tuple[int, int]:
     """Image Pixel module checks shared by check_radiograph and decode_radiograph; returns (rows, columns)."""
     _require_pixel_data(ds)
     if _int(ds, "SamplesPerPixel", UnsupportedPhotometricError) != 1:
-        raise UnsupportedPhotometricError("SamplesPerPixel", "SamplesPerPixel must be 1 (greyscale); "
-                                                             "got a multi-sample (colour) image")
+        raise UnsupportedPhotometricError(
+            "SamplesPerPixel", "SamplesPerPixel must be 1 (greyscale); got a multi-sample (colour) image"
+        )
     photometric = _text(ds, "PhotometricInterpretation", UnsupportedPhotometricError)
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         got = _shown(photometric) if photometric else "none"
-        raise UnsupportedPhotometricError("PhotometricInterpretation", "PhotometricInterpretation must be "
-                                                                       f"MONOCHROME1 or MONOCHROME2; got {got}")
+        raise UnsupportedPhotometricError(
+            "PhotometricInterpretation", f"PhotometricInterpretation must be MONOCHROME1 or MONOCHROME2; got {got}"
+        )
     if _text(ds, "PresentationLUTShape", UnsupportedPhotometricError) not in ("", "IDENTITY", "INVERSE"):
         raise UnsupportedPhotometricError("PresentationLUTShape", "PresentationLUTShape must be IDENTITY or INVERSE")
     if "NumberOfFrames" in ds:
@@ -402,8 +437,9 @@ def _check_pixel_module(ds: Dataset) -> tuple[int, int]:
         raise ImageDimensionError("BitsAllocated", "BitsAllocated must be 8 or 16")
     bits_stored = _int(ds, "BitsStored", ImageDimensionError)
     if not 1 <= bits_stored <= min(MAX_BITS_STORED, bits_allocated):
-        raise ImageDimensionError("BitsStored", f"BitsStored must be in [1, {MAX_BITS_STORED}] and at most "
-                                                "BitsAllocated")
+        raise ImageDimensionError(
+            "BitsStored", f"BitsStored must be in [1, {MAX_BITS_STORED}] and at most BitsAllocated"
+        )
     if _int(ds, "PixelRepresentation", UndecodablePixelDataError) not in (0, 1):
         raise UndecodablePixelDataError("PixelRepresentation", "PixelRepresentation must be 0 or 1")
     check_pixel_data(ds, rows, columns, bits_allocated)
@@ -419,8 +455,11 @@ def _text(ds: Dataset, keyword: str, error: type[ImagingInputError] = ImagingInp
     if isinstance(value, (MultiValue, list, tuple)):  # a multi-valued CS; the first value decides
         value = value[0] if len(value) else ""
     if not isinstance(value, str):
-        raise error(keyword, f"{keyword} must be text (VR {dictionary_VR(keyword)}); got a value of VR "
-                             f"{element.VR if element is not None else '?'}")
+        raise error(
+            keyword,
+            f"{keyword} must be text (VR {dictionary_VR(keyword)}); got a value of VR "
+            f"{element.VR if element is not None else '?'}",
+        )
     return value.strip().upper()
 
 
@@ -442,8 +481,13 @@ def _int(ds: Dataset, keyword: str, error: type[ImagingInputError]) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         return int(value)
     expected = dictionary_VR(keyword)
-    got = (f"{len(value)} values" if isinstance(value, (MultiValue, list, tuple))
-           else f"a value of VR {element.VR}" if element.VR != expected else "a value that is not a valid integer")
+    got = (
+        f"{len(value)} values"
+        if isinstance(value, (MultiValue, list, tuple))
+        else f"a value of VR {element.VR}"
+        if element.VR != expected
+        else "a value that is not a valid integer"
+    )
     raise error(keyword, f"{keyword} must be an integer (VR {expected}); got {got}")
 
 
@@ -485,8 +529,9 @@ def decode_radiograph(ds: Dataset) -> np.ndarray:
     rows, columns = _check_pixel_module(ds)
     raw = _decode_pixels(ds)
     if raw.shape != (rows, columns):
-        raise UndecodablePixelDataError("PixelData", f"PixelData decoded to shape {raw.shape}, but Rows x Columns "
-                                                     f"is {rows} x {columns}")
+        raise UndecodablePixelDataError(
+            "PixelData", f"PixelData decoded to shape {raw.shape}, but Rows x Columns is {rows} x {columns}"
+        )
     if "ModalityLUTSequence" not in ds:
         for keyword in ("RescaleSlope", "RescaleIntercept"):
             if keyword in ds and ds[keyword].value not in (None, ""):
@@ -495,11 +540,14 @@ def decode_radiograph(ds: Dataset) -> np.ndarray:
         with np.errstate(over="ignore", invalid="ignore"):
             values = np.asarray(apply_modality_lut(raw, ds))
     except Exception as exc:  # malformed LUT descriptor/data in an untrusted header
-        raise UndecodablePixelDataError("ModalityLUTSequence", "ModalityLUTSequence (or the rescale) could not be "
-                                                               f"applied ({type(exc).__name__})") from exc
+        raise UndecodablePixelDataError(
+            "ModalityLUTSequence", f"ModalityLUTSequence (or the rescale) could not be applied ({type(exc).__name__})"
+        ) from exc
     if values.dtype.kind == "f" and not np.isfinite(values).all():
-        raise UndecodablePixelDataError("RescaleSlope", "RescaleSlope and RescaleIntercept map the stored values "
-                                                        "outside the finite floating-point range")
+        raise UndecodablePixelDataError(
+            "RescaleSlope",
+            "RescaleSlope and RescaleIntercept map the stored values outside the finite floating-point range",
+        )
     image = _apply_voi(values, ds)
     if _text(ds, "PhotometricInterpretation") == "MONOCHROME1" or _text(ds, "PresentationLUTShape") == "INVERSE":
         image = 1.0 - image
@@ -519,8 +567,9 @@ def _decode_pixels(ds: Dataset) -> np.ndarray:
         except Exception as exc:  # every decoder failure on untrusted data is "undecodable"
             failures.append(f"{plugin or 'native'}: {type(exc).__name__}")
             last = exc
-    raise UndecodablePixelDataError("PixelData", f"PixelData ({transfer_syntax}) could not be decoded "
-                                                 f"({'; '.join(failures)})") from last
+    raise UndecodablePixelDataError(
+        "PixelData", f"PixelData ({transfer_syntax}) could not be decoded ({'; '.join(failures)})"
+    ) from last
 
 
 def _apply_voi(values: np.ndarray, ds: Dataset) -> np.ndarray:
@@ -582,10 +631,10 @@ def photometric_consistency_score(img: np.ndarray) -> float:
     """
     image = _as_display_image(img)
     rows, columns = image.shape
-    band = image[int(0.3 * rows): max(int(0.7 * rows), int(0.3 * rows) + 1)]
+    band = image[int(0.3 * rows) : max(int(0.7 * rows), int(0.3 * rows) + 1)]
 
     def median(lo: float, hi: float) -> float:
-        return float(np.median(band[:, int(lo * columns): max(int(hi * columns), int(lo * columns) + 1)]))
+        return float(np.median(band[:, int(lo * columns) : max(int(hi * columns), int(lo * columns) + 1)]))
 
     return median(0.40, 0.60) - (median(0.15, 0.35) + median(0.65, 0.85)) / 2
 
@@ -625,7 +674,7 @@ def prepare_image(img: np.ndarray, size: int) -> np.ndarray:
         image = np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
     canvas = np.zeros((size, size), dtype=np.float32)
     top, left = (size - new_rows) // 2, (size - new_columns) // 2
-    canvas[top: top + new_rows, left: left + new_columns] = image
+    canvas[top : top + new_rows, left : left + new_columns] = image
     return ((canvas - IMAGE_MEAN) / IMAGE_STD)[np.newaxis].astype(np.float32)
 
 
@@ -662,8 +711,9 @@ def model_input(img: np.ndarray, size: int, *, field: str = "image", check_consi
     return prepare_image(equalise_histogram(image), size)
 
 
-def load_dicom_for_model(source: Dataset | bytes | str | os.PathLike[str] | BinaryIO,
-                         size: int) -> tuple[np.ndarray, DicomImageInfo]:
+def load_dicom_for_model(
+    source: Dataset | bytes | str | os.PathLike[str] | BinaryIO, size: int
+) -> tuple[np.ndarray, DicomImageInfo]:
     """Read, check, decode, gate and prepare a frontal chest radiograph: ``([1, size, size], metadata)``.
 
     :func:`check_radiograph` (header, including ViewPosition: a non-frontal view is refused before decoding),
@@ -673,13 +723,20 @@ def load_dicom_for_model(source: Dataset | bytes | str | os.PathLike[str] | Bina
     check_radiograph(ds)
     image = decode_radiograph(ds)
     meta = dicom_metadata(ds)
-    log.debug("decoded %s %s %dx%d (%s)", meta["modality"], meta["photometric"], meta["rows"], meta["columns"],
-              meta["transfer_syntax"])
+    log.debug(
+        "decoded %s %s %dx%d (%s)",
+        meta["modality"],
+        meta["photometric"],
+        meta["rows"],
+        meta["columns"],
+        meta["transfer_syntax"],
+    )
     return model_input(image, size, field="PixelData", check_consistency=True), meta
 
 
-def load_image_for_model(source: bytes | str | os.PathLike[str], size: int, *, view: str | None = None,
-                         check_consistency: bool = False) -> np.ndarray:
+def load_image_for_model(
+    source: bytes | str | os.PathLike[str], size: int, *, view: str | None = None, check_consistency: bool = False
+) -> np.ndarray:
     """A PNG/JPEG radiograph as model input ``[1, size, size]``: the PNG/JPEG twin of :func:`load_dicom_for_model`.
 
     ``view`` is the view position from the dataset's own metadata (e.g. NIH's "View Position"), checked as
@@ -693,6 +750,7 @@ def load_image_for_model(source: bytes | str | os.PathLike[str], size: int, *, v
 
 def dicom_metadata(ds: Dataset) -> DicomImageInfo:
     """Technical metadata of a checked dataset (no names, dates or patient identifiers)."""
+
     def uid(keyword: str) -> str | None:
         value = ds.get(keyword)
         return str(value) if value else None
@@ -744,8 +802,9 @@ def load_image_file(source: bytes | str | os.PathLike[str], *, check_consistency
     except Image.DecompressionBombError as exc:
         raise ImageDimensionError("file", f"image must be at most {MAX_SIDE} x {MAX_SIDE} pixels") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, EOFError) as exc:
-        raise UndecodablePixelDataError("file", f"file could not be decoded as PNG or JPEG "
-                                                f"({type(exc).__name__})") from exc
+        raise UndecodablePixelDataError(
+            "file", f"file could not be decoded as PNG or JPEG ({type(exc).__name__})"
+        ) from exc
     # The same percentile window as an unwindowed DICOM, so dataset images and DICOMs at serving time share one
     # intensity convention (the NIH PNG and DICOM of one image: mean |diff| 0.11 -> 0.02 normalised units).
     image = _percentile_window(image).astype(np.float32)
@@ -769,6 +828,8 @@ def _greyscale(picture: Image.Image) -> np.ndarray:
     spread = rgb.max(axis=2) - rgb.min(axis=2)
     coloured = float(np.mean(spread > _COLOUR_TOLERANCE))
     if coloured > _COLOUR_FRACTION:
-        raise UnsupportedPhotometricError("file", "file must be a greyscale image; got a colour image (channels "
-                                                  f"differ on {coloured:.1%} of the pixels)")
+        raise UnsupportedPhotometricError(
+            "file",
+            f"file must be a greyscale image; got a colour image (channels differ on {coloured:.1%} of the pixels)",
+        )
     return (rgb.mean(axis=2) / 255.0).astype(np.float32)

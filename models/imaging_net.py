@@ -43,8 +43,7 @@ class ChestXrayNet(nn.Module):
         super().__init__()
         base = torchvision.models.mobilenet_v3_small(weights=None)
         stem = base.features[0][0]
-        base.features[0][0] = nn.Conv2d(1, stem.out_channels, stem.kernel_size, stem.stride, stem.padding,
-                                        bias=False)
+        base.features[0][0] = nn.Conv2d(1, stem.out_channels, stem.kernel_size, stem.stride, stem.padding, bias=False)
         self.features = base.features
         # torchvision builds MobileNetV3 with BatchNorm momentum 0.01 (tuned for ImageNet-length training); over a
         # few hundred steps the running statistics barely move and eval-mode outputs are meaningless (validation
@@ -109,8 +108,9 @@ def readings_per_image(dihedral: bool, tails: tuple[float, ...]) -> int:
     return (len(DIHEDRAL) if dihedral else 1) * len(tails)
 
 
-def read_views(net: ChestXrayNet, image: torch.Tensor, dihedral: bool,
-               tails: tuple[float, ...] = (0.0,)) -> tuple[torch.Tensor, torch.Tensor]:
+def read_views(
+    net: ChestXrayNet, image: torch.Tensor, dihedral: bool, tails: tuple[float, ...] = (0.0,)
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits ``[N, K]`` and rectified class-activation maps ``[N, K, h, w]``, averaged over the eight orientations
     of :data:`DIHEDRAL` (each map turned back to the input's orientation) when ``dihedral``, else of the image, and
     over the image with its brightest fraction ``t`` saturated for each ``t`` in ``tails``
@@ -130,7 +130,7 @@ def read_views(net: ChestXrayNet, image: torch.Tensor, dihedral: bool,
     m = block.shape[0]
     cam_sum = unorient(cams[0:m], *views[0])
     for i, (k, flip) in enumerate(views[1:], start=1):
-        cam_sum = cam_sum + unorient(cams[i * m:(i + 1) * m], k, flip)
+        cam_sum = cam_sum + unorient(cams[i * m : (i + 1) * m], k, flip)
     cam_mean = cam_sum.reshape(n_tails, -1, *cam_sum.shape[1:]).mean(dim=0) / n_views
     return logit_mean, cam_mean
 
@@ -145,8 +145,15 @@ class CalibratedChestXray(nn.Module):
 
     temperatures: torch.Tensor  # a buffer (register_buffer in __init__)
 
-    def __init__(self, net: ChestXrayNet, temperatures: list[float], image_size: int, *, dihedral: bool = True,
-                 tails: tuple[float, ...] = (0.0,)) -> None:
+    def __init__(
+        self,
+        net: ChestXrayNet,
+        temperatures: list[float],
+        image_size: int,
+        *,
+        dihedral: bool = True,
+        tails: tuple[float, ...] = (0.0,),
+    ) -> None:
         super().__init__()
         self.net = net
         self.image_size = image_size
@@ -162,6 +169,5 @@ class CalibratedChestXray(nn.Module):
         # float rounding into a full-scale map (torch and onnxruntime then disagreed by 1.5e-4 on a small model).
         peak = cam.amax(dim=(2, 3), keepdim=True).clamp(min=HEATMAP_PEAK_FLOOR)
         cam = cam / peak
-        heatmaps = F.interpolate(cam, size=(self.image_size, self.image_size), mode="bilinear",
-                                 align_corners=False)
+        heatmaps = F.interpolate(cam, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
         return probabilities, heatmaps

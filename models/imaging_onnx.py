@@ -42,8 +42,14 @@ def export_imaging_onnx(model: Any, image_size: int, card: ModelCard, path: Path
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"# The axis name: batch will not be used")
         torch.onnx.export(
-            model, (example,), str(path), dynamo=True, external_data=False, verbose=False,
-            input_names=[IMAGING_INPUT_NAME], output_names=list(IMAGING_OUTPUT_NAMES),
+            model,
+            (example,),
+            str(path),
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+            input_names=[IMAGING_INPUT_NAME],
+            output_names=list(IMAGING_OUTPUT_NAMES),
             dynamic_shapes={IMAGING_INPUT_NAME: {0: torch.export.Dim("batch", min=1, max=4096)}},
         )
     write_card_metadata(path, card)
@@ -77,9 +83,16 @@ def quantize_int8(fp32_path: Path, calibration_images: np.ndarray, out_path: Pat
 
     prepared = out_path.with_suffix(".pre.onnx")
     quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
-    quantize_static(str(prepared), str(out_path), _Reader(calibration_images), quant_format=QuantFormat.QDQ,
-                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    op_types_to_quantize=["Conv"])
+    quantize_static(
+        str(prepared),
+        str(out_path),
+        _Reader(calibration_images),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        op_types_to_quantize=["Conv"],
+    )
     prepared.unlink(missing_ok=True)
     write_card_metadata(out_path, card)
     return out_path
@@ -148,15 +161,25 @@ class SecondRead:
         if self.dataset is None:
             raise ValueError("a structured report needs the source dataset; read it with second_read_dicom")
         if not self.evaluated_findings:
-            raise OutsideIntendedUseError(self.outside_field, "no finding of this model is released for this image "
-                                          "(" + "; ".join(sorted(set(self.status_reason.values()))) + "), so there "
-                                          "is no second read to report")
-        findings = [FindingResult(f, self.probabilities[f], self.thresholds[f], self.flags[f])
-                    for f in self.evaluated_findings]
-        not_evaluated = {f: self.status_reason.get(f, self.status.get(f, "")) for f in self.probabilities
-                         if not self.evaluated(f)}
-        return build_second_read_sr(self.dataset, findings, algorithm_name=algorithm_name,
-                                    algorithm_version=algorithm_version, not_evaluated=not_evaluated)
+            raise OutsideIntendedUseError(
+                self.outside_field,
+                "no finding of this model is released for this image "
+                "(" + "; ".join(sorted(set(self.status_reason.values()))) + "), so there "
+                "is no second read to report",
+            )
+        findings = [
+            FindingResult(f, self.probabilities[f], self.thresholds[f], self.flags[f]) for f in self.evaluated_findings
+        ]
+        not_evaluated = {
+            f: self.status_reason.get(f, self.status.get(f, "")) for f in self.probabilities if not self.evaluated(f)
+        }
+        return build_second_read_sr(
+            self.dataset,
+            findings,
+            algorithm_name=algorithm_name,
+            algorithm_version=algorithm_version,
+            not_evaluated=not_evaluated,
+        )
 
     def heatmap_png(self, finding: str | None = None) -> bytes:
         """The prepared image with a heat map overlaid in red, as PNG bytes.
@@ -188,8 +211,14 @@ class SecondRead:
 class ImagingOnnxModel:
     """An exported chest X-ray model in onnxruntime, with its card, thresholds and pixel path."""
 
-    def __init__(self, path: Path, *, threads: int | None = None, expected_sha256: str | None = None,
-                 release: FindingRelease | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        threads: int | None = None,
+        expected_sha256: str | None = None,
+        release: FindingRelease | None = None,
+    ) -> None:
         path = Path(path)
         self.session, self.card, self.sha256 = open_onnx_model(path, threads=threads, expected_sha256=expected_sha256)
         pixel = self.card.features.get("pixel_path_version")
@@ -212,8 +241,10 @@ class ImagingOnnxModel:
         display saturations), so one run over thousands of images would hold tens of GB of activations.
         """
         images = np.asarray(images, dtype=np.float32)
-        outputs = [self.session.run(list(IMAGING_OUTPUT_NAMES), {IMAGING_INPUT_NAME: images[i:i + RUN_CHUNK]})
-                   for i in range(0, len(images), RUN_CHUNK)]
+        outputs = [
+            self.session.run(list(IMAGING_OUTPUT_NAMES), {IMAGING_INPUT_NAME: images[i : i + RUN_CHUNK]})
+            for i in range(0, len(images), RUN_CHUNK)
+        ]
         if len(outputs) == 1:
             return outputs[0][0], outputs[0][1]
         return np.concatenate([o[0] for o in outputs]), np.concatenate([o[1] for o in outputs])
@@ -229,8 +260,7 @@ class ImagingOnnxModel:
         released = np.array([self.release is None or f in self.release.released for f in self.findings])
         return (probabilities >= thresholds) & released[None, :]
 
-    def finding_status(self, dataset: Dataset | None, view: str | None
-                       ) -> tuple[dict[str, str], dict[str, str], str]:
+    def finding_status(self, dataset: Dataset | None, view: str | None) -> tuple[dict[str, str], dict[str, str], str]:
         """Per finding, its status on one image and the reason (:mod:`models.intended_use`); and the attribute that
         would explain why no finding was evaluated."""
         if self.release is None:

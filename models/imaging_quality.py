@@ -83,10 +83,29 @@ HISTOGRAM_BINS: Final = 32
 MAX_PEAK_BIN_FRACTION: Final = 0.6
 MIN_HISTOGRAM_ENTROPY: Final = 2.0
 #: ViewPosition defined terms (PS3.3 C.8.11.5 / C.8.11.7) and common free variants that are not a frontal view.
-NON_FRONTAL_VIEWS: Final = ("LL", "RL", "LLD", "RLD", "LLO", "RLO", "LAT", "LATERAL", "XTABLE", "X-TABLE",
-                            "CROSSTABLE", "CROSS-TABLE", "OBL", "OBLIQUE", "DECUBITUS", "SWIMMERS", "LORDOTIC")
-_NON_FRONTAL_WORD: Final = re.compile(r"(^|[^A-Z])(LAT(ERAL)?|X-?TABLE|CROSS-?TABLE|OBL(IQUE)?|DECUB(ITUS)?|"
-                                      r"LLD|RLD|LLO|RLO|LL|RL)([^A-Z]|$)")
+NON_FRONTAL_VIEWS: Final = (
+    "LL",
+    "RL",
+    "LLD",
+    "RLD",
+    "LLO",
+    "RLO",
+    "LAT",
+    "LATERAL",
+    "XTABLE",
+    "X-TABLE",
+    "CROSSTABLE",
+    "CROSS-TABLE",
+    "OBL",
+    "OBLIQUE",
+    "DECUBITUS",
+    "SWIMMERS",
+    "LORDOTIC",
+)
+_NON_FRONTAL_WORD: Final = re.compile(
+    r"(^|[^A-Z])(LAT(ERAL)?|X-?TABLE|CROSS-?TABLE|OBL(IQUE)?|DECUB(ITUS)?|"
+    r"LLD|RLD|LLO|RLO|LL|RL)([^A-Z]|$)"
+)
 
 
 @dataclass(frozen=True)
@@ -142,10 +161,24 @@ def image_statistics(image: np.ndarray) -> ImageStatistics:
     )
 
 
-def _refuse(error: type[ImageQualityError], field: str, check: str, statistic: str, value: float, limit: float,
-            relation: str, what: str) -> ImageQualityError:
-    return error(field, f"{field} is not a radiograph: {what} (check '{check}': {statistic} {value:.3f} "
-                        f"{relation} {limit:g})", check=check, statistic=statistic, value=value, limit=limit)
+def _refuse(
+    error: type[ImageQualityError],
+    field: str,
+    check: str,
+    statistic: str,
+    value: float,
+    limit: float,
+    relation: str,
+    what: str,
+) -> ImageQualityError:
+    return error(
+        field,
+        f"{field} is not a radiograph: {what} (check '{check}': {statistic} {value:.3f} {relation} {limit:g})",
+        check=check,
+        statistic=statistic,
+        value=value,
+        limit=limit,
+    )
 
 
 def check_image_quality(image: np.ndarray, *, field: str = "PixelData") -> ImageStatistics:
@@ -161,27 +194,73 @@ def check_image_quality(image: np.ndarray, *, field: str = "PixelData") -> Image
     """
     stats = image_statistics(image)
     if stats.std < MIN_STD:
-        raise _refuse(BlankImageError, field, "blank", "std", stats.std, MIN_STD, "<",
-                      "the image is blank or uniform")
+        raise _refuse(BlankImageError, field, "blank", "std", stats.std, MIN_STD, "<", "the image is blank or uniform")
     if stats.mid_grey_fraction < MIN_MID_GREY_FRACTION:
-        raise _refuse(GraphicsImageError, field, "graphics", "mid_grey_fraction", stats.mid_grey_fraction,
-                      MIN_MID_GREY_FRACTION, "<", "almost no mid-grey, as in text or graphics")
+        raise _refuse(
+            GraphicsImageError,
+            field,
+            "graphics",
+            "mid_grey_fraction",
+            stats.mid_grey_fraction,
+            MIN_MID_GREY_FRACTION,
+            "<",
+            "almost no mid-grey, as in text or graphics",
+        )
     if stats.extreme_fraction > MAX_EXTREME_FRACTION:
-        raise _refuse(GraphicsImageError, field, "graphics", "extreme_fraction", stats.extreme_fraction,
-                      MAX_EXTREME_FRACTION, ">", "most pixels are at one extreme, as in text or graphics")
+        raise _refuse(
+            GraphicsImageError,
+            field,
+            "graphics",
+            "extreme_fraction",
+            stats.extreme_fraction,
+            MAX_EXTREME_FRACTION,
+            ">",
+            "most pixels are at one extreme, as in text or graphics",
+        )
     if stats.peak_bin_fraction > MAX_PEAK_BIN_FRACTION:
-        raise _refuse(ImplausibleHistogramError, field, "histogram", "peak_bin_fraction", stats.peak_bin_fraction,
-                      MAX_PEAK_BIN_FRACTION, ">", "most pixels share one grey level")
+        raise _refuse(
+            ImplausibleHistogramError,
+            field,
+            "histogram",
+            "peak_bin_fraction",
+            stats.peak_bin_fraction,
+            MAX_PEAK_BIN_FRACTION,
+            ">",
+            "most pixels share one grey level",
+        )
     if stats.histogram_entropy < MIN_HISTOGRAM_ENTROPY:
-        raise _refuse(ImplausibleHistogramError, field, "histogram", "histogram_entropy", stats.histogram_entropy,
-                      MIN_HISTOGRAM_ENTROPY, "<", "too few grey levels are used")
+        raise _refuse(
+            ImplausibleHistogramError,
+            field,
+            "histogram",
+            "histogram_entropy",
+            stats.histogram_entropy,
+            MIN_HISTOGRAM_ENTROPY,
+            "<",
+            "too few grey levels are used",
+        )
     if stats.top_values_fraction > MAX_TOP_VALUES_FRACTION:
-        raise _refuse(GraphicsImageError, field, "graphics", "top_values_fraction", stats.top_values_fraction,
-                      MAX_TOP_VALUES_FRACTION, ">", f"the {TOP_VALUES} commonest grey values cover most pixels, "
-                      "as in a chart or text")
+        raise _refuse(
+            GraphicsImageError,
+            field,
+            "graphics",
+            "top_values_fraction",
+            stats.top_values_fraction,
+            MAX_TOP_VALUES_FRACTION,
+            ">",
+            f"the {TOP_VALUES} commonest grey values cover most pixels, as in a chart or text",
+        )
     if stats.neighbour_correlation < MIN_NEIGHBOUR_CORRELATION:
-        raise _refuse(NoiseImageError, field, "noise", "neighbour_correlation", stats.neighbour_correlation,
-                      MIN_NEIGHBOUR_CORRELATION, "<", "neighbouring pixels are unrelated, as in noise")
+        raise _refuse(
+            NoiseImageError,
+            field,
+            "noise",
+            "neighbour_correlation",
+            stats.neighbour_correlation,
+            MIN_NEIGHBOUR_CORRELATION,
+            "<",
+            "neighbouring pixels are unrelated, as in noise",
+        )
     return stats
 
 
@@ -205,8 +284,11 @@ def check_view(view: str | None, *, field: str = "ViewPosition") -> None:
         return
     value = view.strip().upper()
     shown = f"'{value}'" if value in NON_FRONTAL_VIEWS else "a non-frontal view"
-    raise NonFrontalViewError(field, f"{field} must be a frontal view (PA or AP) or absent; got {shown}: the model "
-                                     "reads frontal chest radiographs only")
+    raise NonFrontalViewError(
+        field,
+        f"{field} must be a frontal view (PA or AP) or absent; got {shown}: the model "
+        "reads frontal chest radiographs only",
+    )
 
 
 def equalise_histogram(image: np.ndarray, tail_fraction: float | None = None) -> np.ndarray:

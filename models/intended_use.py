@@ -56,14 +56,22 @@ class Population:
     views: tuple[str, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"description": self.description, "min_age_years": self.min_age_years,
-                "max_age_years": self.max_age_years, "views": list(self.views) if self.views is not None else None}
+        return {
+            "description": self.description,
+            "min_age_years": self.min_age_years,
+            "max_age_years": self.max_age_years,
+            "views": list(self.views) if self.views is not None else None,
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Population:
         views = data.get("views")
-        return cls(str(data["description"]), _opt_float(data.get("min_age_years")),
-                   _opt_float(data.get("max_age_years")), tuple(str(v) for v in views) if views is not None else None)
+        return cls(
+            str(data["description"]),
+            _opt_float(data.get("min_age_years")),
+            _opt_float(data.get("max_age_years")),
+            tuple(str(v) for v in views) if views is not None else None,
+        )
 
     @property
     def restricts_age(self) -> bool:
@@ -80,16 +88,23 @@ class Population:
         """:meth:`check`, and the DICOM attribute that placed the image outside (None when inside)."""
         if self.restricts_age:
             if age_years is None:
-                return False, (f"the patient's age is not recorded (PatientAge, or PatientBirthDate and StudyDate), so "
-                               f"the image cannot be placed in the intended population: {self.description}"), \
-                    "PatientAge"
+                return (
+                    False,
+                    (
+                        f"the patient's age is not recorded (PatientAge, or PatientBirthDate and StudyDate), so "
+                        f"the image cannot be placed in the intended population: {self.description}"
+                    ),
+                    "PatientAge",
+                )
             low, high = self.min_age_years, self.max_age_years
             if (low is not None and age_years < low) or (high is not None and age_years >= high):
-                return False, (f"the patient's age (PatientAge) is outside the intended population: "
-                               f"{self.description}"), "PatientAge"
+                return (
+                    False,
+                    (f"the patient's age (PatientAge) is outside the intended population: {self.description}"),
+                    "PatientAge",
+                )
         if self.views is not None and view is not None and view not in self.views:
-            return False, f"ViewPosition {view} is outside the intended population: {self.description}", \
-                "ViewPosition"
+            return False, f"ViewPosition {view} is outside the intended population: {self.description}", "ViewPosition"
         return True, f"inside the intended population: {self.description}", None
 
 
@@ -119,9 +134,15 @@ class FindingRelease:
         return "findings"
 
     def to_json(self) -> str:
-        return json.dumps({"released": {f: p.to_dict() for f, p in sorted(self.released.items())},
-                           "not_validated": dict(sorted(self.not_validated.items())), "decided_by": self.decided_by},
-                          sort_keys=True, separators=(",", ":"))
+        return json.dumps(
+            {
+                "released": {f: p.to_dict() for f, p in sorted(self.released.items())},
+                "not_validated": dict(sorted(self.not_validated.items())),
+                "decided_by": self.decided_by,
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+        )
 
     @classmethod
     def everything(cls, findings: Iterable[str], why: str) -> FindingRelease:
@@ -161,8 +182,9 @@ def finding_release_from_json(text: str | None, findings: Iterable[str]) -> Find
         not_validated = {str(f): str(r) for f, r in dict(data.get("not_validated", {})).items()}
         decided_by = str(data.get("decided_by", "release gate"))
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise ModelArtifactError(f"release_gate.findings is not a valid finding-level release record "
-                                 f"({type(exc).__name__})") from exc
+        raise ModelArtifactError(
+            f"release_gate.findings is not a valid finding-level release record ({type(exc).__name__})"
+        ) from exc
     unknown = (set(released) | set(not_validated)) - names
     if unknown:
         raise ModelArtifactError(f"release_gate.findings names findings this model does not have: {sorted(unknown)}")
@@ -181,8 +203,10 @@ def intended_use_from_json(text: str | None) -> IntendedUse | None:
         return None
     try:
         data = json.loads(text)
-        others = tuple({"name": str(p["name"]), "population": str(p["population"]), "reason": str(p["reason"])}
-                       for p in data.get("not_validated_for", []))
+        others = tuple(
+            {"name": str(p["name"]), "population": str(p["population"]), "reason": str(p["reason"])}
+            for p in data.get("not_validated_for", [])
+        )
         return IntendedUse(str(data["population"]), others)
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise ModelArtifactError(f"release_gate.intended_use is not a valid record ({type(exc).__name__})") from exc
@@ -198,8 +222,9 @@ def dicom_age_years(ds: Dataset) -> tuple[float | None, str]:
     with warnings.catch_warnings():  # pydicom warns on a malformed AS/DA; the reason below says so instead
         warnings.simplefilter("ignore")
         raw = str(ds.get("PatientAge", "") or "").strip().upper()
-        dates = {k: ds.get(k) for k in ("PatientBirthDate", "StudyDate", "SeriesDate", "AcquisitionDate",
-                                        "ContentDate")}
+        dates = {
+            k: ds.get(k) for k in ("PatientBirthDate", "StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate")
+        }
     if raw:
         match = _AGE.match(raw)
         if match:

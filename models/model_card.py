@@ -30,10 +30,12 @@ IMAGING_DECISION_SUPPORT_STATEMENT: Final = (
     "it did not evaluate is not a negative."
 )
 #: The statement every output of a task carries (HTTP JSON, FHIR, the SR, the DICOM node, the model card).
-DECISION_SUPPORT_STATEMENTS: Final[Mapping[str, str]] = MappingProxyType({
-    "triage": TRIAGE_DECISION_SUPPORT_STATEMENT,
-    "imaging": IMAGING_DECISION_SUPPORT_STATEMENT,
-})
+DECISION_SUPPORT_STATEMENTS: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "triage": TRIAGE_DECISION_SUPPORT_STATEMENT,
+        "imaging": IMAGING_DECISION_SUPPORT_STATEMENT,
+    }
+)
 #: The triage statement, under the name it has always had (triage outputs are unchanged).
 DECISION_SUPPORT_STATEMENT: Final = TRIAGE_DECISION_SUPPORT_STATEMENT
 
@@ -49,8 +51,10 @@ def decision_support_statement(task: Task) -> str:
     try:
         return DECISION_SUPPORT_STATEMENTS[task]
     except KeyError:
-        raise ValueError(f"task must be one of {', '.join(DECISION_SUPPORT_STATEMENTS)}; got {str(task)[:30]!r}") \
-            from None
+        raise ValueError(
+            f"task must be one of {', '.join(DECISION_SUPPORT_STATEMENTS)}; got {str(task)[:30]!r}"
+        ) from None
+
 
 CARD_METADATA_KEY: Final = "vigil_model_card"
 
@@ -137,11 +141,24 @@ class ModelCard:
             "## Out of scope",
             *(f"- {item}" for item in self.out_of_scope),
             "",
-            *(line for title, section in (("Data", self.data), ("Training", self.training),
-                                          ("Calibration", self.calibration), ("Decision rule", self.decision_rule),
-                                          ("Safety floor", self.safety_floor), ("Metrics", self.metrics))
-              for line in (f"## {title}", "```json", json.dumps(section, indent=2, sort_keys=True, default=str),
-                           "```", "")),
+            *(
+                line
+                for title, section in (
+                    ("Data", self.data),
+                    ("Training", self.training),
+                    ("Calibration", self.calibration),
+                    ("Decision rule", self.decision_rule),
+                    ("Safety floor", self.safety_floor),
+                    ("Metrics", self.metrics),
+                )
+                for line in (
+                    f"## {title}",
+                    "```json",
+                    json.dumps(section, indent=2, sort_keys=True, default=str),
+                    "```",
+                    "",
+                )
+            ),
             *self._inputs_markdown(),
             "## Limitations",
             *(f"- {item}" for item in self.limitations),
@@ -159,19 +176,29 @@ class ModelCard:
             return []
         unused = set(self.features.get("unused_inputs", ()))
         n = self.features.get("n_fitted", 0)
-        lines = ["## Inputs learnt", "",
-                 f"Training rows in which each input was recorded (of {n}). An input, or a category value, "
-                 "observed in fewer than min(30, 1% of rows) is masked to missing before encoding and is listed "
-                 "in every response as not used by this model.", "",
-                 "| input | rows observed | used |", "|---|---:|---|"]
-        lines += [f"| {name} | {count} | {'no: not recorded in its training data' if name in unused else 'yes'} |"
-                  for name, count in observed.items()]
+        lines = [
+            "## Inputs learnt",
+            "",
+            f"Training rows in which each input was recorded (of {n}). An input, or a category value, "
+            "observed in fewer than min(30, 1% of rows) is masked to missing before encoding and is listed "
+            "in every response as not used by this model.",
+            "",
+            "| input | rows observed | used |",
+            "|---|---:|---|",
+        ]
+        lines += [
+            f"| {name} | {count} | {'no: not recorded in its training data' if name in unused else 'yes'} |"
+            for name, count in observed.items()
+        ]
         for name, counts in self.features.get("category_counts", {}).items():
             if name not in unused:
                 values = ", ".join(f"{v} {c}" for v, c in counts.items())
                 lines.append(f"\n{name}: {values}")
         masked = self.features.get("unlearnt_values", {})
         if masked:
-            lines += ["", "Category values not used (not recorded in training): "
-                      + "; ".join(f"{k}: {', '.join(v)}" for k, v in masked.items())]
+            lines += [
+                "",
+                "Category values not used (not recorded in training): "
+                + "; ".join(f"{k}: {', '.join(v)}" for k, v in masked.items()),
+            ]
         return [*lines, ""]

@@ -418,13 +418,12 @@ def news2_arrays(
     )
     score = np.sum(components, axis=0, dtype=np.int64).reshape(shape)
     red_flag = np.any(np.stack(components) == _RED, axis=0).reshape(shape)
-    n_missing = (
-        sum(np.isnan(a).astype(np.int64) for a in (rr, sat, oxygen, systolic, pulse, temp))
-        + acvpu_missing.astype(np.int64)
+    n_missing = sum(
+        np.isnan(a).astype(np.int64) for a in (rr, sat, oxygen, systolic, pulse, temp)
+    ) + acvpu_missing.astype(np.int64)
+    band_code = np.select([score >= HIGH_MIN_SCORE, score >= MEDIUM_MIN_SCORE, red_flag], [3, 2, 1], default=0).astype(
+        np.int64
     )
-    band_code = np.select(
-        [score >= HIGH_MIN_SCORE, score >= MEDIUM_MIN_SCORE, red_flag], [3, 2, 1], default=0
-    ).astype(np.int64)
     floor_by_code = np.array([FLOOR[band] for band in BANDS], dtype=np.int64)
     return {
         "score": score,

@@ -41,8 +41,7 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def export_triage_onnx(model: CalibratedTriageNet, example: dict[str, np.ndarray], card: ModelCard,
-                       path: Path) -> Path:
+def export_triage_onnx(model: CalibratedTriageNet, example: dict[str, np.ndarray], card: ModelCard, path: Path) -> Path:
     """Export with a dynamic batch axis and the model card in the ONNX metadata.
 
     Parameters
@@ -106,8 +105,9 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def open_onnx_model(path: Path, *, threads: int | None = None,
-                    expected_sha256: str | None = None) -> tuple[Any, ModelCard, str]:
+def open_onnx_model(
+    path: Path, *, threads: int | None = None, expected_sha256: str | None = None
+) -> tuple[Any, ModelCard, str]:
     """Check an ONNX file, open one onnxruntime session on it and read its model card.
 
     Returns (session, card, sha256). Shared by every Vigil model runtime.
@@ -209,10 +209,13 @@ class TriageOnnxModel:
         graph's outputs for ``frame``."""
         columns = as_columns(frame)
         rule = self.card.decision_rule
-        weights = weights_by_age(float_column(columns, "age_years", len(acuity)), float(rule["under_triage_weight"]),
-                                 rule.get("under_triage_weight_by_age_band"),
-                                 object_column(columns, "sex", len(acuity)),
-                                 rule.get("under_triage_weight_by_age_band_sex"))
+        weights = weights_by_age(
+            float_column(columns, "age_years", len(acuity)),
+            float(rule["under_triage_weight"]),
+            rule.get("under_triage_weight_by_age_band"),
+            object_column(columns, "sex", len(acuity)),
+            rule.get("under_triage_weight_by_age_band_sex"),
+        )
         model_level = recommend_levels(acuity, weights)
         floor = safety_floor(columns)
         recommended, raised = apply_floor_arrays(model_level, floor.level)
@@ -233,5 +236,9 @@ class TriageOnnxModel:
 
     def describe(self) -> dict[str, Any]:
         """Name, version, sha256 and the card's headline fields."""
-        return {"name": self.card.name, "version": self.card.version, "sha256": self.sha256,
-                "synthetic_data": self.card.synthetic_data}
+        return {
+            "name": self.card.name,
+            "version": self.card.version,
+            "sha256": self.sha256,
+            "synthetic_data": self.card.synthetic_data,
+        }

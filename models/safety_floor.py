@@ -64,8 +64,14 @@ from models.complaints import RED_FLAGS, read_complaint
 from models.news2 import BANDS, news2_columns
 
 #: Floor sources, in the order that breaks ties (the first source giving the applied level is named).
-FLOOR_SOURCES: Final[tuple[str, ...]] = ("acvpu", "red_flag_complaint", "paediatric", "adult_physiology", "news2",
-                                          "none")
+FLOOR_SOURCES: Final[tuple[str, ...]] = (
+    "acvpu",
+    "red_flag_complaint",
+    "paediatric",
+    "adult_physiology",
+    "news2",
+    "none",
+)
 NO_FLOOR: Final[int] = 5
 #: ACVPU levels that set a floor (A sets none).
 ACVPU_FLOOR: Final[dict[str, int]] = {"U": 1, "P": 1, "V": 2, "C": 2}
@@ -171,8 +177,10 @@ def _fmt(value: float) -> str:
 
 def _vitals(columns: Columns, n: int) -> tuple[np.ndarray, ...]:
     """(RR, HR, SBP, SpO2, temperature, on oxygen) as float arrays (NaN where missing; oxygen as bool)."""
-    return (*(float_column(columns, name, n) for name in ("resp_rate", "heart_rate", "sbp", "spo2", "temperature_c")),
-            float_column(columns, "on_supplemental_oxygen", n) == 1.0)
+    return (
+        *(float_column(columns, name, n) for name in ("resp_rate", "heart_rate", "sbp", "spo2", "temperature_c")),
+        float_column(columns, "on_supplemental_oxygen", n) == 1.0,
+    )
 
 
 def _paediatric_rule(columns: Columns, n: int, child: np.ndarray) -> tuple[np.ndarray, list[list[str]]]:
@@ -196,12 +204,17 @@ def _paediatric_rule(columns: Columns, n: int, child: np.ndarray) -> tuple[np.nd
                 note(rows & (hr < band.hr_below), f"heart rate {{}}/min < {_fmt(band.hr_below)} {tag}", hr)
             if band.sbp_at_most is not None:
                 note(rows & (sbp <= band.sbp_at_most), f"systolic BP {{}} mmHg <= {_fmt(band.sbp_at_most)} {tag}", sbp)
-            note(rows & (spo2 < band.spo2_below) & ~oxygen,
-                 f"SpO2 {{}}% on air < {_fmt(band.spo2_below)}% {tag}", spo2)
-        note(temp < CHILD_TEMPERATURE_BELOW, f"temperature {{}} degC < {_fmt(CHILD_TEMPERATURE_BELOW)} "
-             "(NICE NG51 high risk, under 16)", temp)
-        note((age < INFANT_FEVER_MAX_AGE) & (temp >= INFANT_FEVER_AT_LEAST),
-             f"temperature {{}} degC >= {_fmt(INFANT_FEVER_AT_LEAST)} under 3 months (NICE NG51 high risk)", temp)
+            note(rows & (spo2 < band.spo2_below) & ~oxygen, f"SpO2 {{}}% on air < {_fmt(band.spo2_below)}% {tag}", spo2)
+        note(
+            temp < CHILD_TEMPERATURE_BELOW,
+            f"temperature {{}} degC < {_fmt(CHILD_TEMPERATURE_BELOW)} (NICE NG51 high risk, under 16)",
+            temp,
+        )
+        note(
+            (age < INFANT_FEVER_MAX_AGE) & (temp >= INFANT_FEVER_AT_LEAST),
+            f"temperature {{}} degC >= {_fmt(INFANT_FEVER_AT_LEAST)} under 3 months (NICE NG51 high risk)",
+            temp,
+        )
         note(oxygen, "on supplemental oxygen (NICE NG51 high risk, under 16)")
     levels = np.array([PAEDIATRIC_FLOOR if r else NO_FLOOR for r in reasons], dtype=np.int64).reshape(n)
     return levels, reasons
@@ -251,8 +264,10 @@ def safety_floor(frame: Columns) -> SafetyFloor:
     news = news2_columns(columns)
     news2_floor = np.where(child, NO_FLOOR, news["minimum_acuity"]).astype(np.int64)
     news_reasons = [
-        [f"NEWS2 {int(news['score'][i])} ({BANDS[int(news['band_code'][i])]} risk)"] if news2_floor[i] < NO_FLOOR
-        else [] for i in range(n)
+        [f"NEWS2 {int(news['score'][i])} ({BANDS[int(news['band_code'][i])]} risk)"]
+        if news2_floor[i] < NO_FLOOR
+        else []
+        for i in range(n)
     ]
     acvpu, acvpu_reasons = _acvpu_rule(columns, n)
     complaint, complaint_reasons, flags = _complaint_rule(columns, n)
@@ -262,12 +277,20 @@ def safety_floor(frame: Columns) -> SafetyFloor:
     reasons_by_rule = (acvpu_reasons, complaint_reasons, paediatric_reasons, adult_reasons, news_reasons)
     level = rules.min(axis=0) if n else np.zeros(0, dtype=np.int64)
     first = np.argmin(rules, axis=0) if n else np.zeros(0, dtype=np.int64)
-    source = np.array([FLOOR_SOURCES[k] if lv < NO_FLOOR else "none" for k, lv in zip(first, level, strict=True)],
-                      dtype=object)
+    source = np.array(
+        [FLOOR_SOURCES[k] if lv < NO_FLOOR else "none" for k, lv in zip(first, level, strict=True)], dtype=object
+    )
     reasons = [
-        tuple(r for k in range(len(reasons_by_rule)) if rules[k, i] == level[i] < NO_FLOOR
-              for r in reasons_by_rule[k][i])
+        tuple(
+            r for k in range(len(reasons_by_rule)) if rules[k, i] == level[i] < NO_FLOOR for r in reasons_by_rule[k][i]
+        )
         for i in range(n)
     ]
-    return SafetyFloor(level=level.astype(np.int64), source=source, reasons=reasons, red_flags=flags,
-                       news2_score=news["score"], news2_floor=news2_floor)
+    return SafetyFloor(
+        level=level.astype(np.int64),
+        source=source,
+        reasons=reasons,
+        red_flags=flags,
+        news2_score=news["score"],
+        news2_floor=news2_floor,
+    )

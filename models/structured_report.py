@@ -132,8 +132,7 @@ class FindingResult:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Real):
                 raise InputValidationError(name, f"The '{name}' field must be a number; got {type(value).__name__}")
-            if not (math.isfinite(value)
-                    and 0.0 <= value <= 1.0):  # type: ignore[operator]  # typeshed's numbers.Real has no __ge__
+            if not (math.isfinite(value) and 0.0 <= value <= 1.0):  # type: ignore[operator]  # typeshed's numbers.Real has no __ge__
                 raise InputValidationError(name, f"The '{name}' field must be in [0, 1]; got {value!r}")
             object.__setattr__(self, name, float(value))  # numpy floats and ints become plain floats
         if not isinstance(self.flagged, bool):
@@ -206,8 +205,9 @@ def _evidence_header(source: Dataset) -> Dataset:
             kind(str(value))
         except ValueError:
             setattr(header, keyword, "")
-            logger.info("source %s is not a valid DICOM %s value; written empty in the second-read SR", keyword,
-                        kind.__name__)
+            logger.info(
+                "source %s is not a valid DICOM %s value; written empty in the second-read SR", keyword, kind.__name__
+            )
     # PatientAge (AS, Type 3) must be nnnD/W/M/Y (PS3.5 6.2); sources write "62" or "62 years". The SR leaves an
     # invalid one out rather than copy it (dciodvfy: "Value invalid for this VR") or guess its unit.
     age = header.get("PatientAge")
@@ -250,8 +250,14 @@ def blank_overlong_identifiers(ds: Dataset, what: str) -> list[str]:
             del ds[keyword]  # a new element: ``ds`` may share the old one with the source
             setattr(ds, keyword, "")
             blanked.append(keyword)
-            logger.warning("source %s is %d characters, longer than the %d its VR (%s) allows; the %s carries it "
-                           "empty (Type 2)", keyword, length, most, vr, what)
+            logger.warning(
+                "source %s is %d characters, longer than the %d its VR (%s) allows; the %s carries it empty (Type 2)",
+                keyword,
+                length,
+                most,
+                vr,
+                what,
+            )
     return blanked
 
 
@@ -303,9 +309,14 @@ def _report_level_evaluations(any_flagged: bool, not_evaluated: Mapping[str, str
     )
     container.ContentSequence = hd.sr.ContentSequence(
         [
-            *(hd.sr.TextContentItem(name=NOT_EVALUATED, value=f"{finding}: {reason}"[:1024],
-                                    relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
-              for finding, reason in not_evaluated.items()),
+            *(
+                hd.sr.TextContentItem(
+                    name=NOT_EVALUATED,
+                    value=f"{finding}: {reason}"[:1024],
+                    relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+                )
+                for finding, reason in not_evaluated.items()
+            ),
             hd.sr.CodeContentItem(
                 name=ANY_FINDING_FLAGGED,
                 value=YES if any_flagged else NO,
@@ -377,8 +388,9 @@ def build_second_read_sr(
             raise InputValidationError(keyword, f"the source image has no {keyword}; the SR cannot reference it")
     not_evaluated = dict(not_evaluated or {})
     if not findings:
-        raise InputValidationError("findings", "findings must hold at least one FindingResult (TID 1500 needs a "
-                                               "measurement group)")
+        raise InputValidationError(
+            "findings", "findings must hold at least one FindingResult (TID 1500 needs a measurement group)"
+        )
     seen: set[str] = set()
     for index, result in enumerate(findings):
         if not isinstance(result, FindingResult):
@@ -415,16 +427,16 @@ def build_second_read_sr(
         procedure_reported=PLAIN_CHEST_XRAY,
         imaging_measurements=[_measurement_group(result, source, algorithm) for result in findings],
     )
-    report[0].ContentSequence.append(_report_level_evaluations(any(result.flagged for result in findings),
-                                                               not_evaluated))
+    report[0].ContentSequence.append(
+        _report_level_evaluations(any(result.flagged for result in findings), not_evaluated)
+    )
 
     vigil_equipment = hd.ContributingEquipment(
         manufacturer=manufacturer,
         purpose_of_reference=codes.DCM.ProcessingEquipment,
         manufacturer_model_name=algorithm_name,
         software_versions=algorithm_version,
-        contribution_description=f"Chest X-ray second read by {algorithm_name} {algorithm_version} "
-                                 "(decision support)",
+        contribution_description=f"Chest X-ray second read by {algorithm_name} {algorithm_version} (decision support)",
     )
     header = _evidence_header(source)
     try:

@@ -59,8 +59,13 @@ def cell_labels(age_years: np.ndarray, sex: np.ndarray | None) -> np.ndarray:
     return out
 
 
-def weights_by_age(age_years: np.ndarray, default: float, by_band: Mapping[str, float] | None,
-                   sex: np.ndarray | None = None, by_cell: Mapping[str, float] | None = None) -> np.ndarray:
+def weights_by_age(
+    age_years: np.ndarray,
+    default: float,
+    by_band: Mapping[str, float] | None,
+    sex: np.ndarray | None = None,
+    by_cell: Mapping[str, float] | None = None,
+) -> np.ndarray:
     """The under-triage weight per row.
 
     With ``by_cell`` (age band x sex): the row's cell's weight; a row whose sex is not recorded gets the larger of
@@ -83,9 +88,16 @@ def weights_by_age(age_years: np.ndarray, default: float, by_band: Mapping[str, 
     return out
 
 
-def choose_band_weights(acuity_probs: np.ndarray, age_years: np.ndarray, truth: np.ndarray,
-                        floor_levels: np.ndarray, default: float, target: float,
-                        min_high_acuity: int = 30, sex: np.ndarray | None = None) -> dict[str, dict[str, float]]:
+def choose_band_weights(
+    acuity_probs: np.ndarray,
+    age_years: np.ndarray,
+    truth: np.ndarray,
+    floor_levels: np.ndarray,
+    default: float,
+    target: float,
+    min_high_acuity: int = 30,
+    sex: np.ndarray | None = None,
+) -> dict[str, dict[str, float]]:
     """Per age band (and, with ``sex``, per age band x sex cell), the smallest weight >= ``default`` whose served
     level leaves at most ``target`` of the group's true level 1-2 patients at level 3-5. Chosen on validation
     data only; the test set is never seen.
@@ -106,14 +118,25 @@ def choose_band_weights(acuity_probs: np.ndarray, age_years: np.ndarray, truth: 
 
     def choose(rows: np.ndarray, fallback: float) -> dict[str, float]:
         if len(rows) < min_high_acuity:
-            return {"weight": float(fallback), "n_high_acuity": len(rows), "under_triage_at_default": float("nan"),
-                    "under_triage_at_weight": float("nan"), "reached_target": 0.0}
-        rates = [float((np.minimum(recommend_levels(acuity_probs[rows], w), floor_levels[rows]) > 2).mean())
-                 for w in grid]
+            return {
+                "weight": float(fallback),
+                "n_high_acuity": len(rows),
+                "under_triage_at_default": float("nan"),
+                "under_triage_at_weight": float("nan"),
+                "reached_target": 0.0,
+            }
+        rates = [
+            float((np.minimum(recommend_levels(acuity_probs[rows], w), floor_levels[rows]) > 2).mean()) for w in grid
+        ]
         reached = [i for i, r in enumerate(rates) if r <= target]
         pick = reached[0] if reached else int(np.argmin(rates))
-        return {"weight": float(grid[pick]), "n_high_acuity": len(rows), "under_triage_at_default": rates[0],
-                "under_triage_at_weight": rates[pick], "reached_target": float(bool(reached))}
+        return {
+            "weight": float(grid[pick]),
+            "n_high_acuity": len(rows),
+            "under_triage_at_default": rates[0],
+            "under_triage_at_weight": rates[pick],
+            "reached_target": float(bool(reached)),
+        }
 
     out: dict[str, dict[str, float]] = {}
     for band in AGE_BANDS:

@@ -22,8 +22,9 @@ from torch import nn
 from models.labels import ACUITY_LEVELS, OUTCOMES
 
 
-def hinge_score(base: torch.Tensor, band_adjustment: torch.Tensor, band: torch.Tensor,
-                danger: torch.Tensor) -> torch.Tensor:
+def hinge_score(
+    base: torch.Tensor, band_adjustment: torch.Tensor, band: torch.Tensor, danger: torch.Tensor
+) -> torch.Tensor:
     """Per row and head, the hinges times non-negative weights ``softplus(base + band_adjustment[band])``.
 
     ``base`` is [heads, hinges], ``band_adjustment`` [age bands, heads, hinges], ``band`` [B], ``danger``
@@ -75,7 +76,11 @@ class TriageNet(nn.Module):
         self.register_buffer("urgency", torch.linspace(1.0, 0.0, levels))
 
     def forward(
-        self, numeric: torch.Tensor, missing: torch.Tensor, categorical: torch.Tensor, tokens: torch.Tensor,
+        self,
+        numeric: torch.Tensor,
+        missing: torch.Tensor,
+        categorical: torch.Tensor,
+        tokens: torch.Tensor,
         danger: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         cats = [emb(categorical[:, i]) for i, emb in enumerate(self.category_embeddings)]
@@ -99,7 +104,11 @@ class TriageEnsemble(nn.Module):
         self.members = nn.ModuleList(members)
 
     def forward(
-        self, numeric: torch.Tensor, missing: torch.Tensor, categorical: torch.Tensor, tokens: torch.Tensor,
+        self,
+        numeric: torch.Tensor,
+        missing: torch.Tensor,
+        categorical: torch.Tensor,
+        tokens: torch.Tensor,
         danger: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         outputs = [m(numeric, missing, categorical, tokens, danger) for m in self.members]
@@ -146,8 +155,13 @@ class CalibratedTriageNet(nn.Module):
     the floor's. This is the module that is exported to ONNX.
     """
 
-    def __init__(self, net: TriageNet | TriageEnsemble, acuity_temperature: float,
-                 outcome_temperatures: list[float], floor: PhysiologyFloor | None = None) -> None:
+    def __init__(
+        self,
+        net: TriageNet | TriageEnsemble,
+        acuity_temperature: float,
+        outcome_temperatures: list[float],
+        floor: PhysiologyFloor | None = None,
+    ) -> None:
         super().__init__()
         self.net = net
         self.floor = floor
@@ -155,7 +169,11 @@ class CalibratedTriageNet(nn.Module):
         self.register_buffer("outcome_temperatures", torch.tensor([float(t) for t in outcome_temperatures]))
 
     def forward(
-        self, numeric: torch.Tensor, missing: torch.Tensor, categorical: torch.Tensor, tokens: torch.Tensor,
+        self,
+        numeric: torch.Tensor,
+        missing: torch.Tensor,
+        categorical: torch.Tensor,
+        tokens: torch.Tensor,
         danger: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         acuity_logits, outcome_logits = self.net(numeric, missing, categorical, tokens, danger)

@@ -105,7 +105,11 @@ RECORD_FIELDS: Final[tuple[str, ...]] = (
 
 #: Fields that are never model inputs even though the record carries them (fairness audit, provenance).
 NON_FEATURE_FIELDS: Final[tuple[str, ...]] = (
-    "ethnicity", "site", "chief_complaint_code", "arrival_time", "spo2_scale_2"
+    "ethnicity",
+    "site",
+    "chief_complaint_code",
+    "arrival_time",
+    "spo2_scale_2",
 )
 
 Mode = Literal["strict", "coerce"]
@@ -155,9 +159,7 @@ def _check_categorical(spec: CategoricalField, value: Any, row: int | None) -> s
     for allowed in spec.values:
         if text.lower() == allowed.lower():
             return allowed
-    raise InputValidationError(
-        spec.name, f"'{spec.name}' must be one of {list(spec.values)}; got {text[:32]!r}", row
-    )
+    raise InputValidationError(spec.name, f"'{spec.name}' must be one of {list(spec.values)}; got {text[:32]!r}", row)
 
 
 _TRUE = {"true", "1", "yes", "y"}

@@ -53,8 +53,10 @@ def default_locator(settings: ServingSettings) -> ModelLocator:
         if settings.model_dir is None:
             raise ConfigError("setting VIGIL_MODEL_DIR: required when VIGIL_MODEL_SOURCE=local")
         return LocalFolderLocator(settings.model_dir)
-    raise ConfigError("setting VIGIL_MODEL_SOURCE=registry: the MLflow registry locator is composed by `vigil serve` "
-                      "(workflows.serve.create_service); pass a locator, or use VIGIL_MODEL_SOURCE=local")
+    raise ConfigError(
+        "setting VIGIL_MODEL_SOURCE=registry: the MLflow registry locator is composed by `vigil serve` "
+        "(workflows.serve.create_service); pass a locator, or use VIGIL_MODEL_SOURCE=local"
+    )
 
 
 def _body_limits(settings: ServingSettings) -> Any:
@@ -66,8 +68,13 @@ def _body_limits(settings: ServingSettings) -> Any:
     return limit_for
 
 
-def create_app(settings: ServingSettings | None = None, *, locator: ModelLocator | None = None,
-               store: Store | None = None, tasks: tuple[Task, ...] = TASKS) -> FastAPI:
+def create_app(
+    settings: ServingSettings | None = None,
+    *,
+    locator: ModelLocator | None = None,
+    store: Store | None = None,
+    tasks: tuple[Task, ...] = TASKS,
+) -> FastAPI:
     """Build the service.
 
     Parameters
@@ -97,8 +104,10 @@ def create_app(settings: ServingSettings | None = None, *, locator: ModelLocator
         try:
             await run_in_threadpool(state.ensure_store)
             if not any(k.revoked_utc is None for k in await run_in_threadpool(store.list_keys)):
-                log.warning("no API key exists yet: every prediction route answers 401 until one is made with "
-                            "`vigil keys create --client NAME --scope triage` (or imaging, admin)")
+                log.warning(
+                    "no API key exists yet: every prediction route answers 401 until one is made with "
+                    "`vigil keys create --client NAME --scope triage` (or imaging, admin)"
+                )
         except StoreUnavailableError as exc:
             log.error("audit store unavailable at start-up: %s; predictions are refused until it returns", exc)
         if settings.allow_unreleased:
@@ -130,13 +139,21 @@ def create_app(settings: ServingSettings | None = None, *, locator: ModelLocator
     # redirect_slashes=False: '/v1/triage/' is a 404, never a redirect built from the client's Host header
     # (which would be answered before authentication).
     # /docs and /redoc load their scripts from a public CDN: off unless VIGIL_DOCS asks for them.
-    app = FastAPI(title="Vigil", version=API_VERSION, description=DESCRIPTION, lifespan=lifespan,
-                  redirect_slashes=False, docs_url="/docs" if settings.docs else None,
-                  redoc_url="/redoc" if settings.docs else None,
-                  openapi_tags=[{"name": "triage", "description": "Triage scores for A&E systems"},
-                                {"name": "cds-hooks", "description": "CDS Hooks 2.0 service over FHIR R4"},
-                                {"name": "imaging", "description": "Chest X-ray second read"},
-                                {"name": "operations", "description": "Health, readiness, metrics, models"}])
+    app = FastAPI(
+        title="Vigil",
+        version=API_VERSION,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        redirect_slashes=False,
+        docs_url="/docs" if settings.docs else None,
+        redoc_url="/redoc" if settings.docs else None,
+        openapi_tags=[
+            {"name": "triage", "description": "Triage scores for A&E systems"},
+            {"name": "cds-hooks", "description": "CDS Hooks 2.0 service over FHIR R4"},
+            {"name": "imaging", "description": "Chest X-ray second read"},
+            {"name": "operations", "description": "Health, readiness, metrics, models"},
+        ],
+    )
     app.state.vigil = state
     install_error_handlers(app)
     app.include_router(routes_triage.router)
@@ -146,9 +163,13 @@ def create_app(settings: ServingSettings | None = None, *, locator: ModelLocator
     app.include_router(routes_ops.router)
     # The last added is the outermost: every request, a refused Host included, gets a request id and is counted.
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.trusted_host_list(), www_redirect=False)
-    app.add_middleware(RequestContextMiddleware, metrics=metrics, limit_for=_body_limits(settings),
-                       body_idle_timeout_s=settings.http_body_idle_timeout_s,
-                       body_timeout_s=settings.http_body_timeout_s)
+    app.add_middleware(
+        RequestContextMiddleware,
+        metrics=metrics,
+        limit_for=_body_limits(settings),
+        body_idle_timeout_s=settings.http_body_idle_timeout_s,
+        body_timeout_s=settings.http_body_timeout_s,
+    )
     app.openapi = _with_problem_schema(app)  # type: ignore[method-assign]
     return app
 
@@ -166,7 +187,8 @@ def _with_problem_schema(app: FastAPI) -> Any:
         if app.openapi_schema is None:
             doc = build()
             doc.setdefault("components", {}).setdefault("schemas", {})["Problem"] = Problem.model_json_schema(
-                ref_template="#/components/schemas/{model}", mode="serialization")
+                ref_template="#/components/schemas/{model}", mode="serialization"
+            )
         return app.openapi_schema  # type: ignore[return-value]
 
     return openapi

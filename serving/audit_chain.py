@@ -48,8 +48,16 @@ from serving.store_records import canonical_json, utc_now
 if TYPE_CHECKING:
     from serving.store import Store
 
-__all__ = ["ANCHOR_FILE_NAME", "AuditAnchor", "AuditAnchorSettings", "ChainReport", "anchor_head",
-           "load_anchor_settings", "open_anchor", "verify_audit"]
+__all__ = [
+    "ANCHOR_FILE_NAME",
+    "AuditAnchor",
+    "AuditAnchorSettings",
+    "ChainReport",
+    "anchor_head",
+    "load_anchor_settings",
+    "open_anchor",
+    "verify_audit",
+]
 
 logger = logging.getLogger(__name__)
 anchor_log = logging.getLogger("vigil.audit.anchor")
@@ -74,19 +82,22 @@ class AuditAnchorSettings(BaseSettings):
     path: Path | None = Field(
         default=None,
         description="VIGIL_AUDIT_ANCHOR_PATH: the append-only anchor file (or a folder, which then holds "
-                    f"{ANCHOR_FILE_NAME}), on storage the service cannot rewrite (WORM mount, another host's share, "
-                    "chattr +a). Default unset: no anchor, and `vigil audit verify` says that deleting the newest rows "
-                    "or recomputing the chain would go unnoticed. Off by default because only the site knows such "
-                    "storage; a production site must set it.")
+        f"{ANCHOR_FILE_NAME}), on storage the service cannot rewrite (WORM mount, another host's share, "
+        "chattr +a). Default unset: no anchor, and `vigil audit verify` says that deleting the newest rows "
+        "or recomputing the chain would go unnoticed. Off by default because only the site knows such "
+        "storage; a production site must set it.",
+    )
     key: SecretStr | None = Field(
         default=None,
         description="VIGIL_AUDIT_ANCHOR_KEY: the HMAC key of the anchors, at least 32 characters (e.g. `openssl rand "
-                    "-hex 32`). Default unset; one of this or VIGIL_AUDIT_ANCHOR_KEY_FILE is needed with a path. "
-                    "Never logged.")
+        "-hex 32`). Default unset; one of this or VIGIL_AUDIT_ANCHOR_KEY_FILE is needed with a path. "
+        "Never logged.",
+    )
     key_file: Path | None = Field(
         default=None,
         description="VIGIL_AUDIT_ANCHOR_KEY_FILE: a file holding the key instead (at least 32 bytes; a trailing "
-                    "newline is ignored), e.g. a secret mounted read-only. Default unset.")
+        "newline is ignored), e.g. a secret mounted read-only. Default unset.",
+    )
 
     @field_validator("key")
     @classmethod
@@ -113,18 +124,31 @@ def open_anchor(settings: AuditAnchorSettings | None = None) -> AuditAnchor | No
         an anchor file whose folder does not exist. The message names the setting, never the key.
     """
     settings = settings or load_anchor_settings()
-    keys_given = [name for name, value in (("VIGIL_AUDIT_ANCHOR_KEY", settings.key),
-                                           ("VIGIL_AUDIT_ANCHOR_KEY_FILE", settings.key_file)) if value is not None]
+    keys_given = [
+        name
+        for name, value in (
+            ("VIGIL_AUDIT_ANCHOR_KEY", settings.key),
+            ("VIGIL_AUDIT_ANCHOR_KEY_FILE", settings.key_file),
+        )
+        if value is not None
+    ]
     if settings.path is None:
         if keys_given:
-            raise ConfigError(f"{keys_given[0]} is set but VIGIL_AUDIT_ANCHOR_PATH is not: set the path of the "
-                              "append-only anchor file too")
+            raise ConfigError(
+                f"{keys_given[0]} is set but VIGIL_AUDIT_ANCHOR_PATH is not: set the path of the "
+                "append-only anchor file too"
+            )
         return None
     if len(keys_given) != 1:
-        raise ConfigError("VIGIL_AUDIT_ANCHOR_PATH needs exactly one of VIGIL_AUDIT_ANCHOR_KEY and "
-                          f"VIGIL_AUDIT_ANCHOR_KEY_FILE; got {len(keys_given)}")
-    key = (settings.key.get_secret_value().encode("utf-8") if settings.key is not None
-           else _read_key_file(settings.key_file or Path()))  # exactly one is set (checked above)
+        raise ConfigError(
+            "VIGIL_AUDIT_ANCHOR_PATH needs exactly one of VIGIL_AUDIT_ANCHOR_KEY and "
+            f"VIGIL_AUDIT_ANCHOR_KEY_FILE; got {len(keys_given)}"
+        )
+    key = (
+        settings.key.get_secret_value().encode("utf-8")
+        if settings.key is not None
+        else _read_key_file(settings.key_file or Path())
+    )  # exactly one is set (checked above)
     path = settings.path.absolute()
     path = path / ANCHOR_FILE_NAME if path.is_dir() else path
     if not path.parent.is_dir():
@@ -136,8 +160,9 @@ def _read_key_file(path: Path) -> bytes:
     try:
         key = path.read_bytes().rstrip(b"\r\n")
     except OSError as exc:
-        raise ConfigError(f"VIGIL_AUDIT_ANCHOR_KEY_FILE {str(path)[:200]!r} cannot be read: "
-                          f"{exc.strerror or type(exc).__name__}") from exc
+        raise ConfigError(
+            f"VIGIL_AUDIT_ANCHOR_KEY_FILE {str(path)[:200]!r} cannot be read: {exc.strerror or type(exc).__name__}"
+        ) from exc
     if len(key) < MIN_KEY_BYTES:
         raise ConfigError(f"VIGIL_AUDIT_ANCHOR_KEY_FILE must hold at least {MIN_KEY_BYTES} bytes; got {len(key)}")
     return key
@@ -175,8 +200,14 @@ class AuditAnchor:
 
     def line(self, seq: int, row_hash: str, time_utc: str) -> str:
         """The anchor line of ``(seq, row_hash)`` at ``time_utc``, newline included."""
-        body = {"v": 1, "seq": seq, "row_hash": row_hash, "time_utc": time_utc, "kid": self.kid,
-                "mac": self._mac(seq, row_hash, time_utc)}
+        body = {
+            "v": 1,
+            "seq": seq,
+            "row_hash": row_hash,
+            "time_utc": time_utc,
+            "kid": self.kid,
+            "mac": self._mac(seq, row_hash, time_utc),
+        }
         return canonical_json(body) + "\n"
 
     def append(self, seq: int, row_hash: str) -> bool:
@@ -195,12 +226,22 @@ class AuditAnchor:
             finally:
                 os.close(fd)
         except OSError as exc:
-            logger.error("audit anchor of seq %d could not be written to %s: %s; the row is committed and the next "
-                         "anchor covers it", seq, self.path, exc.strerror or type(exc).__name__)
+            logger.error(
+                "audit anchor of seq %d could not be written to %s: %s; the row is committed and the next "
+                "anchor covers it",
+                seq,
+                self.path,
+                exc.strerror or type(exc).__name__,
+            )
             return False
         if written != len(data):
-            logger.error("audit anchor of seq %d was cut short in %s (%d of %d bytes; disk full?)", seq, self.path,
-                         written, len(data))
+            logger.error(
+                "audit anchor of seq %d was cut short in %s (%d of %d bytes; disk full?)",
+                seq,
+                self.path,
+                written,
+                len(data),
+            )
             return False
         anchor_log.info("%s", data.decode("ascii").rstrip("\n"))
         return True
@@ -225,8 +266,11 @@ class AuditAnchor:
                     return AnchorFile(anchors=anchors, problem=f"anchor line {number} of {self.path}: {parsed}")
                 seq, digest = parsed
                 if anchors.setdefault(seq, digest) != digest:
-                    return AnchorFile(anchors=anchors, problem=f"anchor line {number} of {self.path}: it anchors seq "
-                                                               f"{seq} to a different row_hash than an earlier line")
+                    return AnchorFile(
+                        anchors=anchors,
+                        problem=f"anchor line {number} of {self.path}: it anchors seq "
+                        f"{seq} to a different row_hash than an earlier line",
+                    )
         return AnchorFile(anchors=anchors)
 
     def _parse(self, raw: bytes) -> tuple[int, bytes] | str:
@@ -240,8 +284,13 @@ class AuditAnchor:
         if not isinstance(entry, dict) or set(entry) != _ANCHOR_KEYS or entry["v"] != 1:
             return "not a version-1 anchor"
         seq, row_hash, time_utc, mac = entry["seq"], entry["row_hash"], entry["time_utc"], entry["mac"]
-        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1 or not all(
-                isinstance(v, str) for v in (row_hash, time_utc, mac)) or not _HEX64_RE.fullmatch(row_hash):
+        if (
+            isinstance(seq, bool)
+            or not isinstance(seq, int)
+            or seq < 1
+            or not all(isinstance(v, str) for v in (row_hash, time_utc, mac))
+            or not _HEX64_RE.fullmatch(row_hash)
+        ):
             return "a field has the wrong type"
         if entry["kid"] != self.kid:
             return "made with another key (its key id differs)"
@@ -299,17 +348,28 @@ class ChainReport:
             where = f" at seq {self.broken_seq}" if self.broken_seq is not None else ""
             return f"AUDIT CHAIN BROKEN{where}: " + "; ".join(self.problems)
         if self.anchor_path is None:
-            return (f"audit chain intact: {self.rows} rows (hash chain only: VIGIL_AUDIT_ANCHOR_PATH is not set, so "
-                    "deleted newest rows or a recomputed chain would not be detected)")
+            return (
+                f"audit chain intact: {self.rows} rows (hash chain only: VIGIL_AUDIT_ANCHOR_PATH is not set, so "
+                "deleted newest rows or a recomputed chain would not be detected)"
+            )
         tail = f"; {self.unanchored_rows} newer rows not anchored yet" if self.unanchored_rows else ""
-        return (f"audit chain intact: {self.rows} rows, matching {self.anchors} anchors in {self.anchor_path} "
-                f"(newest seq {self.newest_anchor_seq}){tail}")
+        return (
+            f"audit chain intact: {self.rows} rows, matching {self.anchors} anchors in {self.anchor_path} "
+            f"(newest seq {self.newest_anchor_seq}){tail}"
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """The report as JSON-ready values."""
-        return {"ok": self.ok, "rows": self.rows, "broken_seq": self.broken_seq, "problems": list(self.problems),
-                "anchor_path": self.anchor_path, "anchors": self.anchors,
-                "newest_anchor_seq": self.newest_anchor_seq, "unanchored_rows": self.unanchored_rows}
+        return {
+            "ok": self.ok,
+            "rows": self.rows,
+            "broken_seq": self.broken_seq,
+            "problems": list(self.problems),
+            "anchor_path": self.anchor_path,
+            "anchors": self.anchors,
+            "newest_anchor_seq": self.newest_anchor_seq,
+            "unanchored_rows": self.unanchored_rows,
+        }
 
 
 def verify_audit(store: Store, anchor: AuditAnchor | None = None) -> ChainReport:
@@ -364,8 +424,16 @@ def anchor_head(store: Store, anchor: AuditAnchor) -> ChainReport:
         return report
     if not anchor.append(report.rows, head):
         raise ConfigError(f"the audit anchor could not be written to {anchor.path} (the log says why)")
-    return ChainReport(ok=True, rows=report.rows, broken_seq=None, problems=(), anchor_path=report.anchor_path,
-                       anchors=report.anchors + 1, newest_anchor_seq=report.rows, unanchored_rows=0)
+    return ChainReport(
+        ok=True,
+        rows=report.rows,
+        broken_seq=None,
+        problems=(),
+        anchor_path=report.anchor_path,
+        anchors=report.anchors + 1,
+        newest_anchor_seq=report.rows,
+        unanchored_rows=0,
+    )
 
 
 def _verify(store: Store, anchor: AuditAnchor | None, *, require_anchor: bool) -> tuple[ChainReport, str | None]:
@@ -384,8 +452,11 @@ def _verify(store: Store, anchor: AuditAnchor | None, *, require_anchor: bool) -
             if not hmac.compare_digest(anchored, bytes.fromhex(row_hash)):
                 broken = seq
                 span = f"seq {seq}" if last_matching + 1 == seq else f"one of seq {last_matching + 1}..{seq}"
-                problems.insert(0, f"seq {seq} differs from its anchor: {span} was changed, inserted or removed "
-                                   "and the chain recomputed")
+                problems.insert(
+                    0,
+                    f"seq {seq} differs from its anchor: {span} was changed, inserted or removed "
+                    "and the chain recomputed",
+                )
                 break
             last_matching = seq
         rows, head = seq, row_hash
@@ -396,10 +467,19 @@ def _verify(store: Store, anchor: AuditAnchor | None, *, require_anchor: bool) -
         problems.insert(0, f"the store ends at seq {rows} but seq {newest} was anchored: {lost} deleted")
     if require_anchor and anchor is not None and not anchors and rows and not problems:
         state = "does not exist" if not found.exists else "holds no anchor"
-        problems.append(f"the anchor file {anchor.path} {state} although the store holds {rows} rows (if anchoring "
-                        "was just turned on, run `vigil audit anchor` once)")
+        problems.append(
+            f"the anchor file {anchor.path} {state} although the store holds {rows} rows (if anchoring "
+            "was just turned on, run `vigil audit anchor` once)"
+        )
     unanchored = rows - newest if newest is not None and broken is None else 0
-    report = ChainReport(ok=not problems, rows=rows, broken_seq=broken, problems=tuple(problems),
-                         anchor_path=str(anchor.path) if anchor is not None else None, anchors=len(anchors),
-                         newest_anchor_seq=newest, unanchored_rows=max(0, unanchored))
+    report = ChainReport(
+        ok=not problems,
+        rows=rows,
+        broken_seq=broken,
+        problems=tuple(problems),
+        anchor_path=str(anchor.path) if anchor is not None else None,
+        anchors=len(anchors),
+        newest_anchor_seq=newest,
+        unanchored_rows=max(0, unanchored),
+    )
     return report, head

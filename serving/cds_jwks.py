@@ -40,8 +40,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from models.errors import ConfigError, VigilError
 from serving.store_records import check_scopes
 
-__all__ = ["ALGORITHMS", "FileJwks", "IssuerConfig", "JwksUnavailableError", "KeySource", "TrustedIssuer",
-           "UrlJwks", "VerifyingKey", "load_issuers", "parse_jwks"]
+__all__ = [
+    "ALGORITHMS",
+    "FileJwks",
+    "IssuerConfig",
+    "JwksUnavailableError",
+    "KeySource",
+    "TrustedIssuer",
+    "UrlJwks",
+    "VerifyingKey",
+    "load_issuers",
+    "parse_jwks",
+]
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +202,7 @@ class FileJwks:
     def _read(self) -> tuple[int, dict[str, VerifyingKey]]:
         try:
             mtime_ns = self.path.stat().st_mtime_ns
-            document = json.loads(self.path.read_bytes()[:_MAX_JWKS_BYTES + 1])
+            document = json.loads(self.path.read_bytes()[: _MAX_JWKS_BYTES + 1])
         except (OSError, ValueError, RecursionError) as exc:
             raise ConfigError(f"JWK Set {self.path}: cannot be read as JSON ({type(exc).__name__})") from exc
         return mtime_ns, parse_jwks(document, str(self.path))
@@ -208,8 +218,7 @@ class FileJwks:
                     self._mtime_ns, self._keys = self._read()
                     log.info("JWK Set %s read again: %d keys", self.path, len(self._keys))
             except (OSError, ConfigError) as exc:
-                log.warning("JWK Set %s changed but cannot be used (%s); keeping the keys read before", self.path,
-                            exc)
+                log.warning("JWK Set %s changed but cannot be used (%s); keeping the keys read before", self.path, exc)
             return self._keys.get(kid)
 
 
@@ -240,8 +249,15 @@ class UrlJwks:
     cannot make the service hammer the issuer). A failed fetch keeps the last good set.
     """
 
-    def __init__(self, url: str, *, timeout_s: float, cache_s: float, refresh_floor_s: float = _REFRESH_FLOOR_S,
-                 clock: Any = time.monotonic) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout_s: float,
+        cache_s: float,
+        refresh_floor_s: float = _REFRESH_FLOOR_S,
+        clock: Any = time.monotonic,
+    ) -> None:
         self.url = check_jwks_url(url)
         self.timeout_s, self.cache_s, self.refresh_floor_s = timeout_s, cache_s, refresh_floor_s
         self._clock = clock
@@ -269,16 +285,21 @@ class UrlJwks:
         try:
             keys = parse_jwks(json.loads(self._download()), self.url)
         except (OSError, ValueError, RecursionError, ConfigError, urllib.error.URLError) as exc:
-            log.warning("JWK Set %s could not be fetched: %s%s", self.url, type(exc).__name__,
-                        "; keeping the keys fetched before" if self._keys else "")
+            log.warning(
+                "JWK Set %s could not be fetched: %s%s",
+                self.url,
+                type(exc).__name__,
+                "; keeping the keys fetched before" if self._keys else "",
+            )
             return
         self._keys, self._fetched_at = keys, self._tried_at
 
     def get(self, kid: str) -> VerifyingKey | None:
         with self._lock:
             now = self._clock()
-            if now - self._fetched_at >= self.cache_s and now - self._tried_at >= min(self.refresh_floor_s,
-                                                                                      self.cache_s):
+            if now - self._fetched_at >= self.cache_s and now - self._tried_at >= min(
+                self.refresh_floor_s, self.cache_s
+            ):
                 self._fetch()
             key = (self._keys or {}).get(kid)
             if key is None and self._keys is not None and self._clock() - self._tried_at >= self.refresh_floor_s:

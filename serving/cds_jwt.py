@@ -31,8 +31,16 @@ from models.errors import ConfigError, VigilError
 from serving.cds_jwks import ALGORITHMS, JwksUnavailableError, TrustedIssuer, b64url_decode, load_issuers
 from serving.settings import ServingSettings
 
-__all__ = ["CdsClient", "CdsTokenError", "CdsTokenVerifier", "MemoryReplayGuard", "RedisReplayGuard",
-           "ReplayGuard", "build_verifier", "looks_like_jwt"]
+__all__ = [
+    "CdsClient",
+    "CdsTokenError",
+    "CdsTokenVerifier",
+    "MemoryReplayGuard",
+    "RedisReplayGuard",
+    "ReplayGuard",
+    "build_verifier",
+    "looks_like_jwt",
+]
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +116,11 @@ class MemoryReplayGuard:
             if key in self._expiry:
                 return False
             if len(self._expiry) >= self.max_entries:
-                raise CdsTokenError("unavailable", "too many CDS Hooks tokens are live at once to record another; "
-                                    "retry later", status=503)
+                raise CdsTokenError(
+                    "unavailable",
+                    "too many CDS Hooks tokens are live at once to record another; retry later",
+                    status=503,
+                )
             self._expiry[key] = expires_at
             heapq.heappush(self._heap, (expires_at, key))
             return True
@@ -131,8 +142,9 @@ class RedisReplayGuard:
             return bool(self._client.set(key, b"1", nx=True, exat=max(math.ceil(expires_at), math.ceil(now) + 1)))
         except self._errors as exc:
             log.error("CDS Hooks replay record (Redis) unavailable: %s", type(exc).__name__)
-            raise CdsTokenError("unavailable", "the replay record of CDS Hooks tokens is unavailable; retry later",
-                                status=503) from exc
+            raise CdsTokenError(
+                "unavailable", "the replay record of CDS Hooks tokens is unavailable; retry later", status=503
+            ) from exc
 
 
 def _json_object(segment: str, what: str) -> dict[str, Any]:
@@ -145,8 +157,9 @@ def _json_object(segment: str, what: str) -> dict[str, Any]:
     try:
         value = json.loads(b64url_decode(segment), object_pairs_hook=no_duplicates)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        raise CdsTokenError("malformed", f"the bearer token's {what} is not base64url JSON without duplicate "
-                                         "members") from exc
+        raise CdsTokenError(
+            "malformed", f"the bearer token's {what} is not base64url JSON without duplicate members"
+        ) from exc
     if not isinstance(value, dict):
         raise CdsTokenError("malformed", f"the bearer token's {what} must be a JSON object")
     return value
@@ -179,8 +192,15 @@ class CdsTokenVerifier:
         Where used ``jti`` values are remembered.
     """
 
-    def __init__(self, issuers: dict[str, TrustedIssuer], *, public_url: str, leeway_s: float,
-                 max_lifetime_s: float, replay: ReplayGuard) -> None:
+    def __init__(
+        self,
+        issuers: dict[str, TrustedIssuer],
+        *,
+        public_url: str,
+        leeway_s: float,
+        max_lifetime_s: float,
+        replay: ReplayGuard,
+    ) -> None:
         self.issuers, self.public_url = issuers, public_url.rstrip("/")
         self.leeway_s, self.max_lifetime_s, self.replay = leeway_s, max_lifetime_s, replay
 
@@ -217,11 +237,15 @@ class CdsTokenVerifier:
 
     def _check_header(self, header: dict[str, Any], claims: dict[str, Any]) -> TrustedIssuer:
         if header.get("alg") not in ALGORITHMS:
-            raise CdsTokenError("alg", f"the token's 'alg' must be one of {', '.join(ALGORITHMS)} (CDS Hooks forbids "
-                                       "'none' and symmetric algorithms)")
+            raise CdsTokenError(
+                "alg",
+                f"the token's 'alg' must be one of {', '.join(ALGORITHMS)} (CDS Hooks forbids "
+                "'none' and symmetric algorithms)",
+            )
         if "crit" in header:
-            raise CdsTokenError("malformed", "the token's header has 'crit' extensions, which this service does "
-                                             "not understand")
+            raise CdsTokenError(
+                "malformed", "the token's header has 'crit' extensions, which this service does not understand"
+            )
         typ = header.get("typ")
         if typ is not None and (not isinstance(typ, str) or typ.upper() != "JWT"):
             raise CdsTokenError("malformed", "the token's 'typ' must be 'JWT'")
@@ -242,8 +266,7 @@ class CdsTokenVerifier:
         aud = claims.get("aud")
         audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
         if len(audiences) > _MAX_AUDIENCES or expected not in audiences:
-            raise CdsTokenError("audience", f"the token's audience ('aud') must be this CDS service's URL, "
-                                            f"{expected}")
+            raise CdsTokenError("audience", f"the token's audience ('aud') must be this CDS service's URL, {expected}")
         exp, iat = _number(claims, "exp"), _number(claims, "iat")
         nbf = _number(claims, "nbf", required=False)
         assert exp is not None and iat is not None
@@ -252,23 +275,27 @@ class CdsTokenVerifier:
         if iat > now + self.leeway_s or (nbf is not None and nbf > now + self.leeway_s):
             raise CdsTokenError("not_yet_valid", "the token is not valid yet ('iat' or 'nbf' is in the future)")
         if exp - now > self.max_lifetime_s + self.leeway_s:
-            raise CdsTokenError("lifetime", f"the token's 'exp' is more than {self.max_lifetime_s:g} s away; send a "
-                                            "short-lived token with each call")
+            raise CdsTokenError(
+                "lifetime",
+                f"the token's 'exp' is more than {self.max_lifetime_s:g} s away; send a "
+                "short-lived token with each call",
+            )
         jti = claims.get("jti")
         if not isinstance(jti, str) or not 1 <= len(jti) <= _MAX_JTI_CHARS:
             raise CdsTokenError("jti", f"the token's 'jti' must be a string of 1 to {_MAX_JTI_CHARS} characters")
         tenant = claims.get("tenant")
         if not self.replay.first_use(issuer.name, jti, exp + self.leeway_s, now):
             raise CdsTokenError("replay", "the token's 'jti' was already used: send a new token with each call")
-        return CdsClient(issuer.name, issuer.iss, issuer.scopes, jti,
-                         tenant[:256] if isinstance(tenant, str) else None)
+        return CdsClient(issuer.name, issuer.iss, issuer.scopes, jti, tenant[:256] if isinstance(tenant, str) else None)
 
 
 def _public_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("https", "http") or not parts.hostname or parts.query or parts.fragment:
-        raise ConfigError(f"setting VIGIL_CDS_PUBLIC_URL: must be the service's base URL as the EHR calls it "
-                          f"(https://host[:port][/prefix]), without query or fragment; got {value[:120]!r}")
+        raise ConfigError(
+            f"setting VIGIL_CDS_PUBLIC_URL: must be the service's base URL as the EHR calls it "
+            f"(https://host[:port][/prefix]), without query or fragment; got {value[:120]!r}"
+        )
     return value.rstrip("/")
 
 
@@ -283,20 +310,39 @@ def build_verifier(settings: ServingSettings) -> CdsTokenVerifier | None:
     """
     if settings.cds_auth == "api_key":
         if settings.cds_jwt_issuers is not None:
-            raise ConfigError("setting VIGIL_CDS_JWT_ISSUERS: given, but VIGIL_CDS_AUTH=api_key ignores it; set "
-                              "VIGIL_CDS_AUTH=jwt (or jwt_or_api_key) to verify CDS Hooks JWTs")
+            raise ConfigError(
+                "setting VIGIL_CDS_JWT_ISSUERS: given, but VIGIL_CDS_AUTH=api_key ignores it; set "
+                "VIGIL_CDS_AUTH=jwt (or jwt_or_api_key) to verify CDS Hooks JWTs"
+            )
         return None
-    missing = [name for name, value in (("VIGIL_CDS_JWT_ISSUERS", settings.cds_jwt_issuers),
-                                        ("VIGIL_CDS_PUBLIC_URL", settings.cds_public_url)) if value is None]
+    missing = [
+        name
+        for name, value in (
+            ("VIGIL_CDS_JWT_ISSUERS", settings.cds_jwt_issuers),
+            ("VIGIL_CDS_PUBLIC_URL", settings.cds_public_url),
+        )
+        if value is None
+    ]
     if missing:
         raise ConfigError(f"setting {missing[0]}: required when VIGIL_CDS_AUTH={settings.cds_auth}")
     assert settings.cds_jwt_issuers is not None and settings.cds_public_url is not None
     public_url = _public_url(settings.cds_public_url)
-    issuers = load_issuers(Path(settings.cds_jwt_issuers), fetch_timeout_s=settings.cds_jwks_timeout_s,
-                           cache_s=settings.cds_jwks_cache_s)
-    replay: ReplayGuard = (RedisReplayGuard(settings.cds_jwt_replay_url) if settings.cds_jwt_replay_url
-                           else MemoryReplayGuard())
-    log.info("CDS Hooks JWT authentication on (VIGIL_CDS_AUTH=%s): %d trusted issuers, audience %s/cds-services/...",
-             settings.cds_auth, len(issuers), public_url)
-    return CdsTokenVerifier(issuers, public_url=public_url, leeway_s=settings.cds_jwt_leeway_s,
-                            max_lifetime_s=settings.cds_jwt_max_lifetime_s, replay=replay)
+    issuers = load_issuers(
+        Path(settings.cds_jwt_issuers), fetch_timeout_s=settings.cds_jwks_timeout_s, cache_s=settings.cds_jwks_cache_s
+    )
+    replay: ReplayGuard = (
+        RedisReplayGuard(settings.cds_jwt_replay_url) if settings.cds_jwt_replay_url else MemoryReplayGuard()
+    )
+    log.info(
+        "CDS Hooks JWT authentication on (VIGIL_CDS_AUTH=%s): %d trusted issuers, audience %s/cds-services/...",
+        settings.cds_auth,
+        len(issuers),
+        public_url,
+    )
+    return CdsTokenVerifier(
+        issuers,
+        public_url=public_url,
+        leeway_s=settings.cds_jwt_leeway_s,
+        max_lifetime_s=settings.cds_jwt_max_lifetime_s,
+        replay=replay,
+    )

@@ -24,17 +24,35 @@ from serving.model_source import ModelUnavailableError
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
-_TITLES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
-           406: "Not acceptable", 412: "Precondition failed", 413: "Content too large", 415: "Unsupported media type",
-           422: "Unprocessable content", 429: "Too many requests", 500: "Internal server error",
-           503: "Service unavailable"}
+_TITLES = {
+    400: "Bad request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    406: "Not acceptable",
+    412: "Precondition failed",
+    413: "Content too large",
+    415: "Unsupported media type",
+    422: "Unprocessable content",
+    429: "Too many requests",
+    500: "Internal server error",
+    503: "Service unavailable",
+}
 
 
 class ApiError(Exception):
     """An HTTP error raised by a route: status, detail, optional per-field errors and headers."""
 
-    def __init__(self, status: int, detail: str, *, errors: list[dict[str, Any]] | None = None,
-                 headers: dict[str, str] | None = None, type_: str = "about:blank") -> None:
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        errors: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+        type_: str = "about:blank",
+    ) -> None:
         self.status = status
         self.detail = detail
         self.errors = errors
@@ -47,8 +65,15 @@ def request_id_of(request: Request) -> str | None:
     return getattr(request.state, "request_id", None)
 
 
-def problem(request: Request | None, status: int, detail: str, *, errors: list[dict[str, Any]] | None = None,
-            headers: dict[str, str] | None = None, type_: str = "about:blank") -> JSONResponse:
+def problem(
+    request: Request | None,
+    status: int,
+    detail: str,
+    *,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+    type_: str = "about:blank",
+) -> JSONResponse:
     """A problem+json response."""
     body: dict[str, Any] = {"type": type_, "title": _TITLES.get(status, "Error"), "status": status, "detail": detail}
     if request is not None:
@@ -97,8 +122,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _request_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"field": _loc_field(e.get("loc", ())), "message": str(e.get("msg", "invalid"))}
-                  for e in exc.errors()]
+        errors = [
+            {"field": _loc_field(e.get("loc", ())), "message": str(e.get("msg", "invalid"))} for e in exc.errors()
+        ]
         detail = f"'{errors[0]['field']}': {errors[0]['message']}" if errors else "invalid request"
         return problem(request, 422, detail, errors=errors)
 
@@ -113,14 +139,22 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StoreUnavailableError)
     async def _no_store(request: Request, exc: StoreUnavailableError) -> JSONResponse:
         log.error("store unavailable (request %s): %s", request_id_of(request), exc)
-        return problem(request, 503, "the audit store is unavailable, so no prediction can be returned "
-                                     "(Vigil never answers unaudited); retry later", headers={"Retry-After": "5"})
+        return problem(
+            request,
+            503,
+            "the audit store is unavailable, so no prediction can be returned "
+            "(Vigil never answers unaudited); retry later",
+            headers={"Retry-After": "5"},
+        )
 
     @app.exception_handler(ClientDisconnect)
     async def _disconnected(request: Request, exc: ClientDisconnect) -> JSONResponse:
         # Nobody is left to read the answer; it is sent only so that the request ends (and is counted) normally.
-        log.info("client disconnected before its request body was complete (request %s) on %s",
-                 request_id_of(request), route_label(request.scope.get("route")))
+        log.info(
+            "client disconnected before its request body was complete (request %s) on %s",
+            request_id_of(request),
+            route_label(request.scope.get("route")),
+        )
         return problem(request, 400, "the client disconnected before the request body was complete")
 
     @app.exception_handler(StarletteHTTPException)
@@ -131,6 +165,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         # The traceback is logged; the request body is not (it may hold patient data).
-        log.error("unexpected error (request %s) on %s", request_id_of(request), request.url.path,
-                  exc_info=(type(exc), exc, exc.__traceback__))
+        log.error(
+            "unexpected error (request %s) on %s",
+            request_id_of(request),
+            request.url.path,
+            exc_info=(type(exc), exc, exc.__traceback__),
+        )
         return problem(request, 500, "unexpected error; quote the request id when reporting it")

@@ -78,7 +78,10 @@ PREFETCH: Final[dict[str, str]] = {
     "vitals": "Observation?patient={{context.patientId}}&category=vital-signs&_sort=-date&_count=100",
     # Observations outside the vital-signs category that Vigil reads (chief complaint, pain, GCS, ACVPU, oxygen).
     "observations": "Observation?patient={{context.patientId}}&code="
-    + ",".join(f"{system}|{code}" for (system, code), kind in OBSERVATION_CODES.items()
-               if kind in {"chief_complaint", "pain_score", "gcs", "consciousness", "fio2", "o2_flow"})
+    + ",".join(
+        f"{system}|{code}"
+        for (system, code), kind in OBSERVATION_CODES.items()
+        if kind in {"chief_complaint", "pain_score", "gcs", "consciousness", "fio2", "o2_flow"}
+    )
     + "&_sort=-date&_count=50",
 }

@@ -19,7 +19,8 @@ from models.errors import InputValidationError
 _FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _PATIENT_REF = re.compile(r"(?:^|/)(Patient|Group|Device|Location)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
 _DATETIME = re.compile(
-    r"\d{4}(?:-\d{2}(?:-\d{2}(?P<time>T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?")
+    r"\d{4}(?:-\d{2}(?:-\d{2}(?P<time>T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?"
+)
 TOKEN_RE = re.compile(r"[A-Za-z0-9\-.\[\]{}/%:_|]{1,40}")
 
 
@@ -109,7 +110,8 @@ def fhir_datetime(value: Any, path: str) -> datetime | None:
     match = _DATETIME.fullmatch(value.strip())
     if match is None:
         raise InputValidationError(
-            path, f"'{path}' must be a FHIR dateTime (YYYY-MM-DDThh:mm:ss+zz:zz); got a string of another form")
+            path, f"'{path}' must be a FHIR dateTime (YYYY-MM-DDThh:mm:ss+zz:zz); got a string of another form"
+        )
     if match["time"] is None:
         return None
     if match["tz"] is None:
@@ -133,8 +135,13 @@ def codings_of(concept: Any, path: str) -> list[tuple[str | None, str | None, st
     for i, coding in enumerate(optional_array(concept, "coding", path)):
         cpath = f"{path}.coding[{i}]"
         coding = json_object(coding, cpath)
-        out.append((optional_string(coding, "system", cpath), optional_string(coding, "code", cpath),
-                    optional_string(coding, "display", cpath)))
+        out.append(
+            (
+                optional_string(coding, "system", cpath),
+                optional_string(coding, "code", cpath),
+                optional_string(coding, "display", cpath),
+            )
+        )
     return out
 
 
@@ -150,6 +157,8 @@ def check_subject(resource: Mapping[str, Any], path: str, patient_id: str) -> bo
     if match[1] != "Patient":
         return False
     if match[2] != patient_id:
-        raise InputValidationError(f"{path}.subject.reference", f"'{path}.subject.reference' refers to a different "
-                                                                "patient than context.patientId")
+        raise InputValidationError(
+            f"{path}.subject.reference",
+            f"'{path}.subject.reference' refers to a different patient than context.patientId",
+        )
     return True

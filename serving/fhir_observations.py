@@ -64,12 +64,20 @@ _UNITS: Final[dict[str, dict[str, Callable[[float], float]]]] = {
 }
 #: Spellings accepted in ``Quantity.unit`` when ``Quantity.code`` is absent.
 _UNIT_ALIASES: Final[dict[str, str]] = {
-    "mmHg": "mm[Hg]", "degC": "Cel", "°C": "Cel", "degF": "[degF]", "°F": "[degF]", "bpm": "/min",
-    "beats/min": "/min", "breaths/min": "/min", "l/min": "L/min",
+    "mmHg": "mm[Hg]",
+    "degC": "Cel",
+    "°C": "Cel",
+    "degF": "[degF]",
+    "°F": "[degF]",
+    "bpm": "/min",
+    "beats/min": "/min",
+    "breaths/min": "/min",
+    "l/min": "L/min",
 }
 
 _OBSERVATION_STATUSES: Final = frozenset(
-    {"registered", "preliminary", "final", "amended", "corrected", "cancelled", "entered-in-error", "unknown"})
+    {"registered", "preliminary", "final", "amended", "corrected", "cancelled", "entered-in-error", "unknown"}
+)
 _RESULT_STATUSES: Final = frozenset({"preliminary", "final", "amended", "corrected"})
 
 
@@ -117,8 +125,9 @@ class ObservationContext:
     seen: set[str] = field(default_factory=set)
 
 
-def observation_resources(prefetch: Mapping[str, Any], key: str,
-                          ctx: ObservationContext) -> Iterator[tuple[Mapping[str, Any], str]]:
+def observation_resources(
+    prefetch: Mapping[str, Any], key: str, ctx: ObservationContext
+) -> Iterator[tuple[Mapping[str, Any], str]]:
     """The Observations of ``prefetch[key]`` (a Bundle, a list or one resource) with their JSON paths, once each."""
     path = f"prefetch.{key}"
     if key not in prefetch:
@@ -135,8 +144,9 @@ def observation_resources(prefetch: Mapping[str, Any], key: str,
             items = []
             for i, entry in enumerate(optional_array(value, "entry", path)):
                 entry = json_object(entry, f"{path}.entry[{i}]")
-                items.append((json_object(entry.get("resource"), f"{path}.entry[{i}].resource"),
-                              f"{path}.entry[{i}].resource"))
+                items.append(
+                    (json_object(entry.get("resource"), f"{path}.entry[{i}].resource"), f"{path}.entry[{i}].resource")
+                )
             links = value.get("link")
             if isinstance(links, list) and any(isinstance(x, Mapping) and x.get("relation") == "next" for x in links):
                 ctx.notes.add(f"'{path}' holds only the first page of results; later pages were not used")
@@ -193,8 +203,9 @@ def read_observation(obs: Mapping[str, Any], path: str, ctx: ObservationContext)
     status = obs.get("status")
     if not isinstance(status, str) or status not in _OBSERVATION_STATUSES:
         got = "a string of another form" if isinstance(status, str) else kind(status)
-        raise InputValidationError(f"{path}.status",
-                                   f"'{path}.status' must be a FHIR ObservationStatus code; got {got}")
+        raise InputValidationError(
+            f"{path}.status", f"'{path}.status' must be a FHIR ObservationStatus code; got {got}"
+        )
     if status not in _RESULT_STATUSES:
         ctx.notes.add(f"ignored, status {status}", path)
         return
@@ -278,8 +289,9 @@ def _quantity(holder: Mapping[str, Any], path: str, what: str, notes: Notes) -> 
     if scores and holder.get("valueInteger") is not None:
         value = holder["valueInteger"]
         if isinstance(value, bool) or not isinstance(value, int):
-            raise InputValidationError(f"{path}.valueInteger", f"'{path}.valueInteger' must be an integer; "
-                                                               f"got {kind(value)}")
+            raise InputValidationError(
+                f"{path}.valueInteger", f"'{path}.valueInteger' must be an integer; got {kind(value)}"
+            )
         return float(value)
     if holder.get("dataAbsentReason") is not None:
         notes.add(f"ignored, {what} not recorded (dataAbsentReason)", path)

@@ -87,8 +87,10 @@ def context_references(body: Mapping[str, Any]) -> tuple[str, str]:
     """``("Patient/<id>", "Encounter/<id>")`` from a CDS Hooks request's context, for
     :func:`serving.fhir_response.cds_response`."""
     context = json_object(json_object(body, "request").get("context"), "context")
-    return (f"Patient/{fhir_id(context.get('patientId'), 'context.patientId')}",
-            f"Encounter/{fhir_id(context.get('encounterId'), 'context.encounterId')}")
+    return (
+        f"Patient/{fhir_id(context.get('patientId'), 'context.patientId')}",
+        f"Encounter/{fhir_id(context.get('encounterId'), 'context.encounterId')}",
+    )
 
 
 def record_from_cds_request(body: Mapping[str, Any], *, now: datetime) -> tuple[dict[str, Any], list[str]]:
@@ -130,8 +132,11 @@ def record_from_cds_request(body: Mapping[str, Any], *, now: datetime) -> tuple[
     if "userId" in context:
         json_string(context["userId"], "context.userId")
     if "prefetch" not in request:
-        raise MissingPrefetchError("prefetch", "'prefetch' is required: Vigil cannot query the FHIR server, so the "
-                                               "CDS client must send the prefetch data listed at discovery")
+        raise MissingPrefetchError(
+            "prefetch",
+            "'prefetch' is required: Vigil cannot query the FHIR server, so the "
+            "CDS client must send the prefetch data listed at discovery",
+        )
     prefetch = json_object(request["prefetch"], "prefetch")
     notes = Notes()
 
@@ -141,9 +146,13 @@ def record_from_cds_request(body: Mapping[str, Any], *, now: datetime) -> tuple[
         ctx = ObservationContext(patient_id, now, arrival, "ignored, recorded before this encounter started", notes)
     else:
         ctx = ObservationContext(
-            patient_id, now, now - LOOKBACK_WITHOUT_ARRIVAL,
+            patient_id,
+            now,
+            now - LOOKBACK_WITHOUT_ARRIVAL,
             f"ignored, recorded more than {LOOKBACK_WITHOUT_ARRIVAL.total_seconds() / 3600:g} h ago "
-            "(no encounter start to compare with)", notes)
+            "(no encounter start to compare with)",
+            notes,
+        )
     for key in ("vitals", "observations"):
         for resource, path in observation_resources(prefetch, key, ctx):
             read_observation(resource, path, ctx)
@@ -164,21 +173,26 @@ def _read_patient(prefetch: Mapping[str, Any], patient_id: str, now: datetime, n
     path = "prefetch.patient"
     if prefetch.get("patient") is None:
         got = "null (no data)" if "patient" in prefetch else "no 'patient' key"
-        raise MissingPrefetchError(path, f"'{path}' (template '{PREFETCH['patient']}') is required for the "
-                                         f"patient's age and sex; got {got}")
+        raise MissingPrefetchError(
+            path, f"'{path}' (template '{PREFETCH['patient']}') is required for the patient's age and sex; got {got}"
+        )
     patient = json_object(prefetch["patient"], path)
     resource_type = patient.get("resourceType")
     if resource_type == "OperationOutcome":
         raise MissingPrefetchError(path, f"'{path}' is an OperationOutcome: the CDS client could not fetch the Patient")
     if resource_type != "Patient":
-        raise InputValidationError(f"{path}.resourceType",
-                                   f"'{path}.resourceType' must be 'Patient'; got {token(resource_type)}")
+        raise InputValidationError(
+            f"{path}.resourceType", f"'{path}.resourceType' must be 'Patient'; got {token(resource_type)}"
+        )
     if "id" in patient and patient["id"] != patient_id:
-        raise InputValidationError(f"{path}.id", f"'{path}.id' does not match context.patientId: the prefetched "
-                                                 "Patient is not the patient in context")
+        raise InputValidationError(
+            f"{path}.id",
+            f"'{path}.id' does not match context.patientId: the prefetched Patient is not the patient in context",
+        )
     if patient.get("birthDate") is None:
-        raise InputValidationError(f"{path}.birthDate", f"'{path}.birthDate' is required: Vigil needs the age at "
-                                                        "arrival; got none")
+        raise InputValidationError(
+            f"{path}.birthDate", f"'{path}.birthDate' is required: Vigil needs the age at arrival; got none"
+        )
     record: dict[str, Any] = {"age_years": _age_years(patient["birthDate"], f"{path}.birthDate", now)}
     gender = patient.get("gender")
     if gender is None:
@@ -190,8 +204,10 @@ def _read_patient(prefetch: Mapping[str, Any], patient_id: str, now: datetime, n
         record["sex"] = "unknown"
     else:
         got = "a string of another form" if isinstance(gender, str) else kind(gender)
-        raise InputValidationError(f"{path}.gender", f"'{path}.gender' must be a FHIR AdministrativeGender code "
-                                                     f"(male, female, other, unknown); got {got}")
+        raise InputValidationError(
+            f"{path}.gender",
+            f"'{path}.gender' must be a FHIR AdministrativeGender code (male, female, other, unknown); got {got}",
+        )
     return record
 
 
@@ -223,8 +239,9 @@ def _age_years(value: Any, path: str, now: datetime) -> float:
     return years + (today - last).days / (following - last).days
 
 
-def _read_encounter(prefetch: Mapping[str, Any], encounter_id: str, patient_id: str, record: dict[str, Any],
-                    notes: Notes) -> datetime | None:
+def _read_encounter(
+    prefetch: Mapping[str, Any], encounter_id: str, patient_id: str, record: dict[str, Any], notes: Notes
+) -> datetime | None:
     """Fill arrival_time, arrival_mode and a fallback chief complaint; return the encounter start."""
     path = "prefetch.encounter"
     if prefetch.get("encounter") is None:
@@ -236,8 +253,9 @@ def _read_encounter(prefetch: Mapping[str, Any], encounter_id: str, patient_id: 
         notes.add("The CDS client could not fetch the Encounter (OperationOutcome): arrival time and mode are unknown")
         return None
     if resource_type != "Encounter":
-        raise InputValidationError(f"{path}.resourceType",
-                                   f"'{path}.resourceType' must be 'Encounter'; got {token(resource_type)}")
+        raise InputValidationError(
+            f"{path}.resourceType", f"'{path}.resourceType' must be 'Encounter'; got {token(resource_type)}"
+        )
     if "id" in encounter and encounter["id"] != encounter_id:
         raise InputValidationError(f"{path}.id", f"'{path}.id' does not match context.encounterId")
     check_subject(encounter, path, patient_id)

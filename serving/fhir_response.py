@@ -32,19 +32,26 @@ from serving.schemas import TriageResult
 
 def cds_discovery() -> dict[str, Any]:
     """The CDS Hooks discovery document (``GET {base}/cds-services``): one service on ``encounter-start``."""
-    return {"services": [{
-        "hook": HOOK,
-        "id": SERVICE_ID,
-        "title": "Vigil emergency department triage",
-        "description": (
-            "Decision support for emergency department triage: a recommended acuity (Manchester / ECDS levels "
-            "1-5), the probability of hospital admission and of critical care, and the NEWS2 score, from the "
-            "patient's age, sex and triage observations. It never replaces the triage clinician's judgement."),
-        "usageRequirements": (
-            "Call when triage observations have been recorded for this encounter; prefetch is required because "
-            "Vigil does not query the FHIR server. Observations recorded before the encounter started are not used."),
-        "prefetch": copy.deepcopy(PREFETCH),
-    }]}
+    return {
+        "services": [
+            {
+                "hook": HOOK,
+                "id": SERVICE_ID,
+                "title": "Vigil emergency department triage",
+                "description": (
+                    "Decision support for emergency department triage: a recommended acuity (Manchester / ECDS levels "
+                    "1-5), the probability of hospital admission and of critical care, and the NEWS2 score, from the "
+                    "patient's age, sex and triage observations. It never replaces the triage clinician's judgement."
+                ),
+                "usageRequirements": (
+                    "Call when triage observations have been recorded for this encounter; prefetch is required "
+                    "because Vigil does not query the FHIR server. Observations recorded before the encounter "
+                    "started are not used."
+                ),
+                "prefetch": copy.deepcopy(PREFETCH),
+            }
+        ]
+    }
 
 
 def card_indicator(level: int, news2_band: str) -> str:
@@ -89,9 +96,14 @@ def _risk_items(res: TriageResult) -> list[tuple[str, Any]]:
 
 def _floor_text(res: TriageResult) -> str:
     """'<source>: <reasons>; no level less urgent than <level>' for the floor applied."""
-    source = {"acvpu": "ACVPU", "red_flag_complaint": "red-flag complaint", "paediatric": "paediatric physiology",
-              "adult_physiology": "adult physiology (NICE NG51)",
-              "news2": "NEWS2", "none": "none"}[res.floor.source]
+    source = {
+        "acvpu": "ACVPU",
+        "red_flag_complaint": "red-flag complaint",
+        "paediatric": "paediatric physiology",
+        "adult_physiology": "adult physiology (NICE NG51)",
+        "news2": "NEWS2",
+        "none": "none",
+    }[res.floor.source]
     return f"{source}: {'; '.join(res.floor.reasons)}; no level less urgent than {res.floor.level}"
 
 
@@ -99,11 +111,13 @@ def _detail(res: TriageResult) -> str:
     acuity, news, flags = res.acuity, res.news2, res.flags
     lines = [f"**Recommended acuity: level {acuity.level}, {acuity.label.manchester}** (ECDS: {acuity.label.ecds})"]
     if acuity.raised_by_safety_floor:
-        lines.append(f"Raised from the model's level {acuity.model_level} by the safety floor "
-                     f"({_floor_text(res)}).")
+        lines.append(f"Raised from the model's level {acuity.model_level} by the safety floor ({_floor_text(res)}).")
     if res.red_flags:
-        lines.append("Red-flag complaint: " + "; ".join(f"{f.label} (level {f.floor_level} at least)"
-                                                        for f in res.red_flags) + ".")
+        lines.append(
+            "Red-flag complaint: "
+            + "; ".join(f"{f.label} (level {f.floor_level} at least)" for f in res.red_flags)
+            + "."
+        )
     lines += ["", *(f"- P({name}) {_pct(risk.probability)}: {risk.definition}" for name, risk in _risk_items(res))]
     partial = f", partial: a lower bound, {', '.join(news.missing)} not recorded" if news.partial else ""
     red = "; a single parameter scored 3" if news.red_flag else ""
@@ -113,21 +127,33 @@ def _detail(res: TriageResult) -> str:
         lines += ["", "**Contributing factors**", *(f"- {f.detail} ({f.source})" for f in res.contributing_factors)]
     flag_lines = [
         *([f"- Not recorded: {', '.join(flags.missing_inputs)}"] if flags.missing_inputs else []),
-        *([f"- Outside the central 99% of the training data: {', '.join(flags.out_of_training_range)}"]
-          if flags.out_of_training_range else []),
+        *(
+            [f"- Outside the central 99% of the training data: {', '.join(flags.out_of_training_range)}"]
+            if flags.out_of_training_range
+            else []
+        ),
         *([f"- The safety floor raised the level ({res.floor.source})"] if flags.safety_floor_raised_level else []),
         *(["- NEWS2 is not validated under 16 years of age"] if flags.news2_not_validated else []),
         *(f"- Not for clinical use: {reason}" for reason in _not_released(res)),
     ]
     if flag_lines:
         lines += ["", "**Flags**", *flag_lines]
-    lines += ["", f"> {res.decision_support_statement}", "",
-              f"{_model_text(res)} (sha256 {res.model.sha256[:12]}, release gate: {res.model.release_status})"]
+    lines += [
+        "",
+        f"> {res.decision_support_statement}",
+        "",
+        f"{_model_text(res)} (sha256 {res.model.sha256[:12]}, release gate: {res.model.release_status})",
+    ]
     return "\n".join(lines)
 
 
-def cds_response(result: Mapping[str, Any] | TriageResult, *, now: datetime, patient_reference: str | None = None,
-                 encounter_reference: str | None = None) -> dict[str, Any]:
+def cds_response(
+    result: Mapping[str, Any] | TriageResult,
+    *,
+    now: datetime,
+    patient_reference: str | None = None,
+    encounter_reference: str | None = None,
+) -> dict[str, Any]:
     """The CDS Hooks response for one triage result.
 
     Parameters
@@ -152,36 +178,52 @@ def cds_response(result: Mapping[str, Any] | TriageResult, *, now: datetime, pat
     acuity = res.acuity
     labels = {"admitted": "admission", "critical": "critical"}
     chances = ", ".join(f"P({labels.get(name, name)}) {_pct(risk.probability)}" for name, risk in _risk_items(res))
-    summary = (f"Triage level {acuity.level} ({acuity.label.manchester}): {chances}; "
-               f"NEWS2 {res.news2.score} ({res.news2.band})")
-    source = {"label": "Vigil", "topic": {"system": TOPIC_SYSTEM, "code": "ed-triage",
-                                          "display": "Emergency department triage"}}
-    assessment = risk_assessment(res, patient_reference=patient_reference,
-                                 encounter_reference=encounter_reference, now=now)
-    cards = [{
-        "uuid": str(uuid.uuid4()),
-        "summary": summary if len(summary) < 140 else summary[:138] + "…",
-        "indicator": card_indicator(acuity.level, res.news2.band),
-        "detail": _detail(res),
-        "source": source,
-        "suggestions": [{
-            "label": "Record Vigil's triage risk assessment",
+    summary = (
+        f"Triage level {acuity.level} ({acuity.label.manchester}): {chances}; "
+        f"NEWS2 {res.news2.score} ({res.news2.band})"
+    )
+    source = {
+        "label": "Vigil",
+        "topic": {"system": TOPIC_SYSTEM, "code": "ed-triage", "display": "Emergency department triage"},
+    }
+    assessment = risk_assessment(
+        res, patient_reference=patient_reference, encounter_reference=encounter_reference, now=now
+    )
+    cards = [
+        {
             "uuid": str(uuid.uuid4()),
-            "actions": [{"type": "create", "resource": assessment,
-                         "description": "Create a RiskAssessment with Vigil's recommended acuity and risks "
-                                        "(decision support, to be confirmed by the triage clinician)"}],
-        }],
-        "selectionBehavior": "at-most-one",
-    }]
+            "summary": summary if len(summary) < 140 else summary[:138] + "…",
+            "indicator": card_indicator(acuity.level, res.news2.band),
+            "detail": _detail(res),
+            "source": source,
+            "suggestions": [
+                {
+                    "label": "Record Vigil's triage risk assessment",
+                    "uuid": str(uuid.uuid4()),
+                    "actions": [
+                        {
+                            "type": "create",
+                            "resource": assessment,
+                            "description": "Create a RiskAssessment with Vigil's recommended acuity and risks "
+                            "(decision support, to be confirmed by the triage clinician)",
+                        }
+                    ],
+                }
+            ],
+            "selectionBehavior": "at-most-one",
+        }
+    ]
     reasons = _not_released(res)
     if reasons:
-        cards.append({
-            "uuid": str(uuid.uuid4()),
-            "summary": "Not for clinical use: this Vigil model is not released",
-            "indicator": "warning",
-            "detail": f"Do not base care on this result: {'; '.join(reasons)}.",
-            "source": source,
-        })
+        cards.append(
+            {
+                "uuid": str(uuid.uuid4()),
+                "summary": "Not for clinical use: this Vigil model is not released",
+                "indicator": "warning",
+                "detail": f"Do not base care on this result: {'; '.join(reasons)}.",
+                "source": source,
+            }
+        )
     return {"cards": cards}
 
 
@@ -193,8 +235,13 @@ def _reference(value: str | None, resource_type: str) -> dict[str, str] | None:
     return {"reference": value}
 
 
-def risk_assessment(result: Mapping[str, Any] | TriageResult, *, patient_reference: str | None,
-                    encounter_reference: str | None, now: datetime) -> dict[str, Any]:
+def risk_assessment(
+    result: Mapping[str, Any] | TriageResult,
+    *,
+    patient_reference: str | None,
+    encounter_reference: str | None,
+    now: datetime,
+) -> dict[str, Any]:
     """A FHIR R4 RiskAssessment of one triage result.
 
     Parameters
@@ -222,20 +269,31 @@ def risk_assessment(result: Mapping[str, Any] | TriageResult, *, patient_referen
     acuity, news = res.acuity, res.news2
     method = _model_text(res)
     predictions: list[dict[str, Any]] = [
-        {"outcome": {"coding": [{"system": OUTCOME_SYSTEM, "code": name, "display": name}], "text": risk.definition},
-         "probabilityDecimal": risk.probability}
+        {
+            "outcome": {"coding": [{"system": OUTCOME_SYSTEM, "code": name, "display": name}], "text": risk.definition},
+            "probabilityDecimal": risk.probability,
+        }
         for name, risk in _risk_items(res)
     ]
     rationale = f"Model's acuity estimate; recommended level {acuity.level}"
     if acuity.raised_by_safety_floor:
         rationale += f", raised from model level {acuity.model_level} by the safety floor ({_floor_text(res)})"
-    predictions.append({
-        "outcome": {"coding": [{"system": SNOMED, "code": ECDS_ACUITY_SNOMED[acuity.level],
-                                "display": ACUITY_LABELS_ECDS[acuity.level]}],
-                    "text": f"Recommended acuity: level {acuity.level}, {acuity.label.manchester}"},
-        "probabilityDecimal": acuity.probabilities.get(str(acuity.level), 0.0),
-        "rationale": rationale,
-    })
+    predictions.append(
+        {
+            "outcome": {
+                "coding": [
+                    {
+                        "system": SNOMED,
+                        "code": ECDS_ACUITY_SNOMED[acuity.level],
+                        "display": ACUITY_LABELS_ECDS[acuity.level],
+                    }
+                ],
+                "text": f"Recommended acuity: level {acuity.level}, {acuity.label.manchester}",
+            },
+            "probabilityDecimal": acuity.probabilities.get(str(acuity.level), 0.0),
+            "rationale": rationale,
+        }
+    )
     notes = [{"text": res.decision_support_statement}]
     notes += [{"text": f"Not for clinical use: {reason}."} for reason in _not_released(res)]
     if res.floor.level < NO_FLOOR:
@@ -252,7 +310,7 @@ def risk_assessment(result: Mapping[str, Any] | TriageResult, *, patient_referen
         "performer": {"display": method},
         "prediction": predictions,
         "mitigation": f"NEWS2 {news.score} ({news.band}{', partial' if news.partial else ''}): "
-                      f"{news.clinical_response}",
+        f"{news.clinical_response}",
         "note": notes,
     }
     if res.request_id:

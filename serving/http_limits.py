@@ -120,8 +120,11 @@ def upload_slot(request: Request, kind: str, limit: int, *, setting: str, retry_
     slots = registry[kind]
     if not slots.try_acquire():
         log.warning("%s refused: %d already in progress (%s)", kind, slots.limit, setting)
-        raise ApiError(503, f"{slots.limit} {kind} are already in progress; retry shortly",
-                       headers={"Retry-After": str(retry_after_s), "Connection": "close"})
+        raise ApiError(
+            503,
+            f"{slots.limit} {kind} are already in progress; retry shortly",
+            headers={"Retry-After": str(retry_after_s), "Connection": "close"},
+        )
     try:
         yield
     finally:

@@ -17,8 +17,9 @@ from prometheus_client import multiprocess as prom_multiprocess
 #: HTTP methods counted by name; any other method is counted as ``"other"``.
 METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"})
 #: Statuses counted by code; any other is counted by its class (``"4xx"``), or ``"other"`` outside 100-599.
-STATUSES = frozenset({200, 201, 202, 204, 206, 304, 400, 401, 403, 404, 405, 406, 409, 411, 412, 413, 415, 422, 429,
-                      500, 502, 503, 504})
+STATUSES = frozenset(
+    {200, 201, 202, 204, 206, 304, 400, 401, 403, 404, 405, 406, 409, 411, 412, 413, 415, 422, 429, 500, 502, 503, 504}
+)
 #: The route label of a request that matched no route (an unknown path).
 UNMATCHED = "unmatched"
 
@@ -54,22 +55,41 @@ class ServiceMetrics:
         self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         # In multiprocess mode values go to files and the scrape collects them: register nowhere.
         kwargs: dict = {"registry": None if self.multiprocess else self.registry}
-        self.requests = Counter("vigil_http_requests_total", "HTTP requests by route template, method and status",
-                                ["route", "method", "status"], **kwargs)
-        self.latency = Histogram("vigil_http_request_duration_seconds", "Request latency by route template",
-                                 ["route"], buckets=LATENCY_BUCKETS, **kwargs)
-        self.predictions = Counter("vigil_predictions_total", "Predictions returned (each audited), by task",
-                                   ["task", "model_version"], **kwargs)
-        self.audit_failures = Counter("vigil_audit_failures_total",
-                                      "Predictions refused because the audit store could not be written", **kwargs)
-        self.flags = Counter("vigil_safety_flags_total",
-                             "Triage results where the NEWS2 floor (news2_floor_raised) or any safety-floor rule "
-                             "(safety_floor_raised) raised the level, and second reads with a flag", ["kind"], **kwargs)
+        self.requests = Counter(
+            "vigil_http_requests_total",
+            "HTTP requests by route template, method and status",
+            ["route", "method", "status"],
+            **kwargs,
+        )
+        self.latency = Histogram(
+            "vigil_http_request_duration_seconds",
+            "Request latency by route template",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            **kwargs,
+        )
+        self.predictions = Counter(
+            "vigil_predictions_total",
+            "Predictions returned (each audited), by task",
+            ["task", "model_version"],
+            **kwargs,
+        )
+        self.audit_failures = Counter(
+            "vigil_audit_failures_total", "Predictions refused because the audit store could not be written", **kwargs
+        )
+        self.flags = Counter(
+            "vigil_safety_flags_total",
+            "Triage results where the NEWS2 floor (news2_floor_raised) or any safety-floor rule "
+            "(safety_floor_raised) raised the level, and second reads with a flag",
+            ["kind"],
+            **kwargs,
+        )
         gauge_kwargs = dict(kwargs)
         if self.multiprocess:
             gauge_kwargs["multiprocess_mode"] = "max"
-        self.model_loaded = Gauge("vigil_model_loaded", "1 when a model is loaded for the task",
-                                  ["task"], **gauge_kwargs)
+        self.model_loaded = Gauge(
+            "vigil_model_loaded", "1 when a model is loaded for the task", ["task"], **gauge_kwargs
+        )
 
     def render(self) -> bytes:
         """The text exposition format of every metric (all workers' when in multiprocess mode)."""

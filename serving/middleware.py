@@ -35,8 +35,16 @@ SECURITY_HEADERS = ((b"x-content-type-options", b"nosniff"),)
 
 
 def _problem_bytes(status: int, title: str, detail: str, request_id: str, path: str) -> bytes:
-    return json.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail,
-                       "instance": path, "request_id": request_id}).encode()
+    return json.dumps(
+        {
+            "type": "about:blank",
+            "title": title,
+            "status": status,
+            "detail": detail,
+            "instance": path,
+            "request_id": request_id,
+        }
+    ).encode()
 
 
 class _TooLarge(Exception):
@@ -64,8 +72,15 @@ class RequestContextMiddleware:
         Longest wait for the next piece of a body, and for all of it from the headers; None: no deadline.
     """
 
-    def __init__(self, app: ASGIApp, *, metrics: ServiceMetrics, limit_for: Callable[[str], int],
-                 body_idle_timeout_s: float | None = None, body_timeout_s: float | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        metrics: ServiceMetrics,
+        limit_for: Callable[[str], int],
+        body_idle_timeout_s: float | None = None,
+        body_timeout_s: float | None = None,
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.limit_for = limit_for
@@ -137,8 +152,14 @@ class RequestContextMiddleware:
             except _TooSlow:
                 log.info("request body not received in time (rid=%s): connection closed", request_id)
                 if not status_holder.get("started"):
-                    await self._reply(scope, send_wrapper, request_id, 408, "Request timeout",
-                                      "the request body did not arrive in time; the connection is closed")
+                    await self._reply(
+                        scope,
+                        send_wrapper,
+                        request_id,
+                        408,
+                        "Request timeout",
+                        "the request body did not arrive in time; the connection is closed",
+                    )
         elapsed = time.perf_counter() - started
         template = route_label(scope.get("route"))
         method = method_label(scope.get("method"))
@@ -149,14 +170,28 @@ class RequestContextMiddleware:
         log.info("%s %s %d %.1fms rid=%s client=%s", method, template, status, elapsed * 1000, request_id, client)
 
     async def _reply_413(self, scope: Scope, send: Send, request_id: str, limit: int) -> None:
-        await self._reply(scope, send, request_id, 413, "Content too large",
-                          f"request body exceeds the limit of {limit} bytes for this route")
+        await self._reply(
+            scope,
+            send,
+            request_id,
+            413,
+            "Content too large",
+            f"request body exceeds the limit of {limit} bytes for this route",
+        )
 
     @staticmethod
     async def _reply(scope: Scope, send: Send, request_id: str, status: int, title: str, detail: str) -> None:
         """A problem+json answer that closes the connection (the rest of the body is not read)."""
         body = _problem_bytes(status, title, detail, request_id, scope.get("path", ""))
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/problem+json"),
-                                (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/problem+json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})

@@ -88,8 +88,9 @@ def read_local_release(folder: Path, name: str, task: Task) -> ResolvedModel:
     try:
         record = json.loads(record_path.read_text())
         gate = {str(k): str(v) for k, v in dict(record.get("release_gate", {})).items()}
-        return ResolvedModel(task, name, str(record["version"]), path, str(record["onnx_sha256"]), gate,
-                             f"local {folder}")
+        return ResolvedModel(
+            task, name, str(record["version"]), path, str(record["onnx_sha256"]), gate, f"local {folder}"
+        )
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ModelArtifactError(f"{record_path.name} is not a valid release record: {type(exc).__name__}") from exc
 
@@ -100,9 +101,14 @@ def write_local_release(folder: Path, resolved: ResolvedModel) -> Path:
     tmp = folder / f".{resolved.name}.onnx.{os.getpid()}.tmp"
     shutil.copyfile(resolved.path, tmp)
     os.replace(tmp, folder / f"{resolved.name}.onnx")
-    record = {"name": resolved.name, "version": resolved.version, "onnx_sha256": resolved.expected_sha256,
-              "release_gate": resolved.release_gate, "origin": resolved.origin,
-              "cached_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    record = {
+        "name": resolved.name,
+        "version": resolved.version,
+        "onnx_sha256": resolved.expected_sha256,
+        "release_gate": resolved.release_gate,
+        "origin": resolved.origin,
+        "cached_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
     tmp_record = folder / f".{resolved.name}.release.json.{os.getpid()}.tmp"
     tmp_record.write_text(json.dumps(record, indent=2, sort_keys=True))
     os.replace(tmp_record, folder / f"{resolved.name}.release.json")
@@ -118,7 +124,6 @@ class LocalFolderLocator:
 
     def locate(self, task: Task) -> ResolvedModel:
         return read_local_release(self.folder, self.names[task], task)
-
 
 
 @dataclass(frozen=True)
@@ -137,25 +142,38 @@ class LoadedModel:
         for imaging, the findings) it is not validated for, as the release gate recorded them."""
         use = self.intended_use
         ref: dict[str, Any] = {
-            "name": self.resolved.name, "version": self.resolved.version, "sha256": self.runtime.sha256,
-            "release_status": self.resolved.release_status, "unreleased_override": self.unreleased_override,
+            "name": self.resolved.name,
+            "version": self.resolved.version,
+            "sha256": self.runtime.sha256,
+            "release_status": self.resolved.release_status,
+            "unreleased_override": self.unreleased_override,
             "synthetic_data": bool(self.runtime.card.synthetic_data),
             "intended_use": use.population if use is not None else None,
-            "not_validated_for": [dict(p) for p in use.not_validated_for] if use is not None else []}
+            "not_validated_for": [dict(p) for p in use.not_validated_for] if use is not None else [],
+        }
         release = getattr(self.runtime, "release", None)
         if isinstance(release, FindingRelease):
             ref["findings_released"] = {f: p.description for f, p in release.released.items()}
             ref["findings_not_validated"] = dict(release.not_validated)
         return ref
 
-    def audit_record(self, *, request_id: str, client: str, route: str, input_sha256: str, output: dict[str, Any],
-                     status: int = 200) -> AuditRecord:
+    def audit_record(
+        self, *, request_id: str, client: str, route: str, input_sha256: str, output: dict[str, Any], status: int = 200
+    ) -> AuditRecord:
         """The audit record of one prediction by this model (HTTP routes and the DICOM node alike)."""
         ref = self.ref()
         return AuditRecord(
-            request_id=request_id, time_utc=utc_now(), client=client, route=route, model_name=ref["name"],
+            request_id=request_id,
+            time_utc=utc_now(),
+            client=client,
+            route=route,
+            model_name=ref["name"],
             model_version=ref["version"] + (" (UNRELEASED override)" if ref["unreleased_override"] else ""),
-            model_sha256=ref["sha256"], input_sha256=input_sha256, output=output, status=status)
+            model_sha256=ref["sha256"],
+            input_sha256=input_sha256,
+            output=output,
+            status=status,
+        )
 
 
 _RUNTIMES: dict[Task, Callable[..., Any]] = {"triage": TriageOnnxModel, "imaging": ImagingOnnxModel}
@@ -176,8 +194,9 @@ class ModelHolder:
         The tasks this process serves.
     """
 
-    def __init__(self, locator: ModelLocator, *, allow_unreleased: bool, threads: int,
-                 tasks: tuple[Task, ...] = TASKS) -> None:
+    def __init__(
+        self, locator: ModelLocator, *, allow_unreleased: bool, threads: int, tasks: tuple[Task, ...] = TASKS
+    ) -> None:
         self.locator = locator
         self.allow_unreleased = allow_unreleased
         self.threads = threads
@@ -194,11 +213,16 @@ class ModelHolder:
                 raise ModelArtifactError(
                     f"{resolved.name} {resolved.version} has no passing release-gate record (status "
                     f"{resolved.release_status!r}); refused. Release it with `vigil release`, or set "
-                    "VIGIL_ALLOW_UNRELEASED=true to serve it for evaluation only (logged and flagged)")
+                    "VIGIL_ALLOW_UNRELEASED=true to serve it for evaluation only (logged and flagged)"
+                )
             override = True
-            log.warning("OVERRIDE: serving %s %s whose release-gate status is %r (VIGIL_ALLOW_UNRELEASED); every "
-                        "response and audit record is flagged unreleased", resolved.name, resolved.version,
-                        resolved.release_status)
+            log.warning(
+                "OVERRIDE: serving %s %s whose release-gate status is %r (VIGIL_ALLOW_UNRELEASED); every "
+                "response and audit record is flagged unreleased",
+                resolved.name,
+                resolved.version,
+                resolved.release_status,
+            )
         use = intended_use_from_json(resolved.release_gate.get("intended_use"))
         extra: dict[str, Any] = {}
         if task == "imaging":
@@ -206,14 +230,23 @@ class ModelHolder:
             if extra["release"] is None and not override:
                 # Released before finding-level release existed: the gate then released all findings or none.
                 extra["release"] = FindingRelease.everything(
-                    IMAGING_FINDINGS, "released as a whole (a release record from before finding-level release)")
-        runtime = _RUNTIMES[task](resolved.path, threads=self.threads, expected_sha256=resolved.expected_sha256,
-                                  **extra)
+                    IMAGING_FINDINGS, "released as a whole (a release record from before finding-level release)"
+                )
+        runtime = _RUNTIMES[task](
+            resolved.path, threads=self.threads, expected_sha256=resolved.expected_sha256, **extra
+        )
         if resolved.expected_sha256 is None and not override:  # pragma: no cover - a passing record has a sha
             raise ModelArtifactError(f"{resolved.name} has no recorded checksum")
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        log.info("loaded %s model %s version %s (sha256 %s..., %s, %d threads)", task, resolved.name,
-                 resolved.version, runtime.sha256[:12], resolved.origin, self.threads)
+        log.info(
+            "loaded %s model %s version %s (sha256 %s..., %s, %d threads)",
+            task,
+            resolved.name,
+            resolved.version,
+            runtime.sha256[:12],
+            resolved.origin,
+            self.threads,
+        )
         return LoadedModel(resolved, runtime, override, stamp, use)
 
     def load_all(self) -> None:
@@ -230,9 +263,12 @@ class ModelHolder:
             resolved = self.locator.locate(task)
             with self._lock:
                 current = self._models.get(task)
-            if (current is not None and current.resolved.version == resolved.version
-                    and current.resolved.expected_sha256 == resolved.expected_sha256
-                    and current.resolved.release_gate == resolved.release_gate):
+            if (
+                current is not None
+                and current.resolved.version == resolved.version
+                and current.resolved.expected_sha256 == resolved.expected_sha256
+                and current.resolved.release_gate == resolved.release_gate
+            ):
                 return {"task": task, "status": "unchanged", "version": resolved.version, "reason": None}
             loaded = self._open(resolved)
         except VigilError as exc:
@@ -241,8 +277,12 @@ class ModelHolder:
                 if kept is None:
                     self._errors[task] = str(exc)
             log.error("%s model not loaded: %s%s", task, exc, "; still serving the previous one" if kept else "")
-            return {"task": task, "status": "failed", "reason": str(exc),
-                    "version": kept.resolved.version if kept else None}
+            return {
+                "task": task,
+                "status": "failed",
+                "reason": str(exc),
+                "version": kept.resolved.version if kept else None,
+            }
         with self._lock:
             previous = self._models.get(task)
             self._models[task] = loaded
@@ -263,4 +303,3 @@ class ModelHolder:
         """Per task: the loaded model (or None) and the reason when none is loaded."""
         with self._lock:
             return {t: (self._models.get(t), self._errors.get(t)) for t in self.tasks}
-

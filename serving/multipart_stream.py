@@ -73,16 +73,18 @@ def stow_boundary(content_type: str) -> bytes:
     """
     kind, params = _content_type(content_type)
     if kind != "multipart/related" or params.get("type", "").lower() != DICOM:
-        raise ApiError(415, 'STOW-RS takes multipart/related; type="application/dicom" (each part one DICOM '
-                            "instance)")
+        raise ApiError(415, 'STOW-RS takes multipart/related; type="application/dicom" (each part one DICOM instance)')
     boundary = params.get("boundary")
     if boundary is None:
         raise InputValidationError("Content-Type", "multipart/related needs a boundary parameter")
     if not MIN_BOUNDARY_CHARS <= len(boundary) <= MAX_BOUNDARY_CHARS or not _BCHARS.fullmatch(boundary):
-        raise InputValidationError("Content-Type", f"the multipart boundary must be {MIN_BOUNDARY_CHARS} to "
-                                                   f"{MAX_BOUNDARY_CHARS} characters of RFC 2046's set (letters, "
-                                                   f"digits, '()+_,-./:=? and inner spaces); got {len(boundary)} "
-                                                   "characters")
+        raise InputValidationError(
+            "Content-Type",
+            f"the multipart boundary must be {MIN_BOUNDARY_CHARS} to "
+            f"{MAX_BOUNDARY_CHARS} characters of RFC 2046's set (letters, "
+            f"digits, '()+_,-./:=? and inner spaces); got {len(boundary)} "
+            "characters",
+        )
     return boundary.encode("ascii")
 
 
@@ -127,8 +129,15 @@ class MultipartReader:
     :meth:`close` (or ``with``) to release the spool.
     """
 
-    def __init__(self, boundary: bytes, *, max_parts: int, max_part_bytes: int, memory_bytes: int = 1024 * 1024,
-                 spool_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        boundary: bytes,
+        *,
+        max_parts: int,
+        max_part_bytes: int,
+        memory_bytes: int = 1024 * 1024,
+        spool_dir: Path | None = None,
+    ) -> None:
         self._delimiter = b"\r\n--" + boundary
         # The first delimiter may open the body with no CRLF before it: a CRLF is assumed there.
         self._buffer = bytearray(b"\r\n")
@@ -137,7 +146,8 @@ class MultipartReader:
         self._max_parts = max_parts
         self._max_part_bytes = max_part_bytes
         self._spool: IO[bytes] = tempfile.SpooledTemporaryFile(  # closed by close()
-            max_size=memory_bytes, mode="w+b", dir=None if spool_dir is None else str(spool_dir))
+            max_size=memory_bytes, mode="w+b", dir=None if spool_dir is None else str(spool_dir)
+        )
         self._written = 0
         self._open: Part | None = None
         self.parts: list[Part] = []
@@ -176,7 +186,7 @@ class MultipartReader:
             elif state == _State.AFTER_DELIMITER:
                 if len(buf) - pos < 2:
                     break
-                if buf[pos:pos + 2] == b"--":
+                if buf[pos : pos + 2] == b"--":
                     self._state = _State.EPILOGUE
                     pos = len(buf)
                     break
@@ -196,8 +206,10 @@ class MultipartReader:
                     end = buf.find(b"\r\n\r\n", pos, pos + _MAX_HEADER_BYTES)
                     if end < 0:
                         if len(buf) - pos >= _MAX_HEADER_BYTES:
-                            raise _malformed(f"the headers of part {len(self.parts)} exceed {_MAX_HEADER_BYTES} "
-                                             "bytes or have no blank line after them")
+                            raise _malformed(
+                                f"the headers of part {len(self.parts)} exceed {_MAX_HEADER_BYTES} "
+                                "bytes or have no blank line after them"
+                            )
                         break
                     head, pos = bytes(buf[pos:end]), end + 4
                 self._check_headers(head)
@@ -209,8 +221,7 @@ class MultipartReader:
                     self._skipped += keep - pos
                     pos = keep
                     if self._skipped > _MAX_PREAMBLE_BYTES:
-                        raise _malformed(f"no multipart boundary in the first {_MAX_PREAMBLE_BYTES} bytes of the "
-                                         "body")
+                        raise _malformed(f"no multipart boundary in the first {_MAX_PREAMBLE_BYTES} bytes of the body")
                     break
                 pos = found + len(delimiter)
                 self._state = _State.AFTER_DELIMITER
@@ -268,8 +279,7 @@ class MultipartReader:
             if name.lower() == b"content-type":
                 media = value.split(b";", 1)[0].strip().lower()
                 if media != DICOM.encode():
-                    raise ApiError(415, f"part {index} is not application/dicom: each part must be one DICOM "
-                                        "instance")
+                    raise ApiError(415, f"part {index} is not application/dicom: each part must be one DICOM instance")
 
     def _write(self, buf: bytearray, start: int, end: int) -> None:
         if end <= start:
@@ -278,8 +288,11 @@ class MultipartReader:
         assert part is not None
         size = part.size + end - start
         if size > self._max_part_bytes:
-            raise ApiError(413, f"instance {part.index} (multipart part {part.index}) is larger than the "
-                                f"{self._max_part_bytes}-byte limit per instance")
+            raise ApiError(
+                413,
+                f"instance {part.index} (multipart part {part.index}) is larger than the "
+                f"{self._max_part_bytes}-byte limit per instance",
+            )
         self._spool.write(buf[start:end])
         self._written += end - start
         self._open = Part(part.index, part.offset, size)

@@ -63,18 +63,29 @@ _RETRY_AFTER_S = 5
 #: PHI-bearing answers must not be kept by a browser or a proxy.
 NO_STORE = {"Cache-Control": "no-store"}
 
-_STOW_BODY = {"requestBody": {"required": True, "content": {
-    'multipart/related; type="application/dicom"': {"schema": {"type": "string", "format": "binary"}}}}}
+_STOW_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {'multipart/related; type="application/dicom"': {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
 _STOW_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"content": {DICOM_JSON: {"schema": {"type": "object"}}},
-          "description": "Every instance stored and queued (Store Instances Response Module, DICOM JSON)"},
-    202: {"content": {DICOM_JSON: {"schema": {"type": "object"}}},
-          "description": "Some instances stored, some failed (FailedSOPSequence says which and why)"},
+    200: {
+        "content": {DICOM_JSON: {"schema": {"type": "object"}}},
+        "description": "Every instance stored and queued (Store Instances Response Module, DICOM JSON)",
+    },
+    202: {
+        "content": {DICOM_JSON: {"schema": {"type": "object"}}},
+        "description": "Some instances stored, some failed (FailedSOPSequence says which and why)",
+    },
     409: {"content": {DICOM_JSON: {"schema": {"type": "object"}}}, "description": "No instance could be stored"},
-    **problem_responses("imaging", _413="Body, or one instance, over its size limit (names the instance)",
-                        _415='Not multipart/related; type="application/dicom"',
-                        _422="The multipart body or the study UID is malformed, or over 1,000 instances: names which",
-                        _503="Too many STOW-RS uploads at once: retry after Retry-After seconds"),
+    **problem_responses(
+        "imaging",
+        _413="Body, or one instance, over its size limit (names the instance)",
+        _415='Not multipart/related; type="application/dicom"',
+        _422="The multipart body or the study UID is malformed, or over 1,000 instances: names which",
+        _503="Too many STOW-RS uploads at once: retry after Retry-After seconds",
+    ),
 }
 
 
@@ -98,8 +109,13 @@ def _take_in(intake: Any, reader: MultipartReader, part: Part, key: ApiKeyInfo, 
         return None
     # An instance of another study than the URL's is refused by the intake before it is written or queued
     # (0xA900), so it is never analysed, audited or reported to PACS.
-    given = {"sop_class_uid": None, "sop_instance_uid": None, "calling_aet": key.key_id, "source": STOW_SOURCE,
-             "study_instance_uid": study}
+    given = {
+        "sop_class_uid": None,
+        "sop_instance_uid": None,
+        "calling_aet": key.key_id,
+        "source": STOW_SOURCE,
+        "study_instance_uid": study,
+    }
     receive_file = getattr(intake, "receive_file", None)
     if receive_file is None:
         return intake.receive(reader.read(part), **given)
@@ -115,11 +131,12 @@ def _stow(state: Any, key: ApiKeyInfo, reader: MultipartReader, study: str | Non
     for part in reader.finish():
         result = _take_in(intake, reader, part, key, study)
         if result is None:
-            failed.append({"00081150": _tag("UI"), "00081155": _tag("UI"),
-                           "00081197": _tag("US", _CANNOT_UNDERSTAND)})
+            failed.append({"00081150": _tag("UI"), "00081155": _tag("UI"), "00081197": _tag("US", _CANNOT_UNDERSTAND)})
             continue
-        item = {"00081150": _tag("UI", *([result.sop_class_uid] if result.sop_class_uid else [])),
-                "00081155": _tag("UI", *([result.sop_instance_uid] if result.sop_instance_uid else []))}
+        item = {
+            "00081150": _tag("UI", *([result.sop_class_uid] if result.sop_class_uid else [])),
+            "00081155": _tag("UI", *([result.sop_instance_uid] if result.sop_instance_uid else [])),
+        }
         if result.ok:
             referenced.append(item)
         else:
@@ -136,10 +153,12 @@ def _stow(state: Any, key: ApiKeyInfo, reader: MultipartReader, study: str | Non
 def _closing(exc: InputValidationError | ApiError) -> ApiError:
     """The same error, answered with ``Connection: close``: the rest of the body is not read."""
     if isinstance(exc, ApiError):
-        return ApiError(exc.status, exc.detail, errors=exc.errors, headers={**exc.headers, "Connection": "close"},
-                        type_=exc.type)
-    return ApiError(422, exc.message, errors=[{"field": exc.field, "message": exc.message}],
-                    headers={"Connection": "close"})
+        return ApiError(
+            exc.status, exc.detail, errors=exc.errors, headers={**exc.headers, "Connection": "close"}, type_=exc.type
+        )
+    return ApiError(
+        422, exc.message, errors=[{"field": exc.field, "message": exc.message}], headers={"Connection": "close"}
+    )
 
 
 async def _read_parts(request: Request, reader: MultipartReader) -> None:
@@ -148,7 +167,7 @@ async def _read_parts(request: Request, reader: MultipartReader) -> None:
     try:
         async for chunk in request.stream():
             for start in range(0, len(chunk), FEED_BYTES):
-                reader.feed(chunk[start:start + FEED_BYTES])
+                reader.feed(chunk[start : start + FEED_BYTES])
                 if len(chunk) > FEED_BYTES:
                     await asyncio.sleep(0)
     except (InputValidationError, ApiError) as exc:
@@ -160,23 +179,43 @@ async def _stow_route(request: Request, state: Any, key: ApiKeyInfo, study: str 
         boundary = stow_boundary(request.headers.get("content-type", ""))  # 415 or 422 before any body is read
     except (InputValidationError, ApiError) as exc:
         raise _closing(exc) from exc
-    with upload_slot(request, "STOW-RS uploads", state.settings.max_concurrent_stow,
-                     setting="VIGIL_MAX_CONCURRENT_STOW", retry_after_s=_RETRY_AFTER_S), \
-            MultipartReader(boundary, max_parts=_MAX_PARTS, max_part_bytes=state.settings.max_instance_bytes,
-                            memory_bytes=_SPOOL_MEMORY_BYTES, spool_dir=_spool_dir(state)) as reader:
+    with (
+        upload_slot(
+            request,
+            "STOW-RS uploads",
+            state.settings.max_concurrent_stow,
+            setting="VIGIL_MAX_CONCURRENT_STOW",
+            retry_after_s=_RETRY_AFTER_S,
+        ),
+        MultipartReader(
+            boundary,
+            max_parts=_MAX_PARTS,
+            max_part_bytes=state.settings.max_instance_bytes,
+            memory_bytes=_SPOOL_MEMORY_BYTES,
+            spool_dir=_spool_dir(state),
+        ) as reader,
+    ):
         await _read_parts(request, reader)
         status, body = await state.run_model(_stow, state, key, reader, study)
     return JSONResponse(body, status_code=status, media_type=DICOM_JSON, headers=NO_STORE)
 
 
-@router.post("/dicomweb/studies", responses=_STOW_RESPONSES, openapi_extra=_STOW_BODY,
-             summary="DICOMweb STOW-RS: store instances and queue them for a second read")
+@router.post(
+    "/dicomweb/studies",
+    responses=_STOW_RESPONSES,
+    openapi_extra=_STOW_BODY,
+    summary="DICOMweb STOW-RS: store instances and queue them for a second read",
+)
 async def stow(request: Request, state: StateDep, key: ImagingKey) -> JSONResponse:
     return await _stow_route(request, state, key, None)
 
 
-@router.post("/dicomweb/studies/{study}", responses=_STOW_RESPONSES, openapi_extra=_STOW_BODY,
-             summary="DICOMweb STOW-RS into one study (instances of another study fail with 0xA900)")
+@router.post(
+    "/dicomweb/studies/{study}",
+    responses=_STOW_RESPONSES,
+    openapi_extra=_STOW_BODY,
+    summary="DICOMweb STOW-RS into one study (instances of another study fail with 0xA900)",
+)
 async def stow_study(study: str, request: Request, state: StateDep, key: ImagingKey) -> JSONResponse:
     if not re.fullmatch(r"[0-9][0-9.]{0,63}", study):
         raise InputValidationError("study", "the study must be a DICOM UID (digits and dots, at most 64)")
@@ -197,25 +236,34 @@ def worklist_callers(state: Any, key: ApiKeyInfo) -> list[tuple[str, str]] | Non
     return [*((STOW_SOURCE, k) for k in key_ids), *((C_STORE_SOURCE, a) for a in aets)]
 
 
-@router.get("/v1/imaging/flags", responses=problem_responses("imaging", _422="A filter is invalid: names it"),
-            summary="Worklist: instances whose second read flagged a finding, newest change first",
-            description="Each item carries the instance's and its study's UIDs, the flagged findings, the result, "
-                        "the state of the SR's delivery and the SR's UIDs (to fetch it from PACS), and the state of "
-                        "its worklist notification (HL7 v2 / FHIR Task, where the node sends them). A key sees its "
-                        "own client's instances (sent by STOW-RS with the client's keys, or C-STOREd by the AE "
-                        "titles VIGIL_WORKLIST_AETS gives the client); a key with the admin scope sees all.")
-async def flags(state: StateDep, key: ImagingKey, response: Response,
-                since: Annotated[datetime | None, Query(description="Changed at or after (ISO 8601 with zone)")]
-                = None,
-                finding: Annotated[str | None, Query(description=f"One of {', '.join(IMAGING_FINDINGS)}")] = None,
-                status: Annotated[str | None, Query(description=f"Queue state: {', '.join(STATES)}")] = None,
-                limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
+@router.get(
+    "/v1/imaging/flags",
+    responses=problem_responses("imaging", _422="A filter is invalid: names it"),
+    summary="Worklist: instances whose second read flagged a finding, newest change first",
+    description="Each item carries the instance's and its study's UIDs, the flagged findings, the result, "
+    "the state of the SR's delivery and the SR's UIDs (to fetch it from PACS), and the state of "
+    "its worklist notification (HL7 v2 / FHIR Task, where the node sends them). A key sees its "
+    "own client's instances (sent by STOW-RS with the client's keys, or C-STOREd by the AE "
+    "titles VIGIL_WORKLIST_AETS gives the client); a key with the admin scope sees all.",
+)
+async def flags(
+    state: StateDep,
+    key: ImagingKey,
+    response: Response,
+    since: Annotated[datetime | None, Query(description="Changed at or after (ISO 8601 with zone)")] = None,
+    finding: Annotated[str | None, Query(description=f"One of {', '.join(IMAGING_FINDINGS)}")] = None,
+    status: Annotated[str | None, Query(description=f"Queue state: {', '.join(STATES)}")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
     if finding is not None and finding not in IMAGING_FINDINGS:
         raise InputValidationError("finding", f"finding must be one of {list(IMAGING_FINDINGS)}; got {finding[:40]!r}")
     if status is not None and status not in STATES:
         raise InputValidationError("status", f"status must be one of {list(STATES)}; got {status[:40]!r}")
     callers = await run_in_threadpool(worklist_callers, state, key)
-    items = await state.run_model(lambda: state.dicom_intake().queue.list_items(
-        since=since, finding=finding, status=status, flagged_only=True, limit=limit, callers=callers))
+    items = await state.run_model(
+        lambda: state.dicom_intake().queue.list_items(
+            since=since, finding=finding, status=status, flagged_only=True, limit=limit, callers=callers
+        )
+    )
     response.headers.update(NO_STORE)
     return {"items": [item.public() for item in items], "n": len(items)}

@@ -48,11 +48,14 @@ def node_heartbeat_problem(path: Path, now: float | None = None) -> str | None:
     return None
 
 
-@router.get("/readyz", summary="Readiness: every model loaded, the audit store reachable (and the DICOM node up, when "
-                              "vigil serve runs it)",
-            description="Public, so it names each component and says only `ok` or `unavailable`; why a component is "
-                        "unavailable goes to the service's log (and, for a model, to `GET /v1/models`).",
-            responses={503: {"description": "Not ready; the body names each component that is unavailable"}})
+@router.get(
+    "/readyz",
+    summary="Readiness: every model loaded, the audit store reachable (and the DICOM node up, when "
+    "vigil serve runs it)",
+    description="Public, so it names each component and says only `ok` or `unavailable`; why a component is "
+    "unavailable goes to the service's log (and, for a model, to `GET /v1/models`).",
+    responses={503: {"description": "Not ready; the body names each component that is unavailable"}},
+)
 async def readyz(state: StateDep) -> JSONResponse:
     # A public route: the reasons (a registry URI, a database user, host and driver error) go to the log only.
     checks: dict[str, str] = {}
@@ -74,20 +77,24 @@ async def readyz(state: StateDep) -> JSONResponse:
         if problem is not None:
             log.warning("not ready: dicom_node unavailable: %s", problem)
     ready = all(v == "ok" for v in checks.values())
-    return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks},
-                        status_code=200 if ready else 503)
+    return JSONResponse(
+        {"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503
+    )
 
 
-@router.get("/metrics", summary="Prometheus metrics (text exposition format)", responses=_AUTH,
-            response_class=Response)
+@router.get("/metrics", summary="Prometheus metrics (text exposition format)", responses=_AUTH, response_class=Response)
 async def metrics(state: StateDep, _key: AdminKey) -> Response:
     for task, (model, _reason) in state.holder.status().items():
         state.metrics.model_loaded.labels(task).set(1 if model is not None else 0)
     return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
-@router.get("/v1/models", response_model=ModelsOut, responses=_AUTH,
-            summary="The models served: versions, model cards and release-gate records")
+@router.get(
+    "/v1/models",
+    response_model=ModelsOut,
+    responses=_AUTH,
+    summary="The models served: versions, model cards and release-gate records",
+)
 async def models(state: StateDep, _key: AnyKey) -> dict[str, Any]:
     out: list[dict[str, Any]] = []
     status = state.holder.status()
@@ -99,8 +106,16 @@ async def models(state: StateDep, _key: AnyKey) -> dict[str, Any]:
             out.append({"task": task, "loaded": False, "error": reason})
             continue
         card = model.runtime.card
-        out.append({"task": task, "loaded": True, "model": model.ref(), "card": _card_dict(card),
-                    "release_gate": dict(model.resolved.release_gate), "origin": model.resolved.origin})
+        out.append(
+            {
+                "task": task,
+                "loaded": True,
+                "model": model.ref(),
+                "card": _card_dict(card),
+                "release_gate": dict(model.resolved.release_gate),
+                "origin": model.resolved.origin,
+            }
+        )
     return {"models": out}
 
 
@@ -110,10 +125,13 @@ def _card_dict(card: Any) -> dict[str, Any]:
     return json.loads(card.to_json())
 
 
-@router.post("/v1/admin/reload", responses=_AUTH,
-             summary="Load the newest released version of each model now",
-             description="Requests in flight finish on the model they started with; a model that fails its checks "
-                         "is not swapped in and the one being served stays.")
+@router.post(
+    "/v1/admin/reload",
+    responses=_AUTH,
+    summary="Load the newest released version of each model now",
+    description="Requests in flight finish on the model they started with; a model that fails its checks "
+    "is not swapped in and the one being served stays.",
+)
 async def reload(state: StateDep, _key: AdminKey) -> dict[str, Any]:
     outcomes = [await run_in_threadpool(state.holder.reload, task) for task in state.holder.tasks]
     return {"reloads": outcomes}

@@ -35,17 +35,23 @@ class ModelRef(_Out):
     sha256: str
     release_status: str = Field(description="The release gate's recorded status: 'pass', or what it was")
     unreleased_override: bool = Field(
-        description="True when the model was served without a passing release gate by an explicit override")
+        description="True when the model was served without a passing release gate by an explicit override"
+    )
     synthetic_data: bool = Field(description="True when the model was trained on synthetic data only")
     intended_use: str | None = Field(
-        default=None, description="The intended population declared in the release policy (None: not released)")
+        default=None, description="The intended population declared in the release policy (None: not released)"
+    )
     not_validated_for: list[dict[str, str]] = Field(
-        default_factory=list, description="Populations the model was checked on outside its intended use, each "
-                                          "{name, population, reason}: results there are not validated")
+        default_factory=list,
+        description="Populations the model was checked on outside its intended use, each "
+        "{name, population, reason}: results there are not validated",
+    )
     findings_released: dict[str, str] | None = Field(
-        default=None, description="Imaging: each finding the release gate released, with its intended population")
+        default=None, description="Imaging: each finding the release gate released, with its intended population"
+    )
     findings_not_validated: dict[str, str] | None = Field(
-        default=None, description="Imaging: each finding the release gate did not release, with why; never flagged")
+        default=None, description="Imaging: each finding the release gate did not release, with why; never flagged"
+    )
 
 
 class AcuityLabel(_Out):
@@ -59,9 +65,11 @@ class Acuity(_Out):
     model_level: int = Field(ge=1, le=5, description="The model's level before the safety floor")
     raised_by_news2_floor: bool = Field(
         description="The NEWS2 floor alone would make the model's level more urgent (model_level > "
-                    "news2.minimum_acuity)")
+        "news2.minimum_acuity)"
+    )
     raised_by_safety_floor: bool = Field(
-        description="The safety floor (see 'floor': any of its rules) made the model's level more urgent")
+        description="The safety floor (see 'floor': any of its rules) made the model's level more urgent"
+    )
     probabilities: dict[str, float] = Field(description="P(level) for levels '1'..'5' (the model's estimate)")
 
 
@@ -79,8 +87,11 @@ class News2Out(_Out):
     components: dict[str, int]
     missing: list[str]
     minimum_acuity: int = Field(
-        ge=1, le=5, description="The NEWS2 band's floor: the least urgent level NEWS2 allows (5 under 16 years, where "
-                                "the adult NEWS2 is not applied; the floor applied is 'floor')")
+        ge=1,
+        le=5,
+        description="The NEWS2 band's floor: the least urgent level NEWS2 allows (5 under 16 years, where "
+        "the adult NEWS2 is not applied; the floor applied is 'floor')",
+    )
 
 
 class SafetyFloorOut(_Out):
@@ -89,7 +100,8 @@ class SafetyFloorOut(_Out):
     level: int = Field(ge=1, le=5, description="The least urgent level allowed (5: no floor)")
     source: Literal["acvpu", "red_flag_complaint", "paediatric", "adult_physiology", "news2", "none"] = Field(
         description="The rule giving that level: ACVPU (P/U -> 1, V/C -> 2), a red-flag complaint, NICE NG51 "
-                    "paediatric high-risk physiology (under 16), NEWS2 (16 and over); 'none' when no rule applies")
+        "paediatric high-risk physiology (under 16), NEWS2 (16 and over); 'none' when no rule applies"
+    )
     reasons: list[str] = Field(description="Every rule finding that gives this level, e.g. 'consciousness P'")
     raised_level: bool = Field(description="The floor made the model's level more urgent")
 
@@ -112,7 +124,8 @@ class Factor(_Out):
     effect: dict[str, float] = Field(
         default_factory=dict,
         description="model factors: change in P(admitted) and P(critical) attributable to this field "
-                    "(its value vs. the field left missing)")
+        "(its value vs. the field left missing)",
+    )
 
 
 class TriageFlags(_Out):
@@ -121,7 +134,8 @@ class TriageFlags(_Out):
     not_used_by_model: list[str] = Field(
         default_factory=list,
         description=f"Fields supplied that the model ignores ({NOT_LEARNT_REASON}); NEWS2 and the safety floor "
-                    "still use every field they clinically define")
+        "still use every field they clinically define",
+    )
     news2_floor_raised_level: bool
     safety_floor_raised_level: bool = Field(description="The safety floor (any rule) raised the level")
     news2_partial: bool
@@ -161,12 +175,14 @@ class FindingOut(_Out):
     code: dict[str, str] = Field(description="Coding of the finding (scheme, value, meaning)")
     status: Literal["evaluated", "not validated", "outside intended use"] = Field(
         description="'evaluated': released by the gate and the image is inside the finding's intended population; "
-                    "'not validated': the release gate did not release this finding; 'outside intended use': "
-                    "released for another population (e.g. age), or the image does not say. Only evaluated "
-                    "findings carry a probability and can be flagged.")
+        "'not validated': the release gate did not release this finding; 'outside intended use': "
+        "released for another population (e.g. age), or the image does not say. Only evaluated "
+        "findings carry a probability and can be flagged."
+    )
     status_reason: str = Field(description="Why this status, naming the attribute that decided (e.g. PatientAge)")
-    probability: float | None = Field(default=None, ge=0.0, le=1.0,
-                                      description="None unless the finding was evaluated on this image")
+    probability: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="None unless the finding was evaluated on this image"
+    )
     operating_threshold: float
     flagged: bool
 
@@ -176,10 +192,13 @@ class SecondReadResult(_Out):
     model: ModelRef
     flagged: bool = Field(description="Any finding at or above its operating threshold")
     findings: list[FindingOut]
-    heatmap_png_base64: str = Field(description="PNG: the prepared image with the heat map of the top evaluated "
-                                                "finding (no map when no finding was evaluated)")
-    heatmap_finding: str | None = Field(description="The finding whose heat map is drawn; None when no finding was "
-                                                    "evaluated on this image")
+    heatmap_png_base64: str = Field(
+        description="PNG: the prepared image with the heat map of the top evaluated "
+        "finding (no map when no finding was evaluated)"
+    )
+    heatmap_finding: str | None = Field(
+        description="The finding whose heat map is drawn; None when no finding was evaluated on this image"
+    )
     source: dict[str, Any] = Field(description="UIDs and technical attributes of the instance (no patient data)")
     timings_ms: dict[str, float]
     decision_support_statement: str
@@ -191,8 +210,11 @@ class ModelInfo(_Out):
     model: ModelRef | None = None
     card: dict[str, Any] | None = None
     release_gate: dict[str, str] = Field(default_factory=dict, description="The registry's release_gate.* tags")
-    origin: str | None = Field(default=None, description="Where the model file came from: the registry alias, a "
-                               "local folder, or the verified local cache while the registry is unreachable")
+    origin: str | None = Field(
+        default=None,
+        description="Where the model file came from: the registry alias, a "
+        "local folder, or the verified local cache while the registry is unreachable",
+    )
     error: str | None = Field(default=None, description="Why no model is loaded, when none is")
 
 
@@ -245,8 +267,12 @@ def triage_record_json_schema() -> dict[str, Any]:
     props: dict[str, Any] = {}
     required: list[str] = []
     for f in NUMERIC_FIELDS:
-        props[f.name] = {"type": "integer" if f.integer else "number", "minimum": f.low, "maximum": f.high,
-                         "description": f"{f.description} ({f.unit})"}
+        props[f.name] = {
+            "type": "integer" if f.integer else "number",
+            "minimum": f.low,
+            "maximum": f.high,
+            "description": f"{f.description} ({f.unit})",
+        }
         if f.required:
             required.append(f.name)
         else:
@@ -263,7 +289,12 @@ def triage_record_json_schema() -> dict[str, Any]:
         props[name] = {"type": ["string", "null"], "maxLength": length}
     for name in DATETIME_FIELDS:
         props[name] = {"type": ["string", "null"], "format": "date-time"}
-    return {"type": "object", "additionalProperties": False, "properties": props, "required": required,
-            "title": "TriageRecord",
-            "description": "A patient's triage record: only what is known at triage. Unknown keys are refused; "
-                           "missing values may be omitted or null."}
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": props,
+        "required": required,
+        "title": "TriageRecord",
+        "description": "A patient's triage record: only what is known at triage. Unknown keys are refused; "
+        "missing values may be omitted or null.",
+    }

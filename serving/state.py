@@ -98,26 +98,41 @@ StateDep = Annotated[ServiceState, Depends(get_state)]
 def require(scope: str | None) -> Callable[..., Awaitable[ApiKeyInfo]]:
     """A dependency admitting a valid key; with ``scope``, only a key holding that scope."""
 
-    async def dependency(request: Request, state: StateDep,
-                         bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)] = None,
-                         header: Annotated[str | None, Security(_HEADER)] = None) -> ApiKeyInfo:
+    async def dependency(
+        request: Request,
+        state: StateDep,
+        bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)] = None,
+        header: Annotated[str | None, Security(_HEADER)] = None,
+    ) -> ApiKeyInfo:
         challenge = 'Bearer realm="vigil"'
         repeated = [name for name in _KEY_HEADERS if len(request.headers.getlist(name)) > 1]
         if repeated:
-            raise ApiError(401, f"the '{repeated[0]}' header was sent more than once; send one API key, once",
-                           headers={"WWW-Authenticate": f'{challenge}, error="invalid_request"'})
+            raise ApiError(
+                401,
+                f"the '{repeated[0]}' header was sent more than once; send one API key, once",
+                headers={"WWW-Authenticate": f'{challenge}, error="invalid_request"'},
+            )
         presented = parse_presented_key(request.headers.get("authorization"), request.headers.get("x-api-key"))
         if presented is None:
-            raise ApiError(401, "an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
-                           headers={"WWW-Authenticate": challenge})
+            raise ApiError(
+                401,
+                "an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
+                headers={"WWW-Authenticate": challenge},
+            )
         info = await run_in_threadpool(state.authenticate, presented)
         if info is None:
-            raise ApiError(401, "the API key is not valid (unknown, malformed or revoked)",
-                           headers={"WWW-Authenticate": f'{challenge}, error="invalid_token"'})
+            raise ApiError(
+                401,
+                "the API key is not valid (unknown, malformed or revoked)",
+                headers={"WWW-Authenticate": f'{challenge}, error="invalid_token"'},
+            )
         request.state.client = info.key_id
         if scope is not None and scope not in info.scopes:
-            raise ApiError(403, f"this API key does not have the '{scope}' scope",
-                           headers={"WWW-Authenticate": f'{challenge}, error="insufficient_scope", scope="{scope}"'})
+            raise ApiError(
+                403,
+                f"this API key does not have the '{scope}' scope",
+                headers={"WWW-Authenticate": f'{challenge}, error="insufficient_scope", scope="{scope}"'},
+            )
         return info
 
     return dependency
@@ -130,8 +145,15 @@ def input_digest(data: bytes | Any) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def audit_record(request: Request, client: ApiKeyInfo, route: str, model: LoadedModel, input_sha256: str,
-                 output: dict[str, Any], status: int = 200) -> AuditRecord:
+def audit_record(
+    request: Request,
+    client: ApiKeyInfo,
+    route: str,
+    model: LoadedModel,
+    input_sha256: str,
+    output: dict[str, Any],
+    status: int = 200,
+) -> AuditRecord:
     """The audit record of one prediction (written before the prediction is returned).
 
     Its ``request_id`` is the one the server made; an ``X-Request-ID`` the client sent is kept in the output as
@@ -140,8 +162,14 @@ def audit_record(request: Request, client: ApiKeyInfo, route: str, model: Loaded
     offered = getattr(request.state, "client_request_id", None)
     if offered is not None:
         output = {**output, "client_request_id": offered}
-    return model.audit_record(request_id=request.state.request_id, client=client.key_id, route=route,
-                              input_sha256=input_sha256, output=output, status=status)
+    return model.audit_record(
+        request_id=request.state.request_id,
+        client=client.key_id,
+        route=route,
+        input_sha256=input_sha256,
+        output=output,
+        status=status,
+    )
 
 
 def write_audit(state: ServiceState, records: list[AuditRecord]) -> None:

@@ -74,8 +74,10 @@ _VERIFY_BATCH = 1000
 # pg_advisory_xact_lock keys (any constant bigint; advisory locks are per database, not per schema).
 _PG_CHAIN_LOCK = 0x5649_4749_4C41_5544  # "VIGILAUD"
 _PG_SCHEMA_LOCK = 0x5649_4749_4C53_4348  # "VIGILSCH"
-_PG_FUNCTION_EXISTS = ("SELECT 1 FROM pg_proc WHERE proname = 'vigil_audit_refuse_change' AND pronamespace = "
-                       "(SELECT oid FROM pg_namespace WHERE nspname = current_schema())")
+_PG_FUNCTION_EXISTS = (
+    "SELECT 1 FROM pg_proc WHERE proname = 'vigil_audit_refuse_change' AND pronamespace = "
+    "(SELECT oid FROM pg_namespace WHERE nspname = current_schema())"
+)
 
 
 def _mask_url(url: URL) -> str:
@@ -96,19 +98,24 @@ def _parse_url(url: str) -> tuple[URL, str]:
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError, TypeError) as exc:
-        raise ConfigError("audit_url is not a SQLAlchemy URL; use sqlite:///path/serving.db or "
-                          "postgresql+psycopg://user@host:5432/db") from exc
+        raise ConfigError(
+            "audit_url is not a SQLAlchemy URL; use sqlite:///path/serving.db or postgresql+psycopg://user@host:5432/db"
+        ) from exc
     scheme = parsed.drivername
     if scheme in ("sqlite", "sqlite+pysqlite"):
         database = parsed.database or ""
         if database in ("", ":memory:") or parsed.query.get("mode") == "memory":
-            raise ConfigError("audit_url names an in-memory SQLite database, which would lose the audit trail; "
-                              "use sqlite:///path/serving.db")
+            raise ConfigError(
+                "audit_url names an in-memory SQLite database, which would lose the audit trail; "
+                "use sqlite:///path/serving.db"
+            )
         return parsed, "SQLite"
     if scheme in ("postgresql", "postgresql+psycopg"):
         return parsed.set(drivername="postgresql+psycopg"), "PostgreSQL"
-    raise ConfigError(f"audit_url has the unsupported scheme {scheme[:40]!r}; use sqlite:///path/serving.db or "
-                      "postgresql+psycopg://user@host:5432/db")
+    raise ConfigError(
+        f"audit_url has the unsupported scheme {scheme[:40]!r}; use sqlite:///path/serving.db or "
+        "postgresql+psycopg://user@host:5432/db"
+    )
 
 
 class Store:
@@ -144,8 +151,14 @@ class Store:
         ``audit_url`` is not a supported URL (the message names ``audit_url`` and never its password).
     """
 
-    def __init__(self, url: str, *, connect_timeout_s: float = 5.0, lock_timeout_s: float = 5.0,
-                 anchor: AuditAnchor | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        connect_timeout_s: float = 5.0,
+        lock_timeout_s: float = 5.0,
+        anchor: AuditAnchor | None = None,
+    ) -> None:
         for name, value in (("connect_timeout_s", connect_timeout_s), ("lock_timeout_s", lock_timeout_s)):
             if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
                 raise ConfigError(f"{name} must be a positive number of seconds; got {value!r:.20}")
@@ -156,19 +169,27 @@ class Store:
         self._lock_timeout_ms = max(1, round(lock_timeout_s * 1000))
         try:
             if self.kind == "SQLite":
-                self._engine = create_engine(parsed, hide_parameters=True,
-                                             connect_args={"timeout": float(lock_timeout_s)})
+                self._engine = create_engine(
+                    parsed, hide_parameters=True, connect_args={"timeout": float(lock_timeout_s)}
+                )
                 event.listen(self._engine, "connect", _sqlite_on_connect)
                 event.listen(self._engine, "begin", _sqlite_on_begin)
             else:
                 self._engine = create_engine(
-                    parsed, hide_parameters=True, pool_pre_ping=True,
-                    connect_args={"connect_timeout": max(1, math.ceil(connect_timeout_s)), "application_name": "vigil"})
+                    parsed,
+                    hide_parameters=True,
+                    pool_pre_ping=True,
+                    connect_args={"connect_timeout": max(1, math.ceil(connect_timeout_s)), "application_name": "vigil"},
+                )
         except ImportError as exc:
-            raise ConfigError(f"audit_url needs the {self.kind} driver, which is not installed "
-                              "(pip install 'psycopg[binary]')") from exc
+            raise ConfigError(
+                f"audit_url needs the {self.kind} driver, which is not installed (pip install 'psycopg[binary]')"
+            ) from exc
         self._db_errors: tuple[type[BaseException], ...] = (
-            SQLAlchemyError, OSError, self._engine.dialect.loaded_dbapi.Error)
+            SQLAlchemyError,
+            OSError,
+            self._engine.dialect.loaded_dbapi.Error,
+        )
 
     def __repr__(self) -> str:
         return f"Store({self.url_masked!r})"
@@ -263,17 +284,24 @@ class Store:
         key = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(SECRET_BYTES)}"
         info = ApiKeyInfo(key_id=key_id, client=client, scopes=granted, created_utc=utc_now(), revoked_utc=None)
         with self._transaction(write=True) as conn:
-            conn.execute(insert(api_keys_table).values(
-                key_id=key_id, client=client, scopes=" ".join(granted),
-                key_sha256=hashlib.sha256(key.encode("ascii")).hexdigest(), created_utc=info.created_utc))
+            conn.execute(
+                insert(api_keys_table).values(
+                    key_id=key_id,
+                    client=client,
+                    scopes=" ".join(granted),
+                    key_sha256=hashlib.sha256(key.encode("ascii")).hexdigest(),
+                    created_utc=info.created_utc,
+                )
+            )
         logger.info("API key %s created with scopes %s", key_id, ",".join(granted))
         return info, key
 
     def list_keys(self) -> list[ApiKeyInfo]:
         """Every key issued, revoked ones included, oldest first."""
         with self._transaction() as conn:
-            rows = conn.execute(select(api_keys_table)
-                                .order_by(api_keys_table.c.created_utc, api_keys_table.c.key_id)).all()
+            rows = conn.execute(
+                select(api_keys_table).order_by(api_keys_table.c.created_utc, api_keys_table.c.key_id)
+            ).all()
         return [_key_info(row) for row in rows]
 
     def revoke_key(self, key_id: str) -> bool:
@@ -281,9 +309,11 @@ class Store:
         if not isinstance(key_id, str) or len(key_id) != KEY_ID_LEN:
             return False
         with self._transaction(write=True) as conn:
-            result = conn.execute(update(api_keys_table)
-                                  .where(api_keys_table.c.key_id == key_id, api_keys_table.c.revoked_utc.is_(None))
-                                  .values(revoked_utc=utc_now()))
+            result = conn.execute(
+                update(api_keys_table)
+                .where(api_keys_table.c.key_id == key_id, api_keys_table.c.revoked_utc.is_(None))
+                .values(revoked_utc=utc_now())
+            )
         revoked = result.rowcount == 1
         if revoked:
             logger.info("API key %s revoked", key_id)
@@ -344,20 +374,32 @@ class Store:
             if self.kind == "PostgreSQL":
                 # Held to commit; READ COMMITTED then sees the previous holder's row in the SELECT below.
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_CHAIN_LOCK})
-            last = conn.execute(select(audit_table.c.seq, audit_table.c.row_hash)
-                                .order_by(audit_table.c.seq.desc()).limit(1)).first()
+            last = conn.execute(
+                select(audit_table.c.seq, audit_table.c.row_hash).order_by(audit_table.c.seq.desc()).limit(1)
+            ).first()
             seq, prev_hash = (0, GENESIS_HASH) if last is None else (last.seq, last.row_hash)
             rows = []
             for record, output_json in zip(records, outputs, strict=True):
                 seq += 1
                 filled = replace(record, seq=seq, prev_hash=prev_hash)
                 filled = replace(filled, row_hash=audit_row_hash(prev_hash, filled))
-                rows.append({
-                    "seq": seq, "request_id": filled.request_id, "time_utc": filled.time_utc,
-                    "client": filled.client, "route": filled.route, "model_name": filled.model_name,
-                    "model_version": filled.model_version, "model_sha256": filled.model_sha256,
-                    "input_sha256": filled.input_sha256, "output_json": output_json, "status": filled.status,
-                    "prev_hash": prev_hash, "row_hash": filled.row_hash})
+                rows.append(
+                    {
+                        "seq": seq,
+                        "request_id": filled.request_id,
+                        "time_utc": filled.time_utc,
+                        "client": filled.client,
+                        "route": filled.route,
+                        "model_name": filled.model_name,
+                        "model_version": filled.model_version,
+                        "model_sha256": filled.model_sha256,
+                        "input_sha256": filled.input_sha256,
+                        "output_json": output_json,
+                        "status": filled.status,
+                        "prev_hash": prev_hash,
+                        "row_hash": filled.row_hash,
+                    }
+                )
                 done.append(filled)
                 prev_hash = filled.row_hash
             conn.execute(insert(audit_table), rows)
@@ -370,14 +412,17 @@ class Store:
     def read_audit(self, *, limit: int = 100, since_seq: int = 0) -> list[AuditRecord]:
         """Up to ``limit`` (1-10000) audit records with ``seq > since_seq``, in chain order."""
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
-            raise InputValidationError("limit", f"The 'limit' field must be an integer in [1, 10000]; "
-                                                f"got {limit!r:.20}")
+            raise InputValidationError(
+                "limit", f"The 'limit' field must be an integer in [1, 10000]; got {limit!r:.20}"
+            )
         if isinstance(since_seq, bool) or not isinstance(since_seq, int) or since_seq < 0:
-            raise InputValidationError("since_seq", f"The 'since_seq' field must be an integer >= 0; "
-                                                    f"got {since_seq!r:.20}")
+            raise InputValidationError(
+                "since_seq", f"The 'since_seq' field must be an integer >= 0; got {since_seq!r:.20}"
+            )
         with self._transaction() as conn:
-            rows = conn.execute(select(audit_table).where(audit_table.c.seq > since_seq)
-                                .order_by(audit_table.c.seq).limit(limit)).all()
+            rows = conn.execute(
+                select(audit_table).where(audit_table.c.seq > since_seq).order_by(audit_table.c.seq).limit(limit)
+            ).all()
         return [_audit_record(row) for row in rows]
 
     def verify_audit_chain(self) -> tuple[bool, int | None]:
@@ -409,8 +454,12 @@ class Store:
         expected, prev_hash = 1, GENESIS_HASH
         while True:
             with self._transaction() as conn:
-                rows = conn.execute(select(audit_table).where(audit_table.c.seq >= expected).order_by(audit_table.c.seq)
-                                    .limit(_VERIFY_BATCH)).all()
+                rows = conn.execute(
+                    select(audit_table)
+                    .where(audit_table.c.seq >= expected)
+                    .order_by(audit_table.c.seq)
+                    .limit(_VERIFY_BATCH)
+                ).all()
             for row in rows:
                 problem = _chain_problem(row, expected, prev_hash)
                 yield expected, row.row_hash, problem
@@ -440,16 +489,31 @@ def _chain_problem(row: Any, expected: int, prev_hash: str) -> str | None:
 
 
 def _key_info(row: Any) -> ApiKeyInfo:
-    return ApiKeyInfo(key_id=row.key_id, client=row.client, scopes=tuple(row.scopes.split()),
-                      created_utc=row.created_utc, revoked_utc=row.revoked_utc)
+    return ApiKeyInfo(
+        key_id=row.key_id,
+        client=row.client,
+        scopes=tuple(row.scopes.split()),
+        created_utc=row.created_utc,
+        revoked_utc=row.revoked_utc,
+    )
 
 
 def _audit_record(row: Any) -> AuditRecord:
     return AuditRecord(
-        request_id=row.request_id, time_utc=row.time_utc, client=row.client, route=row.route,
-        model_name=row.model_name, model_version=row.model_version, model_sha256=row.model_sha256,
-        input_sha256=row.input_sha256, output=json.loads(row.output_json), status=row.status, seq=row.seq,
-        prev_hash=row.prev_hash, row_hash=row.row_hash)
+        request_id=row.request_id,
+        time_utc=row.time_utc,
+        client=row.client,
+        route=row.route,
+        model_name=row.model_name,
+        model_version=row.model_version,
+        model_sha256=row.model_sha256,
+        input_sha256=row.input_sha256,
+        output=json.loads(row.output_json),
+        status=row.status,
+        seq=row.seq,
+        prev_hash=row.prev_hash,
+        row_hash=row.row_hash,
+    )
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:

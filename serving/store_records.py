@@ -156,9 +156,16 @@ def audit_row_hash(prev_hash: str, record: AuditRecord) -> str:
         64 lowercase hex characters.
     """
     body = {
-        "seq": record.seq, "request_id": record.request_id, "time_utc": record.time_utc, "client": record.client,
-        "route": record.route, "model_name": record.model_name, "model_version": record.model_version,
-        "model_sha256": record.model_sha256, "input_sha256": record.input_sha256, "output": record.output,
+        "seq": record.seq,
+        "request_id": record.request_id,
+        "time_utc": record.time_utc,
+        "client": record.client,
+        "route": record.route,
+        "model_name": record.model_name,
+        "model_version": record.model_version,
+        "model_sha256": record.model_sha256,
+        "input_sha256": record.input_sha256,
+        "output": record.output,
         "status": record.status,
     }
     return hashlib.sha256((prev_hash + canonical_json(body)).encode("utf-8")).hexdigest()
@@ -188,8 +195,9 @@ def check_text(field: str, value: object, limit: int) -> str:
 def check_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
     """``scopes`` in :data:`SCOPES` order, when they name at least one scope and only known ones."""
     if isinstance(scopes, str):
-        raise InputValidationError("scopes", f"The 'scopes' field must be a list of scope names from {SCOPES}, "
-                                             "not a single string")
+        raise InputValidationError(
+            "scopes", f"The 'scopes' field must be a list of scope names from {SCOPES}, not a single string"
+        )
     given = list(scopes)
     unknown = [s for s in given if s not in SCOPES]
     if unknown:
@@ -219,12 +227,14 @@ def check_audit(record: AuditRecord) -> str:
         if not isinstance(value, str) or (value and not _HEX64_RE.fullmatch(value)):
             raise InputValidationError(field, f"The '{field}' field must be 64 lowercase hex characters or ''")
     if isinstance(record.status, bool) or not isinstance(record.status, int) or not 100 <= record.status <= 599:
-        raise InputValidationError("status", f"The 'status' field must be an HTTP status in [100, 599]; "
-                                             f"got {record.status!r:.20}")
+        raise InputValidationError(
+            "status", f"The 'status' field must be an HTTP status in [100, 599]; got {record.status!r:.20}"
+        )
     if not isinstance(record.output, dict):
         raise InputValidationError("output", f"The 'output' field must be a dict; got {type(record.output).__name__}")
     try:
         return canonical_json(record.output)
     except (TypeError, ValueError) as exc:
-        raise InputValidationError("output", f"The 'output' field must be JSON-serialisable without NaN: {exc}"
-                                   ) from exc
+        raise InputValidationError(
+            "output", f"The 'output' field must be JSON-serialisable without NaN: {exc}"
+        ) from exc

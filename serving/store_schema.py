@@ -13,7 +13,8 @@ __all__ = ["PG_TRIGGERS", "PG_TRIGGER_FUNCTION", "SQLITE_TRIGGERS", "api_keys_ta
 
 metadata = MetaData()
 api_keys_table = Table(
-    "vigil_api_keys", metadata,
+    "vigil_api_keys",
+    metadata,
     Column("key_id", Text, primary_key=True),
     Column("client", Text, nullable=False),
     Column("scopes", Text, nullable=False),  # space-separated, in SCOPES order
@@ -22,7 +23,8 @@ api_keys_table = Table(
     Column("revoked_utc", Text, nullable=True),
 )
 audit_table = Table(
-    "vigil_audit", metadata,
+    "vigil_audit",
+    metadata,
     Column("seq", Integer, primary_key=True, autoincrement=False),
     Column("request_id", Text, nullable=False),
     Column("time_utc", Text, nullable=False),

@@ -38,12 +38,19 @@ def _value_text(name: str, value: Any) -> str:
 
 
 def _news2_factors(result: News2Result, record: dict[str, Any]) -> list[dict[str, Any]]:
-    scored = sorted(((p, result.components[p]) for p in PARAMETERS if result.components.get(p, 0) > 0),
-                    key=lambda item: -item[1])
-    return [{"field": name, "source": "news2", "effect": {},
-             "detail": f"{name} {_value_text(name, record.get(name))} scores {points} NEWS2 "
-                       f"point{'s' if points > 1 else ''}"}
-            for name, points in scored]
+    scored = sorted(
+        ((p, result.components[p]) for p in PARAMETERS if result.components.get(p, 0) > 0), key=lambda item: -item[1]
+    )
+    return [
+        {
+            "field": name,
+            "source": "news2",
+            "effect": {},
+            "detail": f"{name} {_value_text(name, record.get(name))} scores {points} NEWS2 "
+            f"point{'s' if points > 1 else ''}",
+        }
+        for name, points in scored
+    ]
 
 
 def _model_factors(effects: list[Any], record: dict[str, Any]) -> list[dict[str, Any]]:
@@ -52,12 +59,20 @@ def _model_factors(effects: list[Any], record: dict[str, Any]) -> list[dict[str,
         if eff.magnitude < MIN_EFFECT or len(out) >= MAX_MODEL_FACTORS:
             break
         value = record.get(eff.field)
-        changes = ", ".join(f"P({o}) {'+' if eff.effect[o] >= 0 else '-'}{abs(eff.effect[o]) * 100:.1f} pts"
-                            for o in OUTCOMES)
-        reference = eff.reference if isinstance(eff.reference, str) else \
-            f"a typical {_value_text(eff.field, eff.reference)}"
-        out.append({"field": eff.field, "source": "model", "effect": {o: round(eff.effect[o], 4) for o in OUTCOMES},
-                    "detail": f"{eff.field} {_value_text(eff.field, value)}: {changes} vs. {reference}"})
+        changes = ", ".join(
+            f"P({o}) {'+' if eff.effect[o] >= 0 else '-'}{abs(eff.effect[o]) * 100:.1f} pts" for o in OUTCOMES
+        )
+        reference = (
+            eff.reference if isinstance(eff.reference, str) else f"a typical {_value_text(eff.field, eff.reference)}"
+        )
+        out.append(
+            {
+                "field": eff.field,
+                "source": "model",
+                "effect": {o: round(eff.effect[o], 4) for o in OUTCOMES},
+                "detail": f"{eff.field} {_value_text(eff.field, value)}: {changes} vs. {reference}",
+            }
+        )
     return out
 
 
@@ -82,53 +97,65 @@ def build_results(model: LoadedModel, records: list[dict[str, Any]]) -> list[dic
         model_level = int(pred.model_level[i])
         news2_floor = int(pred.news2_floor[i])
         age = record.get("age_years")
-        results.append({
-            "model": ref,
-            "acuity": {
-                "level": level,
-                "label": acuity_label(level),
-                "model_level": model_level,
-                "raised_by_news2_floor": model_level > news2_floor,
-                "raised_by_safety_floor": bool(pred.floor_raised[i]),
-                "probabilities": {str(k): _prob(pred.acuity_probs[i, j]) for j, k in enumerate(ACUITY_LEVELS)},
-            },
-            "risks": {
-                "admitted": {"probability": _prob(pred.p_admitted[i]), "definition": OUTCOME_DEFINITIONS["admitted"]},
-                "critical": {"probability": _prob(pred.p_critical[i]), "definition": OUTCOME_DEFINITIONS["critical"]},
-            },
-            "news2": {
-                "score": score.score,
-                "partial": score.partial,
-                "band": score.band,
-                "clinical_response": score.response,
-                "red_flag": score.red_flag,
-                "components": {p: int(score.components[p]) for p in PARAMETERS},
-                "missing": list(score.missing),
-                "minimum_acuity": news2_floor,
-            },
-            "floor": _floor(pred, i),
-            "red_flags": [_red_flag(f) for f in pred.red_flags[i]],
-            "contributing_factors": _news2_factors(score, record) + _model_factors(effects[i], record),
-            "flags": {
-                "missing_inputs": [f for f in used if record.get(f) is None],
-                "out_of_training_range": out_of_range[i],
-                "not_used_by_model": ignored[i],
-                "news2_floor_raised_level": model_level > news2_floor,
-                "safety_floor_raised_level": bool(pred.floor_raised[i]),
-                "news2_partial": score.partial,
-                "news2_not_validated": age is not None and float(age) < NEWS2_MIN_AGE,
-                "synthetic_model": ref["synthetic_data"],
-                "unreleased_model": ref["unreleased_override"],
-            },
-            "decision_support_statement": DECISION_SUPPORT_STATEMENT,
-        })
+        results.append(
+            {
+                "model": ref,
+                "acuity": {
+                    "level": level,
+                    "label": acuity_label(level),
+                    "model_level": model_level,
+                    "raised_by_news2_floor": model_level > news2_floor,
+                    "raised_by_safety_floor": bool(pred.floor_raised[i]),
+                    "probabilities": {str(k): _prob(pred.acuity_probs[i, j]) for j, k in enumerate(ACUITY_LEVELS)},
+                },
+                "risks": {
+                    "admitted": {
+                        "probability": _prob(pred.p_admitted[i]),
+                        "definition": OUTCOME_DEFINITIONS["admitted"],
+                    },
+                    "critical": {
+                        "probability": _prob(pred.p_critical[i]),
+                        "definition": OUTCOME_DEFINITIONS["critical"],
+                    },
+                },
+                "news2": {
+                    "score": score.score,
+                    "partial": score.partial,
+                    "band": score.band,
+                    "clinical_response": score.response,
+                    "red_flag": score.red_flag,
+                    "components": {p: int(score.components[p]) for p in PARAMETERS},
+                    "missing": list(score.missing),
+                    "minimum_acuity": news2_floor,
+                },
+                "floor": _floor(pred, i),
+                "red_flags": [_red_flag(f) for f in pred.red_flags[i]],
+                "contributing_factors": _news2_factors(score, record) + _model_factors(effects[i], record),
+                "flags": {
+                    "missing_inputs": [f for f in used if record.get(f) is None],
+                    "out_of_training_range": out_of_range[i],
+                    "not_used_by_model": ignored[i],
+                    "news2_floor_raised_level": model_level > news2_floor,
+                    "safety_floor_raised_level": bool(pred.floor_raised[i]),
+                    "news2_partial": score.partial,
+                    "news2_not_validated": age is not None and float(age) < NEWS2_MIN_AGE,
+                    "synthetic_model": ref["synthetic_data"],
+                    "unreleased_model": ref["unreleased_override"],
+                },
+                "decision_support_statement": DECISION_SUPPORT_STATEMENT,
+            }
+        )
     return results
 
 
 def _floor(pred: TriagePrediction, i: int) -> dict[str, Any]:
     assert pred.floor_level is not None and pred.floor_source is not None  # set by TriageOnnxModel.decide
-    return {"level": int(pred.floor_level[i]), "source": str(pred.floor_source[i]),
-            "reasons": list(pred.floor_reasons[i]), "raised_level": bool(pred.floor_raised[i])}
+    return {
+        "level": int(pred.floor_level[i]),
+        "source": str(pred.floor_source[i]),
+        "reasons": list(pred.floor_reasons[i]),
+        "raised_level": bool(pred.floor_raised[i]),
+    }
 
 
 def _red_flag(flag_id: str) -> dict[str, Any]:
@@ -139,4 +166,3 @@ def _red_flag(flag_id: str) -> dict[str, Any]:
 def _prob(value: float) -> float:
     p = float(value)
     return 0.0 if math.isnan(p) else round(min(1.0, max(0.0, p)), 6)
-

@@ -56,13 +56,17 @@ def tool_or_skip(binary: str, package: str, purpose: str, *, also_look_in: Seque
     if found:
         return found
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        pytest.skip(f"{binary} is not installed and cannot be (not root, or no apt-get): install the Debian package "
-                    f"{package!r}; {purpose} are not run")
+        pytest.skip(
+            f"{binary} is not installed and cannot be (not root, or no apt-get): install the Debian package "
+            f"{package!r}; {purpose} are not run"
+        )
     _apt_install(package, lambda: _find(binary, also_look_in) is not None)
     found = _find(binary, also_look_in)
     if not found:
-        pytest.skip(f"{binary} could not be installed with 'apt-get install {package}' (no network or no such "
-                    f"package): {purpose} are not run")
+        pytest.skip(
+            f"{binary} could not be installed with 'apt-get install {package}' (no network or no such "
+            f"package): {purpose} are not run"
+        )
     return found
 
 
@@ -72,8 +76,10 @@ def file_or_skip(path: Path, package: str, purpose: str) -> Path:
     if path.is_file():
         return path
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        pytest.skip(f"{path} is not installed and cannot be (not root, or no apt-get): install the Debian package "
-                    f"{package!r}; {purpose} are not run")
+        pytest.skip(
+            f"{path} is not installed and cannot be (not root, or no apt-get): install the Debian package "
+            f"{package!r}; {purpose} are not run"
+        )
     _apt_install(package, path.is_file)
     if not path.is_file():
         pytest.skip(f"{path} could not be installed with 'apt-get install {package}': {purpose} are not run")
@@ -88,8 +94,11 @@ def _apt_install(package: str, present: Callable[[], bool]) -> None:
         if present():  # another worker may have installed it meanwhile
             return
         # Install from the lists already there first; refresh them only when that fails (a fresh container has none).
-        for command in (["apt-get", "install", "-y", "-q", package], ["apt-get", "update", "-q"],
-                        ["apt-get", "install", "-y", "-q", package]):
+        for command in (
+            ["apt-get", "install", "-y", "-q", package],
+            ["apt-get", "update", "-q"],
+            ["apt-get", "install", "-y", "-q", package],
+        ):
             done = subprocess.run(command, capture_output=True, timeout=_APT_TIMEOUT_S, check=False, env=env)
             if done.returncode == 0 and command[1] == "install":
                 return

@@ -44,8 +44,12 @@ def isolated_env():
     return isolated_work
 
 
-PASSING_GATE = {"status": "pass", "policy_version": "test", "checked_utc": "2026-11-23T00:00:00Z",
-                "summary": "test fixture"}
+PASSING_GATE = {
+    "status": "pass",
+    "policy_version": "test",
+    "checked_utc": "2026-11-23T00:00:00Z",
+    "summary": "test fixture",
+}
 
 
 @dataclass(frozen=True)
@@ -65,20 +69,49 @@ def _train_small_models(work: Path) -> Registered:
     with isolated_work(work):
         # One thread each: under pytest-xdist the workers share the cores, and torch's spinning intra-op threads
         # slowed a training several-fold when oversubscribed.
-        triage = run_triage(load_triage_config(overrides={
-            "epochs": 3, "synthetic_train_n": 2000, "synthetic_test_n": 600, "bootstrap_resamples": 10,
-            "threads": 1}), progress=False)
-        imaging = run_imaging(load_imaging_config(overrides={
-            "epochs": 2, "patience": 2, "synthetic_n": 200, "image_size": 64, "batch_size": 32,
-            "bootstrap_resamples": 10, "threads": 1}), progress=False)
-    return Registered(work, triage.onnx_path, imaging.shipped_path, triage.registered_version,
-                      imaging.registered_version)
+        triage = run_triage(
+            load_triage_config(
+                overrides={
+                    "epochs": 3,
+                    "synthetic_train_n": 2000,
+                    "synthetic_test_n": 600,
+                    "bootstrap_resamples": 10,
+                    "threads": 1,
+                }
+            ),
+            progress=False,
+        )
+        imaging = run_imaging(
+            load_imaging_config(
+                overrides={
+                    "epochs": 2,
+                    "patience": 2,
+                    "synthetic_n": 200,
+                    "image_size": 64,
+                    "batch_size": 32,
+                    "bootstrap_resamples": 10,
+                    "threads": 1,
+                }
+            ),
+            progress=False,
+        )
+    return Registered(
+        work, triage.onnx_path, imaging.shipped_path, triage.registered_version, imaging.registered_version
+    )
 
 
 REPO = Path(__file__).resolve().parents[1]
 #: What the small models are built from: a change to any of these trains them again.
-_MODEL_SOURCES = ("models", "training", "evaluation", "fairness", "workflows", "serving/model_source.py",
-                  "requirements.lock", "tests/conftest.py")
+_MODEL_SOURCES = (
+    "models",
+    "training",
+    "evaluation",
+    "fairness",
+    "workflows",
+    "serving/model_source.py",
+    "requirements.lock",
+    "tests/conftest.py",
+)
 
 
 def _source_key() -> str:
@@ -120,18 +153,24 @@ def registered() -> Registered:
             done = _train_small_models(cache / key / "work")
             record.write_text(json.dumps({k: str(v) for k, v in vars(done).items()}), encoding="utf-8")
     fields = json.loads(record.read_text(encoding="utf-8"))
-    return Registered(Path(fields["work"]), Path(fields["triage_onnx"]), Path(fields["imaging_onnx"]),
-                      fields["triage_version"], fields["imaging_version"])
+    return Registered(
+        Path(fields["work"]),
+        Path(fields["triage_onnx"]),
+        Path(fields["imaging_onnx"]),
+        fields["triage_version"],
+        fields["imaging_version"],
+    )
 
 
 @pytest.fixture(scope="session")
 def model_folder(registered, tmp_path_factory) -> Path:
     """A local model folder whose release records say the gate passed (a stand-in for `vigil release`)."""
     folder = tmp_path_factory.mktemp("models")
-    for task, name, path in (("triage", "vigil-triage", registered.triage_onnx),
-                             ("imaging", "vigil-cxr", registered.imaging_onnx)):
-        write_local_release(folder, ResolvedModel(task, name, "7", path, sha256_file(path), dict(PASSING_GATE),
-                                                  "test"))
+    for task, name, path in (
+        ("triage", "vigil-triage", registered.triage_onnx),
+        ("imaging", "vigil-cxr", registered.imaging_onnx),
+    ):
+        write_local_release(folder, ResolvedModel(task, name, "7", path, sha256_file(path), dict(PASSING_GATE), "test"))
     return folder
 
 

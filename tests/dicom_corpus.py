@@ -112,13 +112,20 @@ class Mutation:
 MUTATIONS: dict[str, Mutation] = {}
 
 
-def _mutation(name: str, error: type[ImagingInputError] | None = None, field: str | None = None, message: str = "",
-              *, fixtures: bool = False) -> Callable[[Callable[[Corpus, np.random.Generator],
-                                                              tuple[bytes, tuple[str, ...]]]],
-                                                     Callable[[Corpus, np.random.Generator],
-                                                              tuple[bytes, tuple[str, ...]]]]:
-    def register(make: Callable[[Corpus, np.random.Generator], tuple[bytes, tuple[str, ...]]]
-                 ) -> Callable[[Corpus, np.random.Generator], tuple[bytes, tuple[str, ...]]]:
+def _mutation(
+    name: str,
+    error: type[ImagingInputError] | None = None,
+    field: str | None = None,
+    message: str = "",
+    *,
+    fixtures: bool = False,
+) -> Callable[
+    [Callable[[Corpus, np.random.Generator], tuple[bytes, tuple[str, ...]]]],
+    Callable[[Corpus, np.random.Generator], tuple[bytes, tuple[str, ...]]],
+]:
+    def register(
+        make: Callable[[Corpus, np.random.Generator], tuple[bytes, tuple[str, ...]]],
+    ) -> Callable[[Corpus, np.random.Generator], tuple[bytes, tuple[str, ...]]]:
         if name in MUTATIONS:
             raise ValueError(f"mutation {name!r} is defined twice")
         MUTATIONS[name] = Mutation(name, make, error, field, message, fixtures, (make.__doc__ or "").strip())
@@ -153,9 +160,14 @@ class Corpus:
         tag = rng.bytes(4).hex()
         born = f"19{int(rng.integers(20, 80))}{int(rng.integers(1, 13)):02d}{int(rng.integers(1, 29)):02d}"
         #: PHI-like values planted in the synthetic radiograph; never to be echoed.
-        self.planted = {"PatientName": f"Planted^Secret{tag}", "PatientID": f"PID{tag}X",
-                        "PatientBirthDate": born, "AccessionNumber": f"ACC{tag}",
-                        "InstitutionName": f"Clinic {tag} Planted", "ReferringPhysicianName": f"Doctor^Hidden{tag}"}
+        self.planted = {
+            "PatientName": f"Planted^Secret{tag}",
+            "PatientID": f"PID{tag}X",
+            "PatientBirthDate": born,
+            "AccessionNumber": f"ACC{tag}",
+            "InstitutionName": f"Clinic {tag} Planted",
+            "ReferringPhysicianName": f"Doctor^Hidden{tag}",
+        }
         self._pixels = _draw_chest(rng)
         self._items: dict[str, CorpusItem] = {}
         self._serial = 0  # of the item being built: every item gets its own SOP Instance UID
@@ -179,8 +191,9 @@ class Corpus:
             with warnings.catch_warnings():  # pydicom warns about the invalid values written on purpose
                 warnings.simplefilter("ignore")
                 data, secrets = mutation.make(self, rng)
-            self._items[name] = CorpusItem(name, data, mutation.error, mutation.field, mutation.message, secrets,
-                                           mutation.note)
+            self._items[name] = CorpusItem(
+                name, data, mutation.error, mutation.field, mutation.message, secrets, mutation.note
+            )
         return self._items[name]
 
     def items(self) -> list[CorpusItem]:
@@ -256,8 +269,17 @@ class Corpus:
 def fixture_secrets(data: bytes) -> tuple[str, ...]:
     """Identifying header values of a real fixture (what its errors must not echo)."""
     header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True)
-    values = [header.get(k) for k in ("PatientID", "PatientName", "PatientBirthDate", "AccessionNumber",
-                                      "InstitutionName", "StudyInstanceUID")]
+    values = [
+        header.get(k)
+        for k in (
+            "PatientID",
+            "PatientName",
+            "PatientBirthDate",
+            "AccessionNumber",
+            "InstitutionName",
+            "StudyInstanceUID",
+        )
+    ]
     return tuple(str(v) for v in values if v not in (None, "") and len(str(v)) >= 4)
 
 
@@ -286,8 +308,7 @@ def set_element(ds: Dataset, keyword: str, value: object, vr: str | None = None)
         if tag in ds:
             del ds[tag]
         return
-    ds[tag] = DataElement(tag, vr or pydicom.datadict.dictionary_VR(tag), value,
-                          validation_mode=pydicom_config.IGNORE)
+    ds[tag] = DataElement(tag, vr or pydicom.datadict.dictionary_VR(tag), value, validation_mode=pydicom_config.IGNORE)
 
 
 def set_encapsulated(ds: Dataset, frames: list[bytes]) -> None:
@@ -323,7 +344,7 @@ def element_span(data: bytes, tag: int, *, implicit: bool = False) -> tuple[int,
     if implicit:
         (length,) = struct.unpack_from("<I", data, start + 4)
         return start, start + 8, start + 8 + length
-    vr = data[start + 4: start + 6].decode("ascii")
+    vr = data[start + 4 : start + 6].decode("ascii")
     if vr in ("OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"):
         (length,) = struct.unpack_from("<I", data, start + 8)
         return start, start + 12, start + 12 + length
@@ -341,8 +362,13 @@ def replace_frame(ds: Dataset, change: Callable[[bytes], bytes]) -> bytes:
 def jpeg_sof_offset(codestream: bytes) -> int:
     """Offset of the SOFn / SOF55 marker of a JPEG or JPEG-LS codestream (walking the marker segments)."""
     offset = 2
-    while codestream[offset + 1] not in (*range(0xC0, 0xC4), *range(0xC5, 0xC8), *range(0xC9, 0xCC),
-                                         *range(0xCD, 0xD0), 0xF7):
+    while codestream[offset + 1] not in (
+        *range(0xC0, 0xC4),
+        *range(0xC5, 0xC8),
+        *range(0xC9, 0xCC),
+        *range(0xCD, 0xD0),
+        0xF7,
+    ):
         (length,) = struct.unpack_from(">H", codestream, offset + 2)
         offset += 2 + length
     return offset
@@ -353,13 +379,18 @@ def with_transfer_syntax(data: bytes, syntax: str) -> bytes:
     start, _, end = _span_in_meta(data, b"\x02\x00\x10\x00")
     value = syntax.encode("latin-1")
     value += b"\x00" * (len(value) % 2)
-    meta = data[132 + 12: start] + b"\x02\x00\x10\x00UI" + struct.pack("<H", len(value)) + value \
-        + data[end: meta_end(data)]
-    return data[:132 + 8] + struct.pack("<I", len(meta)) + meta + data[meta_end(data):]
+    meta = (
+        data[132 + 12 : start]
+        + b"\x02\x00\x10\x00UI"
+        + struct.pack("<H", len(value))
+        + value
+        + data[end : meta_end(data)]
+    )
+    return data[: 132 + 8] + struct.pack("<I", len(meta)) + meta + data[meta_end(data) :]
 
 
 def _patch(data: bytes, offset: int, value: bytes) -> bytes:
-    return data[:offset] + value + data[offset + len(value):]
+    return data[:offset] + value + data[offset + len(value) :]
 
 
 def deflate_zeros(dataset_head: bytes, zeros: int, block: int = 2**20) -> bytes:
@@ -452,8 +483,8 @@ def _valid_no_ts(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str,
     """A file meta group without TransferSyntaxUID: the encoding is detected (Explicit VR LE), as for legacy files."""
     data = encode(c.synthetic())
     start, _, end = _span_in_meta(data, b"\x02\x00\x10\x00")
-    meta = data[132 + 12: start] + data[end: meta_end(data)]
-    return data[:132 + 8] + struct.pack("<I", len(meta)) + meta + data[meta_end(data):], c.secrets
+    meta = data[132 + 12 : start] + data[end : meta_end(data)]
+    return data[: 132 + 8] + struct.pack("<I", len(meta)) + meta + data[meta_end(data) :], c.secrets
 
 
 @_mutation("valid/meta-group-length-wrong")
@@ -469,24 +500,35 @@ def _span_in_meta(data: bytes, tag: bytes) -> tuple[int, int, int]:
 
 
 # ---------------------------------------------------------------------------------------------- fixtures' negatives
-@_mutation("negative/966", UndecodablePixelDataError, "PixelData",
-           r"^PixelData \(1\.2\.840\.10008\.1\.2\.4\.90\) could not be decoded", fixtures=True)
+@_mutation(
+    "negative/966",
+    UndecodablePixelDataError,
+    "PixelData",
+    r"^PixelData \(1\.2\.840\.10008\.1\.2\.4\.90\) could not be decoded",
+    fixtures=True,
+)
 def _negative_966(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str, ...]]:
     """The fixtures' 966.dcm: a DX chest whose JPEG 2000 codestream is broken."""
     data = c.fixture("negative/966.dcm")
     return data, fixture_secrets(data)
 
 
-@_mutation("negative/RG2_JPLY", NotChestError, "BodyPartExamined", r"^BodyPartExamined must be chest-like",
-           fixtures=True)
+@_mutation(
+    "negative/RG2_JPLY", NotChestError, "BodyPartExamined", r"^BodyPartExamined must be chest-like", fixtures=True
+)
 def _negative_jply(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str, ...]]:
     """The fixtures' RG2_JPLY.dcm (a hip, misplaced JPEG marker): refused by body part before any decoding."""
     data = c.fixture("negative/RG2_JPLY.dcm")
     return data, fixture_secrets(data)
 
 
-@_mutation("negative/RG2_JPLY-said-chest", UndecodablePixelDataError, "PixelData",
-           r"^PixelData \(1\.2\.840\.10008\.1\.2\.4\.51\) could not be decoded", fixtures=True)
+@_mutation(
+    "negative/RG2_JPLY-said-chest",
+    UndecodablePixelDataError,
+    "PixelData",
+    r"^PixelData \(1\.2\.840\.10008\.1\.2\.4\.51\) could not be decoded",
+    fixtures=True,
+)
 def _negative_jply_chest(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str, ...]]:
     """RG2_JPLY.dcm with BodyPartExamined rewritten to CHEST, so that its broken codestream is reached."""
     data = c.fixture("negative/RG2_JPLY.dcm")
@@ -496,8 +538,13 @@ def _negative_jply_chest(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tu
     return encode(ds), fixture_secrets(data)
 
 
-@_mutation("negative/Fake_MONOHR1", PhotometricMismatchError, "PhotometricInterpretation",
-           r"^PhotometricInterpretation contradicts the pixel data", fixtures=True)
+@_mutation(
+    "negative/Fake_MONOHR1",
+    PhotometricMismatchError,
+    "PhotometricInterpretation",
+    r"^PhotometricInterpretation contradicts the pixel data",
+    fixtures=True,
+)
 def _negative_fake(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str, ...]]:
     """The fixtures' Fake_MONOHR1.dcm: MONOCHROME1 in the header, MONOCHROME2 pixels."""
     data = c.fixture("negative/Fake_MONOHR1.dcm")
@@ -526,8 +573,12 @@ def _trunc_prefix(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str
     return encode(c.synthetic())[:130], c.secrets
 
 
-@_mutation("truncated/inside-meta-group", NotAnImageError, "TransferSyntaxUID",
-           r"^file is truncated: it ends inside TransferSyntaxUID")
+@_mutation(
+    "truncated/inside-meta-group",
+    NotAnImageError,
+    "TransferSyntaxUID",
+    r"^file is truncated: it ends inside TransferSyntaxUID",
+)
 def _trunc_meta(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str, ...]]:
     """Cut inside the TransferSyntaxUID value of the file meta group."""
     data = encode(c.synthetic())
@@ -535,8 +586,9 @@ def _trunc_meta(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str, 
     return data[: int(rng.integers(value + 1, end))], c.secrets
 
 
-@_mutation("truncated/inside-header-element", NotAnImageError, "PatientName",
-           r"^file is truncated: it ends inside PatientName")
+@_mutation(
+    "truncated/inside-header-element", NotAnImageError, "PatientName", r"^file is truncated: it ends inside PatientName"
+)
 def _trunc_element(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str, ...]]:
     """Cut inside the PatientName value (the partial name must not be echoed)."""
     data = encode(c.synthetic())
@@ -552,8 +604,12 @@ def _trunc_element_header(c: Corpus, rng: np.random.Generator) -> tuple[bytes, t
     return data[: start + int(rng.integers(1, 8))], c.secrets
 
 
-@_mutation("truncated/inside-pixel-data", NotAnImageError, "PixelData",
-           r"^file is truncated: it ends inside PixelData \(\d+ of its \d+ bytes are there\)")
+@_mutation(
+    "truncated/inside-pixel-data",
+    NotAnImageError,
+    "PixelData",
+    r"^file is truncated: it ends inside PixelData \(\d+ of its \d+ bytes are there\)",
+)
 def _trunc_pixels(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str, ...]]:
     """Cut inside the native PixelData value."""
     data = encode(c.synthetic())
@@ -587,8 +643,13 @@ def _trunc_real_jpeg(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[
     return data[: int(len(data) * rng.uniform(0.4, 0.8))], fixture_secrets(data)
 
 
-@_mutation("truncated/real-headerless-inside-header", NotAnImageError, None, r"^file is truncated: it ends inside \w+ ",
-           fixtures=True)
+@_mutation(
+    "truncated/real-headerless-inside-header",
+    NotAnImageError,
+    None,
+    r"^file is truncated: it ends inside \w+ ",
+    fixtures=True,
+)
 def _trunc_real_headerless(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str, ...]]:
     """The real headerless CR-MONO1-10-chest (no preamble, no meta) cut inside its header (field: where it ends)."""
     data = c.fixture("chest/CR-MONO1-10-chest")
@@ -628,8 +689,12 @@ def _vr_rows_implicit(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple
     return _patch(data, value, b"96"), c.secrets
 
 
-@_mutation("vr/rows-odd-length-US", NotAnImageError, "Rows",
-           r"^Rows could not be read: its value does not fit its VR \(BytesLengthException\)$")
+@_mutation(
+    "vr/rows-odd-length-US",
+    NotAnImageError,
+    "Rows",
+    r"^Rows could not be read: its value does not fit its VR \(BytesLengthException\)$",
+)
 def _vr_rows_odd(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str, ...]]:
     """Rows as US with a 3-byte value (a US value is 2 bytes)."""
     data = encode(c.synthetic())
@@ -637,8 +702,12 @@ def _vr_rows_odd(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str,
     return data[:start] + b"\x28\x00\x10\x00US\x03\x00" + struct.pack("<H", ROWS) + b"\x00" + data[end:], c.secrets
 
 
-@_mutation("vr/bits-allocated-as-SQ", ImageDimensionError, "BitsAllocated",
-           r"^BitsAllocated must be an integer \(VR US\); got a value of VR SQ$")
+@_mutation(
+    "vr/bits-allocated-as-SQ",
+    ImageDimensionError,
+    "BitsAllocated",
+    r"^BitsAllocated must be an integer \(VR US\); got a value of VR SQ$",
+)
 def _vr_bits_sq(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str, ...]]:
     """BitsAllocated written as a sequence."""
     ds = c.synthetic()
@@ -648,8 +717,12 @@ def _vr_bits_sq(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str, 
     return encode(ds), c.secrets
 
 
-@_mutation("vr/photometric-as-US", UnsupportedPhotometricError, "PhotometricInterpretation",
-           r"^PhotometricInterpretation must be text \(VR CS\); got a value of VR US$")
+@_mutation(
+    "vr/photometric-as-US",
+    UnsupportedPhotometricError,
+    "PhotometricInterpretation",
+    r"^PhotometricInterpretation must be text \(VR CS\); got a value of VR US$",
+)
 def _vr_photometric_us(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str, ...]]:
     """PhotometricInterpretation written as an unsigned short."""
     ds = c.synthetic()
@@ -657,8 +730,12 @@ def _vr_photometric_us(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tupl
     return encode(ds), c.secrets
 
 
-@_mutation("vr/modality-as-US", UnsupportedModalityError, "Modality",
-           r"^Modality must be text \(VR CS\); got a value of VR US$")
+@_mutation(
+    "vr/modality-as-US",
+    UnsupportedModalityError,
+    "Modality",
+    r"^Modality must be text \(VR CS\); got a value of VR US$",
+)
 def _vr_modality_us(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str, ...]]:
     """Modality written as an unsigned short."""
     ds = c.synthetic()
@@ -666,8 +743,12 @@ def _vr_modality_us(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[s
     return encode(ds), c.secrets
 
 
-@_mutation("vr/pixel-data-as-US", UndecodablePixelDataError, "PixelData",
-           r"^PixelData must be bytes \(VR OB or OW\); got a value of VR US$")
+@_mutation(
+    "vr/pixel-data-as-US",
+    UndecodablePixelDataError,
+    "PixelData",
+    r"^PixelData must be bytes \(VR OB or OW\); got a value of VR US$",
+)
 def _vr_pixels_us(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str, ...]]:
     """PixelData written as a list of US values (explicit VR US, 2-byte length)."""
     ds = c.synthetic()
@@ -675,8 +756,12 @@ def _vr_pixels_us(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str
     return encode(ds), c.secrets
 
 
-@_mutation("vr/pixel-data-as-SQ", NotAnImageError, "PixelData",
-           r"^PixelData( > item \d+ > \S+)? (could not be read|declares \d+ bytes|has an undefined length)")
+@_mutation(
+    "vr/pixel-data-as-SQ",
+    NotAnImageError,
+    "PixelData",
+    r"^PixelData( > item \d+ > \S+)? (could not be read|declares \d+ bytes|has an undefined length)",
+)
 def _vr_pixels_sq(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str, ...]]:
     """PixelData's VR bytes changed from OW to SQ: its pixel values parsed as sequence items."""
     data = encode(c.synthetic())
@@ -684,8 +769,12 @@ def _vr_pixels_sq(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str
     return _patch(data, start + 4, b"SQ"), c.secrets
 
 
-@_mutation("vr/undefined-length-native-pixel-data", UndecodablePixelDataError, "PixelData",
-           r"^PixelData has an undefined length, which only encapsulated \(compressed\) pixel data may have")
+@_mutation(
+    "vr/undefined-length-native-pixel-data",
+    UndecodablePixelDataError,
+    "PixelData",
+    r"^PixelData has an undefined length, which only encapsulated \(compressed\) pixel data may have",
+)
 def _vr_pixels_undefined(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str, ...]]:
     """Native (Explicit VR LE) PixelData with an undefined length, closed by a sequence delimiter."""
     data = encode(c.synthetic())
@@ -754,22 +843,28 @@ def _huge_samples(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str
     return _tiny(c, SamplesPerPixel=3, PhotometricInterpretation="RGB", PlanarConfiguration=0), c.secrets
 
 
-@_mutation("huge/samples-per-pixel-65535", UnsupportedPhotometricError, "SamplesPerPixel",
-           r"^SamplesPerPixel must be 1")
+@_mutation(
+    "huge/samples-per-pixel-65535", UnsupportedPhotometricError, "SamplesPerPixel", r"^SamplesPerPixel must be 1"
+)
 def _huge_samples_max(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str, ...]]:
     """SamplesPerPixel 65535 with 64 bytes of PixelData."""
     return _tiny(c, SamplesPerPixel=65535), c.secrets
 
 
-@_mutation("huge/number-of-frames-2147483647", MultiFrameError, "NumberOfFrames",
-           r"^NumberOfFrames must be 1; got 2147483647$")
+@_mutation(
+    "huge/number-of-frames-2147483647", MultiFrameError, "NumberOfFrames", r"^NumberOfFrames must be 1; got 2147483647$"
+)
 def _huge_frames(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str, ...]]:
     """NumberOfFrames 2**31 - 1 with one frame of PixelData."""
     return encode(c.synthetic(NumberOfFrames="2147483647")), c.secrets
 
 
-@_mutation("huge/number-of-frames-20-digits", MultiFrameError, "NumberOfFrames",
-           r"^NumberOfFrames must be an integer \(VR IS\); got a value that is not a valid integer$")
+@_mutation(
+    "huge/number-of-frames-20-digits",
+    MultiFrameError,
+    "NumberOfFrames",
+    r"^NumberOfFrames must be an integer \(VR IS\); got a value that is not a valid integer$",
+)
 def _huge_frames_digits(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str, ...]]:
     """NumberOfFrames '99999999999999999999' (over the IS range)."""
     return encode(c.synthetic(NumberOfFrames="99999999999999999999")), c.secrets
@@ -787,14 +882,17 @@ def _huge_frames_negative(c: Corpus, rng: np.random.Generator) -> tuple[bytes, t
     return encode(c.synthetic(NumberOfFrames="-1")), c.secrets
 
 
-_CODESTREAM_SIZE = (r"^PixelData \(1\.2\.840\.10008\.1\.2\.4\.\d+\) could not be decoded: it holds a "
-                    r"(60000 x 60000|65000 x 65000) (JPEG|JPEG-LS|JPEG 2000) codestream, but Rows x Columns is "
-                    r"96 x 80$")
+_CODESTREAM_SIZE = (
+    r"^PixelData \(1\.2\.840\.10008\.1\.2\.4\.\d+\) could not be decoded: it holds a "
+    r"(60000 x 60000|65000 x 65000) (JPEG|JPEG-LS|JPEG 2000) codestream, but Rows x Columns is "
+    r"96 x 80$"
+)
 
 
 @_mutation("huge/jpeg2000-codestream-60000", UndecodablePixelDataError, "PixelData", _CODESTREAM_SIZE)
 def _huge_j2k(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str, ...]]:
     """A 96 x 80 header over a JPEG 2000 codestream whose SIZ says 60000 x 60000 (one tile): the decoder's buffer."""
+
     def grow(frame: bytes) -> bytes:
         for offset in (8, 12, 24, 28):  # Xsiz, Ysiz, XTsiz, YTsiz after SOC + SIZ marker and length (15444-1 A.5.1)
             frame = _patch(frame, offset, struct.pack(">I", 60000))
@@ -806,6 +904,7 @@ def _huge_j2k(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str, ..
 @_mutation("huge/jpeg-ls-codestream-65000", UndecodablePixelDataError, "PixelData", _CODESTREAM_SIZE)
 def _huge_jls(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str, ...]]:
     """A 96 x 80 header over a JPEG-LS codestream whose SOF55 says 65000 x 65000."""
+
     def grow(frame: bytes) -> bytes:
         return _patch(frame, jpeg_sof_offset(frame) + 5, struct.pack(">HH", 65000, 65000))
 
@@ -815,16 +914,22 @@ def _huge_jls(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str, ..
 @_mutation("huge/jpeg-codestream-65000", UndecodablePixelDataError, "PixelData", _CODESTREAM_SIZE)
 def _huge_jpeg(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str, ...]]:
     """A 96 x 80 header over a JPEG baseline codestream whose SOF0 says 65000 x 65000."""
+
     def grow(frame: bytes) -> bytes:
         return _patch(frame, jpeg_sof_offset(frame) + 5, struct.pack(">HH", 65000, 65000))
 
     return replace_frame(c.compressed(JPEGBaseline8Bit), grow), c.secrets
 
 
-@_mutation("huge/jp2-box-of-length-zero", UndecodablePixelDataError, "PixelData",
-           r"^PixelData \(1\.2\.840\.10008\.1\.2\.4\.90\) could not be decoded: it holds a JP2 file")
+@_mutation(
+    "huge/jp2-box-of-length-zero",
+    UndecodablePixelDataError,
+    "PixelData",
+    r"^PixelData \(1\.2\.840\.10008\.1\.2\.4\.90\) could not be decoded: it holds a JP2 file",
+)
 def _huge_jp2_box(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str, ...]]:
     """A JPEG 2000 frame wrapped in a JP2 header whose second box has length 0 (pydicom's box walk never ends)."""
+
     def wrap(frame: bytes) -> bytes:
         return b"\x00\x00\x00\x0cjP  \r\n\x87\n" + b"\x00\x00\x00\x00ftypjp2 " + frame
 
@@ -832,8 +937,10 @@ def _huge_jp2_box(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str
 
 
 # ---------------------------------------------------------------------------------------------- PixelData length
-_LENGTH = (r"^PixelData \(1\.2\.840\.10008\.1\.2\.1\) could not be decoded: it holds \d+ bytes, but Rows x Columns x "
-           r"BitsAllocated / 8 is 15360$")
+_LENGTH = (
+    r"^PixelData \(1\.2\.840\.10008\.1\.2\.1\) could not be decoded: it holds \d+ bytes, but Rows x Columns x "
+    r"BitsAllocated / 8 is 15360$"
+)
 
 
 @_mutation("pixel-length/half", UndecodablePixelDataError, "PixelData", _LENGTH)
@@ -877,36 +984,51 @@ def _declared(c: Corpus, syntax: str) -> bytes:
     return with_transfer_syntax(encode(c.compressed(JPEGBaseline8Bit)), syntax)
 
 
-@_mutation("syntax/private-unknown", UndecodablePixelDataError, "TransferSyntaxUID",
-           _UNSUPPORTED.format(r"1\.2\.826\.0\.1\.3680043\.10\.1000\.77\.1"))
+@_mutation(
+    "syntax/private-unknown",
+    UndecodablePixelDataError,
+    "TransferSyntaxUID",
+    _UNSUPPORTED.format(r"1\.2\.826\.0\.1\.3680043\.10\.1000\.77\.1"),
+)
 def _ts_private(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str, ...]]:
     """A private transfer syntax UID no decoder knows, over encapsulated JPEG data."""
     return _declared(c, "1.2.826.0.1.3680043.10.1000.77.1"), c.secrets
 
 
-@_mutation("syntax/jpeg-xl", UndecodablePixelDataError, "TransferSyntaxUID",
-           _UNSUPPORTED.format(r"1\.2\.840\.10008\.1\.2\.4\.110"))
+@_mutation(
+    "syntax/jpeg-xl",
+    UndecodablePixelDataError,
+    "TransferSyntaxUID",
+    _UNSUPPORTED.format(r"1\.2\.840\.10008\.1\.2\.4\.110"),
+)
 def _ts_jxl(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str, ...]]:
     """JPEG XL Lossless (a standard syntax; pydicom 3.0.2 has no decoder for it)."""
     return _declared(c, "1.2.840.10008.1.2.4.110"), c.secrets
 
 
-@_mutation("syntax/mpeg2", UndecodablePixelDataError, "TransferSyntaxUID",
-           _UNSUPPORTED.format(r"1\.2\.840\.10008\.1\.2\.4\.100"))
+@_mutation(
+    "syntax/mpeg2",
+    UndecodablePixelDataError,
+    "TransferSyntaxUID",
+    _UNSUPPORTED.format(r"1\.2\.840\.10008\.1\.2\.4\.100"),
+)
 def _ts_mpeg2(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str, ...]]:
     """MPEG2 Main Profile / Main Level (video; no decoder)."""
     return _declared(c, "1.2.840.10008.1.2.4.100"), c.secrets
 
 
-@_mutation("syntax/deflated-image-frame-compression", UndecodablePixelDataError, "TransferSyntaxUID",
-           _UNSUPPORTED.format(r"1\.2\.840\.10008\.1\.2\.8\.1"))
+@_mutation(
+    "syntax/deflated-image-frame-compression",
+    UndecodablePixelDataError,
+    "TransferSyntaxUID",
+    _UNSUPPORTED.format(r"1\.2\.840\.10008\.1\.2\.8\.1"),
+)
 def _ts_deflated_frames(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str, ...]]:
     """Deflated Image Frame Compression (2023; no decoder in pydicom 3.0.2)."""
     return _declared(c, "1.2.840.10008.1.2.8.1"), c.secrets
 
 
-@_mutation("syntax/not-a-uid", UndecodablePixelDataError, "TransferSyntaxUID",
-           r"^TransferSyntaxUID is not a valid UID")
+@_mutation("syntax/not-a-uid", UndecodablePixelDataError, "TransferSyntaxUID", r"^TransferSyntaxUID is not a valid UID")
 def _ts_not_uid(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str, ...]]:
     """TransferSyntaxUID holding the planted PatientName (an identifier must not be echoed from any attribute)."""
     return _declared(c, c.planted["PatientName"]), c.secrets
@@ -918,16 +1040,24 @@ def _ts_big_endian(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[st
     return with_transfer_syntax(encode(c.synthetic()), ExplicitVRBigEndian), c.secrets
 
 
-@_mutation("syntax/compressed-declared-native-data", UndecodablePixelDataError, "PixelData",
-           r"^PixelData \(1\.2\.840\.10008\.1\.2\.4\.90\) could not be decoded: the transfer syntax is encapsulated "
-           r"\(compressed\), but PixelData does not begin with an item")
+@_mutation(
+    "syntax/compressed-declared-native-data",
+    UndecodablePixelDataError,
+    "PixelData",
+    r"^PixelData \(1\.2\.840\.10008\.1\.2\.4\.90\) could not be decoded: the transfer syntax is encapsulated "
+    r"\(compressed\), but PixelData does not begin with an item",
+)
 def _ts_compressed_native(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str, ...]]:
     """JPEG 2000 Lossless declared over native (defined-length) pixel data."""
     return with_transfer_syntax(encode(c.synthetic()), JPEG2000Lossless), c.secrets
 
 
-@_mutation("syntax/native-declared-encapsulated-data", UndecodablePixelDataError, "PixelData",
-           r"^PixelData has an undefined length, which only encapsulated")
+@_mutation(
+    "syntax/native-declared-encapsulated-data",
+    UndecodablePixelDataError,
+    "PixelData",
+    r"^PixelData has an undefined length, which only encapsulated",
+)
 def _ts_native_encapsulated(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str, ...]]:
     """Explicit VR Little Endian declared over encapsulated JPEG 2000 data."""
     return with_transfer_syntax(encode(c.compressed(JPEG2000Lossless)), ExplicitVRLittleEndian), c.secrets
@@ -936,8 +1066,10 @@ def _ts_native_encapsulated(c: Corpus, rng: np.random.Generator) -> tuple[bytes,
 # ---------------------------------------------------------------------------------------------- broken codestreams
 _CANNOT = r"^PixelData \(1\.2\.840\.10008\.1\.2\.4\.\d+\) could not be decoded"
 _DECODERS_FAILED = _CANNOT + r" \((pylibjpeg|gdcm|pillow|pyjpegls|pydicom): "
-_NO_END = _CANNOT + (r": its (JPEG|JPEG-LS|JPEG 2000) codestream does not end with an (EOI|EOC) marker "
-                     r"\(it is truncated\)$")
+_NO_END = _CANNOT + (
+    r": its (JPEG|JPEG-LS|JPEG 2000) codestream does not end with an (EOI|EOC) marker "
+    r"\(it is truncated\)$"
+)
 
 
 def _garbage_after(frame: bytes, keep: int, rng: np.random.Generator, *, end: bytes = b"") -> bytes:
@@ -951,6 +1083,7 @@ def _cs_j2k_garbage(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[s
     (Random entropy-coded data in a JPEG or JPEG-LS codestream with intact headers is often decoded, as noise, by
     the lenient JPEG decoders; there is no such item for them here.)
     """
+
     def scramble(frame: bytes) -> bytes:
         return _garbage_after(frame, frame.index(b"\xff\x90") + 12, rng, end=b"\xff\xd9")
 
@@ -998,19 +1131,26 @@ def _cs_jpeg_garbage(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[
 @_mutation("codestream/jpeg-truncated", UndecodablePixelDataError, "PixelData", _NO_END)
 def _cs_jpeg_truncated(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str, ...]]:
     """JPEG baseline codestream cut in its scan: libjpeg would fill the rest grey and warn."""
-    return replace_frame(c.compressed(JPEGBaseline8Bit), lambda f: f[: (len(f) + jpeg_sof_offset(f)) // 2]), \
-        c.secrets
+    return replace_frame(c.compressed(JPEGBaseline8Bit), lambda f: f[: (len(f) + jpeg_sof_offset(f)) // 2]), c.secrets
 
 
-@_mutation("codestream/jpeg-no-start-of-image", UndecodablePixelDataError, "PixelData",
-           _CANNOT + r": it is not a JPEG codestream \(no SOI marker\)$")
+@_mutation(
+    "codestream/jpeg-no-start-of-image",
+    UndecodablePixelDataError,
+    "PixelData",
+    _CANNOT + r": it is not a JPEG codestream \(no SOI marker\)$",
+)
 def _cs_jpeg_random(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str, ...]]:
     """JPEG baseline declared, the frame random bytes (no SOI marker)."""
     return replace_frame(c.compressed(JPEGBaseline8Bit), lambda f: b"\x00" + rng.bytes(len(f) - 1)), c.secrets
 
 
-@_mutation("codestream/jpeg-progressive-in-baseline", UndecodablePixelDataError, "PixelData",
-           _CANNOT + r": it holds a progressive JPEG codestream \(SOF2\), which this transfer syntax does not allow$")
+@_mutation(
+    "codestream/jpeg-progressive-in-baseline",
+    UndecodablePixelDataError,
+    "PixelData",
+    _CANNOT + r": it holds a progressive JPEG codestream \(SOF2\), which this transfer syntax does not allow$",
+)
 def _cs_jpeg_progressive(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str, ...]]:
     """A progressive JPEG (SOF2) under JPEG Baseline: not a DICOM syntax, and many scans cost decode time."""
     buffer = io.BytesIO()
@@ -1031,12 +1171,15 @@ def _cs_rle_segments(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[
 @_mutation("codestream/rle-offset-beyond-end", UndecodablePixelDataError, "PixelData", _RLE_HEADER)
 def _cs_rle_offsets(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str, ...]]:
     """RLE: the second segment's offset points 2 GiB past the end of the frame."""
-    return replace_frame(c.compressed(RLELossless), lambda f: _patch(f, 8, struct.pack("<I", 0x7FFFFFF0))), \
-        c.secrets
+    return replace_frame(c.compressed(RLELossless), lambda f: _patch(f, 8, struct.pack("<I", 0x7FFFFFF0))), c.secrets
 
 
-@_mutation("codestream/encapsulation-without-items", UndecodablePixelDataError, "PixelData",
-           _CANNOT + r": the transfer syntax is encapsulated \(compressed\), but PixelData does not begin with an item")
+@_mutation(
+    "codestream/encapsulation-without-items",
+    UndecodablePixelDataError,
+    "PixelData",
+    _CANNOT + r": the transfer syntax is encapsulated \(compressed\), but PixelData does not begin with an item",
+)
 def _cs_no_items(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str, ...]]:
     """Encapsulated PixelData (undefined length) whose content is random bytes, not items."""
     data = encode(c.compressed(JPEG2000Lossless))
@@ -1044,8 +1187,12 @@ def _cs_no_items(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str,
     return data[: start + 12] + rng.bytes(256).replace(b"\xfe\xff", b"\x00\x00") + _SEQUENCE_END, c.secrets
 
 
-@_mutation("codestream/encapsulation-garbage-after-offset-table", UndecodablePixelDataError, "PixelData",
-           _CANNOT + r": its encapsulated items cannot be read")
+@_mutation(
+    "codestream/encapsulation-garbage-after-offset-table",
+    UndecodablePixelDataError,
+    "PixelData",
+    _CANNOT + r": its encapsulated items cannot be read",
+)
 def _cs_garbage_items(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str, ...]]:
     """Encapsulated PixelData: an empty Basic Offset Table item, then random bytes where fragment items belong."""
     data = encode(c.compressed(JPEG2000Lossless))
@@ -1054,18 +1201,27 @@ def _cs_garbage_items(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple
     return data[: start + 12] + _ITEM + bytes(4) + garbage + _SEQUENCE_END, c.secrets
 
 
-@_mutation("codestream/encapsulation-item-beyond-end", UndecodablePixelDataError, "PixelData",
-           _CANNOT + r": it is not a JPEG 2000 codestream")
+@_mutation(
+    "codestream/encapsulation-item-beyond-end",
+    UndecodablePixelDataError,
+    "PixelData",
+    _CANNOT + r": it is not a JPEG 2000 codestream",
+)
 def _cs_item_beyond(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str, ...]]:
     """Encapsulated PixelData: an empty offset table, then a fragment item whose length runs 2 GiB past the end."""
     data = encode(c.compressed(JPEG2000Lossless))
     start = data.index(_PIXEL_DATA, meta_end(data))
-    return (data[: start + 12] + _ITEM + bytes(4) + _ITEM + struct.pack("<I", 0x7FFFFFF0) + rng.bytes(64)
-            + _SEQUENCE_END), c.secrets
+    return (
+        data[: start + 12] + _ITEM + bytes(4) + _ITEM + struct.pack("<I", 0x7FFFFFF0) + rng.bytes(64) + _SEQUENCE_END
+    ), c.secrets
 
 
-@_mutation("codestream/encapsulation-without-fragments", UndecodablePixelDataError, "PixelData",
-           _CANNOT + r": it holds no encoded frame$")
+@_mutation(
+    "codestream/encapsulation-without-fragments",
+    UndecodablePixelDataError,
+    "PixelData",
+    _CANNOT + r": it holds no encoded frame$",
+)
 def _cs_no_fragments(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str, ...]]:
     """Encapsulated PixelData holding only an empty offset table."""
     data = encode(c.compressed(JPEG2000Lossless))
@@ -1081,12 +1237,16 @@ def deflated_parts(c: Corpus, **header: object) -> tuple[bytes, bytes]:
     deflated = c.synthetic(**header)
     deflated.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
     file = encode(deflated)
-    return file[: meta_end(file)], plain[meta_end(plain):]
+    return file[: meta_end(file)], plain[meta_end(plain) :]
 
 
-@_mutation("deflate/bomb", ImageDimensionError, "TransferSyntaxUID",
-           r"^TransferSyntaxUID 1\.2\.840\.10008\.1\.2\.1\.99 \(Deflated Explicit VR Little Endian\): the dataset "
-           r"inflates to more than \d+ bytes")
+@_mutation(
+    "deflate/bomb",
+    ImageDimensionError,
+    "TransferSyntaxUID",
+    r"^TransferSyntaxUID 1\.2\.840\.10008\.1\.2\.1\.99 \(Deflated Explicit VR Little Endian\): the dataset "
+    r"inflates to more than \d+ bytes",
+)
 def _deflate_bomb_item(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str, ...]]:
     """About 1 MiB of deflate data that inflates to 1 GiB: a 96 x 80 header, then PixelData of 2**30 zero bytes."""
     meta, dataset = deflated_parts(c)
@@ -1105,8 +1265,13 @@ def _deflate_broken(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[s
     return meta + rng.bytes(4096), c.secrets
 
 
-@_mutation("deflate/truncated-stream", NotAnImageError, "TransferSyntaxUID", _NOT_INFLATED[:-1] + "'s deflate stream "
-           r"ends early \(the file is truncated\)$")
+@_mutation(
+    "deflate/truncated-stream",
+    NotAnImageError,
+    "TransferSyntaxUID",
+    _NOT_INFLATED[:-1] + "'s deflate stream "
+    r"ends early \(the file is truncated\)$",
+)
 def _deflate_truncated(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str, ...]]:
     """A valid deflated file cut inside its deflate stream."""
     meta, _ = deflated_parts(c)
@@ -1116,8 +1281,9 @@ def _deflate_truncated(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tupl
     return full[: int(rng.integers(len(meta) + 100, len(full) - 100))], c.secrets
 
 
-@_mutation("deflate/declared-not-deflated", NotAnImageError, "TransferSyntaxUID", _NOT_INFLATED + "could not be "
-           "inflated")
+@_mutation(
+    "deflate/declared-not-deflated", NotAnImageError, "TransferSyntaxUID", _NOT_INFLATED + "could not be inflated"
+)
 def _deflate_plain(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str, ...]]:
     """Deflated declared over a plain Explicit VR Little Endian dataset."""
     meta, dataset = deflated_parts(c)
@@ -1125,8 +1291,12 @@ def _deflate_plain(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[st
 
 
 # ---------------------------------------------------------------------------------------------- header structure
-@_mutation("header/element-length-beyond-end", NotAnImageError, "(0019,1000)",
-           r"^file is truncated: it ends inside \(0019,1000\)")
+@_mutation(
+    "header/element-length-beyond-end",
+    NotAnImageError,
+    "(0019,1000)",
+    r"^file is truncated: it ends inside \(0019,1000\)",
+)
 def _header_long(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str, ...]]:
     """A private OB element before PixelData declaring 0x7FFFFFF0 bytes: everything after it is swallowed."""
     data = encode(c.synthetic())
@@ -1145,22 +1315,34 @@ def _header_nesting(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[s
     return data[:start] + opening + closing + data[start:], c.secrets
 
 
-@_mutation("header/modality-holds-a-name", UnsupportedModalityError, "Modality",
-           r"^Modality must be one of CR, DX, DR; got a value that is not a code string$")
+@_mutation(
+    "header/modality-holds-a-name",
+    UnsupportedModalityError,
+    "Modality",
+    r"^Modality must be one of CR, DX, DR; got a value that is not a code string$",
+)
 def _header_modality_name(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str, ...]]:
     """Modality holding the planted PatientName: refused without echoing it."""
     return encode(c.synthetic(Modality=c.planted["PatientName"])), c.secrets
 
 
-@_mutation("header/body-part-holds-a-name", NotChestError, "BodyPartExamined",
-           r"^BodyPartExamined must be chest-like .* got a value that is not a code string$")
+@_mutation(
+    "header/body-part-holds-a-name",
+    NotChestError,
+    "BodyPartExamined",
+    r"^BodyPartExamined must be chest-like .* got a value that is not a code string$",
+)
 def _header_body_part_name(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str, ...]]:
     """BodyPartExamined holding the planted PatientName: refused without echoing it."""
     return encode(c.synthetic(BodyPartExamined=c.planted["PatientName"])), c.secrets
 
 
-@_mutation("header/modality-lut-too-short", UndecodablePixelDataError, "ModalityLUTSequence",
-           r"^ModalityLUTSequence \(or the rescale\) could not be applied")
+@_mutation(
+    "header/modality-lut-too-short",
+    UndecodablePixelDataError,
+    "ModalityLUTSequence",
+    r"^ModalityLUTSequence \(or the rescale\) could not be applied",
+)
 def _header_modality_lut(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str, ...]]:
     """A Modality LUT whose descriptor says 4096 entries and whose data holds 3."""
     item = Dataset()
@@ -1170,8 +1352,9 @@ def _header_modality_lut(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tu
     return encode(c.synthetic(ModalityLUTSequence=Sequence([item]))), c.secrets
 
 
-@_mutation("header/voi-lut-too-short", UndecodablePixelDataError, "VOILUTSequence",
-           r"^VOILUTSequence could not be applied")
+@_mutation(
+    "header/voi-lut-too-short", UndecodablePixelDataError, "VOILUTSequence", r"^VOILUTSequence could not be applied"
+)
 def _header_voi_lut(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str, ...]]:
     """A VOI LUT whose descriptor says 4096 entries and whose data holds 3."""
     item = Dataset()
@@ -1186,23 +1369,27 @@ def _header_window(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[st
     return encode(c.synthetic(WindowCenter="2048", WindowWidth="0")), c.secrets
 
 
-@_mutation("header/window-center-text", UndecodablePixelDataError, "WindowCenter",
-           r"^WindowCenter must be a number")
+@_mutation("header/window-center-text", UndecodablePixelDataError, "WindowCenter", r"^WindowCenter must be a number")
 def _header_window_text(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str, ...]]:
     """WindowCenter holding the text 'centre' (DS must be a decimal string)."""
     data = encode(c.synthetic(WindowCenter="123456", WindowWidth="4000"))
     return data.replace(b"123456", b"centre", 1), c.secrets
 
 
-@_mutation("header/rescale-slope-nan", UndecodablePixelDataError, "RescaleSlope",
-           r"^RescaleSlope must be a finite number")
+@_mutation(
+    "header/rescale-slope-nan", UndecodablePixelDataError, "RescaleSlope", r"^RescaleSlope must be a finite number"
+)
 def _header_slope_nan(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str, ...]]:
     """RescaleSlope 'NaN'."""
     return encode(c.synthetic(RescaleSlope="NaN", RescaleIntercept="0")), c.secrets
 
 
-@_mutation("header/rescale-slope-overflow", UndecodablePixelDataError, "RescaleSlope",
-           r"^RescaleSlope and RescaleIntercept map the stored values outside")
+@_mutation(
+    "header/rescale-slope-overflow",
+    UndecodablePixelDataError,
+    "RescaleSlope",
+    r"^RescaleSlope and RescaleIntercept map the stored values outside",
+)
 def _header_slope_huge(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str, ...]]:
     """RescaleSlope 1e308: the rescaled values overflow to infinity."""
     return encode(c.synthetic(RescaleSlope="1e308", RescaleIntercept="0")), c.secrets
@@ -1214,8 +1401,12 @@ def _header_bits_stored(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tup
     return encode(c.synthetic(BitsStored=0)), c.secrets
 
 
-@_mutation("header/pixel-representation-2", UndecodablePixelDataError, "PixelRepresentation",
-           r"^PixelRepresentation must be 0 or 1")
+@_mutation(
+    "header/pixel-representation-2",
+    UndecodablePixelDataError,
+    "PixelRepresentation",
+    r"^PixelRepresentation must be 0 or 1",
+)
 def _header_representation(c: Corpus, rng: np.random.Generator) -> tuple[bytes, tuple[str, ...]]:
     """PixelRepresentation 2."""
     return encode(c.synthetic(PixelRepresentation=2)), c.secrets

@@ -24,8 +24,7 @@ ALLOWED: dict[str, set[str]] = {
     "benchmarks": {"models", "training", "evaluation", "fairness", "serving", "workflows"},
 }
 #: Third-party packages a package must not import (models is the contract: no web framework, no tracking).
-FORBIDDEN_THIRD_PARTY: dict[str, set[str]] = {"models": {"fastapi", "mlflow", "starlette"},
-                                              "serving": {"mlflow"}}
+FORBIDDEN_THIRD_PARTY: dict[str, set[str]] = {"models": {"fastapi", "mlflow", "starlette"}, "serving": {"mlflow"}}
 
 
 def _imports(path: Path) -> set[str]:
@@ -57,8 +56,7 @@ def _repo_edges() -> dict[tuple[str, str], list[str]]:
 
 def test_imports_run_one_way():
     edges = _repo_edges()
-    wrong = {f"{a} -> {b}": files for (a, b), files in edges.items()
-             if b not in ALLOWED[a] and b in ALLOWED}
+    wrong = {f"{a} -> {b}": files for (a, b), files in edges.items() if b not in ALLOWED[a] and b in ALLOWED}
     assert wrong == {}
     assert ("workflows", "training") in edges and ("vigil", "workflows") in edges  # the rule is read, not vacuous
 

@@ -97,7 +97,6 @@ class TriageTrainConfig(_ValidatedConfig):
     }
 
 
-
 @dataclass(frozen=True)
 class ImagingTrainConfig(_ValidatedConfig):
     """Everything that determines a chest X-ray training run."""
@@ -156,8 +155,10 @@ class ImagingTrainConfig(_ValidatedConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if abs(self.saturation_average * 10 - round(self.saturation_average * 10)) > 1e-9:
-            raise ConfigError("config key 'saturation_average' must be a multiple of 0.1 (the averaged members are "
-                              f"0, 0.1, ... up to it); got {self.saturation_average}")
+            raise ConfigError(
+                "config key 'saturation_average' must be a multiple of 0.1 (the averaged members are "
+                f"0, 0.1, ... up to it); got {self.saturation_average}"
+            )
 
 
 def load_triage_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> TriageTrainConfig:

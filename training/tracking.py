@@ -60,10 +60,17 @@ def tracking_settings(work_dir: Path, experiment: str) -> TrackingSettings:
 def git_commit(repo_dir: Path) -> str:
     """The repository's HEAD commit, with ``-dirty`` when the tree has uncommitted changes; 'unknown' outside git."""
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo_dir, capture_output=True, text=True,
-                              check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo_dir,
-                               capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo_dir, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=repo_dir,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return head + ("-dirty" if dirty else "")
@@ -139,8 +146,9 @@ def log_onnx_model_run(
         for row in history:
             step = int(row["epoch"])
             prefix = f"member{int(row['member'])}." if "member" in row else ""
-            mlflow.log_metrics({prefix + k: float(v) for k, v in row.items() if k not in ("epoch", "member")},
-                               step=step)
+            mlflow.log_metrics(
+                {prefix + k: float(v) for k, v in row.items() if k not in ("epoch", "member")}, step=step
+            )
         mlflow.log_metrics(flatten_metrics(metrics))
         for path in artifacts:
             mlflow.log_artifact(str(path))
@@ -163,8 +171,9 @@ def log_onnx_model_run(
     return RegisteredModel(registered_model_name, version, run_id, info.model_uri, CANDIDATE_ALIAS)
 
 
-def resolve_model_file(model: str, work_dir: Path, experiment: str = "vigil-triage",
-                       download_root: Path | None = None) -> Path:
+def resolve_model_file(
+    model: str, work_dir: Path, experiment: str = "vigil-triage", download_root: Path | None = None
+) -> Path:
     """Turn an ``.onnx`` path or a registry URI (``models:/NAME@alias`` or ``models:/NAME/VERSION``) into a file.
 
     Registry files are downloaded under ``download_root`` (default ``work_dir/downloads``); processes that may
@@ -233,8 +242,9 @@ def parse_model_ref(ref: str) -> tuple[str, str | None, str | None]:
         name, version = text.split("/", 1)
         if name and version.isdigit():
             return name, version, None
-    raise InputValidationError("model", f"model must be NAME/VERSION or NAME@ALIAS (e.g. vigil-triage/3); got "
-                                        f"{ref[:80]!r}")
+    raise InputValidationError(
+        "model", f"model must be NAME/VERSION or NAME@ALIAS (e.g. vigil-triage/3); got {ref[:80]!r}"
+    )
 
 
 #: MLflow error codes that mean "the registry answered: there is no such model, version or alias".
@@ -271,8 +281,7 @@ def _registry_errors(uri: str, not_found: str) -> Iterator[None]:
 
 
 def _unavailable(uri: str, exc: BaseException, detail: str) -> str:
-    return (f"MLflow registry at {_mask_uri(uri)} is unreachable or failed: {type(exc).__name__}: "
-            f"{detail[:200]}")
+    return f"MLflow registry at {_mask_uri(uri)} is unreachable or failed: {type(exc).__name__}: {detail[:200]}"
 
 
 def _mask_uri(uri: str) -> str:
@@ -308,19 +317,31 @@ def fetch_model_version(ref: str, work_dir: Path, download_root: Path | None = N
             assert version is not None  # parse_model_ref gives a version whenever it gives no alias
             mv = client.get_model_version(name, version)
         if not mv.run_id:  # registered by hand, not from a Vigil run: nothing to check it against
-            raise ModelArtifactError(f"model version {name}/{mv.version} was not registered from a run; Vigil "
-                                     "releases and serves only versions its own training runs registered")
+            raise ModelArtifactError(
+                f"model version {name}/{mv.version} was not registered from a run; Vigil "
+                "releases and serves only versions its own training runs registered"
+            )
         run_id = str(mv.run_id)
         run = client.get_run(run_id)
-    onnx_path = resolve_model_file(f"models:/{name}/{mv.version}", work_dir, experiment=name,
-                                   download_root=download_root)
-    return ModelVersionRecord(name, str(mv.version), run_id, onnx_path, dict(mv.tags), dict(run.data.tags),
-                              dict(run.data.metrics))
+    onnx_path = resolve_model_file(
+        f"models:/{name}/{mv.version}", work_dir, experiment=name, download_root=download_root
+    )
+    return ModelVersionRecord(
+        name, str(mv.version), run_id, onnx_path, dict(mv.tags), dict(run.data.tags), dict(run.data.metrics)
+    )
 
 
-def record_release_decision(work_dir: Path, record: ModelVersionRecord, *, status: str, policy_version: str,
-                            summary: str, reports: list[Path], promote: bool,
-                            extra_tags: Mapping[str, str] | None = None) -> None:
+def record_release_decision(
+    work_dir: Path,
+    record: ModelVersionRecord,
+    *,
+    status: str,
+    policy_version: str,
+    summary: str,
+    reports: list[Path],
+    promote: bool,
+    extra_tags: Mapping[str, str] | None = None,
+) -> None:
     """Write the gate result as model-version tags and run artefacts; move ``production`` only when ``promote``.
 
     The tags are the record serving checks before it loads a model (a model without
@@ -335,9 +356,13 @@ def record_release_decision(work_dir: Path, record: ModelVersionRecord, *, statu
     from datetime import UTC, datetime
 
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    for key, value in {"release_gate.status": status, "release_gate.policy_version": policy_version,
-                       "release_gate.checked_utc": stamp, "release_gate.summary": summary[:4900],
-                       **(extra_tags or {})}.items():
+    for key, value in {
+        "release_gate.status": status,
+        "release_gate.policy_version": policy_version,
+        "release_gate.checked_utc": stamp,
+        "release_gate.summary": summary[:4900],
+        **(extra_tags or {}),
+    }.items():
         client.set_model_version_tag(record.name, record.version, key, value)
     for path in reports:
         client.log_artifact(record.run_id, str(path), artifact_path=f"release_gate/v{record.version}-{stamp}")

@@ -142,8 +142,14 @@ def mean_auroc(labels: np.ndarray, mask: np.ndarray, scores: np.ndarray) -> floa
     return float(np.mean(values)) if values else float("nan")
 
 
-def _logits(net: ChestXrayNet, images: np.ndarray, batch_size: int = 256, *, dihedral: bool = False,
-            tails: tuple[float, ...] = (0.0,)) -> torch.Tensor:
+def _logits(
+    net: ChestXrayNet,
+    images: np.ndarray,
+    batch_size: int = 256,
+    *,
+    dihedral: bool = False,
+    tails: tuple[float, ...] = (0.0,),
+) -> torch.Tensor:
     """Logits of ``images``; with ``dihedral`` averaged over the eight orientations and over the saturation
     ``tails``, as the exported model does."""
     net.eval()
@@ -196,8 +202,9 @@ def _train(data: ImagingDataset, config: ImagingTrainConfig, progress: bool) -> 
             idx = order[start : start + config.batch_size]
             x = augment(torch.from_numpy(train.images[idx].astype(np.float32)), config, generator).to(device)
             logits, _ = net(x)
-            loss = _masked_bce(logits, torch.from_numpy(train.labels[idx]).to(device),
-                               torch.from_numpy(train.mask[idx]).to(device))
+            loss = _masked_bce(
+                logits, torch.from_numpy(train.labels[idx]).to(device), torch.from_numpy(train.mask[idx]).to(device)
+            )
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -206,8 +213,9 @@ def _train(data: ImagingDataset, config: ImagingTrainConfig, progress: bool) -> 
         val_logits = _logits(net, val.images)
         val_loss = float(_masked_bce(val_logits, val_labels, val_mask).item())
         val_auroc = mean_auroc(val.labels, val.mask, val_logits.numpy())
-        history.append({"epoch": epoch, "train_loss": total / len(order), "val_loss": val_loss,
-                        "val_mean_auroc": val_auroc})
+        history.append(
+            {"epoch": epoch, "train_loss": total / len(order), "val_loss": val_loss, "val_mean_auroc": val_auroc}
+        )
         bar.set_postfix(train=f"{total / len(order):.4f}", val=f"{val_loss:.4f}", auroc=f"{val_auroc:.3f}")
         # Select on ranking, not loss: with few NIH labels the loss rises from overconfidence while ranking
         # still improves, and temperature scaling fixes calibration afterwards.
@@ -218,8 +226,9 @@ def _train(data: ImagingDataset, config: ImagingTrainConfig, progress: bool) -> 
         else:
             stale += 1
             if stale >= config.patience:
-                log.info("imaging: early stop at epoch %d (best %d, val mean AUROC %.4f)", epoch, best_epoch,
-                         best_score)
+                log.info(
+                    "imaging: early stop at epoch %d (best %d, val mean AUROC %.4f)", epoch, best_epoch, best_score
+                )
                 break
     assert best_state is not None  # at least one epoch ran
     net.load_state_dict(best_state)
@@ -234,21 +243,28 @@ def _train(data: ImagingDataset, config: ImagingTrainConfig, progress: bool) -> 
         if int(rows.sum()) < 10 or val_labels[rows, j].min() == val_labels[rows, j].max():
             temperatures.append(1.0)
             continue
-        temperatures.append(fit_temperature(
-            logits[rows, j], lambda z, j=j, rows=rows: F.binary_cross_entropy_with_logits(z, val_labels[rows, j])
-        ))
-    model = CalibratedChestXray(net, temperatures, config.image_size, dihedral=config.dihedral_invariance,
-                                tails=tails).eval()
+        temperatures.append(
+            fit_temperature(
+                logits[rows, j], lambda z, j=j, rows=rows: F.binary_cross_entropy_with_logits(z, val_labels[rows, j])
+            )
+        )
+    model = CalibratedChestXray(
+        net, temperatures, config.image_size, dihedral=config.dihedral_invariance, tails=tails
+    ).eval()
     trained = TrainedImagingModel(model, temperatures, {}, {}, history, best_epoch)
     probs, _ = trained.predict(val.images)
     for j, finding in enumerate(IMAGING_FINDINGS):
         val_rows = val.mask[:, j] > 0
-        threshold, sensitivity = threshold_for_sensitivity(val.labels[val_rows, j], probs[val_rows, j],
-                                                            config.target_sensitivity)
+        threshold, sensitivity = threshold_for_sensitivity(
+            val.labels[val_rows, j], probs[val_rows, j], config.target_sensitivity
+        )
         trained.thresholds[finding] = threshold
         trained.validation_sensitivity[finding] = sensitivity
-    log.info("imaging temperatures %s; thresholds %s", [round(t, 3) for t in temperatures],
-             {k: round(v, 4) for k, v in trained.thresholds.items()})
+    log.info(
+        "imaging temperatures %s; thresholds %s",
+        [round(t, 3) for t in temperatures],
+        {k: round(v, 4) for k, v in trained.thresholds.items()},
+    )
     return trained
 
 
@@ -257,9 +273,17 @@ def save_imaging_weights(trained: TrainedImagingModel, config: ImagingTrainConfi
     operating thresholds, the config and the pixel path): logged with each run so that a version can be re-exported
     with other inference settings or fine-tuned."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": trained.model.net.state_dict(), "temperatures": list(trained.temperatures),
-                "thresholds": dict(trained.thresholds), "config": config.to_dict(),
-                "findings": list(IMAGING_FINDINGS), "pixel_path_version": PIXEL_PATH_VERSION}, path)
+    torch.save(
+        {
+            "state_dict": trained.model.net.state_dict(),
+            "temperatures": list(trained.temperatures),
+            "thresholds": dict(trained.thresholds),
+            "config": config.to_dict(),
+            "findings": list(IMAGING_FINDINGS),
+            "pixel_path_version": PIXEL_PATH_VERSION,
+        },
+        path,
+    )
     return path
 
 
@@ -271,6 +295,7 @@ def load_imaging_weights(path: Path, *, tails: tuple[float, ...] | None = None) 
     net = ChestXrayNet(len(record["findings"]), dropout=config.dropout)
     net.load_state_dict(record["state_dict"])
     chosen = saturation_tails(config.saturation_average) if tails is None else tails
-    model = CalibratedChestXray(net.eval(), record["temperatures"], config.image_size,
-                                dihedral=config.dihedral_invariance, tails=chosen).eval()
+    model = CalibratedChestXray(
+        net.eval(), record["temperatures"], config.image_size, dihedral=config.dihedral_invariance, tails=chosen
+    ).eval()
     return model, record

@@ -48,16 +48,19 @@ class TrainedTriageModel:
         with torch.no_grad():
             acuity, outcomes = self.model(*_tensors(expanded))
         n = len(encoded["categorical"])
-        return (combine_marginal(acuity.numpy(), rows, weights, n),
-                combine_marginal(outcomes.numpy(), rows, weights, n))
+        return (
+            combine_marginal(acuity.numpy(), rows, weights, n),
+            combine_marginal(outcomes.numpy(), rows, weights, n),
+        )
 
 
 def _tensors(enc: dict[str, np.ndarray]) -> tuple[torch.Tensor, ...]:
     return tuple(torch.from_numpy(enc[k]) for k in INPUT_NAMES)
 
 
-def _input_dropout(batch: tuple[torch.Tensor, ...], encoder: FeatureEncoder, p: float,
-                   generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+def _input_dropout(
+    batch: tuple[torch.Tensor, ...], encoder: FeatureEncoder, p: float, generator: torch.Generator
+) -> tuple[torch.Tensor, ...]:
     """Blank each input in a fraction ``p`` of the rows, as if it had not been recorded.
 
     Numeric inputs (age excepted: it is required) become missing, and a blanked vital sign's hinges become 0;
@@ -88,9 +91,15 @@ def _input_dropout(batch: tuple[torch.Tensor, ...], encoder: FeatureEncoder, p: 
     return (numeric, missing, categorical, tokens, danger, *labels)
 
 
-def _fit_member(encoder: FeatureEncoder, train_t: tuple[torch.Tensor, ...], val_t: tuple[torch.Tensor, ...],
-                config: TriageTrainConfig, rng: np.random.Generator, progress: bool,
-                desc: str) -> tuple[TriageNet, list[dict[str, float]], int]:
+def _fit_member(
+    encoder: FeatureEncoder,
+    train_t: tuple[torch.Tensor, ...],
+    val_t: tuple[torch.Tensor, ...],
+    config: TriageTrainConfig,
+    rng: np.random.Generator,
+    progress: bool,
+    desc: str,
+) -> tuple[TriageNet, list[dict[str, float]], int]:
     """Fit one network with early stopping on validation loss; returns it at its best epoch."""
     net = TriageNet(
         len(encoder.numeric_features),
@@ -185,8 +194,9 @@ def fit_temperature(logits: torch.Tensor, loss_fn: Any) -> float:
     return value if math.isfinite(value) and value > 0 else 1.0
 
 
-def fit_physiology_floor(train_t: tuple[torch.Tensor, ...], encoder: FeatureEncoder,
-                         config: TriageTrainConfig) -> PhysiologyFloor:
+def fit_physiology_floor(
+    train_t: tuple[torch.Tensor, ...], encoder: FeatureEncoder, config: TriageTrainConfig
+) -> PhysiologyFloor:
     """Fit the physiology-only model behind :class:`models.triage_net.PhysiologyFloor` on the training rows.
 
     Full-batch L-BFGS on the outcomes' binary cross-entropy with a small L2 penalty on the age-band
@@ -243,7 +253,12 @@ def _train(frame: pd.DataFrame, config: TriageTrainConfig, *, progress: bool) ->
     for k in range(config.ensemble_size):
         torch.manual_seed(config.seed + 1000 * k)
         member, member_history, best_epoch = _fit_member(
-            encoder, train_t, val_t, config, np.random.default_rng([config.seed, k]), progress,
+            encoder,
+            train_t,
+            val_t,
+            config,
+            np.random.default_rng([config.seed, k]),
+            progress,
             desc=f"triage member {k + 1}/{config.ensemble_size}",
         )
         members.append(member)
@@ -255,12 +270,15 @@ def _train(frame: pd.DataFrame, config: TriageTrainConfig, *, progress: bool) ->
         acuity_logits, outcome_logits = net(*val_t[:5])
     acuity_labels, outcome_labels = val_t[5], val_t[6]
     has_level = acuity_labels >= 0
-    acuity_t = fit_temperature(
-        acuity_logits[has_level], lambda z: F.cross_entropy(z, acuity_labels[has_level])
-    ) if bool(has_level.any()) else 1.0
+    acuity_t = (
+        fit_temperature(acuity_logits[has_level], lambda z: F.cross_entropy(z, acuity_labels[has_level]))
+        if bool(has_level.any())
+        else 1.0
+    )
     outcome_ts = [
-        fit_temperature(outcome_logits[:, j],
-                         lambda z, j=j: F.binary_cross_entropy_with_logits(z, outcome_labels[:, j]))
+        fit_temperature(
+            outcome_logits[:, j], lambda z, j=j: F.binary_cross_entropy_with_logits(z, outcome_labels[:, j])
+        )
         for j in range(len(OUTCOMES))
     ]
     log.info("temperatures: acuity %.3f, outcomes %s", acuity_t, [round(t, 3) for t in outcome_ts])

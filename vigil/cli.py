@@ -16,8 +16,11 @@ import typer
 from models.errors import RecordValidationErrors, VigilError
 from workflows.logs import configure_logging
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Vigil: triage and chest X-ray decision support (never replaces a clinician).")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Vigil: triage and chest X-ray decision support (never replaces a clinician).",
+)
 log = logging.getLogger("vigil")
 
 
@@ -34,13 +37,13 @@ def _fail(exc: Exception) -> None:
 @app.command()
 def run(
     config: Annotated[Path | None, typer.Option(help="Triage training config (YAML).")] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="Data folder (default $VIGIL_DATA_DIR or ../shared/data).")]
-    = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Data folder (default $VIGIL_DATA_DIR or ../shared/data).")
+    ] = None,
     imaging_config: Annotated[Path | None, typer.Option(help="Chest X-ray training config (YAML).")] = None,
     only: Annotated[str | None, typer.Option(help="Run only 'triage' or only 'imaging'.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Override both configs' epochs.")] = None,
-    skip_release: Annotated[bool, typer.Option(help="Register @candidate only; do not run the release gate.")]
-    = False,
+    skip_release: Annotated[bool, typer.Option(help="Register @candidate only; do not run the release gate.")] = False,
     verbose: bool = False,
 ) -> None:
     """The main job: train the triage and chest X-ray models, track them in MLflow, export to ONNX (parity
@@ -53,13 +56,22 @@ def run(
     from workflows.job import run_job
 
     try:
-        run_job(config=config, imaging_config=imaging_config, data_dir=data_dir, only=only, epochs=epochs,
-                skip_release=skip_release, echo=typer.echo)
+        run_job(
+            config=config,
+            imaging_config=imaging_config,
+            data_dir=data_dir,
+            only=only,
+            epochs=epochs,
+            skip_release=skip_release,
+            echo=typer.echo,
+        )
     except VigilError as exc:
         _fail(exc)
         return
-    typer.echo("Only a model that passed the release gate is ever at @production; `vigil serve` serves those "
-               "(see README: Serving).")
+    typer.echo(
+        "Only a model that passed the release gate is ever at @production; `vigil serve` serves those "
+        "(see README: Serving)."
+    )
 
 
 @app.command()
@@ -67,9 +79,12 @@ def evaluate(
     model: Annotated[str, typer.Option(help="An .onnx file, or a registry URI such as models:/vigil-triage@candidate")],
     data: Annotated[str, typer.Option(help="Dataset: nhamcs:2020, ktas, csv:<path>, synthetic:n=2000,seed=0")],
     out: Annotated[Path, typer.Option(help="Output folder for JSON, Markdown and plots")] = Path("vigil-work/eval"),
-    baseline_train: Annotated[str | None, typer.Option(
-        help="Dataset to fit the logistic/GBM/NEWS2 baselines on (default: none for csv, else nhamcs:2018,2019)"
-    )] = "auto",
+    baseline_train: Annotated[
+        str | None,
+        typer.Option(
+            help="Dataset to fit the logistic/GBM/NEWS2 baselines on (default: none for csv, else nhamcs:2018,2019)"
+        ),
+    ] = "auto",
     data_dir: Annotated[Path | None, typer.Option(help="Data folder for named datasets")] = None,
     bootstrap: Annotated[int, typer.Option(min=10, max=100000, help="Bootstrap resamples")] = 1000,
     seed: int = 0,
@@ -81,8 +96,9 @@ def evaluate(
     from workflows.evaluate import evaluate_model
 
     try:
-        done = evaluate_model(model, data, out, baseline_train=baseline_train, data_dir=data_dir,
-                              bootstrap=bootstrap, seed=seed)
+        done = evaluate_model(
+            model, data, out, baseline_train=baseline_train, data_dir=data_dir, bootstrap=bootstrap, seed=seed
+        )
     except VigilError as exc:
         _fail(exc)
         return
@@ -124,8 +140,9 @@ def release_command(
 
 @app.command("safety")
 def safety_command(
-    model: Annotated[str, typer.Option(help="An .onnx file, or a registry reference: NAME/VERSION, NAME@ALIAS or "
-                                            "models:/NAME@ALIAS")],
+    model: Annotated[
+        str, typer.Option(help="An .onnx file, or a registry reference: NAME/VERSION, NAME@ALIAS or models:/NAME@ALIAS")
+    ],
     out: Annotated[Path, typer.Option(help="Folder for safety_invariants.json and .md")] = Path("vigil-work/safety"),
     data_dir: Annotated[Path | None, typer.Option(help="Data folder holding the films (imaging models)")] = None,
     n_grid: Annotated[int, typer.Option(min=100, max=10_000_000, help="Perturbed triage records")] = 10_000,
@@ -146,8 +163,10 @@ def safety_command(
         _fail(exc)
         return
     for result in report.results:
-        typer.echo(f"[{'pass' if result.passed else 'FAIL'}] {result.id}: {result.n_violations}/{result.n_cases} "
-                   f"violations (tolerance: {result.tolerance})")
+        typer.echo(
+            f"[{'pass' if result.passed else 'FAIL'}] {result.id}: {result.n_violations}/{result.n_cases} "
+            f"violations (tolerance: {result.tolerance})"
+        )
     typer.echo(f"{report.model_name} {report.model_version}: {'PASS' if report.passed else 'FAIL'}: {report.summary()}")
     typer.echo(json.dumps({"written": [str(p) for p in paths]}))
     if not report.passed:
@@ -158,8 +177,9 @@ def safety_command(
 def second_read(
     model: Annotated[str, typer.Option(help="An .onnx file, or models:/vigil-cxr@candidate")],
     dicom: Annotated[Path, typer.Option(help="A DICOM instance (CR/DX chest radiograph)")],
-    out: Annotated[Path, typer.Option(help="Folder for the SR (.dcm), the heat map (.png) and the JSON")]
-    = Path("vigil-work/second-read"),
+    out: Annotated[Path, typer.Option(help="Folder for the SR (.dcm), the heat map (.png) and the JSON")] = Path(
+        "vigil-work/second-read"
+    ),
 ) -> None:
     """Second read of one DICOM: per-finding probabilities and flags, a heat map PNG and a TID 1500 SR."""
     configure_logging(False)
@@ -197,15 +217,20 @@ def bench_imaging(
 def serve_command(
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
-    workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes; threads are split between them")]
-    = 1,
-    allow_unreleased: Annotated[bool, typer.Option(
-        "--allow-unreleased", help="Serve models without a passing release gate (logged; flagged in every "
-        "response; evaluation only, never for patients)")] = False,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes; threads are split between them")] = 1,
+    allow_unreleased: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unreleased",
+            help="Serve models without a passing release gate (logged; flagged in every "
+            "response; evaluation only, never for patients)",
+        ),
+    ] = False,
     triage_model: Annotated[str | None, typer.Option(help="Registry ref (default vigil-triage@production)")] = None,
     imaging_model: Annotated[str | None, typer.Option(help="Registry ref (default vigil-cxr@production)")] = None,
-    model_dir: Annotated[Path | None, typer.Option(help="Serve the ONNX files of this folder instead of the "
-                                                        "registry")] = None,
+    model_dir: Annotated[
+        Path | None, typer.Option(help="Serve the ONNX files of this folder instead of the registry")
+    ] = None,
 ) -> None:
     """Start the HTTP API (OpenAPI at /docs) on the released models; settings also come from VIGIL_* variables."""
     from serving.audit_chain import open_anchor
@@ -228,8 +253,10 @@ def serve_command(
         settings = load_settings()  # a bad setting fails here, once, with its name
         open_anchor()  # and so does a bad VIGIL_AUDIT_ANCHOR_* setting
         if settings.dicom_node and workers > 1:
-            raise VigilError("VIGIL_DICOM_NODE=true needs --workers 1 (one Storage SCP per port); run "
-                             "`vigil dicom-node` beside a multi-worker `vigil serve` instead")
+            raise VigilError(
+                "VIGIL_DICOM_NODE=true needs --workers 1 (one Storage SCP per port); run "
+                "`vigil dicom-node` beside a multi-worker `vigil serve` instead"
+            )
     except VigilError as exc:
         _fail(exc)
         return
@@ -260,9 +287,11 @@ def openapi_command(
     typer.echo(f"wrote {out}")
 
 
-dicom_queue_app = typer.Typer(add_completion=False, no_args_is_help=True,
-                              help="The DICOM node's queue: results whose delivery or worklist notification "
-                                   "failed, and sending them again.")
+dicom_queue_app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="The DICOM node's queue: results whose delivery or worklist notification failed, and sending them again.",
+)
 app.add_typer(dicom_queue_app, name="dicom-queue")
 
 
@@ -290,12 +319,36 @@ def dicom_queue_failed(
         return
     for item in undelivered:
         view = item.public()
-        typer.echo(json.dumps({"failed": "delivery", **{k: view[k] for k in (
-            "sop_instance_uid", "study_instance_uid", "delivery_attempts", "last_error", "structured_report")}}))
+        typer.echo(
+            json.dumps(
+                {
+                    "failed": "delivery",
+                    **{
+                        k: view[k]
+                        for k in (
+                            "sop_instance_uid",
+                            "study_instance_uid",
+                            "delivery_attempts",
+                            "last_error",
+                            "structured_report",
+                        )
+                    },
+                }
+            )
+        )
     for item in unnotified:
         view = item.public()
-        typer.echo(json.dumps({"failed": "worklist notification", **{k: view[k] for k in (
-            "sop_instance_uid", "study_instance_uid", "flagged_findings", "worklist_notification")}}))
+        typer.echo(
+            json.dumps(
+                {
+                    "failed": "worklist notification",
+                    **{
+                        k: view[k]
+                        for k in ("sop_instance_uid", "study_instance_uid", "flagged_findings", "worklist_notification")
+                    },
+                }
+            )
+        )
 
 
 def _requeue(uids: list[str], method: str, done: str, not_failed: str) -> None:
@@ -369,8 +422,17 @@ def keys_list() -> None:
         _fail(exc)
         return
     for info in keys:
-        typer.echo(json.dumps({"key_id": info.key_id, "client": info.client, "scopes": list(info.scopes),
-                               "created_utc": info.created_utc, "revoked_utc": info.revoked_utc}))
+        typer.echo(
+            json.dumps(
+                {
+                    "key_id": info.key_id,
+                    "client": info.client,
+                    "scopes": list(info.scopes),
+                    "created_utc": info.created_utc,
+                    "revoked_utc": info.revoked_utc,
+                }
+            )
+        )
 
 
 @keys_app.command("revoke")
@@ -386,8 +448,11 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id (from `vi
     typer.echo(f"revoked {key_id}")
 
 
-audit_app = typer.Typer(add_completion=False, no_args_is_help=True,
-                        help="The audit trail: check its hash chain against the keyed anchors (docs/audit.md).")
+audit_app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="The audit trail: check its hash chain against the keyed anchors (docs/audit.md).",
+)
 app.add_typer(audit_app, name="audit")
 _ANCHOR_PATH_HELP = "Anchor file to check (default $VIGIL_AUDIT_ANCHOR_PATH), e.g. a copy fetched from WORM storage"
 _ANCHOR_KEY_HELP = "File holding the anchor key (default $VIGIL_AUDIT_ANCHOR_KEY or $VIGIL_AUDIT_ANCHOR_KEY_FILE)"
@@ -457,8 +522,9 @@ def audit_anchor(
         store, anchor = _audit_target(anchor_path, anchor_key_file)
         try:
             if anchor is None:
-                raise ConfigError("VIGIL_AUDIT_ANCHOR_PATH is not set (or pass --anchor-path): there is nowhere to "
-                                  "anchor the chain")
+                raise ConfigError(
+                    "VIGIL_AUDIT_ANCHOR_PATH is not set (or pass --anchor-path): there is nowhere to anchor the chain"
+                )
             report = anchor_head(store, anchor)
         finally:
             store.dispose()

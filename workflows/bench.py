@@ -42,13 +42,21 @@ def imaging_latency(model_paths: dict[str, Path], fixtures: list[Path], repeats:
             batch = image[None]
             raw_p50, raw_p99 = _median_ms(lambda batch=batch, m=model: m.run(batch), repeats)
             full_p50, full_p99 = _median_ms(lambda data=data, m=model: m.second_read_dicom(data), repeats)
-            decode_p50, _ = _median_ms(
-                lambda data=data, m=model: load_dicom_for_model(data, m.image_size), repeats)
-            rows.append({"precision": precision, "fixture": fixture.name,
-                         "size": f"{meta['rows']}x{meta['columns']}", "transfer_syntax": meta["transfer_syntax"],
-                         "raw_inference_p50_ms": raw_p50, "raw_inference_p99_ms": raw_p99,
-                         "decode_prepare_p50_ms": decode_p50, "dicom_to_flags_p50_ms": full_p50,
-                         "dicom_to_flags_p99_ms": full_p99, "ratio_p50": full_p50 / raw_p50})
+            decode_p50, _ = _median_ms(lambda data=data, m=model: load_dicom_for_model(data, m.image_size), repeats)
+            rows.append(
+                {
+                    "precision": precision,
+                    "fixture": fixture.name,
+                    "size": f"{meta['rows']}x{meta['columns']}",
+                    "transfer_syntax": meta["transfer_syntax"],
+                    "raw_inference_p50_ms": raw_p50,
+                    "raw_inference_p99_ms": raw_p99,
+                    "decode_prepare_p50_ms": decode_p50,
+                    "dicom_to_flags_p50_ms": full_p50,
+                    "dicom_to_flags_p99_ms": full_p99,
+                    "ratio_p50": full_p50 / raw_p50,
+                }
+            )
     return rows
 
 

@@ -32,8 +32,16 @@ def is_imaging(model: str, data: str) -> bool:
     return model.startswith("models:/vigil-cxr") or data in IMAGING_DATA
 
 
-def evaluate_model(model: str, data: str, out: Path, *, baseline_train: str | None = "auto",
-                   data_dir: Path | None = None, bootstrap: int = 1000, seed: int = 0) -> Evaluation:
+def evaluate_model(
+    model: str,
+    data: str,
+    out: Path,
+    *,
+    baseline_train: str | None = "auto",
+    data_dir: Path | None = None,
+    bootstrap: int = 1000,
+    seed: int = 0,
+) -> Evaluation:
     """Evaluate ``model`` (an .onnx file or a registry URI) on ``data``; JSON, Markdown and plots go to ``out``.
 
     Raises
@@ -46,8 +54,9 @@ def evaluate_model(model: str, data: str, out: Path, *, baseline_train: str | No
     return _evaluate_triage(model, data, out, baseline_train, data_dir, bootstrap, seed)
 
 
-def _evaluate_triage(model: str, data: str, out: Path, baseline_train: str | None, data_dir: Path | None,
-                     bootstrap: int, seed: int) -> Evaluation:
+def _evaluate_triage(
+    model: str, data: str, out: Path, baseline_train: str | None, data_dir: Path | None, bootstrap: int, seed: int
+) -> Evaluation:
     from evaluation.baselines import fit_baselines, nurse_baseline
     from evaluation.triage_report import evaluate_triage, write_plots, write_report
     from models.onnx_runtime import TriageOnnxModel
@@ -59,8 +68,10 @@ def _evaluate_triage(model: str, data: str, out: Path, baseline_train: str | Non
     dataset = load_dataset(data, data_dir)
     frame = dataset.frame
     if frame["admitted"].isna().any() or frame["critical"].isna().any():
-        raise VigilError("evaluation needs 'admitted' and 'critical' in every row; "
-                         f"{int(frame['admitted'].isna().sum())} rows lack 'admitted'")
+        raise VigilError(
+            "evaluation needs 'admitted' and 'critical' in every row; "
+            f"{int(frame['admitted'].isna().sum())} rows lack 'admitted'"
+        )
     if baseline_train == "auto":
         baseline_train = None if data.startswith(("csv:", "synthetic:")) else "nhamcs:2018,2019"
     baselines = []
@@ -78,15 +89,18 @@ def _evaluate_triage(model: str, data: str, out: Path, baseline_train: str | Non
     result["synthetic_data"] = bool(onnx_model.card.synthetic_data or data.startswith("synthetic:"))
     paths = write_report(result, out, "evaluation", f"Triage evaluation: {dataset.name}")
     paths += write_plots(result, frame, prediction, preds, out, "evaluation")
-    lines = [f"column {name!r} ignored by the model in {entry['rows_with_value']} rows: {entry['reason']}"
-             for name, entry in result["inputs_not_used"].items()]
-    lines += [f"{outcome}: " + ", ".join(f"{k} AUROC {v['auroc']['estimate']:.3f}" for k, v in entry["models"].items())
-              for outcome, entry in result["outcomes"].items()]
+    lines = [
+        f"column {name!r} ignored by the model in {entry['rows_with_value']} rows: {entry['reason']}"
+        for name, entry in result["inputs_not_used"].items()
+    ]
+    lines += [
+        f"{outcome}: " + ", ".join(f"{k} AUROC {v['auroc']['estimate']:.3f}" for k, v in entry["models"].items())
+        for outcome, entry in result["outcomes"].items()
+    ]
     return Evaluation(result, paths, lines)
 
 
-def _evaluate_imaging(model: str, data: str, out: Path, data_dir: Path | None, bootstrap: int,
-                      seed: int) -> Evaluation:
+def _evaluate_imaging(model: str, data: str, out: Path, data_dir: Path | None, bootstrap: int, seed: int) -> Evaluation:
     from evaluation.imaging_report import evaluate_imaging, write_imaging_report
     from models.imaging_onnx import ImagingOnnxModel
     from training.data import resolve_data_dir
@@ -102,13 +116,25 @@ def _evaluate_imaging(model: str, data: str, out: Path, data_dir: Path | None, b
     test = loader(resolve_data_dir(data_dir), onnx_model.image_size, split_seed).split("test")
     probs, _ = onnx_model.run(test.images)
     findings = onnx_model.findings
-    result = evaluate_imaging(test.labels, test.mask, probs, onnx_model.thresholds, test.meta["patient_id"].to_numpy(),
-                              findings, dataset=f"{data} (held-out patients of the model's split)", n_boot=bootstrap,
-                              seed=seed)
+    result = evaluate_imaging(
+        test.labels,
+        test.mask,
+        probs,
+        onnx_model.thresholds,
+        test.meta["patient_id"].to_numpy(),
+        findings,
+        dataset=f"{data} (held-out patients of the model's split)",
+        n_boot=bootstrap,
+        seed=seed,
+    )
     result["model"] = {"name": onnx_model.card.name, "version": onnx_model.card.version, "sha256": onnx_model.sha256}
-    paths = write_imaging_report(result, test.labels, test.mask, probs, findings, out, "evaluation",
-                                 f"Chest X-ray evaluation: {data}")
-    lines = [f"{finding}: AUROC {entry['auroc']['estimate']:.3f} ({entry['auroc']['low']:.3f}-"
-             f"{entry['auroc']['high']:.3f}), n={entry['n']}"
-             for finding, entry in result["findings"].items() if "auroc" in entry]
+    paths = write_imaging_report(
+        result, test.labels, test.mask, probs, findings, out, "evaluation", f"Chest X-ray evaluation: {data}"
+    )
+    lines = [
+        f"{finding}: AUROC {entry['auroc']['estimate']:.3f} ({entry['auroc']['low']:.3f}-"
+        f"{entry['auroc']['high']:.3f}), n={entry['n']}"
+        for finding, entry in result["findings"].items()
+        if "auroc" in entry
+    ]
     return Evaluation(result, paths, lines, {"images": len(test.images)})

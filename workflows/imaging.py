@@ -59,8 +59,11 @@ def load_imaging_data(config: ImagingTrainConfig, data_dir: Path | None, progres
         nih = load_nih(root, config.image_size, config.seed, progress=progress)
         kermany = load_kermany(root, config.image_size, config.seed, progress=progress)
     except DataSourceError as exc:
-        log.warning("NO REAL IMAGING DATA FOUND (%s): training on SYNTHETIC images; figures say nothing about "
-                    "clinical performance.", exc)
+        log.warning(
+            "NO REAL IMAGING DATA FOUND (%s): training on SYNTHETIC images; figures say nothing about "
+            "clinical performance.",
+            exc,
+        )
         return True, synthetic_imaging(config.synthetic_n, config.image_size, config.seed)
     return False, concatenate([nih, kermany])
 
@@ -75,8 +78,9 @@ def _auroc_by_finding(data: ImagingDataset, probs: np.ndarray) -> dict[str, floa
     return out
 
 
-def run_imaging(config: ImagingTrainConfig, *, data_dir: Path | None = None, out_dir: Path | None = None,
-                progress: bool = True) -> ImagingRunResult:
+def run_imaging(
+    config: ImagingTrainConfig, *, data_dir: Path | None = None, out_dir: Path | None = None, progress: bool = True
+) -> ImagingRunResult:
     """Train, export, quantise where accuracy holds, evaluate, and register the chest X-ray model."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out_dir = out_dir or work_dir() / "runs" / f"imaging-{stamp}"
@@ -92,27 +96,44 @@ def run_imaging(config: ImagingTrainConfig, *, data_dir: Path | None = None, out
         version=stamp,
         task="Chest X-ray second read: per-finding probabilities, flags at operating thresholds, heat maps",
         created_utc=stamp,
-        intended_use=("A second reader for adult and paediatric frontal chest radiographs (CR/DX) in the ED: "
-                      "flags studies where a finding passes its operating threshold so that a clinician looks "
-                      "again. It does not rule findings out and does not report."),
-        out_of_scope=["Primary reading or reporting without a radiologist or clinician", "Lateral views, "
-                      "non-chest or non-radiograph images (refused by the pixel path)", "Detection of findings "
-                      "it was not trained on (anything outside the findings listed)"],
-        features={"pixel_path_version": PIXEL_PATH_VERSION, "image_size": config.image_size,
-                  "findings": list(IMAGING_FINDINGS),
-                  "finding_codes": {k: list(v) for k, v in IMAGING_FINDING_CODES.items()},
-                  "architecture": "torchvision mobilenet_v3_small (weights=None), 1-channel stem, linear head, "
-                                  "CAM heat maps in graph",
-                  "averaged_readings": {"orientations": readings_per_image(config.dihedral_invariance, (0.0,)),
-                                        "bright_saturations": list(saturation_tails(config.saturation_average))}},
-        calibration={"method": "temperature scaling per finding on validation",
-                     "temperatures": dict(zip(IMAGING_FINDINGS, trained.temperatures, strict=True))},
-        decision_rule={"operating_thresholds": trained.thresholds,
-                       "target_sensitivity": config.target_sensitivity,
-                       "validation_sensitivity": trained.validation_sensitivity,
-                       "rule": "a study is flagged for second read when any finding >= its threshold"},
-        training={"config": config.to_dict(), "best_epoch": trained.best_epoch, "git_commit": git_commit(REPO_DIR),
-                  "images_by_source_and_split": {f"{s}/{p}": int(n) for (s, p), n in counts.items()}},
+        intended_use=(
+            "A second reader for adult and paediatric frontal chest radiographs (CR/DX) in the ED: "
+            "flags studies where a finding passes its operating threshold so that a clinician looks "
+            "again. It does not rule findings out and does not report."
+        ),
+        out_of_scope=[
+            "Primary reading or reporting without a radiologist or clinician",
+            "Lateral views, non-chest or non-radiograph images (refused by the pixel path)",
+            "Detection of findings it was not trained on (anything outside the findings listed)",
+        ],
+        features={
+            "pixel_path_version": PIXEL_PATH_VERSION,
+            "image_size": config.image_size,
+            "findings": list(IMAGING_FINDINGS),
+            "finding_codes": {k: list(v) for k, v in IMAGING_FINDING_CODES.items()},
+            "architecture": "torchvision mobilenet_v3_small (weights=None), 1-channel stem, linear head, "
+            "CAM heat maps in graph",
+            "averaged_readings": {
+                "orientations": readings_per_image(config.dihedral_invariance, (0.0,)),
+                "bright_saturations": list(saturation_tails(config.saturation_average)),
+            },
+        },
+        calibration={
+            "method": "temperature scaling per finding on validation",
+            "temperatures": dict(zip(IMAGING_FINDINGS, trained.temperatures, strict=True)),
+        },
+        decision_rule={
+            "operating_thresholds": trained.thresholds,
+            "target_sensitivity": config.target_sensitivity,
+            "validation_sensitivity": trained.validation_sensitivity,
+            "rule": "a study is flagged for second read when any finding >= its threshold",
+        },
+        training={
+            "config": config.to_dict(),
+            "best_epoch": trained.best_epoch,
+            "git_commit": git_commit(REPO_DIR),
+            "images_by_source_and_split": {f"{s}/{p}": int(n) for (s, p), n in counts.items()},
+        },
         data={"images_digest": data.source_files_digest, "sources": sorted(set(data.meta["source"]))},
         limitations=[
             "NIH images are 64 px (upsampled to the model's 128 px): fine findings (small nodules, small "
@@ -132,11 +153,18 @@ def run_imaging(config: ImagingTrainConfig, *, data_dir: Path | None = None, out
     ort_probs, ort_maps = fp32.run(test.images[:128])
     parity_probs, parity_maps = float(np.abs(torch_probs - ort_probs).max()), float(np.abs(torch_maps - ort_maps).max())
     parity = max(parity_probs, parity_maps)
-    log.info("imaging ONNX parity on %d test images: max |diff| %.2e (probabilities %.2e, heat maps %.2e)",
-             min(128, len(test.images)), parity, parity_probs, parity_maps)
+    log.info(
+        "imaging ONNX parity on %d test images: max |diff| %.2e (probabilities %.2e, heat maps %.2e)",
+        min(128, len(test.images)),
+        parity,
+        parity_probs,
+        parity_maps,
+    )
     if parity > PARITY_TOLERANCE:
-        raise ModelArtifactError(f"imaging ONNX parity check failed: max |diff| {parity:.2e} > {PARITY_TOLERANCE:g}; "
-                                 "the exported graph does not compute what was trained: nothing was registered")
+        raise ModelArtifactError(
+            f"imaging ONNX parity check failed: max |diff| {parity:.2e} > {PARITY_TOLERANCE:g}; "
+            "the exported graph does not compute what was trained: nothing was registered"
+        )
 
     shipped_path, precision = fp32_path, "fp32"
     # Validation discrimination of what ships: the figure a change to the pixel path or training is judged on
@@ -147,38 +175,56 @@ def run_imaging(config: ImagingTrainConfig, *, data_dir: Path | None = None, out
         int8_path = quantize_int8(fp32_path, val.images[:256], out_dir / "cxr_int8.onnx", card)
         int8_model = ImagingOnnxModel(int8_path, threads=config.threads)
         before = {"validation": validation_auroc, "test": _auroc_by_finding(test, fp32.run(test.images)[0])}
-        after = {name: _auroc_by_finding(split, int8_model.run(split.images)[0])
-                 for name, split in (("validation", val), ("test", test))}
+        after = {
+            name: _auroc_by_finding(split, int8_model.run(split.images)[0])
+            for name, split in (("validation", val), ("test", test))
+        }
         deltas = {name: {f: after[name][f] - a for f, a in before[name].items()} for name in before}
         worst = max((abs(v) for v in deltas["validation"].values()), default=0.0)
         holds = worst <= config.int8_max_auroc_drop
-        int8.update(auroc_change=deltas, worst_validation_change=worst, accuracy_holds=holds,
-                    rule=f"ship INT8 only if every finding's validation AUROC changes by <= "
-                         f"{config.int8_max_auroc_drop}")
+        int8.update(
+            auroc_change=deltas,
+            worst_validation_change=worst,
+            accuracy_holds=holds,
+            rule=f"ship INT8 only if every finding's validation AUROC changes by <= {config.int8_max_auroc_drop}",
+        )
         if holds:
             shipped_path, precision, validation_auroc = int8_path, "int8", after["validation"]
         log.info("INT8: worst validation AUROC change %.4f -> shipping %s", worst, "int8" if holds else "fp32")
     shipped = ImagingOnnxModel(shipped_path, threads=config.threads)
-    log.info("imaging validation AUROC (%s): %s", precision,
-             ", ".join(f"{f} {v:.3f}" for f, v in validation_auroc.items()))
-    card.metrics = {"parity_max_abs_diff": parity, "int8": int8, "shipped_precision": precision,
-                    "validation_auroc": validation_auroc}
+    log.info(
+        "imaging validation AUROC (%s): %s", precision, ", ".join(f"{f} {v:.3f}" for f, v in validation_auroc.items())
+    )
+    card.metrics = {
+        "parity_max_abs_diff": parity,
+        "int8": int8,
+        "shipped_precision": precision,
+        "validation_auroc": validation_auroc,
+    }
 
     evaluations: dict[str, dict[str, Any]] = {}
     artefacts: list[Path] = []
     for source in sorted(set(test.meta["source"])):
         part = test.subset(np.flatnonzero(test.meta["source"].to_numpy() == source))
         probs, _ = shipped.run(part.images)
-        result = evaluate_imaging(part.labels, part.mask, probs, trained.thresholds,
-                                  part.meta["patient_id"].to_numpy(), IMAGING_FINDINGS,
-                                  dataset=f"{source} (held-out patients)", n_boot=config.bootstrap_resamples,
-                                  seed=config.seed)
+        result = evaluate_imaging(
+            part.labels,
+            part.mask,
+            probs,
+            trained.thresholds,
+            part.meta["patient_id"].to_numpy(),
+            IMAGING_FINDINGS,
+            dataset=f"{source} (held-out patients)",
+            n_boot=config.bootstrap_resamples,
+            seed=config.seed,
+        )
         result["precision"] = precision
         result["synthetic_data"] = synthetic
         evaluations[source] = result
         title = f"Chest X-ray evaluation: {source}" + (" (SYNTHETIC DATA)" if synthetic else "")
-        artefacts += write_imaging_report(result, part.labels, part.mask, probs, IMAGING_FINDINGS, out_dir,
-                                          f"imaging_{source}", title)
+        artefacts += write_imaging_report(
+            result, part.labels, part.mask, probs, IMAGING_FINDINGS, out_dir, f"imaging_{source}", title
+        )
     example = write_example_sr(shipped, card, resolve_data_dir(data_dir), out_dir)
     if example is not None:
         artefacts += example
@@ -187,15 +233,27 @@ def run_imaging(config: ImagingTrainConfig, *, data_dir: Path | None = None, out
     (out_dir / "imaging_model_card.json").write_text(card.to_json(), encoding="utf-8")
     (out_dir / "int8.json").write_text(json.dumps(int8, indent=2), encoding="utf-8")
     artefacts += [out_dir / "imaging_model_card.md", out_dir / "int8.json", fp32_path, weights_path]
-    metrics = {"parity_max_abs_diff": parity, **{f"validation.{f}.auroc": v for f, v in validation_auroc.items()},
-               **{f"test.{s}.{f}.auroc": e["auroc"]["estimate"] for s, r in evaluations.items()
-                  for f, e in r["findings"].items() if "auroc" in e}}
+    metrics = {
+        "parity_max_abs_diff": parity,
+        **{f"validation.{f}.auroc": v for f, v in validation_auroc.items()},
+        **{
+            f"test.{s}.{f}.auroc": e["auroc"]["estimate"]
+            for s, r in evaluations.items()
+            for f, e in r["findings"].items()
+            if "auroc" in e
+        },
+    }
     registered = log_onnx_model_run(
         tracking_settings(work_dir(), "vigil-cxr"),
         params=config.to_dict(),
-        tags={"git_commit": git_commit(REPO_DIR), "synthetic_data": str(synthetic).lower(),
-              "images_digest": data.source_files_digest, "onnx_sha256": sha256_file(shipped_path),
-              "precision": precision, "pixel_path": PIXEL_PATH_VERSION},
+        tags={
+            "git_commit": git_commit(REPO_DIR),
+            "synthetic_data": str(synthetic).lower(),
+            "images_digest": data.source_files_digest,
+            "onnx_sha256": sha256_file(shipped_path),
+            "precision": precision,
+            "pixel_path": PIXEL_PATH_VERSION,
+        },
         metrics=metrics,
         history=trained.history,
         artifacts=artefacts,
@@ -203,8 +261,19 @@ def run_imaging(config: ImagingTrainConfig, *, data_dir: Path | None = None, out
         registered_model_name=REGISTERED_IMAGING_MODEL,
         card_json=card.to_json(),
     )
-    return ImagingRunResult(synthetic, fp32_path, shipped_path, precision, parity, int8, evaluations,
-                            trained.thresholds, registered.version, registered.run_id, out_dir)
+    return ImagingRunResult(
+        synthetic,
+        fp32_path,
+        shipped_path,
+        precision,
+        parity,
+        int8,
+        evaluations,
+        trained.thresholds,
+        registered.version,
+        registered.run_id,
+        out_dir,
+    )
 
 
 EXAMPLE_DICOM = Path("imaging/dicom_fixtures/chest/1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm")
@@ -235,11 +304,15 @@ def imaging_summary_lines(result: ImagingRunResult) -> list[str]:
     lines = []
     if result.synthetic:
         lines.append("!! NO REAL IMAGING DATA FOUND: the chest X-ray model was trained on SYNTHETIC images.")
-    lines.append(f"Chest X-ray ONNX: {result.shipped_path} ({result.shipped_precision}; parity fp32 vs torch "
-                 f"{result.parity_max_abs_diff:.1e})")
+    lines.append(
+        f"Chest X-ray ONNX: {result.shipped_path} ({result.shipped_precision}; parity fp32 vs torch "
+        f"{result.parity_max_abs_diff:.1e})"
+    )
     if result.int8.get("attempted"):
-        lines.append(f"INT8: worst validation AUROC change {result.int8['worst_validation_change']:.4f}; "
-                     f"{'shipped' if result.int8['accuracy_holds'] else 'NOT shipped (accuracy did not hold)'}")
+        lines.append(
+            f"INT8: worst validation AUROC change {result.int8['worst_validation_change']:.4f}; "
+            f"{'shipped' if result.int8['accuracy_holds'] else 'NOT shipped (accuracy did not hold)'}"
+        )
     for source, ev in result.evaluations.items():
         parts = [f"{f} {e['auroc']['estimate']:.3f}" for f, e in ev["findings"].items() if "auroc" in e]
         lines.append(f"[imaging {source}] AUROC: " + ", ".join(parts))

@@ -13,9 +13,16 @@ __all__ = ["run_job"]
 TASKS = ("triage", "imaging")
 
 
-def run_job(*, config: Path | None = None, imaging_config: Path | None = None, data_dir: Path | None = None,
-            only: str | None = None, epochs: int | None = None, skip_release: bool = False,
-            echo: Callable[[str], None] = print) -> list[str]:
+def run_job(
+    *,
+    config: Path | None = None,
+    imaging_config: Path | None = None,
+    data_dir: Path | None = None,
+    only: str | None = None,
+    epochs: int | None = None,
+    skip_release: bool = False,
+    echo: Callable[[str], None] = print,
+) -> list[str]:
     """Run the main job; each summary line goes to ``echo`` as it is known. Returns the registered references
     (``NAME/VERSION``).
 

@@ -70,8 +70,14 @@ class ReleaseOutcome:
     promoted: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "version": self.version, "status": self.status, "promoted": self.promoted,
-                "checks": [c.__dict__ for c in self.checks], "reports": [str(p) for p in self.reports]}
+        return {
+            "model": self.model,
+            "version": self.version,
+            "status": self.status,
+            "promoted": self.promoted,
+            "checks": [c.__dict__ for c in self.checks],
+            "reports": [str(p) for p in self.reports],
+        }
 
 
 def artefact_checks(record: ModelVersionRecord) -> list[Check]:
@@ -79,17 +85,34 @@ def artefact_checks(record: ModelVersionRecord) -> list[Check]:
     checks = []
     expected = record.tags.get("onnx_sha256") or record.run_tags.get("onnx_sha256")
     actual = sha256_file(record.onnx_path)
-    checks.append(Check("onnx checksum", "pass" if expected == actual else "fail",
-                        "ONNX file matches the registry's sha256" if expected == actual else
-                        f"ONNX sha256 {actual[:12]}... does not match the registry's {str(expected)[:12]}..."))
+    checks.append(
+        Check(
+            "onnx checksum",
+            "pass" if expected == actual else "fail",
+            "ONNX file matches the registry's sha256"
+            if expected == actual
+            else f"ONNX sha256 {actual[:12]}... does not match the registry's {str(expected)[:12]}...",
+        )
+    )
     parity = record.run_metrics.get("parity_max_abs_diff")
     ok = parity is not None and parity <= PARITY_TOLERANCE
-    checks.append(Check("onnx parity", "pass" if ok else "fail",
-                        f"max |onnxruntime - torch| at export {parity:.1e} (tolerance {PARITY_TOLERANCE:g})"
-                        if parity is not None else "the run recorded no ONNX parity check"))
+    checks.append(
+        Check(
+            "onnx parity",
+            "pass" if ok else "fail",
+            f"max |onnxruntime - torch| at export {parity:.1e} (tolerance {PARITY_TOLERANCE:g})"
+            if parity is not None
+            else "the run recorded no ONNX parity check",
+        )
+    )
     synthetic = record.run_tags.get("synthetic_data", "true") != "false"
-    checks.append(Check("real training data", "fail" if synthetic else "pass",
-                        "trained on synthetic data: never released" if synthetic else "trained on real data"))
+    checks.append(
+        Check(
+            "real training data",
+            "fail" if synthetic else "pass",
+            "trained on synthetic data: never released" if synthetic else "trained on real data",
+        )
+    )
     return checks
 
 
@@ -102,8 +125,13 @@ def floor_checks(record: ModelVersionRecord, floors: dict[str, float]) -> list[C
             checks.append(Check(f"floor {metric}", "fail", f"{metric} was not recorded by the training run"))
         else:
             ok = value >= minimum
-            checks.append(Check(f"floor {metric}", "pass" if ok else "fail",
-                                f"{metric} = {value:.3f} ({'>=' if ok else '<'} floor {minimum})"))
+            checks.append(
+                Check(
+                    f"floor {metric}",
+                    "pass" if ok else "fail",
+                    f"{metric} = {value:.3f} ({'>=' if ok else '<'} floor {minimum})",
+                )
+            )
     return checks
 
 
@@ -114,9 +142,11 @@ TRIAGE_AUDIT_DATA: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
-def triage_audit_frames(record: ModelVersionRecord, data_dir: Path | None,
-                        datasets: tuple[tuple[str, tuple[str, ...]], ...] = TRIAGE_AUDIT_DATA,
-                        ) -> list[tuple[str, pd.DataFrame, list[str], list[tuple[str, ...]]]]:
+def triage_audit_frames(
+    record: ModelVersionRecord,
+    data_dir: Path | None,
+    datasets: tuple[tuple[str, tuple[str, ...]], ...] = TRIAGE_AUDIT_DATA,
+) -> list[tuple[str, pd.DataFrame, list[str], list[tuple[str, ...]]]]:
     """(name, frame, sensitive attributes, intersections) for each triage audit.
 
     Admission is audited with under-triage on the visits that have a reference level; critical care (rarer)
@@ -128,23 +158,30 @@ def triage_audit_frames(record: ModelVersionRecord, data_dir: Path | None,
     model = TriageOnnxModel(record.onnx_path)
     thresholds = model.card.decision_rule.get("outcome_thresholds")
     if not thresholds:
-        raise ModelArtifactError(f"{record.name} version {record.version} records no outcome operating thresholds "
-                                 "in its model card (trained before they existed): retrain it with `vigil run`")
+        raise ModelArtifactError(
+            f"{record.name} version {record.version} records no outcome operating thresholds "
+            "in its model card (trained before they existed): retrain it with `vigil run`"
+        )
     audits: list[tuple[str, pd.DataFrame, list[str], list[tuple[str, ...]]]] = []
     for dataset, attributes in datasets:
         frame = load_dataset(dataset, data_dir).frame.reset_index(drop=True)
         pred = model.predict(frame)
-        base = pd.DataFrame({
-            "sex": frame["sex"].astype(str), "age_band": frame["age_band"].astype(str),
-            "ethnicity": frame["ethnicity"].fillna("unknown").astype(str),
-            "payer": frame["payer"].fillna("unknown").astype(str),
-            "acuity_true": frame["acuity"].astype("float"), "acuity_pred": pred.recommended_level.astype(float),
-        })
+        base = pd.DataFrame(
+            {
+                "sex": frame["sex"].astype(str),
+                "age_band": frame["age_band"].astype(str),
+                "ethnicity": frame["ethnicity"].fillna("unknown").astype(str),
+                "payer": frame["payer"].fillna("unknown").astype(str),
+                "acuity_true": frame["acuity"].astype("float"),
+                "acuity_pred": pred.recommended_level.astype(float),
+            }
+        )
         outcomes = ("admitted", "critical") if int(frame["critical"].sum()) >= 100 else ("admitted",)
         for outcome in outcomes:
             p = pred.p_admitted if outcome == "admitted" else pred.p_critical
-            f = base.assign(y_true=frame[outcome].astype(int).to_numpy(), y_score=p,
-                            y_flag=(p >= thresholds[outcome]).astype(int))
+            f = base.assign(
+                y_true=frame[outcome].astype(int).to_numpy(), y_score=p, y_flag=(p >= thresholds[outcome]).astype(int)
+            )
             if outcome == "admitted":
                 # Under-triage needs a reference level: audit the visits that have one.
                 f = f[f["acuity_true"].notna()].reset_index(drop=True)
@@ -154,9 +191,13 @@ def triage_audit_frames(record: ModelVersionRecord, data_dir: Path | None,
     return audits
 
 
-def imaging_audit_frames(record: ModelVersionRecord, data_dir: Path | None, findings: tuple[str, ...] | None = None,
-                         *, seed: int | None = None,
-                         ) -> list[tuple[str, pd.DataFrame, list[str], list[tuple[str, ...]]]]:
+def imaging_audit_frames(
+    record: ModelVersionRecord,
+    data_dir: Path | None,
+    findings: tuple[str, ...] | None = None,
+    *,
+    seed: int | None = None,
+) -> list[tuple[str, pd.DataFrame, list[str], list[tuple[str, ...]]]]:
     """Study-level audit on NIH held-out patients: abnormal (any of ``findings``, default every finding NIH labels)
     vs flagged for second read by those findings."""
     from models.imaging_onnx import ImagingOnnxModel
@@ -173,13 +214,19 @@ def imaging_audit_frames(record: ModelVersionRecord, data_dir: Path | None, find
     flags = model.flags(probs)[:, known]
     abnormal = (test.labels[:, known] * test.mask[:, known]).max(axis=1)
     age = test.meta["age_years"]
-    frame = pd.DataFrame({
-        "y_true": abnormal.astype(int), "y_score": probs[:, known].max(axis=1),
-        "y_flag": flags.any(axis=1).astype(int), "cluster": test.meta["patient_id"].to_numpy(),
-        "sex": test.meta["sex"].astype(str), "view": test.meta["view"].astype(str),
-        "age_band": pd.cut(age, [0, 39.999, 59.999, 79.999, 200], labels=["18-39", "40-59", "60-79", "80+"])
-        .astype(str),
-    })
+    frame = pd.DataFrame(
+        {
+            "y_true": abnormal.astype(int),
+            "y_score": probs[:, known].max(axis=1),
+            "y_flag": flags.any(axis=1).astype(int),
+            "cluster": test.meta["patient_id"].to_numpy(),
+            "sex": test.meta["sex"].astype(str),
+            "view": test.meta["view"].astype(str),
+            "age_band": pd.cut(age, [0, 39.999, 59.999, 79.999, 200], labels=["18-39", "40-59", "60-79", "80+"]).astype(
+                str
+            ),
+        }
+    )
     return [("nih study-level", frame, ["sex", "age_band", "view"], [("sex", "age_band")])]
 
 
@@ -198,8 +245,10 @@ def intended_use_of(policy: ReleasePolicy, model_name: str) -> IntendedUse | Non
     use = policy.intended_use.get(model_name)
     if use is None:
         return None
-    return IntendedUse(use.population, tuple({"name": o.name, "population": o.population, "reason": o.reason}
-                                             for o in use.not_validated_for))
+    return IntendedUse(
+        use.population,
+        tuple({"name": o.name, "population": o.population, "reason": o.reason} for o in use.not_validated_for),
+    )
 
 
 #: Imaging evaluation data with per-image demographics (:func:`imaging_audit_frames`); a finding validated on other
@@ -224,8 +273,9 @@ class FindingDecision:
         return FindingRelease(self.released, dict(self.not_released))
 
 
-def imaging_findings_decision(record: ModelVersionRecord, policy: ReleasePolicy, findings: tuple[str, ...],
-                              checks: list[Check] | None = None) -> FindingDecision:
+def imaging_findings_decision(
+    record: ModelVersionRecord, policy: ReleasePolicy, findings: tuple[str, ...], checks: list[Check] | None = None
+) -> FindingDecision:
     """Floors and intended populations per finding (fairness is added by :func:`release`).
 
     A finding is a candidate when the policy declares its intended population and every floor the policy sets on
@@ -251,8 +301,9 @@ def imaging_findings_decision(record: ModelVersionRecord, policy: ReleasePolicy,
             decision.not_released[finding] = "the release policy sets no performance floor for it"
         failed = [c for c in (by_name[f"floor {metric}"] for metric in mine) if c.status != "pass"]
         if mine and failed:
-            decision.not_released.setdefault(finding, "below its performance floor: " +
-                                             "; ".join(c.reason for c in failed))
+            decision.not_released.setdefault(
+                finding, "below its performance floor: " + "; ".join(c.reason for c in failed)
+            )
     return decision
 
 
@@ -276,10 +327,15 @@ def production_record(name: str, base: Path) -> ModelVersionRecord | None:
         raise
 
 
-def non_inferiority_checks(record: ModelVersionRecord, policy: ReleasePolicy, production: ModelVersionRecord,
-                           frames: list[tuple[str, pd.DataFrame, list[str], list[tuple[str, ...]], Any]],
-                           data_dir: Path | None, triage_data: tuple[tuple[str, tuple[str, ...]], ...],
-                           n_boot: int) -> tuple[list[Check], list[Any]]:
+def non_inferiority_checks(
+    record: ModelVersionRecord,
+    policy: ReleasePolicy,
+    production: ModelVersionRecord,
+    frames: list[tuple[str, pd.DataFrame, list[str], list[tuple[str, ...]], Any]],
+    data_dir: Path | None,
+    triage_data: tuple[tuple[str, tuple[str, ...]], ...],
+    n_boot: int,
+) -> tuple[list[Check], list[Any]]:
     """The candidate against ``production`` on the rows of each gated audit (:mod:`evaluation.noninferiority`)."""
     from evaluation.noninferiority import compare
 
@@ -298,20 +354,40 @@ def non_inferiority_checks(record: ModelVersionRecord, policy: ReleasePolicy, pr
         if audit_scope(policy, record.name, name.split(" ")[0]) is not None:
             continue
         other = theirs.get(name)
-        if other is None or len(other) != len(frame) or not (other["y_true"].to_numpy() == frame["y_true"].to_numpy()
-                                                             ).all():
-            checks.append(Check(f"non-inferiority {name}", "fail", f"production version {production.version} could "
-                                "not be scored on the same rows"))
+        if (
+            other is None
+            or len(other) != len(frame)
+            or not (other["y_true"].to_numpy() == frame["y_true"].to_numpy()).all()
+        ):
+            checks.append(
+                Check(
+                    f"non-inferiority {name}",
+                    "fail",
+                    f"production version {production.version} could not be scored on the same rows",
+                )
+            )
             continue
         joined = frame.assign(y_score_prod=other["y_score"].to_numpy())
         if "acuity_pred" in other:
             joined = joined.assign(acuity_pred_prod=other["acuity_pred"].to_numpy())
-        result = compare(name, joined, attributes=attributes, auroc_margin=policy.non_inferiority.auroc_margin,
-                         under_triage_tolerance=policy.non_inferiority.under_triage_tolerance, alpha=policy.alpha,
-                         n_boot=n_boot, min_group_n=policy.min_group_n)
+        result = compare(
+            name,
+            joined,
+            attributes=attributes,
+            auroc_margin=policy.non_inferiority.auroc_margin,
+            under_triage_tolerance=policy.non_inferiority.under_triage_tolerance,
+            alpha=policy.alpha,
+            n_boot=n_boot,
+            min_group_n=policy.min_group_n,
+        )
         comparisons.append(result)
-        checks.append(Check(f"non-inferiority {name}", "pass" if result.passed else "fail",
-                            f"against production version {production.version}: {result.reason()}"))
+        checks.append(
+            Check(
+                f"non-inferiority {name}",
+                "pass" if result.passed else "fail",
+                f"against production version {production.version}: {result.reason()}",
+            )
+        )
     return checks, comparisons
 
 
@@ -334,8 +410,9 @@ def imaging_safety_films(model: Any, data_dir: Path | None) -> list[Path]:
     chest = root / "imaging" / "dicom_fixtures" / "chest"
     films += sorted(p for p in chest.glob("*") if p.is_file()) if chest.is_dir() else []
     if not films:
-        raise SafetySuiteUnavailableError(f"no films for the imaging safety suite under {root} (NIH validation split "
-                                          "or imaging/dicom_fixtures/chest)")
+        raise SafetySuiteUnavailableError(
+            f"no films for the imaging safety suite under {root} (NIH validation split or imaging/dicom_fixtures/chest)"
+        )
     return films
 
 
@@ -343,9 +420,12 @@ def imaging_safety_films(model: Any, data_dir: Path | None) -> list[Path]:
 SAFETY_KERMANY_FILMS = 100
 
 
-def imaging_safety_film_set(model: Any, data_dir: Path | None,
-                            populations: dict[str, Population] | None = None,
-                            validated_on: dict[str, str] | None = None) -> tuple[list[Path], list[frozenset[str]]]:
+def imaging_safety_film_set(
+    model: Any,
+    data_dir: Path | None,
+    populations: dict[str, Population] | None = None,
+    validated_on: dict[str, str] | None = None,
+) -> tuple[list[Path], list[frozenset[str]]]:
     """The films of the imaging safety suite and, per film, the findings whose intended population it belongs to.
 
     :func:`imaging_safety_films` (NIH validation patients, chest DICOM fixtures) plus
@@ -365,8 +445,9 @@ def imaging_safety_film_set(model: Any, data_dir: Path | None,
         paths, _, split = kermany_patient_split(root, seed)
         chosen = [paths[i] for i in np.flatnonzero(split == "validation")]
         rng = np.random.default_rng(seed)
-        films += [chosen[i] for i in sorted(rng.choice(len(chosen), min(SAFETY_KERMANY_FILMS, len(chosen)),
-                                                        replace=False))]
+        films += [
+            chosen[i] for i in sorted(rng.choice(len(chosen), min(SAFETY_KERMANY_FILMS, len(chosen)), replace=False))
+        ]
     except DataSourceError as exc:
         log.warning("imaging safety suite without Kermany films: %s", exc)
     every = frozenset(model.findings)
@@ -374,14 +455,22 @@ def imaging_safety_film_set(model: Any, data_dir: Path | None,
         return films, [every] * len(films)
     validated_on = validated_on or {}
     table = root / NIH_DIR / "derived" / "nih1000_joined_labels_demographics.csv"
-    nih_age = ({str(root / NIH_DIR / p): float(a) for p, a in
-                pd.read_csv(table)[["staged_path", "Patient Age"]].itertuples(index=False)}
-               if table.is_file() else {})
+    nih_age = (
+        {
+            str(root / NIH_DIR / p): float(a)
+            for p, a in pd.read_csv(table)[["staged_path", "Patient Age"]].itertuples(index=False)
+        }
+        if table.is_file()
+        else {}
+    )
     scopes = []
     for film in films:
         if str(film) in nih_age:
-            scope = {f for f, pop in populations.items()
-                     if validated_on.get(f) == "nih" and pop.check(nih_age[str(film)], None)[0]}
+            scope = {
+                f
+                for f, pop in populations.items()
+                if validated_on.get(f) == "nih" and pop.check(nih_age[str(film)], None)[0]
+            }
         elif film.suffix.lower() == ".jpeg":
             scope = {f for f in populations if validated_on.get(f) == "kermany"}
         else:
@@ -398,9 +487,15 @@ def imaging_safety_film_set(model: Any, data_dir: Path | None,
     return films, scopes
 
 
-def run_safety_suite(onnx_path: Path, data_dir: Path | None = None, *, n_grid: int = SAFETY_N_GRID,
-                     seed: int = 0, release: FindingRelease | None = None,
-                     validated_on: dict[str, str] | None = None) -> SafetyReport:
+def run_safety_suite(
+    onnx_path: Path,
+    data_dir: Path | None = None,
+    *,
+    n_grid: int = SAFETY_N_GRID,
+    seed: int = 0,
+    release: FindingRelease | None = None,
+    validated_on: dict[str, str] | None = None,
+) -> SafetyReport:
     """The safety-invariant suite of a triage or chest X-ray ONNX model (told apart by its card).
 
     Raises
@@ -423,8 +518,9 @@ def run_safety_suite(onnx_path: Path, data_dir: Path | None = None, *, n_grid: i
     try:
         from evaluation.safety_imaging import run_imaging_safety_suite
     except ImportError as exc:
-        raise SafetySuiteUnavailableError("the imaging safety suite (evaluation.safety_imaging) is not in this "
-                                          "build") from exc
+        raise SafetySuiteUnavailableError(
+            "the imaging safety suite (evaluation.safety_imaging) is not in this build"
+        ) from exc
     model = ImagingOnnxModel(onnx_path, release=release)
     populations = dict(release.released) if release is not None else None
     films, scopes = imaging_safety_film_set(model, data_dir, populations, validated_on)
@@ -463,10 +559,19 @@ def scope_card_section(use: IntendedUse | None, findings: FindingRelease | None)
     return "\n".join(lines) + "\n"
 
 
-def write_release_card(record: ModelVersionRecord, outcome: ReleaseOutcome, audits: dict[str, Any],
-                       out_dir: Path, *, safety: SafetyReport | None = None, safety_reason: str = "",
-                       use: IntendedUse | None = None, findings: FindingRelease | None = None,
-                       comparisons: list[Any] | None = None, production_version: str | None = None) -> Path:
+def write_release_card(
+    record: ModelVersionRecord,
+    outcome: ReleaseOutcome,
+    audits: dict[str, Any],
+    out_dir: Path,
+    *,
+    safety: SafetyReport | None = None,
+    safety_reason: str = "",
+    use: IntendedUse | None = None,
+    findings: FindingRelease | None = None,
+    comparisons: list[Any] | None = None,
+    production_version: str | None = None,
+) -> Path:
     """The model card (Mitchell et al. 2019) of this version, completed at release: the card shipped in the
     ONNX file (intended use, data, training, limitations) plus metrics by group, the safety invariants (each
     one's result, violations with examples) and the gate result."""
@@ -478,39 +583,59 @@ def write_release_card(record: ModelVersionRecord, outcome: ReleaseOutcome, audi
     try:
         _, card, _ = open_onnx_model(record.onnx_path)
     except ModelArtifactError as exc:  # a tampered or corrupt artefact has no trustworthy card
-        path.write_text(f"# Model card: {record.name} version {record.version}\n\nUnavailable: {exc}\n\n"
-                        f"## Release gate\nStatus: {outcome.status}\n\n## Release gate checks\n\n{checks}\n\n"
-                        f"{safety_md}",
-                        encoding="utf-8")
+        path.write_text(
+            f"# Model card: {record.name} version {record.version}\n\nUnavailable: {exc}\n\n"
+            f"## Release gate\nStatus: {outcome.status}\n\n## Release gate checks\n\n{checks}\n\n"
+            f"{safety_md}",
+            encoding="utf-8",
+        )
         return path
-    card.metrics = {**card.metrics, "test (training run)": {k: v for k, v in sorted(record.run_metrics.items())
-                                                           if k.startswith("test.")},
-                    "by_group": {name: _group_summary(result) for name, result in audits.items()}}
-    card.release_gate = {"status": outcome.status, "promoted": outcome.promoted,
-                         "intended_use": use.to_dict() if use is not None else None,
-                         "findings": json.loads(findings.to_json()) if findings is not None else None,
-                         "against_production": {"version": production_version,
-                                                "comparisons": [c.to_dict() for c in comparisons or []]},
-                         "checks": [c.__dict__ for c in outcome.checks],
-                         "safety_invariants": safety.to_dict() if safety is not None
-                         else {"status": "not run", "reason": safety_reason}}
+    card.metrics = {
+        **card.metrics,
+        "test (training run)": {k: v for k, v in sorted(record.run_metrics.items()) if k.startswith("test.")},
+        "by_group": {name: _group_summary(result) for name, result in audits.items()},
+    }
+    card.release_gate = {
+        "status": outcome.status,
+        "promoted": outcome.promoted,
+        "intended_use": use.to_dict() if use is not None else None,
+        "findings": json.loads(findings.to_json()) if findings is not None else None,
+        "against_production": {"version": production_version, "comparisons": [c.to_dict() for c in comparisons or []]},
+        "checks": [c.__dict__ for c in outcome.checks],
+        "safety_invariants": safety.to_dict() if safety is not None else {"status": "not run", "reason": safety_reason},
+    }
     from evaluation.noninferiority import comparison_markdown
 
     against = ""
     if comparisons:
         assert production_version is not None  # comparisons are only made against a production version
         against = comparison_markdown(comparisons, production_version) + "\n"
-    text = (card.to_markdown() + "\n" + scope_card_section(use, findings) + "\n" + against
-            + "## Release gate checks\n\n" + checks + "\n\n" + safety_md)
+    text = (
+        card.to_markdown()
+        + "\n"
+        + scope_card_section(use, findings)
+        + "\n"
+        + against
+        + "## Release gate checks\n\n"
+        + checks
+        + "\n\n"
+        + safety_md
+    )
     path.write_text(text, encoding="utf-8")
     (out_dir / "model_card.json").write_text(card.to_json(), encoding="utf-8")
     return path
 
 
-def release(ref: str, *, data_dir: Path | None = None, policy_path: Path = POLICY_PATH, n_boot: int | None = None,
-            out_dir: Path | None = None,
-            triage_data: tuple[tuple[str, tuple[str, ...]], ...] = TRIAGE_AUDIT_DATA,
-            safety_n_grid: int = SAFETY_N_GRID) -> ReleaseOutcome:
+def release(
+    ref: str,
+    *,
+    data_dir: Path | None = None,
+    policy_path: Path = POLICY_PATH,
+    n_boot: int | None = None,
+    out_dir: Path | None = None,
+    triage_data: tuple[tuple[str, tuple[str, ...]], ...] = TRIAGE_AUDIT_DATA,
+    safety_n_grid: int = SAFETY_N_GRID,
+) -> ReleaseOutcome:
     """Run every release check for ``ref`` (``NAME/VERSION`` or ``NAME@ALIAS``) and record the decision."""
     base = work_dir()
     policy = load_policy(policy_path)
@@ -534,8 +659,9 @@ def release(ref: str, *, data_dir: Path | None = None, policy_path: Path = POLIC
         floor_results = floor_checks(record, dict(floors))
         decision = imaging_findings_decision(record, policy, findings, floor_results)
         # A floor decides its finding only (FindingDecision), not the model.
-        outcome.checks += [dataclasses.replace(c, status="not released") if c.status == "fail" else c
-                           for c in floor_results]
+        outcome.checks += [
+            dataclasses.replace(c, status="not released") if c.status == "fail" else c for c in floor_results
+        ]
     else:
         outcome.checks += floor_checks(record, dict(floors))
     frames: list[tuple[str, pd.DataFrame, list[str], list[tuple[str, ...]], Any]] = []
@@ -545,27 +671,39 @@ def release(ref: str, *, data_dir: Path | None = None, policy_path: Path = POLIC
         for data in sorted(set(decision.validated_on.values())):
             mine = tuple(f for f, d in decision.validated_on.items() if d == data and f not in decision.not_released)
             if not mine:
-                outcome.checks.append(Check(f"fairness {data}", "not run", "no finding validated on it passed its "
-                                                                            "floor"))
+                outcome.checks.append(
+                    Check(f"fairness {data}", "not run", "no finding validated on it passed its floor")
+                )
             elif data not in IMAGING_AUDIT_DATA:
-                why = (f"insufficient evidence: the {data} data record no sex or age per image, so the policy's "
-                       f"required attributes ({', '.join(policy.required_attributes)}) cannot be audited")
+                why = (
+                    f"insufficient evidence: the {data} data record no sex or age per image, so the policy's "
+                    f"required attributes ({', '.join(policy.required_attributes)}) cannot be audited"
+                )
                 outcome.checks.append(Check(f"fairness {data}", "not released", f"{', '.join(mine)}: {why}"))
                 for f in mine:
                     decision.not_released[f] = f"fairness audit {why}"
             else:
                 try:
-                    frames += [(name, frame, attrs, inter, mine) for name, frame, attrs, inter in
-                               imaging_audit_frames(record, data_dir, mine)]
+                    frames += [
+                        (name, frame, attrs, inter, mine)
+                        for name, frame, attrs, inter in imaging_audit_frames(record, data_dir, mine)
+                    ]
                 except DataSourceError as exc:
-                    outcome.checks.append(Check(f"fairness {data}", "not released",
-                                                f"evaluation data not available: {exc}"))
+                    outcome.checks.append(
+                        Check(f"fairness {data}", "not released", f"evaluation data not available: {exc}")
+                    )
                     for f in mine:
                         decision.not_released[f] = f"fairness audit not run: evaluation data not available ({exc})"
     else:
         try:
-            frames = [(*f, None) for f in (triage_audit_frames(record, data_dir, triage_data) if not imaging
-                                           else imaging_audit_frames(record, data_dir))]
+            frames = [
+                (*f, None)
+                for f in (
+                    triage_audit_frames(record, data_dir, triage_data)
+                    if not imaging
+                    else imaging_audit_frames(record, data_dir)
+                )
+            ]
         except DataSourceError as exc:
             outcome.checks.append(Check("fairness", "insufficient evidence", f"evaluation data not available: {exc}"))
     # Family-wise control over the whole release: alpha is split equally across the audits that gate it.
@@ -576,12 +714,20 @@ def release(ref: str, *, data_dir: Path | None = None, policy_path: Path = POLIC
     for name, frame, attributes, intersections, finding_set in frames:
         outside = audit_scope(policy, record.name, name.split(" ")[0])
         spec = AuditSpec(
-            y_true="y_true", y_score="y_score", y_flag="y_flag", sensitive_attributes=attributes,
+            y_true="y_true",
+            y_score="y_score",
+            y_flag="y_flag",
+            sensitive_attributes=attributes,
             acuity_true="acuity_true" if "acuity_true" in frame else None,
             acuity_pred="acuity_pred" if "acuity_pred" in frame else None,
-            cluster="cluster" if "cluster" in frame else None, intersections=intersections,
-            min_group_n=policy.min_group_n, min_group_positives=policy.min_group_positives,
-            pool_adjacent=policy.pool_adjacent, n_boot=n_boot or 1000, alpha=audit_policy.alpha, seed=0,
+            cluster="cluster" if "cluster" in frame else None,
+            intersections=intersections,
+            min_group_n=policy.min_group_n,
+            min_group_positives=policy.min_group_positives,
+            pool_adjacent=policy.pool_adjacent,
+            n_boot=n_boot or 1000,
+            alpha=audit_policy.alpha,
+            seed=0,
         )
         result = audit(frame, spec)
         judged = gate(result, audit_policy)
@@ -592,15 +738,18 @@ def release(ref: str, *, data_dir: Path | None = None, policy_path: Path = POLIC
         order = {"fail": 0, "insufficient evidence": 1}
         failing = sorted((c for c in judged.checks if c.status != "pass"), key=lambda c: order.get(c.status, 2))
         reason = "; ".join(c.reason for c in failing[:5]) or "every group within the policy's tolerances"
-        reason += (f" (family-wise alpha {audit_policy.alpha:g}: {policy.alpha:g} over {max(1, len(gated))} gated "
-                   "audits)")
+        reason += (
+            f" (family-wise alpha {audit_policy.alpha:g}: {policy.alpha:g} over {max(1, len(gated))} gated audits)"
+        )
         if outside is not None:
-            outcome.checks.append(Check(f"fairness {name}", "reported",
-                                        f"{judged.status}, not gating: {outside.rstrip('.')}. {reason}"))
+            outcome.checks.append(
+                Check(f"fairness {name}", "reported", f"{judged.status}, not gating: {outside.rstrip('.')}. {reason}")
+            )
         elif finding_set is not None and decision is not None:
             status = "pass" if judged.status == "pass" else "not released"
-            outcome.checks.append(Check(f"fairness {name}", status, f"{', '.join(finding_set)}: {judged.status}: "
-                                                                     f"{reason}"))
+            outcome.checks.append(
+                Check(f"fairness {name}", status, f"{', '.join(finding_set)}: {judged.status}: {reason}")
+            )
             if judged.status != "pass":
                 for f in finding_set:
                     decision.not_released[f] = f"fairness audit {name}: {judged.status}"
@@ -610,11 +759,15 @@ def release(ref: str, *, data_dir: Path | None = None, policy_path: Path = POLIC
     production = None if tampered or policy.non_inferiority is None else production_record(record.name, base)
     if production is not None and production.version != record.version and frames:
         try:
-            ni_checks, comparisons = non_inferiority_checks(record, policy, production, frames, data_dir, triage_data,
-                                                            n_boot or 1000)
+            ni_checks, comparisons = non_inferiority_checks(
+                record, policy, production, frames, data_dir, triage_data, n_boot or 1000
+            )
         except (DataSourceError, ModelArtifactError, ValueError) as exc:
-            ni_checks = [Check("non-inferiority", "fail", f"production version {production.version} could not be "
-                                                          f"compared: {exc}")]
+            ni_checks = [
+                Check(
+                    "non-inferiority", "fail", f"production version {production.version} could not be compared: {exc}"
+                )
+            ]
         outcome.checks += ni_checks
     finding_release: FindingRelease | None = None
     safety, safety_reason = None, ""
@@ -622,8 +775,13 @@ def release(ref: str, *, data_dir: Path | None = None, policy_path: Path = POLIC
         # Per finding, the stability invariants too: a finding whose flag or probability a routine window,
         # contrast or orientation change moves is not released; the suite is run again on what remains.
         try:
-            safety = run_safety_suite(record.onnx_path, data_dir, n_grid=safety_n_grid, release=decision.release(),
-                                      validated_on=decision.validated_on)
+            safety = run_safety_suite(
+                record.onnx_path,
+                data_dir,
+                n_grid=safety_n_grid,
+                release=decision.release(),
+                validated_on=decision.validated_on,
+            )
         except SafetySuiteUnavailableError as exc:
             safety_reason = str(exc)
         unstable = unstable_findings(safety) if safety is not None else {}
@@ -634,13 +792,25 @@ def release(ref: str, *, data_dir: Path | None = None, policy_path: Path = POLIC
     if decision is not None:
         finding_release = decision.release()
         for f in findings:
-            outcome.checks.append(Check(f"finding {f}", "pass" if f in finding_release.released else "not released",
-                                        f"released for {decision.populations[f].description}"
-                                        if f in finding_release.released else decision.not_released[f]))
+            outcome.checks.append(
+                Check(
+                    f"finding {f}",
+                    "pass" if f in finding_release.released else "not released",
+                    f"released for {decision.populations[f].description}"
+                    if f in finding_release.released
+                    else decision.not_released[f],
+                )
+            )
         if not finding_release.released:
-            outcome.checks.append(Check("released findings", "fail", "no finding passed its floor, its population's "
-                                                                     "fairness audit, its stability invariants and "
-                                                                     "has a declared intended use"))
+            outcome.checks.append(
+                Check(
+                    "released findings",
+                    "fail",
+                    "no finding passed its floor, its population's "
+                    "fairness audit, its stability invariants and "
+                    "has a declared intended use",
+                )
+            )
     if tampered:
         safety_reason = "the ONNX file failed its checksum"
     elif safety is None and not safety_reason:
@@ -650,22 +820,38 @@ def release(ref: str, *, data_dir: Path | None = None, policy_path: Path = POLIC
             # the card still says how the model behaves.
             suite_release = FindingRelease(dict(decision.populations), {})
         try:
-            safety = run_safety_suite(record.onnx_path, data_dir, n_grid=safety_n_grid, release=suite_release,
-                                      validated_on=decision.validated_on if decision is not None else None)
+            safety = run_safety_suite(
+                record.onnx_path,
+                data_dir,
+                n_grid=safety_n_grid,
+                release=suite_release,
+                validated_on=decision.validated_on if decision is not None else None,
+            )
         except SafetySuiteUnavailableError as exc:
             safety_reason = str(exc)
     outcome.checks.append(safety_check(safety, safety_reason))
     if safety is not None:
         outcome.reports += write_safety_report(safety, out_dir)
     statuses = {c.status for c in outcome.checks if c.status in DECIDING}
-    outcome.status = "fail" if "fail" in statuses else ("insufficient evidence" if "insufficient evidence" in statuses
-                                                       else "pass")
+    outcome.status = (
+        "fail" if "fail" in statuses else ("insufficient evidence" if "insufficient evidence" in statuses else "pass")
+    )
     outcome.promoted = outcome.status == "pass"
     use = intended_use_of(policy, record.name)
-    outcome.reports.append(write_release_card(record, outcome, audits_by_name, out_dir, safety=safety,
-                                              safety_reason=safety_reason, use=use, findings=finding_release,
-                                              comparisons=comparisons,
-                                              production_version=production.version if production else None))
+    outcome.reports.append(
+        write_release_card(
+            record,
+            outcome,
+            audits_by_name,
+            out_dir,
+            safety=safety,
+            safety_reason=safety_reason,
+            use=use,
+            findings=finding_release,
+            comparisons=comparisons,
+            production_version=production.version if production else None,
+        )
+    )
     summary_path = out_dir / "release_decision.json"
     summary_path.write_text(json.dumps(outcome.to_dict(), indent=2, default=str), encoding="utf-8")
     outcome.reports.append(summary_path)
@@ -675,6 +861,14 @@ def release(ref: str, *, data_dir: Path | None = None, policy_path: Path = POLIC
         tags["release_gate.intended_use"] = use.to_json()
     if finding_release is not None:
         tags["release_gate.findings"] = finding_release.to_json()
-    record_release_decision(base, record, status=outcome.status, policy_version=policy.policy_version, summary=summary,
-                            reports=outcome.reports, promote=outcome.promoted, extra_tags=tags)
+    record_release_decision(
+        base,
+        record,
+        status=outcome.status,
+        policy_version=policy.policy_version,
+        summary=summary,
+        reports=outcome.reports,
+        promote=outcome.promoted,
+        extra_tags=tags,
+    )
     return outcome

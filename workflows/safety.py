@@ -29,8 +29,9 @@ def model_file(model: str) -> Path:
     return resolve_model_file(uri, work_dir(), experiment=name)
 
 
-def model_safety(model: str, out: Path, data_dir: Path | None = None, *, n_grid: int = 10_000,
-                 seed: int = 0) -> tuple[SafetyReport, list[Path]]:
+def model_safety(
+    model: str, out: Path, data_dir: Path | None = None, *, n_grid: int = 10_000, seed: int = 0
+) -> tuple[SafetyReport, list[Path]]:
     """Run the safety suite on ``model`` (see :func:`model_file`; films for an imaging model from ``data_dir``) and
     write ``safety_invariants.json`` and ``.md`` to ``out``; the report and the files written."""
     from evaluation.safety_report import write_safety_report

@@ -34,9 +34,15 @@ def second_read_file(model: str, dicom: Path, out: Path) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     (out / "second_read_sr.dcm").write_bytes(sr_to_bytes(sr))
     (out / "heatmap.png").write_bytes(read.heatmap_png())
-    summary = {"model": onnx_model.card.name, "version": onnx_model.card.version, "flagged": read.flagged,
-               "findings": {f: {"probability": read.probabilities[f], "threshold": read.thresholds[f],
-                                "flag": read.flags[f]} for f in read.probabilities},
-               "statement": onnx_model.card.decision_support_statement}
+    summary = {
+        "model": onnx_model.card.name,
+        "version": onnx_model.card.version,
+        "flagged": read.flagged,
+        "findings": {
+            f: {"probability": read.probabilities[f], "threshold": read.thresholds[f], "flag": read.flags[f]}
+            for f in read.probabilities
+        },
+        "statement": onnx_model.card.decision_support_statement,
+    }
     (out / "second_read.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return summary

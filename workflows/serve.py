@@ -64,10 +64,19 @@ class RegistryLocator:
         gate = {k.removeprefix(GATE_PREFIX): v for k, v in record.tags.items() if k.startswith(GATE_PREFIX)}
         sha = record.tags.get("onnx_sha256") or None
         if sha is None:
-            raise ModelArtifactError(f"{record.name} version {record.version} has no onnx_sha256 tag: it cannot be "
-                                     "verified, so it is not served")
-        resolved = ResolvedModel(task, record.name, record.version, record.onnx_path, sha, gate,
-                                 f"registry models:/{ref.removeprefix('models:/')}")
+            raise ModelArtifactError(
+                f"{record.name} version {record.version} has no onnx_sha256 tag: it cannot be "
+                "verified, so it is not served"
+            )
+        resolved = ResolvedModel(
+            task,
+            record.name,
+            record.version,
+            record.onnx_path,
+            sha,
+            gate,
+            f"registry models:/{ref.removeprefix('models:/')}",
+        )
         self._cache(ref, resolved)
         return resolved
 
@@ -84,8 +93,10 @@ class RegistryLocator:
         try:
             cached = read_local_release(folder, resolved.name, resolved.task)
             if (cached.version, cached.expected_sha256, cached.release_gate) == (
-                    resolved.version, resolved.expected_sha256, resolved.release_gate) and \
-                    sha256_file(cached.path) == cached.expected_sha256:
+                resolved.version,
+                resolved.expected_sha256,
+                resolved.release_gate,
+            ) and sha256_file(cached.path) == cached.expected_sha256:
                 return
         except ModelArtifactError:
             pass  # no cache yet, or an unreadable one: write it anew
@@ -93,8 +104,12 @@ class RegistryLocator:
             if sha256_file(resolved.path) != resolved.expected_sha256:
                 return  # the holder refuses this file by its checksum; a bad copy is never cached
             write_local_release(folder, resolved)
-            log.info("cached %s version %s in %s (served if the registry becomes unreachable)", resolved.name,
-                     resolved.version, folder)
+            log.info(
+                "cached %s version %s in %s (served if the registry becomes unreachable)",
+                resolved.name,
+                resolved.version,
+                folder,
+            )
         except OSError as exc:
             log.warning("could not cache %s version %s in %s: %s", resolved.name, resolved.version, folder, exc)
 
@@ -104,14 +119,24 @@ class RegistryLocator:
         folder = self._cache_folder(ref)
         name = parse_model_ref(ref)[0]
         if folder is None or not (folder / f"{name}.release.json").is_file():
-            raise RegistryUnavailableError(f"{exc}; no verified local cache of {ref} exists, so no {task} model is "
-                                           "served until the registry can be reached") from exc
+            raise RegistryUnavailableError(
+                f"{exc}; no verified local cache of {ref} exists, so no {task} model is "
+                "served until the registry can be reached"
+            ) from exc
         cached = read_local_release(folder, name, task)
         stamp = _cached_utc(folder / f"{name}.release.json")
-        log.warning("%s; serving the cached release of %s instead: %s version %s (cached %s; its checksum is "
-                    "verified as it is opened)", exc, ref, cached.name, cached.version, stamp)
-        return dataclasses.replace(cached, origin=f"verified local cache {folder} of {ref} (registry unreachable; "
-                                                  f"cached {stamp})")
+        log.warning(
+            "%s; serving the cached release of %s instead: %s version %s (cached %s; its checksum is "
+            "verified as it is opened)",
+            exc,
+            ref,
+            cached.name,
+            cached.version,
+            stamp,
+        )
+        return dataclasses.replace(
+            cached, origin=f"verified local cache {folder} of {ref} (registry unreachable; cached {stamp})"
+        )
 
     def close(self) -> None:
         """Remove this process's download folder (the open sessions no longer need the files)."""
@@ -132,9 +157,12 @@ def build_locator(settings: Any) -> ModelLocator:
     if settings.model_source == "local":
         return default_locator(settings)
     download_root = Path(tempfile.mkdtemp(prefix=f"serve-{os.getpid()}-", dir=_ensure(settings.work_dir / "downloads")))
-    return RegistryLocator(settings.work_dir.resolve(), {"triage": settings.triage_model,
-                                                         "imaging": settings.imaging_model}, download_root,
-                           cache_dir=settings.work_dir.resolve() / "model-cache")
+    return RegistryLocator(
+        settings.work_dir.resolve(),
+        {"triage": settings.triage_model, "imaging": settings.imaging_model},
+        download_root,
+        cache_dir=settings.work_dir.resolve() / "model-cache",
+    )
 
 
 def _ensure(path: Path) -> Path:
@@ -198,13 +226,28 @@ def serve(*, host: str, port: int, workers: int) -> None:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="vigil-metrics-")
     configure_logging(with_process=True)
     node = _node_in_child_process()
-    log.info("serving on http://%s:%d with %d worker(s), %s onnxruntime thread(s) each; OpenAPI at /docs", host,
-             port, workers, os.environ["VIGIL_THREADS"])
+    log.info(
+        "serving on http://%s:%d with %d worker(s), %s onnxruntime thread(s) each; OpenAPI at /docs",
+        host,
+        port,
+        workers,
+        os.environ["VIGIL_THREADS"],
+    )
     try:
         # server_header=False: no 'server: uvicorn' banner naming the software to a scanner.
-        uvicorn.run("workflows.serve:app_factory", factory=True, host=host, port=port, workers=workers,
-                    http=NoDelayH11Protocol, access_log=False, log_config=None, timeout_graceful_shutdown=30,
-                    server_header=False, **uvicorn_limits(get_settings()))
+        uvicorn.run(
+            "workflows.serve:app_factory",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            http=NoDelayH11Protocol,
+            access_log=False,
+            log_config=None,
+            timeout_graceful_shutdown=30,
+            server_header=False,
+            **uvicorn_limits(get_settings()),
+        )
     finally:
         if node is not None:
             node.stop()
@@ -250,8 +293,15 @@ class NodeSupervisor:
         On stop, how long the child may take after SIGTERM (its in-flight associations and work) before SIGKILL.
     """
 
-    def __init__(self, command: list[str] | None = None, *, first_delay_s: float = 1.0, max_delay_s: float = 60.0,
-                 healthy_after_s: float = 60.0, stop_timeout_s: float = 45.0) -> None:
+    def __init__(
+        self,
+        command: list[str] | None = None,
+        *,
+        first_delay_s: float = 1.0,
+        max_delay_s: float = 60.0,
+        healthy_after_s: float = 60.0,
+        stop_timeout_s: float = 45.0,
+    ) -> None:
         import sys
         import threading
 
@@ -294,8 +344,13 @@ class NodeSupervisor:
                 return
             if time.monotonic() - began >= self.healthy_after_s:
                 delay = self.first_delay_s
-            log.error("the DICOM node process %d exited with status %d; the HTTP API keeps serving, the DICOM "
-                      "port is closed until it is started again in %.0f s", self._proc.pid, code, delay)
+            log.error(
+                "the DICOM node process %d exited with status %d; the HTTP API keeps serving, the DICOM "
+                "port is closed until it is started again in %.0f s",
+                self._proc.pid,
+                code,
+                delay,
+            )
             if self._stopping.wait(delay):
                 return
             delay = min(self.max_delay_s, delay * 2)
@@ -312,8 +367,7 @@ class NodeSupervisor:
             try:
                 proc.wait(timeout=self.stop_timeout_s)
             except subprocess.TimeoutExpired:
-                log.error("the DICOM node process %d did not stop within %.0f s; killed", proc.pid,
-                          self.stop_timeout_s)
+                log.error("the DICOM node process %d did not stop within %.0f s; killed", proc.pid, self.stop_timeout_s)
                 proc.kill()
                 proc.wait()
         if self._thread.is_alive():
@@ -342,8 +396,12 @@ def run_dicom_node() -> None:
     settings = get_settings()
     store = Store(settings.store_url(), anchor=open_anchor())
     store.create_schema()
-    holder = ModelHolder(build_locator(settings), allow_unreleased=settings.allow_unreleased,
-                         threads=settings.threads or default_threads(), tasks=("imaging",))
+    holder = ModelHolder(
+        build_locator(settings),
+        allow_unreleased=settings.allow_unreleased,
+        threads=settings.threads or default_threads(),
+        tasks=("imaging",),
+    )
     holder.load_all()
     node = DicomNode(load_dicom_settings(work_dir=settings.work_dir), holder, store)
     stop = threading.Event()
@@ -361,8 +419,11 @@ def run_dicom_node() -> None:
                 except OSError as exc:  # never fatal; said once a minute at most
                     if time.monotonic() - warned_at >= 60:
                         warned_at = time.monotonic()
-                        log.warning("cannot write the DICOM node's heartbeat %s (%s): /readyz will report the node "
-                                    "unavailable", heartbeat, type(exc).__name__)
+                        log.warning(
+                            "cannot write the DICOM node's heartbeat %s (%s): /readyz will report the node unavailable",
+                            heartbeat,
+                            type(exc).__name__,
+                        )
             if stop.wait(1.0):
                 break
             if parent is not None and str(os.getppid()) != parent:

@@ -68,8 +68,9 @@ class TriageRunResult:
     goals: dict[str, Any]
 
 
-def _datasets(config: TriageTrainConfig, data_dir: Path | None) -> tuple[bool, TriageDataset, TriageDataset,
-                                                                        TriageDataset | None]:
+def _datasets(
+    config: TriageTrainConfig, data_dir: Path | None
+) -> tuple[bool, TriageDataset, TriageDataset, TriageDataset | None]:
     if data_available(data_dir):
         train = load_dataset(config.train_data, data_dir)
         test = load_dataset(config.test_data, data_dir)
@@ -79,16 +80,24 @@ def _datasets(config: TriageTrainConfig, data_dir: Path | None) -> tuple[bool, T
             log.warning("external dataset %s not loaded: %s", config.external_data, exc)
             external = None
         return False, train, test, external
-    log.warning("NO REAL DATA FOUND under %s: training and evaluating on the seeded SYNTHETIC generator. "
-                "Figures say nothing about clinical performance.", resolve_data_dir(data_dir))
+    log.warning(
+        "NO REAL DATA FOUND under %s: training and evaluating on the seeded SYNTHETIC generator. "
+        "Figures say nothing about clinical performance.",
+        resolve_data_dir(data_dir),
+    )
     train = load_dataset(f"synthetic:n={config.synthetic_train_n},seed={config.seed}")
     test = load_dataset(f"synthetic:n={config.synthetic_test_n},seed={config.seed + 1}")
     return True, train, test, None
 
 
-def validation_summary(trained: TrainedTriageModel, frame: pd.DataFrame, weight: float,
-                       target_sensitivity: float, high_acuity_target: float = 1.0,
-                       by_sex: bool = False) -> dict[str, Any]:
+def validation_summary(
+    trained: TrainedTriageModel,
+    frame: pd.DataFrame,
+    weight: float,
+    target_sensitivity: float,
+    high_acuity_target: float = 1.0,
+    by_sex: bool = False,
+) -> dict[str, Any]:
     """Everything decided on the seeded validation split, from one prediction pass over it.
 
     ``auroc`` per outcome (the only figures used to choose between models); ``acuity`` agreement for argmax
@@ -104,17 +113,25 @@ def validation_summary(trained: TrainedTriageModel, frame: pd.DataFrame, weight:
     band_weights: dict[str, dict[str, float]] = {}
     if high_acuity_target < 1.0:
         floor_levels = safety_floor(as_columns(val)).level
-        band_weights = choose_band_weights(acuity, val["age_years"].to_numpy(dtype=float),
-                                           val["acuity"].to_numpy(dtype=float), floor_levels, weight,
-                                           high_acuity_target,
-                                           sex=val["sex"].to_numpy(dtype=object) if by_sex else None)
+        band_weights = choose_band_weights(
+            acuity,
+            val["age_years"].to_numpy(dtype=float),
+            val["acuity"].to_numpy(dtype=float),
+            floor_levels,
+            weight,
+            high_acuity_target,
+            sex=val["sex"].to_numpy(dtype=object) if by_sex else None,
+        )
     return {
         "band_weights": band_weights,
         "auroc": {o: float(auroc(y[o], outcomes[:, j])) for j, o in enumerate(OUTCOMES)},
-        "acuity": {"argmax": acuity_summary(truth, acuity[known].argmax(axis=1) + 1),
-                   f"cost-sensitive (w={weight:g})": acuity_summary(truth, recommend_levels(acuity[known], weight))},
-        "thresholds": {o: threshold_for_sensitivity(y[o], outcomes[:, j], target_sensitivity)[0]
-                       for j, o in enumerate(OUTCOMES)},
+        "acuity": {
+            "argmax": acuity_summary(truth, acuity[known].argmax(axis=1) + 1),
+            f"cost-sensitive (w={weight:g})": acuity_summary(truth, recommend_levels(acuity[known], weight)),
+        },
+        "thresholds": {
+            o: threshold_for_sensitivity(y[o], outcomes[:, j], target_sensitivity)[0] for j, o in enumerate(OUTCOMES)
+        },
     }
 
 
@@ -147,81 +164,132 @@ def check_goals(evaluation: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def run_triage(config: TriageTrainConfig, *, data_dir: Path | None = None, out_dir: Path | None = None,
-               progress: bool = True) -> TriageRunResult:
+def run_triage(
+    config: TriageTrainConfig, *, data_dir: Path | None = None, out_dir: Path | None = None, progress: bool = True
+) -> TriageRunResult:
     """Train, export, check parity, evaluate against baselines, and log and register in MLflow."""
     base = work_dir()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out_dir = out_dir or base / "runs" / f"triage-{stamp}"
     out_dir.mkdir(parents=True, exist_ok=True)
     synthetic, train_ds, test_ds, external_ds = _datasets(config, data_dir)
-    log.info("training on %s (%d visits), temporal test %s (%d)", train_ds.name, len(train_ds.frame),
-             test_ds.name, len(test_ds.frame))
+    log.info(
+        "training on %s (%d visits), temporal test %s (%d)",
+        train_ds.name,
+        len(train_ds.frame),
+        test_ds.name,
+        len(test_ds.frame),
+    )
 
     trained = train_triage(train_ds.frame, config, progress=progress)
     train_rows = train_ds.frame[train_ds.frame["visit_id"].isin(set(trained.train_ids))]
-    chosen = validation_summary(trained, train_ds.frame, config.under_triage_weight, OUTCOME_TARGET_SENSITIVITY,
-                                config.high_acuity_under_triage_target, config.operating_points_by_sex)
+    chosen = validation_summary(
+        trained,
+        train_ds.frame,
+        config.under_triage_weight,
+        OUTCOME_TARGET_SENSITIVITY,
+        config.high_acuity_under_triage_target,
+        config.operating_points_by_sex,
+    )
     validation, validation_acuity = chosen["auroc"], chosen["acuity"]
     log.info("validation split (model selection only): %s; acuity: %s", validation, validation_acuity)
     if chosen["band_weights"]:
-        log.info("age-band operating points (validation, target %.2f): %s", config.high_acuity_under_triage_target,
-                 {b: round(v["weight"], 2) for b, v in chosen["band_weights"].items()})
+        log.info(
+            "age-band operating points (validation, target %.2f): %s",
+            config.high_acuity_under_triage_target,
+            {b: round(v["weight"], 2) for b, v in chosen["band_weights"].items()},
+        )
 
     card = ModelCard(
         name=REGISTERED_TRIAGE_MODEL,
         version=f"{stamp}",
         task="ED triage: acuity level 1-5, P(admission), P(critical care or death in ED)",
         created_utc=stamp,
-        intended_use=("Decision support at ED triage for adults and children: a recommended acuity level and "
-                      "calibrated risks of admission and of critical care, shown to the triage clinician "
-                      "beside NEWS2."),
-        out_of_scope=["Autonomous triage without a clinician", "Populations unlike the training data without "
-                      "local validation", "Pre-hospital or ward deterioration scoring"],
+        intended_use=(
+            "Decision support at ED triage for adults and children: a recommended acuity level and "
+            "calibrated risks of admission and of critical care, shown to the triage clinician "
+            "beside NEWS2."
+        ),
+        out_of_scope=[
+            "Autonomous triage without a clinician",
+            "Populations unlike the training data without local validation",
+            "Pre-hospital or ward deterioration scoring",
+        ],
         features=trained.encoder.to_dict(),
-        calibration={"method": "temperature scaling on the validation split",
-                     "acuity_temperature": trained.acuity_temperature,
-                     "outcome_temperatures": dict(zip(("admitted", "critical"), trained.outcome_temperatures,
-                                                      strict=True))},
-        decision_rule={"under_triage_weight": config.under_triage_weight,
-                       **({"under_triage_weight_by_age_band": {b: v["weight"] for b, v in
-                                                               chosen["band_weights"].items() if "|" not in b},
-                           "under_triage_weight_by_age_band_sex": {b: v["weight"] for b, v in
-                                                                   chosen["band_weights"].items() if "|" in b},
-                           "age_band_operating_points": {
-                               "target_high_acuity_under_triage": config.high_acuity_under_triage_target,
-                               "chosen_on": "validation split of the training years (served level, with the floor)",
-                               "bands": chosen["band_weights"]}} if chosen["band_weights"] else {}),
-                       "outcome_thresholds": chosen["thresholds"],
-                       "outcome_target_sensitivity": OUTCOME_TARGET_SENSITIVITY,
-                       "rule": "smallest level k with P(level <= k) >= 1 / (1 + w), w = the visit's age band x sex "
-                               "cell's under_triage_weight_by_age_band_sex (sex not recorded: the band's larger), "
-                               "else its age band's under_triage_weight_by_age_band, else under_triage_weight",
-                       "validation": validation_acuity},
-        safety_floor={"rule": "recommended level = min(model level, NEWS2 minimum level)",
-                      "news2_band_to_minimum_level": dict(FLOOR)},
-        training={"config": config.to_dict(), "best_epochs": trained.best_epochs, "git_commit": git_commit(REPO_DIR),
-                  "n_train": len(trained.train_ids), "n_validation": len(trained.validation_ids),
-                  "validation_auroc": validation},
-        data={"train": {"name": train_ds.name, "digest": train_ds.digest, "files": train_ds.source_files},
-              "test": {"name": test_ds.name, "digest": test_ds.digest, "files": test_ds.source_files},
-              "external": ({"name": external_ds.name, "digest": external_ds.digest,
-                            "files": external_ds.source_files} if external_ds else None)},
+        calibration={
+            "method": "temperature scaling on the validation split",
+            "acuity_temperature": trained.acuity_temperature,
+            "outcome_temperatures": dict(zip(("admitted", "critical"), trained.outcome_temperatures, strict=True)),
+        },
+        decision_rule={
+            "under_triage_weight": config.under_triage_weight,
+            **(
+                {
+                    "under_triage_weight_by_age_band": {
+                        b: v["weight"] for b, v in chosen["band_weights"].items() if "|" not in b
+                    },
+                    "under_triage_weight_by_age_band_sex": {
+                        b: v["weight"] for b, v in chosen["band_weights"].items() if "|" in b
+                    },
+                    "age_band_operating_points": {
+                        "target_high_acuity_under_triage": config.high_acuity_under_triage_target,
+                        "chosen_on": "validation split of the training years (served level, with the floor)",
+                        "bands": chosen["band_weights"],
+                    },
+                }
+                if chosen["band_weights"]
+                else {}
+            ),
+            "outcome_thresholds": chosen["thresholds"],
+            "outcome_target_sensitivity": OUTCOME_TARGET_SENSITIVITY,
+            "rule": "smallest level k with P(level <= k) >= 1 / (1 + w), w = the visit's age band x sex "
+            "cell's under_triage_weight_by_age_band_sex (sex not recorded: the band's larger), "
+            "else its age band's under_triage_weight_by_age_band, else under_triage_weight",
+            "validation": validation_acuity,
+        },
+        safety_floor={
+            "rule": "recommended level = min(model level, NEWS2 minimum level)",
+            "news2_band_to_minimum_level": dict(FLOOR),
+        },
+        training={
+            "config": config.to_dict(),
+            "best_epochs": trained.best_epochs,
+            "git_commit": git_commit(REPO_DIR),
+            "n_train": len(trained.train_ids),
+            "n_validation": len(trained.validation_ids),
+            "validation_auroc": validation,
+        },
+        data={
+            "train": {"name": train_ds.name, "digest": train_ds.digest, "files": train_ds.source_files},
+            "test": {"name": test_ds.name, "digest": test_ds.digest, "files": test_ds.source_files},
+            "external": (
+                {"name": external_ds.name, "digest": external_ds.digest, "files": external_ds.source_files}
+                if external_ds
+                else None
+            ),
+        },
         limitations=[
             "NHAMCS records no consciousness level, GCS or supplemental oxygen: NEWS2 on NHAMCS is partial "
             "(those parameters score 0), which understates NEWS2 there.",
             "NHAMCS has reason-for-visit codes, not free-text complaints; complaint text is the code's label.",
             "Trained on US EDs (NHAMCS 2018-2019); transfer to other systems needs local evaluation "
             "(see the KTAS external evaluation).",
-            *([f"Inputs not used by this model (not recorded in its training data; masked to missing, listed in "
-               f"every response; NEWS2 and the safety floor still use them): "
-               f"{', '.join(trained.encoder.unused_inputs)}."] if trained.encoder.unused_inputs else []),
+            *(
+                [
+                    f"Inputs not used by this model (not recorded in its training data; masked to missing, listed in "
+                    f"every response; NEWS2 and the safety floor still use them): "
+                    f"{', '.join(trained.encoder.unused_inputs)}."
+                ]
+                if trained.encoder.unused_inputs
+                else []
+            ),
         ],
         synthetic_data=synthetic,
     )
 
-    onnx_path = export_triage_onnx(trained.model, trained.encoder.transform(test_ds.frame.iloc[:64]), card,
-                                   out_dir / "triage.onnx")
+    onnx_path = export_triage_onnx(
+        trained.model, trained.encoder.transform(test_ds.frame.iloc[:64]), card, out_dir / "triage.onnx"
+    )
     onnx_model = TriageOnnxModel(onnx_path, threads=config.threads)
     held_out = test_ds.frame.iloc[: min(2000, len(test_ds.frame))]
     torch_acuity, torch_outcomes = trained.predict_probs(held_out)
@@ -229,8 +297,10 @@ def run_triage(config: TriageTrainConfig, *, data_dir: Path | None = None, out_d
     parity = float(max(np.abs(torch_acuity - ort_acuity).max(), np.abs(torch_outcomes - ort_outcomes).max()))
     log.info("ONNX parity on %d held-out rows: max |diff| %.2e", len(held_out), parity)
     if parity > PARITY_TOLERANCE:
-        raise ModelArtifactError(f"ONNX parity check failed: max |diff| {parity:.2e} > {PARITY_TOLERANCE:g}; the "
-                                 "exported graph does not compute what was trained: nothing was registered")
+        raise ModelArtifactError(
+            f"ONNX parity check failed: max |diff| {parity:.2e} > {PARITY_TOLERANCE:g}; the "
+            "exported graph does not compute what was trained: nothing was registered"
+        )
 
     baselines = fit_baselines(train_rows, trained.encoder, config.seed)
     evaluations: dict[str, dict[str, Any]] = {}
@@ -243,8 +313,9 @@ def run_triage(config: TriageTrainConfig, *, data_dir: Path | None = None, out_d
         nurse = nurse_baseline(ds.frame)
         if nurse is not None:
             preds.append(nurse)
-        result = evaluate_triage(ds.frame, prediction, preds, dataset=ds.name, n_boot=config.bootstrap_resamples,
-                                 seed=config.seed)
+        result = evaluate_triage(
+            ds.frame, prediction, preds, dataset=ds.name, n_boot=config.bootstrap_resamples, seed=config.seed
+        )
         result["synthetic_data"] = synthetic
         evaluations[key] = result
         title = f"Triage evaluation: {ds.name}" + (" (SYNTHETIC DATA)" if synthetic else "")
@@ -252,9 +323,17 @@ def run_triage(config: TriageTrainConfig, *, data_dir: Path | None = None, out_d
         artefacts += write_plots(result, ds.frame, prediction, preds, out_dir, f"evaluation_{key}")
 
     goals = check_goals(evaluations["test"])
-    card.metrics = {"parity_max_abs_diff": parity, "goals": goals,
-                    **{k: {"auroc": {o: v["outcomes"][o]["models"]["Vigil"]["auroc"] for o in v["outcomes"]},
-                           "acuity": v["acuity"].get("Vigil (with NEWS2 floor)")} for k, v in evaluations.items()}}
+    card.metrics = {
+        "parity_max_abs_diff": parity,
+        "goals": goals,
+        **{
+            k: {
+                "auroc": {o: v["outcomes"][o]["models"]["Vigil"]["auroc"] for o in v["outcomes"]},
+                "acuity": v["acuity"].get("Vigil (with NEWS2 floor)"),
+            }
+            for k, v in evaluations.items()
+        },
+    }
     # The card in the ONNX file is the pre-evaluation contract; the full card (with metrics) is logged beside it.
     card_path = out_dir / "model_card.md"
     card_path.write_text(card.to_markdown(), encoding="utf-8")
@@ -266,33 +345,47 @@ def run_triage(config: TriageTrainConfig, *, data_dir: Path | None = None, out_d
     registered = log_onnx_model_run(
         tracking_settings(base, "vigil-triage"),
         params=config.to_dict(),
-        tags={"git_commit": git_commit(REPO_DIR), "synthetic_data": str(synthetic).lower(),
-              "train_digest": train_ds.digest, "test_digest": test_ds.digest,
-              "external_digest": external_ds.digest if external_ds else "none",
-              "onnx_sha256": onnx_sha, "preprocessing": trained.encoder.version,
-              "data_sources": json.dumps({k: v.source_files for k, v in
-                                          (("train", train_ds), ("test", test_ds)) if v})[:5000]},
-        metrics={"parity_max_abs_diff": parity, "validation": {"auroc": validation},
-                 **{key: headline_metrics(ev) for key, ev in evaluations.items()}},
+        tags={
+            "git_commit": git_commit(REPO_DIR),
+            "synthetic_data": str(synthetic).lower(),
+            "train_digest": train_ds.digest,
+            "test_digest": test_ds.digest,
+            "external_digest": external_ds.digest if external_ds else "none",
+            "onnx_sha256": onnx_sha,
+            "preprocessing": trained.encoder.version,
+            "data_sources": json.dumps({k: v.source_files for k, v in (("train", train_ds), ("test", test_ds)) if v})[
+                :5000
+            ],
+        },
+        metrics={
+            "parity_max_abs_diff": parity,
+            "validation": {"auroc": validation},
+            **{key: headline_metrics(ev) for key, ev in evaluations.items()},
+        },
         history=trained.history,
         artifacts=artefacts,
         onnx_path=onnx_path,
         registered_model_name=REGISTERED_TRIAGE_MODEL,
         card_json=card.to_json(),
     )
-    return TriageRunResult(synthetic, onnx_path, out_dir, parity, evaluations, registered.version,
-                           registered.run_id, goals)
+    return TriageRunResult(
+        synthetic, onnx_path, out_dir, parity, evaluations, registered.version, registered.run_id, goals
+    )
 
 
 def summary_lines(result: TriageRunResult) -> list[str]:
     """Plain-language summary of a run for the terminal."""
     lines = []
     if result.synthetic:
-        lines.append("!! NO REAL DATA FOUND: this run used the SEEDED SYNTHETIC generator. Its figures say "
-                     "nothing about clinical performance. Set VIGIL_DATA_DIR to the data folder.")
+        lines.append(
+            "!! NO REAL DATA FOUND: this run used the SEEDED SYNTHETIC generator. Its figures say "
+            "nothing about clinical performance. Set VIGIL_DATA_DIR to the data folder."
+        )
     lines.append(f"ONNX model: {result.onnx_path} (parity max |diff| {result.parity_max_abs_diff:.1e})")
-    lines.append(f"MLflow: registered {REGISTERED_TRIAGE_MODEL} version {result.registered_version} "
-                 f"as @candidate (run {result.run_id})")
+    lines.append(
+        f"MLflow: registered {REGISTERED_TRIAGE_MODEL} version {result.registered_version} "
+        f"as @candidate (run {result.run_id})"
+    )
     for key, ev in result.evaluations.items():
         for outcome, entry in ev["outcomes"].items():
             m = entry["models"]
@@ -302,12 +395,16 @@ def summary_lines(result: TriageRunResult) -> list[str]:
         for name in ("Vigil (with NEWS2 floor)", "nurse triage"):
             if name in acuity:
                 s = acuity[name]
-                lines.append(f"[{key}] acuity {name}: exact {s['exact_agreement']:.3f}, under-triage "
-                             f"{s['under_triage_rate']:.3f}, over-triage {s['over_triage_rate']:.3f}")
+                lines.append(
+                    f"[{key}] acuity {name}: exact {s['exact_agreement']:.3f}, under-triage "
+                    f"{s['under_triage_rate']:.3f}, over-triage {s['over_triage_rate']:.3f}"
+                )
     for outcome, g in result.goals.items():
-        lines.append(f"goal {outcome}: AUROC {g['auroc']:.3f} (goal >= {g['goal_auroc']}): "
-                     f"{'met' if g['meets_auroc'] else 'NOT met'}; margin over NEWS2 "
-                     f"{'met' if g['meets_margin_over_news2'] else 'NOT met'}; not below GBM "
-                     f"{'met' if g['not_below_gbm'] else 'NOT met'}")
+        lines.append(
+            f"goal {outcome}: AUROC {g['auroc']:.3f} (goal >= {g['goal_auroc']}): "
+            f"{'met' if g['meets_auroc'] else 'NOT met'}; margin over NEWS2 "
+            f"{'met' if g['meets_margin_over_news2'] else 'NOT met'}; not below GBM "
+            f"{'met' if g['not_below_gbm'] else 'NOT met'}"
+        )
     lines.append(f"Reports: {result.report_dir}")
     return lines

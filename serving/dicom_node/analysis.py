@@ -43,9 +43,21 @@ log = logging.getLogger(__name__)
 HEATMAP_SERIES_NUMBER = 9902
 HEATMAP_SERIES_DESCRIPTION = "Vigil heat map (decision support, not for diagnosis)"
 #: Patient and study attributes the heat-map SC copies from its source, so a PACS files it in the same study.
-_COPIED = ("SpecificCharacterSet", "PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate",
-           "PatientSex", "StudyInstanceUID", "StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID",
-           "AccessionNumber", "StudyDescription")
+_COPIED = (
+    "SpecificCharacterSet",
+    "PatientName",
+    "PatientID",
+    "IssuerOfPatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyInstanceUID",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+    "StudyDescription",
+)
 
 
 @dataclass(frozen=True)
@@ -59,11 +71,19 @@ class Analysis:
 def result_of(read: SecondRead, model: LoadedModel) -> dict[str, Any]:
     """The JSON result kept in the queue (and audited): probabilities (None where a finding was not evaluated),
     each finding's status and reason, thresholds, flags and the model."""
-    return {"model": model.ref(), "probabilities": read.shown_probabilities, "thresholds": dict(read.thresholds),
-            "finding_status": dict(read.status), "finding_status_reason": dict(read.status_reason),
-            "flags": dict(read.flags), "flagged": read.flagged, "flagged_findings": read.flagged_findings,
-            "source": dict(read.source), "timings_ms": {k: round(v, 3) for k, v in read.timings_ms.items()},
-            "decision_support_statement": IMAGING_DECISION_SUPPORT_STATEMENT}
+    return {
+        "model": model.ref(),
+        "probabilities": read.shown_probabilities,
+        "thresholds": dict(read.thresholds),
+        "finding_status": dict(read.status),
+        "finding_status_reason": dict(read.status_reason),
+        "flags": dict(read.flags),
+        "flagged": read.flagged,
+        "flagged_findings": read.flagged_findings,
+        "source": dict(read.source),
+        "timings_ms": {k: round(v, 3) for k, v in read.timings_ms.items()},
+        "decision_support_statement": IMAGING_DECISION_SUPPORT_STATEMENT,
+    }
 
 
 def heatmap_secondary_capture(read: SecondRead, *, manufacturer: str = "Vigil") -> Dataset:
@@ -82,8 +102,17 @@ def heatmap_secondary_capture(read: SecondRead, *, manufacturer: str = "Vigil") 
     for keyword in _COPIED:
         if keyword in source:
             ds[keyword] = source[keyword]
-    for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
-                    "ReferringPhysicianName", "StudyID", "AccessionNumber"):
+    for keyword in (
+        "PatientName",
+        "PatientID",
+        "PatientBirthDate",
+        "PatientSex",
+        "StudyDate",
+        "StudyTime",
+        "ReferringPhysicianName",
+        "StudyID",
+        "AccessionNumber",
+    ):
         if keyword not in ds:
             setattr(ds, keyword, "")
     blank_overlong_identifiers(ds, "heat-map SC")
@@ -126,8 +155,16 @@ def _part10(ds: Dataset) -> bytes:
     return buffer.getvalue()
 
 
-def analyse_item(item: QueueItem, model: LoadedModel, store: Store, output_dir: Path, *, send_heatmap_sc: bool,
-                 needs_delivery: bool, needs_notify: bool = False) -> Analysis:
+def analyse_item(
+    item: QueueItem,
+    model: LoadedModel,
+    store: Store,
+    output_dir: Path,
+    *,
+    send_heatmap_sc: bool,
+    needs_delivery: bool,
+    needs_notify: bool = False,
+) -> Analysis:
     """Read one queued instance with ``model``, audit it, write its SR (and SC); the queue changes to record.
 
     With ``needs_notify`` (a worklist is configured), a flagged read also waits for its worklist notification
@@ -142,8 +179,9 @@ def analyse_item(item: QueueItem, model: LoadedModel, store: Store, output_dir: 
     """
     source = owned_path(output_dir, item.file_path)
     if source is None or not source.is_file():
-        return Analysis("not_analysed", {"reason_field": "file",
-                                         "reason": "the stored instance is missing from the storage folder"})
+        return Analysis(
+            "not_analysed", {"reason_field": "file", "reason": "the stored instance is missing from the storage folder"}
+        )
     runtime = model.runtime
     try:
         read = runtime.second_read_dicom(source)
@@ -154,19 +192,47 @@ def analyse_item(item: QueueItem, model: LoadedModel, store: Store, output_dir: 
         return Analysis("not_analysed", {"reason_field": exc.field, "reason": exc.message})
     result = result_of(read, model)
     request_id = f"dicom-{uuid.uuid4().hex}"
-    sr_uids = {"sr_sop_instance_uid": str(sr.SOPInstanceUID), "sr_series_instance_uid": str(sr.SeriesInstanceUID),
-               "sr_study_instance_uid": str(sr.StudyInstanceUID)}
-    audited = {**result, "sop_instance_uid": item.sop_instance_uid, **sr_uids,
-               "heatmap_sop_instance_uid": str(sc.SOPInstanceUID) if sc is not None else None}
-    store.write_audits([model.audit_record(request_id=request_id, client=item.calling_aet[:64] or "unknown",
-                                           route=item.source, input_sha256=item.sha256, output=audited)])
+    sr_uids = {
+        "sr_sop_instance_uid": str(sr.SOPInstanceUID),
+        "sr_series_instance_uid": str(sr.SeriesInstanceUID),
+        "sr_study_instance_uid": str(sr.StudyInstanceUID),
+    }
+    audited = {
+        **result,
+        "sop_instance_uid": item.sop_instance_uid,
+        **sr_uids,
+        "heatmap_sop_instance_uid": str(sc.SOPInstanceUID) if sc is not None else None,
+    }
+    store.write_audits(
+        [
+            model.audit_record(
+                request_id=request_id,
+                client=item.calling_aet[:64] or "unknown",
+                route=item.source,
+                input_sha256=item.sha256,
+                output=audited,
+            )
+        ]
+    )
     sr_path = write_durably(output_dir / "sr", sr_to_bytes(sr))
     sc_path = write_durably(output_dir / "sc", _part10(sc)) if sc is not None else None
-    return Analysis("analysed", {
-        "result": result, "flagged": read.flagged, "flagged_findings": tuple(result["flagged_findings"]),
-        "model_version": model.resolved.version, "request_id": request_id, "needs_delivery": needs_delivery,
-        **sr_uids, "sr_path": str(sr_path),
-        "sc_sop_instance_uid": str(sc.SOPInstanceUID) if sc is not None else None,
-        "sc_path": str(sc_path) if sc_path else None,
-        **({"notify_state": "pending", "notify_next_at": time.time(), "notify_attempts": 0}
-           if needs_notify and read.flagged else {})})
+    return Analysis(
+        "analysed",
+        {
+            "result": result,
+            "flagged": read.flagged,
+            "flagged_findings": tuple(result["flagged_findings"]),
+            "model_version": model.resolved.version,
+            "request_id": request_id,
+            "needs_delivery": needs_delivery,
+            **sr_uids,
+            "sr_path": str(sr_path),
+            "sc_sop_instance_uid": str(sc.SOPInstanceUID) if sc is not None else None,
+            "sc_path": str(sc_path) if sc_path else None,
+            **(
+                {"notify_state": "pending", "notify_next_at": time.time(), "notify_attempts": 0}
+                if needs_notify and read.flagged
+                else {}
+            ),
+        },
+    )

@@ -85,9 +85,13 @@ def _send(ae: AE, datasets: list[pydicom.Dataset], destination: Peer) -> None:
         # A refused connection: pynetdicom 3.0.4 drops that socket without closing it, so CPython closes it at once
         # with a ResourceWarning (ignored by default; fixed upstream by pydicom/pynetdicom#999). A TCP probe first
         # would avoid it but holds one of the destination's association slots until its ACSE timeout.
-        what = ("rejected" if assoc.is_rejected else
-                "could not be established (connection refused, timed out or aborted"
-                + (", or the TLS handshake failed: see the log" if tls_args else "") + ")")
+        what = (
+            "rejected"
+            if assoc.is_rejected
+            else "could not be established (connection refused, timed out or aborted"
+            + (", or the TLS handshake failed: see the log" if tls_args else "")
+            + ")"
+        )
         raise DeliveryError(f"association with {destination} {what}")
     try:
         for ds in datasets:
@@ -110,8 +114,9 @@ def _send(ae: AE, datasets: list[pydicom.Dataset], destination: Peer) -> None:
 _FAILED_SOP_SEQUENCE, _FAILURE_REASON = "00081198", "00081197"
 
 
-def send_stow(paths: Sequence[Path], url: str, *, timeout_s: float, authorization: str | None = None,
-              verify: str | bool = True) -> None:
+def send_stow(
+    paths: Sequence[Path], url: str, *, timeout_s: float, authorization: str | None = None, verify: str | bool = True
+) -> None:
     """STOW-RS the Part 10 files ``paths`` to the DICOMweb service at ``url``, into their study
     (``POST <url>/studies/<StudyInstanceUID>``, ``multipart/related; type="application/dicom"``), in one request.
 
@@ -140,10 +145,19 @@ def send_stow(paths: Sequence[Path], url: str, *, timeout_s: float, authorizatio
     if len(studies) != 1:
         raise DeliveryError("the results to send do not share one study")
     boundary = uuid.uuid4().hex
-    body = b"".join(b"--" + boundary.encode() + b"\r\nContent-Type: application/dicom\r\n\r\n" + part + b"\r\n"
-                    for part in parts) + b"--" + boundary.encode() + b"--\r\n"
-    headers = {"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
-               "Accept": "application/dicom+json"}
+    body = (
+        b"".join(
+            b"--" + boundary.encode() + b"\r\nContent-Type: application/dicom\r\n\r\n" + part + b"\r\n"
+            for part in parts
+        )
+        + b"--"
+        + boundary.encode()
+        + b"--\r\n"
+    )
+    headers = {
+        "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+        "Accept": "application/dicom+json",
+    }
     if authorization:
         headers["Authorization"] = authorization
     target = f"{url}/studies/{studies.pop()}"
@@ -171,7 +185,13 @@ def _failed_reasons(response: object) -> list[str] | None:
         failed = body.get(_FAILED_SOP_SEQUENCE, {}).get("Value", []) if isinstance(body, dict) else None
         if not isinstance(failed, list):
             return None
-        return sorted({f"reason 0x{int(item[_FAILURE_REASON]['Value'][0]):04X}"
-                       if isinstance(item, dict) and _FAILURE_REASON in item else "no reason given" for item in failed})
+        return sorted(
+            {
+                f"reason 0x{int(item[_FAILURE_REASON]['Value'][0]):04X}"
+                if isinstance(item, dict) and _FAILURE_REASON in item
+                else "no reason given"
+                for item in failed
+            }
+        )
     except (ValueError, TypeError, KeyError, IndexError, AttributeError):
         return None

@@ -62,8 +62,14 @@ from pynetdicom.utils import make_target
 
 from serving.dicom_node.tls import IPNetwork, address_allowed
 
-__all__ = ["ConnectionGuard", "GuardedServer", "NodeLimits", "SpooledDataset", "release_store_slot",
-           "start_guarded_server"]
+__all__ = [
+    "ConnectionGuard",
+    "GuardedServer",
+    "NodeLimits",
+    "SpooledDataset",
+    "release_store_slot",
+    "start_guarded_server",
+]
 
 log = logging.getLogger(__name__)
 
@@ -103,12 +109,18 @@ class NodeLimits:
 
     @classmethod
     def from_settings(cls, cfg: Any) -> NodeLimits:
-        return cls(max_pdu_bytes=cfg.max_pdu_bytes, max_instance_bytes=cfg.max_instance_bytes,
-                   pre_association_timeout_s=cfg.pre_association_timeout_s, network_timeout_s=cfg.network_timeout_s,
-                   max_associations=cfg.max_associations, max_connections=cfg.max_connections,
-                   max_connections_per_address=cfg.max_connections_per_address,
-                   max_concurrent_stores=cfg.max_concurrent_stores,
-                   spool_dir=cfg.resolved_storage_dir() / _SPOOL_DIR, allowed_networks=cfg.networks())
+        return cls(
+            max_pdu_bytes=cfg.max_pdu_bytes,
+            max_instance_bytes=cfg.max_instance_bytes,
+            pre_association_timeout_s=cfg.pre_association_timeout_s,
+            network_timeout_s=cfg.network_timeout_s,
+            max_associations=cfg.max_associations,
+            max_connections=cfg.max_connections,
+            max_connections_per_address=cfg.max_connections_per_address,
+            max_concurrent_stores=cfg.max_concurrent_stores,
+            spool_dir=cfg.resolved_storage_dir() / _SPOOL_DIR,
+            allowed_networks=cfg.networks(),
+        )
 
 
 class _Throttled:
@@ -155,8 +167,11 @@ class ConnectionGuard:
         networks = self.limits.allowed_networks
         if not networks or address_allowed(address, networks):
             return True
-        self.throttled.warning("address", "DICOM connection from %s refused at accept: address not in "
-                               "VIGIL_DICOM_ALLOWED_NETWORKS", address)
+        self.throttled.warning(
+            "address",
+            "DICOM connection from %s refused at accept: address not in VIGIL_DICOM_ALLOWED_NETWORKS",
+            address,
+        )
         return False
 
     def admit_connection(self, address: str) -> bool:
@@ -165,8 +180,10 @@ class ConnectionGuard:
             if self._open >= self.limits.max_connections:
                 reason = f"{self.limits.max_connections} connections already open (VIGIL_DICOM_MAX_CONNECTIONS)"
             elif self._per_address[address] >= self.limits.max_connections_per_address:
-                reason = (f"{self.limits.max_connections_per_address} connections already open from this address "
-                          "(VIGIL_DICOM_MAX_CONNECTIONS_PER_ADDRESS)")
+                reason = (
+                    f"{self.limits.max_connections_per_address} connections already open from this address "
+                    "(VIGIL_DICOM_MAX_CONNECTIONS_PER_ADDRESS)"
+                )
             else:
                 self._open += 1
                 self._per_address[address] += 1
@@ -286,7 +303,7 @@ class SpooledDataset(io.BytesIO):
         if path is None or not path.exists():
             return b""
         data = path.read_bytes()
-        return data[len(self._header()):]
+        return data[len(self._header()) :]
 
     def discard(self) -> None:
         """Close and delete the file (a C-STORE not taken in, or an association that ended mid-instance)."""
@@ -316,8 +333,7 @@ class SpoolingDIMSE(DIMSEServiceProvider):
         current = self.message
         super().receive_primitive(primitive)
         if self.message is None:  # the message is complete
-            spool = cast(SpooledDataset, current.data_set) if isinstance(current.data_set, SpooledDataset) \
-                else None
+            spool = cast(SpooledDataset, current.data_set) if isinstance(current.data_set, SpooledDataset) else None
             if spool is not None:
                 spool.finish()
             # A C-STORE's handler takes its file and frees the receive slot; any other dataset is not wanted.
@@ -337,8 +353,11 @@ class SpoolingDIMSE(DIMSEServiceProvider):
         context = self.assoc._accepted_cx.get(cast(int, message.context_id))
         if context is None:
             return b""
-        meta = create_file_meta(sop_class_uid=cs.AffectedSOPClassUID, sop_instance_uid=cs.AffectedSOPInstanceUID,
-                                transfer_syntax=context.transfer_syntax[0])
+        meta = create_file_meta(
+            sop_class_uid=cs.AffectedSOPClassUID,
+            sop_instance_uid=cs.AffectedSOPInstanceUID,
+            transfer_syntax=context.transfer_syntax[0],
+        )
         return b"\x00" * 128 + b"DICM" + encode_file_meta(meta)
 
     def discard_all(self) -> None:
@@ -350,8 +369,9 @@ class SpoolingDIMSE(DIMSEServiceProvider):
 class BoundedDUL(DULServiceProvider):
     """pynetdicom's DUL with every PDU bounded as it is read (see the module docstring)."""
 
-    def __init__(self, assoc: Association, guard: ConnectionGuard, address: str,
-                 connected_at: float | None = None) -> None:
+    def __init__(
+        self, assoc: Association, guard: ConnectionGuard, address: str, connected_at: float | None = None
+    ) -> None:
         super().__init__(assoc)
         self.guard = guard
         self.address = address
@@ -380,8 +400,13 @@ class BoundedDUL(DULServiceProvider):
             self.event_queue.put("Evt19")
             return
         if length > self.limits.max_pdu_bytes:
-            self._refuse("pdu", _ABORT_PDU_LENGTH, "a PDU declaring %d bytes, over the %d-byte maximum PDU size "
-                         "(VIGIL_DICOM_MAX_PDU_BYTES)", length, self.limits.max_pdu_bytes)
+            self._refuse(
+                "pdu",
+                _ABORT_PDU_LENGTH,
+                "a PDU declaring %d bytes, over the %d-byte maximum PDU size (VIGIL_DICOM_MAX_PDU_BYTES)",
+                length,
+                self.limits.max_pdu_bytes,
+            )
             return
         body = self._recv_exactly(raw, length, deadline)
         if body is None:
@@ -417,11 +442,20 @@ class BoundedDUL(DULServiceProvider):
                 got += n
         except TimeoutError:
             if deadline is not None and deadline <= time.monotonic():
-                self._refuse("slow", _ABORT_USER, "no complete association request within %.1f s of connecting "
-                             "(VIGIL_DICOM_PRE_ASSOCIATION_TIMEOUT_S)", self.limits.pre_association_timeout_s)
+                self._refuse(
+                    "slow",
+                    _ABORT_USER,
+                    "no complete association request within %.1f s of connecting "
+                    "(VIGIL_DICOM_PRE_ASSOCIATION_TIMEOUT_S)",
+                    self.limits.pre_association_timeout_s,
+                )
             else:
-                self._refuse("slow", _ABORT_USER, "nothing received for %.0f s in the middle of a PDU "
-                             "(VIGIL_DICOM_NETWORK_TIMEOUT_S)", self.limits.network_timeout_s)
+                self._refuse(
+                    "slow",
+                    _ABORT_USER,
+                    "nothing received for %.0f s in the middle of a PDU (VIGIL_DICOM_NETWORK_TIMEOUT_S)",
+                    self.limits.network_timeout_s,
+                )
             return None
         except OSError:
             self.event_queue.put("Evt17")
@@ -437,7 +471,7 @@ class BoundedDUL(DULServiceProvider):
         """Count the fragments of a P-DATA-TF; False (and the association aborted) when one passes a limit."""
         offset = 0
         while offset + 6 <= len(body):
-            item_length = int.from_bytes(body[offset:offset + 4], "big")
+            item_length = int.from_bytes(body[offset : offset + 4], "big")
             if item_length < 2 or offset + 4 + item_length > len(body):
                 return True  # malformed: pynetdicom's decoder refuses it (Evt19)
             control = body[offset + 5]
@@ -452,16 +486,25 @@ class BoundedDUL(DULServiceProvider):
                     self._command_bytes = 0
                 continue
             if self._dataset_bytes == 0 and not self.guard.acquire_store(
-                    self.assoc, self.limits.network_timeout_s, self._idle_timer.restart):
-                self._refuse("stores", _ABORT_USER, "%d instances already being received "
-                             "(VIGIL_DICOM_MAX_CONCURRENT_STORES) for %.0f s", self.limits.max_concurrent_stores,
-                             self.limits.network_timeout_s)
+                self.assoc, self.limits.network_timeout_s, self._idle_timer.restart
+            ):
+                self._refuse(
+                    "stores",
+                    _ABORT_USER,
+                    "%d instances already being received (VIGIL_DICOM_MAX_CONCURRENT_STORES) for %.0f s",
+                    self.limits.max_concurrent_stores,
+                    self.limits.network_timeout_s,
+                )
                 return False
             self._dataset_bytes += size
             if self._dataset_bytes > self.limits.max_instance_bytes:
-                self._refuse("instance", _ABORT_USER, "an instance over the %d-byte limit "
-                             "(VIGIL_DICOM_MAX_INSTANCE_BYTES); aborted after %d bytes",
-                             self.limits.max_instance_bytes, self._dataset_bytes)
+                self._refuse(
+                    "instance",
+                    _ABORT_USER,
+                    "an instance over the %d-byte limit (VIGIL_DICOM_MAX_INSTANCE_BYTES); aborted after %d bytes",
+                    self.limits.max_instance_bytes,
+                    self._dataset_bytes,
+                )
                 return False
             if control & 0x02:
                 self._dataset_bytes = 0
@@ -494,13 +537,18 @@ class GuardedACSE(ACSE):
         ae = self.assoc.ae
         guard = cast(GuardedAssociation, self.assoc).guard
         allowed_calling = not ae.require_calling_aet or rq.calling_ae_title in [
-            s.strip() for s in ae.require_calling_aet]
+            s.strip() for s in ae.require_calling_aet
+        ]
         allowed_called = not ae.require_called_aet or rq.called_ae_title == self.acceptor.ae_title.strip()
         if allowed_calling and allowed_called and not guard.claim_association(self.assoc):
             self.requestor.ae_title = rq.calling_ae_title
-            guard.throttled.warning("associations", "association from %s refused (rejected-transient, local limit "
-                                    "exceeded): %d associations already open (VIGIL_DICOM_MAX_ASSOCIATIONS)",
-                                    cast(GuardedAssociation, self.assoc).address, guard.limits.max_associations)
+            guard.throttled.warning(
+                "associations",
+                "association from %s refused (rejected-transient, local limit "
+                "exceeded): %d associations already open (VIGIL_DICOM_MAX_ASSOCIATIONS)",
+                cast(GuardedAssociation, self.assoc).address,
+                guard.limits.max_associations,
+            )
             self.send_reject(0x02, 0x03, 0x02)
             evt.trigger(self.assoc, evt.EVT_REJECTED, {})
             self.assoc.kill()
@@ -568,8 +616,10 @@ class _GuardedRequestHandler(RequestHandler):
         try:
             wrapped.do_handshake()
         except TimeoutError:
-            kind, why = "tls_timeout", (f"no TLS handshake within {limit:.1f} s of connecting "
-                                        "(VIGIL_DICOM_PRE_ASSOCIATION_TIMEOUT_S)")
+            kind, why = (
+                "tls_timeout",
+                (f"no TLS handshake within {limit:.1f} s of connecting (VIGIL_DICOM_PRE_ASSOCIATION_TIMEOUT_S)"),
+            )
         except ssl.SSLError as exc:  # the reason is OpenSSL's name for it, e.g. CERTIFICATE_VERIFY_FAILED
             reason = str(exc.reason or type(exc).__name__)
             hint = "; the peer does not speak TLS (a plain association?)" if reason in _NOT_TLS else ""
@@ -614,12 +664,27 @@ class GuardedServer(ThreadedAssociationServer):
     """pynetdicom's threaded server with the allow-list and connection caps at accept, the TLS handshake in the
     connection's thread, and :class:`GuardedAssociation`."""
 
-    def __init__(self, ae: Any, address: tuple[str, int], ae_title: str, contexts: list[Any],
-                 ssl_context: Any = None, evt_handlers: list[Any] | None = None, *,
-                 guard: ConnectionGuard) -> None:
+    def __init__(
+        self,
+        ae: Any,
+        address: tuple[str, int],
+        ae_title: str,
+        contexts: list[Any],
+        ssl_context: Any = None,
+        evt_handlers: list[Any] | None = None,
+        *,
+        guard: ConnectionGuard,
+    ) -> None:
         self.guard = guard
-        super().__init__(ae, address, ae_title, contexts, ssl_context, evt_handlers=evt_handlers,
-                         request_handler=_GuardedRequestHandler)
+        super().__init__(
+            ae,
+            address,
+            ae_title,
+            contexts,
+            ssl_context,
+            evt_handlers=evt_handlers,
+            request_handler=_GuardedRequestHandler,
+        )
 
     @property
     def tls_context(self) -> ssl.SSLContext | None:
@@ -636,8 +701,9 @@ class GuardedServer(ThreadedAssociationServer):
         return self.guard.admit_address(address) and self.guard.admit_connection(address)
 
 
-def start_guarded_server(ae: Any, address: tuple[str, int], guard: ConnectionGuard, *,
-                         evt_handlers: list[Any], ssl_context: Any = None) -> GuardedServer:
+def start_guarded_server(
+    ae: Any, address: tuple[str, int], guard: ConnectionGuard, *, evt_handlers: list[Any], ssl_context: Any = None
+) -> GuardedServer:
     """Listen with a :class:`GuardedServer` in a daemon thread, as ``AE.start_server(block=False)`` would; over TLS
     only when ``ssl_context`` is given (see :func:`serving.dicom_node.tls.server_context`).
 
@@ -646,8 +712,12 @@ def start_guarded_server(ae: Any, address: tuple[str, int], guard: ConnectionGua
     """
     ae.maximum_associations = 2 * guard.limits.max_connections + 1
     ae.maximum_pdu_size = guard.limits.max_pdu_bytes
-    server = cast(GuardedServer, ae.make_server(address, evt_handlers=evt_handlers, ssl_context=ssl_context,
-                                                server_class=GuardedServer, guard=guard))
+    server = cast(
+        GuardedServer,
+        ae.make_server(
+            address, evt_handlers=evt_handlers, ssl_context=ssl_context, server_class=GuardedServer, guard=guard
+        ),
+    )
     thread = threading.Thread(target=make_target(server.serve_forever), name=f"AcceptorServer@{ae.ae_title}")
     thread.daemon = True
     thread.start()

@@ -42,18 +42,29 @@ from models.imaging import read_dicom
 from serving.dicom_node.queue import WorkQueue
 from serving.dicom_node.records import NewInstance, QueueItem, check_uid
 
-__all__ = ["ANALYSED_SOP_CLASSES", "Intake", "IntakeResult", "Status", "move_durably", "owned_path", "private_dir",
-           "remove_quietly", "write_durably"]
+__all__ = [
+    "ANALYSED_SOP_CLASSES",
+    "Intake",
+    "IntakeResult",
+    "Status",
+    "move_durably",
+    "owned_path",
+    "private_dir",
+    "remove_quietly",
+    "write_durably",
+]
 
 log = logging.getLogger(__name__)
 
 #: Storage SOP classes the node analyses; every other storage class is recorded as not analysed.
-ANALYSED_SOP_CLASSES: Final = frozenset({
-    ComputedRadiographyImageStorage,
-    DigitalXRayImageStorageForPresentation,
-    DigitalXRayImageStorageForProcessing,
-    SecondaryCaptureImageStorage,
-})
+ANALYSED_SOP_CLASSES: Final = frozenset(
+    {
+        ComputedRadiographyImageStorage,
+        DigitalXRayImageStorageForPresentation,
+        DigitalXRayImageStorageForProcessing,
+        SecondaryCaptureImageStorage,
+    }
+)
 _FILE_MODE: Final = 0o600
 _DIR_MODE: Final = 0o700
 
@@ -199,8 +210,9 @@ def _header_uids(data: bytes | Path) -> dict[str, str | None]:
     return out
 
 
-def _mismatch(header: dict[str, str | None], sop_class: str | None, sop_instance: str | None,
-              study: str | None) -> str | None:
+def _mismatch(
+    header: dict[str, str | None], sop_class: str | None, sop_instance: str | None, study: str | None
+) -> str | None:
     """Why the dataset's UIDs are not those the transport named (never the values themselves), or None."""
     if sop_instance is not None and header["SOPInstanceUID"] != sop_instance:
         return "the dataset's SOP Instance UID is not the Affected SOP Instance UID of the C-STORE"
@@ -230,8 +242,16 @@ class Intake:
         self.max_instance_bytes = max_instance_bytes
         private_dir(self.storage_dir)
 
-    def receive(self, data: bytes, *, sop_class_uid: str | None, sop_instance_uid: str | None, calling_aet: str,
-                source: str, study_instance_uid: str | None = None) -> IntakeResult:
+    def receive(
+        self,
+        data: bytes,
+        *,
+        sop_class_uid: str | None,
+        sop_instance_uid: str | None,
+        calling_aet: str,
+        source: str,
+        study_instance_uid: str | None = None,
+    ) -> IntakeResult:
         """Store and queue one instance given as DICOM Part 10 bytes (preamble, file meta, dataset).
 
         ``sop_class_uid`` and ``sop_instance_uid`` are those the transport named (the C-STORE's Affected SOP
@@ -239,11 +259,25 @@ class Intake:
         same. ``study_instance_uid``, when given (STOW-RS into one study), must be the dataset's. A mismatch is
         0xA900 and nothing is written or queued. Never raises for a bad instance.
         """
-        return self._take_in(_BytesInstance(data), sop_class_uid=sop_class_uid, sop_instance_uid=sop_instance_uid,
-                             calling_aet=calling_aet, source=source, study_instance_uid=study_instance_uid)
+        return self._take_in(
+            _BytesInstance(data),
+            sop_class_uid=sop_class_uid,
+            sop_instance_uid=sop_instance_uid,
+            calling_aet=calling_aet,
+            source=source,
+            study_instance_uid=study_instance_uid,
+        )
 
-    def receive_file(self, path: Path, *, sop_class_uid: str | None, sop_instance_uid: str | None,
-                     calling_aet: str, source: str, study_instance_uid: str | None = None) -> IntakeResult:
+    def receive_file(
+        self,
+        path: Path,
+        *,
+        sop_class_uid: str | None,
+        sop_instance_uid: str | None,
+        calling_aet: str,
+        source: str,
+        study_instance_uid: str | None = None,
+    ) -> IntakeResult:
         """As :meth:`receive`, for a Part 10 file the receiver spooled inside the storage folder (never in memory).
 
         The intake takes the file: an analysed instance is fsynced and renamed into place (no copy); otherwise, and
@@ -251,74 +285,151 @@ class Intake:
         """
         if owned_path(self.storage_dir, path) is None:
             log.error("refused to take in a spooled file outside the storage folder")
-            return IntakeResult(Status.OUT_OF_RESOURCES, None, None, None, "failed",
-                                reason="the instance could not be stored (spool outside the storage folder)")
-        return self._take_in(_FileInstance(Path(path)), sop_class_uid=sop_class_uid,
-                             sop_instance_uid=sop_instance_uid, calling_aet=calling_aet, source=source,
-                             study_instance_uid=study_instance_uid)
+            return IntakeResult(
+                Status.OUT_OF_RESOURCES,
+                None,
+                None,
+                None,
+                "failed",
+                reason="the instance could not be stored (spool outside the storage folder)",
+            )
+        return self._take_in(
+            _FileInstance(Path(path)),
+            sop_class_uid=sop_class_uid,
+            sop_instance_uid=sop_instance_uid,
+            calling_aet=calling_aet,
+            source=source,
+            study_instance_uid=study_instance_uid,
+        )
 
-    def _take_in(self, instance: _Instance, *, sop_class_uid: str | None, sop_instance_uid: str | None,
-                 calling_aet: str, source: str, study_instance_uid: str | None) -> IntakeResult:
+    def _take_in(
+        self,
+        instance: _Instance,
+        *,
+        sop_class_uid: str | None,
+        sop_instance_uid: str | None,
+        calling_aet: str,
+        source: str,
+        study_instance_uid: str | None,
+    ) -> IntakeResult:
         try:
-            return self._checked_take_in(instance, sop_class_uid, sop_instance_uid, calling_aet, source,
-                                         study_instance_uid)
+            return self._checked_take_in(
+                instance, sop_class_uid, sop_instance_uid, calling_aet, source, study_instance_uid
+            )
         finally:
             instance.discard()
 
-    def _checked_take_in(self, instance: _Instance, sop_class_uid: str | None, sop_instance_uid: str | None,
-                         calling_aet: str, source: str, study_instance_uid: str | None) -> IntakeResult:
+    def _checked_take_in(
+        self,
+        instance: _Instance,
+        sop_class_uid: str | None,
+        sop_instance_uid: str | None,
+        calling_aet: str,
+        source: str,
+        study_instance_uid: str | None,
+    ) -> IntakeResult:
         header = _header_uids(instance.source)
         named_class, named_instance = check_uid(sop_class_uid), check_uid(sop_instance_uid)
         sop_class = named_class or header["SOPClassUID"]
         sop_instance = named_instance or header["SOPInstanceUID"]
         study = header["StudyInstanceUID"]
         if sop_instance is None or sop_class is None:
-            return IntakeResult(Status.CANNOT_UNDERSTAND, sop_class, sop_instance, study, "failed",
-                                reason="the instance has no usable SOP Class UID or SOP Instance UID")
+            return IntakeResult(
+                Status.CANNOT_UNDERSTAND,
+                sop_class,
+                sop_instance,
+                study,
+                "failed",
+                reason="the instance has no usable SOP Class UID or SOP Instance UID",
+            )
         mismatch = _mismatch(header, named_class, named_instance, study_instance_uid)
         if mismatch is not None:
             log.warning("refused an instance from %s: %s", calling_aet, mismatch)
             return IntakeResult(Status.DOES_NOT_MATCH, sop_class, sop_instance, study, "failed", reason=mismatch)
         size = instance.size()
         if size > self.max_instance_bytes:
-            log.warning("refused an instance of %d bytes from %s: over the %d-byte limit", size, calling_aet,
-                        self.max_instance_bytes)
-            return IntakeResult(Status.OUT_OF_RESOURCES, sop_class, sop_instance, study, "failed",
-                                reason=f"the instance is larger than {self.max_instance_bytes} bytes")
+            log.warning(
+                "refused an instance of %d bytes from %s: over the %d-byte limit",
+                size,
+                calling_aet,
+                self.max_instance_bytes,
+            )
+            return IntakeResult(
+                Status.OUT_OF_RESOURCES,
+                sop_class,
+                sop_instance,
+                study,
+                "failed",
+                reason=f"the instance is larger than {self.max_instance_bytes} bytes",
+            )
         analysed = sop_class in ANALYSED_SOP_CLASSES
-        refused = None if analysed else (
-            "SOPClassUID", "SOPClassUID must be CR, DX or Secondary Capture image storage to be analysed; this "
-                           f"instance is {pydicom.uid.UID(sop_class).name[:64]}")
+        refused = (
+            None
+            if analysed
+            else (
+                "SOPClassUID",
+                "SOPClassUID must be CR, DX or Secondary Capture image storage to be analysed; this "
+                f"instance is {pydicom.uid.UID(sop_class).name[:64]}",
+            )
+        )
         path: Path | None = None
         try:
             digest = instance.sha256()
             if analysed:
                 path = instance.store(self.storage_dir)
             record = NewInstance(
-                sop_instance_uid=sop_instance, sop_class_uid=sop_class, study_instance_uid=study,
-                series_instance_uid=header["SeriesInstanceUID"], transfer_syntax=header["TransferSyntaxUID"],
-                calling_aet=calling_aet, source=source, file_path=str(path) if path else None,
-                sha256=digest, size_bytes=size, not_analysed=refused)
+                sop_instance_uid=sop_instance,
+                sop_class_uid=sop_class,
+                study_instance_uid=study,
+                series_instance_uid=header["SeriesInstanceUID"],
+                transfer_syntax=header["TransferSyntaxUID"],
+                calling_aet=calling_aet,
+                source=source,
+                file_path=str(path) if path else None,
+                sha256=digest,
+                size_bytes=size,
+                not_analysed=refused,
+            )
             item, outcome, previous = self.queue.enqueue(record)
         except (OSError, StoreUnavailableError) as exc:
             remove_quietly(path, self.storage_dir)
             log.error("could not take in an instance from %s: %s", calling_aet, exc)
-            return IntakeResult(Status.OUT_OF_RESOURCES, sop_class, sop_instance, study, "failed",
-                                reason="the instance could not be stored (storage or queue unavailable)")
+            return IntakeResult(
+                Status.OUT_OF_RESOURCES,
+                sop_class,
+                sop_instance,
+                study,
+                "failed",
+                reason="the instance could not be stored (storage or queue unavailable)",
+            )
         if outcome == "duplicate":
             remove_quietly(path, self.storage_dir)
-            log.info("instance %s received again from %s: already queued (%s); not queued twice",
-                     sop_instance, calling_aet, item.state)
+            log.info(
+                "instance %s received again from %s: already queued (%s); not queued twice",
+                sop_instance,
+                calling_aet,
+                item.state,
+            )
         elif outcome == "redeliver":
             remove_quietly(path, self.storage_dir)
-            log.info("instance %s received again from %s after its SR was delivered: the same SR is delivered "
-                     "again (not analysed again)", sop_instance, calling_aet)
+            log.info(
+                "instance %s received again from %s after its SR was delivered: the same SR is delivered "
+                "again (not analysed again)",
+                sop_instance,
+                calling_aet,
+            )
         elif outcome == "replaced" and previous is not None:
             for old in (previous.file_path, previous.sr_path, previous.sc_path):
                 remove_quietly(old, self.storage_dir)
             log.info("instance %s re-sent with different bytes after it was not analysed: queued again", sop_instance)
-        return IntakeResult(Status.SUCCESS, sop_class, sop_instance, study,
-                            "not_analysed" if refused and outcome == "queued" else outcome, item)
+        return IntakeResult(
+            Status.SUCCESS,
+            sop_class,
+            sop_instance,
+            study,
+            "not_analysed" if refused and outcome == "queued" else outcome,
+            item,
+        )
 
 
 class _Instance:

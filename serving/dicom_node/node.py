@@ -52,9 +52,16 @@ class DicomNode:
         Back-off jitter source.
     """
 
-    def __init__(self, settings: DicomNodeSettings, holder: ModelHolder, store: Store, *,
-                 queue: WorkQueue | None = None, node_id: str | None = None,
-                 rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        settings: DicomNodeSettings,
+        holder: ModelHolder,
+        store: Store,
+        *,
+        queue: WorkQueue | None = None,
+        node_id: str | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
         self.settings = settings
         self.holder = holder
         self.store = store
@@ -79,8 +86,9 @@ class DicomNode:
     def intake(self) -> Intake:
         """Durable write + queue, for the SCP and for STOW-RS (``intake.receive(bytes, ...)``)."""
         if self._intake is None:
-            self._intake = Intake(self.queue, self.settings.resolved_storage_dir(),
-                                  max_instance_bytes=self.settings.max_instance_bytes)
+            self._intake = Intake(
+                self.queue, self.settings.resolved_storage_dir(), max_instance_bytes=self.settings.max_instance_bytes
+            )
         return self._intake
 
     @property
@@ -102,8 +110,9 @@ class DicomNode:
             freed = self.queue.release_leases(self.node_id + "/")
             if freed:
                 log.info("recovered %d item(s) this node was working on when it last stopped", freed)
-            self._workers = WorkerPool(self.queue, self.holder, self.store, self.settings, node_id=self.node_id,
-                                       rng=self._rng)
+            self._workers = WorkerPool(
+                self.queue, self.holder, self.store, self.settings, node_id=self.node_id, rng=self._rng
+            )
             self._workers.start()
             self._scp = StorageSCP(self.settings, intake, on_received=self._workers.wake)
             try:
@@ -113,16 +122,25 @@ class DicomNode:
                 raise
             self.started_utc = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             counts = self.queue.counts()
-            log.info("DICOM node %s started: %d worker(s), queue %s (%d waiting to be analysed, %d to be "
-                     "delivered), destination %s, STOW-RS %s, worklist notifications %s", self.node_id,
-                     self.settings.workers, self.queue.kind, counts["received"] + counts["analysing"],
-                     counts["analysed"] + counts["delivering"], self.settings.destination or "none",
-                     self.settings.stow_url or "none", self._worklist_targets())
+            log.info(
+                "DICOM node %s started: %d worker(s), queue %s (%d waiting to be analysed, %d to be "
+                "delivered), destination %s, STOW-RS %s, worklist notifications %s",
+                self.node_id,
+                self.settings.workers,
+                self.queue.kind,
+                counts["received"] + counts["analysing"],
+                counts["analysed"] + counts["delivering"],
+                self.settings.destination or "none",
+                self.settings.stow_url or "none",
+                self._worklist_targets(),
+            )
 
     def _worklist_targets(self) -> str:
         cfg = self.settings
-        targets = [f"HL7 v2 MLLP{'+TLS' if cfg.notify_hl7_tls else ''} {cfg.notify_hl7}" if cfg.notify_hl7 else "",
-                   f"FHIR Task {cfg.notify_fhir_url}" if cfg.notify_fhir_url else ""]
+        targets = [
+            f"HL7 v2 MLLP{'+TLS' if cfg.notify_hl7_tls else ''} {cfg.notify_hl7}" if cfg.notify_hl7 else "",
+            f"FHIR Task {cfg.notify_fhir_url}" if cfg.notify_fhir_url else "",
+        ]
         return ", ".join(t for t in targets if t) or "none"
 
     def stop(self, timeout_s: float | None = None) -> bool:
@@ -164,11 +182,19 @@ class DicomNode:
 
     def status(self) -> dict[str, Any]:
         """For the ops routes: whether it listens, where, the queue's counts per state."""
-        return {"node_id": self.node_id, "running": self.running, "started_utc": self.started_utc,
-                "ae_title": self.settings.ae_title, "listening": bool(self._scp and self._scp.listening),
-                "port": self.port, "queue": self.queue.kind, "counts": self.queue.counts(),
-                "destination": self.settings.destination, "stow_url": self.settings.stow_url,
-                "worklist_notifications": self._worklist_targets()}
+        return {
+            "node_id": self.node_id,
+            "running": self.running,
+            "started_utc": self.started_utc,
+            "ae_title": self.settings.ae_title,
+            "listening": bool(self._scp and self._scp.listening),
+            "port": self.port,
+            "queue": self.queue.kind,
+            "counts": self.queue.counts(),
+            "destination": self.settings.destination,
+            "stow_url": self.settings.stow_url,
+            "worklist_notifications": self._worklist_targets(),
+        }
 
     def purge(self, older_than: timedelta, *, states: tuple[str, ...] = ("delivered", "not_analysed")) -> int:
         """Delete finished items last changed more than ``older_than`` ago, and their files. Returns how many."""

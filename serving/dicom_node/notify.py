@@ -48,8 +48,7 @@ from serving.dicom_node.delivery import DeliveryError
 from serving.dicom_node.records import QueueItem
 from serving.fhir_codes import SNOMED, VIGIL_FHIR
 
-__all__ = ["CHANNELS", "FlaggedFinding", "Notice", "fhir_task", "notice_of", "oru_r01", "post_fhir_task",
-           "send_mllp"]
+__all__ = ["CHANNELS", "FlaggedFinding", "Notice", "fhir_task", "notice_of", "oru_r01", "post_fhir_task", "send_mllp"]
 
 #: The notification channels, in the order they are sent.
 CHANNELS: Final = ("hl7", "fhir")
@@ -62,8 +61,11 @@ FINDING_SYSTEM: Final = f"{VIGIL_FHIR}/CodeSystem/imaging-finding"
 #: The procedure the notification is about, as in the SR's "Procedure reported".
 PLAIN_CHEST_XRAY: Final = ("399208008", "SCT", "Plain chest X-ray")
 #: The concepts naming the UIDs in the last OBX segments: the study, the source image, the SR.
-UID_CODES: Final = (("110180", "DCM", "Study Instance UID"), ("SRCIMG", "99VIGIL", "Source image SOP Instance UID"),
-                    ("SRUID", "99VIGIL", "Second read SR SOP Instance UID"))
+UID_CODES: Final = (
+    ("110180", "DCM", "Study Instance UID"),
+    ("SRCIMG", "99VIGIL", "Source image SOP Instance UID"),
+    ("SRUID", "99VIGIL", "Second read SR SOP Instance UID"),
+)
 _MAX_ACK_BYTES = 64 * 1024
 _DA = re.compile(r"\d{8}")
 _TM = re.compile(r"\d{2,6}")
@@ -102,8 +104,9 @@ class Notice:
     @property
     def summary(self) -> str:
         """The flagged findings in words: ``Pneumothorax 0.871 (threshold 0.420), ...``."""
-        return ", ".join(f"{f.code[2]} {_number(f.probability)} (threshold {_number(f.threshold)})"
-                         for f in self.findings)
+        return ", ".join(
+            f"{f.code[2]} {_number(f.probability)} (threshold {_number(f.threshold)})" for f in self.findings
+        )
 
     @property
     def control_id(self) -> str:
@@ -141,21 +144,35 @@ def notice_of(item: QueueItem, sr_path: Path) -> Notice:
         return "" if value is None else str(value).strip()
 
     return Notice(
-        sop_instance_uid=item.sop_instance_uid, study_instance_uid=text("StudyInstanceUID"),
-        sr_sop_instance_uid=text("SOPInstanceUID"), patient_id=text("PatientID"),
-        issuer_of_patient_id=text("IssuerOfPatientID"), patient_name=text("PatientName").split("=")[0],
-        birth_date=text("PatientBirthDate"), sex=text("PatientSex").upper(), accession_number=text("AccessionNumber"),
-        study_date=text("StudyDate"), study_time=text("StudyTime"), model_name=str(model.get("name") or "imaging"),
+        sop_instance_uid=item.sop_instance_uid,
+        study_instance_uid=text("StudyInstanceUID"),
+        sr_sop_instance_uid=text("SOPInstanceUID"),
+        patient_id=text("PatientID"),
+        issuer_of_patient_id=text("IssuerOfPatientID"),
+        patient_name=text("PatientName").split("=")[0],
+        birth_date=text("PatientBirthDate"),
+        sex=text("PatientSex").upper(),
+        accession_number=text("AccessionNumber"),
+        study_date=text("StudyDate"),
+        study_time=text("StudyTime"),
+        model_name=str(model.get("name") or "imaging"),
         model_version=str(item.model_version or model.get("version") or ""),
-        analysed_at=item.analysed_at or item.updated_at, findings=tuple(findings))
+        analysed_at=item.analysed_at or item.updated_at,
+        findings=tuple(findings),
+    )
 
 
 # ---------------------------------------------------------------------------------------------- HL7 v2
 def hl7_escape(value: str) -> str:
     """``value`` with HL7 v2's delimiters escaped (PS: the escape character first) and control characters (CR,
     LF, tab, ...) made spaces, so nothing from a DICOM header can end a field, a segment or the message."""
-    out = (value.replace("\\", "\\E\\").replace("|", "\\F\\").replace("^", "\\S\\").replace("&", "\\T\\")
-           .replace("~", "\\R\\"))
+    out = (
+        value.replace("\\", "\\E\\")
+        .replace("|", "\\F\\")
+        .replace("^", "\\S\\")
+        .replace("&", "\\T\\")
+        .replace("~", "\\R\\")
+    )
     return "".join(" " if ord(c) < 0x20 or ord(c) == 0x7F else c for c in out)
 
 
@@ -188,45 +205,123 @@ def _number(value: float) -> str:
     return f"{value:.3f}"
 
 
-def oru_r01(notice: Notice, *, priority: str, sending_facility: str = "", receiving_application: str = "",
-            receiving_facility: str = "", now: float | None = None) -> str:
+def oru_r01(
+    notice: Notice,
+    *,
+    priority: str,
+    sending_facility: str = "",
+    receiving_application: str = "",
+    receiving_facility: str = "",
+    now: float | None = None,
+) -> str:
     """The HL7 v2.5.1 ORU^R01 of ``notice``: segments separated by CR, without the MLLP framing."""
     stamp = _dtm(datetime.now(UTC).timestamp() if now is None else now)
     analysed = _dtm(notice.analysed_at)
-    segments: list[list[str]] = [[
-        "MSH", "^~\\&", "VIGIL", hl7_escape(sending_facility), hl7_escape(receiving_application),
-        hl7_escape(receiving_facility), stamp, "", "ORU^R01^ORU_R01", notice.control_id, "P", "2.5.1",
-        "", "", "", "", "", "UNICODE UTF-8"]]
+    segments: list[list[str]] = [
+        [
+            "MSH",
+            "^~\\&",
+            "VIGIL",
+            hl7_escape(sending_facility),
+            hl7_escape(receiving_application),
+            hl7_escape(receiving_facility),
+            stamp,
+            "",
+            "ORU^R01^ORU_R01",
+            notice.control_id,
+            "P",
+            "2.5.1",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "UNICODE UTF-8",
+        ]
+    ]
     if notice.patient_id:
         sex = notice.sex if notice.sex in ("M", "F", "O") else ("U" if notice.sex else "")
-        segments.append(["PID", "1", "", _components(notice.patient_id, "", "", notice.issuer_of_patient_id), "",
-                         _xpn(notice.patient_name), "", notice.birth_date if _DA.fullmatch(notice.birth_date) else "",
-                         sex])
+        segments.append(
+            [
+                "PID",
+                "1",
+                "",
+                _components(notice.patient_id, "", "", notice.issuer_of_patient_id),
+                "",
+                _xpn(notice.patient_name),
+                "",
+                notice.birth_date if _DA.fullmatch(notice.birth_date) else "",
+                sex,
+            ]
+        )
     accession = hl7_escape(notice.accession_number)
     segments.append(["ORC", "RE", "", accession])
     procedure, scheme, meaning = PLAIN_CHEST_XRAY
-    obr = ["OBR", "1", "", accession, _components(procedure, meaning, scheme), "", "",
-           _study_dtm(notice.study_date, notice.study_time)]
+    obr = [
+        "OBR",
+        "1",
+        "",
+        accession,
+        _components(procedure, meaning, scheme),
+        "",
+        "",
+        _study_dtm(notice.study_date, notice.study_time),
+    ]
     obr += [""] * (22 - len(obr)) + [analysed, "", "RAD", "P"]  # OBR-22 status change, OBR-24 section, OBR-25
     segments.append(obr)
     flagged = notice.summary
-    segments.append(["NTE", "1", "L", hl7_escape(f"Vigil second read flagged: {flagged}. "
-                                                 f"{IMAGING_DECISION_SUPPORT_STATEMENT}")])
+    segments.append(
+        ["NTE", "1", "L", hl7_escape(f"Vigil second read flagged: {flagged}. {IMAGING_DECISION_SUPPORT_STATEMENT}")]
+    )
     segments.append(["TQ1", "1", "", "", "", "", "", "", "", _components(PRIORITIES[priority])])
     equipment = _components(f"{notice.model_name} {notice.model_version}".strip(), "VIGIL")
     set_id = 0
     for finding in notice.findings:
         set_id += 1
         value, scheme, meaning = finding.code
-        segments.append(["OBX", str(set_id), "NM", _components(value, meaning, scheme), "",
-                         _number(finding.probability), "", f"<{_number(finding.threshold)}", "A", "", "", "P", "",
-                         "", analysed, "", "", "", equipment])
+        segments.append(
+            [
+                "OBX",
+                str(set_id),
+                "NM",
+                _components(value, meaning, scheme),
+                "",
+                _number(finding.probability),
+                "",
+                f"<{_number(finding.threshold)}",
+                "A",
+                "",
+                "",
+                "P",
+                "",
+                "",
+                analysed,
+                "",
+                "",
+                "",
+                equipment,
+            ]
+        )
     uids = (notice.study_instance_uid, notice.sop_instance_uid, notice.sr_sop_instance_uid)
     for (value, scheme, meaning), uid in zip(UID_CODES, uids, strict=True):
         if uid:
             set_id += 1
-            segments.append(["OBX", str(set_id), "ST", _components(value, meaning, scheme), "", hl7_escape(uid),
-                             "", "", "", "", "", "P"])
+            segments.append(
+                [
+                    "OBX",
+                    str(set_id),
+                    "ST",
+                    _components(value, meaning, scheme),
+                    "",
+                    hl7_escape(uid),
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "P",
+                ]
+            )
     return "\r".join("|".join(seg) if seg[0] == "MSH" else "|".join(seg).rstrip("|") for seg in segments) + "\r"
 
 
@@ -245,8 +340,9 @@ def _ack_status(ack: bytes, control_id: str) -> tuple[str, str]:
     return msa[1], msa[3] if len(msa) > 3 else ""
 
 
-def send_mllp(message: str, host: str, port: int, *, control_id: str, timeout_s: float,
-              tls: ssl.SSLContext | None = None) -> None:
+def send_mllp(
+    message: str, host: str, port: int, *, control_id: str, timeout_s: float, tls: ssl.SSLContext | None = None
+) -> None:
     """Send ``message`` over MLLP to ``host:port`` (over TLS with ``tls``) and wait for its ACK.
 
     Raises
@@ -281,7 +377,7 @@ def send_mllp(message: str, host: str, port: int, *, control_id: str, timeout_s:
     start, end = answer.find(START_BLOCK), answer.find(END_BLOCK)
     if start < 0 or end < start:
         raise DeliveryError(f"{target} closed the connection without an acknowledgement")
-    code, _ = _ack_status(answer[start + 1:end], control_id)
+    code, _ = _ack_status(answer[start + 1 : end], control_id)
     if code not in ("AA", "CA"):
         raise DeliveryError(f"{target} answered {code[:2] or 'an empty code'} (not accepted)")
 
@@ -308,15 +404,23 @@ def fhir_task(notice: Notice, *, priority: str, now: float | None = None) -> dic
         "priority": priority,
         "code": {"text": "Read the chest radiograph flagged by Vigil's second read"},
         "description": f"Vigil second read flagged: {flagged}",
-        "focus": {"type": "ImagingStudy", "identifier": _fhir_uid(notice.study_instance_uid),
-                  "display": "Chest radiograph"
-                             + (f", accession {notice.accession_number}" if notice.accession_number else "")},
+        "focus": {
+            "type": "ImagingStudy",
+            "identifier": _fhir_uid(notice.study_instance_uid),
+            "display": "Chest radiograph"
+            + (f", accession {notice.accession_number}" if notice.accession_number else ""),
+        },
         "authoredOn": authored.isoformat(timespec="seconds").replace("+00:00", "Z"),
         "requester": {"type": "Device", "display": f"Vigil {notice.model_name} {notice.model_version}".strip()},
         "reasonCode": {"coding": [_fhir_coding(f.code) for f in notice.findings], "text": flagged},
         "note": [{"text": IMAGING_DECISION_SUPPORT_STATEMENT}],
-        "input": [{"type": {"coding": [_fhir_coding(f.code)], "text": f"{f.code[2]}: probability"},
-                   "valueDecimal": round(f.probability, 3)} for f in notice.findings],
+        "input": [
+            {
+                "type": {"coding": [_fhir_coding(f.code)], "text": f"{f.code[2]}: probability"},
+                "valueDecimal": round(f.probability, 3),
+            }
+            for f in notice.findings
+        ],
     }
     if notice.patient_id:
         identifier = {"value": notice.patient_id}
@@ -326,8 +430,14 @@ def fhir_task(notice: Notice, *, priority: str, now: float | None = None) -> dic
     return task
 
 
-def post_fhir_task(task: dict[str, Any], base_url: str, *, timeout_s: float, authorization: str | None = None,
-                   verify: str | bool = True) -> None:
+def post_fhir_task(
+    task: dict[str, Any],
+    base_url: str,
+    *,
+    timeout_s: float,
+    authorization: str | None = None,
+    verify: str | bool = True,
+) -> None:
     """POST ``task`` to ``<base_url>/Task`` as a conditional create on its identifier (200 or 201 is success).
 
     Raises

@@ -77,9 +77,17 @@ class WorkQueue(ABC):
         """The item of one SOP Instance UID, or None."""
 
     @abstractmethod
-    def _select(self, *, since: float | None, status: tuple[str, ...], finding: str | None, flagged_only: bool,
-                limit: int, callers: tuple[tuple[str, str], ...] | None = None,
-                notification: str | None = None) -> list[QueueItem]:
+    def _select(
+        self,
+        *,
+        since: float | None,
+        status: tuple[str, ...],
+        finding: str | None,
+        flagged_only: bool,
+        limit: int,
+        callers: tuple[tuple[str, str], ...] | None = None,
+        notification: str | None = None,
+    ) -> list[QueueItem]:
         """The worklist query (arguments already checked); newest change first; with ``callers``, only items whose
         (source, calling_aet) is one of them; with ``notification``, only items whose ``notify_state`` it is."""
 
@@ -105,8 +113,9 @@ class WorkQueue(ABC):
         """Release connections."""
 
     # ------------------------------------------------------------------------------------ intake
-    def enqueue(self, instance: NewInstance, *, now: float | None = None) -> tuple[QueueItem, EnqueueOutcome,
-                                                                                   QueueItem | None]:
+    def enqueue(
+        self, instance: NewInstance, *, now: float | None = None
+    ) -> tuple[QueueItem, EnqueueOutcome, QueueItem | None]:
         """Queue a received instance, idempotently on its SOP Instance UID.
 
         Returns ``(item, outcome, previous)``: outcome ``"queued"`` (new), ``"duplicate"`` (already held: nothing
@@ -148,8 +157,9 @@ class WorkQueue(ABC):
                 return got
         return None
 
-    def transition(self, item: QueueItem, *, expect_state: str, now: float | None = None,
-                   **changes: Any) -> QueueItem | None:
+    def transition(
+        self, item: QueueItem, *, expect_state: str, now: float | None = None, **changes: Any
+    ) -> QueueItem | None:
         """Release the lease ``item`` holds and apply ``changes``, if the item is still in ``expect_state`` and
         leased to the same owner (a worker whose lease ran out and was claimed again writes nothing: None)."""
         stamp = time.time() if now is None else now
@@ -161,8 +171,12 @@ class WorkQueue(ABC):
 
         written = self._update(item.sop_instance_uid, decide)
         if written is None:
-            log.warning("queue item %s was no longer leased to %s; its %s result was dropped in favour of the "
-                        "current owner", item.sop_instance_uid, item.lease_owner, expect_state)
+            log.warning(
+                "queue item %s was no longer leased to %s; its %s result was dropped in favour of the current owner",
+                item.sop_instance_uid,
+                item.lease_owner,
+                expect_state,
+            )
         return written
 
     def notify_transition(self, item: QueueItem, *, now: float | None = None, **changes: Any) -> QueueItem | None:
@@ -171,15 +185,22 @@ class WorkQueue(ABC):
         stamp = time.time() if now is None else now
 
         def decide(current: QueueItem | None) -> QueueItem | None:
-            if (current is None or current.notify_state != "sending"
-                    or current.notify_lease_owner != item.notify_lease_owner):
+            if (
+                current is None
+                or current.notify_state != "sending"
+                or current.notify_lease_owner != item.notify_lease_owner
+            ):
                 return None
             return notify_released(current, now=stamp, **changes)
 
         written = self._update(item.sop_instance_uid, decide)
         if written is None:
-            log.warning("queue item %s: its notification was no longer leased to %s; the result was dropped in "
-                        "favour of the current owner", item.sop_instance_uid, item.notify_lease_owner)
+            log.warning(
+                "queue item %s: its notification was no longer leased to %s; the result was dropped in "
+                "favour of the current owner",
+                item.sop_instance_uid,
+                item.notify_lease_owner,
+            )
         return written
 
     def release_leases(self, owner_prefix: str, *, now: float | None = None) -> int:
@@ -188,6 +209,7 @@ class WorkQueue(ABC):
         stamp = time.time() if now is None else now
         count = 0
         for uid in self._owned(owner_prefix):
+
             def decide(item: QueueItem | None) -> QueueItem | None:
                 if item is None:
                     return None
@@ -196,11 +218,16 @@ class WorkQueue(ABC):
                 if not (mine or notifying):
                     return None
                 if mine:
-                    item = released(item, now=stamp, state="received" if item.stage()[0] == ANALYSE else "analysed",
-                                    next_attempt_at=stamp)
+                    item = released(
+                        item,
+                        now=stamp,
+                        state="received" if item.stage()[0] == ANALYSE else "analysed",
+                        next_attempt_at=stamp,
+                    )
                 if notifying:
                     item = notify_released(item, now=stamp, notify_state="pending", notify_next_at=stamp)
                 return item
+
             count += self._update(uid, decide) is not None
         return count
 
@@ -211,8 +238,9 @@ class WorkQueue(ABC):
         def decide(item: QueueItem | None) -> QueueItem | None:
             if item is None or item.state != "delivery_failed":
                 return None
-            return released(item, now=stamp, state="analysed", needs_delivery=True, delivery_attempts=0,
-                            next_attempt_at=stamp)
+            return released(
+                item, now=stamp, state="analysed", needs_delivery=True, delivery_attempts=0, next_attempt_at=stamp
+            )
 
         return self._update(sop_instance_uid, decide)
 
@@ -241,18 +269,29 @@ class WorkQueue(ABC):
         for uid in self._terminal_before(before, wanted):
             item = self.get(uid)
             unsent = item is not None and item.notify_state in ("pending", "sending", "failed")
-            if (item is not None and item.state in wanted and not unsent
-                    and not (item.state == "analysed" and item.needs_delivery)):
+            if (
+                item is not None
+                and item.state in wanted
+                and not unsent
+                and not (item.state == "analysed" and item.needs_delivery)
+            ):
                 gone = self._delete(uid, item.state)
                 if gone is not None:
                     removed.append(gone)
         return removed
 
     # ------------------------------------------------------------------------------------ worklist
-    def list_items(self, *, since: datetime | float | None = None, finding: str | None = None,
-                   status: str | Iterable[str] | None = None, flagged_only: bool = False,
-                   limit: int = 100, callers: Iterable[tuple[str, str]] | None = None,
-                   notification: str | None = None) -> list[QueueItem]:
+    def list_items(
+        self,
+        *,
+        since: datetime | float | None = None,
+        finding: str | None = None,
+        status: str | Iterable[str] | None = None,
+        flagged_only: bool = False,
+        limit: int = 100,
+        callers: Iterable[tuple[str, str]] | None = None,
+        notification: str | None = None,
+    ) -> list[QueueItem]:
         """Items for a worklist, newest change first.
 
         Parameters
@@ -284,18 +323,28 @@ class WorkQueue(ABC):
         if bad:
             raise InputValidationError("status", f"status must be one of {', '.join(STATES)}; got {bad[0][:30]!r}")
         if finding is not None and finding not in IMAGING_FINDINGS:
-            raise InputValidationError("finding", f"finding must be one of {', '.join(IMAGING_FINDINGS)}; "
-                                                  f"got {finding[:30]!r}")
+            raise InputValidationError(
+                "finding", f"finding must be one of {', '.join(IMAGING_FINDINGS)}; got {finding[:30]!r}"
+            )
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIST:
             raise InputValidationError("limit", f"limit must be an integer in [1, {MAX_LIST}]; got {limit!r:.20}")
         if notification is not None and notification not in NOTIFY_STATES:
-            raise InputValidationError("notification", f"notification must be one of {', '.join(NOTIFY_STATES)}; "
-                                                       f"got {str(notification)[:30]!r}")
+            raise InputValidationError(
+                "notification",
+                f"notification must be one of {', '.join(NOTIFY_STATES)}; got {str(notification)[:30]!r}",
+            )
         chosen = None if callers is None else tuple((str(src), str(aet)) for src, aet in callers)
         if chosen == ():
             return []
-        return self._select(since=since, status=states, finding=finding, flagged_only=flagged_only, limit=limit,
-                            callers=chosen, notification=notification)
+        return self._select(
+            since=since,
+            status=states,
+            finding=finding,
+            flagged_only=flagged_only,
+            limit=limit,
+            callers=chosen,
+            notification=notification,
+        )
 
 
 # ---------------------------------------------------------------------------------------------- SQLite
@@ -310,9 +359,11 @@ def _column_sql(name: str, kind: str) -> str:
     return f"{name} {base}" + (" PRIMARY KEY" if name == "sop_instance_uid" else "")
 
 
-_TABLE = ("CREATE TABLE IF NOT EXISTS dicom_queue ("
-          + ", ".join(_column_sql(f.name, str(f.type)) for f in fields(QueueItem))
-          + ", stage TEXT, due_at REAL, notify_due_at REAL)")
+_TABLE = (
+    "CREATE TABLE IF NOT EXISTS dicom_queue ("
+    + ", ".join(_column_sql(f.name, str(f.type)) for f in fields(QueueItem))
+    + ", stage TEXT, due_at REAL, notify_due_at REAL)"
+)
 #: Created after the columns a queue file from an earlier version lacks have been added (:meth:`SqliteQueue._migrate`).
 _INDEXES = (
     "CREATE INDEX IF NOT EXISTS dicom_queue_due ON dicom_queue (stage, due_at)",
@@ -334,8 +385,7 @@ class SqliteQueue(WorkQueue):
         self.path = path
         self._lock = threading.RLock()
         try:
-            self._conn = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None,
-                                         check_same_thread=False)
+            self._conn = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
             self._conn.row_factory = sqlite3.Row
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
@@ -356,7 +406,10 @@ class SqliteQueue(WorkQueue):
         before notifications existed has none to send). Nothing is dropped or rewritten."""
         have = {row[1] for row in conn.execute("PRAGMA table_info(dicom_queue)")}
         wanted = [(f.name, _column_sql(f.name, str(f.type))) for f in fields(QueueItem)] + [
-            ("stage", "stage TEXT"), ("due_at", "due_at REAL"), ("notify_due_at", "notify_due_at REAL")]
+            ("stage", "stage TEXT"),
+            ("due_at", "due_at REAL"),
+            ("notify_due_at", "notify_due_at REAL"),
+        ]
         for name, ddl in wanted:
             if name not in have:
                 log.info("SQLite queue: adding column %s (written by an earlier version)", name)
@@ -403,20 +456,33 @@ class SqliteQueue(WorkQueue):
 
     def _due(self, stage: Stage, now: float, limit: int) -> list[str]:
         if stage == NOTIFY:
-            rows = self._read("SELECT sop_instance_uid FROM dicom_queue WHERE notify_due_at IS NOT NULL AND "
-                              "notify_due_at <= ? ORDER BY notify_due_at LIMIT ?", (now, limit))
+            rows = self._read(
+                "SELECT sop_instance_uid FROM dicom_queue WHERE notify_due_at IS NOT NULL AND "
+                "notify_due_at <= ? ORDER BY notify_due_at LIMIT ?",
+                (now, limit),
+            )
             return [r[0] for r in rows]
-        rows = self._read("SELECT sop_instance_uid FROM dicom_queue WHERE stage = ? AND due_at <= ? "
-                          "ORDER BY due_at LIMIT ?", (stage, now, limit))
+        rows = self._read(
+            "SELECT sop_instance_uid FROM dicom_queue WHERE stage = ? AND due_at <= ? ORDER BY due_at LIMIT ?",
+            (stage, now, limit),
+        )
         return [r[0] for r in rows]
 
     def get(self, sop_instance_uid: str) -> QueueItem | None:
         rows = self._read("SELECT * FROM dicom_queue WHERE sop_instance_uid = ?", (sop_instance_uid,))
         return self._item(rows[0]) if rows else None
 
-    def _select(self, *, since: float | None, status: tuple[str, ...], finding: str | None, flagged_only: bool,
-                limit: int, callers: tuple[tuple[str, str], ...] | None = None,
-                notification: str | None = None) -> list[QueueItem]:
+    def _select(
+        self,
+        *,
+        since: float | None,
+        status: tuple[str, ...],
+        finding: str | None,
+        flagged_only: bool,
+        limit: int,
+        callers: tuple[tuple[str, str], ...] | None = None,
+        notification: str | None = None,
+    ) -> list[QueueItem]:
         where: list[str] = ["1 = 1"]
         params: list[object] = []
         if notification is not None:
@@ -436,8 +502,10 @@ class SqliteQueue(WorkQueue):
             params.append(f",{finding},")
         if flagged_only:
             where.append("flagged = 1")
-        rows = self._read(f"SELECT * FROM dicom_queue WHERE {' AND '.join(where)} "
-                          "ORDER BY updated_at DESC, sop_instance_uid LIMIT ?", [*params, limit])
+        rows = self._read(
+            f"SELECT * FROM dicom_queue WHERE {' AND '.join(where)} ORDER BY updated_at DESC, sop_instance_uid LIMIT ?",
+            [*params, limit],
+        )
         return [self._item(r) for r in rows]
 
     def counts(self) -> dict[str, int]:
@@ -445,20 +513,27 @@ class SqliteQueue(WorkQueue):
         return {s: int(found.get(s, 0)) for s in STATES}
 
     def _owned(self, owner_prefix: str) -> list[str]:
-        rows = self._read("SELECT sop_instance_uid, lease_owner, notify_lease_owner FROM dicom_queue WHERE "
-                          "lease_owner IS NOT NULL OR notify_lease_owner IS NOT NULL")
-        return [r[0] for r in rows if str(r[1] or "").startswith(owner_prefix)
-                or str(r[2] or "").startswith(owner_prefix)]
+        rows = self._read(
+            "SELECT sop_instance_uid, lease_owner, notify_lease_owner FROM dicom_queue WHERE "
+            "lease_owner IS NOT NULL OR notify_lease_owner IS NOT NULL"
+        )
+        return [
+            r[0] for r in rows if str(r[1] or "").startswith(owner_prefix) or str(r[2] or "").startswith(owner_prefix)
+        ]
 
     def _terminal_before(self, before: float, states: tuple[str, ...]) -> list[str]:
-        rows = self._read(f"SELECT sop_instance_uid FROM dicom_queue WHERE updated_at < ? AND state IN "
-                          f"({', '.join('?' for _ in states)})", [before, *states])
+        rows = self._read(
+            f"SELECT sop_instance_uid FROM dicom_queue WHERE updated_at < ? AND state IN "
+            f"({', '.join('?' for _ in states)})",
+            [before, *states],
+        )
         return [r[0] for r in rows]
 
     def _delete(self, sop_instance_uid: str, expect_state: str) -> QueueItem | None:
         with self._write() as conn:
-            row = conn.execute("SELECT * FROM dicom_queue WHERE sop_instance_uid = ? AND state = ?",
-                               (sop_instance_uid, expect_state)).fetchone()
+            row = conn.execute(
+                "SELECT * FROM dicom_queue WHERE sop_instance_uid = ? AND state = ?", (sop_instance_uid, expect_state)
+            ).fetchone()
             if row is None:
                 return None
             conn.execute("DELETE FROM dicom_queue WHERE sop_instance_uid = ?", (sop_instance_uid,))

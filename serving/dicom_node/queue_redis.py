@@ -49,8 +49,13 @@ class RedisQueue(WorkQueue):
             raise ConfigError("queue_url names Redis but the redis package is not installed") from exc
         self._redis_mod = redis
         self.prefix = prefix
-        self._client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s,
-                                            decode_responses=True, health_check_interval=30)
+        self._client = redis.Redis.from_url(
+            url,
+            socket_connect_timeout=timeout_s,
+            socket_timeout=timeout_s,
+            decode_responses=True,
+            health_check_interval=30,
+        )
         self._url_masked = url.split("@")[-1] if "@" in url else url
         try:
             self._client.ping()
@@ -67,8 +72,11 @@ class RedisQueue(WorkQueue):
         except self._redis_mod.RedisError:  # CONFIG may be renamed or forbidden: nothing to say then
             return
         if appendonly == "no":
-            log.warning("Redis queue %s: appendonly is off, so an instance acknowledged to a modality may be lost if "
-                        "the Redis server stops before its next snapshot; set 'appendonly yes'", self._url_masked)
+            log.warning(
+                "Redis queue %s: appendonly is off, so an instance acknowledged to a modality may be lost if "
+                "the Redis server stops before its next snapshot; set 'appendonly yes'",
+                self._url_masked,
+            )
 
     # ------------------------------------------------------------------------------------ keys
     def _key(self, *parts: str) -> str:
@@ -132,8 +140,9 @@ class RedisQueue(WorkQueue):
 
     def _due(self, stage: Stage, now: float, limit: int) -> list[str]:
         try:
-            return list(cast(list[str], self._client.zrangebyscore(self._key("stage", stage), "-inf", now, start=0,
-                                                                   num=limit)))
+            return list(
+                cast(list[str], self._client.zrangebyscore(self._key("stage", stage), "-inf", now, start=0, num=limit))
+            )
         except self._redis_mod.RedisError as exc:
             raise self._unavailable(exc) from exc
 
@@ -149,26 +158,37 @@ class RedisQueue(WorkQueue):
                 pipe.hgetall(self._key("item", uid))
             return [item for raw in pipe.execute() if (item := self._decode(raw)) is not None]
 
-    def _select(self, *, since: float | None, status: tuple[str, ...], finding: str | None, flagged_only: bool,
-                limit: int, callers: tuple[tuple[str, str], ...] | None = None,
-                notification: str | None = None) -> list[QueueItem]:
+    def _select(
+        self,
+        *,
+        since: float | None,
+        status: tuple[str, ...],
+        finding: str | None,
+        flagged_only: bool,
+        limit: int,
+        callers: tuple[tuple[str, str], ...] | None = None,
+        notification: str | None = None,
+    ) -> list[QueueItem]:
         """Walk ``updated`` newest first, filtering in Python (a queue, not an archive: purge what is done)."""
         low = "-inf" if since is None else since
         out: list[QueueItem] = []
         start = 0
         try:
             while len(out) < limit:
-                page = cast(list[str], self._client.zrevrangebyscore(self._key("updated"), "+inf", low, start=start,
-                                                                     num=_PAGE))
+                page = cast(
+                    list[str], self._client.zrevrangebyscore(self._key("updated"), "+inf", low, start=start, num=_PAGE)
+                )
                 if not page:
                     break
                 start += len(page)
                 for item in sorted(self._many(page), key=lambda i: (-i.updated_at, i.sop_instance_uid)):
-                    if ((not status or item.state in status)
-                            and (finding is None or finding in item.flagged_findings)
-                            and (not flagged_only or item.flagged)
-                            and (notification is None or item.notify_state == notification)
-                            and (callers is None or (item.source, item.calling_aet) in callers)):
+                    if (
+                        (not status or item.state in status)
+                        and (finding is None or finding in item.flagged_findings)
+                        and (not flagged_only or item.flagged)
+                        and (notification is None or item.notify_state == notification)
+                        and (callers is None or (item.source, item.calling_aet) in callers)
+                    ):
                         out.append(item)
         except self._redis_mod.RedisError as exc:
             raise self._unavailable(exc) from exc
@@ -185,8 +205,9 @@ class RedisQueue(WorkQueue):
 
     def _owned(self, owner_prefix: str) -> list[str]:
         try:
-            leases = [cast(dict[str, str], self._client.hgetall(self._key(name)))
-                      for name in ("leases", "notify_leases")]
+            leases = [
+                cast(dict[str, str], self._client.hgetall(self._key(name))) for name in ("leases", "notify_leases")
+            ]
         except self._redis_mod.RedisError as exc:
             raise self._unavailable(exc) from exc
         return sorted({uid for held in leases for uid, owner in held.items() if owner.startswith(owner_prefix)})

@@ -53,8 +53,15 @@ __all__ = [
 ]
 
 State = Literal["received", "analysing", "analysed", "not_analysed", "delivering", "delivered", "delivery_failed"]
-STATES: Final[tuple[str, ...]] = ("received", "analysing", "analysed", "not_analysed", "delivering", "delivered",
-                                  "delivery_failed")
+STATES: Final[tuple[str, ...]] = (
+    "received",
+    "analysing",
+    "analysed",
+    "not_analysed",
+    "delivering",
+    "delivered",
+    "delivery_failed",
+)
 #: States no worker will move an item out of by itself.
 TERMINAL_STATES: Final = frozenset({"not_analysed", "delivered", "delivery_failed"})
 Stage = Literal["analyse", "deliver", "notify"]
@@ -189,28 +196,53 @@ class QueueItem:
         No file paths, no hashes of the bytes and nothing from the patient module.
         """
         return {
-            "sop_instance_uid": self.sop_instance_uid, "sop_class_uid": self.sop_class_uid,
-            "study_instance_uid": self.study_instance_uid, "series_instance_uid": self.series_instance_uid,
-            "transfer_syntax": self.transfer_syntax, "calling_aet": self.calling_aet, "source": self.source,
-            "state": self.state, "attempts": self.attempts, "delivery_attempts": self.delivery_attempts,
-            "not_analysed_reason": ({"field": self.reason_field, "message": self.reason}
-                                    if self.state == "not_analysed" else None),
-            "last_error": self.last_error, "flagged": self.flagged, "flagged_findings": list(self.flagged_findings),
-            "model_version": self.model_version, "result": self.result, "request_id": self.request_id,
-            "structured_report": ({"sop_instance_uid": self.sr_sop_instance_uid,
-                                   "series_instance_uid": self.sr_series_instance_uid,
-                                   "study_instance_uid": self.sr_study_instance_uid}
-                                  if self.sr_sop_instance_uid else None),
+            "sop_instance_uid": self.sop_instance_uid,
+            "sop_class_uid": self.sop_class_uid,
+            "study_instance_uid": self.study_instance_uid,
+            "series_instance_uid": self.series_instance_uid,
+            "transfer_syntax": self.transfer_syntax,
+            "calling_aet": self.calling_aet,
+            "source": self.source,
+            "state": self.state,
+            "attempts": self.attempts,
+            "delivery_attempts": self.delivery_attempts,
+            "not_analysed_reason": (
+                {"field": self.reason_field, "message": self.reason} if self.state == "not_analysed" else None
+            ),
+            "last_error": self.last_error,
+            "flagged": self.flagged,
+            "flagged_findings": list(self.flagged_findings),
+            "model_version": self.model_version,
+            "result": self.result,
+            "request_id": self.request_id,
+            "structured_report": (
+                {
+                    "sop_instance_uid": self.sr_sop_instance_uid,
+                    "series_instance_uid": self.sr_series_instance_uid,
+                    "study_instance_uid": self.sr_study_instance_uid,
+                }
+                if self.sr_sop_instance_uid
+                else None
+            ),
             "heatmap_sop_instance_uid": self.sc_sop_instance_uid,
-            "received_utc": iso(self.received_at), "analysed_utc": iso(self.analysed_at),
-            "delivered_utc": iso(self.delivered_at), "updated_utc": iso(self.updated_at),
+            "received_utc": iso(self.received_at),
+            "analysed_utc": iso(self.analysed_at),
+            "delivered_utc": iso(self.delivered_at),
+            "updated_utc": iso(self.updated_at),
             "next_attempt_utc": iso(self.next_attempt_at) if self.stage()[0] else None,
             "duplicates": self.duplicates,
-            "worklist_notification": ({
-                "state": self.notify_state, "attempts": self.notify_attempts, "last_error": self.notify_error,
-                "acknowledged_by": list(self.notified_channels), "notified_utc": iso(self.notified_at),
-                "next_attempt_utc": iso(self.notify_next_at) if self.notify_state == "pending" else None}
-                if self.notify_state else None),
+            "worklist_notification": (
+                {
+                    "state": self.notify_state,
+                    "attempts": self.notify_attempts,
+                    "last_error": self.notify_error,
+                    "acknowledged_by": list(self.notified_channels),
+                    "notified_utc": iso(self.notified_at),
+                    "next_attempt_utc": iso(self.notify_next_at) if self.notify_state == "pending" else None,
+                }
+                if self.notify_state
+                else None
+            ),
         }
 
     # ------------------------------------------------------------------------------------ (de)serialisation
@@ -258,20 +290,30 @@ def new_item(instance: NewInstance, now: float) -> QueueItem:
     """The queue item of a newly received instance (``not_analysed`` at once when it was refused on receipt)."""
     refused = instance.not_analysed
     return QueueItem(
-        sop_instance_uid=instance.sop_instance_uid, sop_class_uid=instance.sop_class_uid,
-        study_instance_uid=instance.study_instance_uid, series_instance_uid=instance.series_instance_uid,
-        transfer_syntax=instance.transfer_syntax, calling_aet=instance.calling_aet, source=instance.source,
-        file_path=instance.file_path, sha256=instance.sha256, size_bytes=instance.size_bytes,
-        state="not_analysed" if refused else "received", received_at=now, updated_at=now, next_attempt_at=now,
-        reason_field=refused[0] if refused else None, reason=refused[1] if refused else None,
-        analysed_at=now if refused else None)
+        sop_instance_uid=instance.sop_instance_uid,
+        sop_class_uid=instance.sop_class_uid,
+        study_instance_uid=instance.study_instance_uid,
+        series_instance_uid=instance.series_instance_uid,
+        transfer_syntax=instance.transfer_syntax,
+        calling_aet=instance.calling_aet,
+        source=instance.source,
+        file_path=instance.file_path,
+        sha256=instance.sha256,
+        size_bytes=instance.size_bytes,
+        state="not_analysed" if refused else "received",
+        received_at=now,
+        updated_at=now,
+        next_attempt_at=now,
+        reason_field=refused[0] if refused else None,
+        reason=refused[1] if refused else None,
+        analysed_at=now if refused else None,
+    )
 
 
 EnqueueOutcome = Literal["queued", "duplicate", "replaced", "redeliver"]
 
 
-def merge_resent(current: QueueItem | None, instance: NewInstance,
-                 now: float) -> tuple[QueueItem, EnqueueOutcome]:
+def merge_resent(current: QueueItem | None, instance: NewInstance, now: float) -> tuple[QueueItem, EnqueueOutcome]:
     """What receiving ``instance`` does to the item already held for its SOP Instance UID (if any).
 
     ``"queued"``: a new item. ``"replaced"``: the held item ended ``not_analysed`` and these bytes differ (a
@@ -282,15 +324,21 @@ def merge_resent(current: QueueItem | None, instance: NewInstance,
     """
     if current is None:
         return new_item(instance, now), "queued"
-    corrected = (current.state == "not_analysed" and instance.not_analysed is None
-                 and instance.sha256 != current.sha256)
+    corrected = current.state == "not_analysed" and instance.not_analysed is None and instance.sha256 != current.sha256
     if corrected:
         fresh = new_item(instance, now)
         return dataclasses.replace(fresh, duplicates=current.duplicates + 1), "replaced"
     if current.state == "delivered" and current.sr_path:
-        return dataclasses.replace(current, state="analysed", needs_delivery=True, delivery_attempts=0,
-                                   next_attempt_at=now, last_error=None, duplicates=current.duplicates + 1,
-                                   updated_at=now), "redeliver"
+        return dataclasses.replace(
+            current,
+            state="analysed",
+            needs_delivery=True,
+            delivery_attempts=0,
+            next_attempt_at=now,
+            last_error=None,
+            duplicates=current.duplicates + 1,
+            updated_at=now,
+        ), "redeliver"
     return dataclasses.replace(current, duplicates=current.duplicates + 1, updated_at=now), "duplicate"
 
 
@@ -300,10 +348,22 @@ def claimed(item: QueueItem, stage: Stage, owner: str, lease_s: float, now: floa
     if waits_in != stage or due > now:
         return None
     if stage == ANALYSE:
-        return dataclasses.replace(item, state="analysing", attempts=item.attempts + 1, lease_owner=owner,
-                                   lease_until=now + lease_s, updated_at=now)
-    return dataclasses.replace(item, state="delivering", delivery_attempts=item.delivery_attempts + 1,
-                               lease_owner=owner, lease_until=now + lease_s, updated_at=now)
+        return dataclasses.replace(
+            item,
+            state="analysing",
+            attempts=item.attempts + 1,
+            lease_owner=owner,
+            lease_until=now + lease_s,
+            updated_at=now,
+        )
+    return dataclasses.replace(
+        item,
+        state="delivering",
+        delivery_attempts=item.delivery_attempts + 1,
+        lease_owner=owner,
+        lease_until=now + lease_s,
+        updated_at=now,
+    )
 
 
 def released(item: QueueItem, *, now: float, **changes: Any) -> QueueItem:
@@ -317,8 +377,14 @@ def notify_claimed(item: QueueItem, owner: str, lease_s: float, now: float) -> Q
     due = item.notify_due()
     if due is None or due > now:
         return None
-    return dataclasses.replace(item, notify_state="sending", notify_attempts=item.notify_attempts + 1,
-                               notify_lease_owner=owner, notify_lease_until=now + lease_s, updated_at=now)
+    return dataclasses.replace(
+        item,
+        notify_state="sending",
+        notify_attempts=item.notify_attempts + 1,
+        notify_lease_owner=owner,
+        notify_lease_until=now + lease_s,
+        updated_at=now,
+    )
 
 
 def notify_released(item: QueueItem, *, now: float, **changes: Any) -> QueueItem:

@@ -86,8 +86,9 @@ class StorageSCP:
         Called (no arguments) after each instance is queued: wakes the workers.
     """
 
-    def __init__(self, settings: DicomNodeSettings, intake: Intake,
-                 on_received: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, settings: DicomNodeSettings, intake: Intake, on_received: Callable[[], None] | None = None
+    ) -> None:
         self.settings = settings
         self.intake = intake
         self.on_received = on_received
@@ -128,32 +129,53 @@ class StorageSCP:
         cfg = self.settings
         allowed = cfg.calling_aets()
         if not allowed:
-            log.warning("DICOM SCP not started: VIGIL_DICOM_ALLOWED_CALLING_AETS is empty, so no modality or PACS "
-                        "may send; list their AE titles (or '*' for any, not recommended)")
+            log.warning(
+                "DICOM SCP not started: VIGIL_DICOM_ALLOWED_CALLING_AETS is empty, so no modality or PACS "
+                "may send; list their AE titles (or '*' for any, not recommended)"
+            )
             return False
         if ANY_CALLING_AET in allowed:
             log.warning("DICOM SCP admits any calling AE title ('*' in VIGIL_DICOM_ALLOWED_CALLING_AETS)")
         if not cfg.allowed_networks:
-            log.warning("DICOM SCP admits connections from any address (VIGIL_DICOM_ALLOWED_NETWORKS is empty): AE "
-                        "titles alone identify nobody; list the modalities' and PACS's networks")
+            log.warning(
+                "DICOM SCP admits connections from any address (VIGIL_DICOM_ALLOWED_NETWORKS is empty): AE "
+                "titles alone identify nobody; list the modalities' and PACS's networks"
+            )
         with self._lock:
             if self._server is not None:
                 return True
             tls = self._tls_context()
             self._ae = self._make_ae()
-            handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_C_ECHO, self._on_echo),
-                        (evt.EVT_REJECTED, self._on_rejected)]
+            handlers = [
+                (evt.EVT_C_STORE, self._on_store),
+                (evt.EVT_C_ECHO, self._on_echo),
+                (evt.EVT_REJECTED, self._on_rejected),
+            ]
             limits = NodeLimits.from_settings(cfg)
             self._clear_spool(limits)
             self.guard = ConnectionGuard(limits)
-            self._server = start_guarded_server(self._ae, (cfg.host, cfg.port), self.guard, evt_handlers=handlers,
-                                                ssl_context=tls)
-        transport = ("plain TCP" if tls is None else "TLS 1.2+ only, " + (
-            "client certificate from VIGIL_DICOM_TLS_CA required" if cfg.tls_require_client_cert
-            else "client certificate optional"))
-        log.info("DICOM SCP %s listening on %s:%d (%s; %d calling AE title(s), %s allowed)", cfg.ae_title,
-                 cfg.host, self.port, transport, len(allowed),
-                 f"{len(cfg.networks())} network(s)" if cfg.allowed_networks else "any address")
+            self._server = start_guarded_server(
+                self._ae, (cfg.host, cfg.port), self.guard, evt_handlers=handlers, ssl_context=tls
+            )
+        transport = (
+            "plain TCP"
+            if tls is None
+            else "TLS 1.2+ only, "
+            + (
+                "client certificate from VIGIL_DICOM_TLS_CA required"
+                if cfg.tls_require_client_cert
+                else "client certificate optional"
+            )
+        )
+        log.info(
+            "DICOM SCP %s listening on %s:%d (%s; %d calling AE title(s), %s allowed)",
+            cfg.ae_title,
+            cfg.host,
+            self.port,
+            transport,
+            len(allowed),
+            f"{len(cfg.networks())} network(s)" if cfg.allowed_networks else "any address",
+        )
         return True
 
     def _tls_context(self) -> ssl.SSLContext | None:
@@ -187,8 +209,11 @@ class StorageSCP:
         open_ones = [a for a in ae.active_associations if a.is_acceptor]
         for assoc in open_ones:
             assoc.abort()
-        log.info("DICOM SCP %s stopped%s", self.settings.ae_title,
-                 f" ({len(open_ones)} association(s) aborted)" if open_ones else "")
+        log.info(
+            "DICOM SCP %s stopped%s",
+            self.settings.ae_title,
+            f" ({len(open_ones)} association(s) aborted)" if open_ones else "",
+        )
 
     @staticmethod
     def _clear_spool(limits: NodeLimits) -> None:
@@ -207,22 +232,28 @@ class StorageSCP:
         return Status.SUCCESS
 
     def _on_rejected(self, event: Event) -> None:
-        log.warning("association from %s (%s) rejected: calling or called AE title not recognised, or too many "
-                    "associations", self._calling(event), event.assoc.requestor.address)
+        log.warning(
+            "association from %s (%s) rejected: calling or called AE title not recognised, or too many associations",
+            self._calling(event),
+            event.assoc.requestor.address,
+        )
 
     def _on_store(self, event: Event) -> int:
         calling = self._calling(event)
         request = cast(C_STORE, event.request)  # bound to EVT_C_STORE only
         spooled = request.DataSet
         try:
-            named = {"sop_class_uid": str(request.AffectedSOPClassUID or ""),
-                     "sop_instance_uid": str(request.AffectedSOPInstanceUID or "")}
+            named = {
+                "sop_class_uid": str(request.AffectedSOPClassUID or ""),
+                "sop_instance_uid": str(request.AffectedSOPInstanceUID or ""),
+            }
             path = spooled.finish() if isinstance(spooled, SpooledDataset) else None
             if path is not None:
                 result = self.intake.receive_file(path, **named, calling_aet=calling, source=ROUTE)
             else:  # no dataset received (or an unguarded association): the bytes pynetdicom holds
-                result = self.intake.receive(event.encoded_dataset(include_meta=True), **named, calling_aet=calling,
-                                             source=ROUTE)
+                result = self.intake.receive(
+                    event.encoded_dataset(include_meta=True), **named, calling_aet=calling, source=ROUTE
+                )
         except Exception:  # never let one instance break the association or the node
             log.exception("C-STORE from %s could not be handled", calling)
             return Status.OUT_OF_RESOURCES

@@ -55,8 +55,9 @@ def check_http_url(name: str, value: str | None, secret_setting: str, example: s
     if parsed.username or parsed.password:
         raise ValueError(f"{name} must not carry credentials; set {secret_setting}")
     if parsed.scheme not in ("http", "https") or not parsed.hostname or parsed.query or parsed.fragment:
-        raise ValueError(f"{name} must be an http(s) URL with a host and no query, e.g. {example} "
-                         f"(got scheme {parsed.scheme!r})")
+        raise ValueError(
+            f"{name} must be an http(s) URL with a host and no query, e.g. {example} (got scheme {parsed.scheme!r})"
+        )
     return value.strip().rstrip("/")
 
 
@@ -89,136 +90,188 @@ class DicomNodeSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="VIGIL_DICOM_", extra="ignore", protected_namespaces=())
 
-    work_dir: Path = Field(default=Path("vigil-work"),
-                           validation_alias=AliasChoices("work_dir", "VIGIL_DICOM_WORK_DIR", "VIGIL_WORK_DIR"),
-                           description="Work folder (shared with `vigil serve`): queue DB and received instances")
+    work_dir: Path = Field(
+        default=Path("vigil-work"),
+        validation_alias=AliasChoices("work_dir", "VIGIL_DICOM_WORK_DIR", "VIGIL_WORK_DIR"),
+        description="Work folder (shared with `vigil serve`): queue DB and received instances",
+    )
     ae_title: str = Field(default="VIGIL", description="This node's AE title; associations must call it")
-    host: str = Field(default="127.0.0.1",
-                      description="Address the SCP listens on; loopback by default, 0.0.0.0 for the network")
+    host: str = Field(
+        default="127.0.0.1", description="Address the SCP listens on; loopback by default, 0.0.0.0 for the network"
+    )
     port: int = Field(default=11112, ge=0, le=65535, description="SCP port (0: any free port, for tests)")
     allowed_calling_aets: str = Field(
-        default="", description="Comma-separated calling AE titles admitted at association; empty: the SCP does not "
-                                "listen (safe default); '*': any AE title (logged)")
+        default="",
+        description="Comma-separated calling AE titles admitted at association; empty: the SCP does not "
+        "listen (safe default); '*': any AE title (logged)",
+    )
     destination: str | None = Field(
-        default=None, description="Where SRs go by C-STORE, as AET@host:port; unset: results stay queryable only")
+        default=None, description="Where SRs go by C-STORE, as AET@host:port; unset: results stay queryable only"
+    )
     queue_url: str | None = Field(
-        default=None, description="sqlite:///path.db (default <work_dir>/dicom_queue.db) or redis://127.0.0.1:6379/0")
-    queue_prefix: str = Field(default="vigil:dicom:", min_length=1, max_length=64,
-                              description="Key prefix of the Redis queue")
+        default=None, description="sqlite:///path.db (default <work_dir>/dicom_queue.db) or redis://127.0.0.1:6379/0"
+    )
+    queue_prefix: str = Field(
+        default="vigil:dicom:", min_length=1, max_length=64, description="Key prefix of the Redis queue"
+    )
     storage_dir: Path | None = Field(default=None, description="Received instances; default <work_dir>/dicom-in")
     workers: int = Field(default=1, ge=0, le=64, description="Analysis/delivery threads (0: receive only)")
-    max_attempts: int = Field(default=5, ge=1, le=100,
-                              description="Delivery attempts before delivery_failed; also analyses cut short")
+    max_attempts: int = Field(
+        default=5, ge=1, le=100, description="Delivery attempts before delivery_failed; also analyses cut short"
+    )
     backoff_base_s: float = Field(default=2.0, gt=0, le=3600, description="First retry delay (doubles each time)")
     backoff_max_s: float = Field(default=300.0, gt=0, le=86400, description="Longest retry delay")
-    lease_s: float = Field(default=300.0, gt=0, le=86400,
-                           description="A claimed item whose worker died is claimed again after this long")
+    lease_s: float = Field(
+        default=300.0, gt=0, le=86400, description="A claimed item whose worker died is claimed again after this long"
+    )
     poll_s: float = Field(default=1.0, gt=0, le=60, description="Idle workers look at the queue this often")
     network_timeout_s: float = Field(
-        default=30.0, gt=0, le=600, description="DIMSE and network timeouts: the longest silence inside a PDU or "
-                                                "while waiting for a reply or a free receive slot")
+        default=30.0,
+        gt=0,
+        le=600,
+        description="DIMSE and network timeouts: the longest silence inside a PDU or "
+        "while waiting for a reply or a free receive slot",
+    )
     pre_association_timeout_s: float = Field(
-        default=5.0, gt=0, le=120,
+        default=5.0,
+        gt=0,
+        le=120,
         description="A connection must have sent its whole association request (A-ASSOCIATE-RQ) within this long, "
-                    "however slowly it trickles it, or it is closed (also the ACSE/ARTIM timeout). A modality sends "
-                    "it within milliseconds; 5 s leaves room for a congested link, and bounds how long an idle "
-                    "socket holds a connection")
+        "however slowly it trickles it, or it is closed (also the ACSE/ARTIM timeout). A modality sends "
+        "it within milliseconds; 5 s leaves room for a congested link, and bounds how long an idle "
+        "socket holds a connection",
+    )
     max_associations: int = Field(
-        default=10, ge=1, le=256,
+        default=10,
+        ge=1,
+        le=256,
         description="Concurrent associations, counted only from an allowed calling AE to this AE title (a "
-                    "stranger's request or an idle socket never takes one); more are rejected-transient")
+        "stranger's request or an idle socket never takes one); more are rejected-transient",
+    )
     max_connections: int = Field(
-        default=32, ge=1, le=1024,
+        default=32,
+        ge=1,
+        le=1024,
         description="Open TCP connections on the DICOM port, in any state (idle ones included); more are closed at "
-                    "accept. At least max_associations; the rest is room for connections not yet associated")
+        "accept. At least max_associations; the rest is room for connections not yet associated",
+    )
     max_connections_per_address: int = Field(
-        default=8, ge=1, le=1024,
+        default=8,
+        ge=1,
+        le=1024,
         description="Open TCP connections from one IP address; more are closed at accept (one host cannot fill "
-                    "max_connections). A PACS that sends over several associations at once needs that many")
+        "max_connections). A PACS that sends over several associations at once needs that many",
+    )
     max_pdu_bytes: int = Field(
-        default=256 * 1024, ge=4096, le=16 * 1024 * 1024,
+        default=256 * 1024,
+        ge=4096,
+        le=16 * 1024 * 1024,
         description="Largest PDU received (advertised to senders as the maximum PDU length; any PDU, association "
-                    "request included, declaring more is refused before it is read). 256 KiB: 16 times the 16 KiB "
-                    "PDUs most SCUs send, far above any association request, and small enough that every open "
-                    "connection holding one in memory at once stays a few MB")
+        "request included, declaring more is refused before it is read). 256 KiB: 16 times the 16 KiB "
+        "PDUs most SCUs send, far above any association request, and small enough that every open "
+        "connection holding one in memory at once stays a few MB",
+    )
     max_instance_bytes: int = Field(
-        default=64 * 1024 * 1024, ge=1024, le=2 * 1024 * 1024 * 1024,
+        default=64 * 1024 * 1024,
+        ge=1024,
+        le=2 * 1024 * 1024 * 1024,
         description="Largest instance accepted. By C-STORE: its dataset fragments are counted as they arrive and "
-                    "the association is aborted as soon as they pass this (the sender keeps the instance; STOW-RS has "
-                    "its own VIGIL_MAX_INSTANCE_BYTES). 64 MiB: a chest radiograph is 5-30 MB uncompressed (a 3000 x "
-                    "3000 16-bit CR is 18 MB), so this leaves room without letting one upload cost much")
+        "the association is aborted as soon as they pass this (the sender keeps the instance; STOW-RS has "
+        "its own VIGIL_MAX_INSTANCE_BYTES). 64 MiB: a chest radiograph is 5-30 MB uncompressed (a 3000 x "
+        "3000 16-bit CR is 18 MB), so this leaves room without letting one upload cost much",
+    )
     max_concurrent_stores: int = Field(
-        default=4, ge=1, le=64,
+        default=4,
+        ge=1,
+        le=64,
         description="Instances received by C-STORE at once (each is spooled to disk, up to max_instance_bytes); a "
-                    "further one waits, the sender held back by TCP, for up to network_timeout_s, then is aborted")
+        "further one waits, the sender held back by TCP, for up to network_timeout_s, then is aborted",
+    )
     allowed_networks: str = Field(
         default="",
         description="Comma-separated IP addresses and CIDR networks (IPv4 and IPv6, e.g. 10.20.0.0/16,fd00::/64) "
-                    "a DICOM connection may come from; any other is closed at accept, before a byte is read. Empty: "
-                    "any address (logged at WARNING at start-up). Applies with and without TLS, beside the AE "
-                    "titles, which anyone can claim")
+        "a DICOM connection may come from; any other is closed at accept, before a byte is read. Empty: "
+        "any address (logged at WARNING at start-up). Applies with and without TLS, beside the AE "
+        "titles, which anyone can claim",
+    )
     tls_cert: Path | None = Field(
         default=None,
         description="PEM certificate (chain) of this node. With VIGIL_DICOM_TLS_KEY: the Storage SCP speaks TLS "
-                    "(1.2 or later) only, a plain association is refused; also the client certificate the SR "
-                    "sender presents to the PACS (VIGIL_DICOM_PACS_TLS)")
-    tls_key: Path | None = Field(default=None,
-                                 description="The unencrypted PEM private key of VIGIL_DICOM_TLS_CERT (mode 0600)")
+        "(1.2 or later) only, a plain association is refused; also the client certificate the SR "
+        "sender presents to the PACS (VIGIL_DICOM_PACS_TLS)",
+    )
+    tls_key: Path | None = Field(
+        default=None, description="The unencrypted PEM private key of VIGIL_DICOM_TLS_CERT (mode 0600)"
+    )
     tls_require_client_cert: bool = Field(
         default=True,
         description="With TLS on, a peer must present a certificate issued by VIGIL_DICOM_TLS_CA (mutual TLS); "
-                    "false: any TLS client (a certificate presented is still verified)")
+        "false: any TLS client (a certificate presented is still verified)",
+    )
     tls_ca: Path | None = Field(
         default=None,
         description="PEM bundle of the CA(s) trusted to issue the peers' certificates: modalities' and PACS "
-                    "client certificates at the SCP, the PACS's server certificate for the SR sender. Only these "
-                    "are trusted (never the system's public CAs)")
+        "client certificates at the SCP, the PACS's server certificate for the SR sender. Only these "
+        "are trusted (never the system's public CAs)",
+    )
     pacs_tls: bool = Field(
         default=False,
         description="The SR sender associates with VIGIL_DICOM_DESTINATION over TLS (1.2 or later), verifying "
-                    "the PACS's certificate against VIGIL_DICOM_TLS_CA and its host name or address against the "
-                    "destination's host, and presenting VIGIL_DICOM_TLS_CERT/KEY as its client certificate")
+        "the PACS's certificate against VIGIL_DICOM_TLS_CA and its host name or address against the "
+        "destination's host, and presenting VIGIL_DICOM_TLS_CERT/KEY as its client certificate",
+    )
     stow_url: str | None = Field(
         default=None,
         description="A DICOMweb base URL (e.g. http://pacs:8042/dicom-web) the SR (and heat map) are also, or "
-                    "instead, sent to by STOW-RS (POST <url>/studies/<source study>), with the same retries and "
-                    "delivery_failed list as VIGIL_DICOM_DESTINATION; https verified against VIGIL_DICOM_TLS_CA "
-                    "when set, else the system's CAs")
+        "instead, sent to by STOW-RS (POST <url>/studies/<source study>), with the same retries and "
+        "delivery_failed list as VIGIL_DICOM_DESTINATION; https verified against VIGIL_DICOM_TLS_CA "
+        "when set, else the system's CAs",
+    )
     stow_authorization: SecretStr | None = Field(
-        default=None, description="Authorization header value sent with STOW-RS, e.g. 'Bearer <token>' (secret)")
+        default=None, description="Authorization header value sent with STOW-RS, e.g. 'Bearer <token>' (secret)"
+    )
     notify_hl7: str | None = Field(
         default=None,
         description="host:port of the RIS's HL7 v2 MLLP listener: a flagged instance is notified there by an "
-                    "ORU^R01 (v2.5.1), retried with back-off like a delivery, then listed as failed "
-                    "(`vigil dicom-queue failed`); unset: no HL7 notification")
+        "ORU^R01 (v2.5.1), retried with back-off like a delivery, then listed as failed "
+        "(`vigil dicom-queue failed`); unset: no HL7 notification",
+    )
     notify_hl7_tls: bool = Field(
         default=False,
         description="MLLP over TLS (1.2 or later): the listener's certificate verified against VIGIL_DICOM_TLS_CA "
-                    "and its host name; VIGIL_DICOM_TLS_CERT/KEY presented as the client certificate when set")
+        "and its host name; VIGIL_DICOM_TLS_CERT/KEY presented as the client certificate when set",
+    )
     notify_hl7_sending_facility: str = Field(default="", description="MSH-4, this site's facility (HD namespace id)")
     notify_hl7_receiving_application: str = Field(default="RIS", description="MSH-5 (HD namespace id)")
     notify_hl7_receiving_facility: str = Field(default="", description="MSH-6 (HD namespace id)")
     notify_fhir_url: str | None = Field(
         default=None,
         description="A FHIR R4 base URL: a flagged instance is notified there by a Task (POST <url>/Task, conditional "
-                    "create, so a retry makes no second Task); https verified against VIGIL_DICOM_TLS_CA when set, "
-                    "else the system's CAs; unset: no FHIR notification")
+        "create, so a retry makes no second Task); https verified against VIGIL_DICOM_TLS_CA when set, "
+        "else the system's CAs; unset: no FHIR notification",
+    )
     notify_fhir_authorization: SecretStr | None = Field(
-        default=None, description="Authorization header value sent with the FHIR Task, e.g. 'Bearer <token>' (secret)")
+        default=None, description="Authorization header value sent with the FHIR Task, e.g. 'Bearer <token>' (secret)"
+    )
     notify_priority: Literal["stat", "asap", "routine"] = Field(
-        default="asap", description="Priority asked of the worklist for a flagged study (HL7 TQ1-9 S/A/R, FHIR "
-                                    "Task.priority)")
+        default="asap",
+        description="Priority asked of the worklist for a flagged study (HL7 TQ1-9 S/A/R, FHIR Task.priority)",
+    )
     send_heatmap_sc: bool = Field(default=False, description="Also send a Secondary Capture of the heat map")
-    keep_instances: bool = Field(default=False,
-                                 description="Keep received instances after analysis (default: delete them)")
-    stop_timeout_s: float = Field(default=30.0, ge=0, le=3600,
-                                  description="On stop, how long in-flight associations and work may finish")
+    keep_instances: bool = Field(
+        default=False, description="Keep received instances after analysis (default: delete them)"
+    )
+    stop_timeout_s: float = Field(
+        default=30.0, ge=0, le=3600, description="On stop, how long in-flight associations and work may finish"
+    )
 
     @model_validator(mode="after")
     def _connections_cover_associations(self) -> DicomNodeSettings:
         if self.max_connections < self.max_associations:
-            raise ValueError(f"max_connections must be at least max_associations ({self.max_associations}); got "
-                             f"{self.max_connections}")
+            raise ValueError(
+                f"max_connections must be at least max_associations ({self.max_associations}); got "
+                f"{self.max_connections}"
+            )
         return self
 
     @field_validator("ae_title")
@@ -267,8 +320,9 @@ class DicomNodeSettings(BaseSettings):
     @field_validator("notify_fhir_url")
     @classmethod
     def _notify_fhir_url(cls, value: str | None) -> str | None:
-        return check_http_url("notify_fhir_url", value, "VIGIL_DICOM_NOTIFY_FHIR_AUTHORIZATION",
-                              "https://ris.local/fhir")
+        return check_http_url(
+            "notify_fhir_url", value, "VIGIL_DICOM_NOTIFY_FHIR_AUTHORIZATION", "https://ris.local/fhir"
+        )
 
     @field_validator("allowed_networks")
     @classmethod
@@ -307,9 +361,11 @@ class DicomNodeSettings(BaseSettings):
         if value is not None:
             client_context(check_readable(value))  # a PEM bundle holding at least one certificate
         elif info.data.get("tls_cert") is not None and info.data.get("tls_require_client_cert", True):
-            raise ValueError("must be set when TLS is on (VIGIL_DICOM_TLS_CERT) and client certificates are required "
-                             "(VIGIL_DICOM_TLS_REQUIRE_CLIENT_CERT, the default): the CA bundle that issued the "
-                             "modalities' and PACS's certificates")
+            raise ValueError(
+                "must be set when TLS is on (VIGIL_DICOM_TLS_CERT) and client certificates are required "
+                "(VIGIL_DICOM_TLS_REQUIRE_CLIENT_CERT, the default): the CA bundle that issued the "
+                "modalities' and PACS's certificates"
+            )
         return value
 
     @field_validator("pacs_tls")

@@ -26,8 +26,15 @@ from typing import Final, TypeAlias
 
 from models.errors import ConfigError
 
-__all__ = ["ClientTLS", "IPNetwork", "address_allowed", "check_readable", "client_context", "parse_networks",
-           "server_context"]
+__all__ = [
+    "ClientTLS",
+    "IPNetwork",
+    "address_allowed",
+    "check_readable",
+    "client_context",
+    "parse_networks",
+    "server_context",
+]
 
 IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -63,11 +70,14 @@ def _load_chain(context: ssl.SSLContext, cert: Path, key: Path) -> None:
     try:
         context.load_cert_chain(cert, key, password=_no_passphrase)
     except ssl.SSLError as exc:
-        raise ConfigError(f"{CERT_SETTING} and {KEY_SETTING} cannot be loaded as a PEM certificate (chain) and its "
-                          f"unencrypted private key ({_ssl_reason(exc)}): {cert}, {key}") from exc
+        raise ConfigError(
+            f"{CERT_SETTING} and {KEY_SETTING} cannot be loaded as a PEM certificate (chain) and its "
+            f"unencrypted private key ({_ssl_reason(exc)}): {cert}, {key}"
+        ) from exc
     except OSError as exc:
-        raise ConfigError(f"{CERT_SETTING} or {KEY_SETTING} cannot be read ({type(exc).__name__}): {cert}, "
-                          f"{key}") from exc
+        raise ConfigError(
+            f"{CERT_SETTING} or {KEY_SETTING} cannot be read ({type(exc).__name__}): {cert}, {key}"
+        ) from exc
 
 
 def _load_ca(context: ssl.SSLContext, ca: Path) -> None:
@@ -105,8 +115,10 @@ def server_context(cert: Path, key: Path, ca: Path | None, *, require_client_cer
         _load_ca(context, ca)
     if require_client_cert:
         if ca is None:
-            raise ConfigError(f"{CA_SETTING} must be set when client certificates are required "
-                              "(VIGIL_DICOM_TLS_REQUIRE_CLIENT_CERT): it is what they are verified against")
+            raise ConfigError(
+                f"{CA_SETTING} must be set when client certificates are required "
+                "(VIGIL_DICOM_TLS_REQUIRE_CLIENT_CERT): it is what they are verified against"
+            )
         context.verify_mode = ssl.CERT_REQUIRED
     else:
         context.verify_mode = ssl.CERT_OPTIONAL if ca is not None else ssl.CERT_NONE
@@ -157,10 +169,14 @@ def parse_networks(value: str) -> tuple[IPNetwork, ...]:
         except ValueError as exc:
             if "host bits set" in str(exc):
                 wide = ipaddress.ip_network(entry, strict=False)
-                raise ValueError(f"entry {entry!r} has host bits set: write {wide} for the network or "
-                                 f"{entry.split('/')[0]} for the one address") from exc
-            raise ValueError(f"entry {entry[:60]!r} is not an IP address or CIDR network (e.g. 10.20.0.0/16, "
-                             "192.168.1.7 or fd00::/64)") from exc
+                raise ValueError(
+                    f"entry {entry!r} has host bits set: write {wide} for the network or "
+                    f"{entry.split('/')[0]} for the one address"
+                ) from exc
+            raise ValueError(
+                f"entry {entry[:60]!r} is not an IP address or CIDR network (e.g. 10.20.0.0/16, "
+                "192.168.1.7 or fd00::/64)"
+            ) from exc
     return tuple(networks)
 
 

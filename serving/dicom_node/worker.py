@@ -61,16 +61,30 @@ class WorkerPool:
         Jitter source of the back-off (seed it in tests).
     """
 
-    def __init__(self, queue: WorkQueue, holder: ModelHolder, store: Store, settings: DicomNodeSettings, *,
-                 node_id: str, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        queue: WorkQueue,
+        holder: ModelHolder,
+        store: Store,
+        settings: DicomNodeSettings,
+        *,
+        node_id: str,
+        rng: random.Random | None = None,
+    ) -> None:
         self.queue = queue
         self.holder = holder
         self.store = store
         self.settings = settings
         self.node_id = node_id
         self.destination = settings.destination_peer()
-        self.targets = ", ".join(t for t in (str(self.destination) if self.destination else "",
-                                             f"STOW-RS {settings.stow_url}" if settings.stow_url else "") if t)
+        self.targets = ", ".join(
+            t
+            for t in (
+                str(self.destination) if self.destination else "",
+                f"STOW-RS {settings.stow_url}" if settings.stow_url else "",
+            )
+            if t
+        )
         self.output_dir = settings.resolved_storage_dir()
         self._rng = rng or random.Random()
         self._rng_lock = threading.Lock()
@@ -85,8 +99,7 @@ class WorkerPool:
         run = uuid.uuid4().hex[:8]
         for index in range(self.settings.workers):
             owner = f"{self.node_id}/w{index}/{run}"
-            thread = threading.Thread(target=self._loop, args=(owner,), name=f"vigil-dicom-worker-{index}",
-                                      daemon=True)
+            thread = threading.Thread(target=self._loop, args=(owner,), name=f"vigil-dicom-worker-{index}", daemon=True)
             thread.start()
             self._threads.append(thread)
 
@@ -102,8 +115,9 @@ class WorkerPool:
             thread.join(max(0.0, deadline - time.monotonic()))
         alive = [t.name for t in self._threads if t.is_alive()]
         if alive:
-            log.warning("%d DICOM worker(s) still busy after %.0f s; their items will be claimed again", len(alive),
-                        timeout_s)
+            log.warning(
+                "%d DICOM worker(s) still busy after %.0f s; their items will be claimed again", len(alive), timeout_s
+            )
         self._threads = [t for t in self._threads if t.is_alive()]
         return not alive
 
@@ -160,50 +174,88 @@ class WorkerPool:
         cfg = self.settings
         now = time.time()
         if item.attempts > cfg.max_attempts:
-            log.error("instance %s: analysis did not finish in %d attempts; not analysed", item.sop_instance_uid,
-                      cfg.max_attempts)
-            self._finish_analysis(item, "not_analysed", {
-                "reason_field": "file", "reason": f"the analysis did not finish in {cfg.max_attempts} attempts"})
+            log.error(
+                "instance %s: analysis did not finish in %d attempts; not analysed",
+                item.sop_instance_uid,
+                cfg.max_attempts,
+            )
+            self._finish_analysis(
+                item,
+                "not_analysed",
+                {"reason_field": "file", "reason": f"the analysis did not finish in {cfg.max_attempts} attempts"},
+            )
             return
         try:
             model = self.holder.get("imaging")
-            analysis = analyse_item(item, model, self.store, self.output_dir, send_heatmap_sc=cfg.send_heatmap_sc,
-                                    needs_delivery=cfg.delivers, needs_notify=cfg.notifies)
+            analysis = analyse_item(
+                item,
+                model,
+                self.store,
+                self.output_dir,
+                send_heatmap_sc=cfg.send_heatmap_sc,
+                needs_delivery=cfg.delivers,
+                needs_notify=cfg.notifies,
+            )
         except (ModelUnavailableError, StoreUnavailableError, OSError) as exc:
             delay = self._delay(item.attempts)
-            log.warning("instance %s: analysis postponed %.1f s: %s", item.sop_instance_uid, delay,
-                        type(exc).__name__)
-            self.queue.transition(item, expect_state="analysing", state="received", attempts=item.attempts - 1,
-                                  next_attempt_at=now + delay, last_error=f"analysis postponed: {type(exc).__name__}")
+            log.warning("instance %s: analysis postponed %.1f s: %s", item.sop_instance_uid, delay, type(exc).__name__)
+            self.queue.transition(
+                item,
+                expect_state="analysing",
+                state="received",
+                attempts=item.attempts - 1,
+                next_attempt_at=now + delay,
+                last_error=f"analysis postponed: {type(exc).__name__}",
+            )
             return
         except Exception as exc:  # unexpected: counted, so a poison instance ends as not analysed
             delay = self._delay(item.attempts)
-            log.exception("instance %s: analysis failed (attempt %d); retry in %.1f s", item.sop_instance_uid,
-                          item.attempts, delay)
+            log.exception(
+                "instance %s: analysis failed (attempt %d); retry in %.1f s",
+                item.sop_instance_uid,
+                item.attempts,
+                delay,
+            )
             if item.attempts >= cfg.max_attempts:
-                self._finish_analysis(item, "not_analysed", {
-                    "reason_field": "file", "reason": f"the analysis failed {item.attempts} times "
-                                                      f"({type(exc).__name__})"})
+                self._finish_analysis(
+                    item,
+                    "not_analysed",
+                    {
+                        "reason_field": "file",
+                        "reason": f"the analysis failed {item.attempts} times ({type(exc).__name__})",
+                    },
+                )
             else:
-                self.queue.transition(item, expect_state="analysing", state="received", next_attempt_at=now + delay,
-                                      last_error=f"analysis failed: {type(exc).__name__}")
+                self.queue.transition(
+                    item,
+                    expect_state="analysing",
+                    state="received",
+                    next_attempt_at=now + delay,
+                    last_error=f"analysis failed: {type(exc).__name__}",
+                )
             return
         self._finish_analysis(item, analysis.state, analysis.changes)
 
     def _finish_analysis(self, item: QueueItem, state: str, changes: dict[str, Any]) -> None:
         now = time.time()
         keep = self.settings.keep_instances
-        written = self.queue.transition(item, expect_state="analysing", state=state, analysed_at=now,
-                                        next_attempt_at=now, last_error=None,
-                                        file_path=item.file_path if keep else None, **changes)
+        written = self.queue.transition(
+            item,
+            expect_state="analysing",
+            state=state,
+            analysed_at=now,
+            next_attempt_at=now,
+            last_error=None,
+            file_path=item.file_path if keep else None,
+            **changes,
+        )
         if written is None:  # our lease was taken over: what we wrote is not referenced
             for key in ("sr_path", "sc_path"):
                 remove_quietly(changes.get(key), self.output_dir)
             return
         if not keep:
             remove_quietly(item.file_path, self.output_dir)
-        log.info("instance %s %s%s", item.sop_instance_uid, state,
-                 " (flagged)" if written.flagged else "")
+        log.info("instance %s %s%s", item.sop_instance_uid, state, " (flagged)" if written.flagged else "")
 
     def _deliver(self, item: QueueItem) -> None:
         cfg = self.settings
@@ -215,27 +267,44 @@ class WorkerPool:
             if self.destination is not None:
                 send_instances(paths, self.destination, calling_aet=cfg.ae_title, timeout_s=cfg.network_timeout_s)
             if cfg.stow_url:
-                send_stow(paths, cfg.stow_url, timeout_s=cfg.network_timeout_s,
-                          authorization=cfg.stow_authorization.get_secret_value() if cfg.stow_authorization else None,
-                          verify=str(cfg.tls_ca) if cfg.tls_ca is not None else True)
+                send_stow(
+                    paths,
+                    cfg.stow_url,
+                    timeout_s=cfg.network_timeout_s,
+                    authorization=cfg.stow_authorization.get_secret_value() if cfg.stow_authorization else None,
+                    verify=str(cfg.tls_ca) if cfg.tls_ca is not None else True,
+                )
         except Exception as exc:  # DeliveryError, or anything unexpected: retried the same way
             reason = exc.reason if isinstance(exc, DeliveryError) else f"delivery failed ({type(exc).__name__})"
             now = time.time()
             if item.delivery_attempts >= cfg.max_attempts:
-                log.error("instance %s: SR delivery to %s failed %d times, last: %s; kept as delivery_failed",
-                          item.sop_instance_uid, self.targets, item.delivery_attempts, reason)
-                self.queue.transition(item, expect_state="delivering", state="delivery_failed", last_error=reason,
-                                      next_attempt_at=now)
+                log.error(
+                    "instance %s: SR delivery to %s failed %d times, last: %s; kept as delivery_failed",
+                    item.sop_instance_uid,
+                    self.targets,
+                    item.delivery_attempts,
+                    reason,
+                )
+                self.queue.transition(
+                    item, expect_state="delivering", state="delivery_failed", last_error=reason, next_attempt_at=now
+                )
             else:
                 delay = self._delay(item.delivery_attempts)
-                log.warning("instance %s: SR delivery attempt %d failed (%s); retry in %.1f s",
-                            item.sop_instance_uid, item.delivery_attempts, reason, delay)
-                self.queue.transition(item, expect_state="delivering", state="analysed", last_error=reason,
-                                      next_attempt_at=now + delay)
+                log.warning(
+                    "instance %s: SR delivery attempt %d failed (%s); retry in %.1f s",
+                    item.sop_instance_uid,
+                    item.delivery_attempts,
+                    reason,
+                    delay,
+                )
+                self.queue.transition(
+                    item, expect_state="delivering", state="analysed", last_error=reason, next_attempt_at=now + delay
+                )
             return
         now = time.time()
-        self.queue.transition(item, expect_state="delivering", state="delivered", delivered_at=now,
-                              next_attempt_at=now, last_error=None)
+        self.queue.transition(
+            item, expect_state="delivering", state="delivered", delivered_at=now, next_attempt_at=now, last_error=None
+        )
         log.info("instance %s: SR delivered to %s", item.sop_instance_uid, self.targets)
 
     def _notify(self, item: QueueItem) -> None:
@@ -261,38 +330,71 @@ class WorkerPool:
             try:
                 if channel == "hl7":
                     host, port, tls = cfg.notify_hl7_peer()
-                    message = oru_r01(notice, priority=cfg.notify_priority,
-                                      sending_facility=cfg.notify_hl7_sending_facility,
-                                      receiving_application=cfg.notify_hl7_receiving_application,
-                                      receiving_facility=cfg.notify_hl7_receiving_facility)
-                    send_mllp(message, host, port, control_id=notice.control_id, timeout_s=cfg.network_timeout_s,
-                              tls=tls.context() if tls is not None else None)
+                    message = oru_r01(
+                        notice,
+                        priority=cfg.notify_priority,
+                        sending_facility=cfg.notify_hl7_sending_facility,
+                        receiving_application=cfg.notify_hl7_receiving_application,
+                        receiving_facility=cfg.notify_hl7_receiving_facility,
+                    )
+                    send_mllp(
+                        message,
+                        host,
+                        port,
+                        control_id=notice.control_id,
+                        timeout_s=cfg.network_timeout_s,
+                        tls=tls.context() if tls is not None else None,
+                    )
                 else:
                     assert cfg.notify_fhir_url is not None
                     secret = cfg.notify_fhir_authorization
-                    post_fhir_task(fhir_task(notice, priority=cfg.notify_priority), cfg.notify_fhir_url,
-                                   timeout_s=cfg.network_timeout_s,
-                                   authorization=secret.get_secret_value() if secret else None,
-                                   verify=str(cfg.tls_ca) if cfg.tls_ca is not None else True)
+                    post_fhir_task(
+                        fhir_task(notice, priority=cfg.notify_priority),
+                        cfg.notify_fhir_url,
+                        timeout_s=cfg.network_timeout_s,
+                        authorization=secret.get_secret_value() if secret else None,
+                        verify=str(cfg.tls_ca) if cfg.tls_ca is not None else True,
+                    )
                 done.append(channel)
             except Exception as exc:  # DeliveryError, a TLS file gone (ConfigError), or anything unexpected
-                reasons.append(exc.reason if isinstance(exc, DeliveryError) else
-                               f"{channel} notification failed ({type(exc).__name__})")
+                reasons.append(
+                    exc.reason
+                    if isinstance(exc, DeliveryError)
+                    else f"{channel} notification failed ({type(exc).__name__})"
+                )
         now = time.time()
         if not reasons:
-            self.queue.notify_transition(item, notify_state="sent", notified_channels=tuple(done), notified_at=now,
-                                         notify_next_at=None, notify_error=None)
+            self.queue.notify_transition(
+                item,
+                notify_state="sent",
+                notified_channels=tuple(done),
+                notified_at=now,
+                notify_next_at=None,
+                notify_error=None,
+            )
             log.info("instance %s: worklist notified (%s)", item.sop_instance_uid, ", ".join(done))
             return
         reason = "; ".join(reasons)
         if item.notify_attempts >= cfg.max_attempts:
-            log.error("instance %s: the worklist notification of a flagged read failed %d times, last: %s; kept as "
-                      "failed (vigil dicom-queue failed)", item.sop_instance_uid, item.notify_attempts, reason)
-            self.queue.notify_transition(item, notify_state="failed", notified_channels=tuple(done),
-                                         notify_error=reason, notify_next_at=None)
+            log.error(
+                "instance %s: the worklist notification of a flagged read failed %d times, last: %s; kept as "
+                "failed (vigil dicom-queue failed)",
+                item.sop_instance_uid,
+                item.notify_attempts,
+                reason,
+            )
+            self.queue.notify_transition(
+                item, notify_state="failed", notified_channels=tuple(done), notify_error=reason, notify_next_at=None
+            )
             return
         delay = self._delay(item.notify_attempts)
-        log.warning("instance %s: worklist notification attempt %d failed (%s); retry in %.1f s",
-                    item.sop_instance_uid, item.notify_attempts, reason, delay)
-        self.queue.notify_transition(item, notify_state="pending", notified_channels=tuple(done),
-                                     notify_error=reason, notify_next_at=now + delay)
+        log.warning(
+            "instance %s: worklist notification attempt %d failed (%s); retry in %.1f s",
+            item.sop_instance_uid,
+            item.notify_attempts,
+            reason,
+            delay,
+        )
+        self.queue.notify_transition(
+            item, notify_state="pending", notified_channels=tuple(done), notify_error=reason, notify_next_at=now + delay
+        )

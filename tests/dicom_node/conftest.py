@@ -19,10 +19,17 @@ import pytest
 from serving.model_source import LocalFolderLocator, ModelHolder
 from tests.net import free_port
 
-PASSING_GATE = {"status": "pass", "policy_version": "test", "checked_utc": "2026-11-23T00:00:00Z",
-                "summary": "test fixture"}
-FIXTURES = Path(os.environ.get("VIGIL_DATA_DIR", Path(__file__).resolve().parents[2] / ".." / "shared" / "data")) \
-    / "imaging" / "dicom_fixtures"
+PASSING_GATE = {
+    "status": "pass",
+    "policy_version": "test",
+    "checked_utc": "2026-11-23T00:00:00Z",
+    "summary": "test fixture",
+}
+FIXTURES = (
+    Path(os.environ.get("VIGIL_DATA_DIR", Path(__file__).resolve().parents[2] / ".." / "shared" / "data"))
+    / "imaging"
+    / "dicom_fixtures"
+)
 REDIS_URL = os.environ.get("VIGIL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
@@ -35,8 +42,7 @@ def imaging_model_folder(model_folder) -> Path:
 @pytest.fixture(scope="session")
 def holder(imaging_model_folder) -> ModelHolder:
     """A model holder serving the imaging model only (shared by the tests: loading is the slow part)."""
-    held = ModelHolder(LocalFolderLocator(imaging_model_folder), allow_unreleased=False, threads=1,
-                       tasks=("imaging",))
+    held = ModelHolder(LocalFolderLocator(imaging_model_folder), allow_unreleased=False, threads=1, tasks=("imaging",))
     held.load_all()
     return held
 
@@ -94,8 +100,7 @@ def load_fixture(path: Path):
 
 
 def fixture_files(root: Path, *folders: str) -> list[Path]:
-    return sorted(p for folder in folders for p in (root / folder).iterdir()
-                  if p.is_file() and p.suffix != ".py")
+    return sorted(p for folder in folders for p in (root / folder).iterdir() if p.is_file() and p.suffix != ".py")
 
 
 def wait_for(predicate, timeout_s: float = 60.0, every_s: float = 0.05):
@@ -117,8 +122,9 @@ class Association:
     accepted_syntaxes: dict[str, str]  # sop instance uid -> transfer syntax the context accepted
 
 
-def scu_send(port: int, datasets, *, calling: str = "MODALITY", called: str = "VIGIL",
-             echo: bool = False) -> Association:
+def scu_send(
+    port: int, datasets, *, calling: str = "MODALITY", called: str = "VIGIL", echo: bool = False
+) -> Association:
     """One association from ``calling``: each dataset in its own transfer syntax by C-STORE (and a C-ECHO)."""
     from pynetdicom import AE, evt
     from pynetdicom.pdu_primitives import A_ASSOCIATE
@@ -196,8 +202,12 @@ class Destination:
         """Listen (over TLS when ``ssl_context`` is given: a PACS that requires it)."""
         from pynetdicom import evt
 
-        self._server = self.ae.start_server(("127.0.0.1", self.port), block=False, ssl_context=ssl_context,
-                                            evt_handlers=[(evt.EVT_C_STORE, self._on_store)])
+        self._server = self.ae.start_server(
+            ("127.0.0.1", self.port),
+            block=False,
+            ssl_context=ssl_context,
+            evt_handlers=[(evt.EVT_C_STORE, self._on_store)],
+        )
         return self
 
     def stop(self) -> None:
@@ -229,9 +239,19 @@ def node_factory(tmp_path, holder, audit_store, queue_url):
     made = []
 
     def make(node_id: str = "test-node", **overrides) -> DicomNode:
-        values = {"work_dir": tmp_path, "port": 0, "allowed_calling_aets": "MODALITY", "queue_url": url,
-                  "queue_prefix": prefix or "vigil:dicom:", "poll_s": 0.05, "backoff_base_s": 0.05,
-                  "backoff_max_s": 0.2, "network_timeout_s": 5, "stop_timeout_s": 10, **overrides}
+        values = {
+            "work_dir": tmp_path,
+            "port": 0,
+            "allowed_calling_aets": "MODALITY",
+            "queue_url": url,
+            "queue_prefix": prefix or "vigil:dicom:",
+            "poll_s": 0.05,
+            "backoff_base_s": 0.05,
+            "backoff_max_s": 0.2,
+            "network_timeout_s": 5,
+            "stop_timeout_s": 10,
+            **overrides,
+        }
         node = DicomNode(DicomNodeSettings(**values), holder, audit_store, node_id=node_id, rng=random.Random(0))
         made.append(node)
         return node
@@ -289,5 +309,11 @@ def zero_radiograph(side: int):
 @pytest.fixture(scope="session")
 def dicom_tools() -> SimpleNamespace:
     """The helpers above, for test modules (tests/ has no packages to import them from)."""
-    return SimpleNamespace(load=load_fixture, files=fixture_files, send=scu_send, wait_for=wait_for,
-                           Destination=Destination, free_port=free_port)
+    return SimpleNamespace(
+        load=load_fixture,
+        files=fixture_files,
+        send=scu_send,
+        wait_for=wait_for,
+        Destination=Destination,
+        free_port=free_port,
+    )

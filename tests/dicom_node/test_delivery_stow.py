@@ -76,12 +76,15 @@ def test_202_without_failed_instances_is_delivered(archive, tmp_path):
     send_stow([_result(tmp_path / "sr.dcm")], archive.url, timeout_s=5)
 
 
-@pytest.mark.parametrize(("status", "body", "reason"), [
-    (202, {"00081198": {"vr": "SQ", "Value": [{"00081197": {"vr": "US", "Value": [0xA700]}}]}}, "reason 0xA700"),
-    (202, b"not json", "unreadable response"),
-    (409, {"00081198": {"vr": "SQ", "Value": [{}]}}, "answered HTTP 409"),
-    (503, b"", "answered HTTP 503"),
-])
+@pytest.mark.parametrize(
+    ("status", "body", "reason"),
+    [
+        (202, {"00081198": {"vr": "SQ", "Value": [{"00081197": {"vr": "US", "Value": [0xA700]}}]}}, "reason 0xA700"),
+        (202, b"not json", "unreadable response"),
+        (409, {"00081198": {"vr": "SQ", "Value": [{}]}}, "answered HTTP 409"),
+        (503, b"", "answered HTTP 503"),
+    ],
+)
 def test_a_refusal_is_a_delivery_error_naming_the_status(archive, tmp_path, status, body, reason):
     archive.status, archive.body = status, body if isinstance(body, bytes) else json.dumps(body).encode()
     with pytest.raises(DeliveryError, match=reason):
@@ -105,12 +108,15 @@ def test_results_of_two_studies_are_not_sent_together(archive, tmp_path):
     assert archive.received == []
 
 
-@pytest.mark.parametrize(("url", "problem"), [
-    ("ftp://pacs/dicom-web", "http\\(s\\) URL"),
-    ("http:///dicom-web", "http\\(s\\) URL"),
-    ("http://pacs/dicom-web?x=1", "no query"),
-    ("http://user:secret@pacs/dicom-web", "must not carry credentials"),
-])
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("ftp://pacs/dicom-web", "http\\(s\\) URL"),
+        ("http:///dicom-web", "http\\(s\\) URL"),
+        ("http://pacs/dicom-web?x=1", "no query"),
+        ("http://user:secret@pacs/dicom-web", "must not carry credentials"),
+    ],
+)
 def test_a_bad_stow_url_is_refused_naming_the_setting_and_never_echoing_it(tmp_path, url, problem):
     with pytest.raises(ConfigError, match=problem) as caught:
         load_validated(DicomNodeSettings, "VIGIL_DICOM_", work_dir=tmp_path, stow_url=url)

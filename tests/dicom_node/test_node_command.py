@@ -26,14 +26,27 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.mark.realdata
 def test_dicom_node_command_receives_analyses_and_stops(model_folder, fixtures_dir, tmp_path):
     port = free_port()
-    env = {**os.environ, "VIGIL_WORK_DIR": str(tmp_path), "VIGIL_MODEL_SOURCE": "local",
-           "VIGIL_MODEL_DIR": str(model_folder), "VIGIL_DICOM_PORT": str(port),
-           "VIGIL_DICOM_ALLOWED_CALLING_AETS": "MODALITY1", "VIGIL_DICOM_POLL_S": "0.2", "VIGIL_THREADS": "1",
-           "VIGIL_DICOM_NODE_HEARTBEAT": str(tmp_path / "node.heartbeat")}
+    env = {
+        **os.environ,
+        "VIGIL_WORK_DIR": str(tmp_path),
+        "VIGIL_MODEL_SOURCE": "local",
+        "VIGIL_MODEL_DIR": str(model_folder),
+        "VIGIL_DICOM_PORT": str(port),
+        "VIGIL_DICOM_ALLOWED_CALLING_AETS": "MODALITY1",
+        "VIGIL_DICOM_POLL_S": "0.2",
+        "VIGIL_THREADS": "1",
+        "VIGIL_DICOM_NODE_HEARTBEAT": str(tmp_path / "node.heartbeat"),
+    }
     log_path = tmp_path / "node.log"
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "vigil.cli", "dicom-node"], cwd=REPO, env=env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "vigil.cli", "dicom-node"],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     path = fixtures_dir / "chest" / "RG1_J2KI.dcm"
     ds = dcmread(path)
     try:

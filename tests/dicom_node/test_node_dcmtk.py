@@ -35,10 +35,19 @@ FOLDERS = ("chest", "derived")
 #: storescu's option that proposes a file's transfer syntax. By default storescu proposes the uncompressed syntaxes
 #: only and decompresses (when it can) whatever else it sends; ``-x?`` proposes one compressed syntax first, the
 #: uncompressed ones as the fallback, and storescu sends a file as it is when its own syntax is accepted.
-PROPOSE = {"1.2.840.10008.1.2": "-xi", "1.2.840.10008.1.2.1": "-xe", "1.2.840.10008.1.2.2": "-xb",
-           "1.2.840.10008.1.2.4.50": "-xy", "1.2.840.10008.1.2.4.51": "-xx", "1.2.840.10008.1.2.4.70": "-xs",
-           "1.2.840.10008.1.2.4.80": "-xt", "1.2.840.10008.1.2.4.81": "-xu", "1.2.840.10008.1.2.4.90": "-xv",
-           "1.2.840.10008.1.2.4.91": "-xw", "1.2.840.10008.1.2.5": "-xr"}
+PROPOSE = {
+    "1.2.840.10008.1.2": "-xi",
+    "1.2.840.10008.1.2.1": "-xe",
+    "1.2.840.10008.1.2.2": "-xb",
+    "1.2.840.10008.1.2.4.50": "-xy",
+    "1.2.840.10008.1.2.4.51": "-xx",
+    "1.2.840.10008.1.2.4.70": "-xs",
+    "1.2.840.10008.1.2.4.80": "-xt",
+    "1.2.840.10008.1.2.4.81": "-xu",
+    "1.2.840.10008.1.2.4.90": "-xv",
+    "1.2.840.10008.1.2.4.91": "-xw",
+    "1.2.840.10008.1.2.5": "-xr",
+}
 DCMTK_TIMEOUTS = ["-to", "10", "-ta", "10", "-td", "30"]
 PENDING = ("received", "analysing", "analysed", "delivering")
 _CONVERTING = re.compile(r"Converting transfer syntax: (.+?) -> (.+?)\s*$", re.MULTILINE)
@@ -71,8 +80,13 @@ def dciodvfy() -> str | None:
 
 
 def _echo(echoscu: str, port: int, *, calling: str, called: str = "VIGIL") -> subprocess.CompletedProcess[str]:
-    return subprocess.run([echoscu, "-aet", calling, "-aec", called, *DCMTK_TIMEOUTS, "127.0.0.1", str(port)],
-                          capture_output=True, text=True, timeout=30, check=False)
+    return subprocess.run(
+        [echoscu, "-aet", calling, "-aec", called, *DCMTK_TIMEOUTS, "127.0.0.1", str(port)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- C-ECHO
@@ -118,8 +132,16 @@ def through_the_node(dcmtk, holder, fixtures_dir, dicom_tools, tmp_path_factory)
     store.create_schema()
     with _storescp(dcmtk, work) as (destination, pacs), pytest.MonkeyPatch.context() as mp:
         mp.setenv("VIGIL_DICOM_DESTINATION", destination)  # as an operator configures it
-        settings = DicomNodeSettings(work_dir=work, port=0, allowed_calling_aets="MODALITY", workers=2,
-                                     poll_s=0.05, backoff_base_s=0.05, backoff_max_s=0.2, network_timeout_s=10)
+        settings = DicomNodeSettings(
+            work_dir=work,
+            port=0,
+            allowed_calling_aets="MODALITY",
+            workers=2,
+            poll_s=0.05,
+            backoff_base_s=0.05,
+            backoff_max_s=0.2,
+            network_timeout_s=10,
+        )
         assert settings.destination == destination
         node = DicomNode(settings, holder, store, node_id="dcmtk-node", rng=random.Random(0))
         node.start()
@@ -137,8 +159,11 @@ def _storescp(dcmtk: Dcmtk, work: Path) -> Iterator[tuple[str, Path]]:
     port, pacs, log = free_port(), work / "pacs", work / "storescp.log"
     pacs.mkdir()
     with open(log, "w") as out:
-        proc = subprocess.Popen([dcmtk.storescp, "-aet", "PACS", "+xa", "+B", "-od", str(pacs), "-ta", "10", "-td",
-                                 "30", str(port)], stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [dcmtk.storescp, "-aet", "PACS", "+xa", "+B", "-od", str(pacs), "-ta", "10", "-td", "30", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + 15
         while _echo(dcmtk.echoscu, port, calling="VIGIL", called="PACS").returncode != 0:
@@ -158,9 +183,26 @@ def _send_and_collect(dcmtk: Dcmtk, node, paths: list[Path], pacs: Path) -> list
     for path in paths:  # one association per file, proposing that file's transfer syntax (see PROPOSE)
         syntax = str(sources[path.name].file_meta.TransferSyntaxUID)
         assert syntax in PROPOSE, f"{path.name}: no storescu option proposes transfer syntax {syntax}"
-        sent = subprocess.run([dcmtk.storescu, "-v", "-R", PROPOSE[syntax], "-aet", "MODALITY", "-aec", "VIGIL",
-                               *DCMTK_TIMEOUTS, "127.0.0.1", str(node.port), str(path)],
-                              capture_output=True, text=True, timeout=60, check=False)
+        sent = subprocess.run(
+            [
+                dcmtk.storescu,
+                "-v",
+                "-R",
+                PROPOSE[syntax],
+                "-aet",
+                "MODALITY",
+                "-aec",
+                "VIGIL",
+                *DCMTK_TIMEOUTS,
+                "127.0.0.1",
+                str(node.port),
+                str(path),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert sent.returncode == 0, (path.name, sent.stderr[-3000:])
         # Had the node refused that syntax, storescu would have fallen back to an uncompressed one and said so
         # ("Converting transfer syntax: JPEG Baseline -> Little Endian Explicit"; "X -> X" is its no-op).
@@ -176,9 +218,11 @@ def _send_and_collect(dcmtk: Dcmtk, node, paths: list[Path], pacs: Path) -> list
     while not (reports := delivered_and_written()):
         if time.monotonic() > deadline:
             items = [(i.state, i.reason, i.last_error) for i in node.list_items()]
-            raise AssertionError(f"not every SR reached storescp within 60 s: queue {node.queue.counts()}, items "
-                                 f"{items}, at the PACS {sorted(p.name[:4] for p in pacs.iterdir())}, storescp "
-                                 f"said {(pacs.parent / 'storescp.log').read_text()[-2000:]}")
+            raise AssertionError(
+                f"not every SR reached storescp within 60 s: queue {node.queue.counts()}, items "
+                f"{items}, at the PACS {sorted(p.name[:4] for p in pacs.iterdir())}, storescp "
+                f"said {(pacs.parent / 'storescp.log').read_text()[-2000:]}"
+            )
         time.sleep(0.05)
     by_sr = {p.name.split(".", 1)[1]: p for p in reports}
     out = []
@@ -202,8 +246,13 @@ def test_storescu_instances_are_kept_in_their_own_syntax_and_one_sr_each_reaches
 @pytest.mark.realdata
 def test_dsrdump_reads_every_sr_without_a_complaint_and_shows_its_findings_and_algorithm(through_the_node, dcmtk):
     for sent in through_the_node:
-        dumped = subprocess.run([dcmtk.dsrdump, "+Pc", "+Pu", "+Pl", "+Pt", str(sent.report)], capture_output=True,
-                                text=True, timeout=30, check=False)
+        dumped = subprocess.run(
+            [dcmtk.dsrdump, "+Pc", "+Pu", "+Pl", "+Pt", str(sent.report)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
         assert dumped.returncode == 0, (sent.name, dumped.stderr[-3000:])
         assert not _DCMTK_PROBLEM.search(dumped.stderr), (sent.name, dumped.stderr[-3000:])
         text = dumped.stdout
@@ -227,8 +276,7 @@ def _dciodvfy_errors(dciodvfy: str | None, sents: list[Sent]) -> dict[str, list[
         pytest.skip("dciodvfy (dicom3tools) is not installed and cannot be: the IOD checks of the SR are not run")
     out = {}
     for sent in sents:
-        checked = subprocess.run([dciodvfy, str(sent.report)], capture_output=True, text=True, timeout=30,
-                                 check=False)
+        checked = subprocess.run([dciodvfy, str(sent.report)], capture_output=True, text=True, timeout=30, check=False)
         out[sent.name] = [line for line in checked.stderr.splitlines() if line.startswith("Error")]
     return out
 

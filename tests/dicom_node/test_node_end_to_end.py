@@ -12,11 +12,18 @@ from models.structured_report import read_second_read_sr
 
 pytestmark = pytest.mark.slow  # stores every fixture through a running node
 
-NEGATIVE_REASONS = {"966.dcm": "PixelData", "Fake_MONOHR1.dcm": "PhotometricInterpretation",
-                    "RG2_JPLY.dcm": "BodyPartExamined"}
-OTHER_CR_REASONS = {"RG2_JLSL.dcm": "BodyPartExamined", "RG2_JPLL.dcm": "BodyPartExamined",
-                    "RG2_JPLY_fixed.dcm": "BodyPartExamined", "RG3_J2KR.dcm": "BodyPartExamined",
-                    "CR-ModalitySequenceLUT.dcm": "PhotometricInterpretation"}
+NEGATIVE_REASONS = {
+    "966.dcm": "PixelData",
+    "Fake_MONOHR1.dcm": "PhotometricInterpretation",
+    "RG2_JPLY.dcm": "BodyPartExamined",
+}
+OTHER_CR_REASONS = {
+    "RG2_JLSL.dcm": "BodyPartExamined",
+    "RG2_JPLL.dcm": "BodyPartExamined",
+    "RG2_JPLY_fixed.dcm": "BodyPartExamined",
+    "RG3_J2KR.dcm": "BodyPartExamined",
+    "CR-ModalitySequenceLUT.dcm": "PhotometricInterpretation",
+}
 PENDING = ("received", "analysing", "analysed", "delivering")
 
 
@@ -28,8 +35,9 @@ def _idle(node) -> bool:
 @pytest.mark.realdata
 @pytest.mark.filterwarnings("ignore:Invalid value for VR UI")  # CR-ModalitySequenceLUT's UIDs have leading zeros
 @pytest.mark.parametrize("queue_url", ["sqlite"], indirect=True)
-def test_every_fixture_is_read_reported_and_delivered(node_factory, destination, fixtures_dir, dicom_tools,
-                                                      audit_store, tmp_path):
+def test_every_fixture_is_read_reported_and_delivered(
+    node_factory, destination, fixtures_dir, dicom_tools, audit_store, tmp_path
+):
     node = node_factory(destination=destination.address, send_heatmap_sc=True, workers=2)
     node.start()
 
@@ -90,7 +98,8 @@ def test_every_fixture_is_read_reported_and_delivered(node_factory, destination,
     assert flagged and all(i.public()["structured_report"]["sop_instance_uid"] for i in flagged)
     some = flagged[0].flagged_findings[0]
     assert {i.sop_instance_uid for i in node.list_items(finding=some, limit=100)} == {
-        i.sop_instance_uid for i in flagged if some in i.flagged_findings}
+        i.sop_instance_uid for i in flagged if some in i.flagged_findings
+    }
     leftovers = [p for p in (tmp_path / "dicom-in").rglob("*.dcm") if p.parent.parent.name not in ("sr", "sc")]
     assert leftovers == []
     assert audit_store.verify_audit_chain()[0]

@@ -194,8 +194,7 @@ def test_an_instance_over_the_limit_is_aborted_while_it_arrives(guarded_scp, dic
     gc.collect()  # the SCU's leaked socket, while its warning is ignored
 
 
-def test_a_received_instance_is_spooled_to_disk_and_renamed_into_place(guarded_scp, dicom_tools, tmp_path,
-                                                                        monkeypatch):
+def test_a_received_instance_is_spooled_to_disk_and_renamed_into_place(guarded_scp, dicom_tools, tmp_path, monkeypatch):
     scp, intake = guarded_scp()
     ds = _radiograph(3 * 1024 * 1024)
     seen: list[tuple[Path, int]] = []
@@ -308,8 +307,7 @@ def test_vigil_serve_runs_the_dicom_node_in_a_supervised_child_process(monkeypat
 def test_the_node_supervisor_restarts_a_dead_node_and_says_so(caplog):
     from workflows.serve import NodeSupervisor
 
-    supervisor = NodeSupervisor([sys.executable, "-c", "raise SystemExit(3)"], first_delay_s=0.05,
-                                max_delay_s=0.1)
+    supervisor = NodeSupervisor([sys.executable, "-c", "raise SystemExit(3)"], first_delay_s=0.05, max_delay_s=0.1)
     supervisor.start()
     try:
         _wait(lambda: supervisor.starts >= 3)

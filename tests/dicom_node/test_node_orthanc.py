@@ -50,11 +50,19 @@ def _orthanc(binary: str, work: Path, vigil_port: int, dicom_port: int, http_por
     work.mkdir(exist_ok=True)
     (work / "forward.lua").write_text(FORWARD_LUA, encoding="utf-8")
     config = {
-        "Name": "VigilTestPACS", "StorageDirectory": str(work / "storage"), "IndexDirectory": str(work / "index"),
-        "HttpPort": http_port, "DicomPort": dicom_port, "DicomAet": "ORTHANC", "RemoteAccessAllowed": False,
-        "AuthenticationEnabled": False, "DicomCheckCalledAet": False, "StableAge": 1,
+        "Name": "VigilTestPACS",
+        "StorageDirectory": str(work / "storage"),
+        "IndexDirectory": str(work / "index"),
+        "HttpPort": http_port,
+        "DicomPort": dicom_port,
+        "DicomAet": "ORTHANC",
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "DicomCheckCalledAet": False,
+        "StableAge": 1,
         "DicomModalities": {"vigil": ["VIGIL", "127.0.0.1", vigil_port]},
-        "LuaScripts": [str(work / "forward.lua")], "Plugins": [str(DICOMWEB_PLUGIN)],
+        "LuaScripts": [str(work / "forward.lua")],
+        "Plugins": [str(DICOMWEB_PLUGIN)],
         "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
     }
     (work / "orthanc.json").write_text(json.dumps(config), encoding="utf-8")
@@ -89,12 +97,18 @@ def orthanc_binary() -> str:
 @pytest.mark.realdata
 @pytest.mark.parametrize("queue_url", ["sqlite"], indirect=True)
 def test_orthanc_forwards_stable_series_and_finds_the_sr_and_heat_map_in_the_source_study(
-        orthanc_binary, node_factory, fixtures_dir, tmp_path):
+    orthanc_binary, node_factory, fixtures_dir, tmp_path
+):
     from models.imaging import read_dicom
 
     dicom_port = free_port()
-    node = node_factory(workers=2, allowed_calling_aets="ORTHANC", destination=f"ORTHANC@127.0.0.1:{dicom_port}",
-                        send_heatmap_sc=True, network_timeout_s=10)
+    node = node_factory(
+        workers=2,
+        allowed_calling_aets="ORTHANC",
+        destination=f"ORTHANC@127.0.0.1:{dicom_port}",
+        send_heatmap_sc=True,
+        network_timeout_s=10,
+    )
     node.start()
     orthanc_work = tmp_path / "orthanc"
     with _orthanc(orthanc_binary, orthanc_work, node.port, dicom_port) as base:
@@ -117,12 +131,16 @@ def test_orthanc_forwards_stable_series_and_finds_the_sr_and_heat_map_in_the_sou
         items = [(i.state, i.reason, i.last_error) for i in node.list_items()]
         for source in sources:
             by_modality = found[str(source.StudyInstanceUID)]
-            assert {"SR", "OT"} <= set(by_modality), (by_modality.keys(), items,
-                                                      (orthanc_work / "orthanc.log").read_text()[-3000:])
+            assert {"SR", "OT"} <= set(by_modality), (
+                by_modality.keys(),
+                items,
+                (orthanc_work / "orthanc.log").read_text()[-3000:],
+            )
             (sr_series,) = by_modality["SR"]
             study, series_uid = str(source.StudyInstanceUID), sr_series["0020000E"]["Value"][0]
-            (instance,) = requests.get(f"{base}/dicom-web/studies/{study}/series/{series_uid}/instances",
-                                       timeout=10).json()
+            (instance,) = requests.get(
+                f"{base}/dicom-web/studies/{study}/series/{series_uid}/instances", timeout=10
+            ).json()
             sop = instance["00080018"]["Value"][0]
             lookup = requests.post(f"{base}/tools/lookup", data=sop, timeout=10).json()
             (orthanc_id,) = [r["ID"] for r in lookup if r["Type"] == "Instance"]
@@ -136,7 +154,6 @@ def test_orthanc_forwards_stable_series_and_finds_the_sr_and_heat_map_in_the_sou
         assert {i.calling_aet for i in listed} == {"ORTHANC"}
 
 
-
 def _series_by_modality(base: str, study: str) -> dict[str, list[dict]]:
     found: dict[str, list[dict]] = {}
     for entry in requests.get(f"{base}/dicom-web/studies/{study}/series", timeout=10).json():
@@ -147,15 +164,22 @@ def _series_by_modality(base: str, study: str) -> dict[str, list[dict]]:
 @pytest.mark.realdata
 @pytest.mark.parametrize("queue_url", ["sqlite"], indirect=True)
 def test_results_go_back_by_stow_rs_with_retries_a_delivery_failed_list_and_a_resend(
-        orthanc_binary, node_factory, fixtures_dir, dicom_tools, tmp_path):
+    orthanc_binary, node_factory, fixtures_dir, dicom_tools, tmp_path
+):
     """VIGIL_DICOM_STOW_URL alone (no C-STORE destination): while the archive is down the SR's delivery fails,
     is retried, and is kept as delivery_failed naming STOW-RS; once the archive is up, a re-send stores the SR and
     the heat map by STOW-RS into the source study, where QIDO-RS finds them."""
     from models.imaging import read_dicom
 
     http_port = free_port()
-    node = node_factory(workers=1, allowed_calling_aets="MODALITY", stow_url=f"http://127.0.0.1:{http_port}/dicom-web",
-                        send_heatmap_sc=True, max_attempts=2, network_timeout_s=5)
+    node = node_factory(
+        workers=1,
+        allowed_calling_aets="MODALITY",
+        stow_url=f"http://127.0.0.1:{http_port}/dicom-web",
+        send_heatmap_sc=True,
+        max_attempts=2,
+        network_timeout_s=5,
+    )
     node.start()
     source = read_dicom(fixtures_dir / FILMS[1])
     uid, study = str(source.SOPInstanceUID), str(source.StudyInstanceUID)
@@ -178,6 +202,7 @@ def test_results_go_back_by_stow_rs_with_retries_a_delivery_failed_list_and_a_re
         found = _series_by_modality(base, study)
         assert {"SR", "OT"} <= set(found), found.keys()
         (sr_series,) = found["SR"]
-        (instance,) = requests.get(f"{base}/dicom-web/studies/{study}/series/{sr_series['0020000E']['Value'][0]}"
-                                   "/instances", timeout=10).json()
+        (instance,) = requests.get(
+            f"{base}/dicom-web/studies/{study}/series/{sr_series['0020000E']['Value'][0]}/instances", timeout=10
+        ).json()
         assert instance["00080018"]["Value"][0] == done.sr_sop_instance_uid

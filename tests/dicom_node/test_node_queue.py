@@ -26,10 +26,19 @@ CR = "1.2.840.10008.5.1.4.1.1.1"
 
 
 def _instance(n: int, sha: str = "a" * 64, refused: tuple[str, str] | None = None) -> NewInstance:
-    return NewInstance(sop_instance_uid=f"1.2.3.{n}", sop_class_uid=CR, study_instance_uid=f"1.2.9.{n % 2}",
-                       series_instance_uid="1.2.8", transfer_syntax="1.2.840.10008.1.2.1", calling_aet="MOD",
-                       source="dicom:c-store", file_path=f"/nowhere/{n}.dcm", sha256=sha, size_bytes=10,
-                       not_analysed=refused)
+    return NewInstance(
+        sop_instance_uid=f"1.2.3.{n}",
+        sop_class_uid=CR,
+        study_instance_uid=f"1.2.9.{n % 2}",
+        series_instance_uid="1.2.8",
+        transfer_syntax="1.2.840.10008.1.2.1",
+        calling_aet="MOD",
+        source="dicom:c-store",
+        file_path=f"/nowhere/{n}.dcm",
+        sha256=sha,
+        size_bytes=10,
+        not_analysed=refused,
+    )
 
 
 @pytest.fixture
@@ -72,8 +81,9 @@ def test_claims_take_the_oldest_due_item_and_a_lapsed_lease_is_claimed_again(que
     assert again.sop_instance_uid == "1.2.3.2" and again.attempts == 2 and again.lease_owner == "w3"
     # the dead worker coming back cannot overwrite what the new owner does
     assert queue.transition(first, expect_state="analysing", state="analysed", now=51.0) is None
-    done = queue.transition(again, expect_state="analysing", state="not_analysed", reason_field="PixelData",
-                            reason="broken", now=52.0)
+    done = queue.transition(
+        again, expect_state="analysing", state="not_analysed", reason_field="PixelData", reason="broken", now=52.0
+    )
     assert done.state == "not_analysed" and done.lease_owner is None and done.reason_field == "PixelData"
     assert queue.get("1.2.3.2").reason == "broken"
 
@@ -82,9 +92,20 @@ def _delivered(queue, n: int) -> None:
     """Item ``1.2.3.<n>`` analysed (its SR and SC on disk) and delivered once."""
     queue.enqueue(_instance(n), now=0.0)
     item = queue.claim(ANALYSE, "w", 60.0, now=1.0)
-    queue.transition(item, expect_state="analysing", state="analysed", needs_delivery=True, next_attempt_at=2.0,
-                     sr_sop_instance_uid="1.2.5.1", sr_path="/out/sr/1.dcm", sc_sop_instance_uid="1.2.5.2",
-                     sc_path="/out/sc/1.dcm", request_id="dicom-1", result={"flagged": False}, now=2.0)
+    queue.transition(
+        item,
+        expect_state="analysing",
+        state="analysed",
+        needs_delivery=True,
+        next_attempt_at=2.0,
+        sr_sop_instance_uid="1.2.5.1",
+        sr_path="/out/sr/1.dcm",
+        sc_sop_instance_uid="1.2.5.2",
+        sc_path="/out/sc/1.dcm",
+        request_id="dicom-1",
+        result={"flagged": False},
+        now=2.0,
+    )
     sending = queue.claim(DELIVER, "w", 60.0, now=3.0)
     queue.transition(sending, expect_state="delivering", state="delivered", delivered_at=4.0, now=4.0)
 
@@ -94,8 +115,17 @@ def test_a_resend_after_delivery_delivers_the_same_report_again_once(queue):
     item, outcome, previous = queue.enqueue(_instance(5, sha="d" * 64), now=10.0)
     assert outcome == "redeliver" and previous.state == "delivered"
     assert (item.state, item.needs_delivery, item.delivery_attempts, item.duplicates) == ("analysed", True, 0, 1)
-    kept = ("sr_sop_instance_uid", "sr_path", "sc_sop_instance_uid", "sc_path", "request_id", "result", "sha256",
-            "attempts", "analysed_at")
+    kept = (
+        "sr_sop_instance_uid",
+        "sr_path",
+        "sc_sop_instance_uid",
+        "sc_path",
+        "request_id",
+        "result",
+        "sha256",
+        "attempts",
+        "analysed_at",
+    )
     assert {k: getattr(item, k) for k in kept} == {k: getattr(previous, k) for k in kept}  # same SR, same read
     assert queue.claim(ANALYSE, "w", 60.0, now=11.0) is None  # never a second analysis
     # Re-sent again while the re-delivery waits, then while it is under way: nothing more is queued.
@@ -122,14 +152,23 @@ def test_a_resend_after_a_failed_delivery_is_a_duplicate(queue):
 def test_delivery_stage_retry_and_operator_requeue(queue):
     queue.enqueue(_instance(3), now=0.0)
     item = queue.claim(ANALYSE, "w", 60.0, now=1.0)
-    queue.transition(item, expect_state="analysing", state="analysed", needs_delivery=True, next_attempt_at=2.0,
-                     result={"probabilities": {"effusion": 0.5}}, flagged=True, flagged_findings=("effusion",),
-                     now=2.0)
+    queue.transition(
+        item,
+        expect_state="analysing",
+        state="analysed",
+        needs_delivery=True,
+        next_attempt_at=2.0,
+        result={"probabilities": {"effusion": 0.5}},
+        flagged=True,
+        flagged_findings=("effusion",),
+        now=2.0,
+    )
     assert queue.claim(DELIVER, "w", 60.0, now=1.5) is None  # not due yet
     sending = queue.claim(DELIVER, "w", 60.0, now=3.0)
     assert sending.state == "delivering" and sending.delivery_attempts == 1
-    queue.transition(sending, expect_state="delivering", state="analysed", last_error="refused", next_attempt_at=9.0,
-                     now=4.0)
+    queue.transition(
+        sending, expect_state="delivering", state="analysed", last_error="refused", next_attempt_at=9.0, now=4.0
+    )
     assert queue.claim(DELIVER, "w", 60.0, now=8.0) is None
     sending = queue.claim(DELIVER, "w", 60.0, now=9.0)
     assert sending.delivery_attempts == 2 and sending.last_error == "refused"
@@ -145,9 +184,19 @@ def _flagged_pending_notification(queue, n: int):
     """Item ``1.2.3.<n>`` analysed and flagged: waiting both for its SR's delivery and its worklist notification."""
     queue.enqueue(_instance(n), now=0.0)
     item = queue.claim(ANALYSE, "w", 60.0, now=1.0)
-    return queue.transition(item, expect_state="analysing", state="analysed", needs_delivery=True, next_attempt_at=2.0,
-                            flagged=True, flagged_findings=("effusion",), sr_path="/out/sr/n.dcm",
-                            notify_state="pending", notify_next_at=2.0, now=2.0)
+    return queue.transition(
+        item,
+        expect_state="analysing",
+        state="analysed",
+        needs_delivery=True,
+        next_attempt_at=2.0,
+        flagged=True,
+        flagged_findings=("effusion",),
+        sr_path="/out/sr/n.dcm",
+        notify_state="pending",
+        notify_next_at=2.0,
+        now=2.0,
+    )
 
 
 def test_the_notification_has_its_own_stage_beside_the_delivery(queue):
@@ -163,8 +212,14 @@ def test_the_notification_has_its_own_stage_beside_the_delivery(queue):
     done = queue.transition(delivering, expect_state="delivering", state="delivered", delivered_at=5.0, now=5.0)
     assert done.state == "delivered" and done.notify_state == "sending" and done.notify_lease_owner == "n"
     # One channel acknowledged, the other did not: pending again after back-off, remembering which did.
-    retry = queue.notify_transition(notifying, notify_state="pending", notified_channels=("hl7",),
-                                    notify_error="FHIR Task answered HTTP 503", notify_next_at=9.0, now=6.0)
+    retry = queue.notify_transition(
+        notifying,
+        notify_state="pending",
+        notified_channels=("hl7",),
+        notify_error="FHIR Task answered HTTP 503",
+        notify_next_at=9.0,
+        now=6.0,
+    )
     assert retry.state == "delivered" and retry.notified_channels == ("hl7",) and retry.notify_lease_owner is None
     assert queue.notify_transition(notifying, notify_state="sent", now=6.5) is None  # its lease was released
     assert queue.claim(NOTIFY, "n", 60.0, now=8.0) is None
@@ -175,16 +230,28 @@ def test_the_notification_has_its_own_stage_beside_the_delivery(queue):
     assert [i.sop_instance_uid for i in queue.list_items(notification="failed")] == ["1.2.3.4"]
     assert queue.list_items(notification="sent") == []
     assert failed.public()["worklist_notification"] == {
-        "state": "failed", "attempts": 2, "last_error": "down", "acknowledged_by": ["hl7"], "notified_utc": None,
-        "next_attempt_utc": None}
+        "state": "failed",
+        "attempts": 2,
+        "last_error": "down",
+        "acknowledged_by": ["hl7"],
+        "notified_utc": None,
+        "next_attempt_utc": None,
+    }
     # An unsent notification keeps its item from purge, whatever the item's own state.
     assert queue.purge(1e9) == [] and queue.get("1.2.3.4") is not None
     requeued = queue.requeue_notify("1.2.3.4", now=11.0)
     assert (requeued.notify_state, requeued.notify_attempts, requeued.notified_channels) == ("pending", 0, ("hl7",))
     assert queue.requeue_notify("1.2.3.4", now=11.5) is None  # not failed any more
     sending = queue.claim(NOTIFY, "n", 60.0, now=12.0)
-    sent = queue.notify_transition(sending, notify_state="sent", notified_channels=("hl7", "fhir"), notified_at=12.5,
-                                   notify_next_at=None, notify_error=None, now=12.5)
+    sent = queue.notify_transition(
+        sending,
+        notify_state="sent",
+        notified_channels=("hl7", "fhir"),
+        notified_at=12.5,
+        notify_next_at=None,
+        notify_error=None,
+        now=12.5,
+    )
     assert sent.public()["worklist_notification"]["acknowledged_by"] == ["hl7", "fhir"]
     assert [i.sop_instance_uid for i in queue.purge(1e9)] == ["1.2.3.4"]
     with pytest.raises(InputValidationError, match="notification must be one of"):
@@ -207,12 +274,17 @@ def test_a_queue_file_from_before_notifications_is_migrated_in_place(tmp_path):
 
     path = tmp_path / "old.db"
     old = sqlite3.connect(path)
-    old.execute("CREATE TABLE dicom_queue (sop_instance_uid TEXT PRIMARY KEY, sop_class_uid TEXT, "
-                "study_instance_uid TEXT, series_instance_uid TEXT, transfer_syntax TEXT, calling_aet TEXT, "
-                "source TEXT, file_path TEXT, sha256 TEXT, size_bytes INTEGER, state TEXT, received_at REAL, "
-                "updated_at REAL, next_attempt_at REAL, attempts INTEGER, stage TEXT, due_at REAL)")
-    old.execute("INSERT INTO dicom_queue VALUES ('1.2.3.1', ?, NULL, NULL, NULL, 'MOD', 'dicom:c-store', NULL, 'a', "
-                "10, 'received', 1.0, 1.0, 1.0, 0, 'analyse', 1.0)", (CR,))
+    old.execute(
+        "CREATE TABLE dicom_queue (sop_instance_uid TEXT PRIMARY KEY, sop_class_uid TEXT, "
+        "study_instance_uid TEXT, series_instance_uid TEXT, transfer_syntax TEXT, calling_aet TEXT, "
+        "source TEXT, file_path TEXT, sha256 TEXT, size_bytes INTEGER, state TEXT, received_at REAL, "
+        "updated_at REAL, next_attempt_at REAL, attempts INTEGER, stage TEXT, due_at REAL)"
+    )
+    old.execute(
+        "INSERT INTO dicom_queue VALUES ('1.2.3.1', ?, NULL, NULL, NULL, 'MOD', 'dicom:c-store', NULL, 'a', "
+        "10, 'received', 1.0, 1.0, 1.0, 0, 'analyse', 1.0)",
+        (CR,),
+    )
     old.commit()
     old.close()
     queue = open_queue(f"sqlite:///{path}")
@@ -242,8 +314,14 @@ def test_worklist_filters_and_order(queue):
         queue.enqueue(_instance(n), now=float(n))
         item = queue.claim(ANALYSE, "w", 60.0, now=10.0 + n)
         state = "not_analysed" if found is None else "analysed"
-        queue.transition(item, expect_state="analysing", state=state, flagged=None if found is None else bool(found),
-                         flagged_findings=found or (), now=20.0 + n)
+        queue.transition(
+            item,
+            expect_state="analysing",
+            state=state,
+            flagged=None if found is None else bool(found),
+            flagged_findings=found or (),
+            now=20.0 + n,
+        )
     uids = lambda items: [i.sop_instance_uid[-1] for i in items]  # noqa: E731
     assert uids(queue.list_items()) == ["4", "3", "2", "1"]
     assert uids(queue.list_items(flagged_only=True)) == ["2", "1"]
@@ -275,11 +353,30 @@ def test_purge_removes_finished_items_only(queue):
 
 
 def test_item_round_trips_through_its_fields():
-    item = QueueItem(sop_instance_uid="1.2", sop_class_uid=CR, study_instance_uid=None, series_instance_uid="1.3",
-                     transfer_syntax=None, calling_aet="MOD", source="dicom:c-store", file_path=None, sha256="",
-                     size_bytes=0, state="analysed", received_at=1.5, updated_at=2.25, next_attempt_at=3.0,
-                     result={"p": 0.1}, flagged=False, flagged_findings=("a", "b"), needs_delivery=True,
-                     notify_state="pending", notify_next_at=4.5, notified_channels=("hl7",), notify_attempts=2)
+    item = QueueItem(
+        sop_instance_uid="1.2",
+        sop_class_uid=CR,
+        study_instance_uid=None,
+        series_instance_uid="1.3",
+        transfer_syntax=None,
+        calling_aet="MOD",
+        source="dicom:c-store",
+        file_path=None,
+        sha256="",
+        size_bytes=0,
+        state="analysed",
+        received_at=1.5,
+        updated_at=2.25,
+        next_attempt_at=3.0,
+        result={"p": 0.1},
+        flagged=False,
+        flagged_findings=("a", "b"),
+        needs_delivery=True,
+        notify_state="pending",
+        notify_next_at=4.5,
+        notified_channels=("hl7",),
+        notify_attempts=2,
+    )
     raw = {k: ("" if v is None else str(v)) for k, v in item.to_fields().items()}  # as Redis gives them back
     assert QueueItem.from_fields(raw) == item
     assert QueueItem.from_fields(item.to_fields()) == item
@@ -294,9 +391,18 @@ def test_backoff_doubles_is_capped_and_jittered_within_half_to_full():
         assert max(draws) - min(draws) > 0.1 * nominal  # jittered, not in step
 
 
-@pytest.mark.parametrize(("value", "expected"), [("1.2.840.10008.1.2", "1.2.840.10008.1.2"),
-                                                 ("999.999.01.23 ", "999.999.01.23"), ("1.2\x00", "1.2"),
-                                                 ("", None), ("1.2.x", None), ("../etc", None), ("1" * 65, None)])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("1.2.840.10008.1.2", "1.2.840.10008.1.2"),
+        ("999.999.01.23 ", "999.999.01.23"),
+        ("1.2\x00", "1.2"),
+        ("", None),
+        ("1.2.x", None),
+        ("../etc", None),
+        ("1" * 65, None),
+    ],
+)
 def test_check_uid(value, expected):
     assert check_uid(value) == expected
 

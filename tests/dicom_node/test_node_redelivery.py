@@ -34,9 +34,16 @@ def _received(destination, sop_class: str) -> list[str]:
 
 @pytest.mark.realdata
 def test_a_resend_after_delivery_delivers_the_same_sr_again_without_a_second_read(
-        node_factory, destination, fixtures_dir, dicom_tools, audit_store):
-    node = node_factory(destination=destination.address, send_heatmap_sc=True, workers=1, max_attempts=50,
-                        backoff_base_s=0.1, backoff_max_s=0.2)
+    node_factory, destination, fixtures_dir, dicom_tools, audit_store
+):
+    node = node_factory(
+        destination=destination.address,
+        send_heatmap_sc=True,
+        workers=1,
+        max_attempts=50,
+        backoff_base_s=0.1,
+        backoff_max_s=0.2,
+    )
     node.start()
     source = dicom_tools.load(fixtures_dir / SIIM)
     uid = str(source.SOPInstanceUID)
@@ -47,23 +54,32 @@ def test_a_resend_after_delivery_delivers_the_same_sr_again_without_a_second_rea
     # The workstation lost the SR and the destination is briefly refusing: the image is sent again, twice.
     destination.fail_with = 0xA700
     assert dicom_tools.send(node.port, [source]).statuses == [0x0000]
-    pending = dicom_tools.wait_for(lambda: (i := node.queue.get(uid)) and i.delivery_attempts >= 1
-                                   and i.state == "analysed" and i.last_error and i)
+    pending = dicom_tools.wait_for(
+        lambda: (i := node.queue.get(uid)) and i.delivery_attempts >= 1 and i.state == "analysed" and i.last_error and i
+    )
     assert pending.needs_delivery and pending.duplicates == 1
     assert dicom_tools.send(node.port, [source]).statuses == [0x0000]  # while the re-delivery is pending
     assert node.queue.get(uid).duplicates == 2 and node.queue.counts()["received"] == 0
     destination.fail_with = None
-    again = dicom_tools.wait_for(lambda: (i := node.queue.get(uid)) and i.state == "delivered"
-                                 and i.delivered_at > first.delivered_at and i)
+    again = dicom_tools.wait_for(
+        lambda: (i := node.queue.get(uid)) and i.state == "delivered" and i.delivered_at > first.delivered_at and i
+    )
 
     # The same SR and SC, delivered once more (the pending re-send added no third copy); no second read.
     assert _received(destination, Comprehensive3DSRStorage) == [first.sr_sop_instance_uid] * 2
     assert _received(destination, SecondaryCaptureImageStorage) == [first.sc_sop_instance_uid] * 2
-    sent = [data for data, ds in zip(destination.received, destination.datasets(), strict=True)
-            if ds.SOPClassUID == Comprehensive3DSRStorage]
+    sent = [
+        data
+        for data, ds in zip(destination.received, destination.datasets(), strict=True)
+        if ds.SOPClassUID == Comprehensive3DSRStorage
+    ]
     assert sent[0] == sent[1]  # byte for byte: the SR written once, at analysis
     assert (again.sr_sop_instance_uid, again.sc_sop_instance_uid, again.request_id, again.attempts) == (
-        first.sr_sop_instance_uid, first.sc_sop_instance_uid, first.request_id, first.attempts)
+        first.sr_sop_instance_uid,
+        first.sc_sop_instance_uid,
+        first.request_id,
+        first.attempts,
+    )
     assert [r.request_id for r in audit_store.read_audit(limit=100)] == [first.request_id]  # the model ran once
     assert node.queue.counts()["delivered"] == 1 and node.stop()
 
@@ -78,16 +94,22 @@ def _with_long_accession_number(source):
 
 
 @pytest.mark.realdata
-def test_a_source_with_a_long_accession_number_gets_a_valid_sr_and_sc(node_factory, destination, fixtures_dir,
-                                                                      dicom_tools, tmp_path, caplog):
+def test_a_source_with_a_long_accession_number_gets_a_valid_sr_and_sc(
+    node_factory, destination, fixtures_dir, dicom_tools, tmp_path, caplog
+):
     node = node_factory(destination=destination.address, send_heatmap_sc=True, workers=1)
     node.start()
     source = _with_long_accession_number(dicom_tools.load(fixtures_dir / SIIM))
     with warnings.catch_warnings():  # pynetdicom encodes the over-long value as it is (pydicom warns, by length)
         warnings.simplefilter("ignore")
         assert dicom_tools.send(node.port, [source]).statuses == [0x0000]
-    item = dicom_tools.wait_for(lambda: (i := node.queue.get(str(source.SOPInstanceUID))) and i.state in (
-        "delivered", "not_analysed", "delivery_failed") and i)
+    item = dicom_tools.wait_for(
+        lambda: (
+            (i := node.queue.get(str(source.SOPInstanceUID)))
+            and i.state in ("delivered", "not_analysed", "delivery_failed")
+            and i
+        )
+    )
     assert item.state == "delivered", item.reason
     assert "source AccessionNumber is 40 characters" in caplog.text and "RIS-9999" not in caplog.text
     by_class = {}
@@ -110,8 +132,10 @@ def test_a_source_with_a_long_accession_number_gets_a_valid_sr_and_sc(node_facto
     if dsrdump is not None:  # dcmtk, where installed
         path = tmp_path / "sr.dcm"
         path.write_bytes(sr_bytes)
-        done = subprocess.run([dsrdump, "-ll", "warn", str(path)], capture_output=True, text=True, timeout=30,
-                              check=False)
-        assert done.returncode == 0 and not [line for line in (done.stdout + done.stderr).splitlines()
-                                             if line.startswith(("W:", "E:", "F:"))]
+        done = subprocess.run(
+            [dsrdump, "-ll", "warn", str(path)], capture_output=True, text=True, timeout=30, check=False
+        )
+        assert done.returncode == 0 and not [
+            line for line in (done.stdout + done.stderr).splitlines() if line.startswith(("W:", "E:", "F:"))
+        ]
     assert node.stop()

@@ -17,9 +17,13 @@ from serving.model_source import LocalFolderLocator, ModelHolder
 pytestmark = pytest.mark.slow  # kills and restarts nodes and receivers
 
 #: Small real chest files (fast to decode): JPEG baseline, raw legacy implicit VR, implicit VR DX, two RLE.
-SMALL = ("chest/1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm", "chest/CR-MONO1-10-chest",
-         "chest/1.3.6.1.4.1.11129.5.5.110503645592756492463169821050252582267888.dcm",
-         "derived/CR-MONO1-10-chest_RLE.dcm", "derived/NIH_00000002_000_DX_RLE.dcm")
+SMALL = (
+    "chest/1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm",
+    "chest/CR-MONO1-10-chest",
+    "chest/1.3.6.1.4.1.11129.5.5.110503645592756492463169821050252582267888.dcm",
+    "derived/CR-MONO1-10-chest_RLE.dcm",
+    "derived/NIH_00000002_000_DX_RLE.dcm",
+)
 
 
 def _small(fixtures_dir, dicom_tools, count: int = len(SMALL)):
@@ -37,7 +41,8 @@ def _reports(destination) -> dict[str, list[str]]:
 
 @pytest.mark.realdata
 def test_a_node_stopped_mid_queue_loses_nothing_and_a_new_node_delivers_each_once(
-        node_factory, destination, fixtures_dir, dicom_tools):
+    node_factory, destination, fixtures_dir, dicom_tools
+):
     sources = _small(fixtures_dir, dicom_tools)
     uids = [str(ds.SOPInstanceUID) for ds in sources]
     first = node_factory(workers=0, destination=destination.address)  # receives, analyses nothing
@@ -62,8 +67,9 @@ def test_a_node_stopped_mid_queue_loses_nothing_and_a_new_node_delivers_each_onc
     # Re-sending after delivery makes no second job: the same report is delivered once more, with its own UID.
     before = second.queue.get(uids[0])
     assert dicom_tools.send(second.port, sources[:1]).statuses == [0x0000]
-    dicom_tools.wait_for(lambda: len(destination.received) == len(sources) + 1
-                         and second.queue.get(uids[0]).state == "delivered")
+    dicom_tools.wait_for(
+        lambda: len(destination.received) == len(sources) + 1 and second.queue.get(uids[0]).state == "delivered"
+    )
     after = second.queue.get(uids[0])
     assert after.duplicates == 1 and (after.attempts, after.request_id) == (before.attempts, before.request_id)
     assert _reports(destination)[uids[0]] == [second.queue.get(uids[0]).sr_sop_instance_uid] * 2
@@ -75,16 +81,18 @@ def test_a_node_stopped_mid_queue_loses_nothing_and_a_new_node_delivers_each_onc
 @pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning")
 def test_destination_down_is_retried_with_backoff_until_it_comes_up(node_factory, fixtures_dir, dicom_tools):
     later = dicom_tools.Destination(port=dicom_tools.free_port())  # not started yet: connections refused
-    node = node_factory(workers=1, destination=later.address, max_attempts=50, backoff_base_s=0.1,
-                        backoff_max_s=0.4)
+    node = node_factory(workers=1, destination=later.address, max_attempts=50, backoff_base_s=0.1, backoff_max_s=0.4)
     node.start()
     (source,) = _small(fixtures_dir, dicom_tools, 1)
     uid = str(source.SOPInstanceUID)
     assert dicom_tools.send(node.port, [source]).statuses == [0x0000]
-    waiting = dicom_tools.wait_for(lambda: (i := node.queue.get(uid)) and i.delivery_attempts >= 3 and
-                                   i.state == "analysed" and i)
-    assert waiting.last_error == f"association with {later.address} could not be established (connection refused, " \
-                                 "timed out or aborted)"
+    waiting = dicom_tools.wait_for(
+        lambda: (i := node.queue.get(uid)) and i.delivery_attempts >= 3 and i.state == "analysed" and i
+    )
+    assert (
+        waiting.last_error == f"association with {later.address} could not be established (connection refused, "
+        "timed out or aborted)"
+    )
     assert 0.0 < waiting.next_attempt_at - waiting.updated_at <= 0.4  # backing off, capped
     try:
         later.start()
@@ -97,7 +105,8 @@ def test_destination_down_is_retried_with_backoff_until_it_comes_up(node_factory
 
 @pytest.mark.realdata
 def test_delivery_failed_after_max_attempts_is_kept_listed_and_can_be_sent_again(
-        node_factory, destination, fixtures_dir, dicom_tools):
+    node_factory, destination, fixtures_dir, dicom_tools
+):
     destination.fail_with = 0xA700  # the PACS is out of resources
     node = node_factory(workers=1, destination=destination.address, max_attempts=3)
     node.start()
@@ -117,8 +126,9 @@ def test_delivery_failed_after_max_attempts_is_kept_listed_and_can_be_sent_again
 
 @pytest.mark.realdata
 @pytest.mark.parametrize("queue_url", ["sqlite"], indirect=True)
-def test_no_model_yet_postpones_without_using_up_attempts(tmp_path, node_factory, imaging_model_folder,
-                                                          fixtures_dir, dicom_tools, audit_store):
+def test_no_model_yet_postpones_without_using_up_attempts(
+    tmp_path, node_factory, imaging_model_folder, fixtures_dir, dicom_tools, audit_store
+):
     from serving.dicom_node.node import DicomNode
 
     folder = tmp_path / "models-later"
@@ -165,8 +175,9 @@ time.sleep(600)
 
 
 @pytest.mark.realdata
-def test_a_killed_receiver_loses_no_acknowledged_instance(tmp_path, queue_url, node_factory, destination,
-                                                          fixtures_dir, dicom_tools):
+def test_a_killed_receiver_loses_no_acknowledged_instance(
+    tmp_path, queue_url, node_factory, destination, fixtures_dir, dicom_tools
+):
     """SIGKILL of the receiving process right after the C-STOREs were acknowledged: a new node finds them all."""
     import os
     import signal
@@ -175,9 +186,14 @@ def test_a_killed_receiver_loses_no_acknowledged_instance(tmp_path, queue_url, n
 
     url, prefix = queue_url
     repo = Path(__file__).resolve().parents[2]
-    proc = subprocess.Popen([sys.executable, "-c", _RECEIVER, str(tmp_path), url, prefix or "vigil:dicom:"],
-                            cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            env={**os.environ, "PYTHONPATH": str(repo)})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _RECEIVER, str(tmp_path), url, prefix or "vigil:dicom:"],
+        cwd=repo,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+    )
     try:
         port = int(proc.stdout.readline())
         sources = _small(fixtures_dir, dicom_tools)

@@ -81,8 +81,9 @@ def test_an_empty_allow_list_listens_on_nothing(tmp_path, caplog):
 
 @pytest.mark.realdata
 @pytest.mark.filterwarnings("ignore:Invalid value for VR UI")  # CR-ModalitySequenceLUT's UIDs have leading zeros
-def test_every_fixture_in_its_own_transfer_syntax_is_stored_durably_and_queued(scp_factory, fixtures_dir, tmp_path,
-                                                                              dicom_tools):
+def test_every_fixture_in_its_own_transfer_syntax_is_stored_durably_and_queued(
+    scp_factory, fixtures_dir, tmp_path, dicom_tools
+):
     scp, queue, _ = scp_factory()
     scp.start()
     files = dicom_tools.files(fixtures_dir, "chest", "other_cr", "derived", "negative")
@@ -93,9 +94,16 @@ def test_every_fixture_in_its_own_transfer_syntax_is_stored_durably_and_queued(s
     for ds in datasets:
         assert sent.accepted_syntaxes[str(ds.SOPInstanceUID)] == str(ds.file_meta.TransferSyntaxUID)
     assert {str(ds.file_meta.TransferSyntaxUID) for ds in datasets} == {
-        "1.2.840.10008.1.2", "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51",
-        "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.90",
-        "1.2.840.10008.1.2.4.91"}
+        "1.2.840.10008.1.2",
+        "1.2.840.10008.1.2.5",
+        "1.2.840.10008.1.2.4.50",
+        "1.2.840.10008.1.2.4.51",
+        "1.2.840.10008.1.2.4.70",
+        "1.2.840.10008.1.2.4.80",
+        "1.2.840.10008.1.2.4.81",
+        "1.2.840.10008.1.2.4.90",
+        "1.2.840.10008.1.2.4.91",
+    }
     unique = {str(ds.SOPInstanceUID): ds for ds in datasets}  # the negatives re-use their fixed twins' UIDs
     assert queue.counts()["received"] == len(unique)
     assert sum(i.duplicates for i in queue.list_items(limit=100)) == len(datasets) - len(unique)
@@ -156,8 +164,12 @@ def test_radiograph_classes_negotiate_only_decodable_syntaxes(scp_factory):
     from pynetdicom import AE
 
     syntaxes = decodable_transfer_syntaxes()
-    assert syntaxes[:4] == [ImplicitVRLittleEndian, ExplicitVRLittleEndian, DeflatedExplicitVRLittleEndian,
-                            ExplicitVRBigEndian]
+    assert syntaxes[:4] == [
+        ImplicitVRLittleEndian,
+        ExplicitVRLittleEndian,
+        DeflatedExplicitVRLittleEndian,
+        ExplicitVRBigEndian,
+    ]
     assert JPEG2000MC not in syntaxes and RLELossless in syntaxes and JPEGLSNearLossless in syntaxes
     scp, _, _ = scp_factory()
     scp.start()
@@ -168,8 +180,9 @@ def test_radiograph_classes_negotiate_only_decodable_syntaxes(scp_factory):
     assoc = ae.associate("127.0.0.1", scp.port, ae_title="VIGIL")
     try:
         accepted = sorted((str(cx.abstract_syntax), str(cx.transfer_syntax[0])) for cx in assoc.accepted_contexts)
-        assert accepted == sorted([(ComputedRadiographyImageStorage, ExplicitVRLittleEndian),
-                                   (CTImageStorage, JPEG2000MC)])
+        assert accepted == sorted(
+            [(ComputedRadiographyImageStorage, ExplicitVRLittleEndian), (CTImageStorage, JPEG2000MC)]
+        )
         assert [cx.result for cx in assoc.rejected_contexts] == [0x04]  # transfer syntaxes not supported
     finally:
         assoc.release()
@@ -206,27 +219,35 @@ def test_intake_of_part10_bytes_as_stow_rs_gives_it(tmp_path, fixtures_dir):
     intake = Intake(queue, tmp_path / "in", max_instance_bytes=10_000_000)
     data = (fixtures_dir / "chest" / "RG1_JLSN.dcm").read_bytes()
     source = read_dicom(data)
-    result = intake.receive(data, sop_class_uid=None, sop_instance_uid=None, calling_aet="key123",
-                            source="dicomweb:stow-rs")
+    result = intake.receive(
+        data, sop_class_uid=None, sop_instance_uid=None, calling_aet="key123", source="dicomweb:stow-rs"
+    )
     assert (result.status, result.outcome) == (0x0000, "queued") and result.ok
     assert (result.sop_class_uid, result.sop_instance_uid, result.study_instance_uid) == (
-        source.SOPClassUID, source.SOPInstanceUID, source.StudyInstanceUID)
+        source.SOPClassUID,
+        source.SOPInstanceUID,
+        source.StudyInstanceUID,
+    )
     assert Path(result.item.file_path).read_bytes() == data and result.item.source == "dicomweb:stow-rs"
-    assert intake.receive(data, sop_class_uid=None, sop_instance_uid=None, calling_aet="key123",
-                          source="dicomweb:stow-rs").outcome == "duplicate"
+    assert (
+        intake.receive(
+            data, sop_class_uid=None, sop_instance_uid=None, calling_aet="key123", source="dicomweb:stow-rs"
+        ).outcome
+        == "duplicate"
+    )
     for garbage in (b"", b"not dicom at all" * 10, data[:200]):
-        bad = intake.receive(garbage, sop_class_uid=None, sop_instance_uid=None, calling_aet="key123",
-                             source="dicomweb:stow-rs")
+        bad = intake.receive(
+            garbage, sop_class_uid=None, sop_instance_uid=None, calling_aet="key123", source="dicomweb:stow-rs"
+        )
         assert (bad.status, bad.outcome, bad.item) == (0xC000, "failed", None)
     assert queue.counts()["received"] == 1 and len(list((tmp_path / "in").rglob("*.dcm"))) == 1
     queue.close()
 
 
-
 @pytest.mark.realdata
-def test_a_c_store_whose_command_and_dataset_name_different_instances_is_refused(scp_factory, fixtures_dir,
-                                                                                 tmp_path, dicom_tools,
-                                                                                 monkeypatch):
+def test_a_c_store_whose_command_and_dataset_name_different_instances_is_refused(
+    scp_factory, fixtures_dir, tmp_path, dicom_tools, monkeypatch
+):
     """Issue 14 finding 10: the queue would key on the command's Affected SOP Instance UID and the SR on the
     dataset's; the mismatch is answered 0xA900 (data set does not match) and nothing is stored or queued."""
     from pydicom.filebase import DicomBytesIO
@@ -278,8 +299,13 @@ def test_received_instances_and_written_results_are_private_to_the_node(tmp_path
     try:
         queue = SqliteQueue(tmp_path / "q.db")
         intake = Intake(queue, tmp_path / "in", max_instance_bytes=10_000_000)
-        result = intake.receive((fixtures_dir / "chest" / "RG1_JLSN.dcm").read_bytes(), sop_class_uid=None,
-                                sop_instance_uid=None, calling_aet="key123", source="dicomweb:stow-rs")
+        result = intake.receive(
+            (fixtures_dir / "chest" / "RG1_JLSN.dcm").read_bytes(),
+            sop_class_uid=None,
+            sop_instance_uid=None,
+            calling_aet="key123",
+            source="dicomweb:stow-rs",
+        )
         sr = write_durably(tmp_path / "out" / "sr", b"an SR", suffix=".dcm")
         queue.close()
     finally:

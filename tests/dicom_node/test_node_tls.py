@@ -56,8 +56,7 @@ def _pynetdicom_exceptions_not_kept():
     """pynetdicom logs a failed connection with its exception, whose traceback holds the SCU's unclosed socket;
     pytest keeps log records until after the test, when that socket would be collected out of SCU_LEAK's reach."""
     no_exceptions = _NoExceptionRecords()
-    loggers = [logging.getLogger(f"pynetdicom.{name}") for name in ("acse", "association", "dimse", "dul",
-                                                                    "transport")]
+    loggers = [logging.getLogger(f"pynetdicom.{name}") for name in ("acse", "association", "dimse", "dul", "transport")]
     for logger in loggers:
         logger.addFilter(no_exceptions)
     yield
@@ -99,23 +98,42 @@ def pki(tmp_path_factory) -> PKI:
         return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
 
     def write_key(key, path: Path) -> Path:
-        path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+        path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
         path.chmod(0o600)
         return path
 
     def make_ca(common: str):
         key = ec.generate_private_key(ec.SECP256R1())
-        cert = (x509.CertificateBuilder().subject_name(name(common)).issuer_name(name(common))
-                .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=2))
-                .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-                .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                             content_commitment=False, key_encipherment=False,
-                                             data_encipherment=False, key_agreement=False, encipher_only=False,
-                                             decipher_only=False), critical=True)
-                .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-                .sign(key, hashes.SHA256()))
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name(common))
+            .issuer_name(name(common))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .sign(key, hashes.SHA256())
+        )
         path = folder / f"{common}.crt"
         path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         return cert, key, path
@@ -123,26 +141,43 @@ def pki(tmp_path_factory) -> PKI:
     def issue(ca, common: str) -> Credentials:
         ca_cert, ca_key, _ = ca
         key = ec.generate_private_key(ec.SECP256R1())
-        cert = (x509.CertificateBuilder().subject_name(name(common)).issuer_name(ca_cert.subject)
-                .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
-                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                            x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                               critical=False)
-                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
-                                                      ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-                .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                               critical=False)
-                .sign(ca_key, hashes.SHA256()))
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name(common))
+            .issuer_name(ca_cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                ),
+                critical=False,
+            )
+            .add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                critical=False,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
         cert_path = folder / f"{common}.crt"
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         return Credentials(cert_path, write_key(key, folder / f"{common}.key"))
 
     ca, rogue = make_ca("vigil-test-ca"), make_ca("rogue-ca")
-    return PKI(ca=ca[2], node=issue(ca, "vigil-node"), modality=issue(ca, "modality"), pacs=issue(ca, "pacs"),
-               rogue_ca=rogue[2], rogue_modality=issue(rogue, "rogue-modality"), rogue_pacs=issue(rogue, "rogue-pacs"))
+    return PKI(
+        ca=ca[2],
+        node=issue(ca, "vigil-node"),
+        modality=issue(ca, "modality"),
+        pacs=issue(ca, "pacs"),
+        rogue_ca=rogue[2],
+        rogue_modality=issue(rogue, "rogue-modality"),
+        rogue_pacs=issue(rogue, "rogue-pacs"),
+    )
 
 
 def client_context(pki: PKI, credentials: Credentials | None) -> ssl.SSLContext:
@@ -182,8 +217,9 @@ def _radiograph() -> Dataset:
     return zero_radiograph(16)
 
 
-def associate(port: int, *, tls: ssl.SSLContext | None = None, bind: str | None = None,
-              store: Dataset | None = None) -> list[int] | None:
+def associate(
+    port: int, *, tls: ssl.SSLContext | None = None, bind: str | None = None, store: Dataset | None = None
+) -> list[int] | None:
     """One association from MODALITY: the statuses of a C-STORE of ``store`` (if given) and a C-ECHO, or None when
     the association was not established (refused, or closed by the node)."""
     from pynetdicom import AE
@@ -194,8 +230,13 @@ def associate(port: int, *, tls: ssl.SSLContext | None = None, bind: str | None 
     ae.add_requested_context(Verification)
     if store is not None:
         ae.add_requested_context(store.SOPClassUID, [ExplicitVRLittleEndian])
-    assoc = ae.associate("127.0.0.1", port, ae_title="VIGIL", tls_args=(tls, "127.0.0.1") if tls else None,
-                         bind_address=(bind, 0) if bind else None)
+    assoc = ae.associate(
+        "127.0.0.1",
+        port,
+        ae_title="VIGIL",
+        tls_args=(tls, "127.0.0.1") if tls else None,
+        bind_address=(bind, 0) if bind else None,
+    )
     if not assoc.is_established:
         assoc = None
         _collect_scu_sockets()
@@ -289,8 +330,10 @@ def test_tls_1_2_is_accepted_and_tls_1_1_refused_by_the_node(scp, pki):
     old = client_context(pki, pki.modality)
     old.minimum_version = old.maximum_version = ssl.TLSVersion.TLSv1_1
     old.set_ciphers("DEFAULT:@SECLEVEL=0")  # OpenSSL 3 would not even offer TLS 1.1 at its default level
-    with socket.create_connection(("127.0.0.1", node.port), timeout=5) as raw, \
-            pytest.raises(ssl.SSLError, match="PROTOCOL_VERSION"):  # the node's alert, not our own refusal
+    with (
+        socket.create_connection(("127.0.0.1", node.port), timeout=5) as raw,
+        pytest.raises(ssl.SSLError, match="PROTOCOL_VERSION"),
+    ):  # the node's alert, not our own refusal
         old.wrap_socket(raw, server_hostname="127.0.0.1")
 
 
@@ -304,8 +347,9 @@ def test_an_address_outside_the_allow_list_is_closed_at_accept(scp, pki, caplog,
     with socket.create_connection(("127.0.0.1", node.port), timeout=5) as raw:  # closed before it sends anything
         closed_s = _seconds_until_closed(raw, 3.0)
     assert closed_s is not None and closed_s < 1.0
-    assert "DICOM connection from 127.0.0.1 refused at accept: address not in VIGIL_DICOM_ALLOWED_NETWORKS" \
-        in caplog.text
+    assert (
+        "DICOM connection from 127.0.0.1 refused at accept: address not in VIGIL_DICOM_ALLOWED_NETWORKS" in caplog.text
+    )
     assert node.guard.open_connections == 0  # never counted
     assert associate(node.port, tls=context, bind=LOOPBACK_2) == [0x0000]  # the allowed address gets in
 
@@ -390,8 +434,14 @@ def tls_pacs(pki, dicom_tools):
 
 def test_the_sr_sender_delivers_over_tls_with_the_node_certificate(tls_pacs, pki, tmp_path):
     pacs = tls_pacs(pki.pacs)
-    cfg = DicomNodeSettings(work_dir=tmp_path, destination=pacs.address, pacs_tls=True, tls_ca=pki.ca,
-                            tls_cert=pki.node.cert, tls_key=pki.node.key)
+    cfg = DicomNodeSettings(
+        work_dir=tmp_path,
+        destination=pacs.address,
+        pacs_tls=True,
+        tls_ca=pki.ca,
+        tls_cert=pki.node.cert,
+        tls_key=pki.node.key,
+    )
     path, uid = _sr_file(tmp_path)
     send_instances([path], cfg.destination_peer(), calling_aet="VIGIL", timeout_s=5)  # the worker's call
     assert [str(ds.SOPInstanceUID) for ds in pacs.datasets()] == [uid] and pacs.calling == ["VIGIL"]
@@ -401,8 +451,14 @@ def test_the_sr_sender_delivers_over_tls_with_the_node_certificate(tls_pacs, pki
 def test_the_sr_sender_refuses_a_pacs_it_cannot_verify_and_does_not_fall_back_to_plain(tls_pacs, pki, tmp_path):
     path, _ = _sr_file(tmp_path)
     rogue = tls_pacs(pki.rogue_pacs)  # a certificate the node's CA did not issue
-    cfg = DicomNodeSettings(work_dir=tmp_path, destination=rogue.address, pacs_tls=True, tls_ca=pki.ca,
-                            tls_cert=pki.node.cert, tls_key=pki.node.key)
+    cfg = DicomNodeSettings(
+        work_dir=tmp_path,
+        destination=rogue.address,
+        pacs_tls=True,
+        tls_ca=pki.ca,
+        tls_cert=pki.node.cert,
+        tls_key=pki.node.key,
+    )
     with pytest.raises(DeliveryError, match="the TLS handshake failed"):
         send_instances([path], cfg.destination_peer(), calling_aet="VIGIL", timeout_s=5)
     pacs = tls_pacs(pki.pacs)
@@ -419,8 +475,14 @@ def test_the_worklist_notification_goes_over_tls_with_the_node_certificate(pki, 
     from tests.dicom_node.worklist import oru as _oru
 
     with mllp_receiver(ssl_context=pacs_context(pki, pki.pacs)) as ris:  # a RIS requiring a client certificate
-        cfg = DicomNodeSettings(work_dir=tmp_path, notify_hl7=f"127.0.0.1:{ris.port}", notify_hl7_tls=True,
-                                tls_ca=pki.ca, tls_cert=pki.node.cert, tls_key=pki.node.key)
+        cfg = DicomNodeSettings(
+            work_dir=tmp_path,
+            notify_hl7=f"127.0.0.1:{ris.port}",
+            notify_hl7_tls=True,
+            tls_ca=pki.ca,
+            tls_cert=pki.node.cert,
+            tls_key=pki.node.key,
+        )
         host, port, tls = cfg.notify_hl7_peer()
         send_mllp(_oru(), host, port, control_id=NOTICE.control_id, timeout_s=5, tls=tls.context())  # the worker's
     assert ris.errors == [] and len(ris.messages) == 1
@@ -431,8 +493,14 @@ def test_the_worklist_notification_refuses_a_listener_it_cannot_verify(pki, tmp_
     from tests.dicom_node.worklist import oru as _oru
 
     with mllp_receiver(ssl_context=pacs_context(pki, pki.rogue_pacs)) as rogue:
-        cfg = DicomNodeSettings(work_dir=tmp_path, notify_hl7=f"127.0.0.1:{rogue.port}", notify_hl7_tls=True,
-                                tls_ca=pki.ca, tls_cert=pki.node.cert, tls_key=pki.node.key)
+        cfg = DicomNodeSettings(
+            work_dir=tmp_path,
+            notify_hl7=f"127.0.0.1:{rogue.port}",
+            notify_hl7_tls=True,
+            tls_ca=pki.ca,
+            tls_cert=pki.node.cert,
+            tls_key=pki.node.key,
+        )
         host, port, tls = cfg.notify_hl7_peer()
         with pytest.raises(DeliveryError, match="TLS failed"):
             send_mllp(_oru(), host, port, control_id=NOTICE.control_id, timeout_s=5, tls=tls.context())
@@ -440,26 +508,50 @@ def test_the_worklist_notification_refuses_a_listener_it_cannot_verify(pki, tmp_
 
 
 # ---------------------------------------------------------------------------------------------- bad settings
-@pytest.mark.parametrize(("env", "match"), [
-    ({"TLS_CERT": "{tmp}/missing.crt", "TLS_KEY": "{key}", "TLS_CA": "{ca}"},
-     r"setting VIGIL_DICOM_TLS_CERT: .*cannot be read: .*missing\.crt \(FileNotFoundError\)"),
-    ({"TLS_CERT": "{cert}", "TLS_CA": "{ca}"}, r"setting VIGIL_DICOM_TLS_KEY: .*must be set when VIGIL_DICOM_TLS_CERT"),
-    ({"TLS_KEY": "{key}"}, r"setting VIGIL_DICOM_TLS_KEY: .*is set but VIGIL_DICOM_TLS_CERT is not"),
-    ({"TLS_CERT": "{cert}", "TLS_KEY": "{other_key}", "TLS_CA": "{ca}"},
-     r"setting VIGIL_DICOM_TLS_KEY: .*cannot be loaded as a PEM certificate .*and its unencrypted private key"),
-    ({"TLS_CERT": "{cert}", "TLS_KEY": "{key}"}, r"setting VIGIL_DICOM_TLS_CA: .*must be set when TLS is on"),
-    ({"TLS_CERT": "{cert}", "TLS_KEY": "{key}", "TLS_CA": "{key}"},
-     r"setting VIGIL_DICOM_TLS_CA: .*cannot be loaded as a PEM CA bundle"),
-    ({"PACS_TLS": "true"}, r"setting VIGIL_DICOM_PACS_TLS: .*needs VIGIL_DICOM_TLS_CA"),
-    ({"ALLOWED_NETWORKS": "10.0.0.0/8,10.0.0.0/33"},
-     r"setting VIGIL_DICOM_ALLOWED_NETWORKS: .*entry '10.0.0.0/33' is not an IP address or CIDR network"),
-    ({"ALLOWED_NETWORKS": "hospital.example"}, r"VIGIL_DICOM_ALLOWED_NETWORKS: .*'hospital.example' is not an IP"),
-    ({"ALLOWED_NETWORKS": "10.0.0.5/24"}, r"VIGIL_DICOM_ALLOWED_NETWORKS: .*host bits set: write 10.0.0.0/24"),
-], ids=["missing-cert", "cert-without-key", "key-without-cert", "key-not-the-certificate's", "no-ca",
-        "ca-not-a-bundle", "pacs-tls-without-ca", "bad-prefix", "host-name", "host-bits"])
+@pytest.mark.parametrize(
+    ("env", "match"),
+    [
+        (
+            {"TLS_CERT": "{tmp}/missing.crt", "TLS_KEY": "{key}", "TLS_CA": "{ca}"},
+            r"setting VIGIL_DICOM_TLS_CERT: .*cannot be read: .*missing\.crt \(FileNotFoundError\)",
+        ),
+        (
+            {"TLS_CERT": "{cert}", "TLS_CA": "{ca}"},
+            r"setting VIGIL_DICOM_TLS_KEY: .*must be set when VIGIL_DICOM_TLS_CERT",
+        ),
+        ({"TLS_KEY": "{key}"}, r"setting VIGIL_DICOM_TLS_KEY: .*is set but VIGIL_DICOM_TLS_CERT is not"),
+        (
+            {"TLS_CERT": "{cert}", "TLS_KEY": "{other_key}", "TLS_CA": "{ca}"},
+            r"setting VIGIL_DICOM_TLS_KEY: .*cannot be loaded as a PEM certificate .*and its unencrypted private key",
+        ),
+        ({"TLS_CERT": "{cert}", "TLS_KEY": "{key}"}, r"setting VIGIL_DICOM_TLS_CA: .*must be set when TLS is on"),
+        (
+            {"TLS_CERT": "{cert}", "TLS_KEY": "{key}", "TLS_CA": "{key}"},
+            r"setting VIGIL_DICOM_TLS_CA: .*cannot be loaded as a PEM CA bundle",
+        ),
+        ({"PACS_TLS": "true"}, r"setting VIGIL_DICOM_PACS_TLS: .*needs VIGIL_DICOM_TLS_CA"),
+        (
+            {"ALLOWED_NETWORKS": "10.0.0.0/8,10.0.0.0/33"},
+            r"setting VIGIL_DICOM_ALLOWED_NETWORKS: .*entry '10.0.0.0/33' is not an IP address or CIDR network",
+        ),
+        ({"ALLOWED_NETWORKS": "hospital.example"}, r"VIGIL_DICOM_ALLOWED_NETWORKS: .*'hospital.example' is not an IP"),
+        ({"ALLOWED_NETWORKS": "10.0.0.5/24"}, r"VIGIL_DICOM_ALLOWED_NETWORKS: .*host bits set: write 10.0.0.0/24"),
+    ],
+    ids=[
+        "missing-cert",
+        "cert-without-key",
+        "key-without-cert",
+        "key-not-the-certificate's",
+        "no-ca",
+        "ca-not-a-bundle",
+        "pacs-tls-without-ca",
+        "bad-prefix",
+        "host-name",
+        "host-bits",
+    ],
+)
 def test_bad_tls_and_network_settings_are_errors_naming_the_setting(monkeypatch, tmp_path, pki, env, match):
-    paths = {"tmp": tmp_path, "cert": pki.node.cert, "key": pki.node.key, "other_key": pki.modality.key,
-             "ca": pki.ca}
+    paths = {"tmp": tmp_path, "cert": pki.node.cert, "key": pki.node.key, "other_key": pki.modality.key, "ca": pki.ca}
     for name in [n for n in os.environ if n.startswith("VIGIL_DICOM_")]:
         monkeypatch.delenv(name)
     for name, value in env.items():
@@ -484,21 +576,42 @@ def storescu() -> str:
     return tool_or_skip("storescu", "dcmtk", "the TLS test with a third-party sender")
 
 
-def test_dcmtk_storescu_over_tls_with_a_client_certificate_is_stored_and_without_tls_refused(scp, pki, storescu,
-                                                                                              tmp_path):
+def test_dcmtk_storescu_over_tls_with_a_client_certificate_is_stored_and_without_tls_refused(
+    scp, pki, storescu, tmp_path
+):
     node, intake = scp(allowed_networks="127.0.0.1")
     ds = _radiograph()
     path = tmp_path / "cr.dcm"
     dcmwrite(path, ds, enforce_file_format=True)
     common = ["-aet", "MODALITY", "-aec", "VIGIL", "-to", "5", "-ta", "5", "-td", "5"]
-    tls = subprocess.run([storescu, "+tls", str(pki.modality.key), str(pki.modality.cert), "+cf", str(pki.ca),
-                          *common, "127.0.0.1", str(node.port), str(path)], capture_output=True, text=True,
-                         timeout=30, check=False)
+    tls = subprocess.run(
+        [
+            storescu,
+            "+tls",
+            str(pki.modality.key),
+            str(pki.modality.cert),
+            "+cf",
+            str(pki.ca),
+            *common,
+            "127.0.0.1",
+            str(node.port),
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert tls.returncode == 0, tls.stderr[-2000:]
     assert intake.queue.get(ds.SOPInstanceUID) is not None
     again = _radiograph()
     dcmwrite(path, again, enforce_file_format=True)
-    plain = subprocess.run([storescu, *common, "127.0.0.1", str(node.port), str(path)], capture_output=True,
-                           text=True, timeout=30, check=False)
+    plain = subprocess.run(
+        [storescu, *common, "127.0.0.1", str(node.port), str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert plain.returncode != 0
     assert intake.queue.get(again.SOPInstanceUID) is None

@@ -54,8 +54,13 @@ def test_the_oru_r01_is_valid_hl7_v251_and_python_hl7_reads_every_field_back_exa
     assert IMAGING_DECISION_SUPPORT_STATEMENT in msg.unescape(str(msg.segment("NTE")[3]))
     results = {str(obx[3][0][0]): obx for obx in msg.segments("OBX")}
     pneumothorax = results["36118008"]
-    assert (str(pneumothorax[2]), str(pneumothorax[5]), str(pneumothorax[7]), str(pneumothorax[8]),
-            str(pneumothorax[11])) == ("NM", "0.871", "<0.420", "A", "P")
+    assert (
+        str(pneumothorax[2]),
+        str(pneumothorax[5]),
+        str(pneumothorax[7]),
+        str(pneumothorax[8]),
+        str(pneumothorax[11]),
+    ) == ("NM", "0.871", "<0.420", "A", "P")
     assert str(pneumothorax[18]) == "cxr-second-read 7^VIGIL"
     assert str(results["NODMASS"][3][0][2]) == "99VIGIL"
     assert str(results["110180"][5]) == NOTICE.study_instance_uid
@@ -63,11 +68,23 @@ def test_the_oru_r01_is_valid_hl7_v251_and_python_hl7_reads_every_field_back_exa
 
 
 def test_a_header_cannot_end_a_segment_or_inject_one():
-    hostile = Notice(**{**NOTICE.__dict__, "patient_name": "Doe^John\rOBX|9|ST|X||injected",
-                        "accession_number": "A\nB"})
+    hostile = Notice(
+        **{**NOTICE.__dict__, "patient_name": "Doe^John\rOBX|9|ST|X||injected", "accession_number": "A\nB"}
+    )
     text = _oru(hostile)
     assert [line[:3] for line in text.strip("\r").split("\r")] == [
-        "MSH", "PID", "ORC", "OBR", "NTE", "TQ1", "OBX", "OBX", "OBX", "OBX", "OBX"]
+        "MSH",
+        "PID",
+        "ORC",
+        "OBR",
+        "NTE",
+        "TQ1",
+        "OBX",
+        "OBX",
+        "OBX",
+        "OBX",
+        "OBX",
+    ]
     assert "injected" in text and "|9|ST|X||injected" not in text
     assert hl7_escape("a|b^c~d\\e&f") == "a\\F\\b\\S\\c\\R\\d\\E\\e\\T\\f"
 
@@ -148,19 +165,26 @@ def test_only_channels_that_never_acknowledged_are_sent_again():
 
 
 def test_notification_settings_are_checked_at_the_edge(tmp_path):
-    settings = DicomNodeSettings(work_dir=tmp_path, notify_hl7="ris.local:2575",
-                                 notify_fhir_url="https://ris.local/fhir/", notify_priority="stat")
+    settings = DicomNodeSettings(
+        work_dir=tmp_path,
+        notify_hl7="ris.local:2575",
+        notify_fhir_url="https://ris.local/fhir/",
+        notify_priority="stat",
+    )
     assert settings.notifies and settings.notify_channels() == ("hl7", "fhir")
     assert settings.notify_hl7_peer() == ("ris.local", 2575, None)
     assert settings.notify_fhir_url == "https://ris.local/fhir"
     assert not DicomNodeSettings(work_dir=tmp_path).notifies
     assert DicomNodeSettings(work_dir=tmp_path, notify_hl7="[::1]:2575").notify_hl7_peer()[:2] == ("::1", 2575)
-    for bad, problem in [({"notify_hl7": "ris.local"}, "host:port"), ({"notify_hl7": "ris:99999"}, "host:port"),
-                         ({"notify_fhir_url": "https://u:secret@ris/fhir"}, "must not carry credentials"),
-                         ({"notify_fhir_url": "ftp://ris/fhir"}, "http\\(s\\) URL"),
-                         ({"notify_hl7_receiving_application": "RIS^X"}, "without \\|"),
-                         ({"notify_priority": "whenever"}, "stat"),
-                         ({"notify_hl7": "ris:2575", "notify_hl7_tls": True}, "VIGIL_DICOM_TLS_CA")]:
+    for bad, problem in [
+        ({"notify_hl7": "ris.local"}, "host:port"),
+        ({"notify_hl7": "ris:99999"}, "host:port"),
+        ({"notify_fhir_url": "https://u:secret@ris/fhir"}, "must not carry credentials"),
+        ({"notify_fhir_url": "ftp://ris/fhir"}, "http\\(s\\) URL"),
+        ({"notify_hl7_receiving_application": "RIS^X"}, "without \\|"),
+        ({"notify_priority": "whenever"}, "stat"),
+        ({"notify_hl7": "ris:2575", "notify_hl7_tls": True}, "VIGIL_DICOM_TLS_CA"),
+    ]:
         with pytest.raises(ValidationError, match=problem):
             DicomNodeSettings(work_dir=tmp_path, **bad)
         with pytest.raises(ConfigError, match=problem) as caught:  # what `vigil dicom-node` reports: no value echoed

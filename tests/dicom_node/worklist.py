@@ -26,19 +26,38 @@ from tests.net import http_server
 
 #: A header as real archives hold them: HL7 delimiters in the ID, the issuer and the name, a CR in the name.
 NOTICE = Notice(
-    sop_instance_uid="1.2.826.0.1.3680043.8.498.11", study_instance_uid="1.2.826.0.1.3680043.8.498.10",
-    sr_sop_instance_uid="1.2.826.0.1.3680043.8.498.12", patient_id="MRN|42^7", issuer_of_patient_id="HOSP&A",
-    patient_name="O'Brien^Mary~Ann^J\\X^Dr^III", birth_date="19600102", sex="F", accession_number="ACC-1",
-    study_date="20261201", study_time="101112.25", model_name="cxr-second-read", model_version="7",
+    sop_instance_uid="1.2.826.0.1.3680043.8.498.11",
+    study_instance_uid="1.2.826.0.1.3680043.8.498.10",
+    sr_sop_instance_uid="1.2.826.0.1.3680043.8.498.12",
+    patient_id="MRN|42^7",
+    issuer_of_patient_id="HOSP&A",
+    patient_name="O'Brien^Mary~Ann^J\\X^Dr^III",
+    birth_date="19600102",
+    sex="F",
+    accession_number="ACC-1",
+    study_date="20261201",
+    study_time="101112.25",
+    model_name="cxr-second-read",
+    model_version="7",
     analysed_at=1_796_000_000.0,
-    findings=(FlaggedFinding("pneumothorax", IMAGING_FINDING_CODES["pneumothorax"], 0.8712, 0.42),
-              FlaggedFinding("nodule_mass", IMAGING_FINDING_CODES["nodule_mass"], 0.51, 0.5)))
+    findings=(
+        FlaggedFinding("pneumothorax", IMAGING_FINDING_CODES["pneumothorax"], 0.8712, 0.42),
+        FlaggedFinding("nodule_mass", IMAGING_FINDING_CODES["nodule_mass"], 0.51, 0.5),
+    ),
+)
 
 
 def oru(notice: Notice = NOTICE, **kw: object) -> str:
     """The ORU^R01 of ``notice`` as the node would write it (fixed clock)."""
-    return oru_r01(notice, priority=kw.pop("priority", "asap"), sending_facility="ED", receiving_application="RIS",
-                   receiving_facility="RAD", now=1_796_000_100.0, **kw)  # type: ignore[arg-type]
+    return oru_r01(
+        notice,
+        priority=kw.pop("priority", "asap"),
+        sending_facility="ED",
+        receiving_application="RIS",
+        receiving_facility="RAD",
+        now=1_796_000_100.0,
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 @dataclass
@@ -56,8 +75,9 @@ class MllpReceiver:
         from hl7apy.parser import parse_message
 
         try:
-            parse_message(text.replace("\n", "\r"), validation_level=VALIDATION_LEVEL.STRICT,
-                          find_groups=True).validate()
+            parse_message(
+                text.replace("\n", "\r"), validation_level=VALIDATION_LEVEL.STRICT, find_groups=True
+            ).validate()
         except Exception as exc:  # any hl7apy complaint fails the test that reads ``errors``
             self.errors.append(f"{type(exc).__name__}: {exc}")
         self.raw.append(text)
@@ -88,8 +108,9 @@ def mllp_receiver(ack_code: str = "AA", port: int = 0, ssl_context: Any = None) 
     holder: dict[str, Any] = {}
 
     async def serve() -> None:
-        server = await hl7.mllp.start_hl7_server(receiver._client, host="127.0.0.1", port=port,
-                                                    encoding="utf-8", ssl=ssl_context)
+        server = await hl7.mllp.start_hl7_server(
+            receiver._client, host="127.0.0.1", port=port, encoding="utf-8", ssl=ssl_context
+        )
         holder["server"] = server
         receiver.port = int(server.sockets[0].getsockname()[1])
         started.set()
@@ -101,6 +122,7 @@ def mllp_receiver(ack_code: str = "AA", port: int = 0, ssl_context: Any = None) 
     try:
         yield receiver
     finally:
+
         async def close() -> None:
             holder["server"].close()
             await holder["server"].wait_closed()

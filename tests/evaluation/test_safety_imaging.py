@@ -22,8 +22,11 @@ from evaluation.safety_imaging import (
 from models import imaging
 
 FINDINGS = tuple(f"finding{i}" for i in range(7))
-FIXTURES = Path(os.environ.get("VIGIL_DATA_DIR", Path(__file__).resolve().parents[2].parent / "shared" / "data")) \
-    / "imaging" / "dicom_fixtures"
+FIXTURES = (
+    Path(os.environ.get("VIGIL_DATA_DIR", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
+    / "imaging"
+    / "dicom_fixtures"
+)
 
 
 class FakeModel:
@@ -56,14 +59,14 @@ def brightness_sensitive(x: np.ndarray) -> np.ndarray:
     On :func:`films` without equalisation that mean is about 0.12, and -0.08 after a +10 % window-centre shift:
     probability 0.72 -> 0.35, a flag removed."""
     s = x.shape[-1]
-    return 1.0 / (1.0 + np.exp(-8.0 * x[..., s // 4: 3 * s // 4, s // 4: 3 * s // 4].mean(axis=(1, 2, 3))))
+    return 1.0 / (1.0 + np.exp(-8.0 * x[..., s // 4 : 3 * s // 4, s // 4 : 3 * s // 4].mean(axis=(1, 2, 3))))
 
 
 def contrast_sensitive(x: np.ndarray) -> np.ndarray:
     """The probability tracks the contrast (standard deviation) of the central quarter: about 0.74 on :func:`films`
     without equalisation, 0.59 and 0.88 at -20 % and +20 % contrast: probability 0.44 -> 0.29 / 0.58."""
     s = x.shape[-1]
-    return x[..., s // 4: 3 * s // 4, s // 4: 3 * s // 4].std(axis=(1, 2, 3)) - 0.3
+    return x[..., s // 4 : 3 * s // 4, s // 4 : 3 * s // 4].std(axis=(1, 2, 3)) - 0.3
 
 
 def laterality_sensitive(x: np.ndarray) -> np.ndarray:
@@ -84,8 +87,13 @@ def films(n: int = 4) -> list[np.ndarray]:
     for _ in range(n):
         y, x = np.mgrid[0:120, 0:100] / np.array([120, 100])[:, None, None]
         cx, cy = rng.uniform(0.2, 0.35), rng.uniform(0.3, 0.7)
-        image = (0.2 + 0.55 * np.exp(-(((x - 0.5) / 0.1) ** 2)) + 0.3 * y
-                 + 0.3 * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / 0.01) + 0.03 * np.sin(25 * y))
+        image = (
+            0.2
+            + 0.55 * np.exp(-(((x - 0.5) / 0.1) ** 2))
+            + 0.3 * y
+            + 0.3 * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / 0.01)
+            + 0.03 * np.sin(25 * y)
+        )
         out.append(np.clip(image, 0, 1).astype(np.float32))
     return out
 
@@ -94,8 +102,11 @@ def result(report: SafetyReport, id: str):
     return next(r for r in report.results if r.id == id)
 
 
-STABILITY = [f"imaging.{family}.{kind}" for family in ("window_centre", "contrast", "horizontal_flip", "orientation")
-             for kind in ("probabilities_stable", "flags_stable")]
+STABILITY = [
+    f"imaging.{family}.{kind}"
+    for family in ("window_centre", "contrast", "horizontal_flip", "orientation")
+    for kind in ("probabilities_stable", "flags_stable")
+]
 REFUSALS = ["imaging.blank_refused", "imaging.noise_refused", "imaging.graphics_refused", "imaging.lateral_refused"]
 
 
@@ -113,15 +124,20 @@ def test_a_well_behaved_model_passes_every_invariant() -> None:
     assert SafetyReport.from_dict(report.to_dict()) == report
 
 
-@pytest.mark.parametrize(("score", "family"), [(brightness_sensitive, "window_centre"),
-                                                (contrast_sensitive, "contrast")])
+@pytest.mark.parametrize(
+    ("score", "family"), [(brightness_sensitive, "window_centre"), (contrast_sensitive, "contrast")]
+)
 def test_the_suite_catches_brightness_and_contrast_sensitivity_without_the_normalisation(
-        score, family: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    score, family: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(imaging, "equalise_histogram", lambda image: np.asarray(image, dtype=np.float32))
     report = run_imaging_safety_suite(FakeModel(score), films(), n_perturbations=3, n_refusal_cases=2)
     broken = result(report, f"imaging.{family}.probabilities_stable")
-    assert not broken.passed and broken.worst > 0.1 and broken.examples[0]["perturbation"].startswith(
-        family.replace("_", " "))
+    assert (
+        not broken.passed
+        and broken.worst > 0.1
+        and broken.examples[0]["perturbation"].startswith(family.replace("_", " "))
+    )
     assert not result(report, f"imaging.{family}.flags_stable").passed
     assert not report.passed and f"imaging.{family}.probabilities_stable" in report.summary()
     assert result(report, "imaging.horizontal_flip.probabilities_stable").passed
@@ -130,8 +146,12 @@ def test_the_suite_catches_brightness_and_contrast_sensitivity_without_the_norma
 @pytest.mark.parametrize("score", [brightness_sensitive, contrast_sensitive])
 def test_the_normalisation_is_what_protects_the_same_models(score) -> None:
     report = run_imaging_safety_suite(FakeModel(score), films(), n_perturbations=3, n_refusal_cases=2)
-    for id in ("imaging.window_centre.probabilities_stable", "imaging.contrast.probabilities_stable",
-               "imaging.window_centre.flags_stable", "imaging.contrast.flags_stable"):
+    for id in (
+        "imaging.window_centre.probabilities_stable",
+        "imaging.contrast.probabilities_stable",
+        "imaging.window_centre.flags_stable",
+        "imaging.contrast.flags_stable",
+    ):
         assert result(report, id).passed, id
 
 
@@ -170,8 +190,11 @@ def test_dicom_paths_are_read_through_the_pixel_path() -> None:
     report = run_imaging_safety_suite(FakeModel(well_behaved), paths, n_perturbations=2, n_refusal_cases=1)
     accepted = result(report, "imaging.real_films_accepted")
     assert accepted.n_cases == 2 and accepted.n_violations == 1  # the hip is refused by BodyPartExamined
-    assert accepted.examples[0] == {"film": "RG2_JPLL.dcm", "refused": "NotChestError (BodyPartExamined)",
-                                    "violation": 1.0}
+    assert accepted.examples[0] == {
+        "film": "RG2_JPLL.dcm",
+        "refused": "NotChestError (BodyPartExamined)",
+        "violation": 1.0,
+    }
 
 
 def test_perturbations_are_what_they_say() -> None:
@@ -197,12 +220,18 @@ def test_stability_is_counted_per_finding_on_the_films_in_its_population() -> No
     from workflows.release import unstable_findings
 
     images = films(2)
-    nobody = run_imaging_safety_suite(FakeModel(laterality_sensitive), images, n_perturbations=2, n_refusal_cases=1,
-                                      scopes=[frozenset(), frozenset()])
+    nobody = run_imaging_safety_suite(
+        FakeModel(laterality_sensitive), images, n_perturbations=2, n_refusal_cases=1, scopes=[frozenset(), frozenset()]
+    )
     assert result(nobody, "imaging.horizontal_flip.probabilities_stable").passed
     assert unstable_findings(nobody) == {}
-    one = run_imaging_safety_suite(FakeModel(laterality_sensitive), images, n_perturbations=2, n_refusal_cases=1,
-                                   scopes=[frozenset({"finding0"}), frozenset()])
+    one = run_imaging_safety_suite(
+        FakeModel(laterality_sensitive),
+        images,
+        n_perturbations=2,
+        n_refusal_cases=1,
+        scopes=[frozenset({"finding0"}), frozenset()],
+    )
     flip = result(one, "imaging.horizontal_flip.probabilities_stable")
     assert not flip.passed and flip.n_violations == 1
     assert flip.by_finding == {"finding0": 1, **{f: 0 for f in FINDINGS[1:]}}

@@ -33,8 +33,19 @@ IDS = (
 N_GRID = 1500
 
 #: Known complaint words of the stand-in, each raising risk (never lowering it).
-WORD_WEIGHTS = {"chest": 0.6, "pain": 0.2, "breath": 0.8, "shortness": 0.4, "fever": 0.3, "cardiac": 2.0,
-                "arrest": 2.0, "seizure": 1.5, "stroke": 1.5, "overdose": 1.2, "anaphylaxis": 1.8}
+WORD_WEIGHTS = {
+    "chest": 0.6,
+    "pain": 0.2,
+    "breath": 0.8,
+    "shortness": 0.4,
+    "fever": 0.3,
+    "cardiac": 2.0,
+    "arrest": 2.0,
+    "seizure": 1.5,
+    "stroke": 1.5,
+    "overdose": 1.2,
+    "anaphylaxis": 1.8,
+}
 #: Benign words the stand-in knows (weight 0: they add nothing).
 BENIGN_WORDS = ("since", "this", "morning", "feeling", "tired", "left", "side", "at", "home")
 
@@ -74,9 +85,15 @@ class SafeModel:
 
         spo2, sbp, rr = col("spo2", 97), col("sbp", 125), col("resp_rate", 16)
         hr, temp = col("heart_rate", 80), col("temperature_c", 37)
-        danger = (0.3 * np.maximum(0, 94 - spo2) + 0.05 * np.maximum(0, 100 - sbp) + 0.2 * np.maximum(0, rr - 22)
-                  + 0.03 * np.maximum(0, hr - 110) + 0.1 * np.maximum(0, 50 - hr)
-                  + 0.5 * np.maximum(0, 36 - temp) + 0.5 * np.maximum(0, temp - 38.5))
+        danger = (
+            0.3 * np.maximum(0, 94 - spo2)
+            + 0.05 * np.maximum(0, 100 - sbp)
+            + 0.2 * np.maximum(0, rr - 22)
+            + 0.03 * np.maximum(0, hr - 110)
+            + 0.1 * np.maximum(0, 50 - hr)
+            + 0.5 * np.maximum(0, 36 - temp)
+            + 0.5 * np.maximum(0, temp - 38.5)
+        )
         return np.where(col("age_years", 40) >= 16, danger, 0.0)
 
     def extra(self, cols: Columns, n: int) -> np.ndarray:
@@ -107,8 +124,9 @@ class SafeModel:
         p_critical = _sigmoid(-4.0 + 1.2 * score)
         model_level = 5 - np.digitize(p_admitted, [0.2, 0.4, 0.6, 0.8])
         recommended = np.minimum(model_level, self.floors(cols, n))
-        return SimpleNamespace(p_admitted=p_admitted, p_critical=p_critical, model_level=model_level,
-                               recommended_level=recommended)
+        return SimpleNamespace(
+            p_admitted=p_admitted, p_critical=p_critical, model_level=model_level, recommended_level=recommended
+        )
 
 
 class UsesGcs(SafeModel):
@@ -180,7 +198,7 @@ class AdultNews2ForChildren(SafeModel):
 
     def adult_floor(self, cols: Columns, n: int) -> np.ndarray:
         rr, hr = float_column(cols, "resp_rate", n), float_column(cols, "heart_rate", n)
-        points = (np.select([rr > 24, rr > 20], [3, 2], 0) + np.select([hr > 130, hr > 110, hr > 90], [3, 2, 1], 0))
+        points = np.select([rr > 24, rr > 20], [3, 2], 0) + np.select([hr > 130, hr > 110, hr > 90], [3, 2, 1], 0)
         return np.minimum(super().adult_floor(cols, n), np.where(points >= 5, 2, 5))
 
 
@@ -197,17 +215,21 @@ def test_a_model_that_holds_every_invariant_passes(safe_report):
     assert safe_report.model_name == "fake-triage"
 
 
-@pytest.mark.parametrize(("model", "caught"), [
-    (UsesGcs, {"unobserved_inputs_do_not_move_outputs"}),
-    (SexUnknownRisky, {"sex_unknown_between_known"}),
-    (LowSpo2Reassures, {"deterioration_never_lowers_risk"}),
-    (LowBpReassuresNoFloor, {"danger_not_below_normal", "deterioration_never_lowers_risk"}),
-    (UnknownWordsReassure, {"unknown_words_never_lower_risk"}),
-    (AveragesWords, {"benign_words_never_dilute_red_flags"}),
-    (NoRedFlagFloor, {"red_flags_give_their_level"}),
-    (NoAcvpuFloor, {"red_flags_give_their_level"}),
-    (AdultNews2ForChildren, {"infants_not_floored_by_adult_news2"}),
-], ids=lambda v: v.__name__ if isinstance(v, type) else "")
+@pytest.mark.parametrize(
+    ("model", "caught"),
+    [
+        (UsesGcs, {"unobserved_inputs_do_not_move_outputs"}),
+        (SexUnknownRisky, {"sex_unknown_between_known"}),
+        (LowSpo2Reassures, {"deterioration_never_lowers_risk"}),
+        (LowBpReassuresNoFloor, {"danger_not_below_normal", "deterioration_never_lowers_risk"}),
+        (UnknownWordsReassure, {"unknown_words_never_lower_risk"}),
+        (AveragesWords, {"benign_words_never_dilute_red_flags"}),
+        (NoRedFlagFloor, {"red_flags_give_their_level"}),
+        (NoAcvpuFloor, {"red_flags_give_their_level"}),
+        (AdultNews2ForChildren, {"infants_not_floored_by_adult_news2"}),
+    ],
+    ids=lambda v: v.__name__ if isinstance(v, type) else "",
+)
 def test_each_broken_model_is_caught_by_its_invariant_and_only_there(model, caught):
     report = run_triage_safety_suite(model(), n_grid=N_GRID, seed=3)
     assert {r.id.removeprefix("triage.") for r in report.violations} == caught

@@ -104,27 +104,54 @@ def test_shipped_policy_declares_each_models_intended_use() -> None:
     assert triage.gated_data == ("nhamcs:2020",) and "US emergency departments" in triage.population
     assert [o.name for o in triage.not_validated_for] == ["ktas"] and "KTAS" in triage.not_validated_for[0].population
     cxr = policy.intended_use["vigil-cxr"].findings
-    assert set(cxr) == {"pneumonia", "effusion", "cardiomegaly", "pneumothorax", "atelectasis", "nodule_mass",
-                        "consolidation_infiltration"}
+    assert set(cxr) == {
+        "pneumonia",
+        "effusion",
+        "cardiomegaly",
+        "pneumothorax",
+        "atelectasis",
+        "nodule_mass",
+        "consolidation_infiltration",
+    }
     assert (cxr["pneumonia"]["min_age_years"], cxr["pneumonia"]["max_age_years"]) == (1.0, 6.0)
     assert cxr["effusion"]["min_age_years"] == 18.0 and cxr["effusion"]["max_age_years"] is None
     assert "2.1.0" in policy.history[-1].version and "after the KTAS audits" in policy.history[-1].changes
 
 
-@pytest.mark.parametrize(("patch", "named"), [
-    ({"vigil-triage": {"population": ""}}, "intended_use.vigil-triage.population"),
-    ({"vigil-triage": {"population": "x", "colour": 1}}, "intended_use.vigil-triage.colour"),
-    ({"vigil-triage": {"population": "x", "gated_data": ["ktas"],
-                       "not_validated_for": {"ktas": {"population": "k", "reason": "r"}}}},
-     "intended_use.vigil-triage.not_validated_for.ktas"),
-    ({"vigil-triage": {"population": "x", "not_validated_for": {"ktas": {"population": "k"}}}},
-     "intended_use.vigil-triage.not_validated_for.ktas"),
-    ({"vigil-cxr": {"population": "x", "findings": {"pneumonia": {"description": "c", "min_age_years": 6,
-                                                                  "max_age_years": 1}}}},
-     "intended_use.vigil-cxr.findings.pneumonia"),
-    ({"vigil-cxr": {"population": "x", "findings": {"pneumonia": {"min_age_years": 1}}}},
-     "intended_use.vigil-cxr.findings.pneumonia"),
-])
+@pytest.mark.parametrize(
+    ("patch", "named"),
+    [
+        ({"vigil-triage": {"population": ""}}, "intended_use.vigil-triage.population"),
+        ({"vigil-triage": {"population": "x", "colour": 1}}, "intended_use.vigil-triage.colour"),
+        (
+            {
+                "vigil-triage": {
+                    "population": "x",
+                    "gated_data": ["ktas"],
+                    "not_validated_for": {"ktas": {"population": "k", "reason": "r"}},
+                }
+            },
+            "intended_use.vigil-triage.not_validated_for.ktas",
+        ),
+        (
+            {"vigil-triage": {"population": "x", "not_validated_for": {"ktas": {"population": "k"}}}},
+            "intended_use.vigil-triage.not_validated_for.ktas",
+        ),
+        (
+            {
+                "vigil-cxr": {
+                    "population": "x",
+                    "findings": {"pneumonia": {"description": "c", "min_age_years": 6, "max_age_years": 1}},
+                }
+            },
+            "intended_use.vigil-cxr.findings.pneumonia",
+        ),
+        (
+            {"vigil-cxr": {"population": "x", "findings": {"pneumonia": {"min_age_years": 1}}}},
+            "intended_use.vigil-cxr.findings.pneumonia",
+        ),
+    ],
+)
 def test_a_malformed_intended_use_is_refused_naming_the_key(patch, named) -> None:
     data = load_policy().to_dict()
     data["intended_use"] = patch

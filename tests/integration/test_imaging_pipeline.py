@@ -16,8 +16,11 @@ from training.config import load_imaging_config
 
 pytestmark = pytest.mark.slow  # trains an imaging model end to end
 
-FIXTURES = Path(os.environ.get("VIGIL_DATA_DIR", Path(__file__).resolve().parents[2] / ".." / "shared" / "data")) \
-    / "imaging" / "dicom_fixtures"
+FIXTURES = (
+    Path(os.environ.get("VIGIL_DATA_DIR", Path(__file__).resolve().parents[2] / ".." / "shared" / "data"))
+    / "imaging"
+    / "dicom_fixtures"
+)
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +31,18 @@ def imaging_run(tmp_path_factory, isolated_env):
         # Saturation augmentation and the saturation average off: this module checks the pipeline, and the
         # synthetic blobs sit in the tails that they saturate (tests/training/test_train_imaging.py and
         # tests/models/test_imaging_saturation_average.py test them; the session's small model averages).
-        cfg = load_imaging_config(overrides={"epochs": 10, "patience": 10, "synthetic_n": 600, "image_size": 64,
-                                             "saturation_jitter": 0.0, "saturation_average": 0.0,
-                                             "batch_size": 32, "bootstrap_resamples": 20})
+        cfg = load_imaging_config(
+            overrides={
+                "epochs": 10,
+                "patience": 10,
+                "synthetic_n": 600,
+                "image_size": 64,
+                "saturation_jitter": 0.0,
+                "saturation_average": 0.0,
+                "batch_size": 32,
+                "bootstrap_resamples": 20,
+            }
+        )
         result = run_imaging(cfg, progress=False)
         yield work, result, cfg
 
@@ -93,8 +105,13 @@ def test_evaluation_and_registry(imaging_run):
     version = client.get_model_version_by_alias("vigil-cxr", "candidate")
     assert str(version.version) == result.registered_version
     names = {a.path for a in client.list_artifacts(result.run_id)}
-    assert {"imaging_synthetic.json", "imaging_synthetic.md", "imaging_synthetic_roc.png", "int8.json",
-            "imaging_model_card.md"} <= names
+    assert {
+        "imaging_synthetic.json",
+        "imaging_synthetic.md",
+        "imaging_synthetic_roc.png",
+        "int8.json",
+        "imaging_model_card.md",
+    } <= names
 
 
 @pytest.mark.realdata
@@ -122,8 +139,9 @@ def test_cli_second_read_writes_sr_heatmap_and_json(imaging_run, tmp_path):
     from models.structured_report import read_second_read_sr
     from vigil.cli import app
 
-    res = CliRunner().invoke(app, ["second-read", "--model", str(result.shipped_path), "--dicom", str(path),
-                                   "--out", str(tmp_path)])
+    res = CliRunner().invoke(
+        app, ["second-read", "--model", str(result.shipped_path), "--dicom", str(path), "--out", str(tmp_path)]
+    )
     assert res.exit_code == 0, res.output
     summary = json.loads((tmp_path / "second_read.json").read_text())
     sr = read_second_read_sr((tmp_path / "second_read_sr.dcm").read_bytes())
@@ -136,9 +154,14 @@ def test_cli_second_read_writes_sr_heatmap_and_json(imaging_run, tmp_path):
 
 
 @pytest.mark.realdata
-@pytest.mark.parametrize(("name", "error"), [("negative/Fake_MONOHR1.dcm", "PhotometricInterpretation contradicts"),
-                                             ("negative/966.dcm", "could not be decoded"),
-                                             ("other_cr/RG3_J2KR.dcm", "BodyPartExamined")])
+@pytest.mark.parametrize(
+    ("name", "error"),
+    [
+        ("negative/Fake_MONOHR1.dcm", "PhotometricInterpretation contradicts"),
+        ("negative/966.dcm", "could not be decoded"),
+        ("other_cr/RG3_J2KR.dcm", "BodyPartExamined"),
+    ],
+)
 def test_cli_second_read_refuses_bad_instances_clearly(imaging_run, tmp_path, name, error):
     _, result, _ = imaging_run
     path = FIXTURES / name
@@ -148,8 +171,9 @@ def test_cli_second_read_refuses_bad_instances_clearly(imaging_run, tmp_path, na
 
     from vigil.cli import app
 
-    res = CliRunner().invoke(app, ["second-read", "--model", str(result.shipped_path), "--dicom", str(path),
-                                   "--out", str(tmp_path)])
+    res = CliRunner().invoke(
+        app, ["second-read", "--model", str(result.shipped_path), "--dicom", str(path), "--out", str(tmp_path)]
+    )
     assert res.exit_code == 2 and error in res.output and "Traceback" not in res.output
     assert not (tmp_path / "second_read_sr.dcm").exists()
 
@@ -163,12 +187,32 @@ def test_cli_evaluate_imaging_on_nih_held_out_patients(imaging_run, tmp_path):
 
     from vigil.cli import app
 
-    res = CliRunner().invoke(app, ["evaluate", "--model", str(result.shipped_path), "--data", "nih", "--out",
-                                   str(tmp_path), "--bootstrap", "20", "--data-dir", str(FIXTURES.parents[1])])
+    res = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "--model",
+            str(result.shipped_path),
+            "--data",
+            "nih",
+            "--out",
+            str(tmp_path),
+            "--bootstrap",
+            "20",
+            "--data-dir",
+            str(FIXTURES.parents[1]),
+        ],
+    )
     assert res.exit_code == 0, res.output
     report = json.loads((tmp_path / "evaluation.json").read_text())
     assert report["bootstrap_unit"] == "patient" and report["n_images"] > 100
-    assert set(report["findings"]) == {"effusion", "cardiomegaly", "pneumothorax", "atelectasis", "nodule_mass",
-                                       "consolidation_infiltration"}  # NIH carries no pneumonia label here
+    assert set(report["findings"]) == {
+        "effusion",
+        "cardiomegaly",
+        "pneumothorax",
+        "atelectasis",
+        "nodule_mass",
+        "consolidation_infiltration",
+    }  # NIH carries no pneumonia label here
     res = CliRunner().invoke(app, ["evaluate", "--model", str(result.shipped_path), "--data", "ktas"])
     assert res.exit_code == 2 and "is not a triage model" in res.output

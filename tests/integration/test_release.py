@@ -28,8 +28,15 @@ def _safety_report(n_violations: int):
     from evaluation.safety import InvariantResult, SafetyReport
 
     examples = tuple({"case": k, "violation": 1.0} for k in range(min(n_violations, 5)))
-    result = InvariantResult("triage.stand_in", "a stand-in invariant", "tests", n_cases=100,
-                             n_violations=n_violations, examples=examples, worst=1.0 if n_violations else 0.0)
+    result = InvariantResult(
+        "triage.stand_in",
+        "a stand-in invariant",
+        "tests",
+        n_cases=100,
+        n_violations=n_violations,
+        examples=examples,
+        worst=1.0 if n_violations else 0.0,
+    )
     return SafetyReport("vigil-triage", "test", "triage", (result,))
 
 
@@ -38,8 +45,15 @@ def registered(tmp_path_factory, isolated_env):
     with isolated_env(tmp_path_factory.mktemp("work")) as work:
         from workflows.triage import run_triage
 
-        cfg = load_triage_config(overrides={"epochs": 4, "synthetic_train_n": 2500, "synthetic_test_n": 1200,
-                                            "bootstrap_resamples": 20, "threads": 1})
+        cfg = load_triage_config(
+            overrides={
+                "epochs": 4,
+                "synthetic_train_n": 2500,
+                "synthetic_test_n": 1200,
+                "bootstrap_resamples": 20,
+                "threads": 1,
+            }
+        )
         result = run_triage(cfg, progress=False)
         yield work, result
 
@@ -140,8 +154,9 @@ def test_a_safety_violation_alone_blocks_release(registered, tmp_path, monkeypat
     client = _client(work)
     client.set_tag(result.run_id, "synthetic_data", "false")
     try:
-        outcome = release(f"vigil-triage/{result.registered_version}", n_boot=100, policy_path=policy,
-                          triage_data=SYNTHETIC_AUDIT)
+        outcome = release(
+            f"vigil-triage/{result.registered_version}", n_boot=100, policy_path=policy, triage_data=SYNTHETIC_AUDIT
+        )
     finally:
         client.set_tag(result.run_id, "synthetic_data", "true")
     failing = [c for c in outcome.checks if c.status != "pass"]
@@ -154,8 +169,11 @@ def test_a_safety_violation_alone_blocks_release(registered, tmp_path, monkeypat
     assert tags["safety_invariants.violations"] == "triage.stand_in (3/100)"
     card = next(p for p in outcome.reports if p.name == "model_card.md").read_text()
     assert "**triage.stand_in** violated" in card and '"case": 0' in card
-    res = CliRunner().invoke(app, ["release", f"vigil-triage/{result.registered_version}", "--policy", str(policy),
-                                   "--bootstrap", "100"], env={"VIGIL_WORK_DIR": str(work)})
+    res = CliRunner().invoke(
+        app,
+        ["release", f"vigil-triage/{result.registered_version}", "--policy", str(policy), "--bootstrap", "100"],
+        env={"VIGIL_WORK_DIR": str(work)},
+    )
     assert res.exit_code == 1 and "[fail] safety invariants" in res.output
 
 
@@ -171,8 +189,9 @@ def test_a_model_that_passes_every_check_is_promoted(registered, tmp_path, monke
     client = _client(work)
     client.set_tag(result.run_id, "synthetic_data", "false")
     try:
-        outcome = release(f"vigil-triage/{result.registered_version}", n_boot=100, policy_path=policy,
-                          triage_data=SYNTHETIC_AUDIT)
+        outcome = release(
+            f"vigil-triage/{result.registered_version}", n_boot=100, policy_path=policy, triage_data=SYNTHETIC_AUDIT
+        )
     finally:
         client.set_tag(result.run_id, "synthetic_data", "true")
     assert outcome.status == "pass", [c for c in outcome.checks if c.status != "pass"]
@@ -191,21 +210,28 @@ def test_cli_safety_runs_the_suite_on_a_ref_or_a_file(registered, tmp_path, monk
     work, result = registered
     env = {"VIGIL_WORK_DIR": str(work)}
     out = tmp_path / "by-ref"
-    res = CliRunner().invoke(app, ["safety", "--model", f"vigil-triage/{result.registered_version}", "--out", str(out),
-                                   "--n-grid", "2000"], env=env)
+    res = CliRunner().invoke(
+        app,
+        ["safety", "--model", f"vigil-triage/{result.registered_version}", "--out", str(out), "--n-grid", "2000"],
+        env=env,
+    )
     report = json.loads((out / "safety_invariants.json").read_text())
     assert res.exit_code == (0 if report["passed"] else 1), res.output
     assert len(report["results"]) == 8 and "triage.red_flags_give_their_level" in res.output
     assert (out / "safety_invariants.md").read_text().startswith("# Safety invariants")
-    res = CliRunner().invoke(app, ["safety", "--model", str(result.onnx_path), "--out", str(tmp_path / "by-file"),
-                                   "--n-grid", "2000"], env=env)
+    res = CliRunner().invoke(
+        app,
+        ["safety", "--model", str(result.onnx_path), "--out", str(tmp_path / "by-file"), "--n-grid", "2000"],
+        env=env,
+    )
     assert json.loads((tmp_path / "by-file" / "safety_invariants.json").read_text())["results"] == report["results"]
     res = CliRunner().invoke(app, ["safety", "--model", "not a model ref"], env=env)
     assert res.exit_code == 2 and "model must be NAME/VERSION or NAME@ALIAS" in res.output
     for n_violations, code in ((0, 0), (2, 1)):
         monkeypatch.setattr("workflows.release.run_safety_suite", lambda *a, n=n_violations, **k: _safety_report(n))
-        res = CliRunner().invoke(app, ["safety", "--model", str(result.onnx_path), "--out", str(tmp_path / "fake")],
-                                 env=env)
+        res = CliRunner().invoke(
+            app, ["safety", "--model", str(result.onnx_path), "--out", str(tmp_path / "fake")], env=env
+        )
         assert res.exit_code == code, res.output
         assert ("FAIL" in res.output) == bool(n_violations)
 
@@ -263,9 +289,14 @@ def test_the_imaging_gate_decides_each_finding_on_its_floor_and_declared_populat
     from workflows.release import imaging_findings_decision
 
     policy = load_policy()
-    metrics = {"test.kermany.pneumonia.auroc": 0.99, "test.nih.effusion.auroc": 0.74,
-               "test.nih.cardiomegaly.auroc": 0.69, "test.nih.pneumothorax.auroc": 0.50,
-               "test.nih.atelectasis.auroc": 0.55, "test.nih.consolidation_infiltration.auroc": float("nan")}
+    metrics = {
+        "test.kermany.pneumonia.auroc": 0.99,
+        "test.nih.effusion.auroc": 0.74,
+        "test.nih.cardiomegaly.auroc": 0.69,
+        "test.nih.pneumothorax.auroc": 0.50,
+        "test.nih.atelectasis.auroc": 0.55,
+        "test.nih.consolidation_infiltration.auroc": float("nan"),
+    }
     decision = imaging_findings_decision(_cxr_record(metrics), policy, IMAGING_FINDINGS)
     assert set(decision.released) == {"pneumonia", "effusion"}
     assert decision.validated_on["pneumonia"] == "kermany" and decision.validated_on["effusion"] == "nih"
@@ -286,8 +317,9 @@ def test_a_finding_without_a_declared_population_is_never_released():
     policy = load_policy()
     use = policy.intended_use["vigil-cxr"]
     findings = {f: v for f, v in use.findings.items() if f != "effusion"}
-    policy = dataclasses.replace(policy, intended_use={**policy.intended_use,
-                                                      "vigil-cxr": dataclasses.replace(use, findings=findings)})
+    policy = dataclasses.replace(
+        policy, intended_use={**policy.intended_use, "vigil-cxr": dataclasses.replace(use, findings=findings)}
+    )
     decision = imaging_findings_decision(_cxr_record({"test.nih.effusion.auroc": 0.99}), policy, ("effusion",))
     assert decision.released == {} and "declares no intended population" in decision.not_released["effusion"]
 
@@ -314,14 +346,17 @@ def test_a_candidate_is_compared_with_the_version_in_production(registered, tmp_
 
     work, result = registered
     policy = tmp_path / "lenient.yaml"
-    policy.write_text(LENIENT_POLICY + "non_inferiority:\n  auroc_margin: 0.01\n  under_triage_tolerance: 0.02\n"
-                                       "  reason: test\n")
+    policy.write_text(
+        LENIENT_POLICY + "non_inferiority:\n  auroc_margin: 0.01\n  under_triage_tolerance: 0.02\n  reason: test\n"
+    )
     candidate = tracking.fetch_model_version(f"vigil-triage/{result.registered_version}", work)
-    monkeypatch.setattr("workflows.release.production_record",
-                        lambda name, base: dataclasses.replace(candidate, version="0"))
+    monkeypatch.setattr(
+        "workflows.release.production_record", lambda name, base: dataclasses.replace(candidate, version="0")
+    )
     monkeypatch.setattr("workflows.release.run_safety_suite", lambda *a, **k: _safety_report(0))
-    outcome = release(f"vigil-triage/{result.registered_version}", n_boot=100, policy_path=policy,
-                      triage_data=SYNTHETIC_AUDIT)
+    outcome = release(
+        f"vigil-triage/{result.registered_version}", n_boot=100, policy_path=policy, triage_data=SYNTHETIC_AUDIT
+    )
     compared = [c for c in outcome.checks if c.name.startswith("non-inferiority")]
     assert [c.name for c in compared] == ["non-inferiority synthetic:n=4000,seed=21 admitted"]
     assert compared[0].status == "pass" and "difference +0.000" in compared[0].reason

@@ -22,8 +22,11 @@ def test_the_imaging_release_records_each_findings_decision(registered, isolated
     shutil.copy(registered.work / "mlflow.db", tmp_path / "mlflow.db")
     with isolated_env(tmp_path) as work:
         outcome = release(f"vigil-cxr/{registered.imaging_version}", n_boot=100)
-        tags = MlflowClient(f"sqlite:///{work / 'mlflow.db'}").get_model_version(
-            "vigil-cxr", registered.imaging_version).tags
+        tags = (
+            MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
+            .get_model_version("vigil-cxr", registered.imaging_version)
+            .tags
+        )
     by_name = {c.name: c for c in outcome.checks}
     assert outcome.status == "fail" and not outcome.promoted
     for finding in IMAGING_FINDINGS:  # the synthetic run logged no floor metric of real data
@@ -38,6 +41,7 @@ def test_the_imaging_release_records_each_findings_decision(registered, isolated
     assert use is not None and "chest radiographs" in use.population
     card = next(p for p in outcome.reports if p.name == "model_card.md").read_text()
     assert "## Release scope" in card and "**not validated**: never shown or flagged" in card
-    card_json = json.loads((next(p for p in outcome.reports if p.name == "model_card.md").parent
-                            / "model_card.json").read_text())
+    card_json = json.loads(
+        (next(p for p in outcome.reports if p.name == "model_card.md").parent / "model_card.json").read_text()
+    )
     assert set(card_json["release_gate"]["findings"]["not_validated"]) == set(IMAGING_FINDINGS)

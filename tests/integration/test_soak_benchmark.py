@@ -21,9 +21,26 @@ FIXTURE = REPO.parent / "shared" / "data" / "imaging" / "dicom_fixtures" / "ches
 def test_soak_runs_reports_windows_and_checks_the_audit(registered, tmp_path):
     shutil.copy(registered.work / "mlflow.db", tmp_path / "mlflow.db")  # artefacts stay where they were logged
     out = tmp_path / "soak.md"
-    argv = [sys.executable, str(REPO / "benchmarks" / "soak.py"), "--work-dir", str(tmp_path), "--duration", "4",
-            "--window", "2", "--data", "synthetic", "--records", "20", "--rss-bound-mib", "1024",
-            "--imaging-every", "5" if FIXTURE.is_file() else "0", "--out", str(out)]
+    argv = [
+        sys.executable,
+        str(REPO / "benchmarks" / "soak.py"),
+        "--work-dir",
+        str(tmp_path),
+        "--duration",
+        "4",
+        "--window",
+        "2",
+        "--data",
+        "synthetic",
+        "--records",
+        "20",
+        "--rss-bound-mib",
+        "1024",
+        "--imaging-every",
+        "5" if FIXTURE.is_file() else "0",
+        "--out",
+        str(out),
+    ]
     done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.with_suffix(".json").read_text())

@@ -20,8 +20,15 @@ def pipeline_run(tmp_path_factory, isolated_env):
     with isolated_env(tmp_path_factory.mktemp("work")) as work:
         from workflows.triage import run_triage
 
-        cfg = load_triage_config(overrides={"epochs": 4, "synthetic_train_n": 2500, "synthetic_test_n": 1200,
-                                            "bootstrap_resamples": 50, "threads": 1})
+        cfg = load_triage_config(
+            overrides={
+                "epochs": 4,
+                "synthetic_train_n": 2500,
+                "synthetic_test_n": 1200,
+                "bootstrap_resamples": 50,
+                "threads": 1,
+            }
+        )
         result = run_triage(cfg, progress=False)
         yield work, result
 
@@ -84,8 +91,14 @@ def test_registered_with_candidate_alias_and_tracked(pipeline_run):
     assert {"git_commit", "train_digest", "test_digest", "onnx_sha256", "synthetic_data"} <= set(run.data.tags)
     assert "test.admitted.auroc" in run.data.metrics and "parity_max_abs_diff" in run.data.metrics
     names = {a.path for a in client.list_artifacts(result.run_id)}
-    assert {"model_card.md", "model_card.json", "evaluation_test.json", "evaluation_test.md",
-            "evaluation_test_admitted.png", "evaluation_test_acuity_confusion.png"} <= names
+    assert {
+        "model_card.md",
+        "model_card.json",
+        "evaluation_test.json",
+        "evaluation_test.md",
+        "evaluation_test_admitted.png",
+        "evaluation_test_acuity_confusion.png",
+    } <= names
     history = client.get_metric_history(result.run_id, "member0.val_loss")
     assert len(history) >= 1
 
@@ -99,8 +112,21 @@ def test_cli_evaluate_registry_alias_and_site_csv(pipeline_run, tmp_path):
     write_canonical_csv(load_dataset("synthetic:n=400,seed=3"), csv)
     runner = CliRunner()
     out = tmp_path / "eval"
-    res = runner.invoke(app, ["evaluate", "--model", "models:/vigil-triage@candidate", "--data", f"csv:{csv}",
-                              "--out", str(out), "--bootstrap", "20"], env={"VIGIL_WORK_DIR": str(work)})
+    res = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--model",
+            "models:/vigil-triage@candidate",
+            "--data",
+            f"csv:{csv}",
+            "--out",
+            str(out),
+            "--bootstrap",
+            "20",
+        ],
+        env={"VIGIL_WORK_DIR": str(work)},
+    )
     assert res.exit_code == 0, res.output
     report = json.loads((out / "evaluation.json").read_text())
     assert report["n"] == 400 and "NEWS2" not in report["outcomes"]["admitted"]["models"]
@@ -111,8 +137,9 @@ def test_cli_evaluate_bad_csv_names_row_and_field(pipeline_run, tmp_path):
     _, result = pipeline_run
     bad = tmp_path / "bad.csv"
     bad.write_text("age_years,sex,heart_rate,admitted,critical\n40,male,80,0,0\n50,female,900,1,0\n")
-    res = CliRunner().invoke(app, ["evaluate", "--model", str(result.onnx_path), "--data", f"csv:{bad}",
-                                   "--out", str(tmp_path / "o")])
+    res = CliRunner().invoke(
+        app, ["evaluate", "--model", str(result.onnx_path), "--data", f"csv:{bad}", "--out", str(tmp_path / "o")]
+    )
     assert res.exit_code == 2
     assert "row 2" in res.output and "'heart_rate' must be in [20, 300]" in res.output
 

@@ -207,7 +207,10 @@ def test_red_flag_table_is_documented_and_levels_are_urgent() -> None:
         assert flag.floor_level in (1, 2)
         assert flag.label and flag.source and flag.canonical_text
     assert {f for f in RED_FLAGS if RED_FLAGS[f].floor_level == 1} == {
-        "cardiac_arrest", "unresponsive", "status_epilepticus", "anaphylaxis"
+        "cardiac_arrest",
+        "unresponsive",
+        "status_epilepticus",
+        "anaphylaxis",
     }
     assert isinstance(read_complaint("x"), ComplaintReading)
 
@@ -223,11 +226,19 @@ def test_a_canonical_text_read_again_keeps_its_floor() -> None:
 
 @pytest.mark.parametrize(
     ("rfv", "flags"),
-    [("Cardiac arrest", ("cardiac_arrest",)), ("Unconscious on arrival", ("unresponsive",)),
-     ("Convulsions", ("seizure",)), ("Cerebrovascular disease", ("stroke",)),
-     ("Overdose, intentional", ("overdose",)), ("Suicide attempt", ("suicidal",)),
-     ("Vomiting blood (hematemesis)", ("gi_haemorrhage",)), ("Sepsis, septicemia", ("sepsis",)),
-     ("Food poisoning", ()), ("Injury, multiple or unspecified", ()), ("Chest pain", ())],
+    [
+        ("Cardiac arrest", ("cardiac_arrest",)),
+        ("Unconscious on arrival", ("unresponsive",)),
+        ("Convulsions", ("seizure",)),
+        ("Cerebrovascular disease", ("stroke",)),
+        ("Overdose, intentional", ("overdose",)),
+        ("Suicide attempt", ("suicidal",)),
+        ("Vomiting blood (hematemesis)", ("gi_haemorrhage",)),
+        ("Sepsis, septicemia", ("sepsis",)),
+        ("Food poisoning", ()),
+        ("Injury, multiple or unspecified", ()),
+        ("Chest pain", ()),
+    ],
 )
 def test_nhamcs_rfv_labels(rfv: str, flags: tuple[str, ...]) -> None:
     """The training data's own wording: red flags where the RFV label is itself time-critical."""

@@ -46,7 +46,7 @@ def zero_segment(length: int) -> bytes:
 
 def literal_segment(plane: bytes) -> bytes:
     """An RLE segment holding ``plane`` as literal runs of at most 128 bytes."""
-    return b"".join(bytes([len(plane[i: i + 128]) - 1]) + plane[i: i + 128] for i in range(0, len(plane), 128))
+    return b"".join(bytes([len(plane[i : i + 128]) - 1]) + plane[i : i + 128] for i in range(0, len(plane), 128))
 
 
 def rle_frame(segments: list[bytes]) -> bytes:
@@ -89,6 +89,7 @@ def no_decoding(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
         def called(*args: object, **kwargs: object) -> object:
             calls.append(name)
             raise AssertionError(f"{name} ran: the frame was not refused from the header")
+
         return called
 
     monkeypatch.setattr(imaging, "pixel_array", spy("pixel_array"))
@@ -102,16 +103,20 @@ def test_the_attack_of_finding_7_is_refused_from_the_header_before_any_decoder_r
     data = attack(corpus)
     assert 2 * 2**20 <= len(data) < 2.2 * 2**20  # the 2 MB of the finding
     started = time.perf_counter()
-    with pytest.raises(ImageDimensionError, match=r"^Rows must be at most 5000 for a chest radiograph \(the largest "
-                                                  r"chest detectors are about 4300 pixels a side\); got 8192$") as info:
+    with pytest.raises(
+        ImageDimensionError,
+        match=r"^Rows must be at most 5000 for a chest radiograph \(the largest "
+        r"chest detectors are about 4300 pixels a side\); got 8192$",
+    ) as info:
         load_dicom_for_model(data, 64)
     assert info.value.field == "Rows"
     assert time.perf_counter() - started < 1.0  # was 5 s and 1.18 GB
 
 
 @pytest.mark.parametrize(("rows", "columns", "field"), [(5001, 32, "Rows"), (32, 5001, "Columns")])
-def test_rows_or_columns_above_the_chest_limit_are_refused_naming_the_attribute(corpus, no_decoding, rows, columns,
-                                                                               field) -> None:
+def test_rows_or_columns_above_the_chest_limit_are_refused_naming_the_attribute(
+    corpus, no_decoding, rows, columns, field
+) -> None:
     ds = corpus.synthetic(np.zeros((rows, columns), dtype=np.uint8))  # native: no codestream to contradict it
     got = rows if field == "Rows" else columns
     with pytest.raises(ImageDimensionError, match=rf"^{field} must be at most {MAX_FRAME_SIDE} .*; got {got}$") as info:
@@ -132,8 +137,11 @@ def test_the_largest_chest_frame_passes_the_header_checks(corpus) -> None:
 @pytest.mark.parametrize("shape", [None, (33, 35)])  # the corpus's 96 x 80 chest; an odd Rows x Columns
 def test_valid_rle_frames_pass_and_decode_to_their_native_twin(corpus, bits, shape) -> None:
     dtype = np.uint8 if bits == 8 else np.uint16
-    pixels = corpus.pixels(dtype) if shape is None else \
-        np.random.default_rng(0).integers(0, 4096 if bits == 16 else 256, shape).astype(dtype)
+    pixels = (
+        corpus.pixels(dtype)
+        if shape is None
+        else np.random.default_rng(0).integers(0, 4096 if bits == 16 else 256, shape).astype(dtype)
+    )
     # segments padded to an even length, as encoders do
     segments = [s + b"\x00" * (len(s) % 2) for s in map(literal_segment, planes(pixels))]
     rows, columns = pixels.shape
@@ -151,38 +159,60 @@ def _frame_16(corpus: Corpus) -> tuple[bytes, bytes]:
 
 def _header(frame: bytes, index: int, value: int) -> bytes:
     """``frame`` with the header's ``index``-th 32-bit word (0: the count, 1-15: the offsets) set to ``value``."""
-    return frame[: 4 * index] + struct.pack("<I", value) + frame[4 * index + 4:]
+    return frame[: 4 * index] + struct.pack("<I", value) + frame[4 * index + 4 :]
 
 
 _BROKEN: dict[str, tuple[Callable[[bytes, bytes], bytes], str]] = {
     "header-cut-short": (lambda a, b: rle_frame([a, b])[:40], r"its RLE header is cut short \(40 of 64 bytes\)$"),
-    "three-segments": (lambda a, b: _header(rle_frame([a, b]), 0, 3),
-                       r"its RLE header gives 3 as the number of segments, but BitsAllocated 16 with one sample per "
-                       r"pixel needs 2 \(PS3\.5 G\.2\)$"),
+    "three-segments": (
+        lambda a, b: _header(rle_frame([a, b]), 0, 3),
+        r"its RLE header gives 3 as the number of segments, but BitsAllocated 16 with one sample per "
+        r"pixel needs 2 \(PS3\.5 G\.2\)$",
+    ),
     "one-segment": (lambda a, b: rle_frame([a + b]), r"its RLE header gives 1 as the number of segments, but "),
-    "first-segment-not-at-64": (lambda a, b: _header(rle_frame([a, b]), 1, 60),
-                                r"its RLE header puts segment 1 at byte 60, not at byte 64, just after the header$"),
-    "second-segment-on-the-first": (lambda a, b: _header(rle_frame([a, b]), 2, 64),
-                                    r"its RLE header puts segment 2 at byte 64, not after segment 1 \(byte 64\)$"),
-    "second-segment-beyond-the-end": (lambda a, b: _header(rle_frame([a, b]), 2, 0x7FFFFFF0),
-                                      r"its RLE header puts segment 2 at byte 2147483632, not inside the "
-                                      r"\d+-byte frame$"),
-    "stray-third-offset": (lambda a, b: _header(rle_frame([a, b]), 3, 64 + len(a) + 2),
-                           r"its RLE header states 2 segments but gives an offset for segment 3$"),
+    "first-segment-not-at-64": (
+        lambda a, b: _header(rle_frame([a, b]), 1, 60),
+        r"its RLE header puts segment 1 at byte 60, not at byte 64, just after the header$",
+    ),
+    "second-segment-on-the-first": (
+        lambda a, b: _header(rle_frame([a, b]), 2, 64),
+        r"its RLE header puts segment 2 at byte 64, not after segment 1 \(byte 64\)$",
+    ),
+    "second-segment-beyond-the-end": (
+        lambda a, b: _header(rle_frame([a, b]), 2, 0x7FFFFFF0),
+        r"its RLE header puts segment 2 at byte 2147483632, not inside the "
+        r"\d+-byte frame$",
+    ),
+    "stray-third-offset": (
+        lambda a, b: _header(rle_frame([a, b]), 3, 64 + len(a) + 2),
+        r"its RLE header states 2 segments but gives an offset for segment 3$",
+    ),
     # pylibjpeg-rle 2.2.0 panicked on these two (pyo3 PanicException, a BaseException): a 500, or a dead DICOM worker
-    "segment-1-overruns": (lambda a, b: rle_frame([a + b"\x81\x00", b]),
-                           r"its RLE segment 1 decodes to more than Rows x Columns \(96 x 80 = 7680\) bytes$"),
-    "segment-2-overruns": (lambda a, b: rle_frame([a, b + b"\x00\x07"]),
-                           r"its RLE segment 2 decodes to more than Rows x Columns \(96 x 80 = 7680\) bytes$"),
-    "segment-2-of-zeros-overruns-64-fold": (lambda a, b: rle_frame([a, zero_segment(64 * 7680)]),
-                                            r"its RLE segment 2 decodes to more than "),
-    "segment-1-short": (lambda a, b: rle_frame([a[:-129], b]),
-                        r"its RLE segment 1 does not decode to Rows x Columns \(96 x 80 = 7680\) bytes: it is shorter "
-                        r"or malformed$"),
-    "segment-2-literal-beyond-its-end": (lambda a, b: rle_frame([a, b + b"\x05\x01"]),
-                                         r"its RLE segment 2 does not decode to Rows x Columns "),
-    "segment-2-empty": (lambda a, b: rle_frame([a, b""]),
-                        r"its RLE header puts segment 2 at byte (\d+), not inside the \1-byte frame$"),
+    "segment-1-overruns": (
+        lambda a, b: rle_frame([a + b"\x81\x00", b]),
+        r"its RLE segment 1 decodes to more than Rows x Columns \(96 x 80 = 7680\) bytes$",
+    ),
+    "segment-2-overruns": (
+        lambda a, b: rle_frame([a, b + b"\x00\x07"]),
+        r"its RLE segment 2 decodes to more than Rows x Columns \(96 x 80 = 7680\) bytes$",
+    ),
+    "segment-2-of-zeros-overruns-64-fold": (
+        lambda a, b: rle_frame([a, zero_segment(64 * 7680)]),
+        r"its RLE segment 2 decodes to more than ",
+    ),
+    "segment-1-short": (
+        lambda a, b: rle_frame([a[:-129], b]),
+        r"its RLE segment 1 does not decode to Rows x Columns \(96 x 80 = 7680\) bytes: it is shorter "
+        r"or malformed$",
+    ),
+    "segment-2-literal-beyond-its-end": (
+        lambda a, b: rle_frame([a, b + b"\x05\x01"]),
+        r"its RLE segment 2 does not decode to Rows x Columns ",
+    ),
+    "segment-2-empty": (
+        lambda a, b: rle_frame([a, b""]),
+        r"its RLE header puts segment 2 at byte (\d+), not inside the \1-byte frame$",
+    ),
 }
 
 
@@ -245,8 +275,10 @@ def test_an_rle_segment_passes_exactly_when_it_decodes_to_rows_x_columns(prefix,
 def refused(corpus: Corpus) -> dict[str, tuple[bytes, str]]:
     """The attack, and a 16-bit segment that overruns (once a decoder panic): the data and the attribute named."""
     first, second = _frame_16(corpus)
-    return {"attack": (attack(corpus), "Rows"),
-            "overrun": (encode(rle_dataset(corpus, 96, 80, rle_frame([first + b"\x81\x00", second]))), "PixelData")}
+    return {
+        "attack": (attack(corpus), "Rows"),
+        "overrun": (encode(rle_dataset(corpus, 96, 80, rle_frame([first + b"\x81\x00", second]))), "PixelData"),
+    }
 
 
 @pytest.mark.parametrize("name", ["attack", "overrun"])
@@ -255,8 +287,11 @@ def test_the_http_route_refuses_with_422_naming_the_attribute(tmp_path, model_fo
 
     data, field = refused[name]
     with make_service(tmp_path, model_folder) as service:
-        res = service.client.post("/v1/imaging/second-read", content=data, headers=service.headers(
-            "imaging", **{"Content-Type": "application/dicom"}))
+        res = service.client.post(
+            "/v1/imaging/second-read",
+            content=data,
+            headers=service.headers("imaging", **{"Content-Type": "application/dicom"}),
+        )
     assert res.status_code == 422, res.text
     assert res.headers["content-type"] == "application/problem+json"
     assert res.json()["errors"][0]["field"] == field
@@ -278,13 +313,26 @@ def test_the_dicom_node_records_not_analysed_naming_the_attribute(tmp_path, mode
     path.parent.mkdir()
     path.write_bytes(data)
     now = time.time()
-    item = QueueItem(sop_instance_uid="1.2.3", sop_class_uid="1.2.840.10008.5.1.4.1.1.1.1", study_instance_uid=None,
-                     series_instance_uid=None, transfer_syntax=str(RLELossless), calling_aet="MODALITY",
-                     source="c-store", file_path=str(path), sha256=hashlib.sha256(data).hexdigest(),
-                     size_bytes=len(data), state="received", received_at=now, updated_at=now, next_attempt_at=now)
+    item = QueueItem(
+        sop_instance_uid="1.2.3",
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.1.1",
+        study_instance_uid=None,
+        series_instance_uid=None,
+        transfer_syntax=str(RLELossless),
+        calling_aet="MODALITY",
+        source="c-store",
+        file_path=str(path),
+        sha256=hashlib.sha256(data).hexdigest(),
+        size_bytes=len(data),
+        state="received",
+        received_at=now,
+        updated_at=now,
+        next_attempt_at=now,
+    )
     try:
-        analysis = analyse_item(item, holder.get("imaging"), store, tmp_path, send_heatmap_sc=False,
-                                needs_delivery=False)
+        analysis = analyse_item(
+            item, holder.get("imaging"), store, tmp_path, send_heatmap_sc=False, needs_delivery=False
+        )
     finally:
         store.dispose()
     assert analysis.state == "not_analysed"

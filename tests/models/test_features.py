@@ -19,8 +19,13 @@ def _frame(rows):
 
 ROWS = [
     {"age_years": 30, "sex": "male", "heart_rate": 80, "chief_complaint": "chest pain", "consciousness": "A"},
-    {"age_years": 70, "sex": "female", "heart_rate": 120, "chief_complaint": "chest pain; dyspnea",
-     "on_supplemental_oxygen": True},
+    {
+        "age_years": 70,
+        "sex": "female",
+        "heart_rate": 120,
+        "chief_complaint": "chest pain; dyspnea",
+        "on_supplemental_oxygen": True,
+    },
     {"age_years": 50, "sex": "unknown", "chief_complaint": None},
 ]
 
@@ -93,17 +98,34 @@ def test_dense_matches_transform_width_and_out_of_range():
 def _nhamcs_like(n=400, seed=0):
     """Records like NHAMCS: no GCS, no ACVPU, no oxygen field, sex always recorded."""
     rng = np.random.default_rng(seed)
-    return _frame([{"age_years": int(rng.integers(1, 90)), "sex": ["female", "male"][i % 2],
-                    "heart_rate": float(rng.normal(85, 15)), "spo2": float(rng.integers(90, 100)),
-                    "arrival_mode": ["walk_in", "ambulance"][i % 3 == 0],
-                    "chief_complaint": ["chest pain", "ankle injury", "fever cough"][i % 3]} for i in range(n)])
+    return _frame(
+        [
+            {
+                "age_years": int(rng.integers(1, 90)),
+                "sex": ["female", "male"][i % 2],
+                "heart_rate": float(rng.normal(85, 15)),
+                "spo2": float(rng.integers(90, 100)),
+                "arrival_mode": ["walk_in", "ambulance"][i % 3 == 0],
+                "chief_complaint": ["chest pain", "ankle injury", "fever cough"][i % 3],
+            }
+            for i in range(n)
+        ]
+    )
 
 
 def test_inputs_never_observed_in_training_are_masked_and_named():
     frame = _nhamcs_like()
     enc = FeatureEncoder.fit(frame, min_token_count=1)
-    assert set(enc.unused_inputs) == {"gcs", "consciousness", "on_supplemental_oxygen", "resp_rate", "sbp", "dbp",
-                                      "temperature_c", "pain_score"}
+    assert set(enc.unused_inputs) == {
+        "gcs",
+        "consciousness",
+        "on_supplemental_oxygen",
+        "resp_rate",
+        "sbp",
+        "dbp",
+        "temperature_c",
+        "pain_score",
+    }
     given = frame.iloc[:3].copy()
     with_site_fields = given.assign(gcs=[15, 3, 9], consciousness=["A", "U", "P"], on_supplemental_oxygen=[True] * 3)
     a, b = enc.transform(given), enc.transform(with_site_fields)
@@ -149,7 +171,7 @@ def test_a_blank_field_training_always_recorded_is_scored_as_the_mixture_of_its_
     sex = list(enc.categorical_features).index("sex")
     assert sorted(expanded["categorical"][rows == 0, sex].tolist()) == [1, 2]
     # Any model output: the blank row's output is the share-weighted mean, so it lies between the known values.
-    outputs = expanded["categorical"][:, sex:sex + 1].astype(float) * 10.0
+    outputs = expanded["categorical"][:, sex : sex + 1].astype(float) * 10.0
     combined = combine_marginal(outputs, rows, weights, 3)
     assert combined[:, 0].tolist() == pytest.approx([15.0, 10.0, 20.0])
     restored = FeatureEncoder.from_dict(json.loads(json.dumps(enc.to_dict())))

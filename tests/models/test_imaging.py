@@ -64,16 +64,24 @@ HEADERLESS = "chest/CR-MONO1-10-chest"
 CHEST = [SIIM, NIH_DX, "chest/966_fixed.dcm", HEADERLESS, "chest/RG1_J2KI.dcm", "chest/RG1_JLSN.dcm"]
 DERIVED = ["derived/CR-MONO1-10-chest_RLE.dcm", "derived/NIH_00000002_000_DX_RLE.dcm"]
 # check_radiograph outcome from each header: RG2 says HIP, RG3 says EXTREMITY; the dental file states no body part.
-OTHER_CR = {"other_cr/RG2_JPLL.dcm": NotChestError, "other_cr/RG2_JLSL.dcm": NotChestError,
-            "other_cr/RG2_JPLY_fixed.dcm": NotChestError, "other_cr/RG3_J2KR.dcm": NotChestError,
-            "other_cr/CR-ModalitySequenceLUT.dcm": None}
-NEGATIVE = {"negative/966.dcm": UndecodablePixelDataError, "negative/RG2_JPLY.dcm": UndecodablePixelDataError,
-            "negative/Fake_MONOHR1.dcm": PhotometricMismatchError}
+OTHER_CR = {
+    "other_cr/RG2_JPLL.dcm": NotChestError,
+    "other_cr/RG2_JLSL.dcm": NotChestError,
+    "other_cr/RG2_JPLY_fixed.dcm": NotChestError,
+    "other_cr/RG3_J2KR.dcm": NotChestError,
+    "other_cr/CR-ModalitySequenceLUT.dcm": None,
+}
+NEGATIVE = {
+    "negative/966.dcm": UndecodablePixelDataError,
+    "negative/RG2_JPLY.dcm": UndecodablePixelDataError,
+    "negative/Fake_MONOHR1.dcm": PhotometricMismatchError,
+}
 MONOCHROME1_CHEST = ["chest/966_fixed.dcm", HEADERLESS, "chest/RG1_J2KI.dcm", "chest/RG1_JLSN.dcm"]
 
 realdata = pytest.mark.realdata
-needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"DICOM fixtures not found at {FIXTURES} "
-                                                                  "(set VIGIL_DATA_DIR)")
+needs_fixtures = pytest.mark.skipif(
+    not FIXTURES.is_dir(), reason=f"DICOM fixtures not found at {FIXTURES} (set VIGIL_DATA_DIR)"
+)
 needs_nih = pytest.mark.skipif(not NIH_DIR.is_dir(), reason=f"NIH PNGs not found at {NIH_DIR} (set VIGIL_DATA_DIR)")
 
 
@@ -98,17 +106,23 @@ def decoded() -> DecodeOnce:
 def centre_minus_lateral(img: np.ndarray) -> float:
     """Independent of the module's rule: mean of the middle fifth minus the mean of two lateral fifths, mid height."""
     h, w = img.shape
-    band = img[2 * h // 5: 3 * h // 5].astype(np.float64)
-    return float(band[:, 2 * w // 5: 3 * w // 5].mean() - (band[:, w // 5: 2 * w // 5].mean()
-                                                         + band[:, 3 * w // 5: 4 * w // 5].mean()) / 2)
+    band = img[2 * h // 5 : 3 * h // 5].astype(np.float64)
+    return float(
+        band[:, 2 * w // 5 : 3 * w // 5].mean()
+        - (band[:, w // 5 : 2 * w // 5].mean() + band[:, 3 * w // 5 : 4 * w // 5].mean()) / 2
+    )
 
 
 # ---------------------------------------------------------------------------------------------- real fixtures
 @realdata
 @needs_fixtures
 def test_fixture_folders_hold_exactly_the_files_tested() -> None:
-    on_disk = {f"{p.parent.name}/{p.name}" for d in ("chest", "derived", "other_cr", "negative")
-               for p in (FIXTURES / d).iterdir() if p.suffix != ".py"}
+    on_disk = {
+        f"{p.parent.name}/{p.name}"
+        for d in ("chest", "derived", "other_cr", "negative")
+        for p in (FIXTURES / d).iterdir()
+        if p.suffix != ".py"
+    }
     assert on_disk == set(CHEST) | set(DERIVED) | set(OTHER_CR) | set(NEGATIVE)
 
 
@@ -135,8 +149,18 @@ def test_load_dicom_for_model_equals_the_steps(name: str, decoded: DecodeOnce) -
     ds, img = decoded(name)  # only the small files: this decodes them a second time
     x, meta = load_dicom_for_model((FIXTURES / name).read_bytes(), 96)
     np.testing.assert_array_equal(x, prepare_image(equalise_histogram(img), 96))
-    assert set(meta) == {"modality", "photometric", "rows", "columns", "transfer_syntax", "view", "sop_instance_uid",
-                         "study_instance_uid", "series_instance_uid", "pixel_path_version"}
+    assert set(meta) == {
+        "modality",
+        "photometric",
+        "rows",
+        "columns",
+        "transfer_syntax",
+        "view",
+        "sop_instance_uid",
+        "study_instance_uid",
+        "series_instance_uid",
+        "pixel_path_version",
+    }
     assert meta["sop_instance_uid"] == ds.SOPInstanceUID and meta["study_instance_uid"] == ds.StudyInstanceUID
     assert meta["series_instance_uid"] == ds.SeriesInstanceUID and meta["pixel_path_version"] == PIXEL_PATH_VERSION
     assert (meta["rows"], meta["columns"]) == (ds.Rows, ds.Columns)
@@ -146,8 +170,7 @@ def test_load_dicom_for_model_equals_the_steps(name: str, decoded: DecodeOnce) -
 @realdata
 @needs_fixtures
 @pytest.mark.parametrize(("name", "expected"), list(OTHER_CR.items()))
-def test_other_cr_decodes_and_is_refused_by_body_part(name: str, expected: type | None,
-                                                      decoded: DecodeOnce) -> None:
+def test_other_cr_decodes_and_is_refused_by_body_part(name: str, expected: type | None, decoded: DecodeOnce) -> None:
     ds, img = decoded(name)
     if expected is None:
         check_radiograph(ds)
@@ -228,8 +251,11 @@ def test_negative_fixture_raises_its_error(name: str, error: type, caplog: pytes
         assert str(info.value).startswith(f"PixelData ({header.file_meta.TransferSyntaxUID}) could not be decoded")
     else:
         assert info.value.field == "PhotometricInterpretation"
-    secrets = [str(header.get(k)) for k in ("PatientID", "PatientName", "PatientBirthDate", "StudyInstanceUID")
-               if header.get(k)]
+    secrets = [
+        str(header.get(k))
+        for k in ("PatientID", "PatientName", "PatientBirthDate", "StudyInstanceUID")
+        if header.get(k)
+    ]
     shown = str(info.value) + caplog.text
     assert secrets and not any(s in shown for s in secrets)
 
@@ -242,8 +268,11 @@ def test_a_lateral_view_is_refused_before_decoding(monkeypatch: pytest.MonkeyPat
     buffer = io.BytesIO()
     ds.save_as(buffer)
     monkeypatch.setattr(imaging, "pixel_array", lambda *a, **k: pytest.fail("decoded a lateral view"))
-    with pytest.raises(NonFrontalViewError, match=r"^ViewPosition must be a frontal view \(PA or AP\) or absent; "
-                                                  r"got 'LL'") as info:
+    with pytest.raises(
+        NonFrontalViewError,
+        match=r"^ViewPosition must be a frontal view \(PA or AP\) or absent; "
+        r"got 'LL'",
+    ) as info:
         load_dicom_for_model(buffer.getvalue(), 64)
     assert info.value.field == "ViewPosition"
 
@@ -265,8 +294,9 @@ def test_lossy_jpeg_is_decoded_with_pylibjpeg_first(monkeypatch: pytest.MonkeyPa
 
 @realdata
 @needs_fixtures
-def test_invalid_header_values_are_neither_warned_nor_logged(caplog: pytest.LogCaptureFixture,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_invalid_header_values_are_neither_warned_nor_logged(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(pydicom.config.settings, "reading_validation_mode", pydicom.config.RAISE)
     with caplog.at_level(logging.DEBUG):  # filterwarnings = error: any pydicom warning would fail here
         ds = read_dicom(FIXTURES / "other_cr" / "CR-ModalitySequenceLUT.dcm")
@@ -308,25 +338,39 @@ def dicom_bytes(ds: Dataset) -> bytes:
     return buffer.getvalue()
 
 
-@pytest.mark.parametrize(("header", "error", "message"), [
-    ({"Modality": "CT"}, UnsupportedModalityError, r"^Modality must be one of CR, DX, DR; got 'CT'$"),
-    ({"Modality": None}, UnsupportedModalityError, r"^Modality must be one of CR, DX, DR; got none$"),
-    ({"BodyPartExamined": "HEAD"}, NotChestError, r"^BodyPartExamined must be chest-like .* got 'HEAD'$"),
-    ({"PixelData": None}, NotAnImageError, r"^PixelData is missing"),
-    ({"SamplesPerPixel": 3, "PhotometricInterpretation": "RGB", "PlanarConfiguration": 0},
-     UnsupportedPhotometricError, r"^SamplesPerPixel must be 1"),
-    ({"PhotometricInterpretation": "PALETTE COLOR"}, UnsupportedPhotometricError,
-     r"^PhotometricInterpretation must be MONOCHROME1 or MONOCHROME2; got 'PALETTE COLOR'$"),
-    ({"PhotometricInterpretation": "YBR_FULL"}, UnsupportedPhotometricError, r"got 'YBR_FULL'$"),
-    ({"NumberOfFrames": 2}, MultiFrameError, r"^NumberOfFrames must be 1"),
-    ({"Rows": 60000}, ImageDimensionError, r"^Rows must be in \[32, 8192\]; got 60000$"),
-    ({"Columns": 16}, ImageDimensionError, r"^Columns must be in \[32, 8192\]; got 16$"),
-    ({"BitsAllocated": 32, "BitsStored": 32, "HighBit": 31}, ImageDimensionError, r"^BitsAllocated must be 8 or 16"),
-    ({"BitsStored": 17}, ImageDimensionError, r"^BitsStored must be in \[1, 16\]"),
-    ({"PresentationLUTShape": "LOG"}, UnsupportedPhotometricError, r"^PresentationLUTShape must be IDENTITY or"),
-])
-def test_header_refusals_come_before_any_decoding(header: dict[str, Any], error: type, message: str,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("header", "error", "message"),
+    [
+        ({"Modality": "CT"}, UnsupportedModalityError, r"^Modality must be one of CR, DX, DR; got 'CT'$"),
+        ({"Modality": None}, UnsupportedModalityError, r"^Modality must be one of CR, DX, DR; got none$"),
+        ({"BodyPartExamined": "HEAD"}, NotChestError, r"^BodyPartExamined must be chest-like .* got 'HEAD'$"),
+        ({"PixelData": None}, NotAnImageError, r"^PixelData is missing"),
+        (
+            {"SamplesPerPixel": 3, "PhotometricInterpretation": "RGB", "PlanarConfiguration": 0},
+            UnsupportedPhotometricError,
+            r"^SamplesPerPixel must be 1",
+        ),
+        (
+            {"PhotometricInterpretation": "PALETTE COLOR"},
+            UnsupportedPhotometricError,
+            r"^PhotometricInterpretation must be MONOCHROME1 or MONOCHROME2; got 'PALETTE COLOR'$",
+        ),
+        ({"PhotometricInterpretation": "YBR_FULL"}, UnsupportedPhotometricError, r"got 'YBR_FULL'$"),
+        ({"NumberOfFrames": 2}, MultiFrameError, r"^NumberOfFrames must be 1"),
+        ({"Rows": 60000}, ImageDimensionError, r"^Rows must be in \[32, 8192\]; got 60000$"),
+        ({"Columns": 16}, ImageDimensionError, r"^Columns must be in \[32, 8192\]; got 16$"),
+        (
+            {"BitsAllocated": 32, "BitsStored": 32, "HighBit": 31},
+            ImageDimensionError,
+            r"^BitsAllocated must be 8 or 16",
+        ),
+        ({"BitsStored": 17}, ImageDimensionError, r"^BitsStored must be in \[1, 16\]"),
+        ({"PresentationLUTShape": "LOG"}, UnsupportedPhotometricError, r"^PresentationLUTShape must be IDENTITY or"),
+    ],
+)
+def test_header_refusals_come_before_any_decoding(
+    header: dict[str, Any], error: type, message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def no_decoding(*args: Any, **kwargs: Any) -> np.ndarray:
         raise AssertionError("pixel data was decoded before the header was checked")
 
@@ -343,15 +387,25 @@ def test_header_refusals_come_before_any_decoding(header: dict[str, Any], error:
         load_dicom_for_model(dicom_bytes(ds), 64)
 
 
-@pytest.mark.parametrize("header", [{"Modality": "dx"}, {"Modality": "CR"}, {"BodyPartExamined": "chest"},
-                                    {"BodyPartExamined": "THORAX"}, {"BodyPartExamined": "LUNG"},
-                                    {"BodyPartExamined": ""}])
+@pytest.mark.parametrize(
+    "header",
+    [
+        {"Modality": "dx"},
+        {"Modality": "CR"},
+        {"BodyPartExamined": "chest"},
+        {"BodyPartExamined": "THORAX"},
+        {"BodyPartExamined": "LUNG"},
+        {"BodyPartExamined": ""},
+    ],
+)
 def test_accepted_headers(header: dict[str, Any]) -> None:
     check_radiograph(make_ds(**header))
 
 
-@pytest.mark.parametrize("data", [b"", b"\x00", np.random.default_rng(7).bytes(4096), b"hello, not DICOM" * 40,
-                                  b"\x89PNG\r\n\x1a\n" + bytes(200)])
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"\x00", np.random.default_rng(7).bytes(4096), b"hello, not DICOM" * 40, b"\x89PNG\r\n\x1a\n" + bytes(200)],
+)
 def test_not_dicom_bytes_are_refused(data: bytes) -> None:
     with pytest.raises(NotAnImageError, match=r"^file must be a DICOM dataset") as info:
         read_dicom(data)
@@ -403,8 +457,7 @@ def test_first_of_several_windows_is_used() -> None:
 
 def test_rescale_then_window() -> None:
     # 2 x - 100 gives 0, 50, 100, 150; c 100.5, w 201 -> (v - 100) / 200 + 0.5
-    ds = make_ds(tiny([50, 75, 100, 125]), RescaleSlope=2, RescaleIntercept=-100, WindowCenter=100.5,
-                 WindowWidth=201)
+    ds = make_ds(tiny([50, 75, 100, 125]), RescaleSlope=2, RescaleIntercept=-100, WindowCenter=100.5, WindowWidth=201)
     np.testing.assert_allclose(decode_radiograph(ds)[0, :4], [0.0, 0.25, 0.5, 0.75], atol=1e-6)
 
 
@@ -431,13 +484,25 @@ def test_percentile_window_without_voi() -> None:
     np.testing.assert_allclose(img.ravel()[[0, 5, 100, 1023]], [0.0, 0.0, (100 - 5.115) / 1012.77, 1.0], atol=1e-6)
 
 
-@pytest.mark.parametrize(("photometric", "shape", "inverted"), [
-    ("MONOCHROME2", None, False), ("MONOCHROME2", "IDENTITY", False), ("MONOCHROME2", "INVERSE", True),
-    ("MONOCHROME1", None, True), ("MONOCHROME1", "INVERSE", True), ("MONOCHROME1", "IDENTITY", True),
-])
+@pytest.mark.parametrize(
+    ("photometric", "shape", "inverted"),
+    [
+        ("MONOCHROME2", None, False),
+        ("MONOCHROME2", "IDENTITY", False),
+        ("MONOCHROME2", "INVERSE", True),
+        ("MONOCHROME1", None, True),
+        ("MONOCHROME1", "INVERSE", True),
+        ("MONOCHROME1", "IDENTITY", True),
+    ],
+)
 def test_photometric_inversion(photometric: str, shape: str | None, inverted: bool) -> None:
-    ds = make_ds(tiny([0, 50, 100, 150, 200]), WindowCenter=100, WindowWidth=101,
-                 PhotometricInterpretation=photometric, PresentationLUTShape=shape)
+    ds = make_ds(
+        tiny([0, 50, 100, 150, 200]),
+        WindowCenter=100,
+        WindowWidth=101,
+        PhotometricInterpretation=photometric,
+        PresentationLUTShape=shape,
+    )
     expected = np.array([0.0, 0.005, 0.505, 1.0, 1.0])
     np.testing.assert_allclose(decode_radiograph(ds)[0, :5], 1.0 - expected if inverted else expected, atol=1e-6)
 
@@ -455,8 +520,9 @@ def test_constants() -> None:
     assert (PIXEL_PATH_VERSION, IMAGE_MEAN, IMAGE_STD) == ("cxr-pixels/3", 0.5, 0.25)
 
 
-@pytest.mark.parametrize(("shape", "content"), [((100, 50), (slice(0, 224), slice(56, 168))),
-                                                ((50, 100), (slice(56, 168), slice(0, 224)))])
+@pytest.mark.parametrize(
+    ("shape", "content"), [((100, 50), (slice(0, 224), slice(56, 168))), ((50, 100), (slice(56, 168), slice(0, 224)))]
+)
 def test_prepare_image_keeps_aspect_and_pads_with_black(shape: tuple[int, int], content: tuple[slice, slice]) -> None:
     x = prepare_image(np.ones(shape, dtype=np.float32), 224)
     assert x.shape == (1, 224, 224) and x.dtype == np.float32
@@ -487,9 +553,14 @@ def test_prepare_image_content_box(rows: int, columns: int, size: int) -> None:
     assert abs(top - (size - height - top)) <= 1 and abs(left - (size - width - left)) <= 1
 
 
-@pytest.mark.parametrize(("img", "error"), [(np.zeros((4, 4, 3)), ImageDimensionError),
-                                            (np.full((4, 4), 1.5), ImagingInputError),
-                                            (np.full((4, 4), np.nan), ImagingInputError)])
+@pytest.mark.parametrize(
+    ("img", "error"),
+    [
+        (np.zeros((4, 4, 3)), ImageDimensionError),
+        (np.full((4, 4), 1.5), ImagingInputError),
+        (np.full((4, 4), np.nan), ImagingInputError),
+    ],
+)
 def test_prepare_image_refuses_bad_arrays(img: np.ndarray, error: type) -> None:
     with pytest.raises(error, match=r"^image"):
         prepare_image(img, 32)
@@ -531,12 +602,19 @@ def test_colour_image_is_refused() -> None:
         load_image_file(png_bytes(rgb))
 
 
-@pytest.mark.parametrize(("data", "error"), [
-    (b"", UndecodablePixelDataError), (np.random.default_rng(1).bytes(999), UndecodablePixelDataError),
-    (png_bytes(np.zeros((64, 64), dtype=np.uint8), "GIF"), UndecodablePixelDataError),
-    (png_bytes(np.random.default_rng(2).integers(0, 256, (64, 64), dtype=np.uint8))[:2000], UndecodablePixelDataError),
-    (png_bytes(np.zeros((8, 64), dtype=np.uint8)), ImageDimensionError),
-])
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (b"", UndecodablePixelDataError),
+        (np.random.default_rng(1).bytes(999), UndecodablePixelDataError),
+        (png_bytes(np.zeros((64, 64), dtype=np.uint8), "GIF"), UndecodablePixelDataError),
+        (
+            png_bytes(np.random.default_rng(2).integers(0, 256, (64, 64), dtype=np.uint8))[:2000],
+            UndecodablePixelDataError,
+        ),
+        (png_bytes(np.zeros((8, 64), dtype=np.uint8)), ImageDimensionError),
+    ],
+)
 def test_bad_image_files_are_refused(data: bytes, error: type) -> None:
     with pytest.raises(error, match=r"^(file|image)") as info:
         load_image_file(data)

@@ -107,8 +107,17 @@ def _run(data: bytes) -> Outcome:
         root.removeHandler(handler)
         root.setLevel(levels[0])
         pydicom_logger.setLevel(levels[1])
-    return Outcome(read_error, error, shape, finite, meta, "\n".join(handler.lines),
-                   [f"{w.category.__name__}: {w.message}" for w in caught], untyped, time.perf_counter() - start)
+    return Outcome(
+        read_error,
+        error,
+        shape,
+        finite,
+        meta,
+        "\n".join(handler.lines),
+        [f"{w.category.__name__}: {w.message}" for w in caught],
+        untyped,
+        time.perf_counter() - start,
+    )
 
 
 def _address_space() -> int:
@@ -150,8 +159,10 @@ def run_isolated(data: bytes, limit_s: float) -> Outcome:
             chunks.append(chunk)
     _, status = os.waitpid(pid, 0)
     if not chunks:
-        pytest.fail(f"the child died without an answer (wait status {status}): a crash, or over the memory cap "
-                    f"of {MEMORY_BUDGET // 2**20} MiB more address space")
+        pytest.fail(
+            f"the child died without an answer (wait status {status}): a crash, or over the memory cap "
+            f"of {MEMORY_BUDGET // 2**20} MiB more address space"
+        )
     outcome: Outcome = pickle.loads(b"".join(chunks))
     return outcome
 
@@ -205,8 +216,18 @@ def test_corpus_is_deterministic_for_a_seed_and_varies_with_it() -> None:
 
 def test_corpus_covers_every_kind_of_mutation_the_issue_names() -> None:
     kinds = {name.split("/")[0] for name in NAMES}
-    assert {"valid", "negative", "truncated", "vr", "huge", "pixel-length", "syntax", "codestream",
-            "deflate", "header"} <= kinds
+    assert {
+        "valid",
+        "negative",
+        "truncated",
+        "vr",
+        "huge",
+        "pixel-length",
+        "syntax",
+        "codestream",
+        "deflate",
+        "header",
+    } <= kinds
     accepted = [n for n in NAMES if MUTATIONS[n].error is None]
     assert len(accepted) >= 8 and len(NAMES) - len(accepted) >= 60
 
@@ -223,9 +244,9 @@ def test_deflate_bomb_is_what_it_claims(corpus: Corpus) -> None:
     """About 1 MiB whose PixelData declares 2**30 bytes and which inflates past the bound (checked 16 MiB a time)."""
     data = corpus.item("deflate/bomb").data
     assert len(data) < 2 * 2**20
-    inflater, pending, size = zlib.decompressobj(-zlib.MAX_WBITS), data[meta_end(data):], 0
+    inflater, pending, size = zlib.decompressobj(-zlib.MAX_WBITS), data[meta_end(data) :], 0
     head = inflater.decompress(pending, 2**16)
-    assert head[head.index(b"\xe0\x7f\x10\x00OW") + 8:][:4] == (2**30).to_bytes(4, "little")
+    assert head[head.index(b"\xe0\x7f\x10\x00OW") + 8 :][:4] == (2**30).to_bytes(4, "little")
     size, pending = len(head), inflater.unconsumed_tail
     while not inflater.eof and size <= MAX_INFLATED_BYTES:
         size += len(inflater.decompress(pending, 16 * 2**20))

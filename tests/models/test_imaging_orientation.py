@@ -18,8 +18,10 @@ SIZE = 32
 def nets() -> tuple[CalibratedChestXray, CalibratedChestXray]:
     torch.manual_seed(0)
     net = TinyNet().eval()
-    return (CalibratedChestXray(net, [1.3] * 7, SIZE).eval(),  # type: ignore[arg-type]
-            CalibratedChestXray(net, [1.3] * 7, SIZE, dihedral=False).eval())  # type: ignore[arg-type]
+    return (
+        CalibratedChestXray(net, [1.3] * 7, SIZE).eval(),  # type: ignore[arg-type]
+        CalibratedChestXray(net, [1.3] * 7, SIZE, dihedral=False).eval(),
+    )  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(("turns", "flip"), DIHEDRAL)
@@ -59,8 +61,16 @@ def test_the_real_network_is_invariant_too() -> None:
 
 
 def test_augment_is_seeded_and_draws_orientations() -> None:
-    config = load_imaging_config(overrides={"rotate_degrees": 0.0, "scale_jitter": 0.0, "translate_fraction": 0.0,
-                                            "intensity_jitter": 0.0, "gamma_jitter": 0.0, "saturation_jitter": 0.0})
+    config = load_imaging_config(
+        overrides={
+            "rotate_degrees": 0.0,
+            "scale_jitter": 0.0,
+            "translate_fraction": 0.0,
+            "intensity_jitter": 0.0,
+            "gamma_jitter": 0.0,
+            "saturation_jitter": 0.0,
+        }
+    )
     x = torch.randn(64, 1, 8, 8)
     a = augment(x, config, torch.Generator().manual_seed(1))
     assert torch.equal(a, augment(x, config, torch.Generator().manual_seed(1)))
@@ -70,17 +80,38 @@ def test_augment_is_seeded_and_draws_orientations() -> None:
         assert len(matches) == 1
         seen.add(matches[0])
     assert len(seen) == 8
-    flips_only = load_imaging_config(overrides={**{k: getattr(config, k) for k in (
-        "rotate_degrees", "scale_jitter", "translate_fraction", "intensity_jitter", "gamma_jitter",
-        "saturation_jitter")},
-        "dihedral_invariance": False, "hflip_probability": 1.0})
+    flips_only = load_imaging_config(
+        overrides={
+            **{
+                k: getattr(config, k)
+                for k in (
+                    "rotate_degrees",
+                    "scale_jitter",
+                    "translate_fraction",
+                    "intensity_jitter",
+                    "gamma_jitter",
+                    "saturation_jitter",
+                )
+            },
+            "dihedral_invariance": False,
+            "hflip_probability": 1.0,
+        }
+    )
     torch.testing.assert_close(augment(x, flips_only, torch.Generator().manual_seed(1)), torch.flip(x, dims=(-1,)))
 
 
 def test_gamma_keeps_black_padding_black() -> None:
-    config = load_imaging_config(overrides={"rotate_degrees": 0.0, "scale_jitter": 0.0, "translate_fraction": 0.0,
-                                            "intensity_jitter": 0.0, "gamma_jitter": 0.5, "dihedral_invariance": False,
-                                            "hflip_probability": 0.0})
+    config = load_imaging_config(
+        overrides={
+            "rotate_degrees": 0.0,
+            "scale_jitter": 0.0,
+            "translate_fraction": 0.0,
+            "intensity_jitter": 0.0,
+            "gamma_jitter": 0.5,
+            "dihedral_invariance": False,
+            "hflip_probability": 0.0,
+        }
+    )
     x = torch.full((4, 1, 8, 8), -2.0)  # black, normalised
     x[:, :, 2:6, 2:6] = 0.0  # mid-grey
     out = augment(x, config, torch.Generator().manual_seed(2))

@@ -38,8 +38,13 @@ from tests.dicom_corpus import SEED, Corpus, encode
 DATA_DIR = Path(os.environ.get("VIGIL_DATA_DIR", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
 IMAGING = DATA_DIR / "imaging"
 FIXTURES = IMAGING / "dicom_fixtures"
-VALID_FIXTURES = sorted(f"{d}/{p.name}" for d in ("chest", "derived") if (FIXTURES / d).is_dir()
-                        for p in (FIXTURES / d).iterdir() if p.suffix != ".py")
+VALID_FIXTURES = sorted(
+    f"{d}/{p.name}"
+    for d in ("chest", "derived")
+    if (FIXTURES / d).is_dir()
+    for p in (FIXTURES / d).iterdir()
+    if p.suffix != ".py"
+)
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +94,11 @@ def test_a_drawn_chest_passes_and_its_statistics_are_returned() -> None:
 # ---------------------------------------------------------------------------------------------- each check
 @pytest.mark.parametrize("level", [0.0, 0.5, 1.0])
 def test_blank_and_uniform_are_refused(level: float) -> None:
-    with pytest.raises(BlankImageError, match=r"^PixelData is not a radiograph: the image is blank or uniform "
-                                              r"\(check 'blank': std 0\.000 < 0\.04\)$") as info:
+    with pytest.raises(
+        BlankImageError,
+        match=r"^PixelData is not a radiograph: the image is blank or uniform "
+        r"\(check 'blank': std 0\.000 < 0\.04\)$",
+    ) as info:
         check_image_quality(np.full((300, 200), level, dtype=np.float32))
     assert (info.value.check, info.value.statistic, info.value.field) == ("blank", "std", "PixelData")
     assert isinstance(info.value, ImagingInputError) and isinstance(info.value, InputValidationError)
@@ -106,8 +114,9 @@ def test_nearly_uniform_is_refused_as_blank_not_before_the_limit() -> None:
 @pytest.mark.parametrize("kind", ["uniform", "gaussian"])
 def test_noise_is_refused(kind: str) -> None:
     rng = np.random.default_rng(3)
-    noise = {"uniform": rng.random((512, 512)),
-             "gaussian": np.clip(0.5 + 0.2 * rng.standard_normal((512, 512)), 0, 1)}[kind]
+    noise = {"uniform": rng.random((512, 512)), "gaussian": np.clip(0.5 + 0.2 * rng.standard_normal((512, 512)), 0, 1)}[
+        kind
+    ]
     with pytest.raises(NoiseImageError, match=r"check 'noise': neighbour_correlation -?0\.0\d\d < 0\.5\)$") as info:
         check_image_quality(noise.astype(np.float32), field="image")
     assert info.value.field == "image" and info.value.limit == 0.5 and abs(info.value.value) < 0.1
@@ -189,8 +198,11 @@ def test_png_path_gates_and_names_the_file() -> None:
 # ---------------------------------------------------------------------------------------------- views
 @pytest.mark.parametrize("view", (*NON_FRONTAL_VIEWS, "ll", " Lateral ", "AP LAT"))
 def test_non_frontal_views_are_refused(view: str) -> None:
-    with pytest.raises(NonFrontalViewError, match=r"^ViewPosition must be a frontal view \(PA or AP\) or absent; "
-                                                  r"got ('[A-Z-]+'|a non-frontal view): the model reads frontal"):
+    with pytest.raises(
+        NonFrontalViewError,
+        match=r"^ViewPosition must be a frontal view \(PA or AP\) or absent; "
+        r"got ('[A-Z-]+'|a non-frontal view): the model reads frontal",
+    ):
         check_view(view)
 
 
@@ -206,8 +218,7 @@ def test_a_free_text_view_is_not_echoed() -> None:
 
 
 @pytest.mark.parametrize("view", ["LL", "RL", "LATERAL", "XTABLE", "LLD"])
-def test_a_lateral_dicom_is_refused_from_its_header(view: str, corpus: Corpus,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_lateral_dicom_is_refused_from_its_header(view: str, corpus: Corpus, monkeypatch: pytest.MonkeyPatch) -> None:
     data = encode(corpus.synthetic(ViewPosition=view))
     monkeypatch.setattr(imaging, "pixel_array", lambda *a, **k: pytest.fail("decoded a lateral view"))
     with pytest.raises(NonFrontalViewError) as info:
@@ -230,13 +241,16 @@ def test_equalisation_mid_ranks_by_hand() -> None:
     assert np.all(equalise_histogram(np.full((8, 8), 0.3, dtype=np.float32)) == 0.5)
 
 
-@pytest.mark.parametrize("display_curve", [lambda x: 0.2 + 0.6 * x, lambda x: x**0.6, lambda x: x**1.8,
-                                           lambda x: 0.5 + 0.3 * np.tanh(3 * (x - 0.5))])
+@pytest.mark.parametrize(
+    "display_curve",
+    [lambda x: 0.2 + 0.6 * x, lambda x: x**0.6, lambda x: x**1.8, lambda x: 0.5 + 0.3 * np.tanh(3 * (x - 0.5))],
+)
 def test_equalisation_is_invariant_to_monotone_display_changes(display_curve) -> None:
     film = drawn_chest(300, 260)
     # exact on the sampled pixels; the others are interpolated between sample values (here within 1e-3)
-    np.testing.assert_allclose(equalise_histogram(display_curve(film).astype(np.float32)), equalise_histogram(film),
-                               atol=1e-3)
+    np.testing.assert_allclose(
+        equalise_histogram(display_curve(film).astype(np.float32)), equalise_histogram(film), atol=1e-3
+    )
 
 
 def test_a_clipping_window_change_moves_the_model_input_little() -> None:

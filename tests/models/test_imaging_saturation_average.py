@@ -45,8 +45,9 @@ def test_a_window_change_leaves_the_members_at_or_above_its_saturation_untouched
     x = _film(1)
     windowed = emulate_saturation(x, 0.0, 0.2)  # a window change that saturates the brightest fifth
     for t in (0.2, 0.3, 0.4):
-        torch.testing.assert_close(emulate_saturation(windowed, 0.0, t), emulate_saturation(x, 0.0, t),
-                                   atol=1e-6, rtol=0)
+        torch.testing.assert_close(
+            emulate_saturation(windowed, 0.0, t), emulate_saturation(x, 0.0, t), atol=1e-6, rtol=0
+        )
     # so the averaged reading moves by the members below 0.2 only, each weighted a fifth
     torch.manual_seed(0)
     net = TinyNet().eval()
@@ -64,9 +65,16 @@ def test_exported_graph_averages_the_same_members(tmp_path) -> None:
     torch.manual_seed(0)
     model = CalibratedChestXray(TinyNet(), [1.2] * 7, SIZE, dihedral=False, tails=(0.0, 0.1, 0.2)).eval()
     path = tmp_path / "m.onnx"
-    torch.onnx.export(model, (torch.zeros(2, 1, SIZE, SIZE),), str(path), dynamo=True, external_data=False,
-                      input_names=["image"], output_names=["probabilities", "heatmaps"],
-                      dynamic_shapes={"image": {0: torch.export.Dim("batch", min=1, max=64)}})
+    torch.onnx.export(
+        model,
+        (torch.zeros(2, 1, SIZE, SIZE),),
+        str(path),
+        dynamo=True,
+        external_data=False,
+        input_names=["image"],
+        output_names=["probabilities", "heatmaps"],
+        dynamic_shapes={"image": {0: torch.export.Dim("batch", min=1, max=64)}},
+    )
     x = _film(2)
     with torch.no_grad():
         expected = model(x)[0].numpy()

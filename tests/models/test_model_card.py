@@ -19,8 +19,15 @@ TRIAGE_TEXT = (
 
 
 def _card(**overrides: object) -> ModelCard:
-    values: dict[str, object] = {"name": "m", "version": "1", "task": "free text", "created_utc": "20260101T000000Z",
-                                 "intended_use": "tests", "out_of_scope": [], **overrides}
+    values: dict[str, object] = {
+        "name": "m",
+        "version": "1",
+        "task": "free text",
+        "created_utc": "20260101T000000Z",
+        "intended_use": "tests",
+        "out_of_scope": [],
+        **overrides,
+    }
     return ModelCard(**values)  # type: ignore[arg-type]
 
 
@@ -37,8 +44,13 @@ def test_the_triage_statement_is_unchanged() -> None:
 def test_the_imaging_statement_is_about_imaging() -> None:
     text = decision_support_statement("imaging")
     assert "NEWS2" not in text and "triage" not in text and "acuity" not in text
-    for words in ("second reader", "radiologist or clinician reads every image", "does not rule findings out",
-                  "does not report", "released for the patient's population"):
+    for words in (
+        "second reader",
+        "radiologist or clinician reads every image",
+        "does not rule findings out",
+        "does not report",
+        "released for the patient's population",
+    ):
         assert words in text, words
 
 

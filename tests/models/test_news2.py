@@ -158,8 +158,20 @@ def test_supplemental_oxygen(oxygen: Any, expected: int) -> None:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [(70, 3), (90, 3), (91, 2), (100, 2), (101, 1), (110, 1), (111, 0), (219, 0), (220, 3), (250, 3),
-     (90.5, 2), (219.5, 3)],
+    [
+        (70, 3),
+        (90, 3),
+        (91, 2),
+        (100, 2),
+        (101, 1),
+        (110, 1),
+        (111, 0),
+        (219, 0),
+        (220, 3),
+        (250, 3),
+        (90.5, 2),
+        (219.5, 3),
+    ],
 )
 def test_sbp_cut_points(value: float, expected: int) -> None:
     _assert_single_parameter(_record(sbp=value), "sbp", expected)
@@ -167,8 +179,23 @@ def test_sbp_cut_points(value: float, expected: int) -> None:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [(30, 3), (40, 3), (41, 1), (50, 1), (51, 0), (90, 0), (91, 1), (110, 1), (111, 2), (130, 2), (131, 3),
-     (180, 3), (40.5, 1), (90.5, 1), (130.5, 3)],
+    [
+        (30, 3),
+        (40, 3),
+        (41, 1),
+        (50, 1),
+        (51, 0),
+        (90, 0),
+        (91, 1),
+        (110, 1),
+        (111, 2),
+        (130, 2),
+        (131, 3),
+        (180, 3),
+        (40.5, 1),
+        (90.5, 1),
+        (130.5, 3),
+    ],
 )
 def test_heart_rate_cut_points(value: float, expected: int) -> None:
     _assert_single_parameter(_record(heart_rate=value), "heart_rate", expected)
@@ -176,8 +203,20 @@ def test_heart_rate_cut_points(value: float, expected: int) -> None:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [(33.0, 3), (35.0, 3), (35.1, 1), (36.0, 1), (36.1, 0), (38.0, 0), (38.1, 1), (39.0, 1), (39.1, 2),
-     (41.0, 2), (35.05, 1), (38.05, 1)],
+    [
+        (33.0, 3),
+        (35.0, 3),
+        (35.1, 1),
+        (36.0, 1),
+        (36.1, 0),
+        (38.0, 0),
+        (38.1, 1),
+        (39.0, 1),
+        (39.1, 2),
+        (41.0, 2),
+        (35.05, 1),
+        (38.05, 1),
+    ],
 )
 def test_temperature_cut_points(value: float, expected: int) -> None:
     _assert_single_parameter(_record(temperature_c=value), "temperature_c", expected)
@@ -255,10 +294,28 @@ def test_worked_example_rcp_chart_high() -> None:
     # Alert                       : 0
     # Temp 38.4    -> 38.1-39.0   : 1
     # total 9 >= 7 -> high, "urgent or emergency response"; no single 3; Vigil floor level 1.
-    result = news2({"resp_rate": 23, "spo2": 94, "on_supplemental_oxygen": True, "sbp": 108, "heart_rate": 112,
-                    "consciousness": "A", "temperature_c": 38.4, "age_years": 71, "sex": "female"})
-    assert result.components == {"resp_rate": 2, "spo2": 1, "on_supplemental_oxygen": 2, "sbp": 1,
-                                 "heart_rate": 2, "consciousness": 0, "temperature_c": 1}
+    result = news2(
+        {
+            "resp_rate": 23,
+            "spo2": 94,
+            "on_supplemental_oxygen": True,
+            "sbp": 108,
+            "heart_rate": 112,
+            "consciousness": "A",
+            "temperature_c": 38.4,
+            "age_years": 71,
+            "sex": "female",
+        }
+    )
+    assert result.components == {
+        "resp_rate": 2,
+        "spo2": 1,
+        "on_supplemental_oxygen": 2,
+        "sbp": 1,
+        "heart_rate": 2,
+        "consciousness": 0,
+        "temperature_c": 1,
+    }
     assert (result.score, result.band, result.red_flag, result.minimum_acuity) == (9, "high", False, 1)
     assert result.response == "urgent or emergency response"
 
@@ -268,8 +325,16 @@ def test_worked_example_scale_2_copd_on_oxygen() -> None:
     # RR 24 -> 2; SpO2 95 on O2 (scale 2: 95-96 on O2) -> 2; oxygen -> 2; SBP 135 -> 0; HR 98 -> 1;
     # Alert -> 0; temp 37.4 -> 0; total 7 -> high.
     # On scale 1 the same SpO2 scores 1 (94-95), total 6 -> medium.
-    record = {"resp_rate": 24, "spo2": 95, "on_supplemental_oxygen": True, "sbp": 135, "heart_rate": 98,
-              "consciousness": "A", "temperature_c": 37.4, "spo2_scale_2": True}
+    record = {
+        "resp_rate": 24,
+        "spo2": 95,
+        "on_supplemental_oxygen": True,
+        "sbp": 135,
+        "heart_rate": 98,
+        "consciousness": "A",
+        "temperature_c": 37.4,
+        "spo2_scale_2": True,
+    }
     on_scale_2 = news2(record)
     on_scale_1 = news2({**record, "spo2_scale_2": False})
     assert (on_scale_2.components["spo2"], on_scale_2.score, on_scale_2.band) == (2, 7, "high")
@@ -379,7 +444,11 @@ _EDGES: dict[str, list[float]] = {
     "temperature_c": [35.0, 35.1, 36.0, 36.1, 38.0, 38.1, 39.0, 39.1, 35.05],
 }
 _RANGES: dict[str, tuple[float, float]] = {
-    "resp_rate": (0, 80), "spo2": (50, 100), "sbp": (30, 300), "heart_rate": (20, 300), "temperature_c": (25, 45),
+    "resp_rate": (0, 80),
+    "spo2": (50, 100),
+    "sbp": (30, 300),
+    "heart_rate": (20, 300),
+    "temperature_c": (25, 45),
 }
 
 
@@ -446,8 +515,15 @@ def test_vectorised_agrees_with_scalar_seeded() -> None:
 
 def test_vectorised_default_scale_is_scale_1() -> None:
     one = np.array([16.0])
-    result = news2_arrays(one, np.array([88.0]), np.array([0.0]), np.array([125.0]), np.array([72.0]),
-                          np.array(["A"], dtype=object), np.array([37.0]))
+    result = news2_arrays(
+        one,
+        np.array([88.0]),
+        np.array([0.0]),
+        np.array([125.0]),
+        np.array([72.0]),
+        np.array(["A"], dtype=object),
+        np.array([37.0]),
+    )
     assert result["score"].tolist() == [3]
 
 
@@ -496,8 +572,15 @@ def test_unknown_band_names_field() -> None:
 
 @pytest.mark.parametrize(
     ("model_level", "floor", "expected", "raised"),
-    [(5, 1, 1, True), (4, 3, 3, True), (3, 3, 3, False), (2, 3, 2, False), (1, 5, 1, False), (5, 5, 5, False),
-     (np.int64(4), 2, 2, True)],
+    [
+        (5, 1, 1, True),
+        (4, 3, 3, True),
+        (3, 3, 3, False),
+        (2, 3, 2, False),
+        (1, 5, 1, False),
+        (5, 5, 5, False),
+        (np.int64(4), 2, 2, True),
+    ],
 )
 def test_apply_floor(model_level: int, floor: int, expected: int, raised: bool) -> None:
     level, was_raised = apply_floor(model_level, floor)
@@ -534,6 +617,7 @@ def test_floor_applied_from_news2_result() -> None:
 
 def test_import_needs_neither_pandas_nor_torch() -> None:
     code = "import sys, models.news2; assert not {'pandas', 'torch'} & set(sys.modules), sorted(sys.modules)"
-    completed = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True,
-                               check=False, timeout=60)
+    completed = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=False, timeout=60
+    )
     assert completed.returncode == 0, completed.stderr[-2000:]

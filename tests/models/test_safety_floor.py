@@ -17,8 +17,15 @@ from models.triage_record import validate_frame
 
 #: An adult scoring 0 on NEWS2, nothing missing, benign complaint.
 ADULT: dict[str, Any] = {
-    "age_years": 40.0, "resp_rate": 16.0, "spo2": 98.0, "on_supplemental_oxygen": False, "sbp": 125.0,
-    "heart_rate": 72.0, "consciousness": "A", "temperature_c": 37.0, "chief_complaint": "ankle injury",
+    "age_years": 40.0,
+    "resp_rate": 16.0,
+    "spo2": 98.0,
+    "on_supplemental_oxygen": False,
+    "sbp": 125.0,
+    "heart_rate": 72.0,
+    "consciousness": "A",
+    "temperature_c": 37.0,
+    "chief_complaint": "ankle injury",
 }
 
 
@@ -109,10 +116,21 @@ def test_adult_ng51_high_risk_criteria_give_level_2(field: str, meets: float, sh
 
 def test_well_six_month_old_is_not_floored() -> None:
     """HR 130, RR 35, SpO2 98, 37 degC is normal at 6 months; the adult NEWS2 would score it 5 (level 2)."""
-    floor = safety_floor(columns_from_records([{
-        "age_years": 0.5, "heart_rate": 130.0, "resp_rate": 35.0, "spo2": 98.0, "temperature_c": 37.0,
-        "consciousness": "A", "chief_complaint": "cough",
-    }]))
+    floor = safety_floor(
+        columns_from_records(
+            [
+                {
+                    "age_years": 0.5,
+                    "heart_rate": 130.0,
+                    "resp_rate": 35.0,
+                    "spo2": 98.0,
+                    "temperature_c": 37.0,
+                    "consciousness": "A",
+                    "chief_complaint": "cough",
+                }
+            ]
+        )
+    )
     assert (int(floor.level[0]), floor.source[0], floor.reasons[0]) == (5, "none", ())
     assert int(floor.news2_score[0]) == 5  # reported, not applied
     assert int(floor.news2_floor[0]) == 5
@@ -120,22 +138,42 @@ def test_well_six_month_old_is_not_floored() -> None:
 
 # (age, field, value just meeting the NG51 high-risk criterion, value just short of it)
 NG51: list[tuple[float, str, float, float]] = [
-    (0.5, "resp_rate", 60, 59), (0.5, "heart_rate", 160, 159), (0.5, "heart_rate", 59, 60),
-    (1.5, "resp_rate", 50, 49), (2.9, "heart_rate", 150, 149),
-    (3.0, "resp_rate", 40, 39), (4.5, "heart_rate", 140, 139),
-    (5.0, "resp_rate", 29, 28), (5.5, "heart_rate", 130, 129),
-    (6.0, "resp_rate", 27, 26), (7.9, "heart_rate", 120, 119),
-    (8.0, "resp_rate", 25, 24), (11.9, "heart_rate", 115, 114), (10.0, "heart_rate", 59, 60),
-    (12.0, "resp_rate", 25, 24), (15.9, "heart_rate", 131, 130), (13.0, "sbp", 90, 91),
-    (3.0, "spo2", 89, 90), (14.0, "spo2", 91, 92),
-    (9.0, "temperature_c", 35.9, 36.0), (0.1, "temperature_c", 38.0, 37.9),
+    (0.5, "resp_rate", 60, 59),
+    (0.5, "heart_rate", 160, 159),
+    (0.5, "heart_rate", 59, 60),
+    (1.5, "resp_rate", 50, 49),
+    (2.9, "heart_rate", 150, 149),
+    (3.0, "resp_rate", 40, 39),
+    (4.5, "heart_rate", 140, 139),
+    (5.0, "resp_rate", 29, 28),
+    (5.5, "heart_rate", 130, 129),
+    (6.0, "resp_rate", 27, 26),
+    (7.9, "heart_rate", 120, 119),
+    (8.0, "resp_rate", 25, 24),
+    (11.9, "heart_rate", 115, 114),
+    (10.0, "heart_rate", 59, 60),
+    (12.0, "resp_rate", 25, 24),
+    (15.9, "heart_rate", 131, 130),
+    (13.0, "sbp", 90, 91),
+    (3.0, "spo2", 89, 90),
+    (14.0, "spo2", 91, 92),
+    (9.0, "temperature_c", 35.9, 36.0),
+    (0.1, "temperature_c", 38.0, 37.9),
 ]
 
 
 @pytest.mark.parametrize(("age", "field", "meets", "short"), NG51)
 def test_paediatric_ng51_high_risk_thresholds(age: float, field: str, meets: float, short: float) -> None:
-    well = {"age_years": age, "heart_rate": 100.0 if age >= 1 else 130.0, "resp_rate": 22.0, "spo2": 98.0,
-            "temperature_c": 37.0, "sbp": 100.0, "consciousness": "A", "chief_complaint": "cough"}
+    well = {
+        "age_years": age,
+        "heart_rate": 100.0 if age >= 1 else 130.0,
+        "resp_rate": 22.0,
+        "spo2": 98.0,
+        "temperature_c": 37.0,
+        "sbp": 100.0,
+        "consciousness": "A",
+        "chief_complaint": "cough",
+    }
     if age >= 8:
         well["heart_rate"] = 90.0
     at, below = (safety_floor(columns_from_records([{**well, field: v}])) for v in (meets, short))
@@ -173,22 +211,31 @@ def test_batch_agrees_with_one_record_at_a_time_and_accepts_a_frame() -> None:
     rng = np.random.default_rng(3)
     records = []
     for _ in range(300):
-        records.append({
-            "age_years": float(rng.choice([0.3, 0.9, 2.0, 4.0, 5.5, 7.0, 10.0, 13.0, 15.5, 16.0, 45.0, 85.0])),
-            "heart_rate": float(rng.integers(40, 200)), "resp_rate": float(rng.integers(8, 70)),
-            "spo2": float(rng.integers(82, 101)), "sbp": float(rng.integers(70, 200)),
-            "temperature_c": float(np.round(rng.uniform(34.5, 40.5), 1)),
-            "consciousness": rng.choice(np.array(["A", "C", "V", "P", "U", None], dtype=object)),
-            "on_supplemental_oxygen": rng.choice(np.array([True, False, None], dtype=object)),
-            "chief_complaint": rng.choice(np.array(["cough", "SOB", "stroke", "no chest pain", "fit", None],
-                                                   dtype=object)),
-        })
+        records.append(
+            {
+                "age_years": float(rng.choice([0.3, 0.9, 2.0, 4.0, 5.5, 7.0, 10.0, 13.0, 15.5, 16.0, 45.0, 85.0])),
+                "heart_rate": float(rng.integers(40, 200)),
+                "resp_rate": float(rng.integers(8, 70)),
+                "spo2": float(rng.integers(82, 101)),
+                "sbp": float(rng.integers(70, 200)),
+                "temperature_c": float(np.round(rng.uniform(34.5, 40.5), 1)),
+                "consciousness": rng.choice(np.array(["A", "C", "V", "P", "U", None], dtype=object)),
+                "on_supplemental_oxygen": rng.choice(np.array([True, False, None], dtype=object)),
+                "chief_complaint": rng.choice(
+                    np.array(["cough", "SOB", "stroke", "no chest pain", "fit", None], dtype=object)
+                ),
+            }
+        )
     batch = safety_floor(columns_from_records(records))
     assert isinstance(batch, SafetyFloor)
     for i, record in enumerate(records):
         one = safety_floor(columns_from_records([record]))
-        assert (batch.level[i], batch.source[i], batch.reasons[i], batch.red_flags[i]) == \
-            (one.level[0], one.source[0], one.reasons[0], one.red_flags[0])
+        assert (batch.level[i], batch.source[i], batch.reasons[i], batch.red_flags[i]) == (
+            one.level[0],
+            one.source[0],
+            one.reasons[0],
+            one.red_flags[0],
+        )
         assert batch.source[i] in FLOOR_SOURCES
         assert (batch.level[i] < 5) == bool(batch.reasons[i])
     frame, _ = validate_frame(pd.DataFrame(records))

@@ -349,7 +349,8 @@ def long_identifiers(**values: str) -> Dataset:
 
 @pytest.mark.parametrize("keyword", ["AccessionNumber", "StudyID"])
 def test_an_identifier_longer_than_sh_allows_is_written_empty_with_a_warning(
-        keyword: str, caplog: pytest.LogCaptureFixture) -> None:
+    keyword: str, caplog: pytest.LogCaptureFixture
+) -> None:
     """SH holds 16 characters (PS3.5 6.2): a 17-character value would make an invalid SR; it is left empty (Type 2),
     logged by keyword and length, never by value, and the rest of the study identification is copied."""
     value = "RIS-" + "7" * 13  # 17 characters
@@ -389,16 +390,15 @@ def test_dcmtk_and_dicom3tools_read_the_sr_of_a_long_accession_number_cleanly(tm
     if dsrdump is None:
         pytest.skip("dsrdump is not installed (Debian package 'dcmtk'): the dcmtk check of the SR is not run")
     path = tmp_path / "sr.dcm"
-    path.write_bytes(sr_to_bytes(build_second_read_sr(long_identifiers(AccessionNumber="X" * 40), all_findings(),
-                                                      **ALGORITHM)))
-    done = subprocess.run([dsrdump, "-ll", "warn", str(path)], capture_output=True, text=True, timeout=30,
-                          check=False)
+    path.write_bytes(
+        sr_to_bytes(build_second_read_sr(long_identifiers(AccessionNumber="X" * 40), all_findings(), **ALGORITHM))
+    )
+    done = subprocess.run([dsrdump, "-ll", "warn", str(path)], capture_output=True, text=True, timeout=30, check=False)
     assert done.returncode == 0 and "Comprehensive 3D SR" in done.stdout
     assert not [line for line in (done.stdout + done.stderr).splitlines() if line.startswith(("W:", "E:", "F:"))]
     dciodvfy = shutil.which("dciodvfy")
     if dciodvfy is not None:
-        checked = subprocess.run([dciodvfy, "-new", str(path)], capture_output=True, text=True, timeout=30,
-                                 check=False)
+        checked = subprocess.run([dciodvfy, "-new", str(path)], capture_output=True, text=True, timeout=30, check=False)
         assert not [line for line in (checked.stdout + checked.stderr).splitlines() if line.startswith("Error")]
 
 
@@ -406,9 +406,14 @@ def test_the_algorithm_is_contributing_equipment_of_the_sr(built: tuple[Dataset,
     """Viewers show ContributingEquipmentSequence: the algorithm is there as processing equipment (DCM 109102, a
     member of CID 7005 "Contributing Equipment Purpose of Reference"), with its name and version."""
     sr = strict_read(built[2])
-    purposes = {(item.PurposeOfReferenceCodeSequence[0].CodeValue,
-                 item.PurposeOfReferenceCodeSequence[0].CodingSchemeDesignator,
-                 item.Manufacturer): item for item in sr.ContributingEquipmentSequence}
+    purposes = {
+        (
+            item.PurposeOfReferenceCodeSequence[0].CodeValue,
+            item.PurposeOfReferenceCodeSequence[0].CodingSchemeDesignator,
+            item.Manufacturer,
+        ): item
+        for item in sr.ContributingEquipmentSequence
+    }
     vigil = purposes[("109102", "DCM", "Vigil")]
     assert vigil.PurposeOfReferenceCodeSequence[0].CodeMeaning == "Processing Equipment"
     assert vigil.ManufacturerModelName == ALGORITHM["algorithm_name"]
@@ -512,13 +517,15 @@ def test_real_cr_fixture_round_trips() -> None:
 
 
 def test_a_patient_id_longer_than_lo_allows_is_written_empty_and_one_of_64_is_copied(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """LO holds 64 characters (PS3.5 6.2): a longer PatientID would make an invalid SR; it is left empty (Type 2),
     never cut to what could be another patient's ID, and logged by keyword and length only."""
     long_id = "MRN-" + "4" * 61  # 65 characters
     with caplog.at_level(logging.WARNING, logger="models.structured_report"):
-        sr = strict_read(sr_to_bytes(build_second_read_sr(long_identifiers(PatientID=long_id), all_findings(),
-                                                          **ALGORITHM)))
+        sr = strict_read(
+            sr_to_bytes(build_second_read_sr(long_identifiers(PatientID=long_id), all_findings(), **ALGORITHM))
+        )
     assert sr.PatientID == "" and "source PatientID is 65 characters" in caplog.text and long_id not in caplog.text
     exact = "P" * 64
     sr = strict_read(sr_to_bytes(build_second_read_sr(long_identifiers(PatientID=exact), all_findings(), **ALGORITHM)))

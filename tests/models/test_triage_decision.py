@@ -51,8 +51,17 @@ def _runtime(weight: float = 1.0):
 def test_decide_applies_the_safety_floor_with_its_source_and_reasons():
     from models.columns import columns_from_records
 
-    well = {"age_years": 40.0, "resp_rate": 16.0, "spo2": 98.0, "on_supplemental_oxygen": False, "sbp": 125.0,
-            "heart_rate": 72.0, "consciousness": "A", "temperature_c": 37.0, "chief_complaint": "cough"}
+    well = {
+        "age_years": 40.0,
+        "resp_rate": 16.0,
+        "spo2": 98.0,
+        "on_supplemental_oxygen": False,
+        "sbp": 125.0,
+        "heart_rate": 72.0,
+        "consciousness": "A",
+        "temperature_c": 37.0,
+        "chief_complaint": "cough",
+    }
     records = [
         well,
         {**well, "consciousness": "P"},
@@ -114,9 +123,13 @@ def test_per_row_weights_and_age_band_operating_points():
     assert chosen["75+"]["under_triage_at_default"] == 1.0 and chosen["75+"]["under_triage_at_weight"] == 0.0
     assert 2.0 < chosen["75+"]["weight"] <= 20.0 and chosen["75+"]["reached_target"] == 1.0
     assert 1 / (1 + chosen["75+"]["weight"]) <= 0.30  # the smallest weight that reaches level 2
-    assert chosen["<15"] == {"weight": 2.0, "n_high_acuity": 0, "under_triage_at_default": pytest.approx(np.nan,
-                             nan_ok=True), "under_triage_at_weight": pytest.approx(np.nan, nan_ok=True),
-                             "reached_target": 0.0}
+    assert chosen["<15"] == {
+        "weight": 2.0,
+        "n_high_acuity": 0,
+        "under_triage_at_default": pytest.approx(np.nan, nan_ok=True),
+        "under_triage_at_weight": pytest.approx(np.nan, nan_ok=True),
+        "reached_target": 0.0,
+    }
     # The safety floor counts: a floor at level 2 for every old patient meets the target at the stated weight.
     floored = np.where(age >= 75, 2, 5)
     assert choose_band_weights(probs, age, truth, floored, 2.0, 0.30)["75+"]["weight"] == 2.0

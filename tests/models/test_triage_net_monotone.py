@@ -48,8 +48,13 @@ def test_more_danger_never_lowers_risk_or_urgency():
 def test_hinges_are_zero_in_the_normal_band_and_grow_beyond_it():
     from models.physiology import danger_features
 
-    normal = {"resp_rate": np.array([16.0]), "spo2": np.array([97.0]), "sbp": np.array([120.0]),
-              "heart_rate": np.array([70.0]), "temperature_c": np.array([37.0])}
+    normal = {
+        "resp_rate": np.array([16.0]),
+        "spo2": np.array([97.0]),
+        "sbp": np.array([120.0]),
+        "heart_rate": np.array([70.0]),
+        "temperature_c": np.array([37.0]),
+    }
     assert danger_features(normal).sum() == 0
     missing = {k: np.array([np.nan]) for k in normal}
     assert danger_features(missing).sum() == 0
@@ -58,8 +63,20 @@ def test_hinges_are_zero_in_the_normal_band_and_grow_beyond_it():
 
 
 def test_age_bands():
-    assert age_band_index(np.array([np.nan, 0.5, 1, 4.9, 5, 11, 12, 15.9, 16, 64, 65, 100])).tolist() == \
-        [0, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6]
+    assert age_band_index(np.array([np.nan, 0.5, 1, 4.9, 5, 11, 12, 15.9, 16, 64, 65, 100])).tolist() == [
+        0,
+        1,
+        2,
+        2,
+        3,
+        3,
+        4,
+        4,
+        5,
+        5,
+        6,
+        6,
+    ]
 
 
 def test_physiology_floor_is_zero_at_normal_vital_signs_and_binds_in_danger():

@@ -19,9 +19,20 @@ from models.triage_record import (
     validate_record,
 )
 
-VALID = {"age_years": 54, "sex": "female", "heart_rate": 88, "resp_rate": 18, "sbp": 132, "dbp": 84,
-         "spo2": 97, "temperature_c": 37.1, "consciousness": "A", "pain_score": 3,
-         "arrival_mode": "ambulance", "chief_complaint": "chest pain"}
+VALID = {
+    "age_years": 54,
+    "sex": "female",
+    "heart_rate": 88,
+    "resp_rate": 18,
+    "sbp": 132,
+    "dbp": 84,
+    "spo2": 97,
+    "temperature_c": 37.1,
+    "consciousness": "A",
+    "pain_score": 3,
+    "arrival_mode": "ambulance",
+    "chief_complaint": "chest pain",
+}
 
 
 def test_valid_record_is_canonical_and_complete():
@@ -94,8 +105,9 @@ def test_frame_strict_names_row_and_field():
 
 
 def test_frame_coerce_counts_and_blanks():
-    frame = pd.DataFrame({"age_years": [30, 40], "sex": ["male", None], "heart_rate": [80, 999],
-                          "sbp": [120, 70], "dbp": [80, 90]})
+    frame = pd.DataFrame(
+        {"age_years": [30, 40], "sex": ["male", None], "heart_rate": [80, 999], "sbp": [120, 70], "dbp": [80, 90]}
+    )
     out, coerced = validate_frame(frame, mode="coerce")
     assert coerced == {"heart_rate": 1, "dbp": 1}
     assert math.isnan(out["heart_rate"].iloc[1]) and math.isnan(out["sbp"].iloc[1])
@@ -106,8 +118,10 @@ def _value_strategy(spec):
     inside = st.floats(spec.low, spec.high, allow_nan=False)
     if spec.integer:
         inside = st.integers(int(spec.low), int(spec.high)).map(float)
-    outside = st.one_of(st.floats(max_value=spec.low, exclude_max=True, allow_nan=False, allow_infinity=False),
-                        st.floats(min_value=spec.high, exclude_min=True, allow_nan=False, allow_infinity=False))
+    outside = st.one_of(
+        st.floats(max_value=spec.low, exclude_max=True, allow_nan=False, allow_infinity=False),
+        st.floats(min_value=spec.high, exclude_min=True, allow_nan=False, allow_infinity=False),
+    )
     return st.one_of(inside.map(lambda v: (v, True)), outside.map(lambda v: (v, False)))
 
 

@@ -28,13 +28,16 @@ def make_service(tmp_path: Path, model_folder: Path, **settings: object) -> Iter
     from serving.settings import ServingSettings
     from serving.store import Store
 
-    cfg = ServingSettings(work_dir=tmp_path, model_source="local", model_dir=model_folder, threads=1,
-                          **settings)  # type: ignore[arg-type]
+    cfg = ServingSettings(work_dir=tmp_path, model_source="local", model_dir=model_folder, threads=1, **settings)  # type: ignore[arg-type]
     store = Store(cfg.store_url())
     store.create_schema()
     keys = {}
-    for who, scopes in (("all", ["triage", "imaging", "admin"]), ("triage", ["triage"]), ("imaging", ["imaging"]),
-                        ("admin", ["admin"])):
+    for who, scopes in (
+        ("all", ["triage", "imaging", "admin"]),
+        ("triage", ["triage"]),
+        ("imaging", ["imaging"]),
+        ("admin", ["admin"]),
+    ):
         keys[who] = store.create_key(f"test-{who}", scopes)[1]
     app = create_app(cfg, store=store)
     with TestClient(app, raise_server_exceptions=False) as client:

@@ -9,28 +9,47 @@ UCUM = "http://unitsofmeasure.org"
 
 
 def _obs(code: str, value: float, unit: str, when: str) -> dict:
-    return {"resourceType": "Observation", "status": "final", "subject": {"reference": "Patient/p1"},
-            "code": {"coding": [{"system": LOINC, "code": code}]}, "effectiveDateTime": when,
-            "valueQuantity": {"value": value, "system": UCUM, "code": unit}}
+    return {
+        "resourceType": "Observation",
+        "status": "final",
+        "subject": {"reference": "Patient/p1"},
+        "code": {"coding": [{"system": LOINC, "code": code}]},
+        "effectiveDateTime": when,
+        "valueQuantity": {"value": value, "system": UCUM, "code": unit},
+    }
 
 
 def _request(**prefetch_changes) -> dict:
     now = datetime.now(UTC)
     arrival = (now - timedelta(minutes=20)).isoformat(timespec="seconds")
     taken = (now - timedelta(minutes=10)).isoformat(timespec="seconds")
-    vitals = [_obs("8867-4", 131, "/min", taken), _obs("9279-1", 27, "/min", taken),
-              _obs("8480-6", 89, "mm[Hg]", taken), _obs("8462-4", 55, "mm[Hg]", taken),
-              _obs("59408-5", 90, "%", taken), _obs("8310-5", 39.4, "Cel", taken)]
+    vitals = [
+        _obs("8867-4", 131, "/min", taken),
+        _obs("9279-1", 27, "/min", taken),
+        _obs("8480-6", 89, "mm[Hg]", taken),
+        _obs("8462-4", 55, "mm[Hg]", taken),
+        _obs("59408-5", 90, "%", taken),
+        _obs("8310-5", 39.4, "Cel", taken),
+    ]
     prefetch = {
         "patient": {"resourceType": "Patient", "id": "p1", "gender": "female", "birthDate": "1950-05-01"},
-        "encounter": {"resourceType": "Encounter", "id": "e1", "status": "arrived",
-                      "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "EMER"},
-                      "subject": {"reference": "Patient/p1"}, "period": {"start": arrival}},
+        "encounter": {
+            "resourceType": "Encounter",
+            "id": "e1",
+            "status": "arrived",
+            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "EMER"},
+            "subject": {"reference": "Patient/p1"},
+            "period": {"start": arrival},
+        },
         "vitals": {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": r} for r in vitals]},
         **prefetch_changes,
     }
-    return {"hook": "encounter-start", "hookInstance": "0b7d3e0e-6a4c-4d5e-9b1e-000000000001",
-            "context": {"userId": "Practitioner/n1", "patientId": "p1", "encounterId": "e1"}, "prefetch": prefetch}
+    return {
+        "hook": "encounter-start",
+        "hookInstance": "0b7d3e0e-6a4c-4d5e-9b1e-000000000001",
+        "context": {"userId": "Practitioner/n1", "patientId": "p1", "encounterId": "e1"},
+        "prefetch": prefetch,
+    }
 
 
 def test_discovery_is_public_and_lists_the_triage_service(service):

@@ -10,14 +10,23 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
-FIXTURES = Path(os.environ.get("VIGIL_DATA_DIR", Path(__file__).resolve().parents[2] / ".." / "shared" / "data")) \
-    / "imaging" / "dicom_fixtures"
+FIXTURES = (
+    Path(os.environ.get("VIGIL_DATA_DIR", Path(__file__).resolve().parents[2] / ".." / "shared" / "data"))
+    / "imaging"
+    / "dicom_fixtures"
+)
 CHEST = ["chest/RG1_JLSN.dcm", "chest/RG1_J2KI.dcm"]
 
 
 def _multipart(parts: list[bytes], boundary: str = "vigil-test-boundary") -> tuple[bytes, str]:
-    body = b"".join(b"--" + boundary.encode() + b"\r\nContent-Type: application/dicom\r\n\r\n" + p + b"\r\n"
-                    for p in parts) + b"--" + boundary.encode() + b"--\r\n"
+    body = (
+        b"".join(
+            b"--" + boundary.encode() + b"\r\nContent-Type: application/dicom\r\n\r\n" + p + b"\r\n" for p in parts
+        )
+        + b"--"
+        + boundary.encode()
+        + b"--\r\n"
+    )
     return body, f'multipart/related; type="application/dicom"; boundary={boundary}'
 
 
@@ -62,17 +71,24 @@ def test_stow_rs_errors(node_service):
     svc = node_service
     data = (FIXTURES / CHEST[0]).read_bytes()
     body, ctype = _multipart([data])
-    res = svc.client.post("/dicomweb/studies/1.2.3.4", content=body,
-                          headers=svc.headers("imaging", **{"Content-Type": ctype}))
+    res = svc.client.post(
+        "/dicomweb/studies/1.2.3.4", content=body, headers=svc.headers("imaging", **{"Content-Type": ctype})
+    )
     assert res.status_code == 409 and res.json()["00081198"]["Value"][0]["00081197"]["Value"] == [0xA900]
-    res = svc.client.post("/dicomweb/studies", content=data,
-                          headers=svc.headers("imaging", **{"Content-Type": "application/dicom"}))
+    res = svc.client.post(
+        "/dicomweb/studies", content=data, headers=svc.headers("imaging", **{"Content-Type": "application/dicom"})
+    )
     assert res.status_code == 415
-    res = svc.client.post("/dicomweb/studies", content=b"--x\r\n",
-                          headers=svc.headers("imaging", **{"Content-Type": ctype}))
+    res = svc.client.post(
+        "/dicomweb/studies", content=b"--x\r\n", headers=svc.headers("imaging", **{"Content-Type": ctype})
+    )
     assert res.status_code == 422 and res.json()["errors"][0]["field"] == "body"
-    assert svc.client.post("/dicomweb/studies", content=body,
-                           headers=svc.headers("triage", **{"Content-Type": ctype})).status_code == 403
+    assert (
+        svc.client.post(
+            "/dicomweb/studies", content=body, headers=svc.headers("triage", **{"Content-Type": ctype})
+        ).status_code
+        == 403
+    )
 
 
 def test_flags_filters_are_validated(service):
@@ -98,8 +114,11 @@ def test_stow_rs_into_a_study_refuses_an_instance_of_another_study_before_intake
         dcmread(io.BytesIO(other), force=True).save_as(buffer, enforce_file_format=True)
         other = buffer.getvalue()
     body, ctype = _multipart([ours, other])
-    res = svc.client.post(f"/dicomweb/studies/{ours_ds.StudyInstanceUID}", content=body,
-                          headers=svc.headers("imaging", **{"Content-Type": ctype}))
+    res = svc.client.post(
+        f"/dicomweb/studies/{ours_ds.StudyInstanceUID}",
+        content=body,
+        headers=svc.headers("imaging", **{"Content-Type": ctype}),
+    )
     assert res.status_code == 202 and res.headers["cache-control"] == "no-store"
     assert [i["00081155"]["Value"] for i in res.json()["00081199"]["Value"]] == [[ours_ds.SOPInstanceUID]]
     (failed,) = res.json()["00081198"]["Value"]

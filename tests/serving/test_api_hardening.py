@@ -15,8 +15,17 @@ from serving.routes_triage import MAX_JSON_DEPTH, nesting_exceeds
 from serving.settings import ServingSettings, load_settings
 from tests.net import free_port
 
-WELL = {"age_years": 30, "sex": "male", "heart_rate": 72, "resp_rate": 14, "sbp": 125, "dbp": 80, "spo2": 99,
-        "temperature_c": 36.8, "consciousness": "A"}
+WELL = {
+    "age_years": 30,
+    "sex": "male",
+    "heart_rate": 72,
+    "resp_rate": 14,
+    "sbp": 125,
+    "dbp": 80,
+    "spo2": 99,
+    "temperature_c": 36.8,
+    "consciousness": "A",
+}
 JSON_ROUTES = ["/v1/triage", "/v1/triage/batch", "/cds-services/vigil-triage"]
 _SERIES = re.compile(r"^(vigil_http_[a-z_]+?)(?:_bucket|_count|_sum|_created)?\{(.*)\} ")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
@@ -54,14 +63,34 @@ def test_metric_labels_stay_in_fixed_sets_whatever_methods_and_paths_are_sent(se
     assert ("route", "/healthz") in {item for labels in requests for item in labels}
 
 
-@pytest.mark.parametrize(("value", "label"), [("GET", "GET"), ("PATCH", "PATCH"), ("get", "other"), ("TRACE", "other"),
-                                              ("X" * 15_000, "other"), (None, "other")])
+@pytest.mark.parametrize(
+    ("value", "label"),
+    [
+        ("GET", "GET"),
+        ("PATCH", "PATCH"),
+        ("get", "other"),
+        ("TRACE", "other"),
+        ("X" * 15_000, "other"),
+        (None, "other"),
+    ],
+)
 def test_method_label(value, label):
     assert method_label(value) == label
 
 
-@pytest.mark.parametrize(("value", "label"), [(200, "200"), (422, "422"), (418, "4xx"), (299, "2xx"), (599, "5xx"),
-                                              (99, "other"), (600, "other"), ("200", "other")])
+@pytest.mark.parametrize(
+    ("value", "label"),
+    [
+        (200, "200"),
+        (422, "422"),
+        (418, "4xx"),
+        (299, "2xx"),
+        (599, "5xx"),
+        (99, "other"),
+        (600, "other"),
+        ("200", "other"),
+    ],
+)
 def test_status_label(value, label):
     assert status_label(value) == label
 
@@ -76,14 +105,21 @@ def test_route_label_reads_only_a_route_template():
 
 # ------------------------------------------------------------------------------ 2. deeply nested JSON, disconnects
 @pytest.mark.parametrize("path", JSON_ROUTES)
-@pytest.mark.parametrize("body", [b"[" * 1000 + b"]" * 1000, b"[" * 1000, b'{"a":' * 1000 + b"1" + b"}" * 1000,
-                                  b'{"records": [{"age_years": 30, "sex": "male", "x": ' + b"[" * 200 + b"]" * 200
-                                  + b"}]}"],
-                         ids=["array-1000", "unclosed-1000", "object-1000", "record-200"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 1000 + b"]" * 1000,
+        b"[" * 1000,
+        b'{"a":' * 1000 + b"1" + b"}" * 1000,
+        b'{"records": [{"age_years": 30, "sex": "male", "x": ' + b"[" * 200 + b"]" * 200 + b"}]}",
+    ],
+    ids=["array-1000", "unclosed-1000", "object-1000", "record-200"],
+)
 def test_deeply_nested_json_is_a_422_naming_the_body(service, caplog, path, body):
     caplog.set_level(logging.INFO)
-    res = service.client.post(path, content=body, headers=service.headers("triage", **{
-        "Content-Type": "application/json"}))
+    res = service.client.post(
+        path, content=body, headers=service.headers("triage", **{"Content-Type": "application/json"})
+    )
     assert res.status_code == 422, res.text
     assert res.headers["content-type"].startswith("application/problem+json")
     problem = res.json()
@@ -110,11 +146,13 @@ def test_an_ordinary_record_still_passes_the_depth_check(service):
     assert res.status_code == 200, res.text
 
 
-@pytest.mark.parametrize(("path", "content_type", "scope_name"),
-                         [("/v1/triage", "application/json", "triage"),
-                          ("/v1/imaging/second-read", "application/dicom", "imaging")])
-def test_a_client_that_disconnects_mid_body_is_logged_at_info_not_error(service, caplog, path, content_type,
-                                                                         scope_name):
+@pytest.mark.parametrize(
+    ("path", "content_type", "scope_name"),
+    [("/v1/triage", "application/json", "triage"), ("/v1/imaging/second-read", "application/dicom", "imaging")],
+)
+def test_a_client_that_disconnects_mid_body_is_logged_at_info_not_error(
+    service, caplog, path, content_type, scope_name
+):
     """Drives the app at the ASGI level (TestClient always sends the whole body): part of a body, then
     ``http.disconnect``, as uvicorn delivers a client that went away."""
     messages = [{"type": "http.request", "body": b'{"age_years": 3', "more_body": True}, {"type": "http.disconnect"}]
@@ -126,11 +164,24 @@ def test_a_client_that_disconnects_mid_body_is_logged_at_info_not_error(service,
     async def send(message: dict) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-             "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"",
-             "headers": [(b"host", b"testserver"), (b"content-type", content_type.encode()),
-                         (b"authorization", f"Bearer {service.keys[scope_name]}".encode())],
-             "client": ("127.0.0.1", 50000), "server": ("testserver", 80)}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [
+            (b"host", b"testserver"),
+            (b"content-type", content_type.encode()),
+            (b"authorization", f"Bearer {service.keys[scope_name]}".encode()),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
     caplog.set_level(logging.INFO)
     service.client.portal.call(service.client.app, scope, receive, send)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [r.getMessage() for r in caplog.records]
@@ -147,14 +198,21 @@ def test_readyz_names_components_but_not_the_database_user_host_or_error(tmp_pat
     from serving.store import Store
 
     port = free_port()  # nothing listens there: the store is down
-    cfg = ServingSettings(work_dir=tmp_path, model_source="local", model_dir=model_folder, threads=1,
-                          audit_url=f"postgresql+psycopg://vigil_reader@127.0.0.1:{port}/vigil_audit")
+    cfg = ServingSettings(
+        work_dir=tmp_path,
+        model_source="local",
+        model_dir=model_folder,
+        threads=1,
+        audit_url=f"postgresql+psycopg://vigil_reader@127.0.0.1:{port}/vigil_audit",
+    )
     caplog.set_level(logging.WARNING)
     with TestClient(create_app(cfg, store=Store(cfg.store_url())), raise_server_exceptions=False) as client:
         res = client.get("/readyz")
     assert res.status_code == 503
-    assert res.json() == {"status": "not ready", "checks": {"model:triage": "ok", "model:imaging": "ok",
-                                                            "audit_store": "unavailable"}}
+    assert res.json() == {
+        "status": "not ready",
+        "checks": {"model:triage": "ok", "model:imaging": "ok", "audit_store": "unavailable"},
+    }
     for secret in ("vigil_reader", "127.0.0.1", str(port), "vigil_audit", "postgresql", "refused"):
         assert secret not in res.text
     logged = [r.getMessage() for r in caplog.records if "not ready: audit_store" in r.getMessage()]
@@ -171,8 +229,9 @@ def test_readyz_reports_the_dicom_node_by_its_heartbeat(tmp_path, model_folder, 
     from serving.app import create_app
 
     heartbeat = tmp_path / "dicom-node.heartbeat"
-    cfg = ServingSettings(work_dir=tmp_path, model_source="local", model_dir=model_folder, threads=1,
-                          dicom_node_heartbeat=heartbeat)
+    cfg = ServingSettings(
+        work_dir=tmp_path, model_source="local", model_dir=model_folder, threads=1, dicom_node_heartbeat=heartbeat
+    )
     caplog.set_level(logging.WARNING)
     with TestClient(create_app(cfg), raise_server_exceptions=False) as client:
         missing = client.get("/readyz")
@@ -199,8 +258,9 @@ def test_readyz_does_not_mention_a_dicom_node_it_does_not_run(tmp_path, model_fo
         assert "dicom_node" not in client.get("/readyz").json()["checks"]
 
 
-def test_readyz_gives_no_reason_for_a_missing_model_but_the_log_and_v1_models_do(service_factory, tmp_path,
-                                                                                  model_folder, caplog):
+def test_readyz_gives_no_reason_for_a_missing_model_but_the_log_and_v1_models_do(
+    service_factory, tmp_path, model_folder, caplog
+):
     import shutil
 
     folder = tmp_path / "models"
@@ -211,11 +271,13 @@ def test_readyz_gives_no_reason_for_a_missing_model_but_the_log_and_v1_models_do
         ready = svc.client.get("/readyz")
         assert ready.status_code == 503
         assert ready.json()["checks"] == {"model:triage": "ok", "model:imaging": "unavailable", "audit_store": "ok"}
-        (imaging,) = [m for m in svc.client.get("/v1/models", headers=svc.headers()).json()["models"]
-                      if m["task"] == "imaging"]
+        (imaging,) = [
+            m for m in svc.client.get("/v1/models", headers=svc.headers()).json()["models"] if m["task"] == "imaging"
+        ]
         assert "release-gate" in imaging["error"]
-    assert any("not ready: model:imaging" in r.getMessage() and "release-gate" in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        "not ready: model:imaging" in r.getMessage() and "release-gate" in r.getMessage() for r in caplog.records
+    )
 
 
 # ------------------------------------------------------------------------------ 4. key headers, response headers
@@ -238,21 +300,25 @@ def test_one_key_in_each_header_still_works(service):
     assert res.status_code == 200, res.text
 
 
-@pytest.mark.parametrize(("method", "path", "kwargs", "status"), [
-    ("GET", "/healthz", {}, 200),
-    ("GET", "/readyz", {}, 200),
-    ("POST", "/v1/triage", {"json": WELL}, 200),
-    ("POST", "/v1/triage", {"json": WELL, "headers": {}}, 401),
-    ("POST", "/v1/triage", {"content": b"{", "headers_json": True}, 422),
-    ("GET", "/no/such/route", {}, 404),
-    ("PUT", "/healthz", {}, 405),
-    ("POST", "/v1/triage", {"content": b"x" * 2_000_000, "headers_json": True}, 413),
-    ("GET", "/openapi.json", {}, 200),
-])
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "status"),
+    [
+        ("GET", "/healthz", {}, 200),
+        ("GET", "/readyz", {}, 200),
+        ("POST", "/v1/triage", {"json": WELL}, 200),
+        ("POST", "/v1/triage", {"json": WELL, "headers": {}}, 401),
+        ("POST", "/v1/triage", {"content": b"{", "headers_json": True}, 422),
+        ("GET", "/no/such/route", {}, 404),
+        ("PUT", "/healthz", {}, 405),
+        ("POST", "/v1/triage", {"content": b"x" * 2_000_000, "headers_json": True}, 413),
+        ("GET", "/openapi.json", {}, 200),
+    ],
+)
 def test_every_response_has_nosniff_and_no_server_banner(service, method, path, kwargs, status):
     kwargs = dict(kwargs)
-    headers = service.headers("all", **({"Content-Type": "application/json"} if kwargs.pop("headers_json", False)
-                                        else {}))
+    headers = service.headers(
+        "all", **({"Content-Type": "application/json"} if kwargs.pop("headers_json", False) else {})
+    )
     headers = kwargs.pop("headers", headers)
     res = service.client.request(method, path, headers=headers, **kwargs)
     assert res.status_code == status, res.text
@@ -301,10 +367,17 @@ def test_trusted_hosts_setting_admits_the_configured_names_only(service_factory,
         assert [svc.client.get("/healthz", headers={"Host": h}).status_code for h in refused] == [400] * len(refused)
 
 
-@pytest.mark.parametrize(("value", "message"), [
-    ("", "at least one host"), (" , ", "at least one host"), ("a.*.example.org", "wildcard"),
-    ("localhost:8000", "without scheme, port or path"), ("https://vigil.example.org", "without scheme"),
-    ("vigil.example.org/v1", "without scheme, port or path")])
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("", "at least one host"),
+        (" , ", "at least one host"),
+        ("a.*.example.org", "wildcard"),
+        ("localhost:8000", "without scheme, port or path"),
+        ("https://vigil.example.org", "without scheme"),
+        ("vigil.example.org/v1", "without scheme, port or path"),
+    ],
+)
 def test_a_malformed_trusted_hosts_setting_is_refused_naming_it(monkeypatch, value, message):
     monkeypatch.setenv("VIGIL_TRUSTED_HOSTS", value)
     with pytest.raises(ConfigError, match=rf"VIGIL_TRUSTED_HOSTS.*{message}"):

@@ -17,8 +17,11 @@ from models.model_card import decision_support_statement
 from models.structured_report import read_second_read_sr
 from serving.schemas import SecondReadResult
 
-FIXTURES = Path(os.environ.get("VIGIL_DATA_DIR", Path(__file__).resolve().parents[2] / ".." / "shared" / "data")) \
-    / "imaging" / "dicom_fixtures"
+FIXTURES = (
+    Path(os.environ.get("VIGIL_DATA_DIR", Path(__file__).resolve().parents[2] / ".." / "shared" / "data"))
+    / "imaging"
+    / "dicom_fixtures"
+)
 CHEST = FIXTURES / "chest" / "RG1_JLSN.dcm"  # MONOCHROME1, JPEG-LS
 SIIM = FIXTURES / "chest" / "1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"  # small JPEG baseline
 
@@ -30,13 +33,23 @@ def _fixture(path: Path) -> bytes:
 
 
 def _post(service, data: bytes, content_type: str = "application/dicom", **headers):
-    return service.client.post("/v1/imaging/second-read", content=data,
-                               headers=service.headers("imaging", **{"Content-Type": content_type, **headers}))
+    return service.client.post(
+        "/v1/imaging/second-read",
+        content=data,
+        headers=service.headers("imaging", **{"Content-Type": content_type, **headers}),
+    )
 
 
 @pytest.mark.realdata
-@pytest.mark.parametrize("name", ["chest/RG1_JLSN.dcm", "chest/RG1_J2KI.dcm", "chest/966_fixed.dcm",
-                                  "chest/1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "chest/RG1_JLSN.dcm",
+        "chest/RG1_J2KI.dcm",
+        "chest/966_fixed.dcm",
+        "chest/1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm",
+    ],
+)
 def test_second_read_json_on_real_fixtures(service, name):
     data = _fixture(FIXTURES / name)
     res = _post(service, data)
@@ -111,17 +124,21 @@ def test_structured_report_of_a_source_with_a_long_accession_number(service, tmp
     version = _post(service, data).json()["model"]["version"]
     (vigil,) = [e for e in sr.ContributingEquipmentSequence if e.Manufacturer == "Vigil"]
     assert (vigil.ManufacturerModelName, vigil.SoftwareVersions) == (sr.ManufacturerModelName, version)
-    assert (vigil.PurposeOfReferenceCodeSequence[0].CodeValue,
-            vigil.PurposeOfReferenceCodeSequence[0].CodingSchemeDesignator) == ("109102", "DCM")
+    assert (
+        vigil.PurposeOfReferenceCodeSequence[0].CodeValue,
+        vigil.PurposeOfReferenceCodeSequence[0].CodingSchemeDesignator,
+    ) == ("109102", "DCM")
     assert read_second_read_sr(res.content)["algorithm"]["version"] == version
     dsrdump = shutil.which("dsrdump")
     if dsrdump is not None:  # dcmtk, where installed
         path = tmp_path / "sr.dcm"
         path.write_bytes(res.content)
-        done = subprocess.run([dsrdump, "-ll", "warn", str(path)], capture_output=True, text=True, timeout=30,
-                              check=False)
-        assert done.returncode == 0 and not [line for line in (done.stdout + done.stderr).splitlines()
-                                             if line.startswith(("W:", "E:", "F:"))]
+        done = subprocess.run(
+            [dsrdump, "-ll", "warn", str(path)], capture_output=True, text=True, timeout=30, check=False
+        )
+        assert done.returncode == 0 and not [
+            line for line in (done.stdout + done.stderr).splitlines() if line.startswith(("W:", "E:", "F:"))
+        ]
 
 
 @pytest.mark.realdata
@@ -140,18 +157,29 @@ def test_every_imaging_output_carries_the_imaging_statement(service):
 @pytest.mark.realdata
 def test_multipart_upload(service):
     data = _fixture(CHEST)
-    res = service.client.post("/v1/imaging/second-read", files={"file": ("x.dcm", data, "application/dicom")},
-                              headers=service.headers("imaging"))
+    res = service.client.post(
+        "/v1/imaging/second-read",
+        files={"file": ("x.dcm", data, "application/dicom")},
+        headers=service.headers("imaging"),
+    )
     assert res.status_code == 200, res.text
-    res = service.client.post("/v1/imaging/second-read", files={"other": ("x.dcm", data, "application/dicom")},
-                              headers=service.headers("imaging"))
+    res = service.client.post(
+        "/v1/imaging/second-read",
+        files={"other": ("x.dcm", data, "application/dicom")},
+        headers=service.headers("imaging"),
+    )
     assert res.status_code == 422 and res.json()["errors"][0]["field"] == "file"
 
 
 @pytest.mark.realdata
-@pytest.mark.parametrize(("name", "field"), [("negative/Fake_MONOHR1.dcm", "PhotometricInterpretation"),
-                                             ("negative/966.dcm", "PixelData"),
-                                             ("other_cr/RG3_J2KR.dcm", "BodyPartExamined")])
+@pytest.mark.parametrize(
+    ("name", "field"),
+    [
+        ("negative/Fake_MONOHR1.dcm", "PhotometricInterpretation"),
+        ("negative/966.dcm", "PixelData"),
+        ("other_cr/RG3_J2KR.dcm", "BodyPartExamined"),
+    ],
+)
 def test_bad_instances_are_422_naming_the_attribute(service, name, field):
     res = _post(service, _fixture(FIXTURES / name))
     assert res.status_code == 422, res.text
@@ -161,10 +189,19 @@ def test_bad_instances_are_422_naming_the_attribute(service, name, field):
 def test_not_dicom_wrong_type_and_size(service):
     res = _post(service, b"this is not a DICOM file at all" * 10)
     assert res.status_code == 422 and res.headers["content-type"].startswith("application/problem+json")
-    assert _post(service, b"", ).status_code == 422
+    assert (
+        _post(
+            service,
+            b"",
+        ).status_code
+        == 422
+    )
     assert _post(service, b"\x00" * 200, content_type="image/jpeg").status_code == 415
-    triage_only = service.client.post("/v1/imaging/second-read", content=b"x",
-                                      headers=service.headers("triage", **{"Content-Type": "application/dicom"}))
+    triage_only = service.client.post(
+        "/v1/imaging/second-read",
+        content=b"x",
+        headers=service.headers("triage", **{"Content-Type": "application/dicom"}),
+    )
     assert triage_only.status_code == 403
 
 

@@ -79,14 +79,18 @@ def _expect_refusal(item: CorpusItem, field: str | None, message: str) -> None:
 
 # ---------------------------------------------------------------------------------------------- second read
 @pytest.mark.parametrize("name", NAMES)
-def test_second_read_answers_422_naming_the_attribute(name: str, corpus: Corpus, corpus_service: Service,
-                                                      caplog: pytest.LogCaptureFixture) -> None:
+def test_second_read_answers_422_naming_the_attribute(
+    name: str, corpus: Corpus, corpus_service: Service, caplog: pytest.LogCaptureFixture
+) -> None:
     item = _item(corpus, name)
     svc = corpus_service
     with caplog.at_level(logging.DEBUG):
         start = time.perf_counter()
-        res = svc.client.post("/v1/imaging/second-read", content=item.data,
-                              headers=svc.headers("imaging", **{"Content-Type": "application/dicom"}))
+        res = svc.client.post(
+            "/v1/imaging/second-read",
+            content=item.data,
+            headers=svc.headers("imaging", **{"Content-Type": "application/dicom"}),
+        )
         seconds = time.perf_counter() - start
     assert res.status_code < 500, res.text
     assert seconds < _limit(name)
@@ -107,30 +111,36 @@ def test_second_read_answers_422_naming_the_attribute(name: str, corpus: Corpus,
 def test_structured_report_of_every_item_valid_by_design(name: str, corpus: Corpus, corpus_service: Service) -> None:
     item = _item(corpus, name)
     svc = corpus_service
-    res = svc.client.post("/v1/imaging/second-read", content=item.data,
-                          headers=svc.headers("imaging", **{"Content-Type": "application/dicom",
-                                                            "Accept": "application/dicom"}))
+    res = svc.client.post(
+        "/v1/imaging/second-read",
+        content=item.data,
+        headers=svc.headers("imaging", **{"Content-Type": "application/dicom", "Accept": "application/dicom"}),
+    )
     assert res.status_code == 200, res.text
     assert res.headers["content-type"] == "application/dicom" and res.content[128:132] == b"DICM"
 
 
 # ---------------------------------------------------------------------------------------------- STOW-RS
 def _multipart(part: bytes) -> tuple[bytes, str]:
-    body = (f"--{_BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode() + part
-            + f"\r\n--{_BOUNDARY}--\r\n".encode())
+    body = (
+        f"--{_BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+        + part
+        + f"\r\n--{_BOUNDARY}--\r\n".encode()
+    )
     return body, f'multipart/related; type="application/dicom"; boundary={_BOUNDARY}'
 
 
 @pytest.mark.parametrize("name", list(NAMES))
-def test_stow_rs_stores_or_fails_each_instance_and_the_node_refuses_it(name: str, corpus: Corpus,
-                                                                        node_service: Service,
-                                                                        caplog: pytest.LogCaptureFixture) -> None:
+def test_stow_rs_stores_or_fails_each_instance_and_the_node_refuses_it(
+    name: str, corpus: Corpus, node_service: Service, caplog: pytest.LogCaptureFixture
+) -> None:
     item = _item(corpus, name)
     svc = node_service
     body, content_type = _multipart(item.data)
     with caplog.at_level(logging.DEBUG):
-        res = svc.client.post("/dicomweb/studies", content=body,
-                              headers=svc.headers("imaging", **{"Content-Type": content_type}))
+        res = svc.client.post(
+            "/dicomweb/studies", content=body, headers=svc.headers("imaging", **{"Content-Type": content_type})
+        )
         assert res.status_code in (200, 409), res.text  # one instance: stored, or failed (never 5xx)
         answer = res.json()
         if res.status_code == 409:
@@ -146,8 +156,9 @@ def test_stow_rs_stores_or_fails_each_instance_and_the_node_refuses_it(name: str
         deadline = time.monotonic() + _limit(name)
         queued = node.queue.get(uid)
         # until analysed or refused, or back in the queue after a failed attempt (a retry would only repeat it)
-        while (queued.state == "analysing" or (queued.state == "received" and queued.attempts == 0)) \
-                and time.monotonic() < deadline:
+        while (
+            queued.state == "analysing" or (queued.state == "received" and queued.attempts == 0)
+        ) and time.monotonic() < deadline:
             time.sleep(0.02)
             queued = node.queue.get(uid)
     _no_secrets(item, queued.reason or "", queued.last_error or "", logs=res.text + caplog.text)

@@ -11,16 +11,34 @@ import pytest
 
 from serving.schemas import ModelsOut
 
-WELL = {"age_years": 30, "sex": "male", "heart_rate": 72, "resp_rate": 14, "sbp": 125, "dbp": 80, "spo2": 99,
-        "temperature_c": 36.8, "consciousness": "A"}
-PROTECTED = [("POST", "/v1/triage", "triage"), ("POST", "/v1/triage/batch", "triage"),
-             ("POST", "/cds-services/vigil-triage", "triage"), ("POST", "/v1/imaging/second-read", "imaging"),
-             ("POST", "/dicomweb/studies", "imaging"), ("POST", "/dicomweb/studies/1.2.3", "imaging"),
-             ("GET", "/v1/imaging/flags", "imaging"),
-             ("GET", "/v1/models", None), ("GET", "/metrics", "admin"), ("POST", "/v1/admin/reload", "admin")]
+WELL = {
+    "age_years": 30,
+    "sex": "male",
+    "heart_rate": 72,
+    "resp_rate": 14,
+    "sbp": 125,
+    "dbp": 80,
+    "spo2": 99,
+    "temperature_c": 36.8,
+    "consciousness": "A",
+}
+PROTECTED = [
+    ("POST", "/v1/triage", "triage"),
+    ("POST", "/v1/triage/batch", "triage"),
+    ("POST", "/cds-services/vigil-triage", "triage"),
+    ("POST", "/v1/imaging/second-read", "imaging"),
+    ("POST", "/dicomweb/studies", "imaging"),
+    ("POST", "/dicomweb/studies/1.2.3", "imaging"),
+    ("GET", "/v1/imaging/flags", "imaging"),
+    ("GET", "/v1/models", None),
+    ("GET", "/metrics", "admin"),
+    ("POST", "/v1/admin/reload", "admin"),
+]
 PUBLIC = [("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/cds-services")]
-_TEMPLATES = {"/cds-services/vigil-triage": "/cds-services/{service_id}", "/dicomweb/studies/1.2.3":
-              "/dicomweb/studies/{study}"}
+_TEMPLATES = {
+    "/cds-services/vigil-triage": "/cds-services/{service_id}",
+    "/dicomweb/studies/1.2.3": "/dicomweb/studies/{study}",
+}
 
 
 def test_the_access_tables_cover_every_operation_of_the_service(service):
@@ -159,8 +177,9 @@ def test_a_tampered_onnx_file_is_refused_by_checksum(service_factory, tmp_path, 
         handle.write(b"\0")
     with service_factory(tmp_path, folder) as svc:
         assert svc.client.get("/readyz").json()["checks"]["model:imaging"] == "unavailable"  # no reason: public
-        (imaging,) = [m for m in svc.client.get("/v1/models", headers=svc.headers()).json()["models"]
-                      if m["task"] == "imaging"]
+        (imaging,) = [
+            m for m in svc.client.get("/v1/models", headers=svc.headers()).json()["models"] if m["task"] == "imaging"
+        ]
         assert "checksum mismatch" in imaging["error"]
         assert svc.client.post("/v1/triage", json=WELL, headers=svc.headers("triage")).status_code == 200
 
@@ -195,8 +214,9 @@ def test_reload_swaps_versions_without_failing_requests(service_factory, tmp_pat
             stop.set()
             for t in threads:
                 t.join()
-        assert outcomes == [{"task": "triage", "status": "loaded", "version": v, "reason": None}
-                            for v in ("8", "9", "10")]
+        assert outcomes == [
+            {"task": "triage", "status": "loaded", "version": v, "reason": None} for v in ("8", "9", "10")
+        ]
         assert statuses and set(statuses) == {200}
         assert "10" in versions
         again = svc.client.post("/v1/admin/reload", headers=svc.headers("admin")).json()["reloads"]
@@ -208,8 +228,9 @@ def test_failed_reload_keeps_serving_the_current_model(service_factory, tmp_path
     shutil.copytree(model_folder, folder)
     with service_factory(tmp_path, folder) as svc:
         record = json.loads((folder / "vigil-triage.release.json").read_text())
-        (folder / "vigil-triage.release.json").write_text(json.dumps({**record, "version": "99",
-                                                                       "onnx_sha256": "0" * 64}))
+        (folder / "vigil-triage.release.json").write_text(
+            json.dumps({**record, "version": "99", "onnx_sha256": "0" * 64})
+        )
         res = svc.client.post("/v1/admin/reload", headers=svc.headers("admin")).json()["reloads"]
         triage = next(r for r in res if r["task"] == "triage")
         assert triage["status"] == "failed" and "checksum" in triage["reason"] and triage["version"] == "7"

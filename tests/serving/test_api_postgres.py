@@ -20,8 +20,17 @@ from tests.postgres import PG_URL
 
 pytestmark = pytest.mark.slow  # stops PostgreSQL connections under load
 
-WELL = {"age_years": 30, "sex": "male", "heart_rate": 72, "resp_rate": 14, "sbp": 125, "dbp": 80, "spo2": 99,
-        "temperature_c": 36.8, "consciousness": "A"}
+WELL = {
+    "age_years": 30,
+    "sex": "male",
+    "heart_rate": 72,
+    "resp_rate": 14,
+    "sbp": 125,
+    "dbp": 80,
+    "spo2": 99,
+    "temperature_c": 36.8,
+    "consciousness": "A",
+}
 
 
 class Relay:
@@ -113,8 +122,11 @@ def test_postgres_audit_store_refuses_while_down_and_recovers(pg_schema, tmp_pat
     url, schema = pg_schema
     relay = Relay(url.host, url.port or 5432)
     try:
-        relayed = url.set(host="127.0.0.1", port=relay.port).update_query_dict(
-            {"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
+        relayed = (
+            url.set(host="127.0.0.1", port=relay.port)
+            .update_query_dict({"options": f"-csearch_path={schema}"})
+            .render_as_string(hide_password=False)
+        )
         with service_factory(tmp_path, model_folder, audit_url=relayed) as svc:
             assert isinstance(svc.store, Store) and svc.store.kind == "PostgreSQL"
             ok = svc.client.post("/v1/triage", json=WELL, headers=svc.headers("triage"))
@@ -143,15 +155,17 @@ def _hammer(svc, stop, results, lock) -> None:
             results.append((time.monotonic(), res.status_code, body.get("request_id"), "acuity" in body))
 
 
-def test_database_stopped_mid_load_returns_no_unaudited_prediction(pg_schema, tmp_path, model_folder,
-                                                                   service_factory):
+def test_database_stopped_mid_load_returns_no_unaudited_prediction(pg_schema, tmp_path, model_folder, service_factory):
     url, schema = pg_schema
     relay = Relay(url.host, url.port or 5432)
     results: list[tuple[float, int, str | None, bool]] = []
     lock, stop = threading.Lock(), threading.Event()
     try:
-        relayed = url.set(host="127.0.0.1", port=relay.port).update_query_dict(
-            {"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
+        relayed = (
+            url.set(host="127.0.0.1", port=relay.port)
+            .update_query_dict({"options": f"-csearch_path={schema}"})
+            .render_as_string(hide_password=False)
+        )
         with service_factory(tmp_path, model_folder, audit_url=relayed) as svc:
             workers = [threading.Thread(target=_hammer, args=(svc, stop, results, lock)) for _ in range(4)]
             for w in workers:

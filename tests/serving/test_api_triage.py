@@ -14,12 +14,38 @@ from models.news2 import news2
 from models.triage_record import validate_record
 from serving.schemas import TriageBatchResult, TriageResult
 
-SICK = {"age_years": 71, "sex": "female", "arrival_mode": "ambulance", "chief_complaint": "shortness of breath",
-        "heart_rate": 135, "resp_rate": 30, "sbp": 88, "dbp": 50, "spo2": 86, "temperature_c": 39.5,
-        "consciousness": "V", "gcs": 12, "on_supplemental_oxygen": True, "pain_score": 3}
-WELL = {"age_years": 30, "sex": "male", "arrival_mode": "walk_in", "chief_complaint": "ankle sprain",
-        "heart_rate": 72, "resp_rate": 14, "sbp": 125, "dbp": 80, "spo2": 99, "temperature_c": 36.8,
-        "consciousness": "A", "gcs": 15, "on_supplemental_oxygen": False, "pain_score": 4}
+SICK = {
+    "age_years": 71,
+    "sex": "female",
+    "arrival_mode": "ambulance",
+    "chief_complaint": "shortness of breath",
+    "heart_rate": 135,
+    "resp_rate": 30,
+    "sbp": 88,
+    "dbp": 50,
+    "spo2": 86,
+    "temperature_c": 39.5,
+    "consciousness": "V",
+    "gcs": 12,
+    "on_supplemental_oxygen": True,
+    "pain_score": 3,
+}
+WELL = {
+    "age_years": 30,
+    "sex": "male",
+    "arrival_mode": "walk_in",
+    "chief_complaint": "ankle sprain",
+    "heart_rate": 72,
+    "resp_rate": 14,
+    "sbp": 125,
+    "dbp": 80,
+    "spo2": 99,
+    "temperature_c": 36.8,
+    "consciousness": "A",
+    "gcs": 15,
+    "on_supplemental_oxygen": False,
+    "pain_score": 4,
+}
 
 
 def _post(service, record, **headers):
@@ -83,8 +109,12 @@ def test_safety_floor_raises_are_counted_in_metrics(service):
 def test_red_flag_complaint_sets_the_floor_and_is_listed(service):
     body = _post(service, {**WELL, "chief_complaint": "stroke symptoms, feeling tired since this morning"}).json()
     assert body["acuity"]["level"] <= 2
-    assert body["floor"] == {"level": 2, "source": "red_flag_complaint", "reasons": ["complaint: Stroke symptoms"],
-                             "raised_level": body["acuity"]["model_level"] > 2}
+    assert body["floor"] == {
+        "level": 2,
+        "source": "red_flag_complaint",
+        "reasons": ["complaint: Stroke symptoms"],
+        "raised_level": body["acuity"]["model_level"] > 2,
+    }
     (flag,) = body["red_flags"]
     assert flag["id"] == "stroke" and flag["floor_level"] == 2 and "NICE NG128" in flag["source"]
     negated = _post(service, {**WELL, "chief_complaint": "ankle sprain, no chest pain"}).json()
@@ -92,8 +122,17 @@ def test_red_flag_complaint_sets_the_floor_and_is_listed(service):
 
 
 def test_well_infant_is_not_floored_by_the_adult_news2(service):
-    infant = {"age_years": 0.5, "sex": "female", "arrival_mode": "walk_in", "chief_complaint": "cough",
-              "heart_rate": 130, "resp_rate": 35, "spo2": 98, "temperature_c": 37.0, "consciousness": "A"}
+    infant = {
+        "age_years": 0.5,
+        "sex": "female",
+        "arrival_mode": "walk_in",
+        "chief_complaint": "cough",
+        "heart_rate": 130,
+        "resp_rate": 35,
+        "spo2": 98,
+        "temperature_c": 37.0,
+        "consciousness": "A",
+    }
     body = _post(service, infant).json()
     assert body["news2"]["score"] == 5  # scored and shown, but NEWS2 is not applied under 16
     assert body["news2"]["minimum_acuity"] == 5
@@ -162,13 +201,16 @@ def test_audit_store_failure_refuses_the_prediction(service, monkeypatch):
     assert _post(service, WELL).status_code == 200  # recovers when the store returns
 
 
-@pytest.mark.parametrize(("record", "field", "words"), [
-    ({**WELL, "heart_rate": 400}, "heart_rate", "heart_rate"),
-    ({**WELL, "hr": 80}, "hr", "not a triage record field"),
-    ({**WELL, "sex": "x"}, "sex", "sex"),
-    ({k: v for k, v in WELL.items() if k != "age_years"}, "age_years", "age_years"),
-    ({**WELL, "dbp": 130}, "dbp", "below 'sbp'"),
-])
+@pytest.mark.parametrize(
+    ("record", "field", "words"),
+    [
+        ({**WELL, "heart_rate": 400}, "heart_rate", "heart_rate"),
+        ({**WELL, "hr": 80}, "hr", "not a triage record field"),
+        ({**WELL, "sex": "x"}, "sex", "sex"),
+        ({k: v for k, v in WELL.items() if k != "age_years"}, "age_years", "age_years"),
+        ({**WELL, "dbp": 130}, "dbp", "below 'sbp'"),
+    ],
+)
 def test_invalid_records_are_422_naming_the_field(service, record, field, words):
     res = _post(service, record)
     assert res.status_code == 422 and res.headers["content-type"].startswith("application/problem+json")
@@ -227,14 +269,19 @@ def test_fhir_risk_assessment_form(service):
     assert any(f"level {plain['acuity']['level']}" in text for text in by_outcome)
 
 
-_VITALS = st.fixed_dictionaries({
-    "age_years": st.integers(16, 100), "sex": st.sampled_from(["female", "male", "unknown"]),
-    "heart_rate": st.one_of(st.none(), st.integers(25, 220)), "resp_rate": st.one_of(st.none(), st.integers(4, 60)),
-    "sbp": st.one_of(st.none(), st.integers(60, 240)), "spo2": st.one_of(st.none(), st.integers(70, 100)),
-    "temperature_c": st.one_of(st.none(), st.floats(32, 42, allow_nan=False)),
-    "consciousness": st.one_of(st.none(), st.sampled_from(["A", "C", "V", "P", "U"])),
-    "on_supplemental_oxygen": st.one_of(st.none(), st.booleans()),
-})
+_VITALS = st.fixed_dictionaries(
+    {
+        "age_years": st.integers(16, 100),
+        "sex": st.sampled_from(["female", "male", "unknown"]),
+        "heart_rate": st.one_of(st.none(), st.integers(25, 220)),
+        "resp_rate": st.one_of(st.none(), st.integers(4, 60)),
+        "sbp": st.one_of(st.none(), st.integers(60, 240)),
+        "spo2": st.one_of(st.none(), st.integers(70, 100)),
+        "temperature_c": st.one_of(st.none(), st.floats(32, 42, allow_nan=False)),
+        "consciousness": st.one_of(st.none(), st.sampled_from(["A", "C", "V", "P", "U"])),
+        "on_supplemental_oxygen": st.one_of(st.none(), st.booleans()),
+    }
+)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -247,12 +294,17 @@ def test_served_level_is_never_less_urgent_than_news2_demands(service, record):
     # From 16 the served level is the model's raised to the safety floor, of which NEWS2 is one rule; ACVPU
     # C/V (level 2) and P/U (level 1) are another (clinically intended: Manchester "altered conscious level").
     acvpu_floor = {"U": 1, "P": 1, "V": 2, "C": 2}.get(record["consciousness"] or "A", 5)
+
     # NICE NG51 adult high-risk vital signs give level 2 (a single NEWS2 3 would give only 3).
     def beyond(name, test):
         return record[name] is not None and test(record[name])
-    ng51 = (beyond("resp_rate", lambda v: v >= 25) or beyond("sbp", lambda v: v <= 90)
-            or beyond("heart_rate", lambda v: v > 130)
-            or (beyond("spo2", lambda v: v < 92) and record["on_supplemental_oxygen"] is not True))
+
+    ng51 = (
+        beyond("resp_rate", lambda v: v >= 25)
+        or beyond("sbp", lambda v: v <= 90)
+        or beyond("heart_rate", lambda v: v > 130)
+        or (beyond("spo2", lambda v: v < 92) and record["on_supplemental_oxygen"] is not True)
+    )
     assert body["floor"]["level"] == min(floor, acvpu_floor, 2 if ng51 else 5)
     assert body["acuity"]["level"] == min(body["acuity"]["model_level"], body["floor"]["level"])
 

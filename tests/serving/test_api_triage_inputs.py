@@ -6,9 +6,19 @@ import dataclasses
 
 from models.features import NOT_LEARNT_REASON
 
-RECORD = {"age_years": 45, "sex": "male", "arrival_mode": "walk_in", "chief_complaint": "back pain",
-          "heart_rate": 76, "resp_rate": 16, "sbp": 128, "dbp": 80, "spo2": 98, "temperature_c": 36.9,
-          "consciousness": "A"}  # given, so that a GCS cannot fill it in at validation
+RECORD = {
+    "age_years": 45,
+    "sex": "male",
+    "arrival_mode": "walk_in",
+    "chief_complaint": "back pain",
+    "heart_rate": 76,
+    "resp_rate": 16,
+    "sbp": 128,
+    "dbp": 80,
+    "spo2": 98,
+    "temperature_c": 36.9,
+    "consciousness": "A",
+}  # given, so that a GCS cannot fill it in at validation
 
 
 def _post(service, record):

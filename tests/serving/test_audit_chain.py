@@ -79,10 +79,17 @@ def admin(store: Store, store_url: str) -> Iterator[sa.Engine]:
 
 def _record(i: int, **changes: object) -> AuditRecord:
     base = AuditRecord(
-        request_id=f"req-{i}", time_utc="2025-03-01T10:00:00.000Z", client="Kx7Qm2Lp9Rt4", route="/v1/triage",
-        model_name="vigil-triage", model_version="3", model_sha256="a" * 64,
+        request_id=f"req-{i}",
+        time_utc="2025-03-01T10:00:00.000Z",
+        client="Kx7Qm2Lp9Rt4",
+        route="/v1/triage",
+        model_name="vigil-triage",
+        model_version="3",
+        model_sha256="a" * 64,
         input_sha256=hashlib.sha256(str(i).encode()).hexdigest(),
-        output={"acuity": {"level": 2, "p": [0.1, 0.7, 0.2]}, "note": PHI}, status=200)
+        output={"acuity": {"level": 2, "p": [0.1, 0.7, 0.2]}, "note": PHI},
+        status=200,
+    )
     return replace(base, **changes)
 
 
@@ -99,17 +106,37 @@ def _rechain(conn: sa.Connection) -> None:
     conn.execute(sa.text("DELETE FROM vigil_audit"))
     prev = GENESIS_HASH
     for seq, row in enumerate(rows, start=1):
-        fields = {k: row[k] for k in ("request_id", "time_utc", "client", "route", "model_name", "model_version",
-                                      "model_sha256", "input_sha256", "status")}
+        fields = {
+            k: row[k]
+            for k in (
+                "request_id",
+                "time_utc",
+                "client",
+                "route",
+                "model_name",
+                "model_version",
+                "model_sha256",
+                "input_sha256",
+                "status",
+            )
+        }
         record = AuditRecord(**fields, output=json.loads(row["output_json"]), seq=seq)
         row_hash = audit_row_hash(prev, record)
-        conn.execute(sa.text(
-            "INSERT INTO vigil_audit (seq, request_id, time_utc, client, route, model_name, model_version, "
-            "model_sha256, input_sha256, output_json, status, prev_hash, row_hash) VALUES (:seq, :request_id, "
-            ":time_utc, :client, :route, :model_name, :model_version, :model_sha256, :input_sha256, :output_json, "
-            ":status, :prev_hash, :row_hash)"),
-            {**fields, "seq": seq, "output_json": canonical_json(record.output), "prev_hash": prev,
-             "row_hash": row_hash})
+        conn.execute(
+            sa.text(
+                "INSERT INTO vigil_audit (seq, request_id, time_utc, client, route, model_name, model_version, "
+                "model_sha256, input_sha256, output_json, status, prev_hash, row_hash) VALUES (:seq, :request_id, "
+                ":time_utc, :client, :route, :model_name, :model_version, :model_sha256, :input_sha256, :output_json, "
+                ":status, :prev_hash, :row_hash)"
+            ),
+            {
+                **fields,
+                "seq": seq,
+                "output_json": canonical_json(record.output),
+                "prev_hash": prev,
+                "row_hash": row_hash,
+            },
+        )
         prev = row_hash
 
 
@@ -138,8 +165,9 @@ def test_empty_store_and_no_anchor_file_verify(store: Store, anchor: AuditAnchor
     assert report.ok and report.rows == 0 and report.anchors == 0 and not anchor.path.exists()
 
 
-def test_rows_written_after_the_newest_anchor_are_reported_not_failed(store: Store, store_url: str,
-                                                                      anchor: AuditAnchor) -> None:
+def test_rows_written_after_the_newest_anchor_are_reported_not_failed(
+    store: Store, store_url: str, anchor: AuditAnchor
+) -> None:
     _fill(store, 4)
     unanchored = Store(store_url)  # e.g. a process killed between its commit and its anchor
     unanchored.write_audits([_record(10), _record(11)])
@@ -177,18 +205,31 @@ def test_deleted_newest_rows_are_detected(store: Store, admin: sa.Engine, anchor
 @pytest.mark.parametrize(
     ("tamper", "bad_seq", "problem"),
     [
-        ("UPDATE vigil_audit SET output_json = '{\"acuity\":{\"level\":5}}' WHERE seq = 2", 2,
-         "seq 2 differs from its anchor: seq 2 was changed, inserted or removed and the chain recomputed"),
-        ("UPDATE vigil_audit SET status = 500 WHERE seq = 5", 6,  # inside the batch 4..6, anchored at 6
-         "seq 6 differs from its anchor: one of seq 4..6 was changed, inserted or removed and the chain recomputed"),
-        ("DELETE FROM vigil_audit WHERE seq = 2", 2,  # and the later rows renumbered
-         "seq 2 differs from its anchor: seq 2 was changed, inserted or removed and the chain recomputed"),
-        ("DELETE FROM vigil_audit WHERE seq = 4", 6,
-         "the store ends at seq 5 but seq 6 was anchored: row 6 was deleted"),
+        (
+            'UPDATE vigil_audit SET output_json = \'{"acuity":{"level":5}}\' WHERE seq = 2',
+            2,
+            "seq 2 differs from its anchor: seq 2 was changed, inserted or removed and the chain recomputed",
+        ),
+        (
+            "UPDATE vigil_audit SET status = 500 WHERE seq = 5",
+            6,  # inside the batch 4..6, anchored at 6
+            "seq 6 differs from its anchor: one of seq 4..6 was changed, inserted or removed and the chain recomputed",
+        ),
+        (
+            "DELETE FROM vigil_audit WHERE seq = 2",
+            2,  # and the later rows renumbered
+            "seq 2 differs from its anchor: seq 2 was changed, inserted or removed and the chain recomputed",
+        ),
+        (
+            "DELETE FROM vigil_audit WHERE seq = 4",
+            6,
+            "the store ends at seq 5 but seq 6 was anchored: row 6 was deleted",
+        ),
     ],
 )
 def test_rows_changed_or_removed_then_rechained_without_the_key_are_detected(
-        store: Store, admin: sa.Engine, anchor: AuditAnchor, tamper: str, bad_seq: int, problem: str) -> None:
+    store: Store, admin: sa.Engine, anchor: AuditAnchor, tamper: str, bad_seq: int, problem: str
+) -> None:
     _fill(store)
     _tamper(admin, tamper, rechain=True)
     assert store.verify_audit_chain() == (True, None), "the hash chain alone cannot see this"
@@ -205,19 +246,24 @@ def test_anchor_forged_without_the_key_is_detected(store: Store, admin: sa.Engin
     with anchor.path.open("a") as handle:  # an anchor for the truncated head, made with a guessed key
         handle.write(forged)
     report = verify_audit(store, anchor)
-    assert not report.ok and report.problems[-1] == f"anchor line 5 of {anchor.path}: made with another key (its " \
-                                                    "key id differs)"
+    assert (
+        not report.ok
+        and report.problems[-1] == f"anchor line 5 of {anchor.path}: made with another key (its key id differs)"
+    )
     entry = json.loads(forged)
     entry["kid"] = anchor.kid  # the key id is public; the MAC still cannot be made without the key
     genuine = anchor.path.read_text().splitlines()[:4]
     anchor.path.write_text("\n".join([*genuine, canonical_json(entry)]) + "\n")
     report = verify_audit(store, anchor)
-    assert not report.ok and report.problems[-1] == f"anchor line 5 of {anchor.path}: its MAC does not match " \
-                                                    "(forged or altered)"
+    assert (
+        not report.ok
+        and report.problems[-1] == f"anchor line 5 of {anchor.path}: its MAC does not match (forged or altered)"
+    )
 
 
-def test_key_holder_who_rewrites_and_reanchors_is_still_detected(store: Store, admin: sa.Engine,
-                                                                 anchor: AuditAnchor) -> None:
+def test_key_holder_who_rewrites_and_reanchors_is_still_detected(
+    store: Store, admin: sa.Engine, anchor: AuditAnchor
+) -> None:
     _fill(store)
     _tamper(admin, "UPDATE vigil_audit SET status = 201 WHERE seq = 6", rechain=True)
     anchor.append(6, store.read_audit(since_seq=5)[0].row_hash or "")  # the file is append-only: old lines stay
@@ -267,8 +313,9 @@ def test_anchor_head_refuses_a_broken_chain(store: Store, admin: sa.Engine, anch
 
 
 # ---------------------------------------------------------------------------------------------- writing anchors
-def test_failed_anchor_write_keeps_the_audit_row_and_logs_without_secrets(tmp_path: Path,
-                                                                          caplog: pytest.LogCaptureFixture) -> None:
+def test_failed_anchor_write_keeps_the_audit_row_and_logs_without_secrets(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     anchor = AuditAnchor(tmp_path / "gone" / "anchors.jsonl", KEY)  # its folder does not exist (unmounted)
     store = Store(f"sqlite:///{tmp_path / 'serving.db'}", anchor=anchor)
     store.create_schema()
@@ -358,12 +405,17 @@ def test_short_key_is_refused_without_echoing_it(monkeypatch: pytest.MonkeyPatch
 
 # ---------------------------------------------------------------------------------------------- the command
 def _cli_env(store_url: str, anchor: AuditAnchor) -> dict[str, str | None]:
-    return {"VIGIL_AUDIT_URL": store_url, "VIGIL_AUDIT_ANCHOR_PATH": str(anchor.path),
-            "VIGIL_AUDIT_ANCHOR_KEY": KEY.decode(), "VIGIL_AUDIT_ANCHOR_KEY_FILE": None}  # None: unset
+    return {
+        "VIGIL_AUDIT_URL": store_url,
+        "VIGIL_AUDIT_ANCHOR_PATH": str(anchor.path),
+        "VIGIL_AUDIT_ANCHOR_KEY": KEY.decode(),
+        "VIGIL_AUDIT_ANCHOR_KEY_FILE": None,
+    }  # None: unset
 
 
-def test_vigil_audit_verify_exit_codes_and_no_phi(store: Store, store_url: str, admin: sa.Engine,
-                                                  anchor: AuditAnchor, tmp_path: Path) -> None:
+def test_vigil_audit_verify_exit_codes_and_no_phi(
+    store: Store, store_url: str, admin: sa.Engine, anchor: AuditAnchor, tmp_path: Path
+) -> None:
     from vigil.cli import app as cli
 
     _fill(store)
@@ -377,8 +429,9 @@ def test_vigil_audit_verify_exit_codes_and_no_phi(store: Store, store_url: str, 
     assert "AUDIT CHAIN BROKEN at seq 5: the store ends at seq 4 but seq 6 was anchored" in broken.stderr
     for text in (broken.stdout, broken.stderr):
         assert PHI not in text and "req-" not in text and KEY.decode() not in text
-    no_anchor = CliRunner().invoke(cli, ["audit", "verify"], env={**env, "VIGIL_AUDIT_ANCHOR_PATH": None,
-                                                                   "VIGIL_AUDIT_ANCHOR_KEY": None})
+    no_anchor = CliRunner().invoke(
+        cli, ["audit", "verify"], env={**env, "VIGIL_AUDIT_ANCHOR_PATH": None, "VIGIL_AUDIT_ANCHOR_KEY": None}
+    )
     assert no_anchor.exit_code == 0 and "hash chain only" in no_anchor.stdout  # deletion invisible without anchor
     other_key = tmp_path / "other.key"
     other_key.write_bytes(b"y" * 32)
@@ -410,14 +463,16 @@ def test_vigil_audit_anchor_anchors_an_unanchored_trail(store_url: str, tmp_path
     done = CliRunner().invoke(cli, ["audit", "anchor"], env=env)
     assert done.exit_code == 0 and "newest seq 3" in done.stdout
     assert CliRunner().invoke(cli, ["audit", "verify"], env=env).exit_code == 0
-    unset = CliRunner().invoke(cli, ["audit", "anchor"], env={**env, "VIGIL_AUDIT_ANCHOR_PATH": None,
-                                                             "VIGIL_AUDIT_ANCHOR_KEY": None})
+    unset = CliRunner().invoke(
+        cli, ["audit", "anchor"], env={**env, "VIGIL_AUDIT_ANCHOR_PATH": None, "VIGIL_AUDIT_ANCHOR_KEY": None}
+    )
     assert unset.exit_code == 2 and "VIGIL_AUDIT_ANCHOR_PATH is not set" in unset.stderr
 
 
 # ---------------------------------------------------------------------------------------------- the service
-def test_service_anchors_each_audited_prediction(tmp_path: Path, model_folder: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_service_anchors_each_audited_prediction(
+    tmp_path: Path, model_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from fastapi.testclient import TestClient
 
     from serving.app import create_app
@@ -430,8 +485,17 @@ def test_service_anchors_each_audited_prediction(tmp_path: Path, model_folder: P
     admin_store = Store(cfg.store_url())
     admin_store.create_schema()
     key = admin_store.create_key("ed-north", ["triage"])[1]
-    record = {"age_years": 30, "sex": "male", "heart_rate": 72, "resp_rate": 14, "sbp": 125, "dbp": 80,
-              "spo2": 99, "temperature_c": 36.8, "consciousness": "A"}
+    record = {
+        "age_years": 30,
+        "sex": "male",
+        "heart_rate": 72,
+        "resp_rate": 14,
+        "sbp": 125,
+        "dbp": 80,
+        "spo2": 99,
+        "temperature_c": 36.8,
+        "consciousness": "A",
+    }
     with TestClient(create_app(cfg)) as client:  # the app's own store, anchored from the environment
         for _ in range(2):
             assert client.post("/v1/triage", json=record, headers={"Authorization": f"Bearer {key}"}).status_code == 200
@@ -467,14 +531,21 @@ def test_postgres_insert_select_role_appends_but_cannot_rewrite(pg_schema: str, 
         service.write_audit(_record(1))
         service.write_audits([_record(2), _record(3)])
         assert verify_audit(service, anchor).ok
-        refused = ["UPDATE vigil_audit SET status = 500 WHERE seq = 1", "DELETE FROM vigil_audit WHERE seq = 3",
-                   "TRUNCATE vigil_audit", "DROP TRIGGER vigil_audit_no_delete ON vigil_audit",
-                   "ALTER TABLE vigil_audit DISABLE TRIGGER ALL", "UPDATE vigil_api_keys SET scopes = 'admin'",
-                   "CREATE OR REPLACE FUNCTION vigil_audit_refuse_change() RETURNS trigger LANGUAGE plpgsql AS "
-                   "$$BEGIN RETURN NEW; END$$"]
+        refused = [
+            "UPDATE vigil_audit SET status = 500 WHERE seq = 1",
+            "DELETE FROM vigil_audit WHERE seq = 3",
+            "TRUNCATE vigil_audit",
+            "DROP TRIGGER vigil_audit_no_delete ON vigil_audit",
+            "ALTER TABLE vigil_audit DISABLE TRIGGER ALL",
+            "UPDATE vigil_api_keys SET scopes = 'admin'",
+            "CREATE OR REPLACE FUNCTION vigil_audit_refuse_change() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$BEGIN RETURN NEW; END$$",
+        ]
         for statement in refused:
-            with pytest.raises(sa.exc.ProgrammingError, match=r"permission denied|must be owner"), \
-                    as_role.begin() as conn:
+            with (
+                pytest.raises(sa.exc.ProgrammingError, match=r"permission denied|must be owner"),
+                as_role.begin() as conn,
+            ):
                 conn.exec_driver_sql(statement)
         assert [r.seq for r in owner.read_audit()] == [1, 2, 3] and owner.verify_audit_chain() == (True, None)
     finally:

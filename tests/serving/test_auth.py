@@ -36,8 +36,9 @@ def test_key_fixture_is_well_formed() -> None:
         ("", KEY, KEY),
     ],
 )
-def test_parse_presented_key_finds_the_key(authorization: str | None, x_api_key: str | None,
-                                           expected: str | None) -> None:
+def test_parse_presented_key_finds_the_key(
+    authorization: str | None, x_api_key: str | None, expected: str | None
+) -> None:
     assert parse_presented_key(authorization, x_api_key) == expected
 
 
@@ -75,8 +76,10 @@ def test_mask_key_reveals_nothing_of_a_malformed_key(bad: str) -> None:
     assert mask_key(bad) == "<not a Vigil key>"
 
 
-@given(key_id=st.text(alphabet=string.ascii_letters + string.digits, min_size=12, max_size=12),
-       secret_bytes=st.binary(min_size=32, max_size=32))
+@given(
+    key_id=st.text(alphabet=string.ascii_letters + string.digits, min_size=12, max_size=12),
+    secret_bytes=st.binary(min_size=32, max_size=32),
+)
 def test_mask_key_is_the_key_id_alone(key_id: str, secret_bytes: bytes) -> None:
     secret = base64.urlsafe_b64encode(secret_bytes).decode().rstrip("=")  # what secrets.token_urlsafe(32) makes
     key = f"vgl_{key_id}_{secret}"

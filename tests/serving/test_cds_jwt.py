@@ -42,16 +42,32 @@ class Signer:
     def __init__(self, kind: str, kid: str, bits: int = 2048) -> None:
         self.kind, self.kid = kind, kid
         self.alg = "ES384" if kind == "EC" else "RS384"
-        self.private = (ec.generate_private_key(ec.SECP384R1()) if kind == "EC"
-                        else rsa.generate_private_key(public_exponent=65537, key_size=bits))
+        self.private = (
+            ec.generate_private_key(ec.SECP384R1())
+            if kind == "EC"
+            else rsa.generate_private_key(public_exponent=65537, key_size=bits)
+        )
 
     def jwk(self) -> dict:
         numbers = self.private.public_key().public_numbers()
         if self.kind == "EC":
-            return {"kty": "EC", "crv": "P-384", "use": "sig", "alg": "ES384", "kid": self.kid,
-                    "x": _int_b64(numbers.x, 48), "y": _int_b64(numbers.y, 48)}
-        return {"kty": "RSA", "use": "sig", "alg": "RS384", "kid": self.kid, "n": _int_b64(numbers.n),
-                "e": _int_b64(numbers.e)}
+            return {
+                "kty": "EC",
+                "crv": "P-384",
+                "use": "sig",
+                "alg": "ES384",
+                "kid": self.kid,
+                "x": _int_b64(numbers.x, 48),
+                "y": _int_b64(numbers.y, 48),
+            }
+        return {
+            "kty": "RSA",
+            "use": "sig",
+            "alg": "RS384",
+            "kid": self.kid,
+            "n": _int_b64(numbers.n),
+            "e": _int_b64(numbers.e),
+        }
 
     def sign(self, claims: dict, **header: object) -> str:
         head = {"alg": self.alg, "typ": "JWT", "kid": self.kid, **header}
@@ -81,12 +97,12 @@ def rsa_key() -> Signer:
     return Signer("RSA", "ehr-rsa-1")
 
 
-def write_issuers(folder: Path, *signers: Signer, scopes: tuple[str, ...] = ("triage",), extra: list | None = None
-                  ) -> Path:
+def write_issuers(
+    folder: Path, *signers: Signer, scopes: tuple[str, ...] = ("triage",), extra: list | None = None
+) -> Path:
     (folder / "ehr-jwks.json").write_text(json.dumps({"keys": [s.jwk() for s in signers]}))
     path = folder / "cds-issuers.json"
-    entries = [{"iss": ISS, "name": "main-ehr", "scopes": list(scopes), "jwks_file": "ehr-jwks.json"},
-               *(extra or [])]
+    entries = [{"iss": ISS, "name": "main-ehr", "scopes": list(scopes), "jwks_file": "ehr-jwks.json"}, *(extra or [])]
     path.write_text(json.dumps({"issuers": entries}))
     return path
 
@@ -94,8 +110,9 @@ def write_issuers(folder: Path, *signers: Signer, scopes: tuple[str, ...] = ("tr
 @pytest.fixture
 def jwt_service(tmp_path, model_folder, service_factory, ec_key, rsa_key):
     issuers = write_issuers(tmp_path, ec_key, rsa_key)
-    with service_factory(tmp_path, model_folder, cds_auth="jwt", cds_jwt_issuers=issuers,
-                         cds_public_url=PUBLIC_URL + "/") as svc:
+    with service_factory(
+        tmp_path, model_folder, cds_auth="jwt", cds_jwt_issuers=issuers, cds_public_url=PUBLIC_URL + "/"
+    ) as svc:
         yield svc
 
 
@@ -123,8 +140,10 @@ def _refusals(ec_key: Signer, rsa_key: Signer) -> dict[str, tuple[str | None, st
     return {
         "no token": (None, "needs a CDS Hooks JWT"),
         "wrong audience": (ec_key.sign(claims(aud=f"{PUBLIC_URL}/cds-services")), "audience ('aud')"),
-        "audience of another host": (ec_key.sign(claims(aud="https://evil.example/cds-services/vigil-triage")),
-                                     "audience ('aud')"),
+        "audience of another host": (
+            ec_key.sign(claims(aud="https://evil.example/cds-services/vigil-triage")),
+            "audience ('aud')",
+        ),
         "expired": (ec_key.sign(claims(exp=now - 120, iat=now - 200)), "expired"),
         "issued in the future": (ec_key.sign(claims(iat=now + 600, exp=now + 700)), "not valid yet"),
         "not before in the future": (ec_key.sign(claims(nbf=now + 600)), "not valid yet"),
@@ -132,12 +151,25 @@ def _refusals(ec_key: Signer, rsa_key: Signer) -> dict[str, tuple[str | None, st
         "missing kid": (ec_key.sign(claims(), kid=None), "no 'kid'"),
         "unknown kid": (ec_key.sign(claims(), kid="rotated-away"), "names no key"),
         "bad signature": (stranger.sign(claims()), "signature does not verify"),
-        "tampered claims": (ec_key.sign(claims()).split(".")[0] + "." + _b64(json.dumps(claims(iss=ISS)).encode())
-                            + "." + ec_key.sign(claims()).split(".")[2], "signature does not verify"),
+        "tampered claims": (
+            ec_key.sign(claims()).split(".")[0]
+            + "."
+            + _b64(json.dumps(claims(iss=ISS)).encode())
+            + "."
+            + ec_key.sign(claims()).split(".")[2],
+            "signature does not verify",
+        ),
         "unlisted issuer": (ec_key.sign(claims(iss="https://rogue.example/")), "not on this service's allow-list"),
-        "alg none": (ec_key.sign(claims()).rsplit(".", 1)[0].replace(
-            _b64(json.dumps({"alg": "ES384", "typ": "JWT", "kid": ec_key.kid}).encode()),
-            _b64(json.dumps({"alg": "none", "typ": "JWT", "kid": ec_key.kid}).encode())) + ".AA", "'alg' must be"),
+        "alg none": (
+            ec_key.sign(claims())
+            .rsplit(".", 1)[0]
+            .replace(
+                _b64(json.dumps({"alg": "ES384", "typ": "JWT", "kid": ec_key.kid}).encode()),
+                _b64(json.dumps({"alg": "none", "typ": "JWT", "kid": ec_key.kid}).encode()),
+            )
+            + ".AA",
+            "'alg' must be",
+        ),
         "alg HS384": (ec_key.sign(claims(), alg="HS384"), "'alg' must be"),
         "alg of the other key type": (ec_key.sign(claims(), alg="RS384"), "names a ES384 key"),
         "missing jti": (ec_key.sign(claims(jti=None)), "'jti'"),
@@ -178,8 +210,9 @@ def test_a_replayed_token_is_refused(jwt_service, ec_key):
 
 def test_an_issuer_without_the_triage_scope_gets_403(tmp_path, model_folder, service_factory, ec_key):
     issuers = write_issuers(tmp_path, ec_key, scopes=("imaging",))
-    with service_factory(tmp_path, model_folder, cds_auth="jwt", cds_jwt_issuers=issuers,
-                         cds_public_url=PUBLIC_URL) as svc:
+    with service_factory(
+        tmp_path, model_folder, cds_auth="jwt", cds_jwt_issuers=issuers, cds_public_url=PUBLIC_URL
+    ) as svc:
         res = call(svc, ec_key.sign(claims()))
     assert res.status_code == 403 and "'triage' scope" in res.json()["detail"]
 
@@ -204,8 +237,9 @@ def test_by_default_cds_takes_api_keys_and_ignores_no_jwt_setting(service, ec_ke
 
 def test_jwt_or_api_key_admits_both(tmp_path, model_folder, service_factory, ec_key):
     issuers = write_issuers(tmp_path, ec_key)
-    with service_factory(tmp_path, model_folder, cds_auth="jwt_or_api_key", cds_jwt_issuers=issuers,
-                         cds_public_url=PUBLIC_URL) as svc:
+    with service_factory(
+        tmp_path, model_folder, cds_auth="jwt_or_api_key", cds_jwt_issuers=issuers, cds_public_url=PUBLIC_URL
+    ) as svc:
         assert call(svc, ec_key.sign(claims())).status_code == 200
         assert svc.client.post(PATH, json=_request(), headers=svc.headers("triage")).status_code == 200
         assert svc.client.post(PATH, json=_request(), headers=svc.headers("imaging")).status_code == 403
@@ -239,19 +273,24 @@ def test_settings_that_would_leave_jwt_half_on_are_refused(tmp_path, ec_key):
 
 
 def test_a_bad_allow_list_stops_start_up(tmp_path, model_folder, service_factory, ec_key):
-    issuers = write_issuers(tmp_path, ec_key, extra=[{"iss": ISS, "name": "dup", "scopes": ["triage"],
-                                                      "jwks_file": "ehr-jwks.json"}])
+    issuers = write_issuers(
+        tmp_path, ec_key, extra=[{"iss": ISS, "name": "dup", "scopes": ["triage"], "jwks_file": "ehr-jwks.json"}]
+    )
     with pytest.raises(ConfigError, match="each issuer's 'iss' must be unique"):
-        with service_factory(tmp_path, model_folder, cds_auth="jwt", cds_jwt_issuers=issuers,
-                             cds_public_url=PUBLIC_URL):
+        with service_factory(
+            tmp_path, model_folder, cds_auth="jwt", cds_jwt_issuers=issuers, cds_public_url=PUBLIC_URL
+        ):
             pass
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"d": "AAAA"}, "private key material"),
-    ({"kid": None}, "'kid' must be"),
-    ({"x": "AAAA"}, "'x' must be base64url of 48 bytes"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"d": "AAAA"}, "private key material"),
+        ({"kid": None}, "'kid' must be"),
+        ({"x": "AAAA"}, "'x' must be base64url of 48 bytes"),
+    ],
+)
 def test_a_bad_jwk_set_is_a_config_error(ec_key, change, message):
     jwk = {k: v for k, v in {**ec_key.jwk(), **change}.items() if v is not None}
     with pytest.raises(ConfigError, match=message):
@@ -303,8 +342,9 @@ def test_the_redis_replay_record_is_shared(tmp_path, ec_key):
     except redis.RedisError as exc:
         pytest.skip(f"Redis is not reachable at {url}: {type(exc).__name__}")
     issuers = write_issuers(tmp_path, ec_key)
-    settings = ServingSettings(cds_auth="jwt", cds_jwt_issuers=issuers, cds_public_url=PUBLIC_URL,
-                               cds_jwt_replay_url=url)
+    settings = ServingSettings(
+        cds_auth="jwt", cds_jwt_issuers=issuers, cds_public_url=PUBLIC_URL, cds_jwt_replay_url=url
+    )
     first, second = build_verifier(settings), build_verifier(settings)  # two workers
     assert first is not None and second is not None
     token = ec_key.sign(claims())
@@ -356,10 +396,25 @@ def test_a_jwks_url_is_fetched_cached_and_refetched_for_a_new_kid_at_most_once_a
 def test_an_unreachable_jwks_url_is_503_not_a_crash(tmp_path, ec_key):
     from tests.net import free_port
 
-    (tmp_path / "issuers.json").write_text(json.dumps({"issuers": [
-        {"iss": ISS, "name": "main-ehr", "scopes": ["triage"], "jwks_url": f"http://127.0.0.1:{free_port()}/j"}]}))
-    verifier = build_verifier(ServingSettings(cds_auth="jwt", cds_jwt_issuers=tmp_path / "issuers.json",
-                                              cds_public_url=PUBLIC_URL, cds_jwks_timeout_s=1))
+    (tmp_path / "issuers.json").write_text(
+        json.dumps(
+            {
+                "issuers": [
+                    {
+                        "iss": ISS,
+                        "name": "main-ehr",
+                        "scopes": ["triage"],
+                        "jwks_url": f"http://127.0.0.1:{free_port()}/j",
+                    }
+                ]
+            }
+        )
+    )
+    verifier = build_verifier(
+        ServingSettings(
+            cds_auth="jwt", cds_jwt_issuers=tmp_path / "issuers.json", cds_public_url=PUBLIC_URL, cds_jwks_timeout_s=1
+        )
+    )
     assert isinstance(verifier, CdsTokenVerifier)
     with pytest.raises(CdsTokenError, match="cannot be fetched") as info:
         verifier.verify(ec_key.sign(claims()), path=PATH)
@@ -367,8 +422,16 @@ def test_an_unreachable_jwks_url_is_503_not_a_crash(tmp_path, ec_key):
 
 
 def test_a_jwks_url_must_be_https(tmp_path):
-    (tmp_path / "issuers.json").write_text(json.dumps({"issuers": [
-        {"iss": ISS, "name": "main-ehr", "scopes": ["triage"], "jwks_url": "http://ehr.example.org/jwks"}]}))
+    (tmp_path / "issuers.json").write_text(
+        json.dumps(
+            {
+                "issuers": [
+                    {"iss": ISS, "name": "main-ehr", "scopes": ["triage"], "jwks_url": "http://ehr.example.org/jwks"}
+                ]
+            }
+        )
+    )
     with pytest.raises(ConfigError, match=r"issuers\.0\.jwks_url.*https://"):
-        build_verifier(ServingSettings(cds_auth="jwt", cds_jwt_issuers=tmp_path / "issuers.json",
-                                       cds_public_url=PUBLIC_URL))
+        build_verifier(
+            ServingSettings(cds_auth="jwt", cds_jwt_issuers=tmp_path / "issuers.json", cds_public_url=PUBLIC_URL)
+        )

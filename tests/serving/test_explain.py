@@ -17,9 +17,21 @@ def model(registered):
 
 
 def test_prediction_equals_predict_and_effects_are_exact_differences(model):
-    records = [validate_record({"age_years": 80, "sex": "female", "heart_rate": 120, "resp_rate": 28, "sbp": 92,
-                                "spo2": 89, "consciousness": "A", "chief_complaint": "chest pain"}),
-               validate_record({"age_years": 25, "sex": "male", "pain_score": 3})]
+    records = [
+        validate_record(
+            {
+                "age_years": 80,
+                "sex": "female",
+                "heart_rate": 120,
+                "resp_rate": 28,
+                "sbp": 92,
+                "spo2": 89,
+                "consciousness": "A",
+                "chief_complaint": "chest pain",
+            }
+        ),
+        validate_record({"age_years": 25, "sex": "male", "pain_score": 3}),
+    ]
     frame = pd.DataFrame.from_records(records)
     prediction, effects = predict_and_explain(model, frame)
     plain = model.predict(frame)

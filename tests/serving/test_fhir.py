@@ -27,13 +27,31 @@ TRIAGE = "2025-03-14T10:12:00Z"
 PHI = ("Okonkwo", "Adaeze", "9990001112", "1961-07-02", "pat-7f3a")
 
 
-def _obs(code: str, value: dict[str, Any] | None = None, *, when: str = TRIAGE, status: str = "final",
-         system: str = LOINC, oid: str | None = None, **extra: Any) -> dict[str, Any]:
-    obs: dict[str, Any] = {"resourceType": "Observation", "status": status,
-                           "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/"
-                                                               "observation-category", "code": "vital-signs"}]}],
-                           "code": {"coding": [{"system": system, "code": code}]},
-                           "subject": {"reference": "Patient/pat-7f3a"}, "effectiveDateTime": when, **extra}
+def _obs(
+    code: str,
+    value: dict[str, Any] | None = None,
+    *,
+    when: str = TRIAGE,
+    status: str = "final",
+    system: str = LOINC,
+    oid: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    obs: dict[str, Any] = {
+        "resourceType": "Observation",
+        "status": status,
+        "category": [
+            {
+                "coding": [
+                    {"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}
+                ]
+            }
+        ],
+        "code": {"coding": [{"system": system, "code": code}]},
+        "subject": {"reference": "Patient/pat-7f3a"},
+        "effectiveDateTime": when,
+        **extra,
+    }
     if oid is not None:
         obs["id"] = oid
     if value is not None:
@@ -51,46 +69,87 @@ def _component(code: str, value: dict[str, Any]) -> dict[str, Any]:
 
 
 def _bundle(*resources: dict[str, Any]) -> dict[str, Any]:
-    return {"resourceType": "Bundle", "type": "searchset", "total": len(resources),
-            "entry": [{"fullUrl": f"https://ehr.example/fhir/Observation/{i}", "resource": r,
-                       "search": {"mode": "match"}} for i, r in enumerate(resources)]}
+    return {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": len(resources),
+        "entry": [
+            {"fullUrl": f"https://ehr.example/fhir/Observation/{i}", "resource": r, "search": {"mode": "match"}}
+            for i, r in enumerate(resources)
+        ],
+    }
 
 
-def _request(vitals: list[dict[str, Any]] | None = None,
-             observations: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def _request(
+    vitals: list[dict[str, Any]] | None = None, observations: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     """A realistic encounter-start request: a man of 63 brought by emergency ambulance with chest pain."""
-    vitals = vitals if vitals is not None else [
-        _obs("8867-4", _q(112, "/min")),
-        _obs("9279-1", _q(24, "/min")),
-        _obs("85354-9", component=[_component("8480-6", _q(98, "mm[Hg]")), _component("8462-4", _q(60, "mm[Hg]"))]),
-        _obs("59408-5", _q(93, "%"), component=[_component("3151-8", _q(2, "L/min"))]),
-        _obs("8310-5", _q(100.4, "[degF]")),
-        _obs("29463-7", _q(82, "kg")),  # body weight: not used
-        _obs("8867-4", _q(70, "/min"), when="2024-11-02T16:40:00+00:00"),  # a previous visit
-    ]
-    observations = observations if observations is not None else [
-        _obs("9269-2", _q(15, "{score}")),
-        {**_obs("72514-3"), "valueInteger": 7},
-        {**_obs("67775-7"), "valueCodeableConcept": {"coding": [{"system": SNOMED, "code": "248234008",
-                                                                 "display": "Mentally alert"}]}},
-        {**_obs("8661-1"), "valueCodeableConcept": {
-            "coding": [{"system": SNOMED, "code": "29857009", "display": "Chest pain"}],
-            "text": "Central chest pain radiating to the left arm"}},
-    ]
+    vitals = (
+        vitals
+        if vitals is not None
+        else [
+            _obs("8867-4", _q(112, "/min")),
+            _obs("9279-1", _q(24, "/min")),
+            _obs("85354-9", component=[_component("8480-6", _q(98, "mm[Hg]")), _component("8462-4", _q(60, "mm[Hg]"))]),
+            _obs("59408-5", _q(93, "%"), component=[_component("3151-8", _q(2, "L/min"))]),
+            _obs("8310-5", _q(100.4, "[degF]")),
+            _obs("29463-7", _q(82, "kg")),  # body weight: not used
+            _obs("8867-4", _q(70, "/min"), when="2024-11-02T16:40:00+00:00"),  # a previous visit
+        ]
+    )
+    observations = (
+        observations
+        if observations is not None
+        else [
+            _obs("9269-2", _q(15, "{score}")),
+            {**_obs("72514-3"), "valueInteger": 7},
+            {
+                **_obs("67775-7"),
+                "valueCodeableConcept": {
+                    "coding": [{"system": SNOMED, "code": "248234008", "display": "Mentally alert"}]
+                },
+            },
+            {
+                **_obs("8661-1"),
+                "valueCodeableConcept": {
+                    "coding": [{"system": SNOMED, "code": "29857009", "display": "Chest pain"}],
+                    "text": "Central chest pain radiating to the left arm",
+                },
+            },
+        ]
+    )
     return {
         "hook": "encounter-start",
         "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
         "context": {"userId": "PractitionerRole/triage-nurse-1", "patientId": "pat-7f3a", "encounterId": "enc-88"},
         "prefetch": {
-            "patient": {"resourceType": "Patient", "id": "pat-7f3a", "gender": "male", "birthDate": "1961-07-02",
-                        "name": [{"family": "Okonkwo", "given": ["Adaeze"]}],
-                        "identifier": [{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "9990001112"}]},
-            "encounter": {"resourceType": "Encounter", "id": "enc-88", "status": "arrived",
-                          "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "EMER"},
-                          "subject": {"reference": "Patient/pat-7f3a"}, "period": {"start": ARRIVAL},
-                          "hospitalization": {"admitSource": {"coding": [
-                              {"system": SNOMED, "code": "1048031000000100",
-                               "display": "Arrival by emergency road ambulance"}]}}},
+            "patient": {
+                "resourceType": "Patient",
+                "id": "pat-7f3a",
+                "gender": "male",
+                "birthDate": "1961-07-02",
+                "name": [{"family": "Okonkwo", "given": ["Adaeze"]}],
+                "identifier": [{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "9990001112"}],
+            },
+            "encounter": {
+                "resourceType": "Encounter",
+                "id": "enc-88",
+                "status": "arrived",
+                "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "EMER"},
+                "subject": {"reference": "Patient/pat-7f3a"},
+                "period": {"start": ARRIVAL},
+                "hospitalization": {
+                    "admitSource": {
+                        "coding": [
+                            {
+                                "system": SNOMED,
+                                "code": "1048031000000100",
+                                "display": "Arrival by emergency road ambulance",
+                            }
+                        ]
+                    }
+                },
+            },
             "vitals": _bundle(*vitals),
             "observations": _bundle(*observations),
         },
@@ -116,10 +175,20 @@ def test_realistic_request_gives_the_expected_valid_record():
     record, notes = _read(_request())
     assert record == {
         "age_years": pytest.approx(63 + 255 / 365),  # 2 July 2024 -> 14 March 2025 is 255 of 365 days
-        "sex": "male", "arrival_time": "2025-03-14T10:05:00+00:00", "arrival_mode": "ambulance",
-        "heart_rate": 112.0, "resp_rate": 24.0, "sbp": 98.0, "dbp": 60.0, "spo2": 93.0,
-        "on_supplemental_oxygen": True, "temperature_c": 38.0, "gcs": 15.0, "pain_score": 7.0,
-        "consciousness": "A", "chief_complaint": "Central chest pain radiating to the left arm",
+        "sex": "male",
+        "arrival_time": "2025-03-14T10:05:00+00:00",
+        "arrival_mode": "ambulance",
+        "heart_rate": 112.0,
+        "resp_rate": 24.0,
+        "sbp": 98.0,
+        "dbp": 60.0,
+        "spo2": 93.0,
+        "on_supplemental_oxygen": True,
+        "temperature_c": 38.0,
+        "gcs": 15.0,
+        "pain_score": 7.0,
+        "consciousness": "A",
+        "chief_complaint": "Central chest pain radiating to the left arm",
         "chief_complaint_code": "29857009",
     }
     canonical = validate_record(record)
@@ -158,8 +227,10 @@ def test_bad_or_future_birth_date_is_refused_without_echoing_it(birth_date):
     assert str(birth_date) not in str(info.value)
 
 
-@pytest.mark.parametrize(("gender", "sex"), [("female", "female"), ("male", "male"), ("other", "unknown"),
-                                              ("unknown", "unknown"), (None, "unknown")])
+@pytest.mark.parametrize(
+    ("gender", "sex"),
+    [("female", "female"), ("male", "male"), ("other", "unknown"), ("unknown", "unknown"), (None, "unknown")],
+)
 def test_gender_maps_to_sex(gender, sex):
     request = _request()
     request["prefetch"]["patient"]["gender"] = gender
@@ -167,8 +238,11 @@ def test_gender_maps_to_sex(gender, sex):
 
 
 def test_blood_pressure_panel_components_and_a_later_single_reading():
-    panel = _obs("85354-9", when="2025-03-14T10:10:00Z",
-                 component=[_component("8480-6", _q(141, "mm[Hg]")), _component("8462-4", _q(92, "mm[Hg]"))])
+    panel = _obs(
+        "85354-9",
+        when="2025-03-14T10:10:00Z",
+        component=[_component("8480-6", _q(141, "mm[Hg]")), _component("8462-4", _q(92, "mm[Hg]"))],
+    )
     record, _ = _read(_vitals(panel))
     assert (record["sbp"], record["dbp"]) == (141.0, 92.0)
     later = _obs("8480-6", _q(128, "mm[Hg]"), when="2025-03-14T10:20:00Z")
@@ -176,8 +250,10 @@ def test_blood_pressure_panel_components_and_a_later_single_reading():
     assert (record["sbp"], record["dbp"]) == (128.0, 92.0)
 
 
-@pytest.mark.parametrize(("value", "unit", "celsius"), [(98.6, "[degF]", 37.0), (104.0, "[degF]", 40.0),
-                                                        (36.4, "Cel", 36.4), (95.0, "°F", 35.0)])
+@pytest.mark.parametrize(
+    ("value", "unit", "celsius"),
+    [(98.6, "[degF]", 37.0), (104.0, "[degF]", 40.0), (36.4, "Cel", 36.4), (95.0, "°F", 35.0)],
+)
 def test_temperature_in_celsius_or_converted_from_fahrenheit(value, unit, celsius):
     quantity = _q(value, unit) if unit != "°F" else {"value": value, "unit": unit}  # display unit, no code
     record, _ = _read(_vitals(_obs("8310-5", quantity)))
@@ -200,11 +276,13 @@ def test_most_recent_reading_wins_whatever_the_order_or_time_element():
 
 
 def test_entered_in_error_and_cancelled_are_ignored_with_a_note():
-    record, notes = _read(_vitals(
-        _obs("8867-4", _q(88, "/min"), when="2025-03-14T10:10:00Z"),
-        _obs("8867-4", _q(180, "/min"), when="2025-03-14T10:20:00Z", status="entered-in-error"),
-        _obs("9279-1", _q(40, "/min"), status="cancelled"),
-    ))
+    record, notes = _read(
+        _vitals(
+            _obs("8867-4", _q(88, "/min"), when="2025-03-14T10:10:00Z"),
+            _obs("8867-4", _q(180, "/min"), when="2025-03-14T10:20:00Z", status="entered-in-error"),
+            _obs("9279-1", _q(40, "/min"), status="cancelled"),
+        )
+    )
     assert record["heart_rate"] == 88.0 and "resp_rate" not in record
     assert any("entered-in-error" in n and "prefetch.vitals.entry[1].resource" in n for n in notes)
     assert any("cancelled" in n and "prefetch.vitals.entry[2].resource" in n for n in notes)
@@ -220,8 +298,11 @@ def test_entered_in_error_and_cancelled_are_ignored_with_a_note():
         (_obs("8480-6", {"value": 120, "system": "http://example.org/units", "code": "mmHg"}), "sbp", "not UCUM"),
         ({**_obs("8867-4"), "valueString": "88"}, "heart_rate", "must be a valueQuantity"),
         ({**_obs("8867-4"), "dataAbsentReason": {"text": "patient refused"}}, "heart_rate", "dataAbsentReason"),
-        ({k: v for k, v in _obs("8867-4", _q(80, "/min")).items() if k != "effectiveDateTime"}, "heart_rate",
-         "no effective time"),
+        (
+            {k: v for k, v in _obs("8867-4", _q(80, "/min")).items() if k != "effectiveDateTime"},
+            "heart_rate",
+            "no effective time",
+        ),
         (_obs("8867-4", _q(80, "/min"), when="2025-03-14"), "heart_rate", "no effective time"),
         (_obs("8867-4", _q(80, "/min"), when="2025-03-14T11:00:00Z"), "heart_rate", "after the time of the request"),
         (_obs("67775-7", valueCodeableConcept={"text": "drowsy"}), "consciousness", "not one of ACVPU"),
@@ -244,8 +325,13 @@ def test_unusable_values_are_noted_not_fatal(observation, missing, note):
         ([_obs("3151-8", _q(0, "L/min"))], False),
         ([_obs("3151-8", _q(15, "L/min"))], True),
         # the latest reading decides: oxygen stopped at 10:20
-        ([_obs("3151-8", _q(4, "L/min"), when="2025-03-14T10:10:00Z"),
-          _obs("3150-0", _q(21, "%"), when="2025-03-14T10:20:00Z")], False),
+        (
+            [
+                _obs("3151-8", _q(4, "L/min"), when="2025-03-14T10:10:00Z"),
+                _obs("3150-0", _q(21, "%"), when="2025-03-14T10:20:00Z"),
+            ],
+            False,
+        ),
         # readings at the same time that disagree: oxygen is assumed (NEWS2 counts it)
         ([_obs("3150-0", _q(21, "%")), _obs("3151-8", _q(2, "L/min"))], True),
     ],
@@ -274,8 +360,9 @@ def test_chief_complaint_from_observation_string_or_encounter_reason():
     record, _ = _read(request)
     assert record["chief_complaint"] == "fall from ladder" and "chief_complaint_code" not in record
     request = _request(observations=[])
-    request["prefetch"]["encounter"]["reasonCode"] = [{"coding": [{"system": SNOMED, "code": "21522001",
-                                                                   "display": "Abdominal pain"}]}]
+    request["prefetch"]["encounter"]["reasonCode"] = [
+        {"coding": [{"system": SNOMED, "code": "21522001", "display": "Abdominal pain"}]}
+    ]
     record, _ = _read(request)
     assert (record["chief_complaint"], record["chief_complaint_code"]) == ("Abdominal pain", "21522001")
 
@@ -284,11 +371,18 @@ def test_chief_complaint_from_observation_string_or_encounter_reason():
     ("encounter_change", "mode"),
     [
         ({"extension": [{"url": ARRIVAL_MODE_EXTENSION, "valueCode": "walk_in"}]}, "walk_in"),
-        ({"hospitalization": {"admitSource": {"coding": [{"system": SNOMED, "code": "1048071000000103"}]}}},
-         "walk_in"),
+        ({"hospitalization": {"admitSource": {"coding": [{"system": SNOMED, "code": "1048071000000103"}]}}}, "walk_in"),
         ({"hospitalization": {"admitSource": {"coding": [{"system": SNOMED, "code": "1048001000000106"}]}}}, "other"),
-        ({"hospitalization": {"admitSource": {"coding": [
-            {"system": "http://terminology.hl7.org/CodeSystem/admit-source", "code": "gp"}]}}}, None),
+        (
+            {
+                "hospitalization": {
+                    "admitSource": {
+                        "coding": [{"system": "http://terminology.hl7.org/CodeSystem/admit-source", "code": "gp"}]
+                    }
+                }
+            },
+            None,
+        ),
     ],
 )
 def test_arrival_mode(encounter_change, mode):
@@ -301,8 +395,10 @@ def test_arrival_mode(encounter_change, mode):
 
 
 def test_without_encounter_only_the_last_24_hours_count():
-    request = _vitals(_obs("8867-4", _q(90, "/min"), when="2025-03-13T09:00:00Z"),
-                      _obs("9279-1", _q(16, "/min"), when="2025-03-13T11:00:00Z"))
+    request = _vitals(
+        _obs("8867-4", _q(90, "/min"), when="2025-03-13T09:00:00Z"),
+        _obs("9279-1", _q(16, "/min"), when="2025-03-13T11:00:00Z"),
+    )
     del request["prefetch"]["encounter"]
     record, notes = _read(request)
     assert "heart_rate" not in record and record["resp_rate"] == 16.0 and "arrival_time" not in record
@@ -364,53 +460,121 @@ def _set(request: dict[str, Any], path: tuple[Any, ...], value: Any) -> dict[str
         (("prefetch", "patient"), _DELETE, "prefetch.patient", MissingPrefetchError),
         (("prefetch", "patient"), None, "prefetch.patient", MissingPrefetchError),
         (("prefetch", "patient"), {"resourceType": "OperationOutcome"}, "prefetch.patient", MissingPrefetchError),
-        (("prefetch", "patient", "resourceType"), "Practitioner", "prefetch.patient.resourceType",
-         InputValidationError),
+        (
+            ("prefetch", "patient", "resourceType"),
+            "Practitioner",
+            "prefetch.patient.resourceType",
+            InputValidationError,
+        ),
         (("prefetch", "patient", "id"), "someone-else", "prefetch.patient.id", InputValidationError),
         (("prefetch", "patient", "birthDate"), _DELETE, "prefetch.patient.birthDate", InputValidationError),
         (("prefetch", "patient", "gender"), "M", "prefetch.patient.gender", InputValidationError),
         (("prefetch", "encounter", "id"), "enc-99", "prefetch.encounter.id", InputValidationError),
         (("prefetch", "encounter", "period"), ARRIVAL, "prefetch.encounter.period", InputValidationError),
-        (("prefetch", "encounter", "period", "start"), "2025-03-14T10:05:00", "prefetch.encounter.period.start",
-         InputValidationError),
-        (("prefetch", "encounter", "subject", "reference"), "Patient/other", "prefetch.encounter.subject.reference",
-         InputValidationError),
+        (
+            ("prefetch", "encounter", "period", "start"),
+            "2025-03-14T10:05:00",
+            "prefetch.encounter.period.start",
+            InputValidationError,
+        ),
+        (
+            ("prefetch", "encounter", "subject", "reference"),
+            "Patient/other",
+            "prefetch.encounter.subject.reference",
+            InputValidationError,
+        ),
         (("prefetch", "vitals"), "lots", "prefetch.vitals", InputValidationError),
         (("prefetch", "vitals", "entry"), {"resource": {}}, "prefetch.vitals.entry", InputValidationError),
         (("prefetch", "vitals", "entry", 1), "Observation/1", "prefetch.vitals.entry[1]", InputValidationError),
-        (("prefetch", "vitals", "entry", 0, "resource"), _DELETE, "prefetch.vitals.entry[0].resource",
-         InputValidationError),
-        ((*_HR, "valueQuantity", "value"), "112", "prefetch.vitals.entry[0].resource.valueQuantity.value",
-         InputValidationError),
-        ((*_HR, "valueQuantity", "value"), True, "prefetch.vitals.entry[0].resource.valueQuantity.value",
-         InputValidationError),
-        ((*_HR, "valueQuantity", "value"), float("nan"), "prefetch.vitals.entry[0].resource.valueQuantity.value",
-         InputValidationError),
+        (
+            ("prefetch", "vitals", "entry", 0, "resource"),
+            _DELETE,
+            "prefetch.vitals.entry[0].resource",
+            InputValidationError,
+        ),
+        (
+            (*_HR, "valueQuantity", "value"),
+            "112",
+            "prefetch.vitals.entry[0].resource.valueQuantity.value",
+            InputValidationError,
+        ),
+        (
+            (*_HR, "valueQuantity", "value"),
+            True,
+            "prefetch.vitals.entry[0].resource.valueQuantity.value",
+            InputValidationError,
+        ),
+        (
+            (*_HR, "valueQuantity", "value"),
+            float("nan"),
+            "prefetch.vitals.entry[0].resource.valueQuantity.value",
+            InputValidationError,
+        ),
         ((*_HR, "valueQuantity"), [112], "prefetch.vitals.entry[0].resource.valueQuantity", InputValidationError),
-        ((*_HR, "valueQuantity", "code"), 60, "prefetch.vitals.entry[0].resource.valueQuantity.code",
-         InputValidationError),
+        (
+            (*_HR, "valueQuantity", "code"),
+            60,
+            "prefetch.vitals.entry[0].resource.valueQuantity.code",
+            InputValidationError,
+        ),
         ((*_HR, "status"), _DELETE, "prefetch.vitals.entry[0].resource.status", InputValidationError),
         ((*_HR, "status"), "done", "prefetch.vitals.entry[0].resource.status", InputValidationError),
         ((*_HR, "code"), _DELETE, "prefetch.vitals.entry[0].resource.code", InputValidationError),
         ((*_HR, "code"), ["8867-4"], "prefetch.vitals.entry[0].resource.code", InputValidationError),
-        ((*_HR, "code", "coding"), {"code": "8867-4"}, "prefetch.vitals.entry[0].resource.code.coding",
-         InputValidationError),
-        ((*_HR, "code", "coding", 0), "8867-4", "prefetch.vitals.entry[0].resource.code.coding[0]",
-         InputValidationError),
-        ((*_HR, "effectiveDateTime"), "2025-03-14T10:12:00", "prefetch.vitals.entry[0].resource.effectiveDateTime",
-         InputValidationError),
-        ((*_HR, "effectiveDateTime"), 20250314, "prefetch.vitals.entry[0].resource.effectiveDateTime",
-         InputValidationError),
-        ((*_HR, "effectiveDateTime"), "14 March 2025", "prefetch.vitals.entry[0].resource.effectiveDateTime",
-         InputValidationError),
-        ((*_HR, "subject", "reference"), "Patient/someone-else", "prefetch.vitals.entry[0].resource.subject.reference",
-         InputValidationError),
-        (("prefetch", "vitals", "entry", 2, "resource", "component", 0, "valueQuantity", "value"), None,
-         None, None),  # a component without a value is noted, not an error
-        (("prefetch", "vitals", "entry", 2, "resource", "component", 1, "valueQuantity", "value"), "60",
-         "prefetch.vitals.entry[2].resource.component[1].valueQuantity.value", InputValidationError),
-        (("prefetch", "observations", "entry", 1, "resource", "valueInteger"), 7.5,
-         "prefetch.observations.entry[1].resource.valueInteger", InputValidationError),
+        (
+            (*_HR, "code", "coding"),
+            {"code": "8867-4"},
+            "prefetch.vitals.entry[0].resource.code.coding",
+            InputValidationError,
+        ),
+        (
+            (*_HR, "code", "coding", 0),
+            "8867-4",
+            "prefetch.vitals.entry[0].resource.code.coding[0]",
+            InputValidationError,
+        ),
+        (
+            (*_HR, "effectiveDateTime"),
+            "2025-03-14T10:12:00",
+            "prefetch.vitals.entry[0].resource.effectiveDateTime",
+            InputValidationError,
+        ),
+        (
+            (*_HR, "effectiveDateTime"),
+            20250314,
+            "prefetch.vitals.entry[0].resource.effectiveDateTime",
+            InputValidationError,
+        ),
+        (
+            (*_HR, "effectiveDateTime"),
+            "14 March 2025",
+            "prefetch.vitals.entry[0].resource.effectiveDateTime",
+            InputValidationError,
+        ),
+        (
+            (*_HR, "subject", "reference"),
+            "Patient/someone-else",
+            "prefetch.vitals.entry[0].resource.subject.reference",
+            InputValidationError,
+        ),
+        (
+            ("prefetch", "vitals", "entry", 2, "resource", "component", 0, "valueQuantity", "value"),
+            None,
+            None,
+            None,
+        ),  # a component without a value is noted, not an error
+        (
+            ("prefetch", "vitals", "entry", 2, "resource", "component", 1, "valueQuantity", "value"),
+            "60",
+            "prefetch.vitals.entry[2].resource.component[1].valueQuantity.value",
+            InputValidationError,
+        ),
+        (
+            ("prefetch", "observations", "entry", 1, "resource", "valueInteger"),
+            7.5,
+            "prefetch.observations.entry[1].resource.valueInteger",
+            InputValidationError,
+        ),
     ],
 )
 def test_wrong_shapes_raise_with_the_json_path_and_no_phi(path, value, field, error):
@@ -431,13 +595,35 @@ _JSON = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
     max_leaves=8,
 )
-_PLACES = [(), ("context",), ("prefetch",), ("prefetch", "patient"), ("prefetch", "patient", "birthDate"),
-           ("prefetch", "encounter"), ("prefetch", "encounter", "period"), ("prefetch", "encounter", "extension"),
-           ("prefetch", "vitals"), ("prefetch", "vitals", "entry"), ("prefetch", "vitals", "entry", 2),
-           *((*_HR, key) for key in ("status", "code", "valueQuantity", "effectiveDateTime", "effectivePeriod",
-                                     "component", "subject", "valueCodeableConcept", "issued")),
-           ("prefetch", "observations", "entry", 2, "resource", "valueCodeableConcept"),
-           ("prefetch", "observations", "entry", 3, "resource", "valueCodeableConcept", "coding")]
+_PLACES = [
+    (),
+    ("context",),
+    ("prefetch",),
+    ("prefetch", "patient"),
+    ("prefetch", "patient", "birthDate"),
+    ("prefetch", "encounter"),
+    ("prefetch", "encounter", "period"),
+    ("prefetch", "encounter", "extension"),
+    ("prefetch", "vitals"),
+    ("prefetch", "vitals", "entry"),
+    ("prefetch", "vitals", "entry", 2),
+    *(
+        (*_HR, key)
+        for key in (
+            "status",
+            "code",
+            "valueQuantity",
+            "effectiveDateTime",
+            "effectivePeriod",
+            "component",
+            "subject",
+            "valueCodeableConcept",
+            "issued",
+        )
+    ),
+    ("prefetch", "observations", "entry", 2, "resource", "valueCodeableConcept"),
+    ("prefetch", "observations", "entry", 3, "resource", "valueCodeableConcept", "coding"),
+]
 
 
 @settings(max_examples=300, deadline=None)
@@ -480,29 +666,70 @@ def test_discovery_document():
 # ------------------------------------------------------------------------------------------------ response
 SAMPLE: dict[str, Any] = {
     "request_id": "req-0b7c",
-    "model": {"name": "vigil-triage", "version": "3", "sha256": "ab" * 32, "release_status": "pass",
-              "unreleased_override": False, "synthetic_data": False},
-    "acuity": {"level": 2, "label": {"manchester": "Very urgent (orange)", "ecds": "Very urgent level emergency care"},
-               "model_level": 3, "raised_by_news2_floor": True, "raised_by_safety_floor": True,
-               "probabilities": {"1": 0.04, "2": 0.21, "3": 0.45, "4": 0.25, "5": 0.05}},
-    "risks": {"admitted": {"probability": 0.41, "definition": "admitted to hospital from the ED"},
-              "critical": {"probability": 0.07, "definition": "admitted to critical care, or died in the ED"}},
-    "news2": {"score": 5, "partial": True, "band": "medium", "clinical_response": "key threshold for urgent response",
-              "red_flag": False, "components": {"resp_rate": 2, "spo2": 1, "on_supplemental_oxygen": 0, "sbp": 0,
-                                                "heart_rate": 2, "consciousness": 0, "temperature_c": 0},
-              "missing": ["temperature_c"], "minimum_acuity": 2},
+    "model": {
+        "name": "vigil-triage",
+        "version": "3",
+        "sha256": "ab" * 32,
+        "release_status": "pass",
+        "unreleased_override": False,
+        "synthetic_data": False,
+    },
+    "acuity": {
+        "level": 2,
+        "label": {"manchester": "Very urgent (orange)", "ecds": "Very urgent level emergency care"},
+        "model_level": 3,
+        "raised_by_news2_floor": True,
+        "raised_by_safety_floor": True,
+        "probabilities": {"1": 0.04, "2": 0.21, "3": 0.45, "4": 0.25, "5": 0.05},
+    },
+    "risks": {
+        "admitted": {"probability": 0.41, "definition": "admitted to hospital from the ED"},
+        "critical": {"probability": 0.07, "definition": "admitted to critical care, or died in the ED"},
+    },
+    "news2": {
+        "score": 5,
+        "partial": True,
+        "band": "medium",
+        "clinical_response": "key threshold for urgent response",
+        "red_flag": False,
+        "components": {
+            "resp_rate": 2,
+            "spo2": 1,
+            "on_supplemental_oxygen": 0,
+            "sbp": 0,
+            "heart_rate": 2,
+            "consciousness": 0,
+            "temperature_c": 0,
+        },
+        "missing": ["temperature_c"],
+        "minimum_acuity": 2,
+    },
     "floor": {"level": 2, "source": "news2", "reasons": ["NEWS2 5 (medium risk)"], "raised_level": True},
     "red_flags": [],
     "contributing_factors": [
-        {"field": "resp_rate", "source": "news2", "detail": "resp_rate 24 breaths/min scores 2 NEWS2 points",
-         "effect": {}},
-        {"field": "age_years", "source": "model", "detail": "age_years 63.7 years: P(admitted) +9.0 pts",
-         "effect": {"admitted": 0.09, "critical": 0.01}},
+        {
+            "field": "resp_rate",
+            "source": "news2",
+            "detail": "resp_rate 24 breaths/min scores 2 NEWS2 points",
+            "effect": {},
+        },
+        {
+            "field": "age_years",
+            "source": "model",
+            "detail": "age_years 63.7 years: P(admitted) +9.0 pts",
+            "effect": {"admitted": 0.09, "critical": 0.01},
+        },
     ],
-    "flags": {"missing_inputs": ["temperature_c"], "out_of_training_range": [], "news2_floor_raised_level": True,
-              "safety_floor_raised_level": True,
-              "news2_partial": True, "news2_not_validated": False, "synthetic_model": False,
-              "unreleased_model": False},
+    "flags": {
+        "missing_inputs": ["temperature_c"],
+        "out_of_training_range": [],
+        "news2_floor_raised_level": True,
+        "safety_floor_raised_level": True,
+        "news2_partial": True,
+        "news2_not_validated": False,
+        "synthetic_model": False,
+        "unreleased_model": False,
+    },
     "decision_support_statement": DECISION_SUPPORT_STATEMENT,
 }
 
@@ -530,19 +757,28 @@ def _no_empty(node: Any, where: str = "$") -> None:
 
 
 def test_main_card():
-    response = cds_response(_sample(), now=NOW, patient_reference="Patient/pat-7f3a",
-                            encounter_reference="Encounter/enc-88")
+    response = cds_response(
+        _sample(), now=NOW, patient_reference="Patient/pat-7f3a", encounter_reference="Encounter/enc-88"
+    )
     _no_empty(response)
     json.dumps(response)
     (card,) = response["cards"]
-    assert card["summary"] == ("Triage level 2 (Very urgent (orange)): P(admission) 41%, P(critical) 7%; "
-                               "NEWS2 5 (medium)")
+    assert card["summary"] == (
+        "Triage level 2 (Very urgent (orange)): P(admission) 41%, P(critical) 7%; NEWS2 5 (medium)"
+    )
     assert card["indicator"] == "critical" and card["source"]["label"] == "Vigil"
     detail = card["detail"]
-    for text in ("NEWS2 5", "medium", "Key threshold for urgent response.", "temperature_c not recorded",
-                 "resp_rate 24 breaths/min scores 2 NEWS2 points", "Raised from the model's level 3 by the safety "
-                 "floor (NEWS2: NEWS2 5 (medium risk); no level less urgent than 2)",
-                 f"> {DECISION_SUPPORT_STATEMENT}", "vigil-triage 3"):
+    for text in (
+        "NEWS2 5",
+        "medium",
+        "Key threshold for urgent response.",
+        "temperature_c not recorded",
+        "resp_rate 24 breaths/min scores 2 NEWS2 points",
+        "Raised from the model's level 3 by the safety "
+        "floor (NEWS2: NEWS2 5 (medium risk); no level less urgent than 2)",
+        f"> {DECISION_SUPPORT_STATEMENT}",
+        "vigil-triage 3",
+    ):
         assert text in detail, text
     (suggestion,) = card["suggestions"]
     assert card["selectionBehavior"] == "at-most-one"
@@ -556,8 +792,16 @@ def test_main_card():
 
 @pytest.mark.parametrize(
     ("level", "band", "indicator"),
-    [(1, "low", "critical"), (2, "low", "critical"), (3, "low", "warning"), (4, "high", "critical"),
-     (4, "medium", "warning"), (5, "low-medium", "warning"), (4, "low", "info"), (5, "low", "info")],
+    [
+        (1, "low", "critical"),
+        (2, "low", "critical"),
+        (3, "low", "warning"),
+        (4, "high", "critical"),
+        (4, "medium", "warning"),
+        (5, "low-medium", "warning"),
+        (4, "low", "info"),
+        (5, "low", "info"),
+    ],
 )
 def test_card_indicator(level, band, indicator):
     assert card_indicator(level, band) == indicator
@@ -565,8 +809,9 @@ def test_card_indicator(level, band, indicator):
     assert cds_response(sample, now=NOW)["cards"][0]["indicator"] == indicator
 
 
-@pytest.mark.parametrize(("flag", "reason"), [("synthetic_model", "synthetic data"),
-                                              ("unreleased_model", "release gate")])
+@pytest.mark.parametrize(
+    ("flag", "reason"), [("synthetic_model", "synthetic data"), ("unreleased_model", "release gate")]
+)
 def test_unreleased_or_synthetic_model_adds_a_warning_card(flag, reason):
     cards = cds_response(_sample(**{f"flags__{flag}": True}), now=NOW)["cards"]
     assert len(cards) == 2
@@ -583,8 +828,7 @@ def test_summary_stays_under_140_characters():
 
 def test_risk_assessment_structure_and_probabilities():
     result = _sample()
-    ra = risk_assessment(result, patient_reference="Patient/pat-7f3a", encounter_reference="Encounter/enc-88",
-                         now=NOW)
+    ra = risk_assessment(result, patient_reference="Patient/pat-7f3a", encounter_reference="Encounter/enc-88", now=NOW)
     _no_empty(ra)
     json.dumps(ra)
     assert (ra["resourceType"], ra["status"]) == ("RiskAssessment", "final")
@@ -596,21 +840,28 @@ def test_risk_assessment_structure_and_probabilities():
     assert admitted["probabilityDecimal"] == result["risks"]["admitted"]["probability"] == 0.41
     assert critical["probabilityDecimal"] == result["risks"]["critical"]["probability"] == 0.07
     assert admitted["outcome"]["text"] == result["risks"]["admitted"]["definition"]
-    assert acuity["outcome"]["coding"] == [{"system": SNOMED, "code": "1064911000000105",
-                                            "display": "Very urgent level emergency care"}]
+    assert acuity["outcome"]["coding"] == [
+        {"system": SNOMED, "code": "1064911000000105", "display": "Very urgent level emergency care"}
+    ]
     assert acuity["probabilityDecimal"] == 0.21
     assert "by the safety floor (NEWS2: NEWS2 5 (medium risk); no level less urgent than 2)" in acuity["rationale"]
-    assert ra["note"] == [{"text": DECISION_SUPPORT_STATEMENT},
-                          {"text": "Safety floor: NEWS2: NEWS2 5 (medium risk); no level less urgent than 2."}]
+    assert ra["note"] == [
+        {"text": DECISION_SUPPORT_STATEMENT},
+        {"text": "Safety floor: NEWS2: NEWS2 5 (medium risk); no level less urgent than 2."},
+    ]
     assert "key threshold for urgent response" in ra["mitigation"]
     assert ra["identifier"][0]["value"] == "req-0b7c"
 
 
 def test_red_flag_and_acvpu_floor_are_shown_in_card_and_risk_assessment():
     flag = {"id": "stroke", "label": "Stroke symptoms", "floor_level": 2, "source": "NICE NG128"}
-    sample = _sample(acuity__level=1, acuity__model_level=3, acuity__raised_by_news2_floor=False,
-                     floor={"level": 1, "source": "acvpu", "reasons": ["consciousness P"], "raised_level": True},
-                     red_flags=[flag])
+    sample = _sample(
+        acuity__level=1,
+        acuity__model_level=3,
+        acuity__raised_by_news2_floor=False,
+        floor={"level": 1, "source": "acvpu", "reasons": ["consciousness P"], "raised_level": True},
+        red_flags=[flag],
+    )
     detail = cds_response(sample, now=NOW)["cards"][0]["detail"]
     assert "by the safety floor (ACVPU: consciousness P; no level less urgent than 1)" in detail
     assert "Red-flag complaint: Stroke symptoms (level 2 at least)." in detail
@@ -619,24 +870,31 @@ def test_red_flag_and_acvpu_floor_are_shown_in_card_and_risk_assessment():
     notes = [n["text"] for n in ra["note"]]
     assert "Safety floor: ACVPU: consciousness P; no level less urgent than 1." in notes
     assert "Red-flag complaint: Stroke symptoms." in notes
-    no_floor = _sample(acuity__raised_by_news2_floor=False, acuity__raised_by_safety_floor=False,
-                       flags__news2_floor_raised_level=False, flags__safety_floor_raised_level=False,
-                       floor={"level": 5, "source": "none", "reasons": [], "raised_level": False})
+    no_floor = _sample(
+        acuity__raised_by_news2_floor=False,
+        acuity__raised_by_safety_floor=False,
+        flags__news2_floor_raised_level=False,
+        flags__safety_floor_raised_level=False,
+        floor={"level": 5, "source": "none", "reasons": [], "raised_level": False},
+    )
     ra = risk_assessment(no_floor, patient_reference=None, encounter_reference=None, now=NOW)
     assert ra["note"] == [{"text": DECISION_SUPPORT_STATEMENT}]
     assert "safety floor" not in ra["prediction"][-1]["rationale"]
 
 
-@pytest.mark.parametrize(("level", "code"), [(1, "1064891000000107"), (3, "1064901000000108"),
-                                             (4, "1077241000000103"), (5, "1077251000000100")])
+@pytest.mark.parametrize(
+    ("level", "code"),
+    [(1, "1064891000000107"), (3, "1064901000000108"), (4, "1077241000000103"), (5, "1077251000000100")],
+)
 def test_acuity_is_coded_as_the_ecds_snomed_concept(level, code):
     ra = risk_assessment(_sample(acuity__level=level), patient_reference=None, encounter_reference=None, now=NOW)
     assert ra["prediction"][-1]["outcome"]["coding"][0]["code"] == code
 
 
 def test_risk_assessment_without_references_and_with_flags():
-    ra = risk_assessment(_sample(flags__unreleased_model=True), patient_reference=None, encounter_reference=None,
-                         now=NOW)
+    ra = risk_assessment(
+        _sample(flags__unreleased_model=True), patient_reference=None, encounter_reference=None, now=NOW
+    )
     assert "reference" not in ra["subject"] and ra["subject"]["display"]
     assert "encounter" not in ra
     assert any("release gate" in note["text"] for note in ra["note"])

@@ -29,8 +29,9 @@ from serving.fhir_record import context_references, record_from_cds_request
 from serving.fhir_response import cds_response, risk_assessment
 
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
-VITAL_SIGNS = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                           "code": "vital-signs"}]}
+VITAL_SIGNS = {
+    "coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]
+}
 
 
 def _resources(node: Any, where: str = "$") -> Iterator[tuple[str, dict[str, Any]]]:
@@ -76,28 +77,56 @@ def test_the_validator_refuses_what_fhir_forbids():
 def test_prefetch_sent_by_the_tests_is_valid_fhir(request_of):
     request = request_of()
     resources = _validate_all(request["prefetch"], {"Patient", "Encounter", "Bundle"})
-    assert all(e["resource"]["resourceType"] == "Observation" for b in resources if b["resourceType"] == "Bundle"
-               for e in b["entry"])
+    assert all(
+        e["resource"]["resourceType"] == "Observation"
+        for b in resources
+        if b["resourceType"] == "Bundle"
+        for e in b["entry"]
+    )
 
 
 # ------------------------------------------------------------------------ response builders, no model
-@pytest.mark.parametrize("changes", [
-    pytest.param({}, id="partial-news2-floor-raised"),
-    pytest.param({"acuity__level": 5, "acuity__model_level": 5, "acuity__raised_by_news2_floor": False,
-                  "acuity__raised_by_safety_floor": False, "news2__score": 0, "news2__band": "low",
-                  "news2__partial": False, "news2__missing": [], "news2__clinical_response": "ward-based response",
-                  "floor": {"level": 5, "source": "none", "reasons": [], "raised_level": False},
-                  "flags__missing_inputs": [], "flags__news2_floor_raised_level": False,
-                  "flags__safety_floor_raised_level": False, "flags__news2_partial": False}, id="normal"),
-    pytest.param({"acuity__level": 1, "news2__score": 11, "news2__band": "high", "news2__red_flag": True,
-                  "news2__clinical_response": "emergency response",
-                  "floor": {"level": 1, "source": "acvpu", "reasons": ["consciousness P"], "raised_level": True},
-                  "red_flags": [{"id": "stroke", "label": "Stroke symptoms", "floor_level": 2,
-                                 "source": "NICE NG128"}]}, id="news2-red-red-flag"),
-    pytest.param({"flags__synthetic_model": True, "flags__unreleased_model": True}, id="unreleased-synthetic"),
-])
-@pytest.mark.parametrize("references", [("Patient/pat-7f3a", "Encounter/enc-88"), (None, None)],
-                         ids=["references", "no-references"])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        pytest.param({}, id="partial-news2-floor-raised"),
+        pytest.param(
+            {
+                "acuity__level": 5,
+                "acuity__model_level": 5,
+                "acuity__raised_by_news2_floor": False,
+                "acuity__raised_by_safety_floor": False,
+                "news2__score": 0,
+                "news2__band": "low",
+                "news2__partial": False,
+                "news2__missing": [],
+                "news2__clinical_response": "ward-based response",
+                "floor": {"level": 5, "source": "none", "reasons": [], "raised_level": False},
+                "flags__missing_inputs": [],
+                "flags__news2_floor_raised_level": False,
+                "flags__safety_floor_raised_level": False,
+                "flags__news2_partial": False,
+            },
+            id="normal",
+        ),
+        pytest.param(
+            {
+                "acuity__level": 1,
+                "news2__score": 11,
+                "news2__band": "high",
+                "news2__red_flag": True,
+                "news2__clinical_response": "emergency response",
+                "floor": {"level": 1, "source": "acvpu", "reasons": ["consciousness P"], "raised_level": True},
+                "red_flags": [{"id": "stroke", "label": "Stroke symptoms", "floor_level": 2, "source": "NICE NG128"}],
+            },
+            id="news2-red-red-flag",
+        ),
+        pytest.param({"flags__synthetic_model": True, "flags__unreleased_model": True}, id="unreleased-synthetic"),
+    ],
+)
+@pytest.mark.parametrize(
+    "references", [("Patient/pat-7f3a", "Encounter/enc-88"), (None, None)], ids=["references", "no-references"]
+)
 def test_cds_response_resources_are_valid_fhir(changes, references):
     patient, encounter = references
     response = cds_response(_sample(**changes), now=NOW, patient_reference=patient, encounter_reference=encounter)
@@ -109,21 +138,36 @@ def test_references_read_from_the_request_make_a_valid_risk_assessment():
     request = fhir_request()
     record_from_cds_request(request, now=NOW)
     patient, encounter = context_references(request)
-    _validate_all(risk_assessment(_sample(), patient_reference=patient, encounter_reference=encounter, now=NOW),
-                  {"RiskAssessment"})
+    _validate_all(
+        risk_assessment(_sample(), patient_reference=patient, encounter_reference=encounter, now=NOW),
+        {"RiskAssessment"},
+    )
 
 
 # --------------------------------------------------------------------------------------- end to end
 def _obs(code: str, when: str, **value: Any) -> dict[str, Any]:
-    return {"resourceType": "Observation", "id": f"obs-{code}", "status": "final", "category": [VITAL_SIGNS],
-            "code": {"coding": [{"system": LOINC, "code": code}]}, "subject": {"reference": "Patient/p9"},
-            "effectiveDateTime": when, **value}
+    return {
+        "resourceType": "Observation",
+        "id": f"obs-{code}",
+        "status": "final",
+        "category": [VITAL_SIGNS],
+        "code": {"coding": [{"system": LOINC, "code": code}]},
+        "subject": {"reference": "Patient/p9"},
+        "effectiveDateTime": when,
+        **value,
+    }
 
 
 def _bundle(*resources: dict[str, Any]) -> dict[str, Any]:
-    return {"resourceType": "Bundle", "type": "searchset", "total": len(resources),
-            "entry": [{"fullUrl": f"https://ehr.example/fhir/Observation/{r['id']}", "resource": r,
-                       "search": {"mode": "match"}} for r in resources]}
+    return {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": len(resources),
+        "entry": [
+            {"fullUrl": f"https://ehr.example/fhir/Observation/{r['id']}", "resource": r, "search": {"mode": "match"}}
+            for r in resources
+        ],
+    }
 
 
 #: (heart rate, respiratory rate, systolic, diastolic, SpO2, temperature, FiO2); None: not recorded.
@@ -132,32 +176,57 @@ PATIENTS = {
     "news2-red": (131, 27, 89, 55, 90, 39.4, 21),
     "missing-optional-vitals": (88, 18, None, None, None, None, None),
 }
-VITAL_CODES = (("8867-4", "/min"), ("9279-1", "/min"), ("8480-6", "mm[Hg]"), ("8462-4", "mm[Hg]"), ("59408-5", "%"),
-               ("8310-5", "Cel"), ("3150-0", "%"))
+VITAL_CODES = (
+    ("8867-4", "/min"),
+    ("9279-1", "/min"),
+    ("8480-6", "mm[Hg]"),
+    ("8462-4", "mm[Hg]"),
+    ("59408-5", "%"),
+    ("8310-5", "Cel"),
+    ("3150-0", "%"),
+)
 
 
 def _cds_request(vitals: tuple[float | None, ...]) -> dict[str, Any]:
     now = datetime.now(UTC)
     arrival = (now - timedelta(minutes=20)).isoformat(timespec="seconds")
     taken = (now - timedelta(minutes=10)).isoformat(timespec="seconds")
-    readings = [_obs(code, taken, valueQuantity={"value": value, "unit": unit, "system": UCUM, "code": unit})
-                for (code, unit), value in zip(VITAL_CODES, vitals, strict=True) if value is not None]
-    complaint = _obs("8661-1", taken, valueCodeableConcept={
-        "coding": [{"system": SNOMED, "code": "29857009", "display": "Chest pain"}]})
-    alert = _obs("67775-7", taken, valueCodeableConcept={
-        "coding": [{"system": SNOMED, "code": "248234008", "display": "Mentally alert"}]})
+    readings = [
+        _obs(code, taken, valueQuantity={"value": value, "unit": unit, "system": UCUM, "code": unit})
+        for (code, unit), value in zip(VITAL_CODES, vitals, strict=True)
+        if value is not None
+    ]
+    complaint = _obs(
+        "8661-1",
+        taken,
+        valueCodeableConcept={"coding": [{"system": SNOMED, "code": "29857009", "display": "Chest pain"}]},
+    )
+    alert = _obs(
+        "67775-7",
+        taken,
+        valueCodeableConcept={"coding": [{"system": SNOMED, "code": "248234008", "display": "Mentally alert"}]},
+    )
     for resource in (complaint, alert):
         del resource["category"]
     observations = [complaint] if None in vitals else [complaint, alert]  # ACVPU too is missing in that case
-    return {"hook": "encounter-start", "hookInstance": "5f0c2a4e-1b7d-4c11-9d1e-000000000009",
-            "context": {"userId": "Practitioner/n1", "patientId": "p9", "encounterId": "e9"},
-            "prefetch": {
-                "patient": {"resourceType": "Patient", "id": "p9", "gender": "male", "birthDate": "1971-04-12"},
-                "encounter": {"resourceType": "Encounter", "id": "e9", "status": "arrived",
-                              "class": {"system": ACT_CODE, "code": "EMER"}, "subject": {"reference": "Patient/p9"},
-                              "period": {"start": arrival}},
-                "vitals": _bundle(*readings),
-                "observations": _bundle(*observations)}}
+    return {
+        "hook": "encounter-start",
+        "hookInstance": "5f0c2a4e-1b7d-4c11-9d1e-000000000009",
+        "context": {"userId": "Practitioner/n1", "patientId": "p9", "encounterId": "e9"},
+        "prefetch": {
+            "patient": {"resourceType": "Patient", "id": "p9", "gender": "male", "birthDate": "1971-04-12"},
+            "encounter": {
+                "resourceType": "Encounter",
+                "id": "e9",
+                "status": "arrived",
+                "class": {"system": ACT_CODE, "code": "EMER"},
+                "subject": {"reference": "Patient/p9"},
+                "period": {"start": arrival},
+            },
+            "vitals": _bundle(*readings),
+            "observations": _bundle(*observations),
+        },
+    }
 
 
 @pytest.mark.parametrize("case", list(PATIENTS))
@@ -179,10 +248,20 @@ def test_cds_service_emits_only_valid_fhir(service, case):
 
 
 def test_triage_as_fhir_json_is_a_valid_risk_assessment(service):
-    record = {"age_years": 71, "sex": "female", "arrival_mode": "ambulance", "chief_complaint": "shortness of breath",
-              "heart_rate": 135, "resp_rate": 30, "sbp": 88, "spo2": 86, "consciousness": "V"}
-    res = service.client.post("/v1/triage", json=record,
-                              headers=service.headers("triage", Accept="application/fhir+json"))
+    record = {
+        "age_years": 71,
+        "sex": "female",
+        "arrival_mode": "ambulance",
+        "chief_complaint": "shortness of breath",
+        "heart_rate": 135,
+        "resp_rate": 30,
+        "sbp": 88,
+        "spo2": 86,
+        "consciousness": "V",
+    }
+    res = service.client.post(
+        "/v1/triage", json=record, headers=service.headers("triage", Accept="application/fhir+json")
+    )
     assert res.status_code == 200, res.text
     assert res.headers["content-type"].startswith("application/fhir+json")
     (resource,) = _validate_all(res.json(), {"RiskAssessment"})

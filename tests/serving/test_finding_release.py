@@ -31,18 +31,26 @@ from serving.model_source import LocalFolderLocator, ModelHolder, ResolvedModel,
 
 CHILDREN = Population("frontal films of children aged 1 to 5 years", 1.0, 6.0, ("PA", "AP"))
 ADULTS = Population("frontal films of adults aged 18 and over", 18.0, None, ("PA", "AP"))
-RELEASE = FindingRelease({"pneumonia": CHILDREN, "effusion": ADULTS},
-                         {f: "below its performance floor" for f in IMAGING_FINDINGS
-                          if f not in ("pneumonia", "effusion")})
-USE = IntendedUse("chest films sent for a second read",
-                  ({"name": "elsewhere", "population": "another country", "reason": "not in training"},))
+RELEASE = FindingRelease(
+    {"pneumonia": CHILDREN, "effusion": ADULTS},
+    {f: "below its performance floor" for f in IMAGING_FINDINGS if f not in ("pneumonia", "effusion")},
+)
+USE = IntendedUse(
+    "chest films sent for a second read",
+    ({"name": "elsewhere", "population": "another country", "reason": "not in training"},),
+)
 
 
 def film() -> np.ndarray:
     """A drawn frontal film (dark lungs, bright mediastinum) that the quality gate admits."""
     y, x = np.mgrid[0:120, 0:100] / np.array([120, 100])[:, None, None]
-    image = (0.2 + 0.55 * np.exp(-(((x - 0.5) / 0.1) ** 2)) + 0.3 * y
-             + 0.3 * np.exp(-((x - 0.3) ** 2 + (y - 0.5) ** 2) / 0.01) + 0.03 * np.sin(25 * y))
+    image = (
+        0.2
+        + 0.55 * np.exp(-(((x - 0.5) / 0.1) ** 2))
+        + 0.3 * y
+        + 0.3 * np.exp(-((x - 0.3) ** 2 + (y - 0.5) ** 2) / 0.01)
+        + 0.03 * np.sin(25 * y)
+    )
     return np.clip(image, 0, 1).astype(np.float32)
 
 
@@ -58,25 +66,34 @@ def dicom(**header: str) -> bytes:
 
 
 # ---------------------------------------------------------------------------------------------- the contract
-@pytest.mark.parametrize(("header", "age", "source"), [
-    ({"PatientAge": "045Y"}, 45.0, "PatientAge"),
-    ({"PatientAge": "006M"}, 0.5, "PatientAge"),
-    ({"PatientAge": "010W"}, 70 / 365.25, "PatientAge"),
-    ({"PatientBirthDate": "20200115", "StudyDate": "20230115"}, 3.0, "PatientBirthDate and StudyDate"),
-    ({"PatientAge": "45", "PatientBirthDate": "19800101", "ContentDate": "20200101"}, 40.0,
-     "PatientBirthDate and ContentDate"),
-])
+@pytest.mark.parametrize(
+    ("header", "age", "source"),
+    [
+        ({"PatientAge": "045Y"}, 45.0, "PatientAge"),
+        ({"PatientAge": "006M"}, 0.5, "PatientAge"),
+        ({"PatientAge": "010W"}, 70 / 365.25, "PatientAge"),
+        ({"PatientBirthDate": "20200115", "StudyDate": "20230115"}, 3.0, "PatientBirthDate and StudyDate"),
+        (
+            {"PatientAge": "45", "PatientBirthDate": "19800101", "ContentDate": "20200101"},
+            40.0,
+            "PatientBirthDate and ContentDate",
+        ),
+    ],
+)
 def test_age_is_read_from_the_dicom_header(header, age, source) -> None:
     value, where = dicom_age_years(dcmread(io.BytesIO(dicom(**header))))
     assert value == pytest.approx(age, abs=0.01) and where == source
 
 
-@pytest.mark.parametrize(("header", "named"), [
-    ({}, "PatientAge is not recorded"),
-    ({"PatientAge": "forty"}, "PatientAge is not of the form"),
-    ({"PatientBirthDate": "20300101", "StudyDate": "20200101"}, "PatientBirthDate is after StudyDate"),
-    ({"PatientBirthDate": "2020-01-01", "StudyDate": "20230101"}, "PatientBirthDate is missing or not a date"),
-])
+@pytest.mark.parametrize(
+    ("header", "named"),
+    [
+        ({}, "PatientAge is not recorded"),
+        ({"PatientAge": "forty"}, "PatientAge is not of the form"),
+        ({"PatientBirthDate": "20300101", "StudyDate": "20200101"}, "PatientBirthDate is after StudyDate"),
+        ({"PatientBirthDate": "2020-01-01", "StudyDate": "20230101"}, "PatientBirthDate is missing or not a date"),
+    ],
+)
 def test_an_unknown_or_malformed_age_is_unknown_and_says_why(header, named) -> None:
     value, where = dicom_age_years(dcmread(io.BytesIO(dicom(**header))))
     assert value is None and named in where
@@ -147,8 +164,10 @@ def released_folder(registered, tmp_path_factory) -> Path:
 
     folder = tmp_path_factory.mktemp("finding-release")
     gate = {**PASSING_GATE, "findings": RELEASE.to_json(), "intended_use": USE.to_json()}
-    for task, name, path in (("triage", "vigil-triage", registered.triage_onnx),
-                             ("imaging", "vigil-cxr", registered.imaging_onnx)):
+    for task, name, path in (
+        ("triage", "vigil-triage", registered.triage_onnx),
+        ("imaging", "vigil-cxr", registered.imaging_onnx),
+    ):
         write_local_release(folder, ResolvedModel(task, name, "7", path, sha256_file(path), dict(gate), "test"))
     return folder
 
@@ -158,8 +177,9 @@ def _zero_thresholds(service) -> None:
     runtime.thresholds = dict.fromkeys(runtime.findings, 0.0)
 
 
-def test_http_json_sr_and_models_show_only_what_was_released_for_this_patient(service_factory, tmp_path,
-                                                                              released_folder) -> None:
+def test_http_json_sr_and_models_show_only_what_was_released_for_this_patient(
+    service_factory, tmp_path, released_folder
+) -> None:
     with service_factory(tmp_path, released_folder) as service:
         _zero_thresholds(service)
         headers = service.headers("imaging", **{"Content-Type": "application/dicom"})
@@ -178,8 +198,11 @@ def test_http_json_sr_and_models_show_only_what_was_released_for_this_patient(se
         audited = next(r for r in service.store.read_audit(limit=10) if r.request_id == body["request_id"])
         assert {f["finding"]: f["probability"] for f in audited.output["findings"]}["pneumonia"] is None
 
-        sr_res = service.client.post("/v1/imaging/second-read", content=dicom(PatientAge="045Y"),
-                                     headers={**headers, "Accept": "application/dicom"})
+        sr_res = service.client.post(
+            "/v1/imaging/second-read",
+            content=dicom(PatientAge="045Y"),
+            headers={**headers, "Accept": "application/dicom"},
+        )
         sr = read_second_read_sr(sr_res.content)
         assert set(sr["findings"]) == {"effusion"} and sr["findings"]["effusion"]["flagged"]
         assert set(sr["not_evaluated"]) == set(IMAGING_FINDINGS) - {"effusion"}
@@ -193,8 +216,18 @@ def test_http_json_sr_and_models_show_only_what_was_released_for_this_patient(se
 
 def test_triage_responses_carry_the_intended_use(service_factory, tmp_path, released_folder) -> None:
     with service_factory(tmp_path, released_folder) as service:
-        record = {"age_years": 30, "sex": "male", "arrival_mode": "walk_in", "chief_complaint": "ankle sprain",
-                  "heart_rate": 72, "resp_rate": 14, "sbp": 125, "dbp": 80, "spo2": 99, "temperature_c": 36.8}
+        record = {
+            "age_years": 30,
+            "sex": "male",
+            "arrival_mode": "walk_in",
+            "chief_complaint": "ankle sprain",
+            "heart_rate": 72,
+            "resp_rate": 14,
+            "sbp": 125,
+            "dbp": 80,
+            "spo2": 99,
+            "temperature_c": 36.8,
+        }
         res = service.client.post("/v1/triage", json=record, headers=service.headers("triage"))
         assert res.status_code == 200, res.text
         assert res.json()["model"]["not_validated_for"][0]["population"] == "another country"
@@ -219,10 +252,22 @@ def test_the_dicom_node_analysis_flags_and_reports_only_evaluated_findings(relea
     path = tmp_path / "in" / "one.dcm"
     path.write_bytes(data)
     now = time.time()
-    item = QueueItem(sop_instance_uid="1.2.3", sop_class_uid="1.2.840.10008.5.1.4.1.1.1.1", study_instance_uid=None,
-                     series_instance_uid=None, transfer_syntax=None, calling_aet="MODALITY", source="c-store",
-                     file_path=str(path), sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data),
-                     state="received", received_at=now, updated_at=now, next_attempt_at=now)
+    item = QueueItem(
+        sop_instance_uid="1.2.3",
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.1.1",
+        study_instance_uid=None,
+        series_instance_uid=None,
+        transfer_syntax=None,
+        calling_aet="MODALITY",
+        source="c-store",
+        file_path=str(path),
+        sha256=hashlib.sha256(data).hexdigest(),
+        size_bytes=len(data),
+        state="received",
+        received_at=now,
+        updated_at=now,
+        next_attempt_at=now,
+    )
     analysis = analyse_item(item, model, audit_store, tmp_path, send_heatmap_sc=True, needs_delivery=False)
     assert analysis.state == "analysed"
     assert analysis.changes["flagged_findings"] == ("pneumonia",)
@@ -242,8 +287,18 @@ def test_the_dicom_node_analysis_flags_and_reports_only_evaluated_findings(relea
 
 def test_an_override_without_a_release_record_evaluates_every_finding(registered, tmp_path) -> None:
     folder = tmp_path / "unreleased"
-    write_local_release(folder, ResolvedModel("imaging", "vigil-cxr", "8", registered.imaging_onnx,
-                                              sha256_file(registered.imaging_onnx), {"status": "fail"}, "test"))
+    write_local_release(
+        folder,
+        ResolvedModel(
+            "imaging",
+            "vigil-cxr",
+            "8",
+            registered.imaging_onnx,
+            sha256_file(registered.imaging_onnx),
+            {"status": "fail"},
+            "test",
+        ),
+    )
     holder = ModelHolder(LocalFolderLocator(folder), allow_unreleased=True, threads=1, tasks=("imaging",))
     holder.load_all()
     model = holder.get("imaging")
@@ -255,9 +310,18 @@ def test_a_malformed_release_record_is_refused_at_load_not_per_request(registere
     from tests.conftest import PASSING_GATE
 
     folder = tmp_path / "bad-record"
-    write_local_release(folder, ResolvedModel("imaging", "vigil-cxr", "9", registered.imaging_onnx,
-                                              sha256_file(registered.imaging_onnx),
-                                              {**PASSING_GATE, "intended_use": "{not json"}, "test"))
+    write_local_release(
+        folder,
+        ResolvedModel(
+            "imaging",
+            "vigil-cxr",
+            "9",
+            registered.imaging_onnx,
+            sha256_file(registered.imaging_onnx),
+            {**PASSING_GATE, "intended_use": "{not json"},
+            "test",
+        ),
+    )
     holder = ModelHolder(LocalFolderLocator(folder), allow_unreleased=False, threads=1, tasks=("imaging",))
     holder.load_all()
     model, reason = holder.status()["imaging"]

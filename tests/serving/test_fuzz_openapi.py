@@ -57,14 +57,18 @@ def schema(service, known):
 
 def _report(record: OperationRecord) -> str:
     return f"{record.n_failures} failures, statuses {dict(record.statuses)}:\n" + "\n".join(
-        json.dumps(f, default=str)[:1500] for f in record.failures[:5])
+        json.dumps(f, default=str)[:1500] for f in record.failures[:5]
+    )
 
 
 def test_every_operation_is_fuzzed_and_every_secured_one_probed(service):
     document = service.client.app.openapi()
     assert operation_labels(document) == OPERATIONS and len(OPERATIONS) >= 13
-    secured = {label for label in OPERATIONS
-               if document["paths"][label.split(" ", 1)[1]][label.split(" ", 1)[0].lower()].get("security")}
+    secured = {
+        label
+        for label in OPERATIONS
+        if document["paths"][label.split(" ", 1)[1]][label.split(" ", 1)[0].lower()].get("security")
+    }
     assert secured == set(ROUTE_SCOPES)
     assert set(service.keys) >= set(KEY_SCOPES)
     assert "not_a_server_error" in CHECK_NAMES and "response_schema_conformance" in CHECK_NAMES
@@ -113,9 +117,13 @@ def test_the_fuzzer_reports_a_5xx_an_undocumented_status_and_media_type():
 def test_every_error_response_is_documented_as_problem_json(service):
     """Errors go out as application/problem+json; the document said application/json (FastAPI's ``model=``)."""
     document = service.client.app.openapi()
-    errors = [(path, method, status, response) for path, item in document["paths"].items()
-              for method, operation in item.items() for status, response in operation["responses"].items()
-              if int(status) >= 400 and (path, status) not in NOT_PROBLEMS]
+    errors = [
+        (path, method, status, response)
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+        for status, response in operation["responses"].items()
+        if int(status) >= 400 and (path, status) not in NOT_PROBLEMS
+    ]
     assert len(errors) > 30
     for path, method, status, response in errors:
         assert response.get("content") == PROBLEM, f"{method.upper()} {path} {status}"
@@ -125,15 +133,22 @@ def test_every_error_response_is_documented_as_problem_json(service):
     assert res.status_code == 401 and res.headers["content-type"] == PROBLEM_JSON
 
 
-@pytest.mark.parametrize(("content_type", "body"), [
-    ("multipart/form-data", b"--x\r\n"),  # no boundary parameter
-    ("multipart/form-data; boundary=x", b"".join(
-        b'--x\r\nContent-Disposition: form-data; name="f%d"\r\n\r\nv\r\n' % i for i in range(5)) + b"--x--\r\n"),
-])
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("multipart/form-data", b"--x\r\n"),  # no boundary parameter
+        (
+            "multipart/form-data; boundary=x",
+            b"".join(b'--x\r\nContent-Disposition: form-data; name="f%d"\r\n\r\nv\r\n' % i for i in range(5))
+            + b"--x--\r\n",
+        ),
+    ],
+)
 def test_an_unreadable_multipart_form_is_a_422_naming_the_body(service, content_type, body):
     """Starlette answered these with an undocumented bare 400."""
-    res = service.client.post("/v1/imaging/second-read", content=body,
-                              headers=service.headers("imaging", **{"Content-Type": content_type}))
+    res = service.client.post(
+        "/v1/imaging/second-read", content=body, headers=service.headers("imaging", **{"Content-Type": content_type})
+    )
     assert res.status_code == 422 and res.headers["content-type"] == PROBLEM_JSON, res.text
     assert res.json()["errors"][0]["field"] == "body"
     assert "multipart form cannot be read" in res.json()["detail"]
@@ -142,9 +157,13 @@ def test_an_unreadable_multipart_form_is_a_422_naming_the_body(service, content_
 @pytest.mark.parametrize("path", ["/dicomweb/studies", "/dicomweb/studies/1.2.3"])
 def test_a_malformed_stow_body_is_a_documented_422(service, path):
     """The STOW-RS routes answer a body without parts 422, which their documentation did not declare."""
-    res = service.client.post(path, content=b"not multipart",
-                              headers=service.headers("imaging", **{
-                                  "Content-Type": 'multipart/related; type="application/dicom"; boundary=b'}))
+    res = service.client.post(
+        path,
+        content=b"not multipart",
+        headers=service.headers(
+            "imaging", **{"Content-Type": 'multipart/related; type="application/dicom"; boundary=b'}
+        ),
+    )
     assert res.status_code == 422 and res.headers["content-type"] == PROBLEM_JSON
     template = "/dicomweb/studies/{study}" if path.endswith("1.2.3") else path
     assert service.client.app.openapi()["paths"][template]["post"]["responses"]["422"]["content"] == PROBLEM
@@ -155,7 +174,8 @@ def test_the_fhir_form_of_a_triage_result_is_documented(service):
     operation = service.client.app.openapi()["paths"]["/v1/triage"]["post"]
     assert "application/fhir+json" in operation["responses"]["200"]["content"]
     record = operation["requestBody"]["content"]["application/json"]["example"]
-    res = service.client.post("/v1/triage", json=record,
-                              headers=service.headers("triage", Accept="application/fhir+json"))
+    res = service.client.post(
+        "/v1/triage", json=record, headers=service.headers("triage", Accept="application/fhir+json")
+    )
     assert res.status_code == 200 and res.headers["content-type"] == "application/fhir+json"
     assert res.json()["resourceType"] == "RiskAssessment"

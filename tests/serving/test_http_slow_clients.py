@@ -64,7 +64,7 @@ def _closed_within(sock: socket.socket, seconds: float, *, trickle: bytes = b"")
             return time.monotonic() - started
         if trickle:
             try:
-                sock.sendall(trickle[sent % len(trickle):sent % len(trickle) + 1])
+                sock.sendall(trickle[sent % len(trickle) : sent % len(trickle) + 1])
             except OSError:
                 return time.monotonic() - started
             sent += 1
@@ -119,9 +119,20 @@ def _call(middleware: RequestContextMiddleware, pieces: Any) -> tuple[list[dict[
     """Run one POST through ``middleware`` with a body from the async iterator ``pieces``; the answer's messages
     and how long it took (the test itself gives up after 10 s)."""
     sent: list[dict[str, Any]] = []
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-             "path": "/v1/triage", "raw_path": b"/v1/triage", "root_path": "", "query_string": b"",
-             "headers": [(b"host", b"testserver")], "client": ("127.0.0.1", 50000), "server": ("testserver", 80)}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/triage",
+        "raw_path": b"/v1/triage",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"testserver")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
 
     async def receive() -> dict[str, Any]:
         return await pieces.__anext__()
@@ -197,8 +208,9 @@ def test_vigil_serve_runs_uvicorn_with_the_header_deadline_and_a_concurrency_lim
 # ------------------------------------------------------------------------------ the documented reverse proxy
 def _nginx() -> str:
     """The nginx binary, installed with apt-get when this runs as root (as CI does); else the test is skipped."""
-    return tool_or_skip("nginx", "nginx-light", "the checks of docs/reverse_proxy.md's configuration",
-                        also_look_in=(Path("/usr/sbin"),))
+    return tool_or_skip(
+        "nginx", "nginx-light", "the checks of docs/reverse_proxy.md's configuration", also_look_in=(Path("/usr/sbin"),)
+    )
 
 
 def documented_nginx_config() -> str:
@@ -211,15 +223,35 @@ def documented_nginx_config() -> str:
 
 def _site_config(tmp: Path, nginx_port: int, app_port: int) -> Path:
     """The documented configuration, with this test's ports, a fresh certificate and a 1 s header deadline."""
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-days", "1",
-                    "-keyout", str(tmp / "vigil.key"), "-out", str(tmp / "vigil.crt")], check=True,
-                   capture_output=True, timeout=60)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-days",
+            "1",
+            "-keyout",
+            str(tmp / "vigil.key"),
+            "-out",
+            str(tmp / "vigil.crt"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     site = documented_nginx_config()
-    for pattern, value in ((r"listen\s+443\s+ssl;", f"listen 127.0.0.1:{nginx_port} ssl;"),
-                           (r"server\s+127\.0\.0\.1:8000", f"server 127.0.0.1:{app_port}"),
-                           (r"ssl_certificate\s+\S+;", f"ssl_certificate {tmp / 'vigil.crt'};"),
-                           (r"ssl_certificate_key\s+\S+;", f"ssl_certificate_key {tmp / 'vigil.key'};"),
-                           (r"client_header_timeout\s+\S+;", "client_header_timeout 1s;")):
+    for pattern, value in (
+        (r"listen\s+443\s+ssl;", f"listen 127.0.0.1:{nginx_port} ssl;"),
+        (r"server\s+127\.0\.0\.1:8000", f"server 127.0.0.1:{app_port}"),
+        (r"ssl_certificate\s+\S+;", f"ssl_certificate {tmp / 'vigil.crt'};"),
+        (r"ssl_certificate_key\s+\S+;", f"ssl_certificate_key {tmp / 'vigil.key'};"),
+        (r"client_header_timeout\s+\S+;", "client_header_timeout 1s;"),
+    ):
         site, n = re.subn(pattern, value, site)
         assert n == 1, f"docs/reverse_proxy.md's configuration has no single '{pattern}'"
     (tmp / "vigil.conf").write_text(site)
@@ -228,20 +260,23 @@ def _site_config(tmp: Path, nginx_port: int, app_port: int) -> Path:
         folder.mkdir()
     conf = tmp / "nginx.conf"
     # As root, nginx's workers would run as 'nobody', who cannot reach this test's private folders.
-    conf.write_text(("user root;\n" if os.geteuid() == 0 else "") + f"""worker_processes 1;
-pid {tmp / 'nginx.pid'};
-error_log {tmp / 'error.log'} info;
+    conf.write_text(
+        ("user root;\n" if os.geteuid() == 0 else "")
+        + f"""worker_processes 1;
+pid {tmp / "nginx.pid"};
+error_log {tmp / "error.log"} info;
 events {{ worker_connections 256; }}
 http {{
     access_log off;
-    client_body_temp_path {temp['body']};
-    proxy_temp_path {temp['proxy']};
-    fastcgi_temp_path {temp['fastcgi']};
-    uwsgi_temp_path {temp['uwsgi']};
-    scgi_temp_path {temp['scgi']};
-    include {tmp / 'vigil.conf'};
+    client_body_temp_path {temp["body"]};
+    proxy_temp_path {temp["proxy"]};
+    fastcgi_temp_path {temp["fastcgi"]};
+    uwsgi_temp_path {temp["uwsgi"]};
+    scgi_temp_path {temp["scgi"]};
+    include {tmp / "vigil.conf"};
 }}
-""")
+"""
+    )
     return conf
 
 
@@ -250,18 +285,23 @@ def test_the_documented_nginx_configuration_cuts_off_a_partial_header_client(tmp
     from serving.store import Store
 
     nginx = _nginx()
-    cfg = ServingSettings(work_dir=tmp_path, model_source="local", model_dir=model_folder, threads=1,
-                          trusted_hosts="localhost")
+    cfg = ServingSettings(
+        work_dir=tmp_path, model_source="local", model_dir=model_folder, threads=1, trusted_hosts="localhost"
+    )
     store = Store(cfg.store_url())
     store.create_schema()
     nginx_port = free_port()
     with running(create_app(cfg, store=store), http=ShortDeadline, lifespan="on") as app_port:
         conf = _site_config(tmp_path, nginx_port, app_port)
-        checked = subprocess.run([nginx, "-t", "-c", str(conf), "-p", str(tmp_path)], capture_output=True, text=True,
-                                 timeout=30, check=False)
+        checked = subprocess.run(
+            [nginx, "-t", "-c", str(conf), "-p", str(tmp_path)], capture_output=True, text=True, timeout=30, check=False
+        )
         assert checked.returncode == 0, checked.stderr
-        proc = subprocess.Popen([nginx, "-c", str(conf), "-p", str(tmp_path), "-g", "daemon off;"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [nginx, "-c", str(conf), "-p", str(tmp_path), "-g", "daemon off;"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             context = ssl.create_default_context(cafile=str(tmp_path / "vigil.crt"))
             deadline = time.monotonic() + 20
@@ -270,8 +310,9 @@ def test_the_documented_nginx_configuration_cuts_off_a_partial_header_client(tmp
                     raw = socket.create_connection(("127.0.0.1", nginx_port), timeout=5)
                     break
                 except ConnectionRefusedError:
-                    assert proc.poll() is None and time.monotonic() < deadline, \
+                    assert proc.poll() is None and time.monotonic() < deadline, (
                         f"nginx did not start: {(tmp_path / 'error.log').read_text()[-2000:]}"
+                    )
                     time.sleep(0.05)
             with context.wrap_socket(raw, server_hostname="localhost") as tls:
                 tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
@@ -280,8 +321,9 @@ def test_the_documented_nginx_configuration_cuts_off_a_partial_header_client(tmp
                     answer += chunk
             assert answer.startswith(b"HTTP/1.1 200") and b'{"status":"ok"}' in answer
             assert b"server: nginx/" not in answer.lower()  # server_tokens off: no version
-            with context.wrap_socket(socket.create_connection(("127.0.0.1", nginx_port), timeout=5),
-                                     server_hostname="localhost") as tls:
+            with context.wrap_socket(
+                socket.create_connection(("127.0.0.1", nginx_port), timeout=5), server_hostname="localhost"
+            ) as tls:
                 tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")
                 closed = _closed_within(tls, 8, trickle=b"X-Slow: abcdefgh")
             assert closed is not None, "nginx kept a partial-header client connected"

@@ -24,16 +24,41 @@ from tests.net import free_port
 pytestmark = pytest.mark.slow  # kills a serving process under load
 
 REPO = Path(__file__).resolve().parents[2]
-WELL = {"age_years": 30, "sex": "male", "heart_rate": 72, "resp_rate": 14, "sbp": 125, "dbp": 80, "spo2": 99,
-        "temperature_c": 36.8, "consciousness": "A"}
+WELL = {
+    "age_years": 30,
+    "sex": "male",
+    "heart_rate": 72,
+    "resp_rate": 14,
+    "sbp": 125,
+    "dbp": 80,
+    "spo2": 99,
+    "temperature_c": 36.8,
+    "consciousness": "A",
+}
 
 
 def _start(work: Path, model_folder: Path, port: int) -> subprocess.Popen:
     env = {**os.environ, "VIGIL_WORK_DIR": str(work), "VIGIL_THREADS": "1"}
     with open(work / f"serve-{port}.log", "w") as log:  # the child keeps its own descriptor
-        return subprocess.Popen([sys.executable, "-m", "vigil.cli", "serve", "--port", str(port), "--workers", "1",
-                                 "--model-dir", str(model_folder)], cwd=REPO, env=env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "vigil.cli",
+                "serve",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+                "--model-dir",
+                str(model_folder),
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def _wait_ready(base: str, proc: subprocess.Popen, log: Path) -> None:
@@ -49,8 +74,9 @@ def _wait_ready(base: str, proc: subprocess.Popen, log: Path) -> None:
     raise AssertionError(f"service not ready: {log.read_text()[-3000:]}")
 
 
-def _hammer(base: str, headers: dict[str, str], stop: threading.Event, returned: list[str],
-            lock: threading.Lock) -> None:
+def _hammer(
+    base: str, headers: dict[str, str], stop: threading.Event, returned: list[str], lock: threading.Lock
+) -> None:
     with httpx.Client(base_url=base, headers=headers, timeout=10) as client:
         while not stop.is_set():
             try:

@@ -22,8 +22,17 @@ from vigil.cli import app as cli
 
 pytestmark = pytest.mark.slow  # starts vigil serve as a process
 
-WELL = {"age_years": 30, "sex": "male", "heart_rate": 72, "resp_rate": 14, "sbp": 125, "dbp": 80, "spo2": 99,
-        "temperature_c": 36.8, "consciousness": "A"}
+WELL = {
+    "age_years": 30,
+    "sex": "male",
+    "heart_rate": 72,
+    "resp_rate": 14,
+    "sbp": 125,
+    "dbp": 80,
+    "spo2": 99,
+    "temperature_c": 36.8,
+    "consciousness": "A",
+}
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -112,8 +121,10 @@ def test_key_commands(tmp_path):
 
 
 def test_serving_imports_without_torch():
-    code = ("import sys; import serving.app, serving.routes_imaging, serving.fhir_response, serving.fhir_record; "
-            "import workflows.serve; assert 'torch' not in sys.modules, 'torch imported'; print('ok')")
+    code = (
+        "import sys; import serving.app, serving.routes_imaging, serving.fhir_response, serving.fhir_record; "
+        "import workflows.serve; assert 'torch' not in sys.modules, 'torch imported'; print('ok')"
+    )
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-2000:]
 
@@ -129,9 +140,25 @@ def test_vigil_serve_runs_two_workers_and_stops_cleanly(model_folder, tmp_path):
     env.pop("VIGIL_THREADS", None)
     log_path = tmp_path / "serve.log"
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "vigil.cli", "serve", "--port", str(port), "--workers", "2",
-                                 "--model-dir", str(model_folder)], cwd=REPO, env=env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "vigil.cli",
+                "serve",
+                "--port",
+                str(port),
+                "--workers",
+                "2",
+                "--model-dir",
+                str(model_folder),
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
@@ -152,8 +179,10 @@ def test_vigil_serve_runs_two_workers_and_stops_cleanly(model_folder, tmp_path):
             assert res.status_code == 200, res.text
         metrics = httpx.get(f"{base}/metrics", headers=headers, timeout=10).text
         assert 'vigil_predictions_total{model_version="7",task="triage"} 12.0' in metrics  # summed over workers
-        children = Path(f"/proc/{proc.pid}/task").exists() and subprocess.run(
-            ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        children = (
+            Path(f"/proc/{proc.pid}/task").exists()
+            and subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        )
         pids.update(children or [])
         assert len(pids) >= 2  # uvicorn's supervisor with two worker processes
     finally:
@@ -196,7 +225,8 @@ def _cache_record(work: Path, name: str = "vigil-triage") -> Path:
 
 
 def test_unreachable_registry_serves_the_verified_cache_of_the_last_release(
-        registry_copy, registered, service_factory, registry_down, caplog):
+    registry_copy, registered, service_factory, registry_down, caplog
+):
     _release(registry_copy, "vigil-triage", registered.triage_version)
     client, headers = _registry_service(service_factory, registry_copy)
     with client:  # registry up: served from it, and cached
@@ -222,8 +252,9 @@ def test_unreachable_registry_serves_the_verified_cache_of_the_last_release(
     assert any(uri in m and "serving the cached release of vigil-triage@production" in m for m in warned), warned
 
 
-def test_unreachable_registry_without_a_cache_refuses_clearly(registry_copy, registered, service_factory,
-                                                              registry_down):
+def test_unreachable_registry_without_a_cache_refuses_clearly(
+    registry_copy, registered, service_factory, registry_down
+):
     _release(registry_copy, "vigil-triage", registered.triage_version)
     uri = registry_down()
     client, headers = _registry_service(service_factory, registry_copy)
@@ -264,14 +295,18 @@ def test_a_registry_that_answers_is_obeyed_over_the_cache(registry_copy, registe
         assert "registry has no model version" in _model_error(client, headers, "triage")
 
 
-def test_reload_while_the_registry_is_down_keeps_the_model(registry_copy, registered, service_factory,
-                                                           registry_down):
+def test_reload_while_the_registry_is_down_keeps_the_model(registry_copy, registered, service_factory, registry_down):
     _release(registry_copy, "vigil-triage", registered.triage_version)
     client, headers = _registry_service(service_factory, registry_copy)
     with client:
         registry_down()
-        (outcome,) = [r for r in client.post("/v1/admin/reload", headers=headers).json()["reloads"]
-                      if r["task"] == "triage"]
-        assert outcome == {"task": "triage", "status": "unchanged", "version": registered.triage_version,
-                           "reason": None}  # the cache holds the version already served
+        (outcome,) = [
+            r for r in client.post("/v1/admin/reload", headers=headers).json()["reloads"] if r["task"] == "triage"
+        ]
+        assert outcome == {
+            "task": "triage",
+            "status": "unchanged",
+            "version": registered.triage_version,
+            "reason": None,
+        }  # the cache holds the version already served
         assert client.post("/v1/triage", json=WELL, headers=headers).status_code == 200

@@ -54,10 +54,17 @@ def raw(store_url: str) -> Iterator[sa.Engine]:
 
 def _record(i: int = 0, **changes: object) -> AuditRecord:
     base = AuditRecord(
-        request_id=f"req-{i}", time_utc="2025-03-01T10:00:00.000Z", client="Kx7Qm2Lp9Rt4", route="/v1/triage",
-        model_name="vigil-triage", model_version="3", model_sha256="a" * 64,
+        request_id=f"req-{i}",
+        time_utc="2025-03-01T10:00:00.000Z",
+        client="Kx7Qm2Lp9Rt4",
+        route="/v1/triage",
+        model_name="vigil-triage",
+        model_version="3",
+        model_sha256="a" * 64,
         input_sha256=hashlib.sha256(str(i).encode()).hexdigest(),
-        output={"acuity": {"level": 2, "p": [0.1, 0.7, 0.2]}, "note": "décision"}, status=200)
+        output={"acuity": {"level": 2, "p": [0.1, 0.7, 0.2]}, "note": "décision"},
+        status=200,
+    )
     return replace(base, **changes)
 
 
@@ -229,7 +236,7 @@ def test_database_refuses_update_and_delete_of_the_audit(store: Store, raw: sa.E
 @pytest.mark.parametrize(
     ("tamper", "bad_seq"),
     [
-        ("UPDATE vigil_audit SET output_json = '{\"acuity\":{\"level\":5}}' WHERE seq = 3", 3),
+        ('UPDATE vigil_audit SET output_json = \'{"acuity":{"level":5}}\' WHERE seq = 3', 3),
         ("UPDATE vigil_audit SET status = 500 WHERE seq = 4", 4),
         ("UPDATE vigil_audit SET output_json = 'not json' WHERE seq = 2", 2),
         ("DELETE FROM vigil_audit WHERE seq = 2", 2),
@@ -330,8 +337,10 @@ def test_sqlite_read_only_file_is_unavailable(tmp_path: Path) -> None:
 
 
 def test_postgresql_unreachable_hides_the_password() -> None:
-    for url in ("postgresql+psycopg://vigil:S3cr3t-pw@127.0.0.1:1/test",
-                "postgresql://vigil@127.0.0.1:1/test?password=S3cr3t-pw"):
+    for url in (
+        "postgresql+psycopg://vigil:S3cr3t-pw@127.0.0.1:1/test",
+        "postgresql://vigil@127.0.0.1:1/test?password=S3cr3t-pw",
+    ):
         s = Store(url, connect_timeout_s=1)
         with pytest.raises(StoreUnavailableError, match=r"PostgreSQL store .* unavailable") as caught:
             s.ping()

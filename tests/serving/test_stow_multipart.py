@@ -29,16 +29,24 @@ BOUNDARY = "vigil-test-boundary"
 CTYPE = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
 
 
-def _body(parts: list[bytes], boundary: str = BOUNDARY, *, headers: bytes = b"Content-Type: application/dicom\r\n",
-          close: bool = True) -> bytes:
+def _body(
+    parts: list[bytes],
+    boundary: str = BOUNDARY,
+    *,
+    headers: bytes = b"Content-Type: application/dicom\r\n",
+    close: bool = True,
+) -> bytes:
     out = b"".join(b"--" + boundary.encode() + b"\r\n" + headers + b"\r\n" + p + b"\r\n" for p in parts)
     return out + (b"--" + boundary.encode() + b"--\r\n" if close else b"")
 
 
 def _parse(body: bytes, cuts: list[int] | None = None, boundary: str = BOUNDARY, **limits: int) -> list[bytes]:
-    with MultipartReader(boundary.encode(), max_parts=limits.get("max_parts", 1000),
-                         max_part_bytes=limits.get("max_part_bytes", 10**9),
-                         memory_bytes=limits.get("memory_bytes", 1024)) as reader:
+    with MultipartReader(
+        boundary.encode(),
+        max_parts=limits.get("max_parts", 1000),
+        max_part_bytes=limits.get("max_part_bytes", 10**9),
+        memory_bytes=limits.get("memory_bytes", 1024),
+    ) as reader:
         edges = [0, *sorted(cuts or []), len(body)]
         for start, end in itertools.pairwise(edges):
             reader.feed(body[start:end])
@@ -50,9 +58,13 @@ _BCHARS = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ'()+_,-
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(parts=st.lists(st.binary(max_size=300) | st.sampled_from([b"", b"\r\n", b"--", b"\r\n--", b"\r\n\r\n"]),
-                      min_size=1, max_size=6),
-       boundary=st.text(_BCHARS, min_size=8, max_size=70), data=st.data())
+@given(
+    parts=st.lists(
+        st.binary(max_size=300) | st.sampled_from([b"", b"\r\n", b"--", b"\r\n--", b"\r\n\r\n"]), min_size=1, max_size=6
+    ),
+    boundary=st.text(_BCHARS, min_size=8, max_size=70),
+    data=st.data(),
+)
 def test_parts_are_the_same_however_the_body_is_cut(parts, boundary, data):
     assume(all(b"\r\n--" + boundary.encode() not in b"\r\n" + p + b"\r\n" for p in parts))
     body = _body(parts, boundary)
@@ -71,14 +83,17 @@ def test_a_preamble_and_an_epilogue_are_ignored_and_the_first_boundary_may_open_
     assert _parse(_body([b"one"], headers=b"")) == [b"one"]  # a part without headers is application/dicom
 
 
-@pytest.mark.parametrize(("body", "message"), [
-    (_body([b"one"], close=False), "no closing boundary"),
-    (b"--" + BOUNDARY.encode() + b"--\r\n", "no parts"),
-    (b"x" * 70_000, "no multipart boundary in the first"),
-    (b"--" + BOUNDARY.encode() + b"junk\r\n\r\nA\r\n--" + BOUNDARY.encode() + b"--", "must end with CRLF"),
-    (b"--" + BOUNDARY.encode() + b"\r\nno colon\r\n\r\nA\r\n--" + BOUNDARY.encode() + b"--", "malformed header"),
-    (b"--" + BOUNDARY.encode() + b"\r\nX-Long: " + b"a" * 9000, "headers of part 1 exceed"),
-])
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (_body([b"one"], close=False), "no closing boundary"),
+        (b"--" + BOUNDARY.encode() + b"--\r\n", "no parts"),
+        (b"x" * 70_000, "no multipart boundary in the first"),
+        (b"--" + BOUNDARY.encode() + b"junk\r\n\r\nA\r\n--" + BOUNDARY.encode() + b"--", "must end with CRLF"),
+        (b"--" + BOUNDARY.encode() + b"\r\nno colon\r\n\r\nA\r\n--" + BOUNDARY.encode() + b"--", "malformed header"),
+        (b"--" + BOUNDARY.encode() + b"\r\nX-Long: " + b"a" * 9000, "headers of part 1 exceed"),
+    ],
+)
 def test_malformed_bodies_are_refused_naming_the_body(body, message):
     with pytest.raises(InputValidationError, match=message) as caught:
         _parse(body)
@@ -96,8 +111,10 @@ def test_the_part_cap_stops_the_reading_as_soon_as_it_is_crossed():
     """Six million parts in 60 MB used to be built before the 1,000-part cap was checked."""
     part = b"--" + BOUNDARY.encode() + b"\r\n\r\n\r\n"  # the smallest part: no headers, empty body
     fed = 0
-    with MultipartReader(BOUNDARY.encode(), max_parts=1000, max_part_bytes=10**9) as reader, \
-            pytest.raises(InputValidationError, match="at most 1000 instances per request"):
+    with (
+        MultipartReader(BOUNDARY.encode(), max_parts=1000, max_part_bytes=10**9) as reader,
+        pytest.raises(InputValidationError, match="at most 1000 instances per request"),
+    ):
         for _ in range(200_000):
             reader.feed(part)
             fed += 1
@@ -107,10 +124,12 @@ def test_the_part_cap_stops_the_reading_as_soon_as_it_is_crossed():
 def test_a_part_over_the_instance_limit_is_413_naming_it_before_the_rest_is_read():
     body = _body([b"a" * 100, b"b" * 5000, b"c" * 10])
     fed = 0
-    with MultipartReader(BOUNDARY.encode(), max_parts=1000, max_part_bytes=4096) as reader, \
-            pytest.raises(ApiError, match=r"instance 2 \(multipart part 2\) is larger than the 4096-byte") as caught:
+    with (
+        MultipartReader(BOUNDARY.encode(), max_parts=1000, max_part_bytes=4096) as reader,
+        pytest.raises(ApiError, match=r"instance 2 \(multipart part 2\) is larger than the 4096-byte") as caught,
+    ):
         for start in range(0, len(body), 512):
-            reader.feed(body[start:start + 512])
+            reader.feed(body[start : start + 512])
             fed = start + 512
     assert caught.value.status == 413 and fed < len(body) - 512
     assert _parse(_body([b"x" * 4096]), max_part_bytes=4096) == [b"x" * 4096]  # exactly the limit is admitted
@@ -123,7 +142,7 @@ def test_a_large_body_is_spooled_not_held_in_memory():
         tracemalloc.start()
         try:
             for start in range(0, len(body), FEED_BYTES):
-                reader.feed(body[start:start + FEED_BYTES])
+                reader.feed(body[start : start + FEED_BYTES])
             _, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
@@ -132,16 +151,19 @@ def test_a_large_body_is_spooled_not_held_in_memory():
         assert [reader.read(p) for p in parts] == [data, b"small"]
 
 
-@pytest.mark.parametrize(("ctype", "field_or_status"), [
-    ('multipart/related; type="application/dicom"; boundary=ab', "Content-Type"),  # the two-byte boundary
-    ('multipart/related; type="application/dicom"; boundary=' + "a" * 71, "Content-Type"),
-    ('multipart/related; type="application/dicom"; boundary="abcdefgh "', "Content-Type"),  # trailing space
-    ('multipart/related; type="application/dicom"', "Content-Type"),
-    ('multipart/related; type="application/dicom"; boundary=abcdefgh; boundary=ijklmnop', "Content-Type"),
-    ('multipart/related; type="application/dicom"; boundary=abc"defgh', "Content-Type"),
-    ("multipart/related; boundary=abcdefgh", 415),
-    ('multipart/mixed; type="application/dicom"; boundary=abcdefgh', 415),
-])
+@pytest.mark.parametrize(
+    ("ctype", "field_or_status"),
+    [
+        ('multipart/related; type="application/dicom"; boundary=ab', "Content-Type"),  # the two-byte boundary
+        ('multipart/related; type="application/dicom"; boundary=' + "a" * 71, "Content-Type"),
+        ('multipart/related; type="application/dicom"; boundary="abcdefgh "', "Content-Type"),  # trailing space
+        ('multipart/related; type="application/dicom"', "Content-Type"),
+        ('multipart/related; type="application/dicom"; boundary=abcdefgh; boundary=ijklmnop', "Content-Type"),
+        ('multipart/related; type="application/dicom"; boundary=abc"defgh', "Content-Type"),
+        ("multipart/related; boundary=abcdefgh", 415),
+        ('multipart/mixed; type="application/dicom"; boundary=abcdefgh', 415),
+    ],
+)
 def test_the_content_type_and_its_boundary_are_checked(ctype, field_or_status):
     if isinstance(field_or_status, int):
         with pytest.raises(ApiError) as caught:
@@ -155,13 +177,20 @@ def test_the_content_type_and_its_boundary_are_checked(ctype, field_or_status):
 
 def test_quoted_boundaries_and_parameters_in_any_order_are_read():
     assert stow_boundary('Multipart/Related; boundary="a b:c,d=e"; type="Application/DICOM"') == b"a b:c,d=e"
-    assert stow_boundary(f'multipart/related;type=application/dicom;boundary={BOUNDARY}') == BOUNDARY.encode()
+    assert stow_boundary(f"multipart/related;type=application/dicom;boundary={BOUNDARY}") == BOUNDARY.encode()
 
 
 # ------------------------------------------------------------------------------ through the app
-async def _apost(svc: Any, chunks: Iterator[bytes], *, ctype: str = CTYPE, key: str = "imaging",
-                 path: str = "/dicomweb/studies", started: threading.Event | None = None,
-                 release: threading.Event | None = None) -> dict[str, Any]:
+async def _apost(
+    svc: Any,
+    chunks: Iterator[bytes],
+    *,
+    ctype: str = CTYPE,
+    key: str = "imaging",
+    path: str = "/dicomweb/studies",
+    started: threading.Event | None = None,
+    release: threading.Event | None = None,
+) -> dict[str, Any]:
     """POST a body given in ``chunks`` straight to the app (in the test client's event loop); the answer and how
     many body bytes the app read. With ``release``, the body stalls after its first piece until it is set."""
     seen: dict[str, Any] = {"read": 0, "messages": []}
@@ -182,11 +211,24 @@ async def _apost(svc: Any, chunks: Iterator[bytes], *, ctype: str = CTYPE, key: 
     async def send(message: dict[str, Any]) -> None:
         seen["messages"].append(message)
 
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-             "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"",
-             "headers": [(b"host", b"testserver"), (b"content-type", ctype.encode()),
-                         (b"authorization", f"Bearer {svc.keys[key]}".encode())],
-             "client": ("127.0.0.1", 50000), "server": ("testserver", 80)}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [
+            (b"host", b"testserver"),
+            (b"content-type", ctype.encode()),
+            (b"authorization", f"Bearer {svc.keys[key]}".encode()),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
     await svc.client.app(scope, receive, send)
     start = next(m for m in seen["messages"] if m["type"] == "http.response.start")
     seen["status"] = start["status"]
@@ -200,7 +242,7 @@ def _post(svc: Any, chunks: Iterator[bytes], **kwargs: Any) -> dict[str, Any]:
 
 
 def _chunks(body: bytes, size: int = FEED_BYTES) -> Iterator[bytes]:
-    return (body[i:i + size] for i in range(0, len(body), size))
+    return (body[i : i + size] for i in range(0, len(body), size))
 
 
 def test_stow_stops_reading_a_body_of_millions_of_parts_at_the_cap(service):
@@ -214,8 +256,9 @@ def test_stow_stops_reading_a_body_of_millions_of_parts_at_the_cap(service):
 
 def test_stow_refuses_a_short_boundary_before_reading_the_body(service):
     part = b"--ab\r\n\r\n\r\n"
-    answer = _post(service, _chunks(part * 1000 + b"--ab--\r\n"),
-                   ctype='multipart/related; type="application/dicom"; boundary=ab')
+    answer = _post(
+        service, _chunks(part * 1000 + b"--ab--\r\n"), ctype='multipart/related; type="application/dicom"; boundary=ab'
+    )
     assert answer["status"] == 422 and answer["read"] == 0
     assert json.loads(answer["body"])["errors"][0]["field"] == "Content-Type"
 
@@ -224,8 +267,9 @@ def test_stow_delimiters_are_anchored_to_line_starts(service):
     """Each non-DICOM part is one failed instance: a boundary inside a part does not make more parts."""
     inner = [b"x" * 200 + b"--" + BOUNDARY.encode() + b"\r\nmore", b"y" * 200]
     body = _body(inner)
-    res = service.client.post("/dicomweb/studies", content=body,
-                              headers=service.headers("imaging", **{"Content-Type": CTYPE}))
+    res = service.client.post(
+        "/dicomweb/studies", content=body, headers=service.headers("imaging", **{"Content-Type": CTYPE})
+    )
     assert res.status_code == 409
     assert len(res.json()["00081198"]["Value"]) == 2
 
@@ -270,7 +314,7 @@ def test_stow_feeds_the_parser_in_slices_and_lets_other_tasks_run_between_them(s
     assert answer["status"] == 409  # not DICOM: read whole, then refused as an instance
     feeds = [i for i, e in enumerate(events) if e != "tick"]
     assert len(feeds) >= len(body) // FEED_BYTES and max(events[i] for i in feeds) <= FEED_BYTES
-    between = events[feeds[0]:feeds[-1]]
+    between = events[feeds[0] : feeds[-1]]
     assert between.count("tick") >= len(feeds) - 1  # the ticker ran between every two slices
 
 
@@ -278,18 +322,21 @@ def test_concurrent_stow_uploads_over_the_cap_get_503_with_retry_after(service_f
     with service_factory(tmp_path, model_folder, max_concurrent_stow=1) as svc:
         started, release = threading.Event(), threading.Event()
         first = svc.client.portal.start_task_soon(
-            lambda: _apost(svc, _chunks(_body([b"one"]), 16), started=started, release=release))
+            lambda: _apost(svc, _chunks(_body([b"one"]), 16), started=started, release=release)
+        )
         assert started.wait(30)
         try:
-            busy = svc.client.post("/dicomweb/studies", content=_body([b"two"]),
-                                   headers=svc.headers("imaging", **{"Content-Type": CTYPE}))
+            busy = svc.client.post(
+                "/dicomweb/studies", content=_body([b"two"]), headers=svc.headers("imaging", **{"Content-Type": CTYPE})
+            )
             assert busy.status_code == 503 and busy.headers["retry-after"].isdigit()
             assert "already in progress" in busy.json()["detail"]
         finally:
             release.set()
         assert first.result(30)["status"] == 409
-        after = svc.client.post("/dicomweb/studies", content=_body([b"three"]),
-                                headers=svc.headers("imaging", **{"Content-Type": CTYPE}))
+        after = svc.client.post(
+            "/dicomweb/studies", content=_body([b"three"]), headers=svc.headers("imaging", **{"Content-Type": CTYPE})
+        )
         assert after.status_code == 409  # the slot was given back
 
 
@@ -300,7 +347,8 @@ def test_second_reads_over_the_cap_get_503_before_their_body_is_read(service_fac
     with service_factory(tmp_path, model_folder, max_concurrent_second_reads=1) as svc:
         started, release = threading.Event(), threading.Event()
         first = svc.client.portal.start_task_soon(
-            lambda: _apost(svc, iter([b"not", b" a dicom file"]), started=started, release=release, **dicom))
+            lambda: _apost(svc, iter([b"not", b" a dicom file"]), started=started, release=release, **dicom)
+        )
         assert started.wait(30)
         try:
             busy = _post(svc, iter([b"x" * 1000]), **dicom)

@@ -25,13 +25,30 @@ REDIS_URL = os.environ.get("VIGIL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 def _flagged(queue: WorkQueue, uid: str, source: str, calling_aet: str) -> None:
     """Queue an instance and record its second read as flagging an effusion (as a worker would)."""
-    queue.enqueue(NewInstance(sop_instance_uid=uid, sop_class_uid=CR, study_instance_uid="1.2.9",
-                              series_instance_uid=None, transfer_syntax=None, calling_aet=calling_aet, source=source,
-                              file_path=None, sha256="a" * 64, size_bytes=1))
+    queue.enqueue(
+        NewInstance(
+            sop_instance_uid=uid,
+            sop_class_uid=CR,
+            study_instance_uid="1.2.9",
+            series_instance_uid=None,
+            transfer_syntax=None,
+            calling_aet=calling_aet,
+            source=source,
+            file_path=None,
+            sha256="a" * 64,
+            size_bytes=1,
+        )
+    )
     item = queue.claim(ANALYSE, "test-worker", 60)
     assert item is not None and item.sop_instance_uid == uid
-    queue.transition(item, expect_state="analysing", state="analysed", flagged=True, flagged_findings=("effusion",),
-                     analysed_at=time.time())
+    queue.transition(
+        item,
+        expect_state="analysing",
+        state="analysed",
+        flagged=True,
+        flagged_findings=("effusion",),
+        analysed_at=time.time(),
+    )
 
 
 @pytest.fixture
@@ -39,17 +56,25 @@ def worklist(service_factory, tmp_path, model_folder):
     """A service whose queue holds instances of two clients, an unmapped modality and a spoofing one."""
     with service_factory(tmp_path, model_folder, worklist_aets={"radiology-a": ["CR_ROOM_1"]}) as svc:
         keys = {}
-        for name, client, scopes in (("a1", "radiology-a", ["imaging"]), ("a2", "radiology-a", ["imaging"]),
-                                     ("b", "radiology-b", ["imaging"]), ("c", "radiology-c", ["imaging"]),
-                                     ("ops", "operations", ["imaging", "admin"])):
+        for name, client, scopes in (
+            ("a1", "radiology-a", ["imaging"]),
+            ("a2", "radiology-a", ["imaging"]),
+            ("b", "radiology-b", ["imaging"]),
+            ("c", "radiology-c", ["imaging"]),
+            ("ops", "operations", ["imaging", "admin"]),
+        ):
             info, key = svc.store.create_key(client, scopes)
             keys[name] = (info, key)
         queue = svc.client.app.state.vigil.dicom_intake().queue
-        sent = {"1.1": (STOW_SOURCE, keys["a1"][0].key_id), "1.2": (STOW_SOURCE, keys["a2"][0].key_id),
-                "1.3": (STOW_SOURCE, keys["b"][0].key_id), "1.4": (C_STORE_SOURCE, "CR_ROOM_1"),
-                "1.5": (C_STORE_SOURCE, "OTHER_ROOM"),
-                # A modality calling itself by A's key id is not A: the source is part of the origin.
-                "1.6": (C_STORE_SOURCE, keys["a1"][0].key_id)}
+        sent = {
+            "1.1": (STOW_SOURCE, keys["a1"][0].key_id),
+            "1.2": (STOW_SOURCE, keys["a2"][0].key_id),
+            "1.3": (STOW_SOURCE, keys["b"][0].key_id),
+            "1.4": (C_STORE_SOURCE, "CR_ROOM_1"),
+            "1.5": (C_STORE_SOURCE, "OTHER_ROOM"),
+            # A modality calling itself by A's key id is not A: the source is part of the origin.
+            "1.6": (C_STORE_SOURCE, keys["a1"][0].key_id),
+        }
         for uid, (source, aet) in sent.items():
             _flagged(queue, uid, source, aet)
         svc.store.revoke_key(keys["a2"][0].key_id)  # what a revoked key sent stays its client's

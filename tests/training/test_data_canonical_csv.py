@@ -36,10 +36,7 @@ def _errors(path: Path) -> list[InputValidationError]:
 def test_valid_file_loads_with_labels_and_generated_ids(tmp_path: Path) -> None:
     path = _csv(
         tmp_path,
-        HEADER + "\n"
-        "54,Female,88,97,A,2024-03-01T10:15:00,false,3,0,0\n"
-        "81,male,,,,,yes,1,1,1\n"
-        "7,,120,99,V,,,,,\n",
+        HEADER + "\n54,Female,88,97,A,2024-03-01T10:15:00,false,3,0,0\n81,male,,,,,yes,1,1,1\n7,,120,99,V,,,,,\n",
     )
     dataset = load_canonical_csv(path)
     frame = dataset.frame
@@ -65,7 +62,7 @@ def test_only_required_columns_and_ignored_x_columns(tmp_path: Path) -> None:
 
 
 def test_utf8_bom_and_crlf_are_accepted(tmp_path: Path) -> None:
-    path = _csv(tmp_path, b"\xef\xbb\xbfage_years,sex,chief_complaint\r\n30,female,\"chest pain, left\"\r\n")
+    path = _csv(tmp_path, b'\xef\xbb\xbfage_years,sex,chief_complaint\r\n30,female,"chest pain, left"\r\n')
     assert load_canonical_csv(path).frame["chief_complaint"].tolist() == ["chest pain, left"]
 
 
@@ -109,8 +106,9 @@ def test_bad_label_names_row_and_column(tmp_path: Path, column: str, value: str,
 def test_labels_written_as_whole_floats_read_as_integers_like_record_fields(tmp_path: Path) -> None:
     # pandas writes an integer column with gaps as float ("3.0"); a record's whole-number field accepts "14.0",
     # and a label follows the same rule.
-    path = _csv(tmp_path, "age_years,sex,acuity,nurse_acuity,admitted,critical\n"
-                          "14.0,male,3.0,2.0,1.0,0.0\n50,female,,5,0,1\n")
+    path = _csv(
+        tmp_path, "age_years,sex,acuity,nurse_acuity,admitted,critical\n14.0,male,3.0,2.0,1.0,0.0\n50,female,,5,0,1\n"
+    )
     frame = load_canonical_csv(path).frame
     assert frame["age_years"].tolist() == [14.0, 50.0]
     assert frame["acuity"].iloc[0] == 3 and pd.isna(frame["acuity"].iloc[1])

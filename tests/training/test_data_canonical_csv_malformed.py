@@ -65,40 +65,61 @@ FILE_PROBLEMS: dict[str, tuple[Callable[[], bytes], str]] = {
     "only-blank-lines": (lambda: b" \r\n\n\t\n", r"is empty"),
     "header-only": (lambda: _lines(HEADER), r"has a header but no data rows"),
     "header-only-crlf-no-final-newline": (lambda: HEADER.encode() + b"\r\n", r"has a header but no data rows"),
-    "binary-garbage-high-bytes": (lambda: _garbage(7, range(0x80, 0x100)),
-                                  r"is not UTF-8 text \(invalid byte at offset \d+\) on line 1"),
-    "binary-garbage-with-nul": (lambda: b"\x00\x01" + _garbage(11, range(256)),
-                                r"contains NUL bytes \(the first at byte offset 0, line 1\): not a text CSV"),
-    "nul-byte-in-a-cell": (lambda: b"age_years,sex\n50,ma\x00le\n",
-                           r"contains NUL bytes \(the first at byte offset 19, line 2\)"),
+    "binary-garbage-high-bytes": (
+        lambda: _garbage(7, range(0x80, 0x100)),
+        r"is not UTF-8 text \(invalid byte at offset \d+\) on line 1",
+    ),
+    "binary-garbage-with-nul": (
+        lambda: b"\x00\x01" + _garbage(11, range(256)),
+        r"contains NUL bytes \(the first at byte offset 0, line 1\): not a text CSV",
+    ),
+    "nul-byte-in-a-cell": (
+        lambda: b"age_years,sex\n50,ma\x00le\n",
+        r"contains NUL bytes \(the first at byte offset 19, line 2\)",
+    ),
     "utf16-with-bom": (lambda: f"{HEADER}\n{GOOD}\n".encode("utf-16"), r"is UTF-16 or UTF-32 text"),
-    "utf16-be-with-bom": (lambda: b"\xfe\xff" + f"{HEADER}\n{GOOD}\n".encode("utf-16-be"),
-                          r"is UTF-16 or UTF-32 text"),
-    "utf16-without-bom": (lambda: f"{HEADER}\n{GOOD}\n".encode("utf-16-le"),
-                          r"looks like UTF-16 text \(NUL bytes between the characters\)"),
-    "latin1": (lambda: "age_years,sex,chief_complaint\n50,male,fi\xe8vre\n".encode("latin-1"),
-               r"is not UTF-8 text \(invalid byte at offset 40\) on line 2; .*Windows-1252.*CSV UTF-8"),
-    "latin1-after-a-bom": (lambda: b"\xef\xbb\xbfage_years,sex\n50,m\xe2le\n",
-                           r"invalid byte at offset 21\) on line 2"),
-    "gzip-renamed-csv": (lambda: gzip.compress(_lines(HEADER, GOOD), mtime=0),
-                         r"is gzip-compressed, not a UTF-8 CSV file; decompress it"),
+    "utf16-be-with-bom": (lambda: b"\xfe\xff" + f"{HEADER}\n{GOOD}\n".encode("utf-16-be"), r"is UTF-16 or UTF-32 text"),
+    "utf16-without-bom": (
+        lambda: f"{HEADER}\n{GOOD}\n".encode("utf-16-le"),
+        r"looks like UTF-16 text \(NUL bytes between the characters\)",
+    ),
+    "latin1": (
+        lambda: "age_years,sex,chief_complaint\n50,male,fi\xe8vre\n".encode("latin-1"),
+        r"is not UTF-8 text \(invalid byte at offset 40\) on line 2; .*Windows-1252.*CSV UTF-8",
+    ),
+    "latin1-after-a-bom": (
+        lambda: b"\xef\xbb\xbfage_years,sex\n50,m\xe2le\n",
+        r"invalid byte at offset 21\) on line 2",
+    ),
+    "gzip-renamed-csv": (
+        lambda: gzip.compress(_lines(HEADER, GOOD), mtime=0),
+        r"is gzip-compressed, not a UTF-8 CSV file; decompress it",
+    ),
     "xlsx-renamed-csv": (_xlsx_like, r"is a ZIP archive \(an Excel \.xlsx workbook\?\)"),
     "xls-renamed-csv": (lambda: b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(504), r"Excel 97-2003 \.xls workbook"),
-    "unbalanced-quote-mid-file": (lambda: _lines(HEADER, '50,"male,80,0,0', GOOD, GOOD),
-                                  r"not valid CSV at the row starting on line 2: a quoted cell is never closed"),
-    "unbalanced-quote-last-line": (lambda: _lines(HEADER, GOOD, '60,"female,80,0,0'),
-                                   r"not valid CSV at line 3: a quoted cell is never closed"),
-    "text-after-closing-quote": (lambda: _lines(HEADER, GOOD, '50,"male"x,80,0,0'),
-                                 r"not valid CSV at line 3: ',' expected after '\"' \(a quote inside a quoted cell "
-                                 r"must be doubled"),
-    "10mb-single-field-on-one-line": (lambda: _lines(HEADER, '50,male,80,0,"' + "a" * TEN_MB + '"'),
-                                      rf"line 2 is longer than {MAX_LINE_CHARS} characters"),
+    "unbalanced-quote-mid-file": (
+        lambda: _lines(HEADER, '50,"male,80,0,0', GOOD, GOOD),
+        r"not valid CSV at the row starting on line 2: a quoted cell is never closed",
+    ),
+    "unbalanced-quote-last-line": (
+        lambda: _lines(HEADER, GOOD, '60,"female,80,0,0'),
+        r"not valid CSV at line 3: a quoted cell is never closed",
+    ),
+    "text-after-closing-quote": (
+        lambda: _lines(HEADER, GOOD, '50,"male"x,80,0,0'),
+        r"not valid CSV at line 3: ',' expected after '\"' \(a quote inside a quoted cell "
+        r"must be doubled",
+    ),
+    "10mb-single-field-on-one-line": (
+        lambda: _lines(HEADER, '50,male,80,0,"' + "a" * TEN_MB + '"'),
+        rf"line 2 is longer than {MAX_LINE_CHARS} characters",
+    ),
     "10mb-single-field-over-many-lines": (
         lambda: _lines(HEADER, '50,male,80,0,"' + ("b" * 99 + "\n") * (TEN_MB // 100) + '"'),
         r"not valid CSV at the row starting on line 2: a cell is longer than \d+ characters \(it runs on to line "
-        r"\d+: an unbalanced '\"'\?\)"),
-    "very-long-line-of-commas": (lambda: _lines(HEADER, GOOD + "," * TEN_MB),
-                                 r"line 2 is longer than \d+ characters"),
+        r"\d+: an unbalanced '\"'\?\)",
+    ),
+    "very-long-line-of-commas": (lambda: _lines(HEADER, GOOD + "," * TEN_MB), r"line 2 is longer than \d+ characters"),
     "semicolon-separated": (lambda: _lines("age_years;sex", "50;male"), r"does not look comma-separated"),
     "blank-first-line": (lambda: _lines("", HEADER, GOOD), r"starts with a blank line; its first line must be"),
     "excel-sep-directive": (lambda: _lines("sep=,", HEADER, GOOD), r"starts with an Excel 'sep=' line"),
@@ -185,57 +206,125 @@ def test_errors_are_chained_to_their_cause(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- header, row and cell problems
 #: id -> (file content, the (field, row) of every error in order, a pattern the first error's message matches).
 RECORD_PROBLEMS: dict[str, tuple[Callable[[], bytes], list[tuple[str, int | None]], str]] = {
-    "row-with-too-many-fields": (lambda: _lines(HEADER, GOOD, GOOD + ",7"), [("csv", 2)],
-                                 r"row 2: row has 6 fields; the header has 5"),
-    "row-with-too-few-fields": (lambda: _lines(HEADER, "54"), [("csv", 1)],
-                                r"row 1: row has 1 field; the header has 5"),
+    "row-with-too-many-fields": (
+        lambda: _lines(HEADER, GOOD, GOOD + ",7"),
+        [("csv", 2)],
+        r"row 2: row has 6 fields; the header has 5",
+    ),
+    "row-with-too-few-fields": (
+        lambda: _lines(HEADER, "54"),
+        [("csv", 1)],
+        r"row 1: row has 1 field; the header has 5",
+    ),
     "blank-row-between-rows": (lambda: _lines(HEADER, GOOD, "", GOOD), [("csv", 2)], r"row 2: row is blank"),
-    "duplicated-column": (lambda: _lines("age_years,sex,sex", "50,male,male"), [("sex", None)],
-                          r"column 'sex' appears more than once \(2 times\)"),
-    "duplicated-column-differing-in-spaces": (lambda: _lines("age_years, sex,sex ", "50,male,male"), [("sex", None)],
-                                              r"appears more than once"),
-    "unnamed-column": (lambda: _lines("age_years,sex,", "50,male,"), [("columns", None)],
-                       r"header column\(s\) 3 have no name"),
-    "unknown-columns": (lambda: _lines("age_years,sex,heartrate,Temp", "50,male,80,37"),
-                        [("heartrate", None), ("Temp", None)], r"unknown column 'heartrate' \(unknown columns: "
-                        r"\['heartrate', 'Temp'\]\)"),
-    "missing-required-columns": (lambda: _lines("heart_rate,spo2", "80,97"), [("age_years", None), ("sex", None)],
-                                 r"required column 'age_years' is missing"),
-    "non-numeric-number": (lambda: _lines(HEADER, GOOD, "60,male,fast,0,0"), [("heart_rate", 2)],
-                           r"row 2: 'heart_rate' must be a number in beats/min"),
-    "number-with-unit": (lambda: _lines("age_years,sex,spo2", "60,male,98%"), [("spo2", 1)],
-                         r"'spo2' must be a number"),
-    "decimal-comma": (lambda: _lines("age_years,sex,temperature_c", '60,male,"36,6"'), [("temperature_c", 1)],
-                      r"'temperature_c' must be a number"),
+    "duplicated-column": (
+        lambda: _lines("age_years,sex,sex", "50,male,male"),
+        [("sex", None)],
+        r"column 'sex' appears more than once \(2 times\)",
+    ),
+    "duplicated-column-differing-in-spaces": (
+        lambda: _lines("age_years, sex,sex ", "50,male,male"),
+        [("sex", None)],
+        r"appears more than once",
+    ),
+    "unnamed-column": (
+        lambda: _lines("age_years,sex,", "50,male,"),
+        [("columns", None)],
+        r"header column\(s\) 3 have no name",
+    ),
+    "unknown-columns": (
+        lambda: _lines("age_years,sex,heartrate,Temp", "50,male,80,37"),
+        [("heartrate", None), ("Temp", None)],
+        r"unknown column 'heartrate' \(unknown columns: "
+        r"\['heartrate', 'Temp'\]\)",
+    ),
+    "missing-required-columns": (
+        lambda: _lines("heart_rate,spo2", "80,97"),
+        [("age_years", None), ("sex", None)],
+        r"required column 'age_years' is missing",
+    ),
+    "non-numeric-number": (
+        lambda: _lines(HEADER, GOOD, "60,male,fast,0,0"),
+        [("heart_rate", 2)],
+        r"row 2: 'heart_rate' must be a number in beats/min",
+    ),
+    "number-with-unit": (
+        lambda: _lines("age_years,sex,spo2", "60,male,98%"),
+        [("spo2", 1)],
+        r"'spo2' must be a number",
+    ),
+    "decimal-comma": (
+        lambda: _lines("age_years,sex,temperature_c", '60,male,"36,6"'),
+        [("temperature_c", 1)],
+        r"'temperature_c' must be a number",
+    ),
     "nan": (lambda: _lines("age_years,sex,heart_rate", "60,male,nan"), [("heart_rate", 1)], r"must be a number"),
-    "NA-is-not-missing": (lambda: _lines("age_years,sex,heart_rate", "60,male,NA"), [("heart_rate", 1)],
-                          r"must be a number"),
-    "inf": (lambda: _lines("age_years,sex,heart_rate", "60,male,inf"), [("heart_rate", 1)],
-            r"'heart_rate' must be in \[20, 300\]"),
-    "minus-infinity": (lambda: _lines("age_years,sex,resp_rate", "60,male,-Infinity"), [("resp_rate", 1)],
-                       r"'resp_rate' must be in \[0, 80\]"),
-    "1e400-overflows": (lambda: _lines("age_years,sex,heart_rate", "60,male,1e400"), [("heart_rate", 1)],
-                        r"'heart_rate' must be a number"),
-    "huge-integer": (lambda: _lines("age_years,sex,sbp", "60,male,99999999999999999999999999"), [("sbp", 1)],
-                     r"'sbp' must be in \[30, 300\]"),
-    "out-of-range-values": (lambda: _lines("age_years,sex,spo2,gcs", "130,male,101,16", "40,female,97,12.5"),
-                            [("age_years", 1), ("spo2", 1), ("gcs", 1), ("gcs", 2)],
-                            r"'age_years' must be in \[0, 120\]"),
-    "missing-required-value": (lambda: _lines("age_years,sex", "50,male", ",female"), [("age_years", 2)],
-                               r"'age_years' is required"),
-    "diastolic-above-systolic": (lambda: _lines("age_years,sex,sbp,dbp", "50,male,90,95"), [("dbp", 1)],
-                                 r"'dbp' must be below 'sbp'"),
-    "unknown-vocabulary": (lambda: _lines("age_years,sex,consciousness", "50,M,drowsy"),
-                           [("sex", 1), ("consciousness", 1)], r"'sex' must be one of"),
-    "bad-label": (lambda: _lines(HEADER, "50,male,80,2,yes"), [("admitted", 1), ("critical", 1)],
-                  r"'admitted' must be"),
+    "NA-is-not-missing": (
+        lambda: _lines("age_years,sex,heart_rate", "60,male,NA"),
+        [("heart_rate", 1)],
+        r"must be a number",
+    ),
+    "inf": (
+        lambda: _lines("age_years,sex,heart_rate", "60,male,inf"),
+        [("heart_rate", 1)],
+        r"'heart_rate' must be in \[20, 300\]",
+    ),
+    "minus-infinity": (
+        lambda: _lines("age_years,sex,resp_rate", "60,male,-Infinity"),
+        [("resp_rate", 1)],
+        r"'resp_rate' must be in \[0, 80\]",
+    ),
+    "1e400-overflows": (
+        lambda: _lines("age_years,sex,heart_rate", "60,male,1e400"),
+        [("heart_rate", 1)],
+        r"'heart_rate' must be a number",
+    ),
+    "huge-integer": (
+        lambda: _lines("age_years,sex,sbp", "60,male,99999999999999999999999999"),
+        [("sbp", 1)],
+        r"'sbp' must be in \[30, 300\]",
+    ),
+    "out-of-range-values": (
+        lambda: _lines("age_years,sex,spo2,gcs", "130,male,101,16", "40,female,97,12.5"),
+        [("age_years", 1), ("spo2", 1), ("gcs", 1), ("gcs", 2)],
+        r"'age_years' must be in \[0, 120\]",
+    ),
+    "missing-required-value": (
+        lambda: _lines("age_years,sex", "50,male", ",female"),
+        [("age_years", 2)],
+        r"'age_years' is required",
+    ),
+    "diastolic-above-systolic": (
+        lambda: _lines("age_years,sex,sbp,dbp", "50,male,90,95"),
+        [("dbp", 1)],
+        r"'dbp' must be below 'sbp'",
+    ),
+    "unknown-vocabulary": (
+        lambda: _lines("age_years,sex,consciousness", "50,M,drowsy"),
+        [("sex", 1), ("consciousness", 1)],
+        r"'sex' must be one of",
+    ),
+    "bad-label": (
+        lambda: _lines(HEADER, "50,male,80,2,yes"),
+        [("admitted", 1), ("critical", 1)],
+        r"'admitted' must be",
+    ),
     "arrival-time-offsets-mixed": (
-        lambda: _lines("age_years,sex,arrival_time", "50,male,2024-03-01T10:15:00+01:00", "51,male,2024-03-01T11:00",
-                       "52,male,2024-07-01 10:15:00+02:00", "53,male,2024-07-01T10:15:00Z"),
+        lambda: _lines(
+            "age_years,sex,arrival_time",
+            "50,male,2024-03-01T10:15:00+01:00",
+            "51,male,2024-03-01T11:00",
+            "52,male,2024-07-01 10:15:00+02:00",
+            "53,male,2024-07-01T10:15:00Z",
+        ),
         [("arrival_time", 2), ("arrival_time", 3), ("arrival_time", 4)],
-        r"row 2: 'arrival_time' has no UTC offset, unlike row 1"),
-    "text-too-long": (lambda: _lines("age_years,sex,site", "50,male," + "s" * 65), [("site", 1)],
-                      r"'site' must be at most 64 characters"),
+        r"row 2: 'arrival_time' has no UTC offset, unlike row 1",
+    ),
+    "text-too-long": (
+        lambda: _lines("age_years,sex,site", "50,male," + "s" * 65),
+        [("site", 1)],
+        r"'site' must be at most 64 characters",
+    ),
 }
 
 
@@ -267,13 +356,20 @@ def test_headerless_file_never_echoes_its_first_row(tmp_path: Path) -> None:
 
 def test_identifiers_and_free_text_are_never_echoed(tmp_path: Path) -> None:
     path = tmp_path / "site.csv"
-    path.write_bytes(_lines("visit_id,age_years,sex,chief_complaint,arrival_time",
-                            "MRN0012345,50,male,Jane Doe fell,2024-03-01T10:00+01:00",
-                            "MRN0012345,51,male," + "Jane Doe " * 60 + ",2024-03-01T10:00"))
+    path.write_bytes(
+        _lines(
+            "visit_id,age_years,sex,chief_complaint,arrival_time",
+            "MRN0012345,50,male,Jane Doe fell,2024-03-01T10:00+01:00",
+            "MRN0012345,51,male," + "Jane Doe " * 60 + ",2024-03-01T10:00",
+        )
+    )
     with pytest.raises(RecordValidationErrors) as info:
         load_canonical_csv(path)
-    assert {(e.field, e.row) for e in info.value.errors} == {("visit_id", 2), ("chief_complaint", 2),
-                                                              ("arrival_time", 2)}
+    assert {(e.field, e.row) for e in info.value.errors} == {
+        ("visit_id", 2),
+        ("chief_complaint", 2),
+        ("arrival_time", 2),
+    }
     assert "MRN" not in str(info.value) and "Jane" not in str(info.value) and "10:00" not in str(info.value)
 
 
@@ -328,8 +424,14 @@ def test_quoted_line_break_inside_a_cell_is_kept(tmp_path: Path) -> None:
 
 def test_a_single_utc_offset_throughout_is_kept(tmp_path: Path) -> None:
     path = tmp_path / "site.csv"
-    path.write_bytes(_lines("age_years,sex,arrival_time", "50,male,2024-03-01T10:15:00+01:00",
-                            "51,male,2024-03-01T11:00+0100", "52,male,"))
+    path.write_bytes(
+        _lines(
+            "age_years,sex,arrival_time",
+            "50,male,2024-03-01T10:15:00+01:00",
+            "51,male,2024-03-01T11:00+0100",
+            "52,male,",
+        )
+    )
     times = load_canonical_csv(path).frame["arrival_time"]
     assert str(times.iloc[1]) == "2024-03-01 11:00:00+01:00" and times.isna().tolist() == [False, False, True]
 
@@ -347,8 +449,9 @@ def _load_or_typed_error(path: Path) -> int | None:
         return None
 
 
-_PROPERTY_SETTINGS = settings(max_examples=100, deadline=None,
-                              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+_PROPERTY_SETTINGS = settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 
 
 @_PROPERTY_SETTINGS
@@ -362,9 +465,33 @@ def test_any_bytes_load_or_raise_a_typed_error(tmp_path: Path, content: bytes) -
 def _cell_strategy() -> st.SearchStrategy[str]:
     """Any cell: numbers of every kind, vocabulary in odd spellings, sentinels and arbitrary text."""
     numbers = st.one_of(st.integers(-1000, 1000), st.floats(allow_nan=True, allow_infinity=True)).map(str)
-    vocabulary = st.sampled_from(["", " ", "female", "MALE", "unknown", "A", "c", "walk_in", "ambulance", "true",
-                                  "no", "1", "0", "3", "5", "2024-03-01T10:15:00", "2024-03-01 10:15+01:00",
-                                  "2024-03-01T10:15Z", "NA", "nan", "1e400", "98%", "-0"])
+    vocabulary = st.sampled_from(
+        [
+            "",
+            " ",
+            "female",
+            "MALE",
+            "unknown",
+            "A",
+            "c",
+            "walk_in",
+            "ambulance",
+            "true",
+            "no",
+            "1",
+            "0",
+            "3",
+            "5",
+            "2024-03-01T10:15:00",
+            "2024-03-01 10:15+01:00",
+            "2024-03-01T10:15Z",
+            "NA",
+            "nan",
+            "1e400",
+            "98%",
+            "-0",
+        ]
+    )
     return st.one_of(vocabulary, numbers, st.text(max_size=20))
 
 
@@ -471,8 +598,9 @@ def test_cli_evaluate_malformed_csv_exits_2_with_one_clear_error(tmp_path: Path,
     path = tmp_path / "site.csv"
     path.write_bytes(content())
     out = tmp_path / "eval"
-    res = CliRunner().invoke(app, ["evaluate", "--model", str(triage_onnx), "--data", f"csv:{path}", "--out",
-                                   str(out), "--bootstrap", "10"])
+    res = CliRunner().invoke(
+        app, ["evaluate", "--model", str(triage_onnx), "--data", f"csv:{path}", "--out", str(out), "--bootstrap", "10"]
+    )
     assert res.exit_code == 2, res.output
     assert not isinstance(res.exception, Exception) or isinstance(res.exception, SystemExit), res.exception
     assert [line for line in res.stderr.splitlines() if line.startswith("error: ")] == [res.stderr.split("\n")[0]]
@@ -495,9 +623,13 @@ def test_vigil_process_prints_no_traceback(tmp_path: Path, triage_onnx: Path) ->
     path.write_bytes(_lines(HEADER, GOOD, "60,male,fast,0,0", "61,female,80,1"))
     vigil = Path(sys.executable).with_name("vigil")
     command = [str(vigil)] if vigil.is_file() else [sys.executable, "-c", "from vigil.cli import main; main()"]
-    done = subprocess.run([*command, "evaluate", "--model", str(triage_onnx), "--data", f"csv:{path}", "--out",
-                           str(tmp_path / "eval")], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "VIGIL_WORK_DIR": str(tmp_path / "work")})
+    done = subprocess.run(
+        [*command, "evaluate", "--model", str(triage_onnx), "--data", f"csv:{path}", "--out", str(tmp_path / "eval")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "VIGIL_WORK_DIR": str(tmp_path / "work")},
+    )
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith(("error:", "  - "))]

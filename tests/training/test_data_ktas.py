@@ -117,7 +117,10 @@ def test_specific_rows(ktas) -> None:
     frame = ktas.frame
     first = frame.iloc[0]  # 2;2;71;3;3;2;right ocular pain;1;1;2;160;100;84;18;36.6;100;2;...;1;4
     assert (first["sex"], first["age_years"], first["arrival_mode"], first["site"]) == (
-        "male", 71, "walk_in", "ktas_group2"
+        "male",
+        71,
+        "walk_in",
+        "ktas_group2",
     )
     assert (first["sbp"], first["dbp"], first["heart_rate"], first["resp_rate"]) == (160, 100, 84, 18)
     assert (first["temperature_c"], first["spo2"], first["pain_score"]) == (36.6, 100, 2)

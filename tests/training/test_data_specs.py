@@ -35,8 +35,21 @@ def test_csv_spec_reads_the_path(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "spec",
-    ["", "   ", "nhamcs", "nhamcs:", "nhamcs:18", "nhamcs:2018;2019", "nhamcs:2018,2018", "ktas:2019", "csv:",
-     "synthetic:n=ten", "synthetic:size=10", "synthetic:n=0", "mimic:iv"],
+    [
+        "",
+        "   ",
+        "nhamcs",
+        "nhamcs:",
+        "nhamcs:18",
+        "nhamcs:2018;2019",
+        "nhamcs:2018,2018",
+        "ktas:2019",
+        "csv:",
+        "synthetic:n=ten",
+        "synthetic:size=10",
+        "synthetic:n=0",
+        "mimic:iv",
+    ],
 )
 def test_bad_specs_name_the_dataset_field(spec: str) -> None:
     with pytest.raises(InputValidationError) as info:
@@ -76,8 +89,21 @@ def test_data_available_checks_each_year(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("age", "band"),
-    [(0, "<15"), (14.9, "<15"), (15, "15-24"), (24, "15-24"), (25, "25-44"), (44, "25-44"), (45, "45-64"),
-     (64, "45-64"), (65, "65-74"), (74, "65-74"), (75, "75+"), (120, "75+"), (np.nan, None)],
+    [
+        (0, "<15"),
+        (14.9, "<15"),
+        (15, "15-24"),
+        (24, "15-24"),
+        (25, "25-44"),
+        (44, "25-44"),
+        (45, "45-64"),
+        (64, "45-64"),
+        (65, "65-74"),
+        (74, "65-74"),
+        (75, "75+"),
+        (120, "75+"),
+        (np.nan, None),
+    ],
 )
 def test_age_bands_follow_nhamcs_ager(age: float, band: str | None) -> None:
     assert age_band(pd.Series([age])).iloc[0] == band
@@ -85,8 +111,15 @@ def test_age_bands_follow_nhamcs_ager(age: float, band: str | None) -> None:
 
 def _tiny(**overrides: object) -> pd.DataFrame:
     frame = pd.DataFrame(
-        {"age_years": [30.0, 70.0], "sex": ["female", "male"], "heart_rate": [80.0, np.nan], "acuity": [3, 2],
-         "admitted": [0, 1], "critical": [0, 0], "visit_id": ["a", "b"]}
+        {
+            "age_years": [30.0, 70.0],
+            "sex": ["female", "male"],
+            "heart_rate": [80.0, np.nan],
+            "acuity": [3, 2],
+            "admitted": [0, 1],
+            "critical": [0, 0],
+            "visit_id": ["a", "b"],
+        }
     )
     for key, value in overrides.items():
         frame[key] = value

@@ -47,9 +47,18 @@ def test_augment_shapes_identity_and_determinism():
     a = augment(x, cfg, torch.Generator().manual_seed(0))
     b = augment(x, cfg, torch.Generator().manual_seed(0))
     assert a.shape == x.shape and torch.equal(a, b)
-    still = load_imaging_config(overrides={"rotate_degrees": 0.0, "scale_jitter": 0.0, "translate_fraction": 0.0,
-                                           "intensity_jitter": 0.0, "gamma_jitter": 0.0, "saturation_jitter": 0.0,
-                                           "dihedral_invariance": False, "hflip_probability": 0.0})
+    still = load_imaging_config(
+        overrides={
+            "rotate_degrees": 0.0,
+            "scale_jitter": 0.0,
+            "translate_fraction": 0.0,
+            "intensity_jitter": 0.0,
+            "gamma_jitter": 0.0,
+            "saturation_jitter": 0.0,
+            "dihedral_invariance": False,
+            "hflip_probability": 0.0,
+        }
+    )
     torch.testing.assert_close(augment(x, still, torch.Generator().manual_seed(0)), x, atol=1e-5, rtol=0)
 
 

@@ -173,7 +173,7 @@ def _csv_problem(path: Path, exc: csv.Error, first_line: int, last_line: int) ->
         if last_line > first_line:
             reason += f" (it runs on to line {last_line}: an unbalanced '\"'?)"
     elif "expected after" in reason:
-        reason += " (a quote inside a quoted cell must be doubled: \"\")"
+        reason += ' (a quote inside a quoted cell must be doubled: "")'
     where = f"line {first_line}" if last_line <= first_line else f"the row starting on line {first_line}"
     return DataSourceError(f"canonical CSV {path} is not valid CSV at {where}: {reason}")
 
@@ -235,27 +235,34 @@ def _check_header(path: Path, header: list[str]) -> tuple[list[str], list[str]]:
     allowed = set(CSV_COLUMNS)
     if not any(n in allowed or n.startswith(IGNORED_PREFIX) for n in names):
         # Most likely a file without a header, whose first data row was read as one: never echo it.
-        raise RecordValidationErrors([InputValidationError(
-            "columns",
-            f"none of the {len(names)} names in the first line is a column of the canonical CSV (is the header "
-            f"row missing?); the first line must name the columns, e.g. 'age_years,sex,heart_rate' (the names "
-            "are not shown: they may be a row of patient data)",
-        )])
+        raise RecordValidationErrors(
+            [
+                InputValidationError(
+                    "columns",
+                    f"none of the {len(names)} names in the first line is a column of the canonical CSV (is the header "
+                    f"row missing?); the first line must name the columns, e.g. 'age_years,sex,heart_rate' (the names "
+                    "are not shown: they may be a row of patient data)",
+                )
+            ]
+        )
     errors: list[InputValidationError] = []
     unnamed = [position for position, name in enumerate(names, start=1) if not name]
     if unnamed:
-        errors.append(InputValidationError(
-            "columns",
-            f"header column(s) {_listed(unnamed)} have no name; name each column (prefix '{IGNORED_PREFIX}' to "
-            "have it ignored) or delete it",
-        ))
+        errors.append(
+            InputValidationError(
+                "columns",
+                f"header column(s) {_listed(unnamed)} have no name; name each column (prefix '{IGNORED_PREFIX}' to "
+                "have it ignored) or delete it",
+            )
+        )
     counts = Counter(n for n in names if n)
     errors.extend(
         InputValidationError(name[:64], f"column '{name[:64]}' appears more than once ({count} times)")
         for name, count in islice(((n, c) for n, c in counts.items() if c > 1), MAX_ERRORS)
     )
     errors.extend(
-        InputValidationError(name, f"required column '{name}' is missing") for name in REQUIRED_COLUMNS
+        InputValidationError(name, f"required column '{name}' is missing")
+        for name in REQUIRED_COLUMNS
         if name not in counts
     )
     unknown = [n[:64] for n in counts if n not in allowed and not n.startswith(IGNORED_PREFIX)]
@@ -324,14 +331,19 @@ def _check_offsets(frame: pd.DataFrame, errors: list[InputValidationError]) -> p
         if first is None:
             first = (row, offset)
         elif offset != first[1]:
-            form = "has no UTC offset" if offset is None else (
-                "has a UTC offset" if first[1] is None else "has a different UTC offset")
-            errors.append(InputValidationError(
-                "arrival_time",
-                f"'arrival_time' {form}, unlike row {first[0]}; give every arrival_time in one form, "
-                "preferably the site's local time without an offset",
-                row,
-            ))
+            form = (
+                "has no UTC offset"
+                if offset is None
+                else ("has a UTC offset" if first[1] is None else "has a different UTC offset")
+            )
+            errors.append(
+                InputValidationError(
+                    "arrival_time",
+                    f"'arrival_time' {form}, unlike row {first[0]}; give every arrival_time in one form, "
+                    "preferably the site's local time without an offset",
+                    row,
+                )
+            )
             bad.append(row - 1)
     if not bad:
         return frame

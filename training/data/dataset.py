@@ -44,9 +44,7 @@ AGE_BANDS: Final[tuple[str, ...]] = DECISION_AGE_BANDS  # one definition (models
 _AGE_BAND_EDGES: Final[tuple[float, ...]] = AGE_BAND_EDGES
 
 #: Expected payer vocabulary (NHAMCS ``PAYTYPER``).
-PAYERS: Final[tuple[str, ...]] = (
-    "private", "medicare", "medicaid", "workers_comp", "self_pay", "no_charge", "other"
-)
+PAYERS: Final[tuple[str, ...]] = ("private", "medicare", "medicaid", "workers_comp", "self_pay", "no_charge", "other")
 
 _DIGEST_VERSION: Final = "vigil-triage-digest-v1"
 

@@ -53,8 +53,14 @@ class ImagingDataset:
 
     def subset(self, rows: np.ndarray) -> ImagingDataset:
         """Rows by position, sharing nothing mutable with the parent."""
-        return ImagingDataset(self.images[rows], self.labels[rows], self.mask[rows],
-                              self.meta.iloc[rows].reset_index(drop=True), self.source_files_digest, list(self.notes))
+        return ImagingDataset(
+            self.images[rows],
+            self.labels[rows],
+            self.mask[rows],
+            self.meta.iloc[rows].reset_index(drop=True),
+            self.source_files_digest,
+            list(self.notes),
+        )
 
     def split(self, name: str) -> ImagingDataset:
         """One of train / validation / test."""
@@ -74,8 +80,9 @@ def patient_split(patients: np.ndarray, fractions: tuple[float, float, float], s
     return np.array([assignment[p] for p in patients])
 
 
-def _prepare_all(paths: list[Path], size: int, desc: str, progress: bool,
-                 views: list[str] | None = None) -> tuple[np.ndarray, str]:
+def _prepare_all(
+    paths: list[Path], size: int, desc: str, progress: bool, views: list[str] | None = None
+) -> tuple[np.ndarray, str]:
     """Every image through :func:`load_image_for_model`; a refusal stops loading with the file's name."""
     images = np.zeros((len(paths), 1, size, size), dtype=np.float16)
     digest = hashlib.sha256()
@@ -106,8 +113,13 @@ def load_nih(data_dir: Path, size: int, seed: int, *, progress: bool = False) ->
         raise DataSourceError(f"NIH label table not found: {table} (set VIGIL_DATA_DIR to the data folder)")
     frame = pd.read_csv(table)
     start = time.perf_counter()
-    images, digest = _prepare_all([root / p for p in frame["staged_path"]], size, "NIH images", progress,
-                                  views=frame["View Position"].astype(str).tolist())
+    images, digest = _prepare_all(
+        [root / p for p in frame["staged_path"]],
+        size,
+        "NIH images",
+        progress,
+        views=frame["View Position"].astype(str).tolist(),
+    )
     labels = np.zeros((len(frame), len(IMAGING_FINDINGS)), dtype=np.float32)
     mask = np.zeros_like(labels)
     for j, finding in enumerate(IMAGING_FINDINGS):
@@ -116,17 +128,23 @@ def load_nih(data_dir: Path, size: int, seed: int, *, progress: bool = False) ->
             labels[:, j] = frame[[f"label_{c}" for c in columns]].to_numpy().max(axis=1)
             mask[:, j] = 1.0
     patients, split = nih_patient_split(frame, seed)
-    meta = pd.DataFrame({
-        "image_id": frame["Image Index"].astype(str),
-        "patient_id": patients,
-        "source": "nih",
-        "split": split,
-        "sex": frame["Patient Gender"].map({"F": "female", "M": "male"}).fillna("unknown"),
-        "age_years": frame["Patient Age"].astype(float),
-        "view": frame["View Position"].astype(str),
-    })
-    log.info("loaded NIH: %d images, %d patients in %.1f s", len(meta), meta["patient_id"].nunique(),
-             time.perf_counter() - start)
+    meta = pd.DataFrame(
+        {
+            "image_id": frame["Image Index"].astype(str),
+            "patient_id": patients,
+            "source": "nih",
+            "split": split,
+            "sex": frame["Patient Gender"].map({"F": "female", "M": "male"}).fillna("unknown"),
+            "age_years": frame["Patient Age"].astype(float),
+            "view": frame["View Position"].astype(str),
+        }
+    )
+    log.info(
+        "loaded NIH: %d images, %d patients in %.1f s",
+        len(meta),
+        meta["patient_id"].nunique(),
+        time.perf_counter() - start,
+    )
     return ImagingDataset(images, labels, mask, meta, digest)
 
 
@@ -164,17 +182,23 @@ def load_kermany(data_dir: Path, size: int, seed: int, *, progress: bool = False
     j = IMAGING_FINDINGS.index("pneumonia")
     labels[:, j] = [1.0 if p.parent.name == "PNEUMONIA" else 0.0 for p in paths]
     mask[:, j] = 1.0
-    meta = pd.DataFrame({
-        "image_id": [p.name for p in paths],
-        "patient_id": patient_ids,
-        "source": "kermany",
-        "split": split,
-        "sex": "unknown",
-        "age_years": np.nan,  # children aged 1-5; no per-image age
-        "view": "unknown",
-    })
-    log.info("loaded Kermany: %d images, %d patients in %.1f s", len(meta), meta["patient_id"].nunique(),
-             time.perf_counter() - start)
+    meta = pd.DataFrame(
+        {
+            "image_id": [p.name for p in paths],
+            "patient_id": patient_ids,
+            "source": "kermany",
+            "split": split,
+            "sex": "unknown",
+            "age_years": np.nan,  # children aged 1-5; no per-image age
+            "view": "unknown",
+        }
+    )
+    log.info(
+        "loaded Kermany: %d images, %d patients in %.1f s",
+        len(meta),
+        meta["patient_id"].nunique(),
+        time.perf_counter() - start,
+    )
     return ImagingDataset(images, labels, mask, meta, digest)
 
 
@@ -209,9 +233,22 @@ def synthetic_imaging(n: int, size: int, seed: int) -> ImagingDataset:
             img += 0.2 * np.exp(-(((xx - cx) ** 2 + (yy - cy) ** 2) / 0.004))
         images[i] = prepare_image(equalise_histogram(np.clip(img, 0, 1).astype(np.float32)), size)
     patients = np.array([f"syn-{i // 2}" for i in range(n)])
-    meta = pd.DataFrame({"image_id": [f"syn-{i}" for i in range(n)], "patient_id": patients, "source": "synthetic",
-                         "split": patient_split(patients, (0.6, 0.2, 0.2), seed),
-                         "sex": rng.choice(["female", "male"], n), "age_years": rng.integers(18, 90, n).astype(float),
-                         "view": rng.choice(["PA", "AP"], n)})
-    return ImagingDataset(images, labels, np.ones_like(labels), meta, f"synthetic-n{n}-seed{seed}",
-                          ["SYNTHETIC images: no clinical meaning"])
+    meta = pd.DataFrame(
+        {
+            "image_id": [f"syn-{i}" for i in range(n)],
+            "patient_id": patients,
+            "source": "synthetic",
+            "split": patient_split(patients, (0.6, 0.2, 0.2), seed),
+            "sex": rng.choice(["female", "male"], n),
+            "age_years": rng.integers(18, 90, n).astype(float),
+            "view": rng.choice(["PA", "AP"], n),
+        }
+    )
+    return ImagingDataset(
+        images,
+        labels,
+        np.ones_like(labels),
+        meta,
+        f"synthetic-n{n}-seed{seed}",
+        ["SYNTHETIC images: no clinical meaning"],
+    )

@@ -32,23 +32,54 @@ MISSING_TOKENS: Final[tuple[str, ...]] = ("#BOŞ!", "??", "")
 
 #: Columns known only after triage: never record fields, never features.
 POST_TRIAGE_COLUMNS: Final[tuple[str, ...]] = (
-    "KTAS_RN", "Diagnosis in ED", "Disposition", "Error_group", "Length of stay_min", "KTAS duration_min",
+    "KTAS_RN",
+    "Diagnosis in ED",
+    "Disposition",
+    "Error_group",
+    "Length of stay_min",
+    "KTAS duration_min",
     "mistriage",
 )
 #: The columns this adapter reads (the file also has post-triage ones, checked so a changed file is caught).
 EXPECTED_COLUMNS: Final[tuple[str, ...]] = (
-    "Group", "Sex", "Age", "Arrival mode", "Chief_complain", "Mental", "Pain", "NRS_pain",
-    "SBP", "DBP", "HR", "RR", "BT", "Saturation", "KTAS_RN", "Disposition", "KTAS_expert",
+    "Group",
+    "Sex",
+    "Age",
+    "Arrival mode",
+    "Chief_complain",
+    "Mental",
+    "Pain",
+    "NRS_pain",
+    "SBP",
+    "DBP",
+    "HR",
+    "RR",
+    "BT",
+    "Saturation",
+    "KTAS_RN",
+    "Disposition",
+    "KTAS_expert",
 )
 
 SEX_CODES: Final[dict[str, str]] = {"1": "female", "2": "male"}
 #: 1 walk-in and 3 private vehicle are both self-presenting; 2 public and 4 private ambulance; 5-7 other.
 ARRIVAL_CODES: Final[dict[str, str]] = {
-    "1": "walk_in", "2": "ambulance", "3": "walk_in", "4": "ambulance", "5": "other", "6": "other", "7": "other"
+    "1": "walk_in",
+    "2": "ambulance",
+    "3": "walk_in",
+    "4": "ambulance",
+    "5": "other",
+    "6": "other",
+    "7": "other",
 }
 MENTAL_CODES: Final[dict[str, str]] = {"1": "A", "2": "V", "3": "P", "4": "U"}
 VITAL_COLUMNS: Final[dict[str, str]] = {
-    "SBP": "sbp", "DBP": "dbp", "HR": "heart_rate", "RR": "resp_rate", "BT": "temperature_c", "Saturation": "spo2"
+    "SBP": "sbp",
+    "DBP": "dbp",
+    "HR": "heart_rate",
+    "RR": "resp_rate",
+    "BT": "temperature_c",
+    "Saturation": "spo2",
 }
 ADMITTED_DISPOSITIONS: Final[frozenset[int]] = frozenset({2, 3, 7})  # ward, ICU, surgery
 CRITICAL_DISPOSITIONS: Final[frozenset[int]] = frozenset({3, 6})  # ICU, death
@@ -173,6 +204,8 @@ def load_ktas(data_dir: Path) -> TriageDataset:
     )
     logger.info(
         "loaded ktas: %d visits in %.2f s (coerced %s)",
-        len(dataset.frame), time.perf_counter() - started, dataset.coerced,
+        len(dataset.frame),
+        time.perf_counter() - started,
+        dataset.coerced,
     )
     return dataset

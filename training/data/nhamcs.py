@@ -41,20 +41,38 @@ KNOWN_YEARS: Final[tuple[int, ...]] = (2018, 2019, 2020, 2021, 2022)
 REQUIRED_COLUMNS: Final[tuple[str, ...]] = ("AGE", "SEX", "IMMEDR", "ADMITHOS", "ADMIT", "DIEDED")
 #: Columns mapped when present; an absent one leaves its field missing and adds a note.
 OPTIONAL_COLUMNS: Final[tuple[str, ...]] = (
-    "YEAR", "ARREMS", "TEMPF", "PULSE", "RESPR", "BPSYS", "BPDIAS", "POPCT", "PAINSCALE",
-    "RFV1", "RFV2", "RFV3", "HOSPCODE", "RACERETH", "PAYTYPER", "PATWT",
+    "YEAR",
+    "ARREMS",
+    "TEMPF",
+    "PULSE",
+    "RESPR",
+    "BPSYS",
+    "BPDIAS",
+    "POPCT",
+    "PAINSCALE",
+    "RFV1",
+    "RFV2",
+    "RFV3",
+    "HOSPCODE",
+    "RACERETH",
+    "PAYTYPER",
+    "PATWT",
 )
 
 SEX_CODES: Final[dict[int, str]] = {1: "female", 2: "male"}
 ARREMS_CODES: Final[dict[int, str]] = {1: "ambulance", 2: "walk_in"}
 RACERETH_CODES: Final[dict[int, str]] = {1: "nh_white", 2: "nh_black", 3: "hispanic", 4: "nh_other"}
 PAYTYPER_CODES: Final[dict[int, str]] = {
-    1: "private", 2: "medicare", 3: "medicaid", 4: "workers_comp", 5: "self_pay", 6: "no_charge", 7: "other"
+    1: "private",
+    2: "medicare",
+    3: "medicaid",
+    4: "workers_comp",
+    5: "self_pay",
+    6: "no_charge",
+    7: "other",
 }
 #: Vital-sign columns where 998 means "Doppler or palpated" (no number), with the record field they feed.
-DOPPLER_VITALS: Final[dict[str, str]] = {
-    "PULSE": "heart_rate", "RESPR": "resp_rate", "BPSYS": "sbp", "BPDIAS": "dbp"
-}
+DOPPLER_VITALS: Final[dict[str, str]] = {"PULSE": "heart_rate", "RESPR": "resp_rate", "BPSYS": "sbp", "BPDIAS": "dbp"}
 DOPPLER_CODE: Final = 998
 RFV_COLUMNS: Final[tuple[str, ...]] = ("RFV1", "RFV2", "RFV3")
 
@@ -298,6 +316,9 @@ def load_nhamcs(data_dir: Path, years: Sequence[int]) -> TriageDataset:
     )
     logger.info(
         "loaded %s: %d visits in %.1f s (coerced %s)",
-        dataset.name, len(dataset.frame), time.perf_counter() - started, dataset.coerced,
+        dataset.name,
+        len(dataset.frame),
+        time.perf_counter() - started,
+        dataset.coerced,
     )
     return dataset

@@ -68,14 +68,12 @@ def _check_disparity(disparity: Mapping[str, Any] | None) -> dict[str, Any]:
         return {}
     unknown = sorted(set(disparity) - set(DISPARITY_KINDS))
     if unknown:
-        raise InputValidationError(
-            "disparity", f"disparity kinds must be among {list(DISPARITY_KINDS)}; got {unknown}"
-        )
+        raise InputValidationError("disparity", f"disparity kinds must be among {list(DISPARITY_KINDS)}; got {unknown}")
     spec = disparity["spo2_overread"]
     if not isinstance(spec, Mapping) or set(spec) != {"group", "points"}:
         raise InputValidationError(
-            "disparity", "'spo2_overread' needs exactly the keys 'group' and 'points', e.g. "
-            "{'group': 'nh_black', 'points': 3}"
+            "disparity",
+            "'spo2_overread' needs exactly the keys 'group' and 'points', e.g. {'group': 'nh_black', 'points': 3}",
         )
     group, points = spec["group"], spec["points"]
     if group not in ETHNICITIES:
