@@ -18,7 +18,8 @@ from typing import Any
 
 import yaml
 
-from models.errors import ConfigError
+from models.errors import ConfigError, InputValidationError
+from models.registry import MODEL_NAMES, parse_metric_key
 
 __all__ = [
     "DEFAULT_POLICY_PATH",
@@ -268,6 +269,8 @@ def _section(value: object, section: str) -> dict[str, float]:
 
 
 def _floors(value: object) -> dict[str, dict[str, float]]:
+    """The performance floors: model name -> metric key -> least value; every model and metric named must be one
+    Vigil's training runs log (:mod:`models.registry`), so a typo is an error at load, not a floor never checked."""
     if value is None:
         return {}
     if not isinstance(value, Mapping):
@@ -276,8 +279,17 @@ def _floors(value: object) -> dict[str, dict[str, float]]:
         )
     out: dict[str, dict[str, float]] = {}
     for model, floors in value.items():
+        if str(model) not in MODEL_NAMES:
+            raise ConfigError(
+                f"config key 'performance_floors.{model}' names an unknown model; known: {', '.join(MODEL_NAMES)}"
+            )
         if not isinstance(floors, Mapping) or not floors:
             raise ConfigError(f"config key 'performance_floors.{model}' must map metric names to minimum values")
+        for metric in floors:
+            try:
+                parse_metric_key(str(model), str(metric))
+            except InputValidationError as exc:
+                raise ConfigError(f"config key 'performance_floors.{model}.{metric}': {exc.message}") from exc
         out[str(model)] = {
             str(metric): _number(minimum, f"performance_floors.{model}.{metric}", 0.0, 1.0)
             for metric, minimum in floors.items()

@@ -29,13 +29,14 @@ from models.imaging_onnx import ImagingOnnxModel
 from models.intended_use import FindingRelease, IntendedUse, finding_release_from_json, intended_use_from_json
 from models.labels import IMAGING_FINDINGS
 from models.onnx_runtime import TriageOnnxModel
+from models.registry import IMAGING_MODEL, TRIAGE_MODEL
 from serving.store_records import AuditRecord, utc_now
 
 log = logging.getLogger(__name__)
 
 Task = Literal["triage", "imaging"]
 TASKS: tuple[Task, ...] = ("triage", "imaging")
-DEFAULT_NAMES: dict[Task, str] = {"triage": "vigil-triage", "imaging": "vigil-cxr"}
+DEFAULT_NAMES: dict[Task, str] = {"triage": TRIAGE_MODEL, "imaging": IMAGING_MODEL}
 PASS = "pass"
 
 

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from models.registry import CANDIDATE_ALIAS, PRODUCTION_ALIAS, TRIAGE_MODEL, Tag
+
 log = logging.getLogger(__name__)
 
-CANDIDATE_ALIAS = "candidate"
 
 #: Tracking URIs this process gave mlflow.set_tracking_uri(). MLflow exports each as MLFLOW_TRACKING_URI, so a
 #: later read of that variable would return whichever work folder was used last here, not the user's setting.
@@ -166,13 +167,13 @@ def log_onnx_model_run(
         run_id = run.info.run_id
     version = str(info.registered_model_version)
     client.set_registered_model_alias(registered_model_name, CANDIDATE_ALIAS, version)
-    client.set_model_version_tag(registered_model_name, version, "onnx_sha256", tags.get("onnx_sha256", ""))
+    client.set_model_version_tag(registered_model_name, version, Tag.ONNX_SHA256, tags.get(Tag.ONNX_SHA256, ""))
     log.info("registered %s version %s as @%s (run %s)", registered_model_name, version, CANDIDATE_ALIAS, run_id)
     return RegisteredModel(registered_model_name, version, run_id, info.model_uri, CANDIDATE_ALIAS)
 
 
 def resolve_model_file(
-    model: str, work_dir: Path, experiment: str = "vigil-triage", download_root: Path | None = None
+    model: str, work_dir: Path, experiment: str = TRIAGE_MODEL, download_root: Path | None = None
 ) -> Path:
     """Turn an ``.onnx`` path or a registry URI (``models:/NAME@alias`` or ``models:/NAME/VERSION``) into a file.
 
@@ -205,9 +206,6 @@ def resolve_model_file(
     if not found:
         raise ModelArtifactError(f"registry model {model!r} holds no .onnx file")
     return found[0]
-
-
-PRODUCTION_ALIAS = "production"
 
 
 @dataclass(frozen=True)
@@ -357,10 +355,10 @@ def record_release_decision(
 
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     for key, value in {
-        "release_gate.status": status,
-        "release_gate.policy_version": policy_version,
-        "release_gate.checked_utc": stamp,
-        "release_gate.summary": summary[:4900],
+        Tag.GATE_STATUS: status,
+        Tag.GATE_POLICY_VERSION: policy_version,
+        Tag.GATE_CHECKED_UTC: stamp,
+        Tag.GATE_SUMMARY: summary[:4900],
         **(extra_tags or {}),
     }.items():
         client.set_model_version_tag(record.name, record.version, key, value)

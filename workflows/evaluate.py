@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from models.errors import InputValidationError, VigilError
+from models.registry import IMAGING_MODEL
 
 __all__ = ["Evaluation", "evaluate_model", "is_imaging"]
 
@@ -29,7 +30,7 @@ class Evaluation:
 
 def is_imaging(model: str, data: str) -> bool:
     """Whether ``model``/``data`` name a chest X-ray evaluation."""
-    return model.startswith("models:/vigil-cxr") or data in IMAGING_DATA
+    return model.startswith(f"models:/{IMAGING_MODEL}") or data in IMAGING_DATA
 
 
 def evaluate_model(
@@ -110,7 +111,7 @@ def _evaluate_imaging(model: str, data: str, out: Path, data_dir: Path | None, b
 
     if data not in IMAGING_DATA:
         raise InputValidationError("data", f"--data for an imaging model must be 'nih' or 'kermany'; got {data!r}")
-    onnx_model = ImagingOnnxModel(resolve_model_file(model, work_dir(), experiment="vigil-cxr"))
+    onnx_model = ImagingOnnxModel(resolve_model_file(model, work_dir(), experiment=IMAGING_MODEL))
     split_seed = int(onnx_model.card.training["config"]["seed"])  # the model's own patient split
     loader = load_nih if data == "nih" else load_kermany
     test = loader(resolve_data_dir(data_dir), onnx_model.image_size, split_seed).split("test")

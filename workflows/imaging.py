@@ -22,6 +22,7 @@ from models.imaging_onnx import ImagingOnnxModel, export_imaging_onnx, quantize_
 from models.labels import IMAGING_FINDING_CODES, IMAGING_FINDINGS
 from models.model_card import ModelCard
 from models.onnx_runtime import sha256_file
+from models.registry import IMAGING_MODEL, Tag, imaging_metric
 from training.config import ImagingTrainConfig
 from training.data import resolve_data_dir
 from training.data.imaging import ImagingDataset, concatenate, load_kermany, load_nih, synthetic_imaging
@@ -31,7 +32,7 @@ from workflows.triage import REPO_DIR, work_dir
 
 log = logging.getLogger(__name__)
 
-REGISTERED_IMAGING_MODEL = "vigil-cxr"
+REGISTERED_IMAGING_MODEL = IMAGING_MODEL
 PARITY_TOLERANCE = 1e-4
 
 
@@ -131,7 +132,7 @@ def run_imaging(
         training={
             "config": config.to_dict(),
             "best_epoch": trained.best_epoch,
-            "git_commit": git_commit(REPO_DIR),
+            Tag.GIT_COMMIT: git_commit(REPO_DIR),
             "images_by_source_and_split": {f"{s}/{p}": int(n) for (s, p), n in counts.items()},
         },
         data={"images_digest": data.source_files_digest, "sources": sorted(set(data.meta["source"]))},
@@ -237,20 +238,20 @@ def run_imaging(
         "parity_max_abs_diff": parity,
         **{f"validation.{f}.auroc": v for f, v in validation_auroc.items()},
         **{
-            f"test.{s}.{f}.auroc": e["auroc"]["estimate"]
+            imaging_metric("test", s, f): e["auroc"]["estimate"]
             for s, r in evaluations.items()
             for f, e in r["findings"].items()
             if "auroc" in e
         },
     }
     registered = log_onnx_model_run(
-        tracking_settings(work_dir(), "vigil-cxr"),
+        tracking_settings(work_dir(), IMAGING_MODEL),
         params=config.to_dict(),
         tags={
-            "git_commit": git_commit(REPO_DIR),
-            "synthetic_data": str(synthetic).lower(),
+            Tag.GIT_COMMIT: git_commit(REPO_DIR),
+            Tag.SYNTHETIC_DATA: str(synthetic).lower(),
             "images_digest": data.source_files_digest,
-            "onnx_sha256": sha256_file(shipped_path),
+            Tag.ONNX_SHA256: sha256_file(shipped_path),
             "precision": precision,
             "pixel_path": PIXEL_PATH_VERSION,
         },

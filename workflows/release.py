@@ -28,6 +28,7 @@ from fairness.report import card_groups, write_reports
 from models.errors import DataSourceError, ModelArtifactError, VigilError
 from models.intended_use import FindingRelease, IntendedUse, Population, dicom_age_years
 from models.onnx_runtime import sha256_file
+from models.registry import IMAGING_MODEL, MODEL_NAMES, TRIAGE_MODEL, Tag, parse_metric_key
 from training.tracking import ModelVersionRecord, fetch_model_version, record_release_decision
 from workflows.triage import PARITY_TOLERANCE, work_dir
 
@@ -83,7 +84,7 @@ class ReleaseOutcome:
 def artefact_checks(record: ModelVersionRecord) -> list[Check]:
     """Checksum against the registry, ONNX parity recorded at export, and real (not synthetic) training data."""
     checks = []
-    expected = record.tags.get("onnx_sha256") or record.run_tags.get("onnx_sha256")
+    expected = record.tags.get(Tag.ONNX_SHA256) or record.run_tags.get(Tag.ONNX_SHA256)
     actual = sha256_file(record.onnx_path)
     checks.append(
         Check(
@@ -105,7 +106,7 @@ def artefact_checks(record: ModelVersionRecord) -> list[Check]:
             else "the run recorded no ONNX parity check",
         )
     )
-    synthetic = record.run_tags.get("synthetic_data", "true") != "false"
+    synthetic = record.run_tags.get(Tag.SYNTHETIC_DATA, "true") != "false"
     checks.append(
         Check(
             "real training data",
@@ -289,7 +290,7 @@ def imaging_findings_decision(
     by_name = {c.name: c for c in (checks if checks is not None else floor_checks(record, floors))}
     decision = FindingDecision({}, {}, {})
     for finding in findings:
-        mine = {k: v for k, v in floors.items() if len(k.split(".")) == 4 and k.split(".")[2] == finding}
+        mine = {k: v for k, v in floors.items() if parse_metric_key(IMAGING_MODEL, k).target == finding}
         spec = declared.get(finding)
         if spec is not None:
             decision.populations[finding] = Population.from_dict(spec)
@@ -340,7 +341,7 @@ def non_inferiority_checks(
     from evaluation.noninferiority import compare
 
     assert policy.non_inferiority is not None
-    if record.name == "vigil-triage":
+    if record.name == TRIAGE_MODEL:
         theirs = {name: frame for name, frame, *_ in triage_audit_frames(production, data_dir, triage_data)}
     else:
         from models.onnx_runtime import open_onnx_model
@@ -644,10 +645,10 @@ def release(
     out_dir.mkdir(parents=True, exist_ok=True)
     outcome = ReleaseOutcome(record.name, record.version, "fail")
     outcome.checks += artefact_checks(record)
-    if record.name not in ("vigil-triage", "vigil-cxr"):
+    if record.name not in MODEL_NAMES:
         raise ModelArtifactError(f"no release procedure for model {record.name!r}")
     tampered = any(c.status == "fail" and c.name == "onnx checksum" for c in outcome.checks)
-    imaging = record.name == "vigil-cxr"
+    imaging = record.name == IMAGING_MODEL
     floors = policy.performance_floors.get(record.name)
     decision: FindingDecision | None = None
     if not floors:
@@ -858,9 +859,9 @@ def release(
     summary = "; ".join(f"{c.name}: {c.status}" for c in outcome.checks)
     tags = dict(safety_tags(safety, safety_reason))
     if use is not None:
-        tags["release_gate.intended_use"] = use.to_json()
+        tags[Tag.GATE_INTENDED_USE] = use.to_json()
     if finding_release is not None:
-        tags["release_gate.findings"] = finding_release.to_json()
+        tags[Tag.GATE_FINDINGS] = finding_release.to_json()
     record_release_decision(
         base,
         record,

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from models.errors import InputValidationError
+from models.registry import IMAGING_MODEL
 
 __all__ = ["second_read_file"]
 
@@ -26,7 +27,7 @@ def second_read_file(model: str, dicom: Path, out: Path) -> dict[str, Any]:
     from training.tracking import resolve_model_file
     from workflows.triage import work_dir
 
-    onnx_model = ImagingOnnxModel(resolve_model_file(model, work_dir(), experiment="vigil-cxr"))
+    onnx_model = ImagingOnnxModel(resolve_model_file(model, work_dir(), experiment=IMAGING_MODEL))
     if not dicom.is_file():
         raise InputValidationError("dicom", f"DICOM file not found: {dicom}")
     read = onnx_model.second_read_dicom(dicom.read_bytes())

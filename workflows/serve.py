@@ -22,13 +22,14 @@ from typing import Any
 
 from models.errors import ModelArtifactError, RegistryUnavailableError
 from models.onnx_runtime import sha256_file
+from models.registry import Tag
 from serving.http_limits import DeadlineH11Protocol, uvicorn_limits
 from serving.model_source import PASS, ModelLocator, ResolvedModel, Task, read_local_release, write_local_release
 from workflows.logs import configure_logging
 
 log = logging.getLogger(__name__)
 
-GATE_PREFIX = "release_gate."
+GATE_PREFIX = Tag.GATE_PREFIX
 
 
 #: MLflow's HTTP client retries 7 times with exponential back-off and a 120 s timeout by default: an unreachable
@@ -62,7 +63,7 @@ class RegistryLocator:
         except RegistryUnavailableError as exc:
             return self._from_cache(task, ref, exc)
         gate = {k.removeprefix(GATE_PREFIX): v for k, v in record.tags.items() if k.startswith(GATE_PREFIX)}
-        sha = record.tags.get("onnx_sha256") or None
+        sha = record.tags.get(Tag.ONNX_SHA256) or None
         if sha is None:
             raise ModelArtifactError(
                 f"{record.name} version {record.version} has no onnx_sha256 tag: it cannot be "

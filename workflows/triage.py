@@ -26,6 +26,7 @@ from models.model_card import ModelCard
 from models.news2 import FLOOR
 from models.onnx_runtime import TriageOnnxModel, export_triage_onnx, sha256_file
 from models.operating_point import threshold_for_sensitivity
+from models.registry import TRIAGE_MODEL, Tag
 from models.safety_floor import safety_floor
 from models.triage_decision import choose_band_weights, recommend_levels
 from training.config import TriageTrainConfig
@@ -36,7 +37,7 @@ from training.train_triage import TrainedTriageModel, train_triage
 log = logging.getLogger(__name__)
 
 REPO_DIR = Path(__file__).resolve().parents[1]
-REGISTERED_TRIAGE_MODEL = "vigil-triage"
+REGISTERED_TRIAGE_MODEL = TRIAGE_MODEL
 #: Largest |onnxruntime - torch| probability difference accepted at export.
 PARITY_TOLERANCE = 1e-4
 #: Sensitivity at which each risk head's operating threshold is chosen on validation (audit and serving flags).
@@ -254,7 +255,7 @@ def run_triage(
         training={
             "config": config.to_dict(),
             "best_epochs": trained.best_epochs,
-            "git_commit": git_commit(REPO_DIR),
+            Tag.GIT_COMMIT: git_commit(REPO_DIR),
             "n_train": len(trained.train_ids),
             "n_validation": len(trained.validation_ids),
             "validation_auroc": validation,
@@ -343,15 +344,15 @@ def run_triage(
 
     onnx_sha = sha256_file(onnx_path)
     registered = log_onnx_model_run(
-        tracking_settings(base, "vigil-triage"),
+        tracking_settings(base, TRIAGE_MODEL),
         params=config.to_dict(),
         tags={
-            "git_commit": git_commit(REPO_DIR),
-            "synthetic_data": str(synthetic).lower(),
+            Tag.GIT_COMMIT: git_commit(REPO_DIR),
+            Tag.SYNTHETIC_DATA: str(synthetic).lower(),
             "train_digest": train_ds.digest,
             "test_digest": test_ds.digest,
             "external_digest": external_ds.digest if external_ds else "none",
-            "onnx_sha256": onnx_sha,
+            Tag.ONNX_SHA256: onnx_sha,
             "preprocessing": trained.encoder.version,
             "data_sources": json.dumps({k: v.source_files for k, v in (("train", train_ds), ("test", test_ds)) if v})[
                 :5000

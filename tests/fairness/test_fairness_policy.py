@@ -203,6 +203,20 @@ def test_no_tolerance_of_the_previous_version_was_widened() -> None:
         ({"history": [{"version": "2.0.0", "date": "2 Dec 2026", "changes": "x"}]}, "history[0].date"),
         ({"history": [{"version": "1.0.0", "date": "2026-12-02", "changes": "x"}]}, "history"),
         ({"history": [{"version": "2.0.0", "date": "2026-12-02"}]}, "history[0]"),
+        # a floor on a metric no run logs would never be checked: refused at load, naming it
+        (
+            {"performance_floors": {"vigil-triage": {"test.admited.auroc": 0.8}}},
+            "performance_floors.vigil-triage.test.admited.auroc",
+        ),
+        (
+            {"performance_floors": {"vigil-cxr": {"test.nih.fracture.auroc": 0.7}}},
+            "performance_floors.vigil-cxr.test.nih.fracture.auroc",
+        ),
+        (
+            {"performance_floors": {"vigil-cxr": {"test.effusion.auroc": 0.7}}},
+            "performance_floors.vigil-cxr.test.effusion.auroc",
+        ),
+        ({"performance_floors": {"vigil-ct": {"test.admitted.auroc": 0.8}}}, "performance_floors.vigil-ct"),
     ],
 )
 def test_invalid_policy_names_the_key(tmp_path: Path, change: dict, key: str) -> None:
