@@ -20,44 +20,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pydicom
-from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+from pydicom.dataset import Dataset
 
 from models.errors import ImagingInputError, InputValidationError
+from models.heatmap_sc import heatmap_secondary_capture
 from models.imaging_onnx import SecondRead
 from models.model_card import IMAGING_DECISION_SUPPORT_STATEMENT
-from models.structured_report import blank_overlong_identifiers, sr_to_bytes
+from models.structured_report import sr_to_bytes
 from serving.dicom_node.intake import owned_path, write_durably
 from serving.dicom_node.records import QueueItem
 from serving.model_source import LoadedModel
 from serving.store import Store
-from serving.store_records import utc_now
 
-__all__ = ["Analysis", "analyse_item", "heatmap_secondary_capture"]
+__all__ = ["Analysis", "analyse_item"]
 
 log = logging.getLogger(__name__)
-
-HEATMAP_SERIES_NUMBER = 9902
-HEATMAP_SERIES_DESCRIPTION = "Vigil heat map (decision support, not for diagnosis)"
-#: Patient and study attributes the heat-map SC copies from its source, so a PACS files it in the same study.
-_COPIED = (
-    "SpecificCharacterSet",
-    "PatientName",
-    "PatientID",
-    "IssuerOfPatientID",
-    "PatientBirthDate",
-    "PatientSex",
-    "StudyInstanceUID",
-    "StudyDate",
-    "StudyTime",
-    "ReferringPhysicianName",
-    "StudyID",
-    "AccessionNumber",
-    "StudyDescription",
-)
 
 
 @dataclass(frozen=True)
@@ -84,69 +62,6 @@ def result_of(read: SecondRead, model: LoadedModel) -> dict[str, Any]:
         "timings_ms": {k: round(v, 3) for k, v in read.timings_ms.items()},
         "decision_support_statement": IMAGING_DECISION_SUPPORT_STATEMENT,
     }
-
-
-def heatmap_secondary_capture(read: SecondRead, *, manufacturer: str = "Vigil") -> Dataset:
-    """A Secondary Capture (RGB, 8 bit) of the heat map over the model input, in the source's study.
-
-    Derived image, new series :data:`HEATMAP_SERIES_NUMBER`; references its source (Source Image Sequence) and
-    says in DerivationDescription and the series description that it is decision support, not for diagnosis.
-    An AccessionNumber, StudyID or PatientID longer than its VR allows is written empty, as in the SR
-    (:func:`models.structured_report.blank_overlong_identifiers`).
-    """
-    source = read.dataset
-    if source is None:
-        raise InputValidationError("dataset", "a heat-map SC needs the source dataset")
-    rgb = np.asarray(Image.open(io.BytesIO(read.heatmap_png())).convert("RGB"), dtype=np.uint8)
-    ds = Dataset()
-    for keyword in _COPIED:
-        if keyword in source:
-            ds[keyword] = source[keyword]
-    for keyword in (
-        "PatientName",
-        "PatientID",
-        "PatientBirthDate",
-        "PatientSex",
-        "StudyDate",
-        "StudyTime",
-        "ReferringPhysicianName",
-        "StudyID",
-        "AccessionNumber",
-    ):
-        if keyword not in ds:
-            setattr(ds, keyword, "")
-    blank_overlong_identifiers(ds, "heat-map SC")
-    ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPInstanceUID = generate_uid()
-    ds.SeriesInstanceUID = generate_uid()
-    ds.Modality = "OT"
-    ds.SeriesNumber = HEATMAP_SERIES_NUMBER
-    ds.SeriesDescription = HEATMAP_SERIES_DESCRIPTION
-    ds.InstanceNumber = 1
-    ds.ConversionType = "WSD"
-    ds.Manufacturer = manufacturer
-    ds.ImageType = ["DERIVED", "SECONDARY"]
-    ds.PatientOrientation = ""
-    ds.BurnedInAnnotation = "NO"
-    ds.DerivationDescription = "Class-activation heat map overlaid on the model input; decision support only"
-    reference = Dataset()
-    reference.ReferencedSOPClassUID = source.SOPClassUID
-    reference.ReferencedSOPInstanceUID = source.SOPInstanceUID
-    ds.SourceImageSequence = [reference]
-    now = utc_now()
-    ds.ContentDate, ds.ContentTime = now[:10].replace("-", ""), now[11:19].replace(":", "")
-    ds.SamplesPerPixel = 3
-    ds.PhotometricInterpretation = "RGB"
-    ds.PlanarConfiguration = 0
-    ds.Rows, ds.Columns = int(rgb.shape[0]), int(rgb.shape[1])
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    ds.PixelData = rgb.tobytes()
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta = meta
-    return ds
 
 
 def _part10(ds: Dataset) -> bytes:
