@@ -126,15 +126,15 @@ def _source_key() -> str:
     return digest.hexdigest()[:16]
 
 
-@pytest.fixture(scope="session")
-def registered() -> Registered:
+def cached_small_models() -> Registered:
     """Both models trained briefly on synthetic data and registered @candidate (never released).
 
     Trained once and kept in ``$VIGIL_TEST_MODEL_CACHE`` (default ``.vigil-test-cache/`` in the repository, ignored
     by git) under a digest of the code they are built from, so that the fast tier, the slow tier and every
     pytest-xdist worker use the same models and a second ``make test`` does not train again; any change to that
     code trains them afresh (older entries are removed). Whoever gets here first trains while the others wait on a
-    file lock. Tests that write to a registry work on a copy of ``mlflow.db``, never on this one.
+    file lock. Tests that write to a registry work on a copy of ``mlflow.db``, never on this one. ``make test``
+    builds them before the fast tier (``python -m tests.build_models``), so that tier runs on prebuilt models.
     """
     import json
     import shutil
@@ -160,6 +160,12 @@ def registered() -> Registered:
         fields["triage_version"],
         fields["imaging_version"],
     )
+
+
+@pytest.fixture(scope="session")
+def registered() -> Registered:
+    """The small models of :func:`cached_small_models`."""
+    return cached_small_models()
 
 
 @pytest.fixture(scope="session")
