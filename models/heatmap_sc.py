@@ -222,6 +222,15 @@ def build_heatmap_sc(source: Dataset, rgb: np.ndarray, *, manufacturer: str = "V
     sc.ConversionType = "WSD"
     sc.BurnedInAnnotation = "NO"
     sc.DerivationDescription = DERIVATION_DESCRIPTION
+    # highdicom writes these in the host's local time; every other time Vigil writes is UTC.
+    for date_keyword, time_keyword in (
+        ("DateOfSecondaryCapture", "TimeOfSecondaryCapture"),
+        ("InstanceCreationDate", "InstanceCreationTime"),
+    ):
+        if date_keyword in sc:
+            setattr(sc, date_keyword, f"{now:%Y%m%d}")
+        if time_keyword in sc:
+            setattr(sc, time_keyword, f"{now:%H%M%S}")
     reference = Dataset()
     reference.ReferencedSOPClassUID = source.SOPClassUID
     reference.ReferencedSOPInstanceUID = source.SOPInstanceUID

@@ -132,9 +132,10 @@ def cached_small_models() -> Registered:
     Trained once and kept in ``$VIGIL_TEST_MODEL_CACHE`` (default ``.vigil-test-cache/`` in the repository, ignored
     by git) under a digest of the code they are built from, so that the fast tier, the slow tier and every
     pytest-xdist worker use the same models and a second ``make test`` does not train again; any change to that
-    code trains them afresh (older entries are removed). Whoever gets here first trains while the others wait on a
-    file lock. Tests that write to a registry work on a copy of ``mlflow.db``, never on this one. ``make test``
-    builds them before the fast tier (``python -m tests.build_models``), so that tier runs on prebuilt models.
+    code trains them afresh (entries older than the two newest others are removed). Whoever gets here first trains
+    while the others wait on a file lock. Tests that write to a registry work on a copy of ``mlflow.db``, never on
+    this one. ``make test`` builds them before the fast tier (``python -m tests.build_models``), so that tier runs on
+    prebuilt models.
     """
     import json
     import shutil
@@ -147,9 +148,15 @@ def cached_small_models() -> Registered:
     record = cache / key / "registered.json"
     with FileLock(str(cache / "lock")):
         if not record.exists():
-            for old in cache.iterdir():
-                if old.is_dir():
-                    shutil.rmtree(old, ignore_errors=True)
+            # Keep the two newest other entries: a run still using its models (another checkout state, another
+            # terminal) must not lose them under its feet; older ones go.
+            others = sorted(
+                (d for d in cache.iterdir() if d.is_dir() and d.name != key),
+                key=lambda d: d.stat().st_mtime,
+                reverse=True,
+            )
+            for old in others[2:]:
+                shutil.rmtree(old, ignore_errors=True)
             done = _train_small_models(cache / key / "work")
             record.write_text(json.dumps({k: str(v) for k, v in vars(done).items()}), encoding="utf-8")
     fields = json.loads(record.read_text(encoding="utf-8"))

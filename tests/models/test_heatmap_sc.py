@@ -145,6 +145,26 @@ def test_the_sc_is_a_derived_secondary_capture_in_the_source_study(source: Datas
     assert sc.SeriesInstanceUID != source.SeriesInstanceUID and sc.SOPInstanceUID != source.SOPInstanceUID
 
 
+def test_every_date_and_time_of_the_sc_is_the_same_utc_moment(source: Dataset, monkeypatch) -> None:
+    """highdicom writes the capture and creation times in the host's local time; Vigil writes UTC everywhere."""
+    monkeypatch.setenv("TZ", "America/New_York")
+    import time
+
+    time.tzset()
+    try:
+        sc = build_heatmap_sc(source, heat_map())
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    for date_keyword, time_keyword in (
+        ("DateOfSecondaryCapture", "TimeOfSecondaryCapture"),
+        ("InstanceCreationDate", "InstanceCreationTime"),
+    ):
+        if date_keyword in sc:
+            written = (str(sc[date_keyword].value), str(sc[time_keyword].value)[:6])
+            assert written == (str(sc.ContentDate), str(sc.ContentTime)), date_keyword
+
+
 def test_the_file_is_explicit_vr_little_endian_with_consistent_file_meta(source: Dataset) -> None:
     data = part10(build_heatmap_sc(source, heat_map()))
     assert data[128:132] == b"DICM"
