@@ -40,10 +40,9 @@ import numpy as np
 from pydicom.charset import python_encoding
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-from pydicom.valuerep import DA, TM
 
 from models.errors import InputValidationError
-from models.structured_report import blank_overlong_identifiers
+from models.structured_report import blank_invalid_dates, blank_overlong_identifiers
 
 if TYPE_CHECKING:
     from models.imaging_onnx import SecondRead
@@ -111,17 +110,7 @@ def _reference_header(source: Dataset) -> Dataset:
     if sex is not None and str(sex) != "" and str(sex) not in _PATIENT_SEX_VALUES:
         header.PatientSex = ""
         logger.info("source PatientSex is not M, F or O; written empty in the heat-map SC")
-    for keyword, kind in (("PatientBirthDate", DA), ("StudyDate", DA), ("StudyTime", TM)):
-        value = header.get(keyword)
-        if value is None or str(value) == "":
-            continue
-        try:
-            kind(str(value))
-        except ValueError:
-            setattr(header, keyword, "")
-            logger.info(
-                "source %s is not a valid DICOM %s value; written empty in the heat-map SC", keyword, kind.__name__
-            )
+    blank_invalid_dates(header, "heat-map SC")
     blank_overlong_identifiers(header, "heat-map SC")
     return header
 

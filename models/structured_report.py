@@ -195,19 +195,7 @@ def _evidence_header(source: Dataset) -> Dataset:
     if str(header.PatientSex).strip().upper() not in _PATIENT_SEX_VALUES:
         logger.warning("source PatientSex is not M, F or O; written empty in the second-read SR")
         header.PatientSex = ""
-    # highdicom converts these and raises a bare ValueError on a malformed value (pylibjpeg-data's 966 has a hash
-    # as its birth date): the SR carries them empty (Type 2) rather than the read being lost.
-    for keyword, kind in (("PatientBirthDate", DA), ("StudyDate", DA), ("StudyTime", TM)):
-        value = header.get(keyword)
-        if value is None or str(value) == "":
-            continue
-        try:
-            kind(str(value))
-        except ValueError:
-            setattr(header, keyword, "")
-            logger.info(
-                "source %s is not a valid DICOM %s value; written empty in the second-read SR", keyword, kind.__name__
-            )
+    blank_invalid_dates(header, "second-read SR")
     # PatientAge (AS, Type 3) must be nnnD/W/M/Y (PS3.5 6.2); sources write "62" or "62 years". The SR leaves an
     # invalid one out rather than copy it (dciodvfy: "Value invalid for this VR") or guess its unit.
     age = header.get("PatientAge")
@@ -218,6 +206,26 @@ def _evidence_header(source: Dataset) -> Dataset:
     _known_character_set(header)
     header.PatientName = ""
     return header
+
+
+def blank_invalid_dates(ds: Dataset, what: str) -> None:
+    """Empty PatientBirthDate, StudyDate and StudyTime in ``ds`` where they are not valid DA/TM values.
+
+    highdicom converts these and raises a bare ValueError on a malformed value (pylibjpeg-data's 966 has a hash as
+    its birth date): a derived instance (the SR, the heat-map SC) carries them empty (Type 2) rather than the read
+    being lost. Each is logged at INFO by keyword, never by value; ``what`` names the instance for the log line.
+    """
+    for keyword, kind in (("PatientBirthDate", DA), ("StudyDate", DA), ("StudyTime", TM)):
+        value = ds.get(keyword)
+        if value is None or str(value) == "":
+            continue
+        try:
+            kind(str(value))
+        except ValueError:
+            setattr(ds, keyword, "")
+            logger.info(
+                "source %s is not a valid DICOM %s value; written empty in the %s", keyword, kind.__name__, what
+            )
 
 
 def blank_overlong_identifiers(ds: Dataset, what: str) -> list[str]:
