@@ -44,6 +44,7 @@ import pydicom
 
 from models.labels import IMAGING_FINDING_CODES
 from models.model_card import IMAGING_DECISION_SUPPORT_STATEMENT
+from models.structured_report import PLAIN_CHEST_XRAY
 from serving.dicom_node.delivery import DeliveryError
 from serving.dicom_node.records import QueueItem
 from serving.fhir_codes import SNOMED, VIGIL_FHIR
@@ -58,8 +59,6 @@ PRIORITIES: Final[dict[str, str]] = {"stat": "S", "asap": "A", "routine": "R"}
 START_BLOCK, END_BLOCK = b"\x0b", b"\x1c\x0d"
 DICOM_UID_SYSTEM: Final = "urn:dicom:uid"
 FINDING_SYSTEM: Final = f"{VIGIL_FHIR}/CodeSystem/imaging-finding"
-#: The procedure the notification is about, as in the SR's "Procedure reported".
-PLAIN_CHEST_XRAY: Final = ("399208008", "SCT", "Plain chest X-ray")
 #: The concepts naming the UIDs in the last OBX segments: the study, the source image, the SR.
 UID_CODES: Final = (
     ("110180", "DCM", "Study Instance UID"),
@@ -256,13 +255,13 @@ def oru_r01(
         )
     accession = hl7_escape(notice.accession_number)
     segments.append(["ORC", "RE", "", accession])
-    procedure, scheme, meaning = PLAIN_CHEST_XRAY
+    procedure = PLAIN_CHEST_XRAY  # the SR's "Procedure reported"
     obr = [
         "OBR",
         "1",
         "",
         accession,
-        _components(procedure, meaning, scheme),
+        _components(procedure.value, procedure.meaning, procedure.scheme_designator),
         "",
         "",
         _study_dtm(notice.study_date, notice.study_time),
@@ -423,9 +422,9 @@ def fhir_task(notice: Notice, *, priority: str, now: float | None = None) -> dic
         ],
     }
     if notice.patient_id:
-        identifier = {"value": notice.patient_id}
+        identifier: dict[str, Any] = {"value": notice.patient_id}
         if notice.issuer_of_patient_id:
-            identifier["assigner"] = {"display": notice.issuer_of_patient_id}  # type: ignore[assignment]
+            identifier["assigner"] = {"display": notice.issuer_of_patient_id}
         task["for"] = {"type": "Patient", "identifier": identifier}
     return task
 

@@ -34,7 +34,15 @@ from models.errors import StoreUnavailableError
 from serving.dicom_node.analysis import analyse_item
 from serving.dicom_node.delivery import DeliveryError, send_instances, send_stow
 from serving.dicom_node.intake import owned_path, remove_quietly
-from serving.dicom_node.notify import channels_to_send, fhir_task, notice_of, oru_r01, post_fhir_task, send_mllp
+from serving.dicom_node.notify import (
+    Notice,
+    channels_to_send,
+    fhir_task,
+    notice_of,
+    oru_r01,
+    post_fhir_task,
+    send_mllp,
+)
 from serving.dicom_node.queue import WorkQueue
 from serving.dicom_node.records import ANALYSE, DELIVER, NOTIFY, QueueItem, backoff_delay
 from serving.dicom_node.settings import DicomNodeSettings
@@ -317,44 +325,20 @@ class WorkerPool:
         if item.notify_attempts > cfg.max_attempts:  # claimed again and again without finishing (a worker died)
             reasons.append(f"the notification did not finish in {cfg.max_attempts} attempts")
             pending = []
-        try:
-            sr_path = owned_path(self.output_dir, item.sr_path)
-            if pending and sr_path is None:
-                raise DeliveryError("no structured report was kept for this instance")
-            notice = notice_of(item, sr_path) if pending and sr_path is not None else None
-        except DeliveryError as exc:
-            reasons.append(exc.reason)
-            pending, notice = [], None
+        notice = None
+        if pending:
+            try:
+                sr_path = owned_path(self.output_dir, item.sr_path)
+                if sr_path is None:
+                    raise DeliveryError("no structured report was kept for this instance")
+                notice = notice_of(item, sr_path)
+            except DeliveryError as exc:
+                reasons.append(exc.reason)
+                pending = []
         for channel in pending:
             assert notice is not None
             try:
-                if channel == "hl7":
-                    host, port, tls = cfg.notify_hl7_peer()
-                    message = oru_r01(
-                        notice,
-                        priority=cfg.notify_priority,
-                        sending_facility=cfg.notify_hl7_sending_facility,
-                        receiving_application=cfg.notify_hl7_receiving_application,
-                        receiving_facility=cfg.notify_hl7_receiving_facility,
-                    )
-                    send_mllp(
-                        message,
-                        host,
-                        port,
-                        control_id=notice.control_id,
-                        timeout_s=cfg.network_timeout_s,
-                        tls=tls.context() if tls is not None else None,
-                    )
-                else:
-                    assert cfg.notify_fhir_url is not None
-                    secret = cfg.notify_fhir_authorization
-                    post_fhir_task(
-                        fhir_task(notice, priority=cfg.notify_priority),
-                        cfg.notify_fhir_url,
-                        timeout_s=cfg.network_timeout_s,
-                        authorization=secret.get_secret_value() if secret else None,
-                        verify=str(cfg.tls_ca) if cfg.tls_ca is not None else True,
-                    )
+                self._send_notice(channel, notice)
                 done.append(channel)
             except Exception as exc:  # DeliveryError, a TLS file gone (ConfigError), or anything unexpected
                 reasons.append(
@@ -397,4 +381,41 @@ class WorkerPool:
         )
         self.queue.notify_transition(
             item, notify_state="pending", notified_channels=tuple(done), notify_error=reason, notify_next_at=now + delay
+        )
+
+    def _send_notice(self, channel: str, notice: Notice) -> None:
+        """Send ``notice`` on one channel: the ORU^R01 over MLLP (``"hl7"``) or the FHIR Task (``"fhir"``).
+
+        Raises
+        ------
+        DeliveryError
+            The receiver refused it, did not answer, or could not be reached.
+        """
+        cfg = self.settings
+        if channel == "hl7":
+            host, port, tls = cfg.notify_hl7_peer()
+            message = oru_r01(
+                notice,
+                priority=cfg.notify_priority,
+                sending_facility=cfg.notify_hl7_sending_facility,
+                receiving_application=cfg.notify_hl7_receiving_application,
+                receiving_facility=cfg.notify_hl7_receiving_facility,
+            )
+            send_mllp(
+                message,
+                host,
+                port,
+                control_id=notice.control_id,
+                timeout_s=cfg.network_timeout_s,
+                tls=tls.context() if tls is not None else None,
+            )
+            return
+        assert cfg.notify_fhir_url is not None
+        secret = cfg.notify_fhir_authorization
+        post_fhir_task(
+            fhir_task(notice, priority=cfg.notify_priority),
+            cfg.notify_fhir_url,
+            timeout_s=cfg.network_timeout_s,
+            authorization=secret.get_secret_value() if secret else None,
+            verify=str(cfg.tls_ca) if cfg.tls_ca is not None else True,
         )
