@@ -2,9 +2,10 @@
 from C-STORE to the SR delivered.
 
 One process (this one) runs a :class:`serving.dicom_node.node.DicomNode` exactly as the tests build it: a
-:class:`serving.model_source.ModelHolder` over a local model folder, a SQLite audit :class:`serving.store.Store`,
-and a queue (SQLite in a scratch folder; Redis too when 127.0.0.1:6379 answers). Two more processes, both this
-script with a hidden flag and importing only pydicom and pynetdicom, stand around it:
+:class:`serving.model_source.ModelHolder` over a local model folder, a SQLite audit
+:class:`serving.store.database.Store`, and a queue (SQLite in a scratch folder; Redis too when 127.0.0.1:6379
+answers). Two more processes, both this script with a hidden flag and importing only pydicom and pynetdicom, stand
+around it:
 
 * the destination (``--destination LOG``): a pynetdicom Storage SCP, the workstation's PACS, that appends one
   line per SR it receives: the source SOP Instance UID the SR references, the SR's SOP Instance UID and the
@@ -277,7 +278,7 @@ def prepare_instances(n: int, folder: Path, seed: int) -> list[Instance]:
 
     from pydicom.uid import generate_uid
 
-    from models.imaging import read_dicom
+    from models.imaging.pixels import read_dicom
 
     folder.mkdir(parents=True, exist_ok=True)
     sources = [(p.name, read_dicom(p)) for p in chest_fixtures()]
@@ -311,7 +312,7 @@ def prepare_instances(n: int, folder: Path, seed: int) -> list[Instance]:
 
 def build_model_folder(folder: Path) -> Path:
     """A local model folder holding vigil-cxr version 1 with a stand-in passing release record (see the doc)."""
-    from models.onnx_runtime import sha256_file
+    from models.triage.onnx import sha256_file
     from serving.model_source import ResolvedModel, write_local_release
 
     gate = {
@@ -329,7 +330,7 @@ def build_model_folder(folder: Path) -> Path:
 
 def load_holder(folder: Path, threads: int, warm_with: list[Instance]) -> Any:
     """A ModelHolder serving the imaging model, warmed by one second read + SR (as the node makes it) per fixture."""
-    from models.structured_report import sr_to_bytes
+    from models.imaging.sr import sr_to_bytes
     from serving.model_source import LocalFolderLocator, ModelHolder
 
     holder = ModelHolder(LocalFolderLocator(folder), allow_unreleased=False, threads=threads, tasks=("imaging",))
@@ -491,7 +492,7 @@ def run_one(
     """One node, one destination, one modality run; returns the measurements (per instance and summarised)."""
     from serving.dicom_node.node import DicomNode
     from serving.dicom_node.settings import DicomNodeSettings
-    from serving.store import Store
+    from serving.store.database import Store
 
     work = scratch / spec.name
     work.mkdir()

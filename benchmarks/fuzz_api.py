@@ -1,6 +1,6 @@
 """Bad input: schemathesis against the service's own OpenAPI description, every operation, in-process.
 
-The service is built as the serving tests build it (:func:`serving.app.create_app` on a local model folder whose
+The service is built as the serving tests build it (:func:`serving.api.app.create_app` on a local model folder whose
 release records pass, a fresh SQLite key/audit store, one API key per scope and one with every scope) and driven
 through Starlette's ``TestClient``: the whole ASGI stack (middleware, authentication, routes, error handlers, audit
 writes) runs in this process and nothing listens on a socket. The models are small ones trained on synthetic data
@@ -525,7 +525,7 @@ def probe_auth(
 def train_models(folder: Path, work: Path) -> Path:
     """Both models trained briefly on synthetic data, as tests/conftest.py's ``registered`` fixture trains them,
     and written to ``folder`` with passing release records, as its ``model_folder`` fixture writes them."""
-    from models.onnx_runtime import sha256_file
+    from models.triage.onnx import sha256_file
     from serving.model_source import ResolvedModel, write_local_release
     from training.config import load_imaging_config, load_triage_config
     from workflows.imaging import run_imaging
@@ -583,9 +583,9 @@ def service(work: Path, model_dir: Path) -> Iterator[tuple[Any, dict[str, str]]]
     """The app on ``model_dir`` with a fresh SQLite store and the keys of :data:`KEY_SCOPES`: (client, keys)."""
     from fastapi.testclient import TestClient
 
-    from serving.app import create_app
+    from serving.api.app import create_app
     from serving.settings import ServingSettings
-    from serving.store import Store
+    from serving.store.database import Store
 
     cfg = ServingSettings(work_dir=work, model_source="local", model_dir=model_dir, threads=1)
     store = Store(cfg.store_url())
@@ -739,7 +739,7 @@ def render(result: dict[str, Any]) -> str:
         "",
         "## Method",
         "",
-        "* The service is `serving.app.create_app` on small models trained on synthetic data (as the test fixtures "
+        "* The service is `serving.api.app.create_app` on small models trained on synthetic data (as the test fixtures "
         "train them), a fresh SQLite key and audit store, one key per scope and one with every scope, driven "
         "in-process through Starlette's TestClient: middleware, authentication, routes, error handlers and audit "
         "writes all run; no socket.",

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.imaging_onnx import ImagingOnnxModel
+from models.imaging.onnx import ImagingOnnxModel
 from training.data import resolve_data_dir
 from training.data.imaging import load_kermany, load_nih
 

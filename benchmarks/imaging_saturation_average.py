@@ -1,5 +1,5 @@
 """Experiment: one trained chest X-ray network exported with and without the average over emulated display
-saturations (models/imaging_net.py; docs/clinical_safety.md), compared on validation AUROC and the imaging
+saturations (models/imaging/net.py; docs/clinical_safety.md), compared on validation AUROC and the imaging
 safety-invariant suite.
 
 Each variant is rebuilt from the run's torch weights (``cxr_weights.pt``, written by ``vigil run --only imaging``)
@@ -23,8 +23,8 @@ from pathlib import Path
 
 from evaluation.safety_imaging import run_imaging_safety_suite
 from fairness.policy_schema import load_policy
-from models.imaging_net import saturation_tails
-from models.imaging_onnx import ImagingOnnxModel, export_imaging_onnx
+from models.imaging.net import saturation_tails
+from models.imaging.onnx import ImagingOnnxModel, export_imaging_onnx
 from models.intended_use import FindingRelease, Population
 from models.model_card import ModelCard
 from training.config import ImagingTrainConfig

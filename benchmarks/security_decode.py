@@ -1,10 +1,11 @@
 """Issue 14, finding 7 replayed: decompression to huge frames, one request and six at once.
 
 The attack: a 2 MB RLE Lossless DICOM of 8192 x 8192 zeros (16 bits), a chest DX header. Each request runs what
-``POST /v1/imaging/second-read`` runs for it (``ImagingOnnxModel.second_read_dicom``: :func:`models.imaging.read_dicom`,
-then :func:`models.imaging.load_dicom_for_model` at the model's 128 px; this input never reaches inference, before or
-after the fix) in a thread of its own, all started together by a barrier; as in the HTTP route, at most two decode at
-once (``ServiceState.run_model``'s limiter; the others wait, holding their bodies).
+``POST /v1/imaging/second-read`` runs for it (``ImagingOnnxModel.second_read_dicom``:
+:func:`models.imaging.pixels.read_dicom`, then :func:`models.imaging.pixels.load_dicom_for_model` at the model's 128
+px; this input never reaches inference, before or after the fix) in a thread of its own, all started together by a
+barrier; as in the HTTP route, at most two decode at once (``ServiceState.run_model``'s limiter; the others wait,
+holding their bodies).
 
 What is left: the same attack at the largest frame still accepted (5000 x 5000 zeros, 0.8 MB), which is decoded
 and then refused as blank; and a drawn frontal film of that size (RLE, 33 MB), read once and twice at once: what a
@@ -42,8 +43,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 MODEL_SIZE = 128  # training/configs/imaging.yaml image_size
 ATTACK_SIDE = 8192
-LARGEST_SIDE = 5000  # models.dicom_pixel_data.MAX_FRAME_SIDE, written out so the script runs on older code too
-ROUTE_LIMIT = 2  # serving.state.ServiceState.run_model: anyio.CapacityLimiter(2)
+LARGEST_SIDE = 5000  # models.imaging.pixel_data.MAX_FRAME_SIDE, written out so the script runs on older code too
+ROUTE_LIMIT = 2  # serving.api.state.ServiceState.run_model: anyio.CapacityLimiter(2)
 CASES: dict[str, tuple[str, int]] = {  # name -> (file, concurrent requests)
     "attack, 1 request": ("attack", 1),
     "attack, 6 at once": ("attack", 6),
@@ -146,7 +147,7 @@ def run_case(path: Path, concurrent: int) -> dict[str, Any]:
     import gc
 
     from models.errors import ImagingInputError
-    from models.imaging import load_dicom_for_model, read_dicom
+    from models.imaging.pixels import load_dicom_for_model, read_dicom
 
     data = path.read_bytes()
     outcomes: list[str] = [""] * concurrent
@@ -218,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(run_case(Path(args.case[0]), int(args.case[1]))))
         return 0
 
-    from models.imaging import PIXEL_PATH_VERSION
+    from models.imaging.pixels import PIXEL_PATH_VERSION
 
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="security-decode-") as scratch:
@@ -251,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
             "pydicom": pydicom.__version__,
         },
         "pixel_path_version": PIXEL_PATH_VERSION,
-        "function": "models.imaging.read_dicom + load_dicom_for_model(size=128), as second_read_dicom runs it",
+        "function": "models.imaging.pixels.read_dicom + load_dicom_for_model(size=128), as second_read_dicom runs it",
         "attack": f"RLE Lossless, {ATTACK_SIDE} x {ATTACK_SIDE} zeros, 16 bits, DX CHEST PA",
         "zeros_at_the_limit": f"the same, {LARGEST_SIDE} x {LARGEST_SIDE}",
         "largest_accepted": f"RLE Lossless, {LARGEST_SIDE} x {LARGEST_SIDE} drawn frontal film, 12 of 16 bits",

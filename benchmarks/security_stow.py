@@ -1,9 +1,9 @@
 """Issue 14, findings 5 and 6 replayed against STOW-RS: the service's memory and event loop under multipart attacks,
 before and after the streaming parser.
 
-Each case starts the service in a fresh process (``uvicorn`` on 127.0.0.1, the app of :func:`serving.app.create_app`
+Each case starts the service in a fresh process (``uvicorn`` on 127.0.0.1, the app of :func:`serving.api.app.create_app`
 with a SQLite store, one ``imaging`` key and no models: STOW-RS queues instances, it needs none) from one source
-tree: "after" is the working tree, "before" the same with the STOW-RS route file (``serving/routes_dicomweb.py``) of
+tree: "after" is the working tree, "before" the same with the STOW-RS route file (``serving/api/dicomweb.py``) of
 a git revision (default: the last commit before the fix). This process then sends the attack over raw sockets while
 another thread asks ``GET /healthz`` over a keep-alive connection, one request every 5 ms, and measures:
 
@@ -58,9 +58,9 @@ from pathlib import Path
 
 import uvicorn
 
-from serving.app import create_app
+from serving.api.app import create_app
 from serving.settings import ServingSettings
-from serving.store import Store
+from serving.store.database import Store
 
 work, port = Path(sys.argv[1]), int(sys.argv[2])
 models = work / "no-models"
@@ -70,7 +70,7 @@ store = Store(cfg.store_url())
 store.create_schema()
 (work / "key").write_text(store.create_key("benchmark", ["imaging"])[1])
 try:
-    from serving.http_limits import DeadlineH11Protocol as protocol
+    from serving.api.http_limits import DeadlineH11Protocol as protocol
 except ImportError:  # the tree before the fix
     protocol = "h11"
 uvicorn.run(create_app(cfg, store=store), host="127.0.0.1", port=port, http=protocol, log_level="warning",
@@ -139,14 +139,14 @@ CASES: list[dict[str, Any]] = [
 
 # ---------------------------------------------------------------------------------------------- the server
 def _before_tree(rev: str, into: Path) -> Path:
-    """The working tree's ``models`` and ``serving`` with the STOW-RS route (``serving/routes_dicomweb.py``) as it was
+    """The working tree's ``models`` and ``serving`` with the STOW-RS route (``serving/api/dicomweb.py``) as it was
     at ``rev``: the route before the fix, beside everything else as it is now (the rest of the service has moved on
     since, and the whole tree of ``rev`` is not what the fix changed)."""
     tree = into / "tree"
     for package in ("models", "serving"):
         shutil.copytree(REPO / package, tree / package, ignore=shutil.ignore_patterns("__pycache__"))
     old = subprocess.run(
-        ["git", "show", f"{rev}:serving/routes_dicomweb.py"], cwd=REPO, capture_output=True, check=True
+        ["git", "show", f"{rev}:serving/api/dicomweb.py"], cwd=REPO, capture_output=True, check=True
     ).stdout
     (tree / "serving" / "routes_dicomweb.py").write_bytes(old)
     return tree

@@ -9,12 +9,12 @@ at each concurrency of ``--concurrency``. Every latency is kept; any status othe
 connection, is an error and is reported.
 
 * Triage: ``POST /v1/triage`` with real records (``--records`` visits drawn from the KTAS data, each validated
-  by :func:`models.triage_record.validate_record`); the peer gets the SAME records, pre-encoded by the model's
-  own :class:`models.features.FeatureEncoder` into the four input tensors (``{"inputs": {name: lists}}``).
+  by :func:`models.triage.record.validate_record`); the peer gets the SAME records, pre-encoded by the model's
+  own :class:`models.triage.features.FeatureEncoder` into the four input tensors (``{"inputs": {name: lists}}``).
   Vigil validates, computes NEWS2 and its floor, explains (occlusion: one more batched ONNX run), audits each
   prediction in SQLite and returns the full result; the peer runs the graph and returns its outputs.
 * Imaging: ``POST /v1/imaging/second-read`` with a small and a large real DICOM fixture, compared with the
-  in-process time of :meth:`models.imaging_onnx.ImagingOnnxModel.second_read_dicom` (decode + prepare +
+  in-process time of :meth:`models.imaging.onnx.ImagingOnnxModel.second_read_dicom` (decode + prepare +
   inference, median of ``--ref-repeats`` runs) at the thread count each server worker uses.
 * Where the time of one request goes: the triage and imaging request paths timed step by step in this
   process (median per step), set against the server's CPU time per request measured under load.
@@ -356,7 +356,7 @@ def triage_records(n: int, seed: int) -> list[dict[str, Any]]:
     import numpy as np
     import pandas as pd
 
-    from models.triage_record import RECORD_FIELDS, validate_record
+    from models.triage.record import RECORD_FIELDS, validate_record
     from training.data import load_dataset
 
     frame = load_dataset("ktas").frame
@@ -388,7 +388,7 @@ def mlflow_body(runtime: Any, record: dict[str, Any]) -> bytes:
     """The peer's request for one record: the model's own encoding of the validated record, as tensor lists."""
     import pandas as pd
 
-    from models.triage_record import validate_record
+    from models.triage.record import validate_record
 
     encoded = runtime.encoder.transform(pd.DataFrame([validate_record(record)]))
     return json.dumps({"inputs": {k: v.tolist() for k, v in encoded.items()}}).encode()
@@ -401,7 +401,7 @@ def _median_ms(samples: list[float]) -> float:
 
 def imaging_reference(onnx_path: Path, threads: int, fixtures: list[Path], repeats: int) -> dict[str, Any]:
     """Median in-process decode+prepare and inference of ``second_read_dicom`` per fixture."""
-    from models.imaging_onnx import ImagingOnnxModel
+    from models.imaging.onnx import ImagingOnnxModel
 
     model = ImagingOnnxModel(onnx_path, threads=threads)
     out: dict[str, Any] = {}
@@ -424,7 +424,7 @@ def imaging_reference(onnx_path: Path, threads: int, fixtures: list[Path], repea
 
 
 class _Req:
-    """The parts of a request that :func:`serving.state.audit_record` reads."""
+    """The parts of a request that :func:`serving.api.state.audit_record` reads."""
 
     def __init__(self, request_id: str) -> None:
         self.state = type("S", (), {"request_id": request_id})()
@@ -453,10 +453,10 @@ def profile_paths(
 
     from models.labels import IMAGING_FINDING_CODES
     from models.model_card import IMAGING_DECISION_SUPPORT_STATEMENT
-    from models.triage_record import validate_record
+    from models.triage.record import validate_record
+    from serving.api.schemas import SecondReadResult, TriageResult
     from serving.model_source import ModelHolder
-    from serving.schemas import SecondReadResult, TriageResult
-    from serving.store import Store
+    from serving.store.database import Store
     from serving.triage_result import build_results
     from workflows.serve import RegistryLocator
 
@@ -599,7 +599,7 @@ def _profile_build_results(
 
 
 def _audit_of(request: _Req, route: str, model: Any, payload: Any, result: dict[str, Any]) -> Any:
-    from serving.state import audit_record, input_digest
+    from serving.api.state import audit_record, input_digest
 
     return audit_record(request, _key_info(), route, model, input_digest(payload), result)  # type: ignore[arg-type]
 
@@ -615,7 +615,7 @@ def _b64(png: bytes) -> str:
 
 
 def _key_info() -> Any:
-    from serving.store import ApiKeyInfo
+    from serving.store.database import ApiKeyInfo
 
     return ApiKeyInfo("benchprofile", "bench", ("triage", "imaging"), "2026-01-01T00:00:00Z", None)
 
@@ -759,7 +759,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with the servers' logs, on failure; the API key it creates is revoked either way."""
     import shutil
 
-    from serving.store import Store
+    from serving.store.database import Store
 
     scratch = Path(tempfile.mkdtemp(prefix="serving-load-"))
     created: list[str] = []
@@ -781,8 +781,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def _run(args: argparse.Namespace, scratch: Path, created: list[str]) -> dict[str, Any]:
     import pandas as pd
 
-    from models.onnx_runtime import TriageOnnxModel, default_threads
-    from serving.store import Store
+    from models.triage.onnx import TriageOnnxModel, default_threads
+    from serving.store.database import Store
     from training.tracking import fetch_model_version
 
     t_start = time.monotonic()
@@ -816,7 +816,7 @@ def _run(args: argparse.Namespace, scratch: Path, created: list[str]) -> dict[st
 
     vigil_bodies = [json.dumps(r).encode() for r in records]
     peer_bodies = [mlflow_body(runtime, r) for r in records]
-    from models.triage_record import validate_record
+    from models.triage.record import validate_record
 
     expected = runtime.run_encoded(runtime.encoder.transform(pd.DataFrame([validate_record(records[0])])))[1]
     fixtures = [FIXTURES / name for name in IMAGING_FIXTURES]

@@ -67,7 +67,7 @@ def records(spec: str, n: int, seed: int) -> list[dict[str, Any]]:
     """``n`` triage records: real KTAS visits (``ktas``) or the seeded synthetic generator (``synthetic``)."""
     if spec == "ktas":
         return sl.triage_records(n, seed)
-    from models.triage_record import RECORD_FIELDS, validate_record
+    from models.triage.record import RECORD_FIELDS, validate_record
     from training.data import load_dataset
 
     frame = load_dataset(f"synthetic:n={n},seed={seed}").frame
@@ -82,7 +82,7 @@ def records(spec: str, n: int, seed: int) -> list[dict[str, Any]]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import shutil
 
-    from serving.store import Store
+    from serving.store.database import Store
 
     scratch = Path(tempfile.mkdtemp(prefix="soak-"))
     store = Store(f"sqlite:///{(args.work_dir / 'serving.db').resolve()}")

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from evaluation.metrics import auroc
-from models.onnx_runtime import TriageOnnxModel
+from models.triage.onnx import TriageOnnxModel
 from training.data import load_dataset, resolve_data_dir
 
 RULES = ("stated rule", "age-band points", "age band x sex points")

@@ -3,7 +3,7 @@
 - NEWS2: the score as a risk ranking; a logistic map score -> probability fitted on the training rows
   (for calibration and decision curves); acuity from score cut points matched to the training level mix.
 - Logistic regression and gradient boosting on the same encoded features as the network
-  (:meth:`models.features.FeatureEncoder.dense`): same information, different learner.
+  (:meth:`models.triage.features.FeatureEncoder.dense`): same information, different learner.
 - The nurse's triage, where the data holds one (KTAS_RN): an acuity baseline only.
 """
 
@@ -16,9 +16,9 @@ import pandas as pd
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 
-from models.features import FeatureEncoder
 from models.labels import ACUITY_LEVELS, OUTCOMES
-from models.news2 import news2_frame
+from models.triage.features import FeatureEncoder
+from models.triage.news2 import news2_frame
 
 
 @dataclass

@@ -1,25 +1,26 @@
 """Safety invariants of the chest X-ray second-read model together with its pixel path.
 
 :func:`run_imaging_safety_suite` checks the deployed pair: the ONNX runtime
-(:class:`models.imaging_onnx.ImagingOnnxModel`, or anything with its ``run``, ``flags``, ``image_size``,
-``findings`` and ``card``) behind the one pixel path (:func:`models.imaging.model_input` for arrays,
-:func:`models.imaging.load_dicom_for_model` for DICOM).
+(:class:`models.imaging.onnx.ImagingOnnxModel`, or anything with its ``run``, ``flags``, ``image_size``,
+``findings`` and ``card``) behind the one pixel path (:func:`models.imaging.pixels.model_input` for arrays,
+:func:`models.imaging.pixels.load_dicom_for_model` for DICOM).
 
 Inputs: ``images`` is a list of real frontal chest films, each either a display image (a 2-D float array in
-[0, 1], higher = brighter: what :func:`models.imaging.decode_radiograph` or :func:`models.imaging.load_image_file`
-returns) or a path: a DICOM file (read, header-checked and decoded by the pixel path) or a PNG/JPEG. Every
-perturbation is applied to the display image, i.e. after the film's own window, where a routine change of the
-display curve acts:
+[0, 1], higher = brighter: what :func:`models.imaging.pixels.decode_radiograph` or
+:func:`models.imaging.pixels.load_image_file` returns) or a path: a DICOM file (read, header-checked and decoded by
+the pixel path) or a PNG/JPEG. Every perturbation is applied to the display image, i.e. after the film's own window,
+where a routine change of the display curve acts:
 
 - window centre +-10 %: the display window's centre (0.5 of the display range) moves by up to 10 % of itself,
   ``x' = clip(x - 0.5 s)`` for a shift ``s`` in [-0.10, 0.10];
 - contrast +-20 %: the window width changes by up to 20 %, ``x' = clip(0.5 + (x - 0.5)(1 + c))``, ``c`` in
   [-0.20, 0.20];
 - horizontal flip; orientation: vertical flip and rotations by 90, 180 and 270 degrees (the model is built to be
-  invariant to them, see :mod:`models.imaging_net`).
+  invariant to them, see :mod:`models.imaging.net`).
 
-Films and their perturbations go through :func:`models.imaging.model_input` (gate, equalisation, resize) without the
-photometric consistency rule, which only the DICOM path applies (a DICOM film is checked with it when it is read).
+Films and their perturbations go through :func:`models.imaging.pixels.model_input` (gate, equalisation, resize)
+without the photometric consistency rule, which only the DICOM path applies (a DICOM film is checked with it when it
+is read).
 
 Each film gets ``n_perturbations`` window shifts and ``n_perturbations`` contrast changes (the first two of each at
 the extremes, the rest drawn uniformly, seeded), one horizontal flip and four orientations: ``2 n + 5`` perturbed
@@ -57,8 +58,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, generate_uid
 
 from evaluation.safety import InvariantResult, SafetyReport, invariant
-from models import imaging
 from models.errors import ImageQualityError, ImagingInputError, NonFrontalViewError
+from models.imaging import pixels as imaging
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ _DICOM_SUFFIXES: Final = ("", ".dcm", ".dicom")
 
 
 class ImagingRuntime(Protocol):
-    """What the suite needs of :class:`models.imaging_onnx.ImagingOnnxModel`."""
+    """What the suite needs of :class:`models.imaging.onnx.ImagingOnnxModel`."""
 
     image_size: int
     findings: tuple[str, ...]

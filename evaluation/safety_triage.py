@@ -41,8 +41,8 @@ from evaluation.safety_triage_cases import (
     repeat,
     valid_values,
 )
-from models.columns import Columns, n_rows
-from models.triage_record import NON_FEATURE_FIELDS
+from models.triage.columns import Columns, n_rows
+from models.triage.record import NON_FEATURE_FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -450,7 +450,7 @@ def red_flags(model: Any, rng: np.random.Generator, target: float) -> tuple[Inva
     n = len(magnitude)
     result = invariant(
         "triage.red_flags_give_their_level",
-        "Every red-flag complaint of models.complaints (each synonym) gives a recommended level at least as "
+        "Every red-flag complaint of models.triage.complaints (each synonym) gives a recommended level at least as "
         "urgent as its floor level, and ACVPU P or U gives level 1, whatever the rest of the record.",
         "Time-critical presentations (cardiac arrest, stroke, anaphylaxis, an unresponsive patient) must be seen "
         "at once; a statistical model trained on mostly stable patients cannot be trusted to rank them.",
@@ -506,7 +506,7 @@ def run_triage_safety_suite(model: Any, *, n_grid: int = 10_000, seed: int = 0) 
 
     Parameters
     ----------
-    model : models.onnx_runtime.TriageOnnxModel
+    model : models.triage.onnx.TriageOnnxModel
         Or any object whose ``predict(columns)`` returns ``p_admitted``, ``p_critical``, ``model_level`` and
         ``recommended_level`` arrays; its ``encoder.unused_inputs`` (if present) names the inputs it did not
         learn, and ``card.name`` / ``card.version`` name it in the report.

@@ -1,13 +1,13 @@
 """Generated triage records for the safety-invariant suite (:mod:`evaluation.safety_triage`).
 
 The suite is an oracle independent of the model's own code: it writes canonical records (the fields of
-:mod:`models.triage_record`, as :mod:`models.columns` columns) from clinical reference values of its own, not
-from the training data or the encoder. Every record is valid under :func:`models.triage_record.validate_frame`
+:mod:`models.triage.record`, as :mod:`models.triage.columns` columns) from clinical reference values of its own, not
+from the training data or the encoder. Every record is valid under :func:`models.triage.record.validate_frame`
 (strict); the tests check that. Everything is drawn from a ``numpy.random.Generator`` passed in.
 
 Reference values: adult normal ranges as NEWS2 scores 0 (RCP 2017); paediatric normal ranges by age band
 as in the APLS reference tables (Advanced Paediatric Life Support, 6th ed.), taken well inside each band. The
-red-flag complaints come from :mod:`models.complaints` (:func:`red_flag_texts`), the one list the floor uses.
+red-flag complaints come from :mod:`models.triage.complaints` (:func:`red_flag_texts`), the one list the floor uses.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Any, Final
 
 import numpy as np
 
-from models.columns import Columns
-from models.triage_record import BOOLEAN_FIELDS, CATEGORICAL_BY_NAME, NUMERIC_BY_NAME, RECORD_FIELDS
+from models.triage.columns import Columns
+from models.triage.record import BOOLEAN_FIELDS, CATEGORICAL_BY_NAME, NUMERIC_BY_NAME, RECORD_FIELDS
 
 #: Common ED chief complaints (none of them a time-critical red flag), for base records.
 COMMON_COMPLAINTS: Final[tuple[str, ...]] = (
@@ -260,20 +260,20 @@ def valid_values(name: str) -> tuple[Any, ...]:
 
 
 def red_flag_texts() -> tuple[list[tuple[str, str, int]], str | None]:
-    """(flag id, complaint text, floor level) for every synonym of every red flag of :mod:`models.complaints`
+    """(flag id, complaint text, floor level) for every synonym of every red flag of :mod:`models.triage.complaints`
     (``SYNONYM_GROUPS``; a flag without synonyms contributes its canonical text), and an error message when
     that module (or its list) is not available. A phrase listed under several flags must give the most
     urgent of their levels."""
     try:
-        from models import complaints
+        from models.triage import complaints
     except ImportError as exc:
-        return [], f"models.complaints is not available ({exc}): red-flag complaints were not checked"
+        return [], f"models.triage.complaints is not available ({exc}): red-flag complaints were not checked"
     flags = getattr(complaints, "RED_FLAGS", None)
     if not flags:
-        return [], "models.complaints has no RED_FLAGS: red-flag complaints were not checked"
+        return [], "models.triage.complaints has no RED_FLAGS: red-flag complaints were not checked"
     groups: Any = getattr(complaints, "SYNONYM_GROUPS", None)
     if groups is None:
-        terms = __import__("models.complaint_terms", fromlist=["SYNONYM_GROUPS"])
+        terms = __import__("models.triage.complaint_terms", fromlist=["SYNONYM_GROUPS"])
         groups = getattr(terms, "SYNONYM_GROUPS", ())
     upper = {str(p).lower() for p in getattr(complaints, "CASE_SENSITIVE", ())}
     found: dict[str, tuple[str, int]] = {}

@@ -30,7 +30,7 @@ from evaluation.metrics import (
     observed_expected_ratio,
 )
 from models.labels import OUTCOMES
-from models.onnx_runtime import TriagePrediction
+from models.triage.onnx import TriagePrediction
 
 log = logging.getLogger(__name__)
 

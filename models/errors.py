@@ -129,7 +129,7 @@ class NonFrontalViewError(ImagingInputError):
 
 
 class ImageQualityError(ImagingInputError):
-    """The pixels are plainly not a radiograph (the quality gate of :mod:`models.imaging_quality`).
+    """The pixels are plainly not a radiograph (the quality gate of :mod:`models.imaging.quality`).
 
     ``field`` is the input at fault (``"PixelData"``, ``"file"`` or ``"image"``); ``check`` the gate's rule
     (``"blank"``, ``"noise"``, ``"graphics"``, ``"histogram"``); ``statistic`` the measured statistic's name,

@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from models.errors import ModelArtifactError, VigilError
-from models.imaging_onnx import ImagingOnnxModel
+from models.imaging.onnx import ImagingOnnxModel
 from models.intended_use import FindingRelease, IntendedUse, finding_release_from_json, intended_use_from_json
 from models.labels import IMAGING_FINDINGS
-from models.onnx_runtime import TriageOnnxModel
 from models.registry import IMAGING_MODEL, TRIAGE_MODEL
-from serving.store_records import AuditRecord, utc_now
+from models.triage.onnx import TriageOnnxModel
+from serving.store.records import AuditRecord, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ class LoadedModel:
     intended_use: IntendedUse | None = None
 
     def ref(self) -> dict[str, Any]:
-        """The :class:`serving.schemas.ModelRef` of this model: with its intended use and the populations (and,
+        """The :class:`serving.api.schemas.ModelRef` of this model: with its intended use and the populations (and,
         for imaging, the findings) it is not validated for, as the release gate recorded them."""
         use = self.intended_use
         ref: dict[str, Any] = {

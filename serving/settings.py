@@ -1,7 +1,7 @@
 """Settings of the serving API, from the environment (prefix ``VIGIL_``) through pydantic-settings.
 
 Nothing is read at import time: :func:`get_settings` builds (and caches) the object when the app is made,
-and tests pass their own :class:`ServingSettings` to :func:`serving.app.create_app`.
+and tests pass their own :class:`ServingSettings` to :func:`serving.api.app.create_app`.
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ class ServingSettings(BaseSettings):
     cds_jwt_issuers: Path | None = Field(
         default=None,
         description="JSON allow-list of trusted CDS clients (EHRs): iss, name, scopes and a JWK Set file or https "
-        "URL each (serving/cds_jwks.py). Required by the JWT modes; no default, as no EHR is trusted "
+        "URL each (serving/fhir/cds_jwks.py). Required by the JWT modes; no default, as no EHR is trusted "
         "until a site names it.",
     )
     cds_public_url: str | None = Field(

@@ -1,7 +1,7 @@
-"""From validated triage records to :class:`serving.schemas.TriageResult` dicts (no HTTP here).
+"""From validated triage records to :class:`serving.api.schemas.TriageResult` dicts (no HTTP here).
 
-The model, the decision rule and the safety floor (:mod:`models.safety_floor`: ACVPU, red-flag complaints,
-paediatric physiology under 16, NEWS2 from 16) run in :meth:`models.onnx_runtime.TriageOnnxModel.predict`; this
+The model, the decision rule and the safety floor (:mod:`models.triage.safety_floor`: ACVPU, red-flag complaints,
+paediatric physiology under 16, NEWS2 from 16) run in :meth:`models.triage.onnx.TriageOnnxModel.predict`; this
 module only explains and packages what they decided, so the served level is exactly the model's level raised to
 the floor, and the response names the rule that set the floor and why.
 """
@@ -11,14 +11,14 @@ from __future__ import annotations
 import math
 from typing import Any, Final
 
-from models.columns import columns_from_records
-from models.complaints import RED_FLAGS
-from models.explain import attributable_fields, predict_and_explain
 from models.labels import ACUITY_LEVELS, OUTCOME_DEFINITIONS, OUTCOMES, acuity_label
 from models.model_card import DECISION_SUPPORT_STATEMENT
-from models.news2 import PARAMETERS, News2Result, news2
-from models.onnx_runtime import TriagePrediction
-from models.triage_record import NUMERIC_BY_NAME
+from models.triage.columns import columns_from_records
+from models.triage.complaints import RED_FLAGS
+from models.triage.explain import attributable_fields, predict_and_explain
+from models.triage.news2 import PARAMETERS, News2Result, news2
+from models.triage.onnx import TriagePrediction
+from models.triage.record import NUMERIC_BY_NAME
 from serving.model_source import LoadedModel
 
 #: Model factors smaller than this (in probability) are not listed as reasons.
@@ -77,9 +77,9 @@ def _model_factors(effects: list[Any], record: dict[str, Any]) -> list[dict[str,
 
 
 def build_results(model: LoadedModel, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Score validated records (from :func:`models.triage_record.validate_record`) and explain each result.
+    """Score validated records (from :func:`models.triage.record.validate_record`) and explain each result.
 
-    Returns one :class:`serving.schemas.TriageResult`-shaped dict per record, without ``request_id``.
+    Returns one :class:`serving.api.schemas.TriageResult`-shaped dict per record, without ``request_id``.
     """
     if not records:
         return []

@@ -77,5 +77,5 @@ def test_the_cli_holds_no_workflow_logic():
 def test_a_violation_is_seen(tmp_path):
     """The check itself can fail: a models module importing serving is reported."""
     (tmp_path / "models").mkdir()
-    (tmp_path / "models" / "bad.py").write_text("from serving.app import create_app\n", encoding="utf-8")
+    (tmp_path / "models" / "bad.py").write_text("from serving.api.app import create_app\n", encoding="utf-8")
     assert _edges(tmp_path) == {("models", "serving"): ["models/bad.py"]}

@@ -119,7 +119,7 @@ class ImagingTrainConfig(_ValidatedConfig):
     hflip_probability: float = 0.5
     dihedral_invariance: bool = True
     #: The exported model averages its reading of each image with the brightest 0.1, 0.2, ... up to this fraction
-    #: saturated (models/imaging_net.py); 0 = off. A multiple of 0.1.
+    #: saturated (models/imaging/net.py); 0 = off. A multiple of 0.1.
     saturation_average: float = 0.4
     target_sensitivity: float = 0.9
     quantize_int8: bool = True

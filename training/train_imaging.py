@@ -14,8 +14,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from models.imaging import IMAGE_MEAN, IMAGE_STD, PIXEL_PATH_VERSION
-from models.imaging_net import (
+from models.imaging.net import (
     CalibratedChestXray,
     ChestXrayNet,
     emulate_saturation,
@@ -24,6 +23,7 @@ from models.imaging_net import (
     readings_per_image,
     saturation_tails,
 )
+from models.imaging.pixels import IMAGE_MEAN, IMAGE_STD, PIXEL_PATH_VERSION
 from models.labels import IMAGING_FINDINGS
 from models.operating_point import threshold_for_sensitivity
 from training.config import ImagingTrainConfig
@@ -106,7 +106,7 @@ def saturate(x: torch.Tensor, config: ImagingTrainConfig, generator: torch.Gener
     """What a narrower or shifted display window does to a film, as the model sees it after the pixel path.
 
     A window that saturates the darkest fraction ``s`` of a film's pixels (and ``t`` of its brightest) turns their
-    gradient into one grey level; after mid-rank histogram equalisation (:mod:`models.imaging`) that is exactly:
+    gradient into one grey level; after mid-rank histogram equalisation (:mod:`models.imaging.pixels`) that is exactly:
     equalised values below ``s`` become ``s / 2`` and those above ``1 - t`` become ``1 - t / 2``, every other pixel
     unchanged. ``s`` and ``t`` are drawn from U(0, ``saturation_jitter``) for a fraction ``saturation_probability``
     of the images (each end independently with half that probability as well). Padding (display 0) stays black.

@@ -17,11 +17,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from models.features import AGE_BAND_FEATURE, FeatureEncoder, combine_marginal
 from models.labels import OUTCOMES
-from models.onnx_runtime import INPUT_NAMES
-from models.physiology import HINGES
-from models.triage_net import CalibratedTriageNet, PhysiologyFloor, TriageEnsemble, TriageNet
+from models.triage.features import AGE_BAND_FEATURE, FeatureEncoder, combine_marginal
+from models.triage.net import CalibratedTriageNet, PhysiologyFloor, TriageEnsemble, TriageNet
+from models.triage.onnx import INPUT_NAMES
+from models.triage.physiology import HINGES
 from training.config import TriageTrainConfig
 
 log = logging.getLogger(__name__)
@@ -197,7 +197,7 @@ def fit_temperature(logits: torch.Tensor, loss_fn: Any) -> float:
 def fit_physiology_floor(
     train_t: tuple[torch.Tensor, ...], encoder: FeatureEncoder, config: TriageTrainConfig
 ) -> PhysiologyFloor:
-    """Fit the physiology-only model behind :class:`models.triage_net.PhysiologyFloor` on the training rows.
+    """Fit the physiology-only model behind :class:`models.triage.net.PhysiologyFloor` on the training rows.
 
     Full-batch L-BFGS on the outcomes' binary cross-entropy with a small L2 penalty on the age-band
     adjustments (bands with few rows stay near the shared weights). Only vital signs and the age band enter.

@@ -233,8 +233,8 @@ def serve_command(
     ] = None,
 ) -> None:
     """Start the HTTP API (OpenAPI at /docs) on the released models; settings also come from VIGIL_* variables."""
-    from serving.audit_chain import open_anchor
     from serving.settings import load_settings
+    from serving.store.audit_chain import open_anchor
     from workflows.serve import serve
 
     env = {}
@@ -280,7 +280,7 @@ def openapi_command(
     out: Annotated[Path, typer.Option(help="Where to write the OpenAPI description")] = Path("docs/openapi.json"),
 ) -> None:
     """Write the service's OpenAPI description (the same document the service serves at /openapi.json)."""
-    from serving.app import openapi_document
+    from serving.api.app import openapi_document
 
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(openapi_document(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -391,7 +391,7 @@ app.add_typer(keys_app, name="keys")
 
 def _store() -> Any:
     from serving.settings import load_settings
-    from serving.store import Store
+    from serving.store.database import Store
 
     store = Store(load_settings().store_url())
     store.create_schema()
@@ -460,9 +460,9 @@ _ANCHOR_KEY_HELP = "File holding the anchor key (default $VIGIL_AUDIT_ANCHOR_KEY
 
 def _audit_target(anchor_path: Path | None, anchor_key_file: Path | None) -> tuple[Any, Any]:
     """The configured store (not created: a check must not write) and anchor, the options overriding settings."""
-    from serving.audit_chain import load_anchor_settings, open_anchor
     from serving.settings import load_settings
-    from serving.store import Store
+    from serving.store.audit_chain import load_anchor_settings, open_anchor
+    from serving.store.database import Store
 
     overrides: dict[str, object] = {}
     if anchor_path is not None:
@@ -491,7 +491,7 @@ def audit_verify(
     Prints the first broken seq and why, never a row's content. Exits 0 when intact, 1 on any break (a changed,
     missing or re-chained row, deleted newest rows, a forged anchor), 2 for a bad setting or an unreachable store.
     """
-    from serving.audit_chain import verify_audit
+    from serving.store.audit_chain import verify_audit
 
     try:
         store, anchor = _audit_target(anchor_path, anchor_key_file)
@@ -516,7 +516,7 @@ def audit_anchor(
     a bad setting, an unreachable store or an anchor file that cannot be written.
     """
     from models.errors import ConfigError
-    from serving.audit_chain import anchor_head
+    from serving.store.audit_chain import anchor_head
 
     try:
         store, anchor = _audit_target(anchor_path, anchor_key_file)

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from models.errors import ImagingInputError, InputValidationError
-from models.imaging import load_dicom_for_model
-from models.imaging_onnx import ImagingOnnxModel
+from models.imaging.onnx import ImagingOnnxModel
+from models.imaging.pixels import load_dicom_for_model
 
 
 def _median_ms(fn: Callable[..., object], repeats: int) -> tuple[float, float]:

@@ -60,7 +60,7 @@ def _evaluate_triage(
 ) -> Evaluation:
     from evaluation.baselines import fit_baselines, nurse_baseline
     from evaluation.triage_report import evaluate_triage, write_plots, write_report
-    from models.onnx_runtime import TriageOnnxModel
+    from models.triage.onnx import TriageOnnxModel
     from training.data import load_dataset
     from training.tracking import resolve_model_file
     from workflows.triage import work_dir
@@ -103,7 +103,7 @@ def _evaluate_triage(
 
 def _evaluate_imaging(model: str, data: str, out: Path, data_dir: Path | None, bootstrap: int, seed: int) -> Evaluation:
     from evaluation.imaging_report import evaluate_imaging, write_imaging_report
-    from models.imaging_onnx import ImagingOnnxModel
+    from models.imaging.onnx import ImagingOnnxModel
     from training.data import resolve_data_dir
     from training.data.imaging import load_kermany, load_nih
     from training.tracking import resolve_model_file

@@ -16,13 +16,13 @@ import numpy as np
 from evaluation.imaging_report import evaluate_imaging, write_imaging_report
 from evaluation.metrics import auroc
 from models.errors import DataSourceError, ModelArtifactError
-from models.imaging import PIXEL_PATH_VERSION
-from models.imaging_net import readings_per_image, saturation_tails
-from models.imaging_onnx import ImagingOnnxModel, export_imaging_onnx, quantize_int8
+from models.imaging.net import readings_per_image, saturation_tails
+from models.imaging.onnx import ImagingOnnxModel, export_imaging_onnx, quantize_int8
+from models.imaging.pixels import PIXEL_PATH_VERSION
 from models.labels import IMAGING_FINDING_CODES, IMAGING_FINDINGS
 from models.model_card import ModelCard
-from models.onnx_runtime import sha256_file
 from models.registry import IMAGING_MODEL, Tag, imaging_metric
+from models.triage.onnx import sha256_file
 from training.config import ImagingTrainConfig
 from training.data import resolve_data_dir
 from training.data.imaging import ImagingDataset, concatenate, load_kermany, load_nih, synthetic_imaging
@@ -282,7 +282,7 @@ EXAMPLE_DICOM = Path("imaging/dicom_fixtures/chest/1.2.276.0.7230010.3.1.4.83233
 
 def write_example_sr(model: ImagingOnnxModel, card: ModelCard, data_root: Path, out_dir: Path) -> list[Path] | None:
     """Second-read a public chest DICOM fixture and write its SR and heat map, checked by a round trip."""
-    from models.structured_report import read_second_read_sr, sr_to_bytes
+    from models.imaging.sr import read_second_read_sr, sr_to_bytes
 
     source = data_root / EXAMPLE_DICOM
     if not source.is_file():

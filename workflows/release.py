@@ -120,7 +120,7 @@ def release(
     if not floors:
         outcome.checks.append(Check("performance floors", "fail", f"the policy sets no floors for {record.name}"))
     elif imaging and not tampered:
-        from models.onnx_runtime import open_onnx_model
+        from models.triage.onnx import open_onnx_model
 
         findings = tuple(open_onnx_model(record.onnx_path)[1].features["findings"])
         floor_results = floor_checks(record, dict(floors))

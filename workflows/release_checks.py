@@ -16,8 +16,8 @@ import pandas as pd
 from fairness.policy import ReleasePolicy
 from models.errors import ModelArtifactError
 from models.intended_use import FindingRelease, IntendedUse, Population
-from models.onnx_runtime import sha256_file
 from models.registry import IMAGING_MODEL, TRIAGE_MODEL, Tag, parse_metric_key
+from models.triage.onnx import sha256_file
 from training.tracking import ModelVersionRecord, fetch_model_version
 from workflows.triage import PARITY_TOLERANCE
 
@@ -132,7 +132,7 @@ def triage_audit_frames(
     Admission is audited with under-triage on the visits that have a reference level; critical care (rarer)
     on every visit of a dataset that has at least 100 critical events.
     """
-    from models.onnx_runtime import TriageOnnxModel
+    from models.triage.onnx import TriageOnnxModel
     from training.data import load_dataset
 
     model = TriageOnnxModel(record.onnx_path)
@@ -180,7 +180,7 @@ def imaging_audit_frames(
 ) -> list[tuple[str, pd.DataFrame, list[str], list[tuple[str, ...]]]]:
     """Study-level audit on NIH held-out patients: abnormal (any of ``findings``, default every finding NIH labels)
     vs flagged for second read by those findings."""
-    from models.imaging_onnx import ImagingOnnxModel
+    from models.imaging.onnx import ImagingOnnxModel
     from training.data import resolve_data_dir
     from training.data.imaging import load_nih
 
@@ -313,7 +313,7 @@ def non_inferiority_checks(
     if record.name == TRIAGE_MODEL:
         theirs = {name: frame for name, frame, *_ in triage_audit_frames(production, data_dir, triage_data)}
     else:
-        from models.onnx_runtime import open_onnx_model
+        from models.triage.onnx import open_onnx_model
 
         seed = int(open_onnx_model(record.onnx_path)[1].training["config"]["seed"])
         theirs = {}

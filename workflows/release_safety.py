@@ -123,7 +123,7 @@ def imaging_safety_film_set(
         elif film.suffix.lower() == ".jpeg":
             scope = {f for f in populations if validated_on.get(f) == "kermany"}
         else:
-            from models.imaging import read_dicom
+            from models.imaging.pixels import read_dicom
 
             try:
                 ds = read_dicom(film, stop_before_pixels=True)
@@ -154,15 +154,15 @@ def run_safety_suite(
     ModelArtifactError
         The file is not a Vigil model.
     """
-    from models.onnx_runtime import open_onnx_model
+    from models.triage.onnx import open_onnx_model
 
     _, card, _ = open_onnx_model(onnx_path)
     if "pixel_path_version" not in card.features:
         from evaluation.safety_triage import run_triage_safety_suite
-        from models.onnx_runtime import TriageOnnxModel
+        from models.triage.onnx import TriageOnnxModel
 
         return run_triage_safety_suite(TriageOnnxModel(onnx_path), n_grid=n_grid, seed=seed)
-    from models.imaging_onnx import ImagingOnnxModel
+    from models.imaging.onnx import ImagingOnnxModel
 
     try:
         from evaluation.safety_imaging import run_imaging_safety_suite

@@ -22,8 +22,8 @@ def second_read_file(model: str, dicom: Path, out: Path) -> dict[str, Any]:
     models.errors.VigilError
         The model or the file cannot be found, or the instance is not a chest radiograph the model can read.
     """
-    from models.imaging_onnx import ImagingOnnxModel
-    from models.structured_report import sr_to_bytes
+    from models.imaging.onnx import ImagingOnnxModel
+    from models.imaging.sr import sr_to_bytes
     from training.tracking import resolve_model_file
     from workflows.triage import work_dir
 

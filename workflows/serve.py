@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from models.errors import ModelArtifactError, RegistryUnavailableError
-from models.onnx_runtime import sha256_file
 from models.registry import Tag
-from serving.http_limits import DeadlineH11Protocol, uvicorn_limits
+from models.triage.onnx import sha256_file
+from serving.api.http_limits import DeadlineH11Protocol, uvicorn_limits
 from serving.model_source import PASS, ModelLocator, ResolvedModel, Task, read_local_release, write_local_release
 from workflows.logs import configure_logging
 
@@ -153,7 +153,7 @@ def _cached_utc(record: Path) -> str:
 
 def build_locator(settings: Any) -> ModelLocator:
     """The locator the settings ask for: the registry (default, with its local cache) or a local ONNX folder."""
-    from serving.app import default_locator
+    from serving.api.app import default_locator
 
     if settings.model_source == "local":
         return default_locator(settings)
@@ -173,7 +173,7 @@ def _ensure(path: Path) -> Path:
 
 def create_service(settings: Any | None = None) -> Any:
     """The FastAPI app for ``settings`` (default: the environment), models from the registry or a folder."""
-    from serving.app import create_app
+    from serving.api.app import create_app
     from serving.settings import get_settings
 
     settings = settings or get_settings()
@@ -195,7 +195,7 @@ def app_factory() -> Any:
 
 class NoDelayH11Protocol(DeadlineH11Protocol):
     """uvicorn's h11 protocol with Nagle's algorithm off on every accepted socket, and the request-header
-    deadline of :class:`serving.http_limits.DeadlineH11Protocol` (issue 14 finding 4).
+    deadline of :class:`serving.api.http_limits.DeadlineH11Protocol` (issue 14 finding 4).
 
     With ``--workers`` > 1 uvicorn hands the workers a socket created with ``proto=0``, and asyncio sets
     TCP_NODELAY only on sockets whose proto is IPPROTO_TCP: each keep-alive request after the first then waited
@@ -218,7 +218,7 @@ def serve(*, host: str, port: int, workers: int) -> None:
     """
     import uvicorn
 
-    from models.onnx_runtime import default_threads
+    from models.triage.onnx import default_threads
     from serving.settings import get_settings
 
     if "VIGIL_THREADS" not in os.environ:
@@ -384,13 +384,13 @@ def run_dicom_node() -> None:
     import signal
     import threading
 
-    from models.onnx_runtime import default_threads
-    from serving.audit_chain import open_anchor
+    from models.triage.onnx import default_threads
     from serving.dicom_node.node import DicomNode
     from serving.dicom_node.settings import load_dicom_settings
     from serving.model_source import ModelHolder
     from serving.settings import get_settings
-    from serving.store import Store
+    from serving.store.audit_chain import open_anchor
+    from serving.store.database import Store
 
     configure_logging(with_process=True)
     _bound_registry_retries()
@@ -410,7 +410,7 @@ def run_dicom_node() -> None:
         signal.signal(sig, lambda *_: stop.set())
     node.start()
     parent = os.environ.get("VIGIL_DICOM_PARENT_PID")  # set when `vigil serve` runs the node as its child
-    heartbeat = settings.dicom_node_heartbeat  # /readyz of `vigil serve` reads it (serving.routes_ops)
+    heartbeat = settings.dicom_node_heartbeat  # /readyz of `vigil serve` reads it (serving.api.ops)
     warned_at = -math.inf
     try:
         while True:

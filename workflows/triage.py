@@ -19,16 +19,16 @@ import pandas as pd
 from evaluation.baselines import fit_baselines, nurse_baseline
 from evaluation.metrics import acuity_summary, auroc
 from evaluation.triage_report import evaluate_triage, write_plots, write_report
-from models.columns import as_columns
 from models.errors import DataSourceError, ModelArtifactError
 from models.labels import OUTCOMES
 from models.model_card import ModelCard
-from models.news2 import FLOOR
-from models.onnx_runtime import TriageOnnxModel, export_triage_onnx, sha256_file
 from models.operating_point import threshold_for_sensitivity
 from models.registry import TRIAGE_MODEL, Tag
-from models.safety_floor import safety_floor
-from models.triage_decision import choose_band_weights, recommend_levels
+from models.triage.columns import as_columns
+from models.triage.decision import choose_band_weights, recommend_levels
+from models.triage.news2 import FLOOR
+from models.triage.onnx import TriageOnnxModel, export_triage_onnx, sha256_file
+from models.triage.safety_floor import safety_floor
 from training.config import TriageTrainConfig
 from training.data import TriageDataset, data_available, load_dataset, resolve_data_dir
 from training.tracking import git_commit, log_onnx_model_run, tracking_settings
@@ -104,7 +104,7 @@ def validation_summary(
     ``auroc`` per outcome (the only figures used to choose between models); ``acuity`` agreement for argmax
     and for the cost-sensitive rule (before the floor); ``thresholds``, each outcome's operating threshold for
     ``target_sensitivity``; ``band_weights``, the age-band operating points for ``high_acuity_target``
-    (:func:`models.triage_decision.choose_band_weights`; empty when the target is 1.0).
+    (:func:`models.triage.decision.choose_band_weights`; empty when the target is 1.0).
     """
     val = frame[frame["visit_id"].isin(set(trained.validation_ids))]
     acuity, outcomes = trained.predict_probs(val)

@@ -24,14 +24,14 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from models.errors import ImagingInputError, InputValidationError
-from models.heatmap_sc import heatmap_secondary_capture
-from models.imaging_onnx import SecondRead
+from models.imaging.heatmap_sc import heatmap_secondary_capture
+from models.imaging.onnx import SecondRead
+from models.imaging.sr import sr_to_bytes
 from models.model_card import IMAGING_DECISION_SUPPORT_STATEMENT
-from models.structured_report import sr_to_bytes
 from serving.dicom_node.intake import owned_path, write_durably
 from serving.dicom_node.records import QueueItem
 from serving.model_source import LoadedModel
-from serving.store import Store
+from serving.store.database import Store
 
 __all__ = ["Analysis", "analyse_item"]
 

@@ -38,7 +38,7 @@ from pydicom.uid import (
 )
 
 from models.errors import ImagingInputError, StoreUnavailableError
-from models.imaging import read_dicom
+from models.imaging.pixels import read_dicom
 from serving.dicom_node.queue import WorkQueue
 from serving.dicom_node.records import NewInstance, QueueItem, check_uid
 
@@ -189,9 +189,9 @@ def _raw_uid(ds: pydicom.Dataset, keyword: str) -> str | None:
 def _header_uids(data: bytes | Path) -> dict[str, str | None]:
     """SOP class/instance, study, series and transfer syntax of a Part 10 file (header only; None when unreadable).
 
-    Read with :func:`models.imaging.read_dicom`, the one reader of untrusted DICOM: a deflated dataset is inflated
-    with a bound (pydicom alone would inflate a deflate bomb whole), pydicom's warnings stay out of the association
-    threads (its lock serialises the reads), and every parser failure is an ``ImagingInputError``.
+    Read with :func:`models.imaging.pixels.read_dicom`, the one reader of untrusted DICOM: a deflated dataset is
+    inflated with a bound (pydicom alone would inflate a deflate bomb whole), pydicom's warnings stay out of the
+    association threads (its lock serialises the reads), and every parser failure is an ``ImagingInputError``.
     """
     keys = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
     out: dict[str, str | None] = dict.fromkeys((*keys, "TransferSyntaxUID"))

@@ -25,7 +25,7 @@ from serving.dicom_node.scp import StorageSCP
 from serving.dicom_node.settings import DicomNodeSettings
 from serving.dicom_node.worker import WorkerPool
 from serving.model_source import ModelHolder
-from serving.store import Store
+from serving.store.database import Store
 
 __all__ = ["DicomNode"]
 

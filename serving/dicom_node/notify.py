@@ -42,12 +42,12 @@ from urllib.parse import quote
 
 import pydicom
 
+from models.imaging.sr import PLAIN_CHEST_XRAY
 from models.labels import IMAGING_FINDING_CODES
 from models.model_card import IMAGING_DECISION_SUPPORT_STATEMENT
-from models.structured_report import PLAIN_CHEST_XRAY
 from serving.dicom_node.delivery import DeliveryError
 from serving.dicom_node.records import QueueItem
-from serving.fhir_codes import SNOMED, VIGIL_FHIR
+from serving.fhir.codes import SNOMED, VIGIL_FHIR
 
 __all__ = ["CHANNELS", "FlaggedFinding", "Notice", "fhir_task", "notice_of", "oru_r01", "post_fhir_task", "send_mllp"]
 

@@ -47,7 +47,7 @@ from serving.dicom_node.queue import WorkQueue
 from serving.dicom_node.records import ANALYSE, DELIVER, NOTIFY, QueueItem, backoff_delay
 from serving.dicom_node.settings import DicomNodeSettings
 from serving.model_source import ModelHolder, ModelUnavailableError
-from serving.store import Store
+from serving.store.database import Store
 
 __all__ = ["WorkerPool"]
 

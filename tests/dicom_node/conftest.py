@@ -49,7 +49,7 @@ def holder(imaging_model_folder) -> ModelHolder:
 
 @pytest.fixture
 def audit_store(tmp_path):
-    from serving.store import Store
+    from serving.store.database import Store
 
     store = Store(f"sqlite:///{tmp_path / 'serving.db'}")
     store.create_schema()
@@ -94,7 +94,7 @@ def queue_url(request, tmp_path) -> Iterator[tuple[str, str]]:
 # ---------------------------------------------------------------------------------------------- DICOM helpers
 def load_fixture(path: Path):
     """A fixture file as a dataset in its own transfer syntax (the raw legacy file gets Implicit VR LE)."""
-    from models.imaging import read_dicom
+    from models.imaging.pixels import read_dicom
 
     return read_dicom(path)
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from pydicom import Dataset
 
+from models.imaging.sr import read_second_read_sr
 from models.labels import IMAGING_FINDING_CODES
-from models.structured_report import read_second_read_sr
 from serving.dicom_node.records import QueueItem
 from tests.apt_tools import tool_or_skip
 from tests.net import free_port
@@ -125,7 +125,7 @@ def through_the_node(dcmtk, holder, fixtures_dir, dicom_tools, tmp_path_factory)
     reads each with the small test model and delivers one SR each. Module-scoped: the tests below read the result."""
     from serving.dicom_node.node import DicomNode
     from serving.dicom_node.settings import DicomNodeSettings
-    from serving.store import Store
+    from serving.store.database import Store
 
     work = tmp_path_factory.mktemp("dcmtk-node")
     store = Store(f"sqlite:///{work / 'serving.db'}")
@@ -177,7 +177,7 @@ def _storescp(dcmtk: Dcmtk, work: Path) -> Iterator[tuple[str, Path]]:
 
 
 def _send_and_collect(dcmtk: Dcmtk, node, paths: list[Path], pacs: Path) -> list[Sent]:
-    from models.imaging import read_dicom
+    from models.imaging.pixels import read_dicom
 
     sources = {p.name: read_dicom(p) for p in paths}
     for path in paths:  # one association per file, proposing that file's transfer syntax (see PROPOSE)

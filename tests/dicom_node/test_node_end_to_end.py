@@ -8,7 +8,7 @@ import io
 import pytest
 from pydicom.uid import Comprehensive3DSRStorage, SecondaryCaptureImageStorage
 
-from models.structured_report import read_second_read_sr
+from models.imaging.sr import read_second_read_sr
 
 pytestmark = pytest.mark.slow  # stores every fixture through a running node
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pydicom.uid import Comprehensive3DSRStorage
 
-from models.structured_report import read_second_read_sr
+from models.imaging.sr import read_second_read_sr
 from serving.dicom_node.records import ANALYSE
 from serving.model_source import LocalFolderLocator, ModelHolder
 
@@ -161,7 +161,7 @@ from pathlib import Path
 from serving.dicom_node.node import DicomNode
 from serving.dicom_node.settings import DicomNodeSettings
 from serving.model_source import LocalFolderLocator, ModelHolder
-from serving.store import Store
+from serving.store.database import Store
 
 work, url, prefix = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 settings = DicomNodeSettings(work_dir=work, port=0, allowed_calling_aets="MODALITY", queue_url=url,

@@ -24,7 +24,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from models.imaging import read_dicom
+from models.imaging.pixels import read_dicom
 from serving.dicom_node.intake import Intake, IntakeResult
 from serving.dicom_node.queue import SqliteQueue
 from serving.dicom_node.scp import StorageSCP, decodable_transfer_syntaxes

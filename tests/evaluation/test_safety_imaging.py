@@ -19,7 +19,7 @@ from evaluation.safety_imaging import (
     run_imaging_safety_suite,
     shift_window_centre,
 )
-from models import imaging
+from models.imaging import pixels as imaging
 
 FINDINGS = tuple(f"finding{i}" for i in range(7))
 FIXTURES = (

@@ -17,8 +17,8 @@ from evaluation.safety import SAFETY_SUITE_VERSION, SafetyReport
 from evaluation.safety_report import safety_tags, write_safety_report
 from evaluation.safety_triage import run_triage_safety_suite
 from evaluation.safety_triage_cases import concat, red_flag_texts
-from models.columns import Columns, float_column, n_rows, object_column
-from models.triage_record import validate_frame
+from models.triage.columns import Columns, float_column, n_rows, object_column
+from models.triage.record import validate_frame
 
 IDS = (
     "triage.unobserved_inputs_do_not_move_outputs",
@@ -258,11 +258,11 @@ def test_a_model_without_declared_unused_inputs_gets_nhamcs_unrecorded_fields():
 
 
 def test_without_the_red_flag_list_the_invariant_fails_closed(monkeypatch):
-    import models
+    import models.triage
 
     model = SafeModel()
-    monkeypatch.setitem(sys.modules, "models.complaints", None)  # import raises ImportError
-    monkeypatch.delattr(models, "complaints", raising=False)
+    monkeypatch.setitem(sys.modules, "models.triage.complaints", None)  # import raises ImportError
+    monkeypatch.delattr(models.triage, "complaints", raising=False)
     result = run_triage_safety_suite(model, n_grid=N_GRID, seed=3).results[6]
     assert result.id == "triage.red_flags_give_their_level"
     assert result.n_violations == 1 and "not available" in result.examples[0]["error"]
@@ -301,7 +301,7 @@ def test_reports_and_tags(tmp_path):
 
 def test_the_small_trained_model_holds_every_invariant(registered):
     """The small model trained by the suite's fixture holds every invariant (by construction; clinical_safety.md)."""
-    from models.onnx_runtime import TriageOnnxModel
+    from models.triage.onnx import TriageOnnxModel
 
     model = TriageOnnxModel(registered.triage_onnx, threads=1)
     report = run_triage_safety_suite(model, n_grid=10_000, seed=0)

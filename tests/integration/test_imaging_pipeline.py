@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.imaging_onnx import ImagingOnnxModel
+from models.imaging.onnx import ImagingOnnxModel
 from models.labels import IMAGING_FINDINGS
 from training.config import load_imaging_config
 
@@ -136,7 +136,7 @@ def test_cli_second_read_writes_sr_heatmap_and_json(imaging_run, tmp_path):
         pytest.skip(f"DICOM fixtures not found at {FIXTURES}")
     from typer.testing import CliRunner
 
-    from models.structured_report import read_second_read_sr
+    from models.imaging.sr import read_second_read_sr
     from vigil.cli import app
 
     res = CliRunner().invoke(

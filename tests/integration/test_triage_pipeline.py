@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from models.onnx_runtime import TriageOnnxModel
+from models.triage.onnx import TriageOnnxModel
 from training.config import load_triage_config
 from vigil.cli import app
 

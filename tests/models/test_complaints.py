@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from models.complaint_terms import CASE_SENSITIVE, SNOMED_COMPLAINTS, SYNONYM_GROUPS
-from models.complaints import RED_FLAGS, ComplaintReading, RedFlag, read_complaint
-from models.features import tokenize
+from models.triage.complaint_terms import CASE_SENSITIVE, SNOMED_COMPLAINTS, SYNONYM_GROUPS
+from models.triage.complaints import RED_FLAGS, ComplaintReading, RedFlag, read_complaint
+from models.triage.features import tokenize
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DATA_DIR = Path(os.environ.get("VIGIL_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
@@ -248,7 +248,7 @@ def test_nhamcs_rfv_labels(rfv: str, flags: tuple[str, ...]) -> None:
 @pytest.mark.realdata
 @pytest.mark.skipif(not NHAMCS_DIR.is_dir(), reason=f"NHAMCS not found at {NHAMCS_DIR} (set VIGIL_DATA_DIR)")
 def test_every_target_word_is_in_the_nhamcs_vocabulary() -> None:
-    from models.features import FeatureEncoder
+    from models.triage.features import FeatureEncoder
     from training.data.nhamcs import load_nhamcs
 
     dataset = load_nhamcs(DATA_DIR, (2018, 2019))

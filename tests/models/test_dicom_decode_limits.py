@@ -2,7 +2,7 @@
 header or segments contradict Rows x Columns.
 
 The attack: a 2 MB RLE image of 8192 x 8192 zeros cost 1.18 GB and 5 s a request. It is refused from the header
-(Rows above :data:`models.dicom_pixel_data.MAX_FRAME_SIDE`) before any decoder runs, by the HTTP route with a 422 and
+(Rows above :data:`models.imaging.pixel_data.MAX_FRAME_SIDE`) before any decoder runs, by the HTTP route with a 422 and
 by the DICOM node as ``not_analysed``, both naming Rows. An RLE segment that decodes to more than Rows x Columns bytes
 made pylibjpeg-rle 2.2.0 panic (a ``BaseException``, which no ``except Exception`` catches: a 500 or a dead worker);
 it is refused before decoding too. RLE frames here are built run by run (:func:`literal_segment`,
@@ -23,10 +23,11 @@ from hypothesis import strategies as st
 from pydicom.dataset import Dataset
 from pydicom.uid import RLELossless
 
-from models import dicom_pixel_data, imaging
-from models.dicom_pixel_data import MAX_FRAME_SIDE
 from models.errors import ImageDimensionError, UndecodablePixelDataError
-from models.imaging import check_radiograph, decode_radiograph, load_dicom_for_model
+from models.imaging import pixel_data as dicom_pixel_data
+from models.imaging import pixels as imaging
+from models.imaging.pixel_data import MAX_FRAME_SIDE
+from models.imaging.pixels import check_radiograph, decode_radiograph, load_dicom_for_model
 from tests.dicom_corpus import SEED, Corpus, encode, set_encapsulated
 
 CANNOT = r"^PixelData \(1\.2\.840\.10008\.1\.2\.5\) could not be decoded: "
@@ -302,7 +303,7 @@ def test_the_dicom_node_records_not_analysed_naming_the_attribute(tmp_path, mode
     from serving.dicom_node.analysis import analyse_item
     from serving.dicom_node.records import QueueItem
     from serving.model_source import LocalFolderLocator, ModelHolder
-    from serving.store import Store
+    from serving.store.database import Store
 
     data, field = refused[name]
     store = Store(f"sqlite:///{tmp_path / 'serving.db'}")

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.features import NOT_LEARNT_REASON, FeatureEncoder, tokenize
-from models.physiology import HINGES
-from models.triage_record import validate_frame
+from models.triage.features import NOT_LEARNT_REASON, FeatureEncoder, tokenize
+from models.triage.physiology import HINGES
+from models.triage.record import validate_frame
 
 
 def _frame(rows):
@@ -159,7 +159,7 @@ def test_unknown_words_are_dropped_and_near_misses_corrected():
 
 
 def test_a_blank_field_training_always_recorded_is_scored_as_the_mixture_of_its_values():
-    from models.features import combine_marginal
+    from models.triage.features import combine_marginal
 
     frame = _nhamcs_like()
     enc = FeatureEncoder.fit(frame, min_token_count=1)

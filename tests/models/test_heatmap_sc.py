@@ -23,9 +23,9 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import generate_uid
 
 from models.errors import InputValidationError
-from models.heatmap_sc import build_heatmap_sc, heatmap_secondary_capture
-from models.imaging import IMAGE_MEAN, IMAGE_STD
-from models.imaging_onnx import SecondRead
+from models.imaging.heatmap_sc import build_heatmap_sc, heatmap_secondary_capture
+from models.imaging.onnx import SecondRead
+from models.imaging.pixels import IMAGE_MEAN, IMAGE_STD
 from models.labels import IMAGING_FINDINGS
 
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"

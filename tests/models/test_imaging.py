@@ -23,7 +23,6 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
-from models import imaging
 from models.errors import (
     ImageDimensionError,
     ImagingInputError,
@@ -37,7 +36,8 @@ from models.errors import (
     UnsupportedModalityError,
     UnsupportedPhotometricError,
 )
-from models.imaging import (
+from models.imaging import pixels as imaging
+from models.imaging.pixels import (
     CONSISTENCY_MARGIN,
     IMAGE_MEAN,
     IMAGE_STD,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.imaging_net import DIHEDRAL, CalibratedChestXray, ChestXrayNet, orient, unorient
+from models.imaging.net import DIHEDRAL, CalibratedChestXray, ChestXrayNet, orient, unorient
 from tests.models.tiny_cxr import TinyNet
 from training.config import load_imaging_config
 from training.train_imaging import augment

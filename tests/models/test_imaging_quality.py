@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from models import imaging
 from models.errors import (
     BlankImageError,
     GraphicsImageError,
@@ -25,8 +24,9 @@ from models.errors import (
     NoiseImageError,
     NonFrontalViewError,
 )
-from models.imaging import load_dicom_for_model, load_image_file, load_image_for_model, model_input
-from models.imaging_quality import (
+from models.imaging import pixels as imaging
+from models.imaging.pixels import load_dicom_for_model, load_image_file, load_image_for_model, model_input
+from models.imaging.quality import (
     NON_FRONTAL_VIEWS,
     check_image_quality,
     check_view,
@@ -281,14 +281,14 @@ def test_no_nih_png_is_refused() -> None:
 @pytest.mark.realdata
 @pytest.mark.skipif(not (IMAGING / "kermany_pediatric_cxr_224px").is_dir(), reason="Kermany JPEGs not found")
 def test_no_kermany_jpeg_of_a_seeded_sample_is_refused() -> None:
-    # all 5,216 pass (measured, see models/imaging_quality.py); a seeded 400 here to keep the test fast
+    # all 5,216 pass (measured, see models/imaging/quality.py); a seeded 400 here to keep the test fast
     paths = sorted((IMAGING / "kermany_pediatric_cxr_224px" / "dataset" / "train").glob("*/*.jpeg"))
     for index in np.random.default_rng(0).choice(len(paths), 400, replace=False):
         check_image_quality(load_image_file(paths[index]), field="file")
 
 
 def test_quality_errors_are_input_validation_errors_for_serving_and_the_node() -> None:
-    # serving/errors.py answers any InputValidationError with 422 {field, message}; the DICOM node records
+    # serving/api/errors.py answers any InputValidationError with 422 {field, message}; the DICOM node records
     # not_analysed with exc.field and exc.message for any ImagingInputError.
     for error in (BlankImageError, NoiseImageError, GraphicsImageError, ImplausibleHistogramError):
         assert issubclass(error, ImageQualityError) and issubclass(error, ImagingInputError)

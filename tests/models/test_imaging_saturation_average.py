@@ -1,4 +1,4 @@
-"""The chest X-ray graph's average over emulated display saturations (models/imaging_net.py): which members a
+"""The chest X-ray graph's average over emulated display saturations (models/imaging/net.py): which members a
 window change leaves untouched, and that the exported graph computes the same average. A small untrained network
 at 32 px: the properties hold by construction, whatever the weights."""
 
@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from models.errors import ConfigError
-from models.imaging import IMAGE_MEAN, IMAGE_STD
-from models.imaging_net import CalibratedChestXray, emulate_saturation, read_views, saturation_tails
+from models.imaging.net import CalibratedChestXray, emulate_saturation, read_views, saturation_tails
+from models.imaging.pixels import IMAGE_MEAN, IMAGE_STD
 from tests.models.tiny_cxr import TinyNet
 from training.config import load_imaging_config
 

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models.errors import InputValidationError
-from models.news2 import (
+from models.triage.news2 import (
     BANDS,
     FLOOR,
     PARAMETERS,
@@ -33,7 +33,7 @@ from models.news2 import (
     news2_arrays,
     news2_frame,
 )
-from models.triage_record import validate_frame
+from models.triage.record import validate_frame
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -616,7 +616,7 @@ def test_floor_applied_from_news2_result() -> None:
 
 
 def test_import_needs_neither_pandas_nor_torch() -> None:
-    code = "import sys, models.news2; assert not {'pandas', 'torch'} & set(sys.modules), sorted(sys.modules)"
+    code = "import sys, models.triage.news2; assert not {'pandas', 'torch'} & set(sys.modules), sorted(sys.modules)"
     completed = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=False, timeout=60
     )

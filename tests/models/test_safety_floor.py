@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.columns import columns_from_records
-from models.safety_floor import FLOOR_SOURCES, SafetyFloor, safety_floor
-from models.triage_record import validate_frame
+from models.triage.columns import columns_from_records
+from models.triage.record import validate_frame
+from models.triage.safety_floor import FLOOR_SOURCES, SafetyFloor, safety_floor
 
 #: An adult scoring 0 on NEWS2, nothing missing, benign complaint.
 ADULT: dict[str, Any] = {

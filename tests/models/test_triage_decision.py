@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.triage_decision import recommend_levels
+from models.triage.decision import recommend_levels
 
 
 def _brute_force(probs: np.ndarray, w: float) -> np.ndarray:
@@ -41,7 +41,7 @@ def _runtime(weight: float = 1.0):
     """A TriageOnnxModel whose decide() can run without an ONNX file (decide reads only the card's rule)."""
     from types import SimpleNamespace
 
-    from models.onnx_runtime import TriageOnnxModel
+    from models.triage.onnx import TriageOnnxModel
 
     model = object.__new__(TriageOnnxModel)
     model.card = SimpleNamespace(decision_rule={"under_triage_weight": weight})
@@ -49,7 +49,7 @@ def _runtime(weight: float = 1.0):
 
 
 def test_decide_applies_the_safety_floor_with_its_source_and_reasons():
-    from models.columns import columns_from_records
+    from models.triage.columns import columns_from_records
 
     well = {
         "age_years": 40.0,
@@ -88,7 +88,7 @@ def test_decide_applies_the_safety_floor_with_its_source_and_reasons():
 
 
 def test_decide_never_lowers_an_urgent_model_level():
-    from models.columns import columns_from_records
+    from models.triage.columns import columns_from_records
 
     records = [{"age_years": 30.0, "consciousness": "U"}, {"age_years": 3.0, "chief_complaint": "cough"}]
     probs = np.tile([[1.0, 0.0, 0.0, 0.0, 0.0]], (2, 1))
@@ -98,7 +98,7 @@ def test_decide_never_lowers_an_urgent_model_level():
 
 
 def test_per_row_weights_and_age_band_operating_points():
-    from models.triage_decision import age_band_labels, choose_band_weights, weights_by_age
+    from models.triage.decision import age_band_labels, choose_band_weights, weights_by_age
 
     probs = np.array([[0.1, 0.2, 0.4, 0.2, 0.1]] * 4)
     assert recommend_levels(probs, np.array([1.0, 2.0, 4.0, 9.0])).tolist() == [3, 3, 2, 1]
@@ -136,7 +136,7 @@ def test_per_row_weights_and_age_band_operating_points():
 
 
 def test_age_band_by_sex_operating_points_and_an_unrecorded_sex_gets_the_more_urgent():
-    from models.triage_decision import choose_band_weights, weights_by_age
+    from models.triage.decision import choose_band_weights, weights_by_age
 
     ages = np.array([30.0, 30.0, 30.0, 30.0, 80.0, np.nan])
     sex = np.array(["female", "male", "unknown", None, "female", "female"], dtype=object)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from models.physiology import AGE_BANDS, HINGES, age_band_index
-from models.triage_decision import recommend_levels
-from models.triage_net import CalibratedTriageNet, PhysiologyFloor, TriageEnsemble, TriageNet
+from models.triage.decision import recommend_levels
+from models.triage.net import CalibratedTriageNet, PhysiologyFloor, TriageEnsemble, TriageNet
+from models.triage.physiology import AGE_BANDS, HINGES, age_band_index
 
 
 def _net(seed: int) -> CalibratedTriageNet:
@@ -46,7 +46,7 @@ def test_more_danger_never_lowers_risk_or_urgency():
 
 
 def test_hinges_are_zero_in_the_normal_band_and_grow_beyond_it():
-    from models.physiology import danger_features
+    from models.triage.physiology import danger_features
 
     normal = {
         "resp_rate": np.array([16.0]),

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models.errors import RecordValidationErrors
-from models.triage_record import (
+from models.triage.record import (
     NUMERIC_FIELDS,
     RECORD_FIELDS,
     consciousness_from_gcs,

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models.errors import RecordValidationErrors
-from models.triage_record import (
+from models.triage.record import (
     BOOLEAN_FIELDS,
     CATEGORICAL_BY_NAME,
     DATETIME_FIELDS,

@@ -24,9 +24,9 @@ class Service:
 @contextmanager
 def make_service(tmp_path: Path, model_folder: Path, **settings: object) -> Iterator[Service]:
     """An app on ``model_folder`` with a fresh SQLite store and one key per scope (plus one with all)."""
-    from serving.app import create_app
+    from serving.api.app import create_app
     from serving.settings import ServingSettings
-    from serving.store import Store
+    from serving.store.database import Store
 
     cfg = ServingSettings(work_dir=tmp_path, model_source="local", model_dir=model_folder, threads=1, **settings)  # type: ignore[arg-type]
     store = Store(cfg.store_url())

@@ -10,8 +10,8 @@ import uuid
 import pytest
 
 from models.errors import ConfigError
-from serving.metrics import METHODS, STATUSES, UNMATCHED, method_label, route_label, status_label
-from serving.routes_triage import MAX_JSON_DEPTH, nesting_exceeds
+from serving.api.metrics import METHODS, STATUSES, UNMATCHED, method_label, route_label, status_label
+from serving.api.triage import MAX_JSON_DEPTH, nesting_exceeds
 from serving.settings import ServingSettings, load_settings
 from tests.net import free_port
 
@@ -194,8 +194,8 @@ def test_a_client_that_disconnects_mid_body_is_logged_at_info_not_error(
 def test_readyz_names_components_but_not_the_database_user_host_or_error(tmp_path, model_folder, caplog):
     from fastapi.testclient import TestClient
 
-    from serving.app import create_app
-    from serving.store import Store
+    from serving.api.app import create_app
+    from serving.store.database import Store
 
     port = free_port()  # nothing listens there: the store is down
     cfg = ServingSettings(
@@ -226,7 +226,7 @@ def test_readyz_reports_the_dicom_node_by_its_heartbeat(tmp_path, model_folder, 
 
     from fastapi.testclient import TestClient
 
-    from serving.app import create_app
+    from serving.api.app import create_app
 
     heartbeat = tmp_path / "dicom-node.heartbeat"
     cfg = ServingSettings(
@@ -251,7 +251,7 @@ def test_readyz_reports_the_dicom_node_by_its_heartbeat(tmp_path, model_folder, 
 def test_readyz_does_not_mention_a_dicom_node_it_does_not_run(tmp_path, model_folder):
     from fastapi.testclient import TestClient
 
-    from serving.app import create_app
+    from serving.api.app import create_app
 
     cfg = ServingSettings(work_dir=tmp_path, model_source="local", model_dir=model_folder, threads=1)
     with TestClient(create_app(cfg)) as client:

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from pydicom import config, dcmread
 
+from models.imaging.sr import read_second_read_sr
 from models.model_card import decision_support_statement
-from models.structured_report import read_second_read_sr
-from serving.schemas import SecondReadResult
+from serving.api.schemas import SecondReadResult
 
 FIXTURES = (
     Path(os.environ.get("VIGIL_DATA_DIR", Path(__file__).resolve().parents[2] / ".." / "shared" / "data"))

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from serving.schemas import ModelsOut
+from serving.api.schemas import ModelsOut
 
 WELL = {
     "age_years": 30,

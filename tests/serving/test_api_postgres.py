@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from serving.store import Store
+from serving.store.database import Store
 from tests.postgres import PG_URL
 
 pytestmark = pytest.mark.slow  # stops PostgreSQL connections under load

@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from models.labels import acuity_label
-from models.news2 import news2
-from models.triage_record import validate_record
-from serving.schemas import TriageBatchResult, TriageResult
+from models.triage.news2 import news2
+from models.triage.record import validate_record
+from serving.api.schemas import TriageBatchResult, TriageResult
 
 SICK = {
     "age_years": 71,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from models.features import NOT_LEARNT_REASON
+from models.triage.features import NOT_LEARNT_REASON
 
 RECORD = {
     "age_years": 45,

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from models.errors import ConfigError
-from serving.audit_chain import (
+from serving.store.audit_chain import (
     ANCHOR_FILE_NAME,
     AuditAnchor,
     AuditAnchorSettings,
@@ -29,8 +29,8 @@ from serving.audit_chain import (
     open_anchor,
     verify_audit,
 )
-from serving.store import Store
-from serving.store_records import GENESIS_HASH, AuditRecord, audit_row_hash, canonical_json
+from serving.store.database import Store
+from serving.store.records import GENESIS_HASH, AuditRecord, audit_row_hash, canonical_json
 from tests.postgres import PG_URL, schema_url
 
 KEY = b"k3y-for-tests-only-0123456789abcdef"  # 35 bytes
@@ -395,7 +395,7 @@ def test_bad_anchor_settings_name_the_setting(tmp_path: Path, settings: dict[str
 
 
 def test_short_key_is_refused_without_echoing_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    from serving.audit_chain import load_anchor_settings
+    from serving.store.audit_chain import load_anchor_settings
 
     monkeypatch.setenv("VIGIL_AUDIT_ANCHOR_KEY", "secret-but-short")
     with pytest.raises(ConfigError, match=r"setting VIGIL_AUDIT_ANCHOR_KEY: .*at least 32 bytes") as caught:
@@ -475,7 +475,7 @@ def test_service_anchors_each_audited_prediction(
 ) -> None:
     from fastapi.testclient import TestClient
 
-    from serving.app import create_app
+    from serving.api.app import create_app
     from serving.settings import ServingSettings
 
     monkeypatch.setenv("VIGIL_AUDIT_ANCHOR_PATH", str(tmp_path))

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from serving.auth import mask_key, parse_presented_key
-from serving.store_records import split_key
+from serving.api.auth import mask_key, parse_presented_key
+from serving.store.records import split_key
 
 KEY = "vgl_Kx7Qm2Lp9Rt4_" + "s3cr3t-_" * 5 + "abc"
 OTHER = "vgl_Zz7Qm2Lp9Rt4_" + "0ther-_x" * 5 + "abc"

@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from models.errors import ConfigError
-from serving.cds_jwks import FileJwks, UrlJwks, parse_jwks
-from serving.cds_jwt import CdsTokenError, CdsTokenVerifier, MemoryReplayGuard, build_verifier
+from serving.fhir.cds_jwks import FileJwks, UrlJwks, parse_jwks
+from serving.fhir.cds_jwt import CdsTokenError, CdsTokenVerifier, MemoryReplayGuard, build_verifier
 from serving.settings import ServingSettings
 from tests.net import http_server
 from tests.serving.test_api_cds import _request
@@ -249,7 +249,7 @@ def test_jwt_or_api_key_admits_both(tmp_path, model_folder, service_factory, ec_
 
 
 def test_the_openapi_document_describes_the_jwt_bearer_scheme():
-    from serving.app import openapi_document
+    from serving.api.app import openapi_document
 
     doc = openapi_document()
     scheme = doc["components"]["securitySchemes"]["CdsHooksJWT"]

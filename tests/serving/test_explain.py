@@ -1,4 +1,4 @@
-"""Occlusion attribution (models/explain.py) on the served model: one graph run gives prediction and effects."""
+"""Occlusion attribution (models/triage/explain.py) on the served model: one graph run gives prediction and effects."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.explain import attributable_fields, predict_and_explain
-from models.onnx_runtime import TriageOnnxModel
-from models.triage_record import validate_record
+from models.triage.explain import attributable_fields, predict_and_explain
+from models.triage.onnx import TriageOnnxModel
+from models.triage.record import validate_record
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,12 @@ from hypothesis import strategies as st
 
 from models.errors import InputValidationError
 from models.model_card import DECISION_SUPPORT_STATEMENT
-from models.news2 import news2
-from models.triage_record import RECORD_FIELDS, validate_record
-from serving.fhir_codes import ARRIVAL_MODE_EXTENSION, LOINC, PREFETCH, SERVICE_ID, SNOMED, UCUM
-from serving.fhir_record import MissingPrefetchError, context_references, record_from_cds_request
-from serving.fhir_response import card_indicator, cds_discovery, cds_response, risk_assessment
-from serving.schemas import TriageResult
+from models.triage.news2 import news2
+from models.triage.record import RECORD_FIELDS, validate_record
+from serving.api.schemas import TriageResult
+from serving.fhir.codes import ARRIVAL_MODE_EXTENSION, LOINC, PREFETCH, SERVICE_ID, SNOMED, UCUM
+from serving.fhir.record import MissingPrefetchError, context_references, record_from_cds_request
+from serving.fhir.response import card_indicator, cds_discovery, cds_response, risk_assessment
 
 NOW = datetime(2025, 3, 14, 10, 30, tzinfo=UTC)
 ARRIVAL = "2025-03-14T10:05:00Z"

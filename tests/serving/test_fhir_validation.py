@@ -24,9 +24,9 @@ from test_api_cds import _request as api_cds_request  # the prefetch the other C
 from test_fhir import NOW, _sample
 from test_fhir import _request as fhir_request
 
-from serving.fhir_codes import LOINC, SNOMED, UCUM
-from serving.fhir_record import context_references, record_from_cds_request
-from serving.fhir_response import cds_response, risk_assessment
+from serving.fhir.codes import LOINC, SNOMED, UCUM
+from serving.fhir.record import context_references, record_from_cds_request
+from serving.fhir.response import cds_response, risk_assessment
 
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 VITAL_SIGNS = {

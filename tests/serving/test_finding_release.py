@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from pydicom import dcmread
 
-from models.imaging_onnx import ImagingOnnxModel
+from models.imaging.onnx import ImagingOnnxModel
+from models.imaging.sr import read_second_read_sr
 from models.intended_use import (
     EVALUATED,
     NOT_VALIDATED,
@@ -25,8 +26,7 @@ from models.intended_use import (
     intended_use_from_json,
 )
 from models.labels import IMAGING_FINDINGS
-from models.onnx_runtime import sha256_file
-from models.structured_report import read_second_read_sr
+from models.triage.onnx import sha256_file
 from serving.model_source import LocalFolderLocator, ModelHolder, ResolvedModel, write_local_release
 
 CHILDREN = Population("frontal films of children aged 1 to 5 years", 1.0, 6.0, ("PA", "AP"))
@@ -238,7 +238,7 @@ def test_the_dicom_node_analysis_flags_and_reports_only_evaluated_findings(relea
 
     from serving.dicom_node.analysis import analyse_item
     from serving.dicom_node.records import QueueItem
-    from serving.store import Store
+    from serving.store.database import Store
 
     audit_store = Store(f"sqlite:///{tmp_path / 'serving.db'}")
     audit_store.create_schema()

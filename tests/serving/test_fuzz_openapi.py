@@ -28,8 +28,8 @@ from benchmarks.fuzz_api import (
     register_serializers,
     synthetic_dicom,
 )
-from serving.app import openapi_document
-from serving.errors import PROBLEM_JSON
+from serving.api.app import openapi_document
+from serving.api.errors import PROBLEM_JSON
 
 pytestmark = pytest.mark.slow  # generated requests against the OpenAPI description
 

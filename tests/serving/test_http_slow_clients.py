@@ -21,9 +21,9 @@ import anyio
 import pytest
 import uvicorn
 
-from serving.http_limits import DeadlineH11Protocol, uvicorn_limits
-from serving.metrics import ServiceMetrics
-from serving.middleware import RequestContextMiddleware
+from serving.api.http_limits import DeadlineH11Protocol, uvicorn_limits
+from serving.api.metrics import ServiceMetrics
+from serving.api.middleware import RequestContextMiddleware
 from serving.settings import ServingSettings
 from tests.apt_tools import tool_or_skip
 from tests.net import free_port, running
@@ -281,8 +281,8 @@ http {{
 
 
 def test_the_documented_nginx_configuration_cuts_off_a_partial_header_client(tmp_path, model_folder):
-    from serving.app import create_app
-    from serving.store import Store
+    from serving.api.app import create_app
+    from serving.store.database import Store
 
     nginx = _nginx()
     cfg = ServingSettings(

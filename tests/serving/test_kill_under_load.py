@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from serving.store import Store
+from serving.store.database import Store
 from tests.net import free_port
 
 pytestmark = pytest.mark.slow  # kills a serving process under load

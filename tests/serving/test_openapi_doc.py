@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from serving.app import openapi_document
+from serving.api.app import openapi_document
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
 

@@ -59,8 +59,8 @@ def _release(work: Path, name: str, version: str, status: str = "pass") -> None:
 
 
 def _registry_service(service_factory, work: Path, **settings):
-    from serving.app import create_app
-    from serving.store import Store
+    from serving.api.app import create_app
+    from serving.store.database import Store
     from workflows.serve import build_locator
 
     cfg = ServingSettings(work_dir=work, threads=1, **settings)
@@ -122,7 +122,7 @@ def test_key_commands(tmp_path):
 
 def test_serving_imports_without_torch():
     code = (
-        "import sys; import serving.app, serving.routes_imaging, serving.fhir_response, serving.fhir_record; "
+        "import sys; import serving.api.app, serving.api.imaging, serving.fhir.response, serving.fhir.record; "
         "import workflows.serve; assert 'torch' not in sys.modules, 'torch imported'; print('ok')"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
@@ -130,7 +130,7 @@ def test_serving_imports_without_torch():
 
 
 def test_vigil_serve_runs_two_workers_and_stops_cleanly(model_folder, tmp_path):
-    from serving.store import Store
+    from serving.store.database import Store
 
     store = Store(f"sqlite:///{tmp_path / 'serving.db'}")
     store.create_schema()

@@ -21,8 +21,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from models.errors import ConfigError, InputValidationError, StoreUnavailableError
-from serving.store import Store
-from serving.store_records import GENESIS_HASH, SCOPES, AuditRecord, audit_row_hash, split_key
+from serving.store.database import Store
+from serving.store.records import GENESIS_HASH, SCOPES, AuditRecord, audit_row_hash, split_key
 from tests.postgres import schema_url
 
 WELL_FORMED_KEY = "vgl_" + "A" * 12 + "_" + "B" * 43

@@ -3,7 +3,7 @@ moment it is crossed.
 
 A body of millions of tiny parts used to be split whole (3.6 s of event loop, +470-690 MB) before the 1,000-part
 cap was checked; delimiters were found anywhere, not at line starts; an instance had no size limit of its own and
-any number of uploads ran at once. Parser properties run on :class:`serving.multipart_stream.MultipartReader`;
+any number of uploads ran at once. Parser properties run on :class:`serving.api.multipart_stream.MultipartReader`;
 the route's behaviour through the app, part of it with an ASGI ``receive`` that counts what the route read.
 """
 
@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from models.errors import InputValidationError
-from serving.errors import ApiError
-from serving.multipart_stream import FEED_BYTES, MultipartReader, stow_boundary
+from serving.api.errors import ApiError
+from serving.api.multipart_stream import FEED_BYTES, MultipartReader, stow_boundary
 
 BOUNDARY = "vigil-test-boundary"
 CTYPE = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'

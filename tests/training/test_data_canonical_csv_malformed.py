@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from models.errors import DataSourceError, RecordValidationErrors
-from models.triage_record import (
+from models.triage.record import (
     BOOLEAN_FIELDS,
     CATEGORICAL_BY_NAME,
     NUMERIC_BY_NAME,

@@ -72,7 +72,7 @@ def test_a_window_change_saturating_less_than_the_tail_leaves_the_input_unchange
     """cxr-pixels/3: the darkest and brightest tenth are merged before equalisation, so a +20% contrast change that
     saturates less than that at each end gives the same model input up to float32 rounding (measured < 1e-4)."""
     from evaluation.safety_imaging import change_contrast, shift_window_centre
-    from models.imaging import model_input
+    from models.imaging.pixels import model_input
 
     film = _gradient_film(0.02, 0.6)
     s, t = float((film < 0.5 - 0.5 / 1.2).mean()), float((film > 0.5 + 0.5 / 1.2).mean())
@@ -85,7 +85,7 @@ def test_saturation_is_what_a_saturating_display_window_does_after_equalisation(
     """A +20% contrast change saturating more than the merged tenth (s, t at the ends) is, after the pixel path,
     the film's own input with equalised values below s set to s/2 and above 1 - t to 1 - t/2 (resize aside)."""
     from evaluation.safety_imaging import change_contrast
-    from models.imaging import IMAGE_MEAN, IMAGE_STD, model_input
+    from models.imaging.pixels import IMAGE_MEAN, IMAGE_STD, model_input
     from training.train_imaging import saturate
 
     film = np.clip((_gradient_film(0.0, 0.75) - 0.5) * 1.25 + 0.5, 0, 1).astype(np.float32)
@@ -105,7 +105,7 @@ def test_saturation_is_what_a_saturating_display_window_does_after_equalisation(
 
 
 def test_saved_weights_rebuild_the_same_module_and_take_other_saturation_settings(tmp_path):
-    from models.imaging_net import CalibratedChestXray, ChestXrayNet
+    from models.imaging.net import CalibratedChestXray, ChestXrayNet
     from training.train_imaging import TrainedImagingModel, load_imaging_weights, save_imaging_weights
 
     torch.manual_seed(0)

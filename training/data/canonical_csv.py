@@ -1,7 +1,7 @@
 """The canonical triage CSV: a site's own export, read strictly and written by :func:`write_canonical_csv`.
 
 The format is documented in ``docs/canonical_csv.md``. In short: UTF-8, comma-separated, one header row whose
-names are :data:`models.triage_record.RECORD_FIELDS` (``age_years`` and ``sex`` required, the others
+names are :data:`models.triage.record.RECORD_FIELDS` (``age_years`` and ``sex`` required, the others
 optional) plus the optional label columns :data:`CSV_LABEL_COLUMNS`; columns starting with ``x_`` are
 ignored; any other column is an error. Empty cells are missing values. Every value is validated strictly:
 an error names the 1-based data row (row 1 is the line after the header) and the column. A file that is not
@@ -28,7 +28,7 @@ from typing import Any, Final, NoReturn
 import pandas as pd
 
 from models.errors import DataSourceError, InputValidationError, RecordValidationErrors
-from models.triage_record import NUMERIC_FIELDS, RECORD_FIELDS
+from models.triage.record import NUMERIC_FIELDS, RECORD_FIELDS
 from training.data.dataset import TriageDataset, build_dataset
 
 logger = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ _OFFSET: Final = re.compile(r"[T ]\s*\d{2}[\d:.,]*\s*(?:Z|(?P<sign>[+-])(?P<hour
 _LEVEL: Final = frozenset(range(1, 6))
 _BINARY: Final = frozenset((0, 1))
 #: Label columns: the values allowed and how a message names them. A label is read by the rule of the record's
-#: whole-number fields (:func:`models.triage_record.validate_record`): any number equal to an allowed integer, so
+#: whole-number fields (:func:`models.triage.record.validate_record`): any number equal to an allowed integer, so
 #: ``3.0`` (how pandas writes an integer column with gaps) is 3, and ``3.5`` is refused.
 _LABEL_RULES: Final[dict[str, tuple[frozenset[int], str]]] = {
     "acuity": (_LEVEL, "an integer from 1 to 5"),

@@ -1,7 +1,7 @@
 """The one in-memory form every data adapter returns: :class:`TriageDataset`.
 
 A dataset is a frame of canonical triage records (every column of
-:data:`models.triage_record.RECORD_FIELDS`, validated through :func:`models.triage_record.validate_frame`)
+:data:`models.triage.record.RECORD_FIELDS`, validated through :func:`models.triage.record.validate_frame`)
 plus label and meta columns, the sha256 of the source files it was read from, and a digest of the exact rows,
 so a trained model can name the data it saw.
 
@@ -28,9 +28,9 @@ import numpy as np
 import pandas as pd
 
 from models.errors import DataSourceError, InputValidationError
-from models.triage_decision import AGE_BAND_EDGES
-from models.triage_decision import AGE_BANDS as DECISION_AGE_BANDS
-from models.triage_record import NUMERIC_FIELDS, RECORD_FIELDS, Mode, validate_frame
+from models.triage.decision import AGE_BAND_EDGES
+from models.triage.decision import AGE_BANDS as DECISION_AGE_BANDS
+from models.triage.record import NUMERIC_FIELDS, RECORD_FIELDS, Mode, validate_frame
 
 LABEL_COLUMNS: Final[tuple[str, ...]] = ("acuity", "admitted", "critical", "nurse_acuity")
 META_COLUMNS: Final[tuple[str, ...]] = ("visit_id", "dataset", "year", "age_band", "payer", "weight")
@@ -40,7 +40,7 @@ DATASET_COLUMNS: Final[tuple[str, ...]] = (*RECORD_FIELDS, *LABEL_COLUMNS, *META
 DIGEST_COLUMNS: Final[tuple[str, ...]] = (*RECORD_FIELDS, *LABEL_COLUMNS, "visit_id")
 
 #: Age bands of NHAMCS ``AGER``, used for every dataset so that groups mean the same thing everywhere.
-AGE_BANDS: Final[tuple[str, ...]] = DECISION_AGE_BANDS  # one definition (models.triage_decision)
+AGE_BANDS: Final[tuple[str, ...]] = DECISION_AGE_BANDS  # one definition (models.triage.decision)
 _AGE_BAND_EDGES: Final[tuple[float, ...]] = AGE_BAND_EDGES
 
 #: Expected payer vocabulary (NHAMCS ``PAYTYPER``).

@@ -1,6 +1,6 @@
 """Chest X-ray datasets: NIH ChestX-ray14 (1,000 images at 64 px) and the Kermany paediatric set.
 
-Both go through the one pixel path (:func:`models.imaging.load_image_for_model`: the dataset's view checked as
+Both go through the one pixel path (:func:`models.imaging.pixels.load_image_for_model`: the dataset's view checked as
 ViewPosition is, the quality gate, histogram equalisation, resize), exactly as DICOM does at serving time. Splits
 are by patient and seeded: the NIH folder split leaks patients across train/valid/test and is ignored.
 
@@ -23,8 +23,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from models.errors import DataSourceError, ImagingInputError
-from models.imaging import load_image_for_model, prepare_image
-from models.imaging_quality import equalise_histogram
+from models.imaging.pixels import load_image_for_model, prepare_image
+from models.imaging.quality import equalise_histogram
 from models.labels import IMAGING_FINDINGS, NIH_LABELS_BY_FINDING
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from models.errors import InputValidationError
-from models.triage_record import CONSCIOUSNESS_LEVELS
+from models.triage.record import CONSCIOUSNESS_LEVELS
 from training.data.dataset import PAYERS, TriageDataset, build_dataset
 
 #: Complaint text, relative frequency, severity shift, and whether it is usually painful.

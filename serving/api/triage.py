@@ -1,0 +1,249 @@
+"""Triage routes: one record, a batch, and the FHIR R4 RiskAssessment form of the same result."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+
+from models.errors import InputValidationError, RecordValidationErrors
+from models.triage.record import validate_record
+from serving.api.errors import ApiError, validation_errors
+from serving.api.schemas import (
+    NO_MODEL_OR_AUDIT,
+    TriageBatchResult,
+    TriageResult,
+    problem_responses,
+    triage_record_json_schema,
+)
+from serving.api.state import ServiceState, StateDep, audit_record, input_digest, require, write_audit
+from serving.store.records import ApiKeyInfo
+from serving.triage_result import build_results
+
+router = APIRouter(tags=["triage"])
+
+TriageKey = Annotated[ApiKeyInfo, Depends(require("triage"))]
+FHIR_JSON = "application/fhir+json"
+#: Deepest nesting of arrays and objects a JSON body may have (a CDS Hooks request with FHIR resources needs ~10).
+MAX_JSON_DEPTH = 64
+
+_ERRORS = problem_responses(
+    "triage",
+    _413="Body over the size limit",
+    _415="Not application/json",
+    _422="Invalid record: each error names the field",
+    _503=NO_MODEL_OR_AUDIT,
+)
+
+
+def is_json(content_type: str | None, *extra: str) -> bool:
+    kind = (content_type or "").split(";", 1)[0].strip().lower()
+    return kind in ("application/json", *extra) or (kind.startswith("application/") and kind.endswith("+json"))
+
+
+def nesting_exceeds(value: Any, limit: int) -> bool:
+    """Whether arrays and objects in ``value`` nest more than ``limit`` deep (a scalar is depth 0; iterative, so
+    any depth is safe to check)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
+def parse_json(raw: bytes) -> Any:
+    """``raw`` parsed as JSON; :class:`InputValidationError` naming ``body`` when it does not parse or nests arrays
+    and objects deeper than :data:`MAX_JSON_DEPTH`.
+
+    Deep nesting is refused before anything recurses over the value: ``json.loads`` itself raises RecursionError
+    near Python's recursion limit (1,000 ``[`` in 2 KB), and so would ``json.dumps`` or a validator further on.
+    """
+    try:
+        value = json.loads(raw)
+    except RecursionError as exc:
+        raise InputValidationError(
+            "body", f"the body nests arrays or objects deeper than {MAX_JSON_DEPTH} levels"
+        ) from exc
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputValidationError("body", f"the body is not valid JSON: {type(exc).__name__}") from exc
+    if nesting_exceeds(value, MAX_JSON_DEPTH):
+        raise InputValidationError("body", f"the body nests arrays or objects deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
+async def read_json(request: Request) -> Any:
+    """The request body as JSON: 415 for another media type, 422 naming ``body`` when it does not parse or nests
+    too deep (:func:`parse_json`)."""
+    if not is_json(request.headers.get("content-type")):
+        raise ApiError(415, "send the record as application/json")
+    return parse_json(await request.body())
+
+
+def score_records(
+    state: ServiceState,
+    request: Request,
+    key: ApiKeyInfo,
+    route: str,
+    raws: list[dict[str, Any]],
+    records: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """Score validated records and audit each before anything is returned (runs in a worker thread)."""
+    model = state.holder.get("triage")
+    results = build_results(model, records)
+    for result in results:
+        result["request_id"] = request.state.request_id
+    write_audit(
+        state,
+        [
+            audit_record(request, key, route, model, input_digest(raw), result)
+            for raw, result in zip(raws, results, strict=True)
+        ],
+    )
+    version = model.resolved.version
+    state.metrics.predictions.labels("triage", version).inc(len(results))
+    state.metrics.flags.labels("news2_floor_raised").inc(sum(r["flags"]["news2_floor_raised_level"] for r in results))
+    state.metrics.flags.labels("safety_floor_raised").inc(sum(r["flags"]["safety_floor_raised_level"] for r in results))
+    return results
+
+
+_RECORD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": triage_record_json_schema(),
+                "example": {
+                    "age_years": 71,
+                    "sex": "female",
+                    "arrival_mode": "ambulance",
+                    "chief_complaint": "shortness of breath",
+                    "heart_rate": 118,
+                    "resp_rate": 26,
+                    "sbp": 96,
+                    "dbp": 60,
+                    "spo2": 90,
+                    "temperature_c": 38.4,
+                    "consciousness": "A",
+                    "on_supplemental_oxygen": False,
+                    "pain_score": 3,
+                },
+            }
+        },
+    }
+}
+
+
+_ONE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {FHIR_JSON: {"schema": {"type": "object", "description": "A FHIR R4 RiskAssessment resource"}}},
+        "description": "The result as JSON; as a FHIR R4 RiskAssessment with `Accept: application/fhir+json`",
+    },
+    **_ERRORS,
+}
+
+
+@router.post(
+    "/v1/triage",
+    response_model=TriageResult,
+    responses=_ONE_RESPONSES,
+    openapi_extra=_RECORD_BODY,
+    summary="Triage score of one patient",
+    description="Recommended acuity (1-5, Manchester/ECDS) never below the NEWS2 safety floor, calibrated "
+    "P(admission) and P(critical care), NEWS2 with its clinical response, the main contributing "
+    "factors, and flags. With `Accept: application/fhir+json` the same result is returned as a "
+    "FHIR R4 RiskAssessment. Decision support: a clinician decides.",
+)
+async def triage_one(request: Request, state: StateDep, key: TriageKey) -> Any:
+    raw = await read_json(request)
+    if not isinstance(raw, dict):
+        raise InputValidationError(
+            "body", f"the body must be a JSON object (one triage record); got {type(raw).__name__}"
+        )
+    record = validate_record(raw)
+    result = (await state.run_model(score_records, state, request, key, "/v1/triage", [raw], [record]))[0]
+    if FHIR_JSON in request.headers.get("accept", ""):
+        from serving.fhir.response import risk_assessment
+
+        resource = risk_assessment(result, patient_reference=None, encounter_reference=None, now=_now())
+        return JSONResponse(resource, media_type=FHIR_JSON)
+    return result
+
+
+_BATCH_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["records"],
+                    "properties": {"records": {"type": "array", "minItems": 1, "items": triage_record_json_schema()}},
+                }
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "/v1/triage/batch",
+    response_model=TriageBatchResult,
+    responses=_ERRORS,
+    openapi_extra=_BATCH_BODY,
+    summary="Triage scores of many patients",
+    description='`{"records": [...]}` up to the service\'s batch limit. Each record is validated on its '
+    "own: a record that fails gets a problem in its item and the others are still scored.",
+)
+async def triage_batch(request: Request, state: StateDep, key: TriageKey) -> Any:
+    body = await read_json(request)
+    if not isinstance(body, dict) or set(body) != {"records"} or not isinstance(body["records"], list):
+        raise InputValidationError("records", 'the body must be {"records": [ ...triage records... ]}')
+    raws = body["records"]
+    if not raws:
+        raise InputValidationError("records", "'records' must hold at least one record")
+    if len(raws) > state.settings.max_batch:
+        raise InputValidationError(
+            "records", f"'records' may hold at most {state.settings.max_batch} records; got {len(raws)}"
+        )
+    good: list[tuple[int, dict[str, Any], dict[str, Any]]] = []
+    items: list[dict[str, Any]] = [{"index": i, "result": None, "error": None} for i in range(len(raws))]
+    for i, raw in enumerate(raws):
+        try:
+            if not isinstance(raw, dict):
+                raise InputValidationError(
+                    f"records[{i}]", f"each record must be a JSON object; got {type(raw).__name__}"
+                )
+            good.append((i, raw, validate_record(raw)))
+        except (InputValidationError, RecordValidationErrors) as exc:
+            errors = [
+                {**e, "field": e["field"] if e["field"].startswith("records[") else f"records[{i}].{e['field']}"}
+                for e in validation_errors(exc)
+            ]
+            items[i]["error"] = {
+                "type": "about:blank",
+                "title": "Unprocessable content",
+                "status": 422,
+                "detail": errors[0]["message"],
+                "errors": errors,
+            }
+    if good:
+        results = await state.run_model(
+            score_records, state, request, key, "/v1/triage/batch", [g[1] for g in good], [g[2] for g in good]
+        )
+        for (i, _, _), result in zip(good, results, strict=True):
+            items[i]["result"] = result
+    return {"request_id": request.state.request_id, "n": len(raws), "n_failed": len(raws) - len(good), "items": items}
+
+
+def _now() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
