@@ -34,8 +34,9 @@ from models.triage.record import (
     RECORD_FIELDS,
     validate_record,
 )
-from training.data import canonical_csv, load_canonical_csv
-from training.data.canonical_csv import CSV_COLUMNS, MAX_ERRORS, MAX_LINE_CHARS
+from training.data import csv_file, load_canonical_csv
+from training.data.canonical_csv import CSV_COLUMNS, MAX_ERRORS
+from training.data.csv_file import MAX_LINE_CHARS
 
 HEADER = "age_years,sex,heart_rate,admitted,critical"
 GOOD = "54,female,88,0,0"
@@ -184,10 +185,10 @@ def test_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
 def test_file_larger_than_the_limit_is_refused_before_reading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "site.csv"
     path.write_bytes(_lines(HEADER, *[GOOD] * 100))
-    monkeypatch.setattr(canonical_csv, "MAX_FILE_BYTES", 1000)
+    monkeypatch.setattr(csv_file, "MAX_FILE_BYTES", 1000)
     with pytest.raises(DataSourceError, match="is larger than 1000 bytes; split the export"):
         load_canonical_csv(path)
-    monkeypatch.setattr(canonical_csv, "MAX_FILE_BYTES", 1 << 20)
+    monkeypatch.setattr(csv_file, "MAX_FILE_BYTES", 1 << 20)
     assert len(load_canonical_csv(path)) == 100
 
 
