@@ -278,7 +278,7 @@ def prepare_instances(n: int, folder: Path, seed: int) -> list[Instance]:
 
     from pydicom.uid import generate_uid
 
-    from models.imaging.pixels import read_dicom
+    from models.imaging.dicom_read import read_dicom
 
     folder.mkdir(parents=True, exist_ok=True)
     sources = [(p.name, read_dicom(p)) for p in chest_fixtures()]
@@ -312,7 +312,7 @@ def prepare_instances(n: int, folder: Path, seed: int) -> list[Instance]:
 
 def build_model_folder(folder: Path) -> Path:
     """A local model folder holding vigil-cxr version 1 with a stand-in passing release record (see the doc)."""
-    from models.triage.onnx import sha256_file
+    from models.onnx_file import sha256_file
     from serving.model_source import ResolvedModel, write_local_release
 
     gate = {
@@ -366,7 +366,7 @@ def thread_scaling(holder: Any, instances: list[Instance]) -> dict[str, dict[str
 
 def open_timed_queue(url: str, prefix: str) -> Any:
     """The node's queue, with the time of every claim kept (``claims[(stage, uid)]``); nothing else changes."""
-    from serving.dicom_node.queue import SqliteQueue
+    from serving.dicom_node.queue_sqlite import SqliteQueue
 
     class ClaimClock:
         claims: dict[tuple[str, str], float]

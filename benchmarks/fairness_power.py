@@ -1,7 +1,7 @@
 """Power and whole-gate false-alarm rate of the fairness release gate, simulated through the real audit and gate.
 
 Two designs, each audited (:func:`fairness.audit.audit`, ``--n-boot`` resamples) and gated
-(:func:`fairness.policy.gate`) with the shipped ``fairness/release_policy.yaml``:
+(:func:`fairness.gate.gate`) with the shipped ``fairness/release_policy.yaml``:
 
 * **Two groups** of ``--n-per-group`` patients (``required_attributes`` replaced by the simulated attribute):
   group A under-triaged at ``--base`` (10%), group B at base + gap, for each gap in ``--gaps``.
@@ -38,8 +38,11 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
-from fairness.audit import AuditSpec, audit
-from fairness.policy import FAIL, Check, ReleasePolicy, gate, load_policy
+from fairness.audit import audit
+from fairness.audit_spec import AuditSpec
+from fairness.gate import gate
+from fairness.gate_result import FAIL, Check
+from fairness.policy import ReleasePolicy, load_policy
 
 logger = logging.getLogger("fairness_power")
 

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from evaluation.safety_imaging import run_imaging_safety_suite
-from fairness.policy_schema import load_policy
+from fairness.policy import load_policy
 from models.imaging.net import saturation_tails
 from models.imaging.onnx import ImagingOnnxModel, export_imaging_onnx
 from models.intended_use import FindingRelease, Population

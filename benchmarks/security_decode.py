@@ -2,8 +2,8 @@
 
 The attack: a 2 MB RLE Lossless DICOM of 8192 x 8192 zeros (16 bits), a chest DX header. Each request runs what
 ``POST /v1/imaging/second-read`` runs for it (``ImagingOnnxModel.second_read_dicom``:
-:func:`models.imaging.pixels.read_dicom`, then :func:`models.imaging.pixels.load_dicom_for_model` at the model's 128
-px; this input never reaches inference, before or after the fix) in a thread of its own, all started together by a
+:func:`models.imaging.dicom_read.read_dicom`, then :func:`models.imaging.pixels.load_dicom_for_model` at the model's
+128 px; this input never reaches inference, before or after the fix) in a thread of its own, all started together by a
 barrier; as in the HTTP route, at most two decode at once (``ServiceState.run_model``'s limiter; the others wait,
 holding their bodies).
 
@@ -147,7 +147,8 @@ def run_case(path: Path, concurrent: int) -> dict[str, Any]:
     import gc
 
     from models.errors import ImagingInputError
-    from models.imaging.pixels import load_dicom_for_model, read_dicom
+    from models.imaging.dicom_read import read_dicom
+    from models.imaging.pixels import load_dicom_for_model
 
     data = path.read_bytes()
     outcomes: list[str] = [""] * concurrent
@@ -252,7 +253,10 @@ def main(argv: list[str] | None = None) -> int:
             "pydicom": pydicom.__version__,
         },
         "pixel_path_version": PIXEL_PATH_VERSION,
-        "function": "models.imaging.pixels.read_dicom + load_dicom_for_model(size=128), as second_read_dicom runs it",
+        "function": (
+            "models.imaging.dicom_read.read_dicom + models.imaging.pixels.load_dicom_for_model(size=128), "
+            "as second_read_dicom runs it"
+        ),
         "attack": f"RLE Lossless, {ATTACK_SIDE} x {ATTACK_SIDE} zeros, 16 bits, DX CHEST PA",
         "zeros_at_the_limit": f"the same, {LARGEST_SIDE} x {LARGEST_SIDE}",
         "largest_accepted": f"RLE Lossless, {LARGEST_SIDE} x {LARGEST_SIDE} drawn frontal film, 12 of 16 bits",

@@ -49,7 +49,7 @@ import logging, sys, tempfile
 from pathlib import Path
 logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
 from serving.dicom_node.intake import Intake
-from serving.dicom_node.queue import SqliteQueue
+from serving.dicom_node.queue_sqlite import SqliteQueue
 from serving.dicom_node.scp import StorageSCP
 from serving.dicom_node.settings import load_dicom_settings
 work = Path(sys.argv[1])

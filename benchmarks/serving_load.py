@@ -451,14 +451,13 @@ def profile_paths(
 
     from pydantic import TypeAdapter
 
-    from models.labels import IMAGING_FINDING_CODES
-    from models.model_card import IMAGING_DECISION_SUPPORT_STATEMENT
     from models.triage.record import validate_record
     from serving.api.schemas import SecondReadResult, TriageResult
+    from serving.imaging_result import second_read_result
     from serving.model_source import ModelHolder
     from serving.store.database import Store
     from serving.triage_result import build_results
-    from workflows.serve import RegistryLocator
+    from workflows.registry_locator import RegistryLocator
 
     locator = RegistryLocator(
         work_dir.resolve(),
@@ -509,25 +508,7 @@ def profile_paths(
             png = timed("heat map PNG", read.heatmap_png)
             b64 = timed("base64 of the PNG", _b64, png)
             request = _Req(uuid.uuid4().hex)
-            result = {
-                "request_id": request.state.request_id,
-                "model": imaging.ref(),
-                "flagged": read.flagged,
-                "findings": [
-                    {
-                        "finding": f,
-                        "code": dict(zip(("value", "scheme", "meaning"), IMAGING_FINDING_CODES[f], strict=True)),
-                        "probability": read.probabilities[f],
-                        "operating_threshold": read.thresholds[f],
-                        "flagged": read.flags[f],
-                    }
-                    for f in read.probabilities
-                ],
-                "heatmap_finding": next(iter(read.probabilities)),
-                "source": dict(read.source),
-                "timings_ms": dict(read.timings_ms),
-                "decision_support_statement": IMAGING_DECISION_SUPPORT_STATEMENT,
-            }
+            result = second_read_result(read, imaging, request.state.request_id)
             audit = timed(
                 "audit: record + input sha256 (of the DICOM bytes)",
                 _audit_of,
@@ -615,7 +596,7 @@ def _b64(png: bytes) -> str:
 
 
 def _key_info() -> Any:
-    from serving.store.database import ApiKeyInfo
+    from serving.store.records import ApiKeyInfo
 
     return ApiKeyInfo("benchprofile", "bench", ("triage", "imaging"), "2026-01-01T00:00:00Z", None)
 
@@ -781,7 +762,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def _run(args: argparse.Namespace, scratch: Path, created: list[str]) -> dict[str, Any]:
     import pandas as pd
 
-    from models.triage.onnx import TriageOnnxModel, default_threads
+    from models.onnx_file import default_threads
+    from models.triage.onnx import TriageOnnxModel
     from serving.store.database import Store
     from training.tracking import fetch_model_version
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from evaluation.metrics import auroc
+from evaluation.metrics.discrimination import auroc
 from models.triage.onnx import TriageOnnxModel
 from training.data import load_dataset, resolve_data_dir
 

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 import numpy as np
 import pandas as pd
@@ -18,7 +19,10 @@ from sklearn.linear_model import LogisticRegression
 
 from models.labels import ACUITY_LEVELS, OUTCOMES
 from models.triage.features import FeatureEncoder
-from models.triage.news2 import news2_frame
+from models.triage.news2_arrays import news2_frame
+
+#: The nurse's own triage level, scored as a baseline (never an input).
+NURSE_BASELINE: Final = "nurse triage"
 
 
 @dataclass
@@ -104,7 +108,7 @@ def nurse_baseline(frame: pd.DataFrame) -> BaselinePredictions | None:
     if "nurse_acuity" not in frame or frame["nurse_acuity"].isna().all():
         return None
     return BaselinePredictions(
-        "nurse triage", {o: None for o in OUTCOMES}, frame["nurse_acuity"].astype("float").to_numpy()
+        NURSE_BASELINE, {o: None for o in OUTCOMES}, frame["nurse_acuity"].astype("float").to_numpy()
     )
 
 

@@ -130,7 +130,7 @@ def bootstrap_ci(
     ----------
     metric : callable
         Called as ``metric(*resampled_arrays)``; returns a float (``nan`` where undefined), e.g.
-        :func:`evaluation.metrics.auroc`.
+        :func:`evaluation.metrics.discrimination.auroc`.
     arrays : sequence of array-like
         The metric's positional arguments, all of the same length (rows along the first axis), e.g.
         ``[y, p]``. Every array is resampled with the same row indices.
@@ -152,7 +152,7 @@ def bootstrap_ci(
 
     Examples
     --------
-    >>> from evaluation.metrics import auroc
+    >>> from evaluation.metrics.discrimination import auroc
     >>> ci = bootstrap_ci(auroc, [y, p], n_boot=1000, seed=0)  # doctest: +SKIP
     >>> print(ci)  # doctest: +SKIP
     0.812 (0.790 to 0.833)
@@ -202,8 +202,8 @@ def paired_bootstrap_difference(
     Parameters
     ----------
     metric : callable
-        ``metric(y, p) -> float``, e.g. :func:`evaluation.metrics.auroc` or, for triage levels,
-        :func:`evaluation.metrics.weighted_kappa` (with ``p_a``, ``p_b`` predicted levels).
+        ``metric(y, p) -> float``, e.g. :func:`evaluation.metrics.discrimination.auroc` or, for triage levels,
+        :func:`evaluation.metrics.acuity.weighted_kappa` (with ``p_a``, ``p_b`` predicted levels).
     y : array-like of shape (n,)
         Outcome (or true triage level).
     p_a, p_b : array-like of shape (n,)

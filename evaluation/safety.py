@@ -4,8 +4,10 @@ An invariant is a metamorphic or invariance property a model must hold for every
 suite generates, e.g. "a vital sign moving further into danger never lowers a risk". The suite is versioned
 (:data:`SAFETY_SUITE_VERSION`): a released model's card names the version it passed, and changing any
 invariant, tolerance or generator bumps it. A single violation fails the invariant, and a failed invariant
-blocks release (``vigil release``). The triage checks live in :mod:`evaluation.safety_triage`, the imaging
-checks in :mod:`evaluation.safety_imaging`; docs/clinical_safety.md explains each one.
+blocks release (``vigil release``). The triage suite is :mod:`evaluation.safety_triage` (its checks in
+:mod:`evaluation.safety_triage_fields` and :mod:`evaluation.safety_triage_complaints`), the imaging suite
+:mod:`evaluation.safety_imaging` (its generated cases in :mod:`evaluation.safety_imaging_cases`);
+docs/clinical_safety.md explains each invariant.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@
 
 Inputs: ``images`` is a list of real frontal chest films, each either a display image (a 2-D float array in
 [0, 1], higher = brighter: what :func:`models.imaging.pixels.decode_radiograph` or
-:func:`models.imaging.pixels.load_image_file` returns) or a path: a DICOM file (read, header-checked and decoded by
+:func:`models.imaging.image_file.load_image_file` returns) or a path: a DICOM file (read, header-checked and decoded by
 the pixel path) or a PNG/JPEG. Every perturbation is applied to the display image, i.e. after the film's own window,
 where a routine change of the display curve acts:
 
@@ -20,7 +20,8 @@ where a routine change of the display curve acts:
 
 Films and their perturbations go through :func:`models.imaging.pixels.model_input` (gate, equalisation, resize)
 without the photometric consistency rule, which only the DICOM path applies (a DICOM film is checked with it when it
-is read).
+is read). The perturbations, the films' loading and the generated refusal cases live in
+:mod:`evaluation.safety_imaging_cases`.
 
 Each film gets ``n_perturbations`` window shifts and ``n_perturbations`` contrast changes (the first two of each at
 the extremes, the rest drawn uniformly, seeded), one horizontal flip and four orientations: ``2 n + 5`` perturbed
@@ -43,35 +44,37 @@ a false alarm of the gate).
 
 from __future__ import annotations
 
-import io
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
 from typing import Any, Final, Protocol
 
 import numpy as np
-import pydicom
-from PIL import Image, ImageDraw, ImageFont
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, generate_uid
 
 from evaluation.safety import InvariantResult, SafetyReport, invariant
+from evaluation.safety_imaging_cases import (
+    CONTRAST_CHANGE,
+    ORIENTATIONS,
+    WINDOW_CENTRE_SHIFT,
+    RefusalCase,
+    apply_perturbation,
+    blank_cases,
+    graphics_cases,
+    lateral_cases,
+    load_films,
+    noise_cases,
+    perturbation_plan,
+)
 from models.errors import ImageQualityError, ImagingInputError, NonFrontalViewError
 from models.imaging import pixels as imaging
 
 log = logging.getLogger(__name__)
 
 PROBABILITY_TOLERANCE: Final = 0.10
-WINDOW_CENTRE_SHIFT: Final = 0.10
-CONTRAST_CHANGE: Final = 0.20
 RELEASE_N_PERTURBATIONS: Final = 25
 MIN_RELEASE_CASES: Final = 10_000
 BATCH_SIZE: Final = 256
-LATERAL_VIEWS: Final = ("LL", "RL", "LATERAL", "XTABLE", "LLD", "RLD")
-ORIENTATIONS: Final = ("vertical_flip", "rotate_90", "rotate_180", "rotate_270")
-_DICOM_SUFFIXES: Final = ("", ".dcm", ".dicom")
 
 
 class ImagingRuntime(Protocol):
@@ -86,163 +89,11 @@ class ImagingRuntime(Protocol):
     def flags(self, probabilities: np.ndarray) -> np.ndarray: ...
 
 
-# ---------------------------------------------------------------------------------------------- perturbations
-def shift_window_centre(image: np.ndarray, shift: float) -> np.ndarray:
-    """Move the display window's centre by ``shift`` (a fraction of the centre, 0.5): ``clip(x - 0.5 shift)``."""
-    return np.clip(image - 0.5 * shift, 0.0, 1.0).astype(np.float32)
-
-
-def change_contrast(image: np.ndarray, change: float) -> np.ndarray:
-    """Steepen (``change`` > 0) or flatten the display curve about mid-grey: ``clip(0.5 + (x - 0.5)(1 + c))``."""
-    return np.clip(0.5 + (image - 0.5) * (1.0 + change), 0.0, 1.0).astype(np.float32)
-
-
-def reorient(image: np.ndarray, orientation: str) -> np.ndarray:
-    """One of :data:`ORIENTATIONS` or ``"horizontal_flip"``."""
-    ops: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-        "horizontal_flip": lambda x: x[:, ::-1],
-        "vertical_flip": lambda x: x[::-1],
-        "rotate_90": lambda x: np.rot90(x, 1),
-        "rotate_180": lambda x: np.rot90(x, 2),
-        "rotate_270": lambda x: np.rot90(x, 3),
-    }
-    return np.ascontiguousarray(ops[orientation](image))
-
-
-# ---------------------------------------------------------------------------------------------- inputs
-def load_films(images: Sequence[np.ndarray | str | Path]) -> list[tuple[str, np.ndarray | None, str | None]]:
-    """``(name, display image or None, refusal or None)`` per film; a film the pixel path refuses keeps its reason.
-
-    Paths with no suffix, ``.dcm`` or ``.dicom`` are read as DICOM (header checks, decoding), others as PNG/JPEG.
-    """
-    films: list[tuple[str, np.ndarray | None, str | None]] = []
-    for i, item in enumerate(images):
-        name = Path(item).name if isinstance(item, (str, Path)) else f"array-{i}"
-        try:
-            is_dicom = isinstance(item, (str, Path)) and Path(item).suffix.lower() in _DICOM_SUFFIXES
-            if is_dicom and isinstance(item, (str, Path)):
-                ds = imaging.read_dicom(item)
-                imaging.check_radiograph(ds)
-                display = imaging.decode_radiograph(ds)
-            elif isinstance(item, (str, Path)):
-                display = imaging.load_image_file(item)
-            else:
-                display = np.asarray(item, dtype=np.float32)
-            imaging.model_input(display, 8, check_consistency=is_dicom)  # the gate (size is irrelevant here)
-            films.append((name, display, None))
-        except ImagingInputError as exc:
-            films.append((name, None, f"{type(exc).__name__} ({exc.field})"))
-    return films
-
-
-def film_to_dicom(image: np.ndarray, **header: str) -> bytes:
-    """A display image as a DX For Presentation DICOM (16-bit MONOCHROME2, CHEST, PA), ``header`` overriding."""
-    pixels = np.rint(np.clip(image, 0.0, 1.0) * 4095).astype("<u2")
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
-    ds.SOPClassUID = DigitalXRayImageStorageForPresentation
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.Modality, ds.BodyPartExamined, ds.ViewPosition = "DX", "CHEST", "PA"
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = pixels.tobytes()
-    for keyword, value in header.items():
-        setattr(ds, keyword, value)
-    buffer = io.BytesIO()
-    pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
-    return buffer.getvalue()
-
-
-# ---------------------------------------------------------------------------------------------- generated refusals
-def _blank_cases(rng: np.random.Generator, n: int) -> list[tuple[dict[str, Any], Callable[[], object]]]:
-    cases: list[tuple[dict[str, Any], Callable[[], object]]] = []
-    for i in range(n):
-        size = int(rng.integers(64, 513))
-        level = (0.0, 1.0, 0.5)[i] if i < 3 else float(rng.random())
-        array = np.full((size, size), level, dtype=np.float32)
-        cases.append(
-            ({"kind": "uniform array", "level": round(level, 3), "side": size}, partial(imaging.model_input, array, 64))
-        )
-        if i < max(1, n // 4):  # all-zero DICOMs: the safety review's case, as stored values
-            data = film_to_dicom(np.zeros((size, size), dtype=np.float32))
-            cases.append(({"kind": "all-zero DICOM", "side": size}, partial(imaging.load_dicom_for_model, data, 64)))
-    return cases
-
-
-def _noise_cases(rng: np.random.Generator, n: int) -> list[tuple[dict[str, Any], Callable[[], object]]]:
-    cases: list[tuple[dict[str, Any], Callable[[], object]]] = []
-    for i in range(n):
-        size = int(rng.integers(64, 513))
-        kind = ("uniform", "gaussian", "salt and pepper")[i % 3]
-        if kind == "uniform":
-            array = rng.random((size, size))
-        elif kind == "gaussian":
-            array = np.clip(0.5 + 0.15 * rng.standard_normal((size, size)), 0, 1)
-        else:
-            array = (rng.random((size, size)) < 0.5).astype(np.float64)
-        array = array.astype(np.float32)
-        cases.append(({"kind": f"{kind} noise array", "side": size}, partial(imaging.model_input, array, 64)))
-        if i < max(1, n // 4):
-            data = film_to_dicom(array)
-            cases.append(
-                ({"kind": f"{kind} noise DICOM", "side": size}, partial(imaging.load_dicom_for_model, data, 64))
-            )
-    return cases
-
-
-def _text_image(rng: np.random.Generator, size: int, dark_on_light: bool) -> np.ndarray:
-    background, ink = (255, 0) if dark_on_light else (0, 255)
-    picture = Image.new("L", (size, size), background)
-    draw = ImageDraw.Draw(picture)
-    font = ImageFont.load_default(size=max(10, size // 16))
-    letters = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZ abcdefghijklmnopqrstuvwxyz0123456789"))
-    for row in range(size // max(12, size // 12)):
-        line = "".join(rng.choice(letters, 40))
-        draw.text((4, 4 + row * max(12, size // 12)), line, fill=ink, font=font)
-    return np.asarray(picture, dtype=np.float32) / 255.0
-
-
-def _chart_image(rng: np.random.Generator, size: int) -> np.ndarray:
-    picture = Image.new("L", (size, size), 255)
-    draw = ImageDraw.Draw(picture)
-    bars = int(rng.integers(3, 10))
-    width = size // (bars + 1)
-    for b in range(bars):
-        height = int(rng.integers(size // 10, size - 10))
-        draw.rectangle((b * width + 5, size - height, (b + 1) * width - 5, size - 5), fill=int(rng.integers(0, 60)))
-    draw.line((2, 2, 2, size - 2), fill=0, width=2)
-    draw.line((2, size - 3, size - 2, size - 3), fill=0, width=2)
-    return np.asarray(picture, dtype=np.float32) / 255.0
-
-
-def _graphics_cases(rng: np.random.Generator, n: int) -> list[tuple[dict[str, Any], Callable[[], object]]]:
-    cases: list[tuple[dict[str, Any], Callable[[], object]]] = []
-    for i in range(n):
-        size = int(rng.integers(128, 513))
-        kind = ("black text on white", "white text on black", "bar chart", "checkerboard")[i % 4]
-        if kind == "bar chart":
-            array = _chart_image(rng, size)
-        elif kind == "checkerboard":
-            square = int(rng.integers(2, 33))
-            array = ((np.indices((size, size)) // square).sum(axis=0) % 2).astype(np.float32)
-        else:
-            array = _text_image(rng, size, dark_on_light=kind.startswith("black"))
-        cases.append(({"kind": kind, "side": size}, partial(imaging.model_input, array, 64)))
-        if i < max(1, n // 4):
-            data = film_to_dicom(array)
-            cases.append(({"kind": f"{kind} DICOM", "side": size}, partial(imaging.load_dicom_for_model, data, 64)))
-    return cases
-
-
 def _refusal(
     id: str,
     description: str,
     rationale: str,
-    cases: list[tuple[dict[str, Any], Callable[[], object]]],
+    cases: list[RefusalCase],
     expected: type[ImagingInputError],
 ) -> InvariantResult:
     magnitudes, examples = [], []
@@ -274,31 +125,6 @@ def _probabilities(model: ImagingRuntime, inputs: list[np.ndarray]) -> np.ndarra
         batch = np.stack(inputs[start : start + BATCH_SIZE]).astype(np.float32)
         out.append(np.asarray(model.run(batch)[0], dtype=np.float64))
     return np.concatenate(out) if out else np.zeros((0, len(model.findings)))
-
-
-def _perturbations(rng: np.random.Generator, n: int) -> list[tuple[str, str, float | None]]:
-    """``(family, label, amount)`` per perturbation of one film."""
-
-    def amounts(limit: float) -> list[float]:
-        drawn = list(rng.uniform(-limit, limit, max(0, n - 2)))
-        return ([limit, -limit] + [float(v) for v in drawn])[:n]
-
-    plan: list[tuple[str, str, float | None]] = []
-    plan += [("window_centre", f"window centre {v:+.1%}", v) for v in amounts(WINDOW_CENTRE_SHIFT)]
-    plan += [("contrast", f"contrast {v:+.1%}", v) for v in amounts(CONTRAST_CHANGE)]
-    plan += [("horizontal_flip", "horizontal flip", None)]
-    plan += [("orientation", o.replace("_", " "), None) for o in ORIENTATIONS]
-    return plan
-
-
-def _apply(image: np.ndarray, family: str, label: str, amount: float | None) -> np.ndarray:
-    if family == "window_centre":
-        return shift_window_centre(image, float(amount or 0.0))
-    if family == "contrast":
-        return change_contrast(image, float(amount or 0.0))
-    if family == "horizontal_flip":
-        return reorient(image, "horizontal_flip")
-    return reorient(image, label.replace(" ", "_"))
 
 
 _FAMILIES: Final = {
@@ -390,9 +216,9 @@ def run_imaging_safety_suite(
     base_inputs, cases, inputs = [], [], []
     for name, display in accepted:
         base_inputs.append(imaging.model_input(display, size))
-        for family, label, amount in _perturbations(rng, n_perturbations):
+        for family, label, amount in perturbation_plan(rng, n_perturbations):
             try:
-                inputs.append(imaging.model_input(_apply(display, family, label, amount), size))
+                inputs.append(imaging.model_input(apply_perturbation(display, family, label, amount), size))
                 refused = None
             except ImagingInputError as exc:
                 refused = f"{type(exc).__name__} ({getattr(exc, 'check', exc.field)})"
@@ -479,7 +305,7 @@ def run_imaging_safety_suite(
             "imaging.blank_refused",
             "Blank and uniform images (arrays and all-zero DICOMs) are refused by the quality gate.",
             "a blank film was read and all seven findings flagged",
-            _blank_cases(rng, n_refusal_cases),
+            blank_cases(rng, n_refusal_cases),
             ImageQualityError,
         )
     )
@@ -488,7 +314,7 @@ def run_imaging_safety_suite(
             "imaging.noise_refused",
             "Uniform, Gaussian and salt-and-pepper noise is refused by the quality gate.",
             "noise was read as a film with six findings flagged",
-            _noise_cases(rng, n_refusal_cases),
+            noise_cases(rng, n_refusal_cases),
             ImageQualityError,
         )
     )
@@ -497,21 +323,16 @@ def run_imaging_safety_suite(
             "imaging.graphics_refused",
             "Text, charts and other graphics are refused by the quality gate.",
             "black text on white was read as pneumonia with probability 1.000",
-            _graphics_cases(rng, n_refusal_cases),
+            graphics_cases(rng, n_refusal_cases),
             ImageQualityError,
         )
     )
-    lateral: list[tuple[dict[str, Any], Callable[[], object]]] = []
-    for name, display in accepted:
-        for view in LATERAL_VIEWS:
-            data = film_to_dicom(display, ViewPosition=view)
-            lateral.append(({"film": name, "ViewPosition": view}, partial(imaging.load_dicom_for_model, data, size)))
     results.append(
         _refusal(
             "imaging.lateral_refused",
             "A film sent as a lateral, decubitus or cross-table view (ViewPosition) is refused.",
             "the model reads frontal films only; a lateral view was read as if it were one",
-            lateral,
+            lateral_cases(accepted, size),
             NonFrontalViewError,
         )
     )

@@ -2,7 +2,7 @@
 
 The suite is an oracle independent of the model's own code: it writes canonical records (the fields of
 :mod:`models.triage.record`, as :mod:`models.triage.columns` columns) from clinical reference values of its own, not
-from the training data or the encoder. Every record is valid under :func:`models.triage.record.validate_frame`
+from the training data or the encoder. Every record is valid under :func:`models.triage.record_frame.validate_frame`
 (strict); the tests check that. Everything is drawn from a ``numpy.random.Generator`` passed in.
 
 Reference values: adult normal ranges as NEWS2 scores 0 (RCP 2017); paediatric normal ranges by age band

@@ -10,48 +10,40 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from evaluation.baselines import BaselinePredictions
-from evaluation.bootstrap import bootstrap_ci, paired_bootstrap_difference
-from evaluation.metrics import (
-    acuity_confusion,
-    acuity_summary,
-    auprc,
-    auroc,
+from evaluation.bootstrap import ConfidenceInterval, bootstrap_ci, paired_bootstrap_difference
+from evaluation.metrics.acuity import acuity_confusion, acuity_summary
+from evaluation.metrics.calibration import (
     calibration_curve,
     calibration_slope_intercept,
     expected_calibration_error,
-    net_benefit,
-    net_benefit_treat_all,
     observed_expected_ratio,
 )
+from evaluation.metrics.decision import net_benefit, net_benefit_treat_all
+from evaluation.metrics.discrimination import auprc, auroc
+from evaluation.results import MODEL_NAME, AcuityEvaluation, OutcomeEvaluation, RiskMetrics, TriageEvaluation
 from models.labels import OUTCOMES
 from models.triage.onnx import TriagePrediction
 
 log = logging.getLogger(__name__)
 
-MODEL_NAME = "Vigil"
 DCA_THRESHOLDS = np.round(np.arange(0.02, 0.51, 0.02), 2)
 
 
-def _risk_metrics(y: np.ndarray, p: np.ndarray, n_boot: int, seed: int, calibrated: bool) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "auroc": bootstrap_ci(auroc, [y, p], n_boot=n_boot, seed=seed).to_dict(),
-        "auprc": bootstrap_ci(auprc, [y, p], n_boot=n_boot, seed=seed).to_dict(),
-    }
-    if calibrated:
-        slope, intercept = calibration_slope_intercept(y, p)
-        out.update(
-            ece=float(expected_calibration_error(y, p)),
-            calibration_slope=float(slope),
-            calibration_intercept=float(intercept),
-            observed_expected=float(observed_expected_ratio(y, p)),
-        )
-    return out
+def _risk_metrics(y: np.ndarray, p: np.ndarray, n_boot: int, seed: int) -> RiskMetrics:
+    slope, intercept = calibration_slope_intercept(y, p)
+    return RiskMetrics(
+        auroc=bootstrap_ci(auroc, [y, p], n_boot=n_boot, seed=seed),
+        auprc=bootstrap_ci(auprc, [y, p], n_boot=n_boot, seed=seed),
+        ece=float(expected_calibration_error(y, p)),
+        calibration_slope=float(slope),
+        calibration_intercept=float(intercept),
+        observed_expected=float(observed_expected_ratio(y, p)),
+    )
 
 
 def evaluate_triage(
@@ -62,7 +54,7 @@ def evaluate_triage(
     dataset: str,
     n_boot: int = 1000,
     seed: int = 0,
-) -> dict[str, Any]:
+) -> TriageEvaluation:
     """Every metric for one dataset: outcomes with bootstrap CIs, calibration, acuity, decision curves.
 
     Parameters
@@ -75,13 +67,12 @@ def evaluate_triage(
         Baselines predicted on exactly these rows.
     """
     n = len(frame)
-    result: dict[str, Any] = {"dataset": dataset, "n": n, "bootstrap_resamples": n_boot, "outcomes": {}}
+    outcomes: dict[str, OutcomeEvaluation] = {}
     model_risk = {"admitted": prediction.p_admitted, "critical": prediction.p_critical}
     for outcome in OUTCOMES:
         y = frame[outcome].to_numpy().astype(int)
-        entry: dict[str, Any] = {"positives": int(y.sum()), "prevalence": float(y.mean()) if n else float("nan")}
-        models: dict[str, Any] = {MODEL_NAME: _risk_metrics(y, model_risk[outcome], n_boot, seed, True)}
-        differences: dict[str, Any] = {}
+        models = {MODEL_NAME: _risk_metrics(y, model_risk[outcome], n_boot, seed)}
+        differences: dict[str, ConfidenceInterval] = {}
         curves: dict[str, list[float]] = {
             MODEL_NAME: net_benefit(y, model_risk[outcome], DCA_THRESHOLDS).tolist(),
             "treat all": net_benefit_treat_all(y, DCA_THRESHOLDS).tolist(),
@@ -90,83 +81,93 @@ def evaluate_triage(
             p = base.risk.get(outcome)
             if p is None:
                 continue
-            models[base.name] = _risk_metrics(y, p, n_boot, seed, True)
+            models[base.name] = _risk_metrics(y, p, n_boot, seed)
             differences[base.name] = paired_bootstrap_difference(
                 auroc, y, model_risk[outcome], p, n_boot=n_boot, seed=seed
-            ).to_dict()
+            )
             curves[base.name] = net_benefit(y, p, DCA_THRESHOLDS).tolist()
-        entry["models"] = models
-        entry["auroc_difference_vs"] = differences
-        entry["net_benefit"] = {"thresholds": DCA_THRESHOLDS.tolist(), **curves}
-        entry["calibration_curve"] = {
-            k: v.tolist() for k, v in calibration_curve(y, model_risk[outcome], n_bins=10).items()
-        }
-        result["outcomes"][outcome] = entry
+        outcomes[outcome] = OutcomeEvaluation(
+            positives=int(y.sum()),
+            prevalence=float(y.mean()) if n else float("nan"),
+            models=models,
+            auroc_difference_vs=differences,
+            thresholds=tuple(DCA_THRESHOLDS.tolist()),
+            net_benefit=curves,
+            calibration_curve={k: v.tolist() for k, v in calibration_curve(y, model_risk[outcome], n_bins=10).items()},
+        )
 
     levels = frame["acuity"].astype("float").to_numpy()
     known = ~np.isnan(levels)
-    acuity: dict[str, Any] = {"n": int(known.sum())}
+    acuity = AcuityEvaluation(n=int(known.sum()))
     if known.any():
         truth = levels[known].astype(int)
-        acuity[f"{MODEL_NAME} (with NEWS2 floor)"] = acuity_summary(truth, prediction.recommended_level[known])
-        acuity[f"{MODEL_NAME} (model alone)"] = acuity_summary(truth, prediction.model_level[known])
+        others: dict[str, dict[str, float]] = {}
         for base in baselines:
             if base.acuity is not None:
                 pred = base.acuity[known]
                 ok = ~np.isnan(pred.astype(float))
-                acuity[base.name] = acuity_summary(truth[ok], pred[ok].astype(int))
-        acuity["confusion_with_floor"] = acuity_confusion(truth, prediction.recommended_level[known]).tolist()
-    result["acuity"] = acuity
-    result["news2_floor"] = {
-        "raised_fraction": float(prediction.floor_raised.mean()) if n else 0.0,
-        "raised_count": int(prediction.floor_raised.sum()),
-    }
-    return result
+                others[base.name] = acuity_summary(truth[ok], pred[ok].astype(int))
+        acuity = AcuityEvaluation(
+            n=acuity.n,
+            with_floor=acuity_summary(truth, prediction.recommended_level[known]),
+            model_alone=acuity_summary(truth, prediction.model_level[known]),
+            baselines=others,
+            confusion_with_floor=acuity_confusion(truth, prediction.recommended_level[known]).tolist(),
+        )
+    return TriageEvaluation(
+        dataset=dataset,
+        n=n,
+        bootstrap_resamples=n_boot,
+        outcomes=outcomes,
+        acuity=acuity,
+        floor_raised_fraction=float(prediction.floor_raised.mean()) if n else 0.0,
+        floor_raised_count=int(prediction.floor_raised.sum()),
+    )
 
 
-def _fmt(ci: dict[str, float]) -> str:
-    return f"{ci['estimate']:.3f} ({ci['low']:.3f}-{ci['high']:.3f})"
+def _fmt(ci: ConfidenceInterval) -> str:
+    return f"{ci.estimate:.3f} ({ci.low:.3f}-{ci.high:.3f})"
 
 
-def to_markdown(result: dict[str, Any], title: str) -> str:
+def _num(value: float | None, digits: int) -> str:
+    return f"{float('nan') if value is None else value:.{digits}f}"
+
+
+def to_markdown(result: TriageEvaluation, title: str) -> str:
     """Render an evaluation result as Markdown."""
     lines = [
         f"# {title}",
         "",
-        f"Dataset: **{result['dataset']}**, {result['n']} visits; bootstrap "
-        f"{result['bootstrap_resamples']} resamples, 95% percentile intervals.",
+        f"Dataset: **{result.dataset}**, {result.n} visits; bootstrap "
+        f"{result.bootstrap_resamples} resamples, 95% percentile intervals.",
         "",
     ]
-    for outcome, entry in result["outcomes"].items():
+    for outcome, entry in result.outcomes.items():
         lines += [
-            f"## {outcome} (positives {entry['positives']}, prevalence {entry['prevalence']:.3f})",
+            f"## {outcome} (positives {entry.positives}, prevalence {entry.prevalence:.3f})",
             "",
             "| model | AUROC (95% CI) | AUPRC (95% CI) | ECE | slope | intercept | O/E |",
             "|---|---|---|---|---|---|---|",
         ]
-        for name, m in entry["models"].items():
+        for name, m in entry.models.items():
             lines.append(
-                f"| {name} | {_fmt(m['auroc'])} | {_fmt(m['auprc'])} | {m.get('ece', float('nan')):.4f} | "
-                f"{m.get('calibration_slope', float('nan')):.2f} | "
-                f"{m.get('calibration_intercept', float('nan')):.2f} | "
-                f"{m.get('observed_expected', float('nan')):.2f} |"
+                f"| {name} | {_fmt(m.auroc)} | {_fmt(m.auprc)} | {_num(m.ece, 4)} | "
+                f"{_num(m.calibration_slope, 2)} | {_num(m.calibration_intercept, 2)} | "
+                f"{_num(m.observed_expected, 2)} |"
             )
-        if entry["auroc_difference_vs"]:
+        if entry.auroc_difference_vs:
             lines += ["", "AUROC difference, Vigil minus baseline (paired bootstrap):", ""]
-            lines += [f"- vs {k}: {_fmt(v)}" for k, v in entry["auroc_difference_vs"].items()]
+            lines += [f"- vs {k}: {_fmt(v)}" for k, v in entry.auroc_difference_vs.items()]
         lines.append("")
-    acuity = result["acuity"]
-    if acuity.get("n"):
+    if result.acuity.n:
         lines += [
-            f"## Acuity ({acuity['n']} visits with a recorded level)",
+            f"## Acuity ({result.acuity.n} visits with a recorded level)",
             "",
             "| predictor | exact | kappa (linear) | kappa (quadratic) | under-triage | over-triage | "
             "under-triage of levels 1-2 |",
             "|---|---|---|---|---|---|---|",
         ]
-        for name, s in acuity.items():
-            if not isinstance(s, dict):
-                continue
+        for name, s in result.acuity.summaries().items():
             lines.append(
                 f"| {name} | {s['exact_agreement']:.3f} | {s['kappa_linear']:.3f} | {s['kappa_quadratic']:.3f} | "
                 f"{s['under_triage_rate']:.3f} | {s['over_triage_rate']:.3f} | "
@@ -175,25 +176,26 @@ def to_markdown(result: dict[str, Any], title: str) -> str:
         lines.append("")
     lines += [
         f"The safety floor (NEWS2 from 16, ACVPU, red-flag complaints, paediatric physiology under 16) raised "
-        f"the model's level for {result['news2_floor']['raised_count']} visits "
-        f"({100 * result['news2_floor']['raised_fraction']:.1f}%).",
+        f"the model's level for {result.floor_raised_count} visits "
+        f"({100 * result.floor_raised_fraction:.1f}%).",
         "",
     ]
-    ignored = result.get("inputs_not_used") or {}
-    if ignored:
+    if result.inputs_not_used:
         lines += [
             "## Columns the model does not use",
             "",
             "The file gives values the model never learnt (NEWS2 and the safety floor still use them):",
             "",
         ]
-        lines += [f"- `{name}`: {e['rows_with_value']} rows; {e['reason']}" for name, e in ignored.items()]
+        lines += [
+            f"- `{name}`: {e['rows_with_value']} rows; {e['reason']}" for name, e in result.inputs_not_used.items()
+        ]
         lines.append("")
     return "\n".join(lines)
 
 
 def write_plots(
-    result: dict[str, Any],
+    result: TriageEvaluation,
     frame: pd.DataFrame,
     prediction: TriagePrediction,
     baselines: Sequence[BaselinePredictions],
@@ -223,15 +225,14 @@ def write_plots(
         axes[0].plot([0, 1], [0, 1], "k:", lw=0.8)
         axes[0].set(title=f"ROC: {outcome}", xlabel="1 - specificity", ylabel="sensitivity")
         axes[0].legend(fontsize=8)
-        curve = result["outcomes"][outcome]["calibration_curve"]
+        curve = result.outcomes[outcome].calibration_curve
         axes[1].plot(curve["mean_predicted"], curve["observed"], "o-", label=MODEL_NAME)
         top = max(max(curve["mean_predicted"], default=0.1), max(curve["observed"], default=0.1))
         axes[1].plot([0, top], [0, top], "k:", lw=0.8)
         axes[1].set(title=f"Calibration: {outcome}", xlabel="predicted", ylabel="observed")
-        nb = result["outcomes"][outcome]["net_benefit"]
-        for name, values in nb.items():
-            if name != "thresholds":
-                axes[2].plot(nb["thresholds"], values, label=name)
+        entry = result.outcomes[outcome]
+        for name, values in entry.net_benefit.items():
+            axes[2].plot(entry.thresholds, values, label=name)
         axes[2].axhline(0, color="k", lw=0.8, label="treat none")
         axes[2].set(
             title=f"Decision curve: {outcome}",
@@ -245,7 +246,7 @@ def write_plots(
         fig.savefig(path, dpi=90)
         plt.close(fig)
         paths.append(path)
-    confusion = result["acuity"].get("confusion_with_floor")
+    confusion = result.acuity.confusion_with_floor
     if confusion:
         fig, ax = plt.subplots(figsize=(5, 4.5))
         matrix = np.array(confusion)
@@ -269,11 +270,11 @@ def write_plots(
     return paths
 
 
-def write_report(result: dict[str, Any], out_dir: Path, prefix: str, title: str) -> list[Path]:
-    """Write ``<prefix>.json`` and ``<prefix>.md``; returns the paths."""
+def write_report(result: TriageEvaluation, out_dir: Path, prefix: str, title: str) -> list[Path]:
+    """Write ``<prefix>.json`` (:meth:`TriageEvaluation.to_dict`) and ``<prefix>.md``; returns the paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = out_dir / f"{prefix}.json"
-    json_path.write_text(json.dumps(result, indent=2, sort_keys=True, default=float), encoding="utf-8")
+    json_path.write_text(json.dumps(result.to_dict(), indent=2, sort_keys=True, default=float), encoding="utf-8")
     md_path = out_dir / f"{prefix}.md"
     md_path.write_text(to_markdown(result, title), encoding="utf-8")
     return [json_path, md_path]

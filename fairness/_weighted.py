@@ -1,4 +1,4 @@
-"""Group metrics on many bootstrap resamples at once (private to :mod:`fairness.audit`).
+"""Group metrics on many bootstrap resamples at once (private to :mod:`fairness.audit` and its helpers).
 
 A bootstrap resample of a frame is fully described by a vector of row weights: how many times each row was
 drawn (a whole cluster's rows share its draw count). Every metric of :mod:`evaluation.metrics` that the audit
@@ -35,7 +35,7 @@ FLAG_METRICS: tuple[str, ...] = ("sensitivity", "false_negative_rate", "false_po
 #: Metrics computed from the true and predicted triage levels.
 ACUITY_METRICS: tuple[str, ...] = ("under_triage_rate", "high_acuity_under_triage_rate")
 
-#: Quantile bins of the ECE: the default of :func:`evaluation.metrics.expected_calibration_error`.
+#: Quantile bins of the ECE: the default of :func:`evaluation.metrics.calibration.expected_calibration_error`.
 ECE_BINS: int = 10
 _QUANTILES: NDArray[np.float64] = np.linspace(0.0, 1.0, ECE_BINS + 1)[1:-1]
 
@@ -217,7 +217,7 @@ class WeightedPartition:
 
         edges = _lerp(order_statistic(rank_lo), order_statistic(rank_hi), gamma)
         # Bin k of a group holds its rows with edge[k-1] <= p < edge[k] (searchsorted side="right" on the
-        # edges, as in evaluation.metrics); with rows sorted by p that is a contiguous run of positions.
+        # edges, as in evaluation.metrics.calibration); with rows sorted by p that is a contiguous run of positions.
         bounds = np.empty((b, self.n_groups, ECE_BINS + 1), dtype=np.intp)
         bounds[:, :, 0] = self.starts
         bounds[:, :, -1] = self.ends

@@ -1,571 +1,388 @@
-"""Release policy and gate: criteria and tolerances declared in advance, judged with family-wise error control.
+"""The release policy as data: :class:`ReleasePolicy`, read and validated at the edge by :func:`load_policy`.
 
-:func:`load_policy` reads ``fairness/release_policy.yaml`` (or another file) and validates it at the edge: an
-unknown key, a wrong type or an out-of-range value raises :class:`models.errors.ConfigError` naming the key.
-:func:`gate` turns an :class:`~fairness.audit.AuditResult` into a :class:`GateResult`: data, not an
-exception, with an overall status ``"pass"``, ``"fail"`` or ``"insufficient evidence"`` and one
-:class:`Check` per judgement, each with a reason in plain words naming the group and the metric.
+The file's keys, types and ranges are declared on pydantic models (:class:`models.config_schema.ConfigModel`:
+unknown keys refused, values taken strictly), with the rules that tie keys together (every gated metric states
+its criterion, the history ends with this version, ...) as their validators. Any problem raises
+:class:`models.errors.ConfigError` naming the key (``"config key 'max_gap.auc' names an unknown metric"``).
+What each key means is documented in the shipped ``fairness/release_policy.yaml`` and, for the gate that applies
+it, in :mod:`fairness.gate`.
 
-What the policy declares
-------------------------
-``max_gap`` / ``min_group`` / ``max_group``: the gated metrics and their tolerances; ``criteria``: for each
-gated metric, the clinical decision it governs and why; ``reported_only``: metrics computed and reported but
-not judged, on which attributes (an intersection containing one of them too), and why; ``small_groups``: the
-pre-declared pooling of adjacent groups (:attr:`fairness.audit.AuditSpec.pool_adjacent`); ``history``: every
-version with its date and changes.
-
-Checks
-------
-``gap_vs_reference`` (``max_gap.<metric>``)
-    ``group - reference`` for every judged group.
-``max_min_gap`` (``max_gap.<metric>``)
-    largest minus smallest judged group, when that pair does not include the reference (otherwise it is the
-    same comparison as a ``gap_vs_reference`` check and is not judged twice).
-``group_minimum`` / ``group_maximum`` (``min_group.<metric>`` / ``max_group.<metric>``)
-    every judged group must be at least / at most the tolerance.
-``evidence``
-    one per group with insufficient evidence: "not evaluated", never a pass; blocks release, making the overall
-    status ``"insufficient evidence"``, only in an attribute the policy lists as required. Also one per gap
-    whose rate has fewer than ``min_group_positives`` patients in a group's denominator (e.g. high-acuity
-    under-triage of a group with 12 true level 1-2 patients): not evaluated, does not block.
-``coverage``
-    a required attribute that was not audited (blocks), or a policy metric the audit could not compute (the
-    audit had no such columns: an imaging audit has no triage levels; reported, does not block).
-
-Overall: ``"fail"`` if any check fails, else ``"insufficient evidence"`` if any blocking check lacks evidence,
-else ``"pass"``.
-
-Family-wise decision rule (``alpha``, ``straddle_rule``)
----------------------------------------------------------
-The *family* is every statistic the gate judges on one audit: every pair of judged groups of every attribute
-and intersection for each gated gap metric (all pairs, because the largest-minus-smallest gap is one of them,
-chosen by the data), and every judged group for each gated level metric. Each statistic gets a simultaneous
-interval ``estimate +- c SE`` from the audit's bootstrap resamples (max-T, :mod:`fairness.family`), with ``c``
-chosen so that a fair model (no gap; every level at worst at its tolerance) fails **any** check with
-probability at most ``alpha``. Under ``straddle_rule: estimate`` (shipped):
-
-* a gap fails when ``|gap| > tolerance`` **and** its simultaneous interval excludes 0 (evidence that the
-  groups differ): ``|D| > max(tolerance, c SE)``;
-* a group level fails when its simultaneous interval lies wholly beyond the tolerance (evidence that the group
-  is beyond it).
-
-``pass`` fails only an interval wholly beyond the tolerance (a subset of ``estimate``'s failures, so the same
-error control); ``fail`` fails any interval reaching beyond the tolerance (the audit must show compliance; no
-false-alarm guarantee).
-
-Requirement (issue "release-worthy models"): at the real audit's shape (4 attributes, 2-8 groups each, the
-sex x age band intersection, every gated metric: about 270 statistics) a fair model fails the whole gate at
-most 5% of the time, and a 5 pp under-triage gap between two groups of 2,000 at a 10% base rate is caught at
-least 90% of the time. With ``SE = 0.0104`` for that gap, power is ``Phi((0.05 - c SE) / SE)``: 0.998 with two
-groups alone (``c ~ 2.2``, 7 statistics), about 0.89 for that one pair's check at ``c ~ 3.6``; the gap is also
-seen in the intersection's cells, so the gate catches it more often than the single check does.
-``benchmarks/fairness_power.py`` measures both by simulation through the real audit and gate
-(``docs/fairness_gate_power.md``). The 1.x rule (per-attribute chance levels, point-estimate levels) held 5%
-per attribute and metric only: 7.5% for the whole gate with two groups, 14% with four.
+The validated file becomes a :class:`ReleasePolicy` (a frozen dataclass, in the shape the gate and the release
+workflow read): the parts of the file already in that shape are their own models (:class:`ReportedOnly`,
+:class:`HistoryEntry`, :class:`NonInferiority`); the intended use of each model is reshaped into
+:class:`ModelIntendedUse`.
 """
 
 from __future__ import annotations
 
-import itertools
+import datetime
 import math
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args
 
-from evaluation.bootstrap import ConfidenceInterval
-from fairness.audit_types import INSUFFICIENT, SUFFICIENT, AttributeResult, AuditResult, GapResult, GroupResult
-from fairness.family import FamilyWise, Statistic, simultaneous
-from fairness.policy_schema import (
-    DEFAULT_POLICY_PATH,
-    SECTIONS,
-    STRADDLE_RULES,
-    HistoryEntry,
-    ModelIntendedUse,
-    NonInferiority,
-    OutsidePopulation,
-    ReleasePolicy,
-    ReportedOnly,
-    load_policy,
+import yaml
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    StringConstraints,
+    field_validator,
+    model_validator,
 )
-from models.errors import ConfigError
+
+from models.config_schema import ConfigModel, key_problem, validate_config
+from models.errors import ConfigError, InputValidationError
+from models.registry import MODEL_NAMES, parse_metric_key
 
 __all__ = [
     "DEFAULT_POLICY_PATH",
-    "FAIL",
-    "PASS",
+    "METRICS",
+    "SECTIONS",
     "STRADDLE_RULES",
-    "Check",
-    "GateResult",
     "HistoryEntry",
     "ModelIntendedUse",
     "NonInferiority",
     "OutsidePopulation",
     "ReleasePolicy",
     "ReportedOnly",
-    "gate",
     "load_policy",
 ]
 
-PASS, FAIL = "pass", "fail"
-_SECTIONS = SECTIONS
+DEFAULT_POLICY_PATH = Path(__file__).with_name("release_policy.yaml")
+StraddleRule = Literal["estimate", "fail", "pass"]
+STRADDLE_RULES: tuple[str, ...] = get_args(StraddleRule)
+#: The tolerance sections of a policy.
+SECTIONS = ("max_gap", "min_group", "max_group")
+#: Metrics a policy may name, and the largest tolerance that makes sense for each.
+_METRIC_BOUNDS: dict[str, float] = {
+    "auroc": 1.0,
+    "sensitivity": 1.0,
+    "false_negative_rate": 1.0,
+    "false_positive_rate": 1.0,
+    "ppv": 1.0,
+    "ece": 1.0,
+    "observed_expected": math.inf,
+    "under_triage_rate": 1.0,
+    "high_acuity_under_triage_rate": 1.0,
+}
+METRICS = tuple(_METRIC_BOUNDS)
 
 
-# ----------------------------------------------------------------------------------------------- gate
+def _known_metric(name: str) -> str:
+    if name not in _METRIC_BOUNDS:
+        raise key_problem(f"names an unknown metric; known {sorted(_METRIC_BOUNDS)}")
+    return name
+
+
+def _known_model(name: str) -> str:
+    if name not in MODEL_NAMES:
+        raise key_problem(f"names an unknown model; known: {', '.join(MODEL_NAMES)}")
+    return name
+
+
+def _distinct(groups: list[str]) -> list[str]:
+    if len(set(groups)) != len(groups):
+        raise key_problem(f"repeats a group; got {groups!r}")
+    return groups
+
+
+def _iso_date(value: object) -> object:
+    """An unquoted YAML date (read as a ``datetime.date``) as the text it was written as."""
+    return value.isoformat() if isinstance(value, datetime.date) else value
+
+
+#: Free text that says something (surrounding space dropped).
+Text = Annotated[StrictStr, StringConstraints(strip_whitespace=True, min_length=1)]
+#: A column, group or data set name.
+Name = Annotated[StrictStr, StringConstraints(min_length=1)]
+Metric = Annotated[StrictStr, AfterValidator(_known_metric)]
+ModelName = Annotated[StrictStr, AfterValidator(_known_model)]
+Rate = Annotated[StrictFloat, Field(ge=0.0, le=1.0)]
+Age = Annotated[StrictFloat, Field(ge=0.0, le=150.0)]
+Margin = Annotated[StrictFloat, Field(ge=0.0, le=0.2)]
+#: A section's tolerances (its upper bound depends on the metric: ``_METRIC_BOUNDS``).
+Tolerances = dict[Metric, Annotated[StrictFloat, Field(ge=0.0)]]
+
+
+# ------------------------------------------------------------------------------- parts read as they are
+class ReportedOnly(ConfigModel):
+    """``reported_only.<metric>``: a metric the gate does not judge, on ``attributes`` (every attribute when
+    empty), and why."""
+
+    attributes: tuple[Name, ...] = ()
+    reason: Text
+
+
+class HistoryEntry(ConfigModel):
+    """One version of the policy: when it was declared and what changed."""
+
+    version: Text
+    date: Annotated[StrictStr, BeforeValidator(_iso_date), StringConstraints(pattern=r"^\d{4}-\d{2}-\d{2}$")]
+    changes: Text
+
+
+class NonInferiority(ConfigModel):
+    """``non_inferiority``: how much worse than the model in production a candidate may be, and why."""
+
+    auroc_margin: Margin
+    under_triage_tolerance: Margin
+    reason: Text
+
+
+# ---------------------------------------------------------------------------------------------- policy
 @dataclass(frozen=True)
-class Check:
-    """One judgement of the gate.
+class OutsidePopulation:
+    """A population a model was checked on outside its intended use: audited and reported, never gated."""
 
-    Attributes
-    ----------
-    check : str
-        ``gap_vs_reference``, ``max_min_gap``, ``group_minimum``, ``group_maximum``, ``evidence`` or ``coverage``.
-    policy_key : str
-        The policy entry applied, e.g. ``"max_gap.under_triage_rate"``.
-    attribute, group, comparator, metric : str
-        What was judged ("" where not applicable); ``comparator`` is the other group of a gap.
-    estimate, low, high, tolerance : float
-        The estimate and its interval (a gap's signed difference), and the tolerance; ``nan`` when absent.
-    status : str
-        ``"pass"``, ``"fail"`` or ``"insufficient evidence"``.
-    blocking : bool
-        Whether this check stops release: every failure, and insufficient evidence in a required attribute.
-    reason : str
-        The judgement in plain words, naming the group and the metric.
-    """
-
-    check: str
-    policy_key: str
-    attribute: str
-    group: str
-    comparator: str
-    metric: str
-    estimate: float
-    low: float
-    high: float
-    tolerance: float
-    status: str
-    blocking: bool
+    name: str  # the evaluation data set, as ``vigil release`` names it (e.g. "ktas")
+    population: str
     reason: str
 
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        for k in ("estimate", "low", "high", "tolerance"):
-            d[k] = float(d[k]) if math.isfinite(d[k]) else None
-        return d
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Check:
-        nums = {k: float("nan") if d[k] is None else float(d[k]) for k in ("estimate", "low", "high", "tolerance")}
-        return cls(**{**d, **nums})
+@dataclass(frozen=True)
+class ModelIntendedUse:
+    """``intended_use.<model>``: whom a model is for, which evaluation data lie inside that (gated: must pass) and
+    which outside it (reported as "not validated for"); for the chest X-ray model, each finding's population."""
+
+    population: str
+    gated_data: tuple[str, ...] = ()
+    not_validated_for: tuple[OutsidePopulation, ...] = ()
+    #: finding -> {description, min_age_years, max_age_years, views} (models.intended_use.Population's fields)
+    findings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
-class GateResult:
-    """The gate's verdict: ``status`` and every check behind it.
+class ReleasePolicy:
+    """A validated release policy; build it with :func:`load_policy` or :meth:`from_mapping`."""
 
-    ``family_size`` statistics were judged together with family-wise error ``alpha``; ``critical_value`` is
-    their max-T multiplier (each judged interval is ``estimate +- critical_value * SE``). ``notes`` list what
-    the policy reports without judging, and which groups were pooled.
-    """
-
-    status: str
     policy_version: str
-    straddle_rule: str
     alpha: float
-    checks: tuple[Check, ...]
-    family_size: int = 0
-    critical_value: float = math.nan
-    notes: tuple[str, ...] = ()
+    straddle_rule: str
+    min_group_n: int
+    min_group_positives: int
+    required_attributes: tuple[str, ...]
+    max_gap: Mapping[str, float]
+    min_group: Mapping[str, float]
+    max_group: Mapping[str, float]
+    description: str = ""
+    #: Per registered model, the least value of each metric its training run logged on test data
+    #: (e.g. ``{"vigil-triage": {"test.admitted.auroc": 0.80}}``); checked by ``vigil release``.
+    performance_floors: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    #: Per gated metric, the clinical decision it governs and why this criterion (declared before evaluation).
+    criteria: Mapping[str, str] = field(default_factory=dict)
+    #: Metrics computed and reported but not judged, where, and why.
+    reported_only: Mapping[str, ReportedOnly] = field(default_factory=dict)
+    #: ``small_groups.pool_adjacent``: per ordered attribute, its groups in order (see AuditSpec.pool_adjacent).
+    pool_adjacent: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: ``small_groups.reason``: why groups are pooled as they are.
+    small_groups_reason: str = ""
+    #: What was declared when, oldest first; the last entry is this version.
+    history: tuple[HistoryEntry, ...] = ()
+    #: Per model: its intended population, the evaluation data inside it (gated) and outside it (reported).
+    intended_use: Mapping[str, ModelIntendedUse] = field(default_factory=dict)
+    #: Against the version at @production: {"auroc_margin", "under_triage_tolerance"} and why (None: not compared).
+    non_inferiority: NonInferiority | None = None
 
-    @property
-    def failures(self) -> tuple[Check, ...]:
-        return tuple(c for c in self.checks if c.status == FAIL)
-
-    @property
-    def blocking_without_evidence(self) -> tuple[Check, ...]:
-        return tuple(c for c in self.checks if c.status == INSUFFICIENT and c.blocking)
-
-    def summary(self) -> str:
-        """One line per failing or blocking check, after the overall status."""
-        lines = [
-            f"fairness gate (policy {self.policy_version}): {self.status} "
-            f"({self.family_size} checks judged together, family-wise alpha {self.alpha:g})"
-        ]
-        lines += [f"  FAIL: {c.reason}" for c in self.failures]
-        lines += [f"  INSUFFICIENT EVIDENCE: {c.reason}" for c in self.blocking_without_evidence]
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "status": self.status,
-            "policy_version": self.policy_version,
-            "straddle_rule": self.straddle_rule,
-            "alpha": self.alpha,
-            "family_size": self.family_size,
-            "critical_value": self.critical_value if math.isfinite(self.critical_value) else None,
-            "notes": list(self.notes),
-            "checks": [c.to_dict() for c in self.checks],
-        }
+    def judged(self, metric: str, columns: Sequence[str]) -> bool:
+        """Whether ``metric`` is judged on the attribute or intersection of ``columns`` (not reported only)."""
+        exempt = self.reported_only.get(metric)
+        return exempt is None or (bool(exempt.attributes) and not set(exempt.attributes) & set(columns))
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> GateResult:
-        checks = tuple(Check.from_dict(c) for c in d["checks"])
-        critical = d.get("critical_value")
-        return cls(
-            str(d["status"]),
-            str(d["policy_version"]),
-            str(d["straddle_rule"]),
-            float(d["alpha"]),
-            checks,
-            int(d.get("family_size", 0)),
-            math.nan if critical is None else float(critical),
-            tuple(str(n) for n in d.get("notes", ())),
+    def from_mapping(cls, data: object) -> ReleasePolicy:
+        """Validate a parsed policy; :class:`~models.errors.ConfigError` names the first bad key."""
+        return validate_config(_PolicyFile, data, "a release policy").policy()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types, in the YAML's shape."""
+        out: dict[str, Any] = {
+            "policy_version": self.policy_version,
+            "description": self.description,
+            "alpha": self.alpha,
+            "straddle_rule": self.straddle_rule,
+            "min_group_n": self.min_group_n,
+            "min_group_positives": self.min_group_positives,
+            "required_attributes": list(self.required_attributes),
+            **{section: dict(getattr(self, section)) for section in SECTIONS},
+            "performance_floors": {m: dict(floors) for m, floors in self.performance_floors.items()},
+            "criteria": dict(self.criteria),
+            "reported_only": {
+                m: {"attributes": list(r.attributes), "reason": r.reason} for m, r in self.reported_only.items()
+            },
+            "small_groups": {"pool_adjacent": {k: list(v) for k, v in self.pool_adjacent.items()}},
+            "history": [h.model_dump() for h in self.history],
+            "intended_use": {
+                m: {
+                    "population": u.population,
+                    "gated_data": list(u.gated_data),
+                    "not_validated_for": {
+                        o.name: {"population": o.population, "reason": o.reason} for o in u.not_validated_for
+                    },
+                    "findings": {f: dict(v) for f, v in u.findings.items()},
+                }
+                for m, u in self.intended_use.items()
+            },
+        }
+        if self.small_groups_reason:
+            out["small_groups"]["reason"] = self.small_groups_reason
+        if self.non_inferiority is not None:
+            out["non_inferiority"] = self.non_inferiority.model_dump()
+        return out
+
+
+# ------------------------------------------------------------------------------------- the file's schema
+class _SmallGroups(ConfigModel):
+    pool_adjacent: dict[StrictStr, Annotated[list[Name], Field(min_length=2), AfterValidator(_distinct)]] | None = None
+    reason: Text = ""
+
+
+class _Outside(ConfigModel):
+    population: Text
+    reason: Text
+
+
+class _Finding(ConfigModel):
+    description: Text
+    min_age_years: Age | None = None
+    max_age_years: Age | None = None
+    views: list[StrictStr] | None = None
+
+    @model_validator(mode="after")
+    def _ages_in_order(self) -> _Finding:
+        low, high = self.min_age_years, self.max_age_years
+        if low is not None and high is not None and not low < high:
+            raise key_problem("must be below max_age_years", "min_age_years")
+        return self
+
+
+class _IntendedUse(ConfigModel):
+    population: Text
+    gated_data: list[Name] = Field(default_factory=list)
+    not_validated_for: dict[StrictStr, _Outside] | None = None
+    findings: dict[StrictStr, _Finding] | None = None
+
+    @model_validator(mode="after")
+    def _inside_or_outside(self) -> _IntendedUse:
+        for name in self.not_validated_for or {}:
+            if name in self.gated_data:
+                raise key_problem("is also in gated_data", "not_validated_for", name)
+        return self
+
+    def use(self) -> ModelIntendedUse:
+        outside = (self.not_validated_for or {}).items()
+        return ModelIntendedUse(
+            self.population,
+            tuple(self.gated_data),
+            tuple(OutsidePopulation(name, o.population, o.reason) for name, o in outside),
+            {finding: spec.model_dump() for finding, spec in (self.findings or {}).items()},
         )
 
 
-def _judge(kind: str, estimate: float, low: float, high: float, tol: float, rule: str) -> tuple[bool, str]:
-    """Fail or not, and a note when the interval straddles the tolerance. ``kind``: gap, minimum, maximum.
+class _PolicyFile(ConfigModel):
+    """``fairness/release_policy.yaml``, key by key (an absent or empty optional section means none)."""
 
-    ``low`` and ``high`` are the family-wise (simultaneous) interval. Under ``straddle_rule: estimate`` a gap
-    fails when its estimate is beyond the tolerance *and* the interval excludes 0 (evidence that the groups
-    differ at all); a level (minimum, maximum) fails when the interval lies wholly beyond the tolerance
-    (evidence that the group is beyond it).
-    """
-    if kind == "gap":
-        beyond, wholly_beyond = abs(estimate) > tol, low > tol or high < -tol
-        within = -tol <= low and high <= tol
-        differs = low > 0.0 or high < 0.0
-    elif kind == "minimum":
-        beyond, wholly_beyond, within, differs = estimate < tol, high < tol, low >= tol, False
-    else:
-        beyond, wholly_beyond, within, differs = estimate > tol, low > tol, high <= tol, False
-    if wholly_beyond or within:
-        return wholly_beyond, ""
-    if rule == "fail":
-        return True, "; the interval reaches beyond the tolerance, which fails under straddle_rule 'fail'"
-    if rule == "pass":
-        return False, "; the interval straddles the tolerance, which passes under straddle_rule 'pass'"
-    if kind != "gap":
-        return False, (
-            "; the interval straddles the tolerance (no evidence that the group is beyond it), which passes "
-            "under straddle_rule 'estimate'"
-        )
-    if beyond and not differs:
-        return False, (
-            "; the point estimate is beyond the tolerance but the interval includes 0 (no evidence that the "
-            "groups differ), which passes under straddle_rule 'estimate'"
-        )
-    return beyond, "; the interval straddles the tolerance, judged by the point estimate (straddle_rule 'estimate')"
+    policy_version: Text
+    description: StrictStr = ""
+    alpha: Annotated[StrictFloat, Field(gt=0.0, lt=0.5)]
+    straddle_rule: StraddleRule
+    min_group_n: Annotated[StrictInt, Field(ge=1)] = 100
+    min_group_positives: Annotated[StrictInt, Field(ge=0)] = 20
+    required_attributes: list[Name] = Field(default_factory=list)
+    max_gap: Tolerances | None = None
+    min_group: Tolerances | None = None
+    max_group: Tolerances | None = None
+    #: model -> metric key -> least value; every key one its training runs log (models.registry), so that a typo
+    #: is an error at load, not a floor never checked.
+    performance_floors: dict[ModelName, Annotated[dict[StrictStr, Rate], Field(min_length=1)]] | None = None
+    criteria: dict[StrictStr, Text] | None = None
+    reported_only: dict[Metric, ReportedOnly] | None = None
+    small_groups: _SmallGroups | None = None
+    history: list[HistoryEntry] | None = None
+    intended_use: dict[StrictStr, _IntendedUse] | None = None
+    non_inferiority: NonInferiority | None = None
 
+    @field_validator("performance_floors")
+    @classmethod
+    def _logged_metrics(cls, floors: dict[str, dict[str, float]] | None) -> dict[str, dict[str, float]] | None:
+        for model, minima in (floors or {}).items():
+            for metric in minima:
+                try:
+                    parse_metric_key(model, metric)
+                except InputValidationError as exc:
+                    raise key_problem(f"is not a metric its runs log: {exc.message}", model, metric) from exc
+        return floors
 
-def _judged_groups(attr: AttributeResult, metric: str, min_support: int) -> list[int]:
-    """Positions of the groups judged on ``metric``: sufficient evidence, a finite estimate and, for a rate,
-    at least ``min_support`` patients it is a share of (e.g. 20 truly level 1-2 patients for high-acuity
-    under-triage)."""
-    return [
-        i
-        for i, g in enumerate(attr.groups)
-        if g.status == SUFFICIENT
-        and metric in g.metrics
-        and math.isfinite(g.metrics[metric].estimate)
-        and g.support.get(metric, min_support) >= min_support
-    ]
-
-
-def _null_se(a: GroupResult, b: GroupResult, metric: str) -> float:
-    """Standard error of a difference of two rates with no difference (pooled rate); 0 when not a rate."""
-    m_a, m_b = a.support.get(metric, 0), b.support.get(metric, 0)
-    if m_a <= 0 or m_b <= 0:
-        return 0.0
-    pooled = (a.metrics[metric].estimate * m_a + b.metrics[metric].estimate * m_b) / (m_a + m_b)
-    return math.sqrt(max(pooled * (1.0 - pooled), 0.0) * (1.0 / m_a + 1.0 / m_b))
-
-
-def _gap_key(attribute: str, metric: str, a: str, b: str) -> tuple[str, ...]:
-    return ("gap", attribute, metric, *sorted((a, b)))
-
-
-class _Gate:
-    def __init__(self, audit: AuditResult, policy: ReleasePolicy) -> None:
-        self.audit, self.policy = audit, policy
-        self.level_name = f"family-wise {100 * (1 - policy.alpha):g}% interval"
-        self.checks: list[Check] = []
-        self.notes: list[str] = []
-        self.family = self._family()
-
-    # ------------------------------------------------------------------------------------------ family
-    def _levels(self) -> dict[str, None]:
-        return dict.fromkeys([*self.policy.min_group, *self.policy.max_group])
-
-    def _family(self) -> FamilyWise:
-        """Every statistic the gate will judge, with simultaneous intervals over all of them."""
-        statistics: list[Statistic] = []
-        for attr in self.audit.attributes:
-            boot = self.audit.resamples.get(attr.attribute)
-            if boot is None:
-                raise ConfigError(
-                    f"the audit of '{attr.attribute}' carries no bootstrap resamples (read back from JSON without "
-                    "them?): the gate needs them for its family-wise intervals; re-run fairness.audit.audit"
+    @model_validator(mode="after")
+    def _consistent(self) -> _PolicyFile:
+        sections = {s: getattr(self, s) or {} for s in SECTIONS}
+        if not any(sections.values()):
+            raise key_problem("has nothing to check: 'max_gap', 'min_group' and 'max_group' are all empty")
+        for section, tolerances in sections.items():
+            for metric, tolerance in tolerances.items():
+                if tolerance > _METRIC_BOUNDS[metric]:
+                    bound = _METRIC_BOUNDS[metric]
+                    raise key_problem(f"must be in [0, {bound:g}]; got {tolerance}", section, metric)
+        gated = {m for tolerances in sections.values() for m in tolerances}
+        if self.criteria:
+            for metric in self.criteria:
+                if metric not in gated:
+                    raise key_problem(f"names a metric no tolerance gates; gated {sorted(gated)}", "criteria", metric)
+            for metric in sorted(gated - set(self.criteria)):
+                raise key_problem("is required: every gated metric states why it governs", "criteria", metric)
+        if self.history:
+            if self.history[-1].version != self.policy_version:
+                raise key_problem(
+                    f"must end with this policy_version {self.policy_version!r}; got {self.history[-1].version!r}",
+                    "history",
                 )
-            for metric in self.policy.max_gap:
-                if metric not in boot or not self.policy.judged(metric, attr.columns):
-                    continue
-                judged = _judged_groups(attr, metric, self.policy.min_group_positives)
-                for i, j in itertools.combinations(judged, 2):
-                    gi, gj = attr.groups[i], attr.groups[j]
-                    a, b = sorted((gi.group, gj.group))
-                    first, second = (i, j) if a == gi.group else (j, i)
-                    estimate = (
-                        attr.groups[first].metrics[metric].estimate - attr.groups[second].metrics[metric].estimate
-                    )
-                    resampled = boot[metric][:, first] - boot[metric][:, second]
-                    floor = _null_se(gi, gj, metric)
-                    key = _gap_key(attr.attribute, metric, a, b)
-                    tolerance = self.policy.max_gap[metric] if self.policy.straddle_rule != "fail" else 0.0
-                    statistics.append(Statistic(key, estimate, resampled, floor, tolerance))
-            for metric in self._levels():
-                if metric not in boot or not self.policy.judged(metric, attr.columns):
-                    continue
-                for i in _judged_groups(attr, metric, self.policy.min_group_positives):
-                    g = attr.groups[i]
-                    key = ("level", attr.attribute, metric, g.group)
-                    estimate = g.metrics[metric].estimate
-                    slacks = []
-                    if metric in self.policy.min_group:
-                        slacks.append(estimate - self.policy.min_group[metric])
-                    if metric in self.policy.max_group:
-                        slacks.append(self.policy.max_group[metric] - estimate)
-                    slack = min(slacks)
-                    if self.policy.straddle_rule == "fail":
-                        slack = -math.inf  # every level may fail: none is screened out
-                    statistics.append(Statistic(key, estimate, boot[metric][:, i], slack=slack))
-        return simultaneous(statistics, self.policy.alpha)
+            if [h.date for h in self.history] != sorted(h.date for h in self.history):
+                raise key_problem("must be in date order, oldest first", "history")
+        return self
 
-    # ----------------------------------------------------------------------------------------- helpers
-    def add(
-        self,
-        check: str,
-        key: str,
-        attr: str,
-        group: str,
-        comparator: str,
-        metric: str,
-        values: tuple[float, float, float],
-        tol: float,
-        status: str,
-        blocking: bool,
-        reason: str,
-    ) -> None:
-        # Blocking: does this check stop release? A failure always does; insufficient evidence only where the
-        # caller says so (a required attribute); a pass never does.
-        blocking = status == FAIL or (status == INSUFFICIENT and blocking)
-        self.checks.append(Check(check, key, attr, group, comparator, metric, *values, tol, status, blocking, reason))
-
-    def interval(self, estimate: float, low: float, high: float, ci: ConfidenceInterval) -> str:
-        alone = ""
-        if math.isfinite(ci.low) and math.isfinite(ci.high):
-            alone = f"; {100 * (1 - self.policy.alpha):g}% CI alone {ci.low:.3f} to {ci.high:.3f}"
-        return f"{estimate:.3f} ({self.level_name} {low:.3f} to {high:.3f} over {self.family.size} checks{alone})"
-
-    # --------------------------------------------------------------------------------------------- run
-    def run(self) -> GateResult:
-        audited = {a.attribute: a for a in self.audit.attributes}
-        for name in self.policy.required_attributes:
-            if name not in audited:
-                reason = f"sensitive attribute '{name}' is required by the policy but was not audited"
-                nan3 = (math.nan,) * 3
-                self.add(
-                    "coverage", "required_attributes", name, "", "", "", nan3, math.nan, INSUFFICIENT, True, reason
-                )
-        for section in _SECTIONS:
-            for metric, tol in getattr(self.policy, section).items():
-                if metric not in self.audit.metrics:
-                    reason = f"{metric} is in the policy ({section}) but the audit did not compute it (no such columns)"
-                    nan3 = (math.nan,) * 3
-                    key = f"{section}.{metric}"
-                    self.add("coverage", key, "", "", "", metric, nan3, tol, INSUFFICIENT, False, reason)
-        for metric, exempt in self.policy.reported_only.items():
-            if metric in self.audit.metrics:
-                where = ", ".join(exempt.attributes) if exempt.attributes else "every attribute"
-                self.notes.append(f"{metric} is reported, not judged, on {where}: {exempt.reason}")
-        for attr in self.audit.attributes:
-            if attr.pooled:
-                pools: dict[str, list[str]] = {}
-                for original, pooled in attr.pooled.items():
-                    pools.setdefault(pooled, []).append(original)
-                for pooled, originals in pools.items():
-                    self.notes.append(
-                        f"{attr.attribute}: {', '.join(originals)} lack evidence alone and are judged together as "
-                        f"{pooled} (small_groups.pool_adjacent); none of them is evaluated on its own"
-                    )
-            self.attribute(attr)
-        c = self.family.critical_value
-        self.notes.insert(
-            0,
-            f"{self.family.size} statistics judged together: family-wise alpha {self.policy.alpha:g}, max-T critical "
-            f"value {c:.2f} over {self.family.n_resamples} resamples (1.96 for one check; "
-            f"{self.family.n_screened} group levels far inside their tolerance screened out of the maximum)",
-        )
-        statuses = [ch.status for ch in self.checks]
-        blocked = any(ch.status == INSUFFICIENT and ch.blocking for ch in self.checks)
-        status = FAIL if FAIL in statuses else INSUFFICIENT if blocked else PASS
-        p = self.policy
-        return GateResult(
-            status,
-            p.policy_version,
-            p.straddle_rule,
-            p.alpha,
-            tuple(self.checks),
-            self.family.size,
-            c,
-            tuple(self.notes),
+    def policy(self) -> ReleasePolicy:
+        small = self.small_groups or _SmallGroups()
+        return ReleasePolicy(
+            policy_version=self.policy_version,
+            alpha=self.alpha,
+            straddle_rule=self.straddle_rule,
+            min_group_n=self.min_group_n,
+            min_group_positives=self.min_group_positives,
+            required_attributes=tuple(self.required_attributes),
+            max_gap=dict(self.max_gap or {}),
+            min_group=dict(self.min_group or {}),
+            max_group=dict(self.max_group or {}),
+            description=self.description,
+            performance_floors={m: dict(floors) for m, floors in (self.performance_floors or {}).items()},
+            criteria=dict(self.criteria or {}),
+            reported_only=dict(self.reported_only or {}),
+            pool_adjacent={a: tuple(groups) for a, groups in (small.pool_adjacent or {}).items()},
+            small_groups_reason=small.reason,
+            history=tuple(self.history or ()),
+            intended_use={m: use.use() for m, use in (self.intended_use or {}).items()},
+            non_inferiority=self.non_inferiority,
         )
 
-    def attribute(self, attr: AttributeResult) -> None:
-        required = attr.attribute in self.policy.required_attributes
-        name = attr.attribute
-        for g in attr.groups:
-            if g.status != SUFFICIENT:
-                reason = f"{name}={g.group} has insufficient evidence ({g.reason}): not evaluated, never a pass"
-                nan3 = (math.nan,) * 3
-                key = "min_group_n, min_group_positives"
-                self.add("evidence", key, name, g.group, "", "", nan3, math.nan, INSUFFICIENT, required, reason)
-                continue
-            for section, kind in (("min_group", "minimum"), ("max_group", "maximum")):
-                for metric, tol in getattr(self.policy, section).items():
-                    if metric in g.metrics and self.policy.judged(metric, attr.columns):
-                        self.level(attr, g.group, metric, g.metrics[metric], section, kind, tol, required)
-        for metric, tol in self.policy.max_gap.items():
-            if not self.policy.judged(metric, attr.columns):
-                continue
-            judged = {attr.groups[i].group for i in _judged_groups(attr, metric, self.policy.min_group_positives)}
-            for gap in attr.gaps:
-                if gap.metric != metric or gap.kind != "vs_reference" or gap.status != SUFFICIENT:
-                    continue
-                if {gap.group, gap.comparator} <= judged:
-                    self.gap(attr, gap, tol, required)
-                    continue
-                short = next(attr.group(g) for g in (gap.comparator, gap.group) if g not in judged)
-                count = short.support.get(metric, short.positives)
-                reason = (
-                    f"{metric} gap for {name}={gap.group} vs {gap.comparator}: not evaluated, {name}={short.group} "
-                    f"has {count} patients this rate is a share of (< {self.policy.min_group_positives}) or no estimate"
-                )
-                nan3 = (math.nan,) * 3
-                key = f"max_gap.{metric}"
-                self.add(
-                    "evidence", key, name, gap.group, gap.comparator, metric, nan3, tol, INSUFFICIENT, False, reason
-                )
-            self.max_min(attr, metric, tol, required, judged)
 
-    def level(
-        self,
-        attr: AttributeResult,
-        group: str,
-        metric: str,
-        ci: ConfidenceInterval,
-        section: str,
-        kind: str,
-        tol: float,
-        required: bool,
-    ) -> None:
-        key, check = f"{section}.{metric}", f"group_{kind}"
-        low, high = self.family.interval(("level", attr.attribute, metric, group), ci.estimate)
-        values = (ci.estimate, low, high)
-        where = f"{metric} for {attr.attribute}={group}"
-        if not all(math.isfinite(v) for v in values):
-            reason = f"{where} is undefined on the data or its resamples: insufficient evidence, not evaluated"
-            self.add(check, key, attr.attribute, group, "", metric, values, tol, INSUFFICIENT, required, reason)
-            return
-        failed, note = _judge(kind, *values, tol, self.policy.straddle_rule)
-        if kind == "minimum":
-            side = "below" if failed else "at or above" if ci.estimate >= tol else "not shown below"
-        else:
-            side = "above" if failed else "at or below" if ci.estimate <= tol else "not shown above"
-        reason = f"{where} is {self.interval(*values, ci)}, {side} the {tol:g} {kind}{note}"
-        self.add(check, key, attr.attribute, group, "", metric, values, tol, FAIL if failed else PASS, required, reason)
-
-    def max_min(self, attr: AttributeResult, metric: str, tol: float, required: bool, judged: set[str]) -> None:
-        """The largest against the smallest judged group, unless that pair includes the reference (judged
-        already as a ``gap_vs_reference`` check)."""
-        groups = [g for g in attr.groups if g.group in judged]
-        if len(groups) < 2:
-            return
-        ordered = sorted(groups, key=lambda g: g.metrics[metric].estimate)
-        low, high = ordered[0], ordered[-1]
-        if attr.reference_group in (low.group, high.group):
-            return
-        audited = next((g for g in attr.gaps if g.metric == metric and g.kind == "max_min"), None)
-        estimate = high.metrics[metric].estimate - low.metrics[metric].estimate
-        if audited is not None and (audited.group, audited.comparator) == (high.group, low.group):
-            difference = audited.difference
-        else:
-            difference = ConfidenceInterval(estimate, math.nan, math.nan, 0, 0)
-        gap = GapResult(metric, "max_min", high.group, low.group, difference, difference, math.nan, SUFFICIENT)
-        self.gap(attr, gap, tol, required)
-
-    def gap(self, attr: AttributeResult, gap: GapResult, tol: float, required: bool) -> None:
-        d = gap.difference
-        low, high = self.family.interval(_gap_key(attr.attribute, gap.metric, gap.group, gap.comparator), d.estimate)
-        values = (d.estimate, low, high)
-        check = "gap_vs_reference" if gap.kind == "vs_reference" else "max_min_gap"
-        what = "gap" if gap.kind == "vs_reference" else "largest-minus-smallest gap"
-        where = f"{gap.metric} {what} for {attr.attribute}={gap.group} vs {gap.comparator}"
-        key = f"max_gap.{gap.metric}"
-        args = (check, key, attr.attribute, gap.group, gap.comparator, gap.metric, values, tol)
-        if not all(math.isfinite(v) for v in values):
-            reason = f"{where} is undefined on the data or its resamples: insufficient evidence, not evaluated"
-            self.add(*args, INSUFFICIENT, required, reason)
-            return
-        failed, note = _judge("gap", *values, tol, self.policy.straddle_rule)
-        if not failed:
-            side = f"within the ±{tol:g} tolerance" if abs(d.estimate) <= tol else "not shown beyond 0"
-        elif d.estimate >= 0:
-            side = f"above the {tol:g} tolerance"
-        else:
-            side = f"below -{tol:g}, beyond the {tol:g} tolerance"
-        reason = f"{where} is {self.interval(*values, d)}, {side}{note}"
-        self.add(*args, FAIL if failed else PASS, required, reason)
-
-
-def gate(audit_result: AuditResult, policy: ReleasePolicy) -> GateResult:
-    """Judge an audit against a release policy, with family-wise error control over every check.
-
-    Parameters
-    ----------
-    audit_result : AuditResult
-        From :func:`fairness.audit.audit` (with its resamples; see :class:`~fairness.audit.AuditResult`).
-    policy : ReleasePolicy
-        From :func:`load_policy`.
-
-    Returns
-    -------
-    GateResult
-        ``status`` ``"pass"``, ``"fail"`` or ``"insufficient evidence"`` and every check with its reason.
+def load_policy(path: str | Path | None = None) -> ReleasePolicy:
+    """Read and validate a release policy (default: the shipped ``fairness/release_policy.yaml``).
 
     Raises
     ------
     models.errors.ConfigError
-        When the audit was run with settings the policy does not accept: another interval level
-        (``alpha``), evidence thresholds below the policy's (``min_group_n``, ``min_group_positives``),
-        another pooling of small groups (``small_groups.pool_adjacent``) for an audited attribute, or without
-        its bootstrap resamples.
+        The file is missing or not YAML, or a key is unknown, of the wrong type or out of range (named).
     """
-    spec = audit_result.spec
-    if not math.isclose(spec.alpha, policy.alpha):
-        raise ConfigError(f"config key 'alpha': the audit used {spec.alpha:g} but the policy requires {policy.alpha:g}")
-    for key in ("min_group_n", "min_group_positives"):
-        if getattr(spec, key) < getattr(policy, key):
-            raise ConfigError(
-                f"config key '{key}': the audit used {getattr(spec, key)} but the policy requires at least "
-                f"{getattr(policy, key)}"
-            )
-    for attribute in spec.sensitive_attributes:
-        declared = tuple(policy.pool_adjacent.get(attribute, ()))
-        used = tuple(spec.pool_adjacent.get(attribute, ()))
-        if declared != used:
-            raise ConfigError(
-                f"config key 'small_groups.pool_adjacent.{attribute}': the audit pooled {list(used)} but the policy "
-                f"declares {list(declared)}; pass AuditSpec(pool_adjacent=policy.pool_adjacent)"
-            )
-    return _Gate(audit_result, policy).run()
+    file = Path(path) if path is not None else DEFAULT_POLICY_PATH
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"release policy file not found or unreadable: {file}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"release policy file {file.name} is not valid YAML: {exc}") from exc
+    return ReleasePolicy.from_mapping(data)

@@ -20,8 +20,8 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from evaluation.bootstrap import ConfidenceInterval
-from fairness.audit_types import INSUFFICIENT, AuditResult, GroupResult
-from fairness.policy import FAIL, GateResult
+from fairness.audit_result import INSUFFICIENT, AuditResult, GroupResult
+from fairness.gate_result import FAIL, GateResult
 
 __all__ = ["NOT_EVALUATED", "REPORT_STEM", "card_groups", "write_reports"]
 

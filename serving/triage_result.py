@@ -3,7 +3,8 @@
 The model, the decision rule and the safety floor (:mod:`models.triage.safety_floor`: ACVPU, red-flag complaints,
 paediatric physiology under 16, NEWS2 from 16) run in :meth:`models.triage.onnx.TriageOnnxModel.predict`; this
 module only explains and packages what they decided, so the served level is exactly the model's level raised to
-the floor, and the response names the rule that set the floor and why.
+the floor, and the response names the rule that set the floor and why. The HTTP routes (``/v1/triage``, its batch
+and the CDS Hooks service) score and audit through :func:`serving.api.triage_scoring.score_records`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from models.model_card import DECISION_SUPPORT_STATEMENT
 from models.triage.columns import columns_from_records
 from models.triage.complaints import RED_FLAGS
 from models.triage.explain import attributable_fields, predict_and_explain
-from models.triage.news2 import PARAMETERS, News2Result, news2
+from models.triage.news2 import PARAMETERS, News2Result, result_at
 from models.triage.onnx import TriagePrediction
 from models.triage.record import NUMERIC_BY_NAME
 from serving.model_source import LoadedModel
@@ -92,7 +93,7 @@ def build_results(model: LoadedModel, records: list[dict[str, Any]]) -> list[dic
     ref = model.ref()
     results = []
     for i, record in enumerate(records):
-        score = news2(record)  # the breakdown; the same numbers as the batch score the floor used
+        score = result_at(pred.news2, i)  # the breakdown of the very score the safety floor used
         level = int(pred.recommended_level[i])
         model_level = int(pred.model_level[i])
         news2_floor = int(pred.news2_floor[i])

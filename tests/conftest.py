@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from models.triage.onnx import sha256_file
+from models.onnx_file import sha256_file
 from serving.model_source import ResolvedModel, write_local_release
 
 

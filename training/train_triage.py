@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from models.labels import OUTCOMES
-from models.triage.features import AGE_BAND_FEATURE, FeatureEncoder, combine_marginal
+from models.triage.features import AGE_BAND_FEATURE, FeatureEncoder
+from models.triage.marginal import combine_marginal, marginalise
 from models.triage.net import CalibratedTriageNet, PhysiologyFloor, TriageEnsemble, TriageNet
 from models.triage.onnx import INPUT_NAMES
 from models.triage.physiology import HINGES
@@ -43,7 +44,7 @@ class TrainedTriageModel:
     def predict_probs(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Torch-side calibrated probabilities (for ONNX parity checks)."""
         encoded = self.encoder.transform(frame)
-        expanded, rows, weights = self.encoder.marginalise(encoded)
+        expanded, rows, weights = marginalise(self.encoder, encoded)
         self.model.eval()
         with torch.no_grad():
             acuity, outcomes = self.model(*_tensors(expanded))

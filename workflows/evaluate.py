@@ -6,10 +6,11 @@ held-out patients of NIH or Kermany (its own patient split).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from evaluation.results import ImagingEvaluation, TriageEvaluation
 from models.errors import InputValidationError, VigilError
 from models.registry import IMAGING_MODEL
 
@@ -22,7 +23,7 @@ IMAGING_DATA = ("nih", "kermany")
 class Evaluation:
     """What an evaluation wrote and what to tell the user."""
 
-    result: dict[str, Any]
+    result: TriageEvaluation | ImagingEvaluation
     paths: list[Path]
     lines: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)  # printed beside the written paths
@@ -83,20 +84,22 @@ def _evaluate_triage(
     nurse = nurse_baseline(frame)
     if nurse is not None:
         preds.append(nurse)
-    result = evaluate_triage(frame, prediction, preds, dataset=dataset.name, n_boot=bootstrap, seed=seed)
-    result["model"] = onnx_model.describe()
-    result["inputs_not_used"] = onnx_model.encoder.ignored_summary(frame)
-    result["data_digest"] = dataset.digest
-    result["synthetic_data"] = bool(onnx_model.card.synthetic_data or data.startswith("synthetic:"))
+    result = replace(
+        evaluate_triage(frame, prediction, preds, dataset=dataset.name, n_boot=bootstrap, seed=seed),
+        model=onnx_model.describe(),
+        inputs_not_used=onnx_model.encoder.ignored_summary(frame),
+        data_digest=dataset.digest,
+        synthetic_data=bool(onnx_model.card.synthetic_data or data.startswith("synthetic:")),
+    )
     paths = write_report(result, out, "evaluation", f"Triage evaluation: {dataset.name}")
     paths += write_plots(result, frame, prediction, preds, out, "evaluation")
     lines = [
         f"column {name!r} ignored by the model in {entry['rows_with_value']} rows: {entry['reason']}"
-        for name, entry in result["inputs_not_used"].items()
+        for name, entry in (result.inputs_not_used or {}).items()
     ]
     lines += [
-        f"{outcome}: " + ", ".join(f"{k} AUROC {v['auroc']['estimate']:.3f}" for k, v in entry["models"].items())
-        for outcome, entry in result["outcomes"].items()
+        f"{outcome}: " + ", ".join(f"{k} AUROC {v.auroc.estimate:.3f}" for k, v in entry.models.items())
+        for outcome, entry in result.outcomes.items()
     ]
     return Evaluation(result, paths, lines)
 
@@ -128,14 +131,15 @@ def _evaluate_imaging(model: str, data: str, out: Path, data_dir: Path | None, b
         n_boot=bootstrap,
         seed=seed,
     )
-    result["model"] = {"name": onnx_model.card.name, "version": onnx_model.card.version, "sha256": onnx_model.sha256}
+    result = replace(
+        result, model={"name": onnx_model.card.name, "version": onnx_model.card.version, "sha256": onnx_model.sha256}
+    )
     paths = write_imaging_report(
         result, test.labels, test.mask, probs, findings, out, "evaluation", f"Chest X-ray evaluation: {data}"
     )
     lines = [
-        f"{finding}: AUROC {entry['auroc']['estimate']:.3f} ({entry['auroc']['low']:.3f}-"
-        f"{entry['auroc']['high']:.3f}), n={entry['n']}"
-        for finding, entry in result["findings"].items()
-        if "auroc" in entry
+        f"{finding}: AUROC {entry.auroc.estimate:.3f} ({entry.auroc.low:.3f}-{entry.auroc.high:.3f}), n={entry.n}"
+        for finding, entry in result.findings.items()
+        if entry.auroc is not None
     ]
     return Evaluation(result, paths, lines, {"images": len(test.images)})

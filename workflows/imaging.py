@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,15 +14,16 @@ from typing import Any
 import numpy as np
 
 from evaluation.imaging_report import evaluate_imaging, write_imaging_report
-from evaluation.metrics import auroc
+from evaluation.metrics.discrimination import auroc
+from evaluation.results import ImagingEvaluation
 from models.errors import DataSourceError, ModelArtifactError
 from models.imaging.net import readings_per_image, saturation_tails
 from models.imaging.onnx import ImagingOnnxModel, export_imaging_onnx, quantize_int8
 from models.imaging.pixels import PIXEL_PATH_VERSION
 from models.labels import IMAGING_FINDING_CODES, IMAGING_FINDINGS
 from models.model_card import ModelCard
-from models.registry import IMAGING_MODEL, Tag, imaging_metric
-from models.triage.onnx import sha256_file
+from models.onnx_file import sha256_file
+from models.registry import IMAGING_MODEL, Tag
 from training.config import ImagingTrainConfig
 from training.data import resolve_data_dir
 from training.data.imaging import ImagingDataset, concatenate, load_kermany, load_nih, synthetic_imaging
@@ -46,7 +47,7 @@ class ImagingRunResult:
     shipped_precision: str
     parity_max_abs_diff: float
     int8: dict[str, Any]
-    evaluations: dict[str, dict[str, Any]]
+    evaluations: dict[str, ImagingEvaluation]
     thresholds: dict[str, float]
     registered_version: str
     run_id: str
@@ -203,7 +204,7 @@ def run_imaging(
         "validation_auroc": validation_auroc,
     }
 
-    evaluations: dict[str, dict[str, Any]] = {}
+    evaluations: dict[str, ImagingEvaluation] = {}
     artefacts: list[Path] = []
     for source in sorted(set(test.meta["source"])):
         part = test.subset(np.flatnonzero(test.meta["source"].to_numpy() == source))
@@ -219,8 +220,7 @@ def run_imaging(
             n_boot=config.bootstrap_resamples,
             seed=config.seed,
         )
-        result["precision"] = precision
-        result["synthetic_data"] = synthetic
+        result = replace(result, precision=precision, synthetic_data=synthetic)
         evaluations[source] = result
         title = f"Chest X-ray evaluation: {source}" + (" (SYNTHETIC DATA)" if synthetic else "")
         artefacts += write_imaging_report(
@@ -229,7 +229,9 @@ def run_imaging(
     example = write_example_sr(shipped, card, resolve_data_dir(data_dir), out_dir)
     if example is not None:
         artefacts += example
-    card.metrics["test"] = {s: {f: e.get("auroc") for f, e in r["findings"].items()} for s, r in evaluations.items()}
+    card.metrics["test"] = {
+        s: {f: e.auroc.to_dict() if e.auroc else None for f, e in r.findings.items()} for s, r in evaluations.items()
+    }
     (out_dir / "imaging_model_card.md").write_text(card.to_markdown(), encoding="utf-8")
     (out_dir / "imaging_model_card.json").write_text(card.to_json(), encoding="utf-8")
     (out_dir / "int8.json").write_text(json.dumps(int8, indent=2), encoding="utf-8")
@@ -237,12 +239,7 @@ def run_imaging(
     metrics = {
         "parity_max_abs_diff": parity,
         **{f"validation.{f}.auroc": v for f, v in validation_auroc.items()},
-        **{
-            imaging_metric("test", s, f): e["auroc"]["estimate"]
-            for s, r in evaluations.items()
-            for f, e in r["findings"].items()
-            if "auroc" in e
-        },
+        **{name: value for s, r in evaluations.items() for name, value in r.metrics(s).items()},
     }
     registered = log_onnx_model_run(
         tracking_settings(work_dir(), IMAGING_MODEL),
@@ -282,7 +279,8 @@ EXAMPLE_DICOM = Path("imaging/dicom_fixtures/chest/1.2.276.0.7230010.3.1.4.83233
 
 def write_example_sr(model: ImagingOnnxModel, card: ModelCard, data_root: Path, out_dir: Path) -> list[Path] | None:
     """Second-read a public chest DICOM fixture and write its SR and heat map, checked by a round trip."""
-    from models.imaging.sr import read_second_read_sr, sr_to_bytes
+    from models.imaging.sr import sr_to_bytes
+    from models.imaging.sr_read import read_second_read_sr
 
     source = data_root / EXAMPLE_DICOM
     if not source.is_file():
@@ -315,7 +313,7 @@ def imaging_summary_lines(result: ImagingRunResult) -> list[str]:
             f"{'shipped' if result.int8['accuracy_holds'] else 'NOT shipped (accuracy did not hold)'}"
         )
     for source, ev in result.evaluations.items():
-        parts = [f"{f} {e['auroc']['estimate']:.3f}" for f, e in ev["findings"].items() if "auroc" in e]
+        parts = [f"{f} {value:.3f}" for f, value in ev.auroc().items()]
         lines.append(f"[imaging {source}] AUROC: " + ", ".join(parts))
     lines.append(f"MLflow: registered {REGISTERED_IMAGING_MODEL} version {result.registered_version} as @candidate")
     return lines

@@ -19,8 +19,9 @@ import pandas as pd
 
 from evaluation.safety_report import safety_tags, write_safety_report
 from fairness.audit import audit
-from fairness.audit_types import AuditSpec
-from fairness.policy import gate, load_policy
+from fairness.audit_spec import AuditSpec
+from fairness.gate import gate
+from fairness.policy import load_policy
 from fairness.report import write_reports
 from models.errors import DataSourceError, ModelArtifactError
 from models.intended_use import FindingRelease
@@ -120,7 +121,7 @@ def release(
     if not floors:
         outcome.checks.append(Check("performance floors", "fail", f"the policy sets no floors for {record.name}"))
     elif imaging and not tampered:
-        from models.triage.onnx import open_onnx_model
+        from models.onnx_file import open_onnx_model
 
         findings = tuple(open_onnx_model(record.onnx_path)[1].features["findings"])
         floor_results = floor_checks(record, dict(floors))

@@ -61,7 +61,7 @@ def write_release_card(
     """The model card (Mitchell et al. 2019) of this version, completed at release: the card shipped in the
     ONNX file (intended use, data, training, limitations) plus metrics by group, the safety invariants (each
     one's result, violations with examples) and the gate result."""
-    from models.triage.onnx import open_onnx_model
+    from models.onnx_file import open_onnx_model
 
     checks = "\n".join(f"- **{c.status}** {c.name}: {c.reason}" for c in outcome.checks)
     safety_md = safety_card_section(safety, safety_reason)

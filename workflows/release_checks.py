@@ -16,8 +16,8 @@ import pandas as pd
 from fairness.policy import ReleasePolicy
 from models.errors import ModelArtifactError
 from models.intended_use import FindingRelease, IntendedUse, Population
+from models.onnx_file import sha256_file
 from models.registry import IMAGING_MODEL, TRIAGE_MODEL, Tag, parse_metric_key
-from models.triage.onnx import sha256_file
 from training.tracking import ModelVersionRecord, fetch_model_version
 from workflows.triage import PARITY_TOLERANCE
 
@@ -313,7 +313,7 @@ def non_inferiority_checks(
     if record.name == TRIAGE_MODEL:
         theirs = {name: frame for name, frame, *_ in triage_audit_frames(production, data_dir, triage_data)}
     else:
-        from models.triage.onnx import open_onnx_model
+        from models.onnx_file import open_onnx_model
 
         seed = int(open_onnx_model(record.onnx_path)[1].training["config"]["seed"])
         theirs = {}

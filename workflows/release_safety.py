@@ -123,7 +123,7 @@ def imaging_safety_film_set(
         elif film.suffix.lower() == ".jpeg":
             scope = {f for f in populations if validated_on.get(f) == "kermany"}
         else:
-            from models.imaging.pixels import read_dicom
+            from models.imaging.dicom_read import read_dicom
 
             try:
                 ds = read_dicom(film, stop_before_pixels=True)
@@ -154,7 +154,7 @@ def run_safety_suite(
     ModelArtifactError
         The file is not a Vigil model.
     """
-    from models.triage.onnx import open_onnx_model
+    from models.onnx_file import open_onnx_model
 
     _, card, _ = open_onnx_model(onnx_path)
     if "pixel_path_version" not in card.features:

@@ -1,174 +1,66 @@
-"""``vigil serve``: the service composed with the MLflow registry, and the API-key commands.
+"""``vigil serve`` and ``vigil dicom-node``: the service composed with the models the settings name, run by
+uvicorn, and the DICOM node in its own (supervised) process.
 
-Serving does not import training; this module (the composition root) gives it a locator that reads the
-registry through :mod:`training.tracking`: the alias (``production`` by default) names the version, the
-version's tags carry the ONNX sha256 and the release gate's record.
+Models come from the MLflow registry through :class:`workflows.registry_locator.RegistryLocator` (the default) or
+from a local ONNX folder (``VIGIL_MODEL_SOURCE=local``).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import math
 import os
-import shutil
 import socket
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models.errors import ModelArtifactError, RegistryUnavailableError
-from models.registry import Tag
-from models.triage.onnx import sha256_file
+from models.errors import VigilError
 from serving.api.http_limits import DeadlineH11Protocol, uvicorn_limits
-from serving.model_source import PASS, ModelLocator, ResolvedModel, Task, read_local_release, write_local_release
 from workflows.logs import configure_logging
+from workflows.registry_locator import bound_registry_retries, build_locator
 
 log = logging.getLogger(__name__)
 
-GATE_PREFIX = Tag.GATE_PREFIX
 
+def configure_serve(
+    *,
+    workers: int,
+    allow_unreleased: bool = False,
+    triage_model: str | None = None,
+    imaging_model: str | None = None,
+    model_dir: Path | None = None,
+) -> None:
+    """Put ``vigil serve``'s options into the ``VIGIL_*`` environment (the worker processes read their settings
+    from it) and check the settings once, before any worker starts.
 
-#: MLflow's HTTP client retries 7 times with exponential back-off and a 120 s timeout by default: an unreachable
-#: registry would hold start-up for minutes before the cache fallback. Serving uses these unless the user set them.
-REGISTRY_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
-
-
-@dataclass
-class RegistryLocator:
-    """Models from the MLflow registry (``NAME@ALIAS`` or ``NAME/VERSION`` per task), with a verified local cache.
-
-    Each process downloads into its own folder, so several workers never write the same file at once. Every
-    released model resolved from the registry is copied, checksum verified, into ``cache_dir`` (one folder per
-    reference, the :class:`serving.model_source.LocalFolderLocator` format). When the registry cannot be reached,
-    the last released model cached for that reference is served instead, and its checksum is verified again as it
-    is opened; with no cache the model is refused, saying why. A registry that answers "no such version" is
-    obeyed: the cache is never used to serve what the registry no longer releases.
+    Raises
+    ------
+    VigilError
+        A bad setting (named), a bad ``VIGIL_AUDIT_ANCHOR_*`` setting, or ``VIGIL_DICOM_NODE=true`` with more than
+        one worker.
     """
+    from serving.settings import load_settings
+    from serving.store.audit_anchor import open_anchor
 
-    work_dir: Path
-    refs: dict[Task, str]
-    download_root: Path
-    cache_dir: Path | None = None
-
-    def locate(self, task: Task) -> ResolvedModel:
-        from training.tracking import fetch_model_version
-
-        ref = self.refs[task]
-        try:
-            record = fetch_model_version(ref, self.work_dir, download_root=self.download_root)
-        except RegistryUnavailableError as exc:
-            return self._from_cache(task, ref, exc)
-        gate = {k.removeprefix(GATE_PREFIX): v for k, v in record.tags.items() if k.startswith(GATE_PREFIX)}
-        sha = record.tags.get(Tag.ONNX_SHA256) or None
-        if sha is None:
-            raise ModelArtifactError(
-                f"{record.name} version {record.version} has no onnx_sha256 tag: it cannot be "
-                "verified, so it is not served"
-            )
-        resolved = ResolvedModel(
-            task,
-            record.name,
-            record.version,
-            record.onnx_path,
-            sha,
-            gate,
-            f"registry models:/{ref.removeprefix('models:/')}",
+    env = {}
+    if allow_unreleased:
+        env["VIGIL_ALLOW_UNRELEASED"] = "true"
+    if triage_model:
+        env["VIGIL_TRIAGE_MODEL"] = triage_model
+    if imaging_model:
+        env["VIGIL_IMAGING_MODEL"] = imaging_model
+    if model_dir:
+        env.update({"VIGIL_MODEL_SOURCE": "local", "VIGIL_MODEL_DIR": str(model_dir.resolve())})
+    os.environ.update(env)
+    settings = load_settings()  # a bad setting fails here, once, with its name
+    open_anchor()  # and so does a bad VIGIL_AUDIT_ANCHOR_* setting
+    if settings.dicom_node and workers > 1:
+        raise VigilError(
+            "VIGIL_DICOM_NODE=true needs --workers 1 (one Storage SCP per port); run "
+            "`vigil dicom-node` beside a multi-worker `vigil serve` instead"
         )
-        self._cache(ref, resolved)
-        return resolved
-
-    def _cache_folder(self, ref: str) -> Path | None:
-        if self.cache_dir is None:
-            return None
-        return self.cache_dir / ref.removeprefix("models:/").replace("@", "@@").replace("/", "@v")
-
-    def _cache(self, ref: str, resolved: ResolvedModel) -> None:
-        """Keep a verified copy of a released model (an unreleased one is never cached)."""
-        folder = self._cache_folder(ref)
-        if folder is None or resolved.release_status != PASS:
-            return
-        try:
-            cached = read_local_release(folder, resolved.name, resolved.task)
-            if (cached.version, cached.expected_sha256, cached.release_gate) == (
-                resolved.version,
-                resolved.expected_sha256,
-                resolved.release_gate,
-            ) and sha256_file(cached.path) == cached.expected_sha256:
-                return
-        except ModelArtifactError:
-            pass  # no cache yet, or an unreadable one: write it anew
-        try:
-            if sha256_file(resolved.path) != resolved.expected_sha256:
-                return  # the holder refuses this file by its checksum; a bad copy is never cached
-            write_local_release(folder, resolved)
-            log.info(
-                "cached %s version %s in %s (served if the registry becomes unreachable)",
-                resolved.name,
-                resolved.version,
-                folder,
-            )
-        except OSError as exc:
-            log.warning("could not cache %s version %s in %s: %s", resolved.name, resolved.version, folder, exc)
-
-    def _from_cache(self, task: Task, ref: str, exc: RegistryUnavailableError) -> ResolvedModel:
-        from training.tracking import parse_model_ref
-
-        folder = self._cache_folder(ref)
-        name = parse_model_ref(ref)[0]
-        if folder is None or not (folder / f"{name}.release.json").is_file():
-            raise RegistryUnavailableError(
-                f"{exc}; no verified local cache of {ref} exists, so no {task} model is "
-                "served until the registry can be reached"
-            ) from exc
-        cached = read_local_release(folder, name, task)
-        stamp = _cached_utc(folder / f"{name}.release.json")
-        log.warning(
-            "%s; serving the cached release of %s instead: %s version %s (cached %s; its checksum is "
-            "verified as it is opened)",
-            exc,
-            ref,
-            cached.name,
-            cached.version,
-            stamp,
-        )
-        return dataclasses.replace(
-            cached, origin=f"verified local cache {folder} of {ref} (registry unreachable; cached {stamp})"
-        )
-
-    def close(self) -> None:
-        """Remove this process's download folder (the open sessions no longer need the files)."""
-        shutil.rmtree(self.download_root, ignore_errors=True)
-
-
-def _cached_utc(record: Path) -> str:
-    try:
-        return str(json.loads(record.read_text()).get("cached_utc", "unknown"))
-    except (OSError, ValueError, AttributeError):
-        return "unknown"
-
-
-def build_locator(settings: Any) -> ModelLocator:
-    """The locator the settings ask for: the registry (default, with its local cache) or a local ONNX folder."""
-    from serving.api.app import default_locator
-
-    if settings.model_source == "local":
-        return default_locator(settings)
-    download_root = Path(tempfile.mkdtemp(prefix=f"serve-{os.getpid()}-", dir=_ensure(settings.work_dir / "downloads")))
-    return RegistryLocator(
-        settings.work_dir.resolve(),
-        {"triage": settings.triage_model, "imaging": settings.imaging_model},
-        download_root,
-        cache_dir=settings.work_dir.resolve() / "model-cache",
-    )
-
-
-def _ensure(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def create_service(settings: Any | None = None) -> Any:
@@ -180,16 +72,10 @@ def create_service(settings: Any | None = None) -> Any:
     return create_app(settings, locator=build_locator(settings))
 
 
-def _bound_registry_retries() -> None:
-    """Apply :data:`REGISTRY_HTTP_DEFAULTS` where the user has not set them (process entry points only)."""
-    for name, value in REGISTRY_HTTP_DEFAULTS.items():
-        os.environ.setdefault(name, value)
-
-
 def app_factory() -> Any:
     """Entry point of each uvicorn worker process (``workflows.serve:app_factory``, factory mode)."""
     configure_logging(with_process=True)
-    _bound_registry_retries()
+    bound_registry_retries()
     return create_service()
 
 
@@ -218,7 +104,7 @@ def serve(*, host: str, port: int, workers: int) -> None:
     """
     import uvicorn
 
-    from models.triage.onnx import default_threads
+    from models.onnx_file import default_threads
     from serving.settings import get_settings
 
     if "VIGIL_THREADS" not in os.environ:
@@ -384,16 +270,16 @@ def run_dicom_node() -> None:
     import signal
     import threading
 
-    from models.triage.onnx import default_threads
+    from models.onnx_file import default_threads
     from serving.dicom_node.node import DicomNode
     from serving.dicom_node.settings import load_dicom_settings
     from serving.model_source import ModelHolder
     from serving.settings import get_settings
-    from serving.store.audit_chain import open_anchor
+    from serving.store.audit_anchor import open_anchor
     from serving.store.database import Store
 
     configure_logging(with_process=True)
-    _bound_registry_retries()
+    bound_registry_retries()
     settings = get_settings()
     store = Store(settings.store_url(), anchor=open_anchor())
     store.create_schema()

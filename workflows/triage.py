@@ -1,6 +1,7 @@
 """The main job for the triage model: data -> torch -> ONNX (parity) -> evaluation -> MLflow registry.
 
-This module only composes the packages (training, models, evaluation); it holds no modelling logic.
+This module only composes the packages (training, models, evaluation); it holds no modelling logic. The model
+card the run writes is built in :mod:`workflows.triage_card`.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,23 +17,25 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from evaluation.baselines import fit_baselines, nurse_baseline
-from evaluation.metrics import acuity_summary, auroc
+from evaluation.baselines import NURSE_BASELINE, fit_baselines, nurse_baseline
+from evaluation.metrics.acuity import acuity_summary
+from evaluation.metrics.discrimination import auroc
+from evaluation.results import MODEL_NAME, WITH_FLOOR, TriageEvaluation
 from evaluation.triage_report import evaluate_triage, write_plots, write_report
 from models.errors import DataSourceError, ModelArtifactError
 from models.labels import OUTCOMES
-from models.model_card import ModelCard
+from models.onnx_file import sha256_file
 from models.operating_point import threshold_for_sensitivity
 from models.registry import TRIAGE_MODEL, Tag
 from models.triage.columns import as_columns
 from models.triage.decision import choose_band_weights, recommend_levels
-from models.triage.news2 import FLOOR
-from models.triage.onnx import TriageOnnxModel, export_triage_onnx, sha256_file
+from models.triage.onnx import TriageOnnxModel, export_triage_onnx
 from models.triage.safety_floor import safety_floor
 from training.config import TriageTrainConfig
 from training.data import TriageDataset, data_available, load_dataset, resolve_data_dir
 from training.tracking import git_commit, log_onnx_model_run, tracking_settings
 from training.train_triage import TrainedTriageModel, train_triage
+from workflows.triage_card import triage_model_card
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +66,7 @@ class TriageRunResult:
     onnx_path: Path
     report_dir: Path
     parity_max_abs_diff: float
-    evaluations: dict[str, dict[str, Any]]
+    evaluations: dict[str, TriageEvaluation]
     registered_version: str
     run_id: str
     goals: dict[str, Any]
@@ -136,23 +139,14 @@ def validation_summary(
     }
 
 
-def headline_metrics(evaluation: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """Vigil's AUROC, AUPRC (point estimates) and ECE per outcome: the numbers logged as MLflow metrics."""
-    out = {}
-    for outcome, entry in evaluation["outcomes"].items():
-        ours = entry["models"]["Vigil"]
-        out[outcome] = {"auroc": ours["auroc"]["estimate"], "auprc": ours["auprc"]["estimate"], "ece": ours["ece"]}
-    return out
-
-
-def check_goals(evaluation: dict[str, Any]) -> dict[str, Any]:
+def check_goals(evaluation: TriageEvaluation) -> dict[str, Any]:
     """Compare the temporal-test evaluation with the issue's goals; every check reported, pass or fail."""
     out: dict[str, Any] = {}
     for outcome, floor in (("admitted", GOALS["admission_auroc_min"]), ("critical", GOALS["critical_auroc_min"])):
-        models = evaluation["outcomes"][outcome]["models"]
-        ours = models["Vigil"]["auroc"]["estimate"]
-        news2 = models.get("NEWS2", {}).get("auroc", {}).get("estimate", float("nan"))
-        gbm = models.get("gradient boosting", {}).get("auroc", {}).get("estimate", float("nan"))
+        models = evaluation.outcomes[outcome].models
+        ours = models[MODEL_NAME].auroc.estimate
+        news2 = models["NEWS2"].auroc.estimate if "NEWS2" in models else float("nan")
+        gbm = models["gradient boosting"].auroc.estimate if "gradient boosting" in models else float("nan")
         out[outcome] = {
             "auroc": ours,
             "goal_auroc": floor,
@@ -201,91 +195,17 @@ def run_triage(
             {b: round(v["weight"], 2) for b, v in chosen["band_weights"].items()},
         )
 
-    card = ModelCard(
-        name=REGISTERED_TRIAGE_MODEL,
-        version=f"{stamp}",
-        task="ED triage: acuity level 1-5, P(admission), P(critical care or death in ED)",
-        created_utc=stamp,
-        intended_use=(
-            "Decision support at ED triage for adults and children: a recommended acuity level and "
-            "calibrated risks of admission and of critical care, shown to the triage clinician "
-            "beside NEWS2."
-        ),
-        out_of_scope=[
-            "Autonomous triage without a clinician",
-            "Populations unlike the training data without local validation",
-            "Pre-hospital or ward deterioration scoring",
-        ],
-        features=trained.encoder.to_dict(),
-        calibration={
-            "method": "temperature scaling on the validation split",
-            "acuity_temperature": trained.acuity_temperature,
-            "outcome_temperatures": dict(zip(("admitted", "critical"), trained.outcome_temperatures, strict=True)),
-        },
-        decision_rule={
-            "under_triage_weight": config.under_triage_weight,
-            **(
-                {
-                    "under_triage_weight_by_age_band": {
-                        b: v["weight"] for b, v in chosen["band_weights"].items() if "|" not in b
-                    },
-                    "under_triage_weight_by_age_band_sex": {
-                        b: v["weight"] for b, v in chosen["band_weights"].items() if "|" in b
-                    },
-                    "age_band_operating_points": {
-                        "target_high_acuity_under_triage": config.high_acuity_under_triage_target,
-                        "chosen_on": "validation split of the training years (served level, with the floor)",
-                        "bands": chosen["band_weights"],
-                    },
-                }
-                if chosen["band_weights"]
-                else {}
-            ),
-            "outcome_thresholds": chosen["thresholds"],
-            "outcome_target_sensitivity": OUTCOME_TARGET_SENSITIVITY,
-            "rule": "smallest level k with P(level <= k) >= 1 / (1 + w), w = the visit's age band x sex "
-            "cell's under_triage_weight_by_age_band_sex (sex not recorded: the band's larger), "
-            "else its age band's under_triage_weight_by_age_band, else under_triage_weight",
-            "validation": validation_acuity,
-        },
-        safety_floor={
-            "rule": "recommended level = min(model level, NEWS2 minimum level)",
-            "news2_band_to_minimum_level": dict(FLOOR),
-        },
-        training={
-            "config": config.to_dict(),
-            "best_epochs": trained.best_epochs,
-            Tag.GIT_COMMIT: git_commit(REPO_DIR),
-            "n_train": len(trained.train_ids),
-            "n_validation": len(trained.validation_ids),
-            "validation_auroc": validation,
-        },
-        data={
-            "train": {"name": train_ds.name, "digest": train_ds.digest, "files": train_ds.source_files},
-            "test": {"name": test_ds.name, "digest": test_ds.digest, "files": test_ds.source_files},
-            "external": (
-                {"name": external_ds.name, "digest": external_ds.digest, "files": external_ds.source_files}
-                if external_ds
-                else None
-            ),
-        },
-        limitations=[
-            "NHAMCS records no consciousness level, GCS or supplemental oxygen: NEWS2 on NHAMCS is partial "
-            "(those parameters score 0), which understates NEWS2 there.",
-            "NHAMCS has reason-for-visit codes, not free-text complaints; complaint text is the code's label.",
-            "Trained on US EDs (NHAMCS 2018-2019); transfer to other systems needs local evaluation "
-            "(see the KTAS external evaluation).",
-            *(
-                [
-                    f"Inputs not used by this model (not recorded in its training data; masked to missing, listed in "
-                    f"every response; NEWS2 and the safety floor still use them): "
-                    f"{', '.join(trained.encoder.unused_inputs)}."
-                ]
-                if trained.encoder.unused_inputs
-                else []
-            ),
-        ],
-        synthetic_data=synthetic,
+    card = triage_model_card(
+        config,
+        trained,
+        chosen,
+        stamp=stamp,
+        target_sensitivity=OUTCOME_TARGET_SENSITIVITY,
+        commit=git_commit(REPO_DIR),
+        synthetic=synthetic,
+        train=train_ds,
+        test=test_ds,
+        external=external_ds,
     )
 
     onnx_path = export_triage_onnx(
@@ -304,7 +224,7 @@ def run_triage(
         )
 
     baselines = fit_baselines(train_rows, trained.encoder, config.seed)
-    evaluations: dict[str, dict[str, Any]] = {}
+    evaluations: dict[str, TriageEvaluation] = {}
     artefacts: list[Path] = []
     for key, ds in (("test", test_ds), ("external", external_ds)):
         if ds is None:
@@ -317,7 +237,7 @@ def run_triage(
         result = evaluate_triage(
             ds.frame, prediction, preds, dataset=ds.name, n_boot=config.bootstrap_resamples, seed=config.seed
         )
-        result["synthetic_data"] = synthetic
+        result = replace(result, synthetic_data=synthetic)
         evaluations[key] = result
         title = f"Triage evaluation: {ds.name}" + (" (SYNTHETIC DATA)" if synthetic else "")
         artefacts += write_report(result, out_dir, f"evaluation_{key}", title)
@@ -329,8 +249,8 @@ def run_triage(
         "goals": goals,
         **{
             k: {
-                "auroc": {o: v["outcomes"][o]["models"]["Vigil"]["auroc"] for o in v["outcomes"]},
-                "acuity": v["acuity"].get("Vigil (with NEWS2 floor)"),
+                "auroc": {o: e.vigil.auroc.to_dict() for o, e in v.outcomes.items()},
+                "acuity": v.acuity.with_floor,
             }
             for k, v in evaluations.items()
         },
@@ -361,7 +281,7 @@ def run_triage(
         metrics={
             "parity_max_abs_diff": parity,
             "validation": {"auroc": validation},
-            **{key: headline_metrics(ev) for key, ev in evaluations.items()},
+            **{name: value for key, ev in evaluations.items() for name, value in ev.metrics(key).items()},
         },
         history=trained.history,
         artifacts=artefacts,
@@ -388,12 +308,11 @@ def summary_lines(result: TriageRunResult) -> list[str]:
         f"as @candidate (run {result.run_id})"
     )
     for key, ev in result.evaluations.items():
-        for outcome, entry in ev["outcomes"].items():
-            m = entry["models"]
-            parts = [f"{name} {v['auroc']['estimate']:.3f}" for name, v in m.items()]
-            lines.append(f"[{key}: {ev['dataset']}] {outcome} AUROC: " + ", ".join(parts))
-        acuity = ev["acuity"]
-        for name in ("Vigil (with NEWS2 floor)", "nurse triage"):
+        for outcome, entry in ev.outcomes.items():
+            parts = [f"{name} {v.auroc.estimate:.3f}" for name, v in entry.models.items()]
+            lines.append(f"[{key}: {ev.dataset}] {outcome} AUROC: " + ", ".join(parts))
+        acuity = ev.acuity.summaries()
+        for name in (WITH_FLOOR, NURSE_BASELINE):
             if name in acuity:
                 s = acuity[name]
                 lines.append(

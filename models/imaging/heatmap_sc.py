@@ -22,8 +22,9 @@ Vigil does, is set on the instance afterwards:
 
 Source values highdicom would refuse are written empty (Type 2), as in the SR: a PatientBirthDate, StudyDate or
 StudyTime that is not a valid DA or TM, a PatientSex other than M, F or O. An AccessionNumber, StudyID or PatientID
-longer than its VR allows is written empty too (:func:`models.imaging.sr.blank_overlong_identifiers`), and a
-SpecificCharacterSet that DICOM does not define becomes UTF-8 (ISO_IR 192). Each is logged by keyword, never value.
+longer than its VR allows is written empty too (:func:`models.imaging.source_header.blank_overlong_identifiers`),
+and a SpecificCharacterSet that DICOM does not define becomes UTF-8 (ISO_IR 192). Each is logged by keyword, never
+value.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from models.errors import InputValidationError
-from models.imaging.sr import blank_invalid_dates, blank_overlong_identifiers
+from models.imaging.source_header import blank_invalid_dates, blank_overlong_identifiers
 
 if TYPE_CHECKING:
     from models.imaging.onnx import SecondRead

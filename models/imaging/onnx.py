@@ -18,11 +18,12 @@ import numpy as np
 from pydicom import Dataset
 
 from models.errors import ModelArtifactError, OutsideIntendedUseError
-from models.imaging.pixels import IMAGE_MEAN, IMAGE_STD, PIXEL_PATH_VERSION, load_dicom_for_model, read_dicom
+from models.imaging.dicom_read import read_dicom
+from models.imaging.pixels import IMAGE_MEAN, IMAGE_STD, PIXEL_PATH_VERSION, load_dicom_for_model
 from models.intended_use import EVALUATED, FindingRelease, dicom_age_years
 from models.labels import IMAGING_FINDINGS
 from models.model_card import ModelCard
-from models.triage.onnx import open_onnx_model, write_card_metadata
+from models.onnx_file import open_onnx_model, write_card_metadata
 
 #: Graph input and output names of the exported network (defined here, not in imaging_net, so the runtime
 #: needs no torch).

@@ -1,6 +1,6 @@
 """Checks of a DICOM PixelData element against its transfer syntax and header, before any decoder sees it.
 
-Part of the one pixel path (:mod:`models.imaging.pixels` calls :func:`check_pixel_data` from ``check_radiograph``). A
+Part of the one pixel path (:mod:`models.imaging.header` calls :func:`check_pixel_data` from ``check_radiograph``). A
 decoder given untrusted bytes sizes its buffers from the codestream, not from the header: a JPEG frame header
 claiming 65000 x 65000 pixels hung a decoder for more than 20 s, and a zero-length JP2 box looped forever in
 pydicom 3.0.2. So native data must be exactly Rows x Columns x BitsAllocated / 8 bytes, and an encapsulated frame
@@ -118,7 +118,7 @@ def check_pixel_data(ds: Dataset, rows: int, columns: int, bits_allocated: int) 
     """The frame size, then the PixelData element against the transfer syntax and Rows x Columns, before any decoder
     sees it.
 
-    ``rows``, ``columns`` and ``bits_allocated`` are the header's, already checked by :mod:`models.imaging.pixels` (one
+    ``rows``, ``columns`` and ``bits_allocated`` are the header's, already checked by :mod:`models.imaging.header` (one
     sample per pixel, one frame, Rows and Columns at least 32, BitsAllocated 8 or 16).
 
     Raises

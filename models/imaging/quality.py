@@ -1,7 +1,7 @@
 """The quality / out-of-distribution gate and the intensity normalisation of the one chest X-ray pixel path.
 
 Both act on a display image (float [0, 1], higher = brighter: what :func:`models.imaging.pixels.decode_radiograph` and
-:func:`models.imaging.pixels.load_image_file` return), after windowing and before the model input is made.
+:func:`models.imaging.image_file.load_image_file` return), after windowing and before the model input is made.
 
 **Gate** (:func:`check_image_quality`). Statistics (:func:`image_statistics`) are computed on a strided sample of
 the image (every ``k``-th pixel so that the longest side has at most :data:`STATS_SIDE` samples; no smoothing, so

@@ -21,40 +21,33 @@ CID 7005 for equipment that made new instances from existing ones), beside the s
 highdicom, which highdicom lists there itself.
 
 Private concepts use the scheme ``99VIGIL`` (declared in CodingSchemeIdentificationSequence). Patient and study
-attributes come from the source through highdicom's evidence handling; Type 2 attributes the source lacks are
-written empty. An AccessionNumber or StudyID longer than the 16 characters of their VR (SH), or a PatientID longer
-than LO's 64, is written empty too,
-with a warning naming the attribute (see :func:`build_second_read_sr`). The SR is PRELIMINARY, COMPLETE and
-UNVERIFIED: decision support, never a signed report.
-:func:`read_second_read_sr` parses such an SR back through highdicom's content tree.
+attributes come from the source through highdicom's evidence handling, given the copy
+:func:`models.imaging.source_header.evidence_header` makes valid: Type 2 attributes the source lacks are written
+empty. An AccessionNumber or StudyID longer than the 16 characters of their VR (SH), or a PatientID longer than LO's
+64, is written empty too, with a warning naming the attribute (see :func:`build_second_read_sr`). The SR is
+PRELIMINARY, COMPLETE and UNVERIFIED: decision support, never a signed report.
+:func:`models.imaging.sr_read.read_second_read_sr` parses such an SR back through highdicom's content tree.
 """
 
 from __future__ import annotations
 
-import copy
 import io
-import logging
 import math
 import numbers
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final, TypedDict, TypeVar
+from typing import Final
 
 import highdicom as hd
 import pydicom
-from highdicom.sr.utils import find_content_items
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 from pydicom.sr.codedict import codes
-from pydicom.uid import Comprehensive3DSRStorage, generate_uid
-from pydicom.valuerep import DA, TM
+from pydicom.uid import generate_uid
 
 from models.errors import InputValidationError
+from models.imaging.source_header import evidence_header
 from models.labels import IMAGING_FINDING_CODES, IMAGING_FINDINGS
 from models.model_card import IMAGING_DECISION_SUPPORT_STATEMENT
-
-logger = logging.getLogger(__name__)
 
 SERIES_DESCRIPTION: Final = "Vigil second read (decision support)"
 PRIVATE_SCHEME: Final = "99VIGIL"
@@ -74,25 +67,6 @@ PLAIN_CHEST_XRAY: Final = hd.sr.CodedConcept("399208008", "SCT", "Plain chest X-
 
 #: Attributes the SR must reference: without them there is nothing to point at.
 _REQUIRED_SOURCE_UIDS: Final = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
-#: Type 2 attributes highdicom reads from the evidence as attributes (it fails on a missing one).
-_TYPE2_SOURCE_ATTRIBUTES: Final = (
-    "PatientID",
-    "PatientName",
-    "PatientBirthDate",
-    "PatientSex",
-    "AccessionNumber",
-    "StudyID",
-    "StudyDate",
-    "StudyTime",
-    "ReferringPhysicianName",
-)
-#: Type 2 identifiers that the SR copies from its source, with the most characters their VR allows (PS3.5 6.2:
-#: SH 16, LO 64). A longer value is invalid in the SR; it is written empty (Type 2 allows it) rather than invalid or
-#: cut to another value.
-COPIED_IDENTIFIERS: Final = {"AccessionNumber": ("SH", 16), "StudyID": ("SH", 16), "PatientID": ("LO", 64)}
-#: A valid Age String (AS): three digits and a unit, days, weeks, months or years.
-_AGE_STRING: Final = re.compile(r"\d{3}[DWMY]")
-_PATIENT_SEX_VALUES: Final = frozenset({"M", "F", "O", ""})
 _LO_MAX: Final = 64
 
 
@@ -141,28 +115,6 @@ class FindingResult:
             )
 
 
-class SecondReadFinding(TypedDict):
-    probability: float
-    threshold: float
-    flagged: bool
-
-
-class SecondReadAlgorithm(TypedDict):
-    name: str
-    version: str
-
-
-class SecondRead(TypedDict):
-    """What :func:`read_second_read_sr` returns."""
-
-    findings: dict[str, SecondReadFinding]
-    any_flagged: bool
-    algorithm: SecondReadAlgorithm
-    referenced_sop_instance_uid: str
-    statement: str
-    not_evaluated: dict[str, str]
-
-
 # ---------------------------------------------------------------------------------------------- writing
 def _check_long_string(field: str, value: str) -> None:
     if not isinstance(value, str) or not value.strip():
@@ -176,116 +128,6 @@ def _check_long_string(field: str, value: str) -> None:
 def _check_positive_int(field: str, value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise InputValidationError(field, f"{field} must be a positive integer; got {value!r}")
-
-
-def _evidence_header(source: Dataset) -> Dataset:
-    """A pixel-free copy of the source header that highdicom can take as evidence.
-
-    Missing Type 2 attributes are added empty; a PatientSex outside M/F/O is blanked (highdicom refuses it).
-    PatientName is blanked because highdicom warns with the name itself when it has no ``^``; the caller restores
-    the source's name on the SR afterwards.
-    """
-    header = Dataset()
-    for element in source:
-        if element.tag.group < 0x7FE0:  # no Pixel Data, no Float/Double Float Pixel Data
-            header.add(copy.deepcopy(element))  # setting a value later must not touch the source
-    for keyword in _TYPE2_SOURCE_ATTRIBUTES:
-        if keyword not in header or header[keyword].value is None:
-            setattr(header, keyword, "")
-    if str(header.PatientSex).strip().upper() not in _PATIENT_SEX_VALUES:
-        logger.warning("source PatientSex is not M, F or O; written empty in the second-read SR")
-        header.PatientSex = ""
-    blank_invalid_dates(header, "second-read SR")
-    # PatientAge (AS, Type 3) must be nnnD/W/M/Y (PS3.5 6.2); sources write "62" or "62 years". The SR leaves an
-    # invalid one out rather than copy it (dciodvfy: "Value invalid for this VR") or guess its unit.
-    age = header.get("PatientAge")
-    if age is not None and str(age) != "" and not _AGE_STRING.fullmatch(str(age)):
-        del header.PatientAge
-        logger.info("source PatientAge is not a valid DICOM AS value (nnnD/W/M/Y); left out of the second-read SR")
-    blank_overlong_identifiers(header, "second-read SR")
-    _known_character_set(header)
-    header.PatientName = ""
-    return header
-
-
-def blank_invalid_dates(ds: Dataset, what: str) -> None:
-    """Empty PatientBirthDate, StudyDate and StudyTime in ``ds`` where they are not valid DA/TM values.
-
-    highdicom converts these and raises a bare ValueError on a malformed value (pylibjpeg-data's 966 has a hash as
-    its birth date): a derived instance (the SR, the heat-map SC) carries them empty (Type 2) rather than the read
-    being lost. Each is logged at INFO by keyword, never by value; ``what`` names the instance for the log line.
-    """
-    for keyword, kind in (("PatientBirthDate", DA), ("StudyDate", DA), ("StudyTime", TM)):
-        value = ds.get(keyword)
-        if value is None or str(value) == "":
-            continue
-        try:
-            kind(str(value))
-        except ValueError:
-            setattr(ds, keyword, "")
-            logger.info(
-                "source %s is not a valid DICOM %s value; written empty in the %s", keyword, kind.__name__, what
-            )
-
-
-def blank_overlong_identifiers(ds: Dataset, what: str) -> list[str]:
-    """Empty each of :data:`COPIED_IDENTIFIERS` in ``ds`` whose value is longer than its VR allows.
-
-    A derived instance (the SR, the heat-map SC) copies the source's AccessionNumber, StudyID and PatientID so that
-    it files in the same study and patient; a modality or RIS that writes a longer value makes the copy invalid
-    (PS3.5 6.2). Those are Type 2, so the derived instance carries them empty: never an invalid value, and never a
-    shortened one (a truncated accession number or patient ID could be another order's or another patient's). The
-    study is still identified by StudyInstanceUID. Each blanked attribute is logged at WARNING by keyword and
-    length, never by value.
-
-    Parameters
-    ----------
-    ds : pydicom.Dataset
-        Changed in place (the caller's copy, not the source).
-    what : str
-        What ``ds`` becomes, for the log line.
-
-    Returns
-    -------
-    list of str
-        The keywords blanked.
-    """
-    blanked = []
-    for keyword, (vr, most) in COPIED_IDENTIFIERS.items():
-        value = ds.get(keyword)
-        length = len(str(value or ""))
-        if length > most:
-            del ds[keyword]  # a new element: ``ds`` may share the old one with the source
-            setattr(ds, keyword, "")
-            blanked.append(keyword)
-            logger.warning(
-                "source %s is %d characters, longer than the %d its VR (%s) allows; the %s carries it empty (Type 2)",
-                keyword,
-                length,
-                most,
-                vr,
-                what,
-            )
-    return blanked
-
-
-def _known_character_set(header: Dataset) -> None:
-    """Replace a SpecificCharacterSet that DICOM does not define by UTF-8 (ISO_IR 192).
-
-    pydicom decodes the source's text with a fallback when the defined term is unknown, but highdicom refuses to
-    write an SR that carries the unknown term (a bare ValueError). The text the SR copies is already decoded, so
-    UTF-8 represents it whatever the source meant.
-    """
-    from pydicom.charset import python_encoding
-
-    value = header.get("SpecificCharacterSet")
-    if value is None:
-        return
-    terms = [value] if isinstance(value, str) else list(value)
-    if all(str(t).strip() in python_encoding for t in terms):
-        return
-    header.SpecificCharacterSet = "ISO_IR 192"
-    logger.info("source SpecificCharacterSet is not a defined term; the second-read SR is written in UTF-8")
 
 
 def _measurement_group(
@@ -388,8 +230,9 @@ def build_second_read_sr(
     -----
     The SR copies the source's AccessionNumber (PS3.3 General Study module, Type 2, VR SH: at most 16 characters).
     A source whose AccessionNumber (or StudyID) is longer still gets its SR, with that attribute empty and a
-    warning logged naming it (:func:`blank_overlong_identifiers`): an invalid value would be refused by strict
-    readers, and a truncated one could name another order. The SR is in the source's study by StudyInstanceUID.
+    warning logged naming it (:func:`models.imaging.source_header.blank_overlong_identifiers`): an invalid value
+    would be refused by strict readers, and a truncated one could name another order. The SR is in the source's
+    study by StudyInstanceUID.
     """
     for keyword in _REQUIRED_SOURCE_UIDS:
         if not str(source.get(keyword, "") or "").strip():
@@ -446,7 +289,7 @@ def build_second_read_sr(
         software_versions=algorithm_version,
         contribution_description=f"Chest X-ray second read by {algorithm_name} {algorithm_version} (decision support)",
     )
-    header = _evidence_header(source)
+    header = evidence_header(source)
     try:
         sr = hd.sr.Comprehensive3DSR(
             evidence=[header],
@@ -482,101 +325,3 @@ def sr_to_bytes(sr: Dataset) -> bytes:
     buffer = io.BytesIO()
     pydicom.dcmwrite(buffer, sr, enforce_file_format=True)
     return buffer.getvalue()
-
-
-# ---------------------------------------------------------------------------------------------- reading
-def _not_ours(field: str, problem: str) -> InputValidationError:
-    return InputValidationError(field, f"not a Vigil second-read SR: {problem}")
-
-
-_ItemT = TypeVar("_ItemT")
-
-
-def _one(items: Sequence[_ItemT], field: str, what: str) -> _ItemT:
-    if len(items) != 1:
-        raise _not_ours(field, f"expected one {what}, found {len(items)}")
-    return items[0]
-
-
-def _yes_no(value: hd.sr.CodedConcept, field: str) -> bool:
-    if value == YES:
-        return True
-    if value == NO:
-        return False
-    raise _not_ours(field, "a yes/no evaluation holds neither SCT Yes nor SCT No")
-
-
-def read_second_read_sr(data: bytes) -> SecondRead:
-    """Parse an SR written by :func:`build_second_read_sr` (DICOM Part 10 bytes) back into its values.
-
-    Returns
-    -------
-    SecondRead
-        ``{"findings": {finding: {"probability", "threshold", "flagged"}}, "any_flagged", "algorithm": {"name",
-        "version"}, "referenced_sop_instance_uid", "statement", "not_evaluated": {finding: reason}}``.
-
-    Raises
-    ------
-    InputValidationError
-        ``field="file"`` when the bytes are not DICOM or not a Comprehensive 3D SR; otherwise naming the part of the
-        content tree that does not match what this module writes.
-    """
-    try:
-        dataset = pydicom.dcmread(io.BytesIO(data))
-    except (InvalidDicomError, EOFError, OSError, ValueError) as err:
-        raise InputValidationError("file", "the bytes are not a readable DICOM file") from err
-    if dataset.get("SOPClassUID") != Comprehensive3DSRStorage:
-        raise _not_ours("file", "SOPClassUID is not Comprehensive 3D SR Storage")
-    sr = hd.sr.Comprehensive3DSR.from_dataset(dataset, copy=False)
-    report = sr.content
-    if not isinstance(report, hd.sr.MeasurementReport):
-        raise _not_ours("ContentTemplateSequence", "the root is not a TID 1500 Measurement Report")
-
-    code_to_finding = {(value, scheme): name for name, (value, scheme, _) in IMAGING_FINDING_CODES.items()}
-    findings: dict[str, SecondReadFinding] = {}
-    algorithms: set[tuple[str, str]] = set()
-    referenced: set[str] = set()
-    for group in report.get_image_measurement_groups():
-        finding_type = group.finding_type
-        if finding_type is None:
-            raise _not_ours("Finding", "a measurement group has no finding")
-        name = code_to_finding.get((finding_type.value, finding_type.scheme_designator))
-        if name is None or name in findings:
-            raise _not_ours("Finding", "a measurement group names an unknown or repeated finding")
-        probability = _one(group.get_measurements(name=PROBABILITY), "Probability", "probability measurement")
-        threshold = _one(group.get_measurements(name=OPERATING_THRESHOLD), "Threshold", "threshold measurement")
-        flag = _one(group.get_qualitative_evaluations(name=FLAGGED_FOR_SECOND_READ), "Flagged", "flag evaluation")
-        findings[name] = {
-            "probability": float(probability.value),
-            "threshold": float(threshold.value),
-            "flagged": _yes_no(flag.value, "Flagged"),  # type: ignore[arg-type]  # highdicom: it is a CodedConcept
-        }
-        root = group[0]
-        name_item = _one(find_content_items(root, name=codes.DCM.AlgorithmName), "Algorithm", "name")
-        version_item = _one(find_content_items(root, name=codes.DCM.AlgorithmVersion), "Algorithm", "version")
-        algorithms.add((name_item.value, version_item.value))
-        referenced.update(image.referenced_sop_instance_uid for image in group.source_images)
-    container = _one(find_content_items(report[0], name=QUALITATIVE_EVALUATIONS), "QualitativeEvaluations", "container")
-    any_flagged = _one(find_content_items(container, name=ANY_FINDING_FLAGGED), "AnyFlagged", "item")
-    statement = _one(find_content_items(container, name=DECISION_SUPPORT), "Statement", "item")
-    not_evaluated: dict[str, str] = {}
-    for item in find_content_items(container, name=NOT_EVALUATED):
-        name, _, reason = str(item.value).partition(": ")
-        if name not in IMAGING_FINDINGS or name in findings or name in not_evaluated:
-            raise _not_ours("NotEvaluated", "a 'not evaluated' item names an unknown, evaluated or repeated finding")
-        not_evaluated[name] = reason
-    if not findings:
-        raise _not_ours("Finding", "the report holds no measurement group")
-    if len(algorithms) != 1:
-        raise _not_ours("Algorithm", f"expected one algorithm identification, found {len(algorithms)}")
-    if len(referenced) != 1:
-        raise _not_ours("SourceImage", f"expected one referenced source image, found {len(referenced)}")
-    ((algorithm_name, version),) = algorithms
-    return {
-        "findings": findings,
-        "any_flagged": _yes_no(any_flagged.value, "AnyFlagged"),
-        "algorithm": {"name": str(algorithm_name), "version": str(version)},
-        "referenced_sop_instance_uid": str(next(iter(referenced))),
-        "statement": str(statement.value),
-        "not_evaluated": not_evaluated,
-    }

@@ -21,16 +21,15 @@ each category value was observed. An input, or a category value, observed in few
 names it so that the response and ``vigil evaluate`` can say so. NEWS2 and the safety floor still use every
 field they clinically define.
 
-Complaint text goes through :func:`models.triage.complaints.read_complaint` (UK wording, abbreviations, ECDS codes,
-red flags) before tokenising; a word outside the training vocabulary is corrected to a vocabulary word one
-edit away when it is long enough to make that safe, and otherwise dropped: an unknown word is read as if it
-had not been written, so it can never lower a risk below "no complaint".
+Complaint text is read by :mod:`models.triage.tokens`: :func:`models.triage.complaints.read_complaint` (UK wording,
+abbreviations, ECDS codes, red flags) before tokenising; a word outside the training vocabulary is corrected to a
+vocabulary word one edit away when it is long enough to make that safe, and otherwise dropped: an unknown word is
+read as if it had not been written, so it can never lower a risk below "no complaint".
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -42,6 +41,7 @@ import pandas as pd
 from models.triage.columns import Columns, as_columns, float_column, is_missing, n_rows, object_column
 from models.triage.physiology import AGE_BANDS, HINGES, VITAL_SIGNS, age_band_index, danger_features
 from models.triage.record import ARRIVAL_MODES, CONSCIOUSNESS_LEVELS, SEX_VALUES
+from models.triage.tokens import TokenVocabulary, model_tokens
 
 PREPROCESSING_VERSION: Final = "triage-features/2"
 
@@ -75,66 +75,10 @@ TEXT_FEATURE: Final = "chief_complaint"
 #: Why an ignored field is ignored (the response and ``vigil evaluate`` say this).
 NOT_LEARNT_REASON: Final = "not used by this model: not recorded in its training data"
 
-_TOKEN_RE = re.compile(r"[a-z][a-z0-9]+")
-#: Words too common in complaint text to carry signal.
-_STOPWORDS: Final = frozenset(
-    {
-        "and",
-        "or",
-        "of",
-        "the",
-        "with",
-        "in",
-        "on",
-        "to",
-        "for",
-        "at",
-        "from",
-        "not",
-        "other",
-        "nos",
-        "etc",
-        "specified",
-        "unspecified",
-        "problems",
-        "problem",
-        "symptoms",
-        "symptom",
-    }
-)
-#: Shortest out-of-vocabulary word that is corrected to a vocabulary word one edit away.
-_MIN_CORRECTABLE: Final = 5
-
-
-def tokenize(text: str | None) -> list[str]:
-    """Split chief-complaint text into lower-case word tokens (stopwords dropped, order kept)."""
-    if text is None or (isinstance(text, float) and np.isnan(text)):
-        return []
-    return [t for t in _TOKEN_RE.findall(str(text).lower()) if t not in _STOPWORDS]
-
-
-def model_tokens(text: Any) -> list[str]:
-    """The complaint words the model reads: :func:`models.triage.complaints.read_complaint`, then :func:`tokenize`."""
-    from models.triage.complaints import read_complaint
-
-    if is_missing(text):
-        return []
-    return tokenize(read_complaint(str(text)).text_for_model)
-
 
 def min_observed(n_rows_fitted: int) -> int:
     """Rows in which an input (or category value) must be observed to be used: ``min(30, 1% of rows)``, >= 1."""
     return max(1, min(30, math.ceil(0.01 * n_rows_fitted)))
-
-
-def _one_edit_variants(word: str) -> set[str]:
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    splits = [(word[:i], word[i:]) for i in range(len(word) + 1)]
-    deletes = {a + b[1:] for a, b in splits if b}
-    swaps = {a + b[1] + b[0] + b[2:] for a, b in splits if len(b) > 1}
-    replaces = {a + c + b[1:] for a, b in splits if b for c in letters}
-    inserts = {a + c + b for a, b in splits for c in letters}
-    return deletes | swaps | replaces | inserts
 
 
 @dataclass
@@ -166,7 +110,8 @@ class FeatureEncoder:
     typical: dict[str, float] = field(default_factory=dict)
     #: Categorical fields almost always recorded in training (missing in < 1% of rows), with their values'
     #: training shares: a record that leaves one blank is scored as the share-weighted mixture of the
-    #: predictions for each value (:meth:`marginalise`), so "unknown" always lies between the known values.
+    #: predictions for each value (:func:`models.triage.marginal.marginalise`), so "unknown" always lies between the
+    #: known values.
     marginalised: dict[str, dict[str, float]] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ fitting and (de)serialisation
@@ -330,24 +275,13 @@ class FeatureEncoder:
         return out
 
     # ------------------------------------------------------------------ encoding
-    def _token_index(self) -> dict[str, int]:
-        """Token -> id (2 onwards), built once per vocabulary."""
+    def _tokens(self) -> TokenVocabulary:
+        """The vocabulary's token ids and word corrections, built once per vocabulary."""
         cached = self.__dict__.get("_index_cache")
         if cached is None or cached[0] is not self.vocabulary:
-            cached = (self.vocabulary, {t: i + 2 for i, t in enumerate(self.vocabulary)}, {})
+            cached = (self.vocabulary, TokenVocabulary(self.vocabulary))
             self.__dict__["_index_cache"] = cached
         return cached[1]
-
-    def _corrected(self, word: str) -> str | None:
-        """A vocabulary word one edit from an out-of-vocabulary ``word`` (None when none, or not unique)."""
-        index = self._token_index()
-        memo: dict[str, str | None] = self.__dict__["_index_cache"][2]
-        if word not in memo:
-            candidates = (
-                sorted(v for v in _one_edit_variants(word) if v in index) if len(word) >= _MIN_CORRECTABLE else []
-            )
-            memo[word] = candidates[0] if len(candidates) == 1 else None
-        return memo[word]
 
     @property
     def cardinalities(self) -> list[int]:
@@ -366,19 +300,10 @@ class FeatureEncoder:
 
     def complaint_tokens(self, text: Any) -> list[str]:
         """The vocabulary words the model reads from one complaint (unknown words corrected or dropped)."""
-        index = self._token_index()
-        out = []
-        for word in model_tokens(text):
-            if word in index:
-                out.append(word)
-            else:
-                fixed = self._corrected(word)
-                if fixed is not None:
-                    out.append(fixed)
-        return out[: self.max_tokens]
+        return self._tokens().words(text)[: self.max_tokens]
 
     def _token_ids(self, texts: Iterable[Any]) -> np.ndarray:
-        index = self._token_index()
+        index = self._tokens().ids
         texts = list(texts)
         out = np.zeros((len(texts), self.max_tokens), dtype=np.int64)
         if TEXT_FEATURE in self.unused_inputs:
@@ -424,35 +349,6 @@ class FeatureEncoder:
                 danger[:, j] = 0.0
         return {"numeric": numeric, "missing": missing, "categorical": categorical, "tokens": tokens, "danger": danger}
 
-    def marginalise(self, encoded: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-        """Expand rows that leave a :attr:`marginalised` field blank into one row per learnt value.
-
-        Returns (expanded inputs, the source row of each expanded row, its weight); combine the outputs with
-        :func:`combine_marginal`. Rows with every such field recorded are passed through with weight 1.
-        """
-        n = len(encoded["categorical"])
-        rows, weights = np.arange(n), np.ones(n)
-        out = encoded
-        for name, shares in self.marginalised.items():
-            j = list(self.categorical_features).index(name)
-            vocab = self.categorical_features[name]
-            blank = out["categorical"][:, j] == 0
-            if not blank.any():
-                continue
-            keep, idx = np.flatnonzero(~blank), np.flatnonzero(blank)
-            parts_idx, parts_code, parts_w = [keep], [out["categorical"][keep, j]], [weights[keep]]
-            for value, share in shares.items():
-                parts_idx.append(idx)
-                parts_code.append(np.full(len(idx), vocab.index(value) + 1, dtype=np.int64))
-                parts_w.append(weights[idx] * share)
-            order = np.concatenate(parts_idx)
-            out = {k: v[order] for k, v in out.items()}
-            out["categorical"] = out["categorical"].copy()
-            out["categorical"][:, j] = np.concatenate(parts_code)
-            weights = np.concatenate(parts_w)
-            rows = rows[order]
-        return out, rows, weights
-
     def dense(self, frame: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
         """A dense design matrix of the same information (for the logistic-regression and GBM baselines).
 
@@ -488,13 +384,6 @@ class FeatureEncoder:
             for i in np.flatnonzero(np.isfinite(values) & ((values < lo) | (values > hi))):
                 flags[i].append(name)
         return flags
-
-
-def combine_marginal(outputs: np.ndarray, rows: np.ndarray, weights: np.ndarray, n: int) -> np.ndarray:
-    """Share-weighted mixture, per source row, of the outputs of :meth:`FeatureEncoder.marginalise`'s rows."""
-    out = np.zeros((n, *outputs.shape[1:]), dtype=np.float64)
-    np.add.at(out, rows, outputs * weights.reshape(-1, *([1] * (outputs.ndim - 1))))
-    return out.astype(outputs.dtype)
 
 
 def _categorical_strings(column: np.ndarray, name: str) -> list[str | None]:

@@ -45,25 +45,25 @@ Safety floor (Vigil's mapping, not the RCP's)
 The scores are computed as given: this module does not re-check plausibility ranges (that is
 :func:`models.triage.record.validate_record`'s job at the edge) nor fill ACVPU from GCS (done there too).
 NEWS2 is not validated for patients under 16 or in pregnancy (RCP 2017); callers decide applicability.
+The chart is scored in one place, :func:`score_arrays` (numpy, vectorised): :func:`news2` calls it for one
+record and :func:`models.triage.news2_arrays.news2_arrays` for many, so the two cannot disagree.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import numpy as np
 
 from models.errors import InputValidationError
 from models.labels import ACUITY_LEVELS
-from models.triage.columns import as_columns, float_column, is_missing, n_rows, object_column
+from models.triage.columns import is_missing
 from models.triage.record import CONSCIOUSNESS_LEVELS, NUMERIC_BY_NAME
-
-if TYPE_CHECKING:  # pandas is only needed by news2_frame
-    import pandas as pd
 
 #: The seven NEWS2 parameters, by canonical field name, in the order of the RCP chart.
 PARAMETERS: Final[tuple[str, ...]] = (
@@ -98,18 +98,23 @@ MEDIUM_MIN_SCORE: Final[int] = 5
 HIGH_MIN_SCORE: Final[int] = 7
 
 _INF = math.inf
-# Each table lists (inclusive upper bound, points); the first bound a value does not exceed applies.
-_Table = tuple[tuple[float, int], ...]
-_RESP_RATE: Final[_Table] = ((8, 3), (11, 1), (20, 0), (24, 2), (_INF, 3))
-_SPO2_SCALE_1: Final[_Table] = ((91, 3), (93, 2), (95, 1), (_INF, 0))
-_SPO2_SCALE_2_AIR: Final[_Table] = ((83, 3), (85, 2), (87, 1), (_INF, 0))
-_SPO2_SCALE_2_OXYGEN: Final[_Table] = ((83, 3), (85, 2), (87, 1), (92, 0), (94, 1), (96, 2), (_INF, 3))
-_SBP: Final[_Table] = ((90, 3), (100, 2), (110, 1), (219, 0), (_INF, 3))
-_HEART_RATE: Final[_Table] = ((40, 3), (50, 1), (90, 0), (110, 1), (130, 2), (_INF, 3))
-_TEMPERATURE: Final[_Table] = ((35.0, 3), (36.0, 1), (38.0, 0), (39.0, 1), (_INF, 2))
-_OXYGEN_POINTS: Final[int] = 2
-_ACVPU_POINTS: Final[dict[str, int]] = {"A": 0, "C": 3, "V": 3, "P": 3, "U": 3}
-_RED: Final[int] = 3
+#: A points table of the chart: (inclusive upper bound, points) pairs; the first bound a value does not exceed applies.
+PointsTable = tuple[tuple[float, int], ...]
+RESP_RATE_TABLE: Final[PointsTable] = ((8, 3), (11, 1), (20, 0), (24, 2), (_INF, 3))
+SPO2_SCALE_1_TABLE: Final[PointsTable] = ((91, 3), (93, 2), (95, 1), (_INF, 0))
+SPO2_SCALE_2_AIR_TABLE: Final[PointsTable] = ((83, 3), (85, 2), (87, 1), (_INF, 0))
+SPO2_SCALE_2_OXYGEN_TABLE: Final[PointsTable] = ((83, 3), (85, 2), (87, 1), (92, 0), (94, 1), (96, 2), (_INF, 3))
+SBP_TABLE: Final[PointsTable] = ((90, 3), (100, 2), (110, 1), (219, 0), (_INF, 3))
+HEART_RATE_TABLE: Final[PointsTable] = ((40, 3), (50, 1), (90, 0), (110, 1), (130, 2), (_INF, 3))
+TEMPERATURE_TABLE: Final[PointsTable] = ((35.0, 3), (36.0, 1), (38.0, 0), (39.0, 1), (_INF, 2))
+#: Points for supplemental oxygen, per ACVPU level, and of a single parameter that makes a red flag.
+OXYGEN_POINTS: Final[int] = 2
+ACVPU_POINTS: Final[dict[str, int]] = {"A": 0, "C": 3, "V": 3, "P": 3, "U": 3}
+RED_FLAG_POINTS: Final[int] = 3
+#: :data:`FLOOR` by band code (the index into :data:`BANDS`).
+_FLOOR_BY_CODE: Final = np.array([FLOOR[band] for band in BANDS], dtype=np.int64)
+#: The parameters measured as numbers (the others are the oxygen flag and ACVPU).
+_VITALS: Final[tuple[str, ...]] = ("resp_rate", "spo2", "sbp", "heart_rate", "temperature_c")
 
 
 @dataclass(frozen=True)
@@ -146,11 +151,77 @@ class News2Result:
     minimum_acuity: int
 
 
-def _points(table: _Table, value: float) -> int:
-    for bound, points in table:
-        if value <= bound:
-            return points
-    raise AssertionError("unreachable: every table ends with an infinite bound")
+@functools.cache
+def _table_arrays(table: PointsTable) -> tuple[np.ndarray, np.ndarray]:
+    return np.array([bound for bound, _ in table]), np.array([p for _, p in table], dtype=np.int64)
+
+
+def points_array(table: PointsTable, values: np.ndarray) -> np.ndarray:
+    """The chart's points for each value (``NaN``, missing, scores 0)."""
+    bounds, points = _table_arrays(table)
+    index = np.searchsorted(bounds, np.nan_to_num(values, nan=0.0), side="left")  # first bound >= value
+    return np.where(np.isnan(values), 0, points[np.minimum(index, len(table) - 1)])
+
+
+def score_arrays(
+    resp_rate: np.ndarray,
+    spo2: np.ndarray,
+    on_oxygen: np.ndarray,
+    sbp: np.ndarray,
+    heart_rate: np.ndarray,
+    acvpu_points: np.ndarray,
+    acvpu_missing: np.ndarray,
+    temperature_c: np.ndarray,
+    spo2_scale_2: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """The one NEWS2 scoring, of 1-D arrays of one length (``NaN`` missing; ``on_oxygen`` 1.0, 0.0 or ``NaN``;
+    ``spo2_scale_2`` bool; ``acvpu_points`` already scored, ``acvpu_missing`` where it was not given). Used by
+    :func:`news2` (one record) and :func:`models.triage.news2_arrays.news2_arrays` (many).
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        ``score`` (int64), ``red_flag`` (bool), ``n_missing`` (int64), ``band_code`` (int64, an index into
+        :data:`BANDS`), ``minimum_acuity`` (int64, :data:`FLOOR` of the band), and per parameter, in
+        :data:`PARAMETERS` order, ``points`` (int64 [7, N]) and ``missing`` (bool [7, N]).
+    """
+    on_o2 = on_oxygen == 1.0
+    spo2_points = np.where(
+        spo2_scale_2,
+        np.where(on_o2, points_array(SPO2_SCALE_2_OXYGEN_TABLE, spo2), points_array(SPO2_SCALE_2_AIR_TABLE, spo2)),
+        points_array(SPO2_SCALE_1_TABLE, spo2),
+    )
+    components = {
+        "resp_rate": points_array(RESP_RATE_TABLE, resp_rate),
+        "spo2": spo2_points,
+        "on_supplemental_oxygen": np.where(on_o2, OXYGEN_POINTS, 0),
+        "sbp": points_array(SBP_TABLE, sbp),
+        "heart_rate": points_array(HEART_RATE_TABLE, heart_rate),
+        "consciousness": np.asarray(acvpu_points, dtype=np.int64),
+        "temperature_c": points_array(TEMPERATURE_TABLE, temperature_c),
+    }
+    points = np.stack([components[name] for name in PARAMETERS]).astype(np.int64)
+    given = {"on_supplemental_oxygen": on_oxygen, "resp_rate": resp_rate, "spo2": spo2, "sbp": sbp}
+    given |= {"heart_rate": heart_rate, "temperature_c": temperature_c}
+    missing = np.stack(
+        [
+            np.asarray(acvpu_missing, dtype=bool) if name == "consciousness" else np.isnan(given[name])
+            for name in PARAMETERS
+        ]
+    )
+    score = np.sum(points, axis=0, dtype=np.int64)
+    red_flag = np.any(points == RED_FLAG_POINTS, axis=0)
+    band_code = np.select([score >= HIGH_MIN_SCORE, score >= MEDIUM_MIN_SCORE, red_flag], [3, 2, 1], default=0)
+    band_code = band_code.astype(np.int64)
+    return {
+        "score": score,
+        "red_flag": red_flag,
+        "n_missing": missing.sum(axis=0, dtype=np.int64),
+        "band_code": band_code,
+        "minimum_acuity": _FLOOR_BY_CODE[band_code],
+        "points": points,
+        "missing": missing,
+    }
 
 
 def _number(field: str, value: Any) -> float | None:
@@ -172,24 +243,17 @@ def _flag(field: str, value: Any) -> bool | None:
     raise InputValidationError(field, f"'{field}' must be true or false; got {str(value)[:16]!r}")
 
 
-def _acvpu(value: Any) -> str | None:
+def acvpu_level(value: Any) -> str | None:
+    """An ACVPU level as its canonical letter (None when missing), or an error naming ``consciousness``."""
     if is_missing(value):
         return None
     text = str(value).strip().upper()
-    if text not in _ACVPU_POINTS:
+    if text not in ACVPU_POINTS:
         raise InputValidationError(
             "consciousness",
             f"'consciousness' must be one of {list(CONSCIOUSNESS_LEVELS)} (ACVPU); got {str(value)[:32]!r}",
         )
     return text
-
-
-def _band(score: int, red_flag: bool) -> str:
-    if score >= HIGH_MIN_SCORE:
-        return "high"
-    if score >= MEDIUM_MIN_SCORE:
-        return "medium"
-    return "low-medium" if red_flag else "low"
 
 
 def minimum_acuity(band: str) -> int:
@@ -271,236 +335,39 @@ def news2(record: Mapping[str, Any]) -> News2Result:
     """
     scale_2 = _flag("spo2_scale_2", record.get("spo2_scale_2")) is True
     oxygen = _flag("on_supplemental_oxygen", record.get("on_supplemental_oxygen"))
-    tables: dict[str, _Table] = {
-        "resp_rate": _RESP_RATE,
-        "spo2": (_SPO2_SCALE_2_OXYGEN if oxygen else _SPO2_SCALE_2_AIR) if scale_2 else _SPO2_SCALE_1,
-        "sbp": _SBP,
-        "heart_rate": _HEART_RATE,
-        "temperature_c": _TEMPERATURE,
-    }
-    components: dict[str, int] = {}
-    missing: list[str] = []
-    for name in PARAMETERS:
-        if name == "on_supplemental_oxygen":
-            components[name] = _OXYGEN_POINTS if oxygen else 0
-            present = oxygen is not None
-        elif name == "consciousness":
-            level = _acvpu(record.get(name))
-            components[name] = 0 if level is None else _ACVPU_POINTS[level]
-            present = level is not None
-        else:
-            value = _number(name, record.get(name))
-            components[name] = 0 if value is None else _points(tables[name], value)
-            present = value is not None
-        if not present:
-            missing.append(name)
-    score = sum(components.values())
-    red_flag = any(points == _RED for points in components.values())
-    band = _band(score, red_flag)
+    level = acvpu_level(record.get("consciousness"))
+    vitals = {name: _number(name, record.get(name)) for name in _VITALS}
+
+    def one(value: float | None) -> np.ndarray:
+        return np.array([math.nan if value is None else value])
+
+    news = score_arrays(
+        one(vitals["resp_rate"]),
+        one(vitals["spo2"]),
+        one(None if oxygen is None else float(oxygen)),
+        one(vitals["sbp"]),
+        one(vitals["heart_rate"]),
+        np.array([0 if level is None else ACVPU_POINTS[level]]),
+        np.array([level is None]),
+        one(vitals["temperature_c"]),
+        np.array([scale_2]),
+    )
+    return result_at(news, 0)
+
+
+def result_at(news: Mapping[str, np.ndarray], i: int) -> News2Result:
+    """Record ``i`` of a :func:`score_arrays` (or :func:`models.triage.news2_arrays.news2_arrays`) result, with its
+    breakdown: what a response reports for one patient, read from the batch score the safety floor used."""
+    components = {name: int(news["points"][k, i]) for k, name in enumerate(PARAMETERS)}
+    missing = tuple(name for k, name in enumerate(PARAMETERS) if news["missing"][k, i])
+    score, band = int(news["score"][i]), BANDS[int(news["band_code"][i])]
     return News2Result(
         score=score,
         components=components,
         band=band,
         response=RESPONSE_SCORE_ZERO if score == 0 else RESPONSES[band],
-        red_flag=red_flag,
-        missing=tuple(missing),
+        red_flag=bool(news["red_flag"][i]),
+        missing=missing,
         partial=bool(missing),
         minimum_acuity=FLOOR[band],
     )
-
-
-def _float_array(field: str, values: Any, shape: tuple[int, ...] | None, *, boolean: bool) -> np.ndarray:
-    raw = np.asarray(values)
-    expected = "1.0 (true), 0.0 (false) or NaN (missing)" if boolean else "numbers (NaN for missing)"
-    if raw.dtype == object:
-        items: list[float] = []
-        for value in raw.ravel():
-            is_bool = isinstance(value, (bool, np.bool_))
-            if is_missing(value):
-                items.append(math.nan)
-            elif (is_bool and boolean) or (isinstance(value, numbers.Real) and not is_bool):
-                items.append(float(value))
-            else:
-                raise InputValidationError(field, f"'{field}' must hold {expected}; got a {type(value).__name__}")
-        out = np.array(items, dtype=float).reshape(raw.shape)
-    elif raw.dtype.kind in ("biuf" if boolean else "iuf"):
-        out = raw.astype(float)
-    else:
-        raise InputValidationError(field, f"'{field}' must hold {expected}; got dtype {raw.dtype}")
-    if shape is not None and out.shape != shape:
-        raise InputValidationError(field, f"'{field}' must have shape {shape}; got {out.shape}")
-    if boolean and not np.all(np.isnan(out) | (out == 0) | (out == 1)):
-        raise InputValidationError(field, f"'{field}' must hold {expected}")
-    return out
-
-
-def _points_array(table: _Table, values: np.ndarray) -> np.ndarray:
-    bounds = np.array([bound for bound, _ in table])
-    points = np.array([p for _, p in table], dtype=np.int64)
-    index = np.searchsorted(bounds, np.nan_to_num(values, nan=0.0), side="left")  # first bound >= value
-    return np.where(np.isnan(values), 0, points[np.minimum(index, len(table) - 1)])
-
-
-def news2_arrays(
-    resp_rate: Any,
-    spo2: Any,
-    on_oxygen: Any,
-    sbp: Any,
-    heart_rate: Any,
-    consciousness: Any,
-    temperature_c: Any,
-    spo2_scale_2: Any = None,
-) -> dict[str, np.ndarray]:
-    """Score many records with NEWS2 at once; agrees exactly with :func:`news2` element by element.
-
-    Parameters
-    ----------
-    resp_rate, spo2, sbp, heart_rate, temperature_c : array_like of float
-        Canonical units (see module docstring); ``NaN`` is missing. All arrays share one shape.
-    on_oxygen : array_like of float
-        1.0 on supplemental oxygen, 0.0 on air, ``NaN`` missing (scored as air, counted missing).
-    consciousness : array_like of object
-        ACVPU strings ('A', 'C', 'V', 'P', 'U'); ``None``/``NaN`` is missing.
-    spo2_scale_2 : array_like of float, optional
-        1.0 where SpO2 scale 2 applies; 0.0, ``NaN`` or ``None`` (the default, for every record) mean
-        scale 1.
-
-    Returns
-    -------
-    dict of str to numpy.ndarray
-        ``score`` (int64), ``red_flag`` (bool), ``n_missing`` (int64), ``band_code`` (int64, index into
-        :data:`BANDS`) and ``minimum_acuity`` (int64), each of the input shape.
-
-    Raises
-    ------
-    InputValidationError
-        Naming the field, for a non-numeric array, a shape mismatch, a boolean array holding anything but
-        0, 1 or NaN, or an unknown consciousness value.
-    """
-    rr = _float_array("resp_rate", resp_rate, None, boolean=False)
-    shape = rr.shape
-    sat = _float_array("spo2", spo2, shape, boolean=False)
-    oxygen = _float_array("on_supplemental_oxygen", on_oxygen, shape, boolean=True)
-    systolic = _float_array("sbp", sbp, shape, boolean=False)
-    pulse = _float_array("heart_rate", heart_rate, shape, boolean=False)
-    temp = _float_array("temperature_c", temperature_c, shape, boolean=False)
-    if spo2_scale_2 is None:
-        scale_2 = np.zeros(shape, dtype=bool)
-    else:
-        scale_2 = _float_array("spo2_scale_2", spo2_scale_2, shape, boolean=True) == 1.0
-
-    levels = np.asarray(consciousness, dtype=object)
-    if levels.shape != shape:
-        raise InputValidationError("consciousness", f"'consciousness' must have shape {shape}; got {levels.shape}")
-    acvpu_points = np.zeros(shape, dtype=np.int64)
-    acvpu_missing = np.zeros(shape, dtype=bool)
-    for i, value in enumerate(levels.ravel()):
-        level = _acvpu(value)
-        if level is None:
-            acvpu_missing.flat[i] = True
-        else:
-            acvpu_points.flat[i] = _ACVPU_POINTS[level]
-
-    on_o2 = oxygen == 1.0
-    spo2_points = np.where(
-        scale_2,
-        np.where(on_o2, _points_array(_SPO2_SCALE_2_OXYGEN, sat), _points_array(_SPO2_SCALE_2_AIR, sat)),
-        _points_array(_SPO2_SCALE_1, sat),
-    )
-    components = (
-        _points_array(_RESP_RATE, rr),
-        spo2_points,
-        np.where(on_o2, _OXYGEN_POINTS, 0),
-        _points_array(_SBP, systolic),
-        _points_array(_HEART_RATE, pulse),
-        acvpu_points,
-        _points_array(_TEMPERATURE, temp),
-    )
-    score = np.sum(components, axis=0, dtype=np.int64).reshape(shape)
-    red_flag = np.any(np.stack(components) == _RED, axis=0).reshape(shape)
-    n_missing = sum(
-        np.isnan(a).astype(np.int64) for a in (rr, sat, oxygen, systolic, pulse, temp)
-    ) + acvpu_missing.astype(np.int64)
-    band_code = np.select([score >= HIGH_MIN_SCORE, score >= MEDIUM_MIN_SCORE, red_flag], [3, 2, 1], default=0).astype(
-        np.int64
-    )
-    floor_by_code = np.array([FLOOR[band] for band in BANDS], dtype=np.int64)
-    return {
-        "score": score,
-        "red_flag": red_flag,
-        "n_missing": np.asarray(n_missing, dtype=np.int64).reshape(shape),
-        "band_code": band_code,
-        "minimum_acuity": floor_by_code[band_code],
-    }
-
-
-def apply_floor_arrays(model_level: Any, floor: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Vectorised :func:`apply_floor`.
-
-    Parameters
-    ----------
-    model_level, floor : array_like of int
-        Acuity levels in 1-5, of one shape.
-
-    Returns
-    -------
-    level : numpy.ndarray of int64
-        ``np.minimum(model_level, floor)``.
-    raised : numpy.ndarray of bool
-        Where the floor made the recommendation more urgent.
-
-    Raises
-    ------
-    InputValidationError
-        If either array holds anything but levels 1-5, or the shapes differ.
-    """
-    arrays: dict[str, np.ndarray] = {}
-    for field, values in (("model_level", model_level), ("floor", floor)):
-        array = np.asarray(values)
-        if array.dtype.kind not in "iu" or not np.isin(array, ACUITY_LEVELS).all():
-            raise InputValidationError(field, f"'{field}' must hold integer acuity levels in {list(ACUITY_LEVELS)}")
-        arrays[field] = array.astype(np.int64)
-    model, limit = arrays["model_level"], arrays["floor"]
-    if model.shape != limit.shape:
-        raise InputValidationError("floor", f"'floor' must have the shape {model.shape} of 'model_level'")
-    return np.minimum(model, limit), model > limit
-
-
-def news2_columns(columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """:func:`news2_arrays` of validated records given as :mod:`models.triage.columns` columns (absent = missing)."""
-    cols = dict(columns)
-    n = n_rows(cols)
-    return news2_arrays(
-        float_column(cols, "resp_rate", n),
-        float_column(cols, "spo2", n),
-        float_column(cols, "on_supplemental_oxygen", n),
-        float_column(cols, "sbp", n),
-        float_column(cols, "heart_rate", n),
-        object_column(cols, "consciousness", n),
-        float_column(cols, "temperature_c", n),
-        float_column(cols, "spo2_scale_2", n),
-    )
-
-
-def news2_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    """Score every row of a frame of validated triage records.
-
-    Parameters
-    ----------
-    frame : pandas.DataFrame
-        Canonical columns (as returned by :func:`models.triage.record.validate_frame`); an absent NEWS2
-        column is treated as missing for every row.
-
-    Returns
-    -------
-    pandas.DataFrame
-        Indexed like ``frame``, with the columns of :func:`news2_arrays` plus ``band`` (str) and
-        ``partial`` (bool).
-    """
-    import pandas as pd
-
-    result = news2_columns(as_columns(frame))
-    out = pd.DataFrame(result, index=frame.index)
-    out["band"] = np.array(BANDS, dtype=object)[result["band_code"]]
-    out["partial"] = result["n_missing"] > 0
-    return out

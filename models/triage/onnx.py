@@ -6,8 +6,6 @@ and pandas, so serving can run without torch.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,11 +16,13 @@ import pandas as pd
 
 from models.errors import ModelArtifactError
 from models.labels import OUTCOMES
-from models.model_card import CARD_METADATA_KEY, ModelCard
+from models.model_card import ModelCard
+from models.onnx_file import open_onnx_model, write_card_metadata
 from models.triage.columns import Columns, as_columns, float_column, n_rows, object_column, take
 from models.triage.decision import recommend_levels, weights_by_age
-from models.triage.features import FeatureEncoder, combine_marginal
-from models.triage.news2 import apply_floor_arrays
+from models.triage.features import FeatureEncoder
+from models.triage.marginal import combine_marginal, marginalise
+from models.triage.news2_arrays import apply_floor_arrays
 from models.triage.safety_floor import safety_floor
 
 if TYPE_CHECKING:
@@ -30,15 +30,6 @@ if TYPE_CHECKING:
 
 INPUT_NAMES = ("numeric", "missing", "categorical", "tokens", "danger")
 OUTPUT_NAMES = ("acuity_probs", "outcome_probs")
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def export_triage_onnx(model: CalibratedTriageNet, example: dict[str, np.ndarray], card: ModelCard, path: Path) -> Path:
@@ -68,20 +59,6 @@ def export_triage_onnx(model: CalibratedTriageNet, example: dict[str, np.ndarray
     return path
 
 
-def write_card_metadata(path: Path, card: ModelCard) -> None:
-    """Put the model card into an ONNX file's metadata (replacing any), check the model and save it."""
-    import onnx
-
-    proto = onnx.load(str(path))
-    del proto.metadata_props[:]
-    entry = proto.metadata_props.add()
-    entry.key = CARD_METADATA_KEY
-    entry.value = card.to_json()
-    proto.producer_name = "vigil"
-    onnx.checker.check_model(proto)
-    onnx.save(proto, str(path))
-
-
 def _export(torch: Any, model: Any, args: tuple[Any, ...], path: Path) -> None:
     batch = torch.export.Dim("batch", min=1, max=1_000_000)
     torch.onnx.export(
@@ -95,51 +72,6 @@ def _export(torch: Any, model: Any, args: tuple[Any, ...], path: Path) -> None:
         output_names=list(OUTPUT_NAMES),
         dynamic_shapes={name: {0: batch} for name in INPUT_NAMES},
     )
-
-
-def default_threads() -> int:
-    """Threads for one onnxruntime session: the CPUs this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def open_onnx_model(
-    path: Path, *, threads: int | None = None, expected_sha256: str | None = None
-) -> tuple[Any, ModelCard, str]:
-    """Check an ONNX file, open one onnxruntime session on it and read its model card.
-
-    Returns (session, card, sha256). Shared by every Vigil model runtime.
-
-    Raises
-    ------
-    ModelArtifactError
-        Missing file, checksum mismatch, a file onnxruntime cannot load, or no model card in its metadata.
-    """
-    import onnxruntime as ort
-
-    if not path.is_file():
-        raise ModelArtifactError(f"ONNX model file not found: {path}")
-    sha256 = sha256_file(path)
-    if expected_sha256 is not None and expected_sha256 != sha256:
-        raise ModelArtifactError(
-            f"ONNX model checksum mismatch for {path.name}: expected {expected_sha256[:12]}..., got {sha256[:12]}..."
-        )
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or default_threads()
-    options.inter_op_num_threads = 1
-    # Idle intra-op threads would otherwise spin for a while after every run: in a service they burn the CPU
-    # that the next request (and the other workers) need. Measured in docs/serving_benchmark.md.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own untyped errors for a corrupt file
-        raise ModelArtifactError(f"ONNX model {path.name} could not be loaded: {type(exc).__name__}") from exc
-    meta = session.get_modelmeta().custom_metadata_map
-    if CARD_METADATA_KEY not in meta:
-        raise ModelArtifactError(f"ONNX model {path.name} has no '{CARD_METADATA_KEY}' metadata")
-    return session, ModelCard.from_json(meta[CARD_METADATA_KEY]), sha256
 
 
 @dataclass
@@ -163,6 +95,9 @@ class TriagePrediction:
     floor_source: np.ndarray | None = None
     floor_reasons: list[tuple[str, ...]] = field(default_factory=list)  # [B] why the floor is what it is
     red_flags: list[tuple[str, ...]] = field(default_factory=list)  # [B] red-flag ids found in the complaint
+    #: NEWS2 with its breakdown (:func:`models.triage.news2_arrays.news2_arrays`'s keys); one record:
+    #: :func:`models.triage.news2.result_at`. Empty where the prediction was not made by :meth:`TriageOnnxModel.decide`.
+    news2: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class TriageOnnxModel:
@@ -181,10 +116,10 @@ class TriageOnnxModel:
         """Run the graph on encoded inputs; returns (acuity_probs [B,5], outcome_probs [B,2]).
 
         A record that leaves blank a field training always recorded (sex) is scored as the mixture over that
-        field's values (:meth:`models.triage.features.FeatureEncoder.marginalise`).
+        field's values (:func:`models.triage.marginal.marginalise`).
         """
         n = len(inputs["categorical"])
-        expanded, rows, weights = self.encoder.marginalise(inputs)
+        expanded, rows, weights = marginalise(self.encoder, inputs)
         acuity, outcomes = self.session.run(list(OUTPUT_NAMES), {k: expanded[k] for k in INPUT_NAMES})
         if len(rows) == n:  # nothing blank: marginalise passed every row through, in order
             return acuity, outcomes
@@ -232,6 +167,7 @@ class TriageOnnxModel:
             floor_source=floor.source,
             floor_reasons=floor.reasons,
             red_flags=floor.red_flags,
+            news2=floor.news2,
         )
 
     def describe(self) -> dict[str, Any]:

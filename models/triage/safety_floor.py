@@ -61,7 +61,8 @@ import numpy as np
 
 from models.triage.columns import Columns, as_columns, float_column, is_missing, n_rows, object_column
 from models.triage.complaints import RED_FLAGS, read_complaint
-from models.triage.news2 import BANDS, news2_columns
+from models.triage.news2 import BANDS
+from models.triage.news2_arrays import news2_columns
 
 #: Floor sources, in the order that breaks ties (the first source giving the applied level is named).
 FLOOR_SOURCES: Final[tuple[str, ...]] = (
@@ -133,6 +134,9 @@ class SafetyFloor:
         NEWS2 aggregate (a lower bound where parameters are missing), whatever the age.
     news2_floor : numpy.ndarray of int64
         The NEWS2 band's floor where NEWS2 applies (16 and over, or age not recorded), else 5.
+    news2 : dict of str to numpy.ndarray
+        The whole NEWS2 score of :func:`models.triage.news2_arrays.news2_columns`, whatever the age, breakdown
+        included (one record: :func:`models.triage.news2.result_at`).
     """
 
     level: np.ndarray
@@ -141,6 +145,7 @@ class SafetyFloor:
     red_flags: list[tuple[str, ...]]
     news2_score: np.ndarray
     news2_floor: np.ndarray
+    news2: dict[str, np.ndarray]
 
 
 def _acvpu_rule(columns: Columns, n: int) -> tuple[np.ndarray, list[list[str]]]:
@@ -293,4 +298,5 @@ def safety_floor(frame: Columns) -> SafetyFloor:
         red_flags=flags,
         news2_score=news["score"],
         news2_floor=news2_floor,
+        news2=news,
     )

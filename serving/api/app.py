@@ -19,7 +19,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from models.errors import ConfigError, StoreUnavailableError
 from models.model_card import DECISION_SUPPORT_STATEMENT, IMAGING_DECISION_SUPPORT_STATEMENT
-from models.triage.onnx import default_threads
+from models.onnx_file import default_threads
 from serving.api import cds, dicomweb, imaging, ops, triage
 from serving.api.errors import install_error_handlers
 from serving.api.metrics import ServiceMetrics
@@ -28,7 +28,7 @@ from serving.api.schemas import Problem
 from serving.api.state import ServiceState
 from serving.model_source import TASKS, LocalFolderLocator, ModelHolder, ModelLocator, Task
 from serving.settings import ServingSettings, get_settings
-from serving.store.audit_chain import open_anchor
+from serving.store.audit_anchor import open_anchor
 from serving.store.database import Store
 
 log = logging.getLogger(__name__)

@@ -21,9 +21,10 @@ from starlette.concurrency import run_in_threadpool
 from models.errors import InputValidationError
 from models.triage.record import validate_record
 from serving.api.errors import ApiError
+from serving.api.json_body import read_json
 from serving.api.schemas import NO_MODEL_OR_AUDIT, problem_responses
 from serving.api.state import _BEARER, _HEADER, StateDep, require
-from serving.api.triage import read_json, score_records
+from serving.api.triage_scoring import score_records
 from serving.fhir import codes as fhir_codes
 from serving.fhir import record as fhir_record
 from serving.fhir import response as fhir_response

@@ -11,12 +11,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from models.errors import InputValidationError
 from models.imaging.sr import sr_to_bytes
-from models.labels import IMAGING_FINDING_CODES
-from models.model_card import IMAGING_DECISION_SUPPORT_STATEMENT
 from serving.api.errors import ApiError
 from serving.api.http_limits import upload_slot
 from serving.api.schemas import NO_MODEL_OR_AUDIT, SecondReadResult, problem_responses
 from serving.api.state import ServiceState, StateDep, audit_record, input_digest, require, write_audit
+from serving.imaging_result import audit_output, second_read_result, structured_report
 from serving.store.records import ApiKeyInfo
 
 router = APIRouter(tags=["imaging"])
@@ -97,40 +96,17 @@ def _second_read(
     state: ServiceState, request: Request, key: ApiKeyInfo, data: bytes, accept: str
 ) -> tuple[dict[str, Any], bytes | None, str]:
     model = state.holder.get("imaging")
-    runtime = model.runtime
-    read = runtime.second_read_dicom(data)
+    read = model.runtime.second_read_dicom(data)
     png = read.heatmap_png()
-    shown = read.shown_probabilities
-    findings = [
-        {
-            "finding": f,
-            "code": dict(zip(("value", "scheme", "meaning"), IMAGING_FINDING_CODES[f], strict=True)),
-            "status": read.status[f],
-            "status_reason": read.status_reason[f],
-            "probability": shown[f],
-            "operating_threshold": read.thresholds[f],
-            "flagged": read.flags[f],
-        }
-        for f in read.probabilities
-    ]
-    result = {
-        "request_id": request.state.request_id,
-        "model": model.ref(),
-        "flagged": read.flagged,
-        "findings": findings,
-        "heatmap_finding": read.top_finding,
-        "source": dict(read.source),
-        "timings_ms": {k: round(v, 3) for k, v in read.timings_ms.items()},
-        "decision_support_statement": IMAGING_DECISION_SUPPORT_STATEMENT,
-    }
+    result = second_read_result(read, model, request.state.request_id)
     payload: bytes | None = None
     media = "application/json"
     if DICOM in accept:
-        payload = sr_to_bytes(read.structured_report(runtime.card.name, model.resolved.version))
+        payload = sr_to_bytes(structured_report(read, model))
         media = DICOM
     elif PNG in accept:
         payload, media = png, PNG
-    audited = {**result, "response_media_type": media}
+    audited = audit_output(result, response_media_type=media)
     write_audit(state, [audit_record(request, key, "/v1/imaging/second-read", model, input_digest(data), audited)])
     state.metrics.predictions.labels("imaging", model.resolved.version).inc()
     if read.flagged:

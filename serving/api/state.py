@@ -3,7 +3,7 @@
 Authentication: an API key as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. No key, or an unknown or
 revoked one, or either header sent more than once (which copy counts would otherwise depend on the proxy), is 401
 with ``WWW-Authenticate``; a valid key without the route's scope is 403 (RFC 9110 and RFC 6750). Keys are stored
-hashed (:mod:`serving.store.database`).
+hashed (:mod:`serving.store.keys`).
 """
 
 from __future__ import annotations

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -10,7 +9,8 @@ from fastapi.responses import JSONResponse
 
 from models.errors import InputValidationError, RecordValidationErrors
 from models.triage.record import validate_record
-from serving.api.errors import ApiError, validation_errors
+from serving.api.errors import validation_errors
+from serving.api.json_body import read_json
 from serving.api.schemas import (
     NO_MODEL_OR_AUDIT,
     TriageBatchResult,
@@ -18,16 +18,14 @@ from serving.api.schemas import (
     problem_responses,
     triage_record_json_schema,
 )
-from serving.api.state import ServiceState, StateDep, audit_record, input_digest, require, write_audit
+from serving.api.state import StateDep, require
+from serving.api.triage_scoring import score_records
 from serving.store.records import ApiKeyInfo
-from serving.triage_result import build_results
 
 router = APIRouter(tags=["triage"])
 
 TriageKey = Annotated[ApiKeyInfo, Depends(require("triage"))]
 FHIR_JSON = "application/fhir+json"
-#: Deepest nesting of arrays and objects a JSON body may have (a CDS Hooks request with FHIR resources needs ~10).
-MAX_JSON_DEPTH = 64
 
 _ERRORS = problem_responses(
     "triage",
@@ -36,81 +34,6 @@ _ERRORS = problem_responses(
     _422="Invalid record: each error names the field",
     _503=NO_MODEL_OR_AUDIT,
 )
-
-
-def is_json(content_type: str | None, *extra: str) -> bool:
-    kind = (content_type or "").split(";", 1)[0].strip().lower()
-    return kind in ("application/json", *extra) or (kind.startswith("application/") and kind.endswith("+json"))
-
-
-def nesting_exceeds(value: Any, limit: int) -> bool:
-    """Whether arrays and objects in ``value`` nest more than ``limit`` deep (a scalar is depth 0; iterative, so
-    any depth is safe to check)."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
-        if children is None:
-            continue
-        if depth > limit:
-            return True
-        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
-    return False
-
-
-def parse_json(raw: bytes) -> Any:
-    """``raw`` parsed as JSON; :class:`InputValidationError` naming ``body`` when it does not parse or nests arrays
-    and objects deeper than :data:`MAX_JSON_DEPTH`.
-
-    Deep nesting is refused before anything recurses over the value: ``json.loads`` itself raises RecursionError
-    near Python's recursion limit (1,000 ``[`` in 2 KB), and so would ``json.dumps`` or a validator further on.
-    """
-    try:
-        value = json.loads(raw)
-    except RecursionError as exc:
-        raise InputValidationError(
-            "body", f"the body nests arrays or objects deeper than {MAX_JSON_DEPTH} levels"
-        ) from exc
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InputValidationError("body", f"the body is not valid JSON: {type(exc).__name__}") from exc
-    if nesting_exceeds(value, MAX_JSON_DEPTH):
-        raise InputValidationError("body", f"the body nests arrays or objects deeper than {MAX_JSON_DEPTH} levels")
-    return value
-
-
-async def read_json(request: Request) -> Any:
-    """The request body as JSON: 415 for another media type, 422 naming ``body`` when it does not parse or nests
-    too deep (:func:`parse_json`)."""
-    if not is_json(request.headers.get("content-type")):
-        raise ApiError(415, "send the record as application/json")
-    return parse_json(await request.body())
-
-
-def score_records(
-    state: ServiceState,
-    request: Request,
-    key: ApiKeyInfo,
-    route: str,
-    raws: list[dict[str, Any]],
-    records: list[dict[str, Any]],
-) -> list[dict[str, Any]]:
-    """Score validated records and audit each before anything is returned (runs in a worker thread)."""
-    model = state.holder.get("triage")
-    results = build_results(model, records)
-    for result in results:
-        result["request_id"] = request.state.request_id
-    write_audit(
-        state,
-        [
-            audit_record(request, key, route, model, input_digest(raw), result)
-            for raw, result in zip(raws, results, strict=True)
-        ],
-    )
-    version = model.resolved.version
-    state.metrics.predictions.labels("triage", version).inc(len(results))
-    state.metrics.flags.labels("news2_floor_raised").inc(sum(r["flags"]["news2_floor_raised_level"] for r in results))
-    state.metrics.flags.labels("safety_floor_raised").inc(sum(r["flags"]["safety_floor_raised_level"] for r in results))
-    return results
 
 
 _RECORD_BODY = {

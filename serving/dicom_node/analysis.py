@@ -1,6 +1,8 @@
 """The second read of one queued instance: model, audit record, the TID 1500 SR and the optional heat-map SC.
 
-:func:`analyse_item` returns the changes the queue records. A typed input error (not a chest radiograph,
+:func:`analyse_item` returns the changes the queue records. The result, its audit row and the SR are built by
+:mod:`serving.imaging_result`, as for ``POST /v1/imaging/second-read``; the queue keeps the result's
+:func:`serving.imaging_result.queued_result` form. A typed input error (not a chest radiograph,
 undecodable, inverted, ...) gives ``not_analysed`` with the error's field and message; a missing model or an
 unavailable audit store raises (the worker retries later: a read is never kept unaudited). The SR and the SC are
 made here, once, and written to disk, so every delivery attempt sends the same SOP Instance UIDs and a PACS that
@@ -25,11 +27,10 @@ from pydicom.dataset import Dataset
 
 from models.errors import ImagingInputError, InputValidationError
 from models.imaging.heatmap_sc import heatmap_secondary_capture
-from models.imaging.onnx import SecondRead
 from models.imaging.sr import sr_to_bytes
-from models.model_card import IMAGING_DECISION_SUPPORT_STATEMENT
-from serving.dicom_node.intake import owned_path, write_durably
+from serving.dicom_node.durable import owned_path, write_durably
 from serving.dicom_node.records import QueueItem
+from serving.imaging_result import audit_output, queued_result, second_read_result, structured_report
 from serving.model_source import LoadedModel
 from serving.store.database import Store
 
@@ -44,24 +45,6 @@ class Analysis:
 
     state: str  # "analysed" or "not_analysed"
     changes: dict[str, Any]
-
-
-def result_of(read: SecondRead, model: LoadedModel) -> dict[str, Any]:
-    """The JSON result kept in the queue (and audited): probabilities (None where a finding was not evaluated),
-    each finding's status and reason, thresholds, flags and the model."""
-    return {
-        "model": model.ref(),
-        "probabilities": read.shown_probabilities,
-        "thresholds": dict(read.thresholds),
-        "finding_status": dict(read.status),
-        "finding_status_reason": dict(read.status_reason),
-        "flags": dict(read.flags),
-        "flagged": read.flagged,
-        "flagged_findings": read.flagged_findings,
-        "source": dict(read.source),
-        "timings_ms": {k: round(v, 3) for k, v in read.timings_ms.items()},
-        "decision_support_statement": IMAGING_DECISION_SUPPORT_STATEMENT,
-    }
 
 
 def _part10(ds: Dataset) -> bytes:
@@ -97,27 +80,26 @@ def analyse_item(
         return Analysis(
             "not_analysed", {"reason_field": "file", "reason": "the stored instance is missing from the storage folder"}
         )
-    runtime = model.runtime
     try:
-        read = runtime.second_read_dicom(source)
-        sr = read.structured_report(runtime.card.name, model.resolved.version)
+        read = model.runtime.second_read_dicom(source)
+        sr = structured_report(read, model)
         sc = heatmap_secondary_capture(read) if send_heatmap_sc else None
     except (ImagingInputError, InputValidationError) as exc:
         log.info("instance %s not analysed: %s (%s)", item.sop_instance_uid, exc.field, type(exc).__name__)
         return Analysis("not_analysed", {"reason_field": exc.field, "reason": exc.message})
-    result = result_of(read, model)
     request_id = f"dicom-{uuid.uuid4().hex}"
+    result = second_read_result(read, model, request_id)
     sr_uids = {
         "sr_sop_instance_uid": str(sr.SOPInstanceUID),
         "sr_series_instance_uid": str(sr.SeriesInstanceUID),
         "sr_study_instance_uid": str(sr.StudyInstanceUID),
     }
-    audited = {
-        **result,
-        "sop_instance_uid": item.sop_instance_uid,
+    audited = audit_output(
+        result,
+        sop_instance_uid=item.sop_instance_uid,
         **sr_uids,
-        "heatmap_sop_instance_uid": str(sc.SOPInstanceUID) if sc is not None else None,
-    }
+        heatmap_sop_instance_uid=str(sc.SOPInstanceUID) if sc is not None else None,
+    )
     store.write_audits(
         [
             model.audit_record(
@@ -129,14 +111,15 @@ def analyse_item(
             )
         ]
     )
+    queued = queued_result(result)
     sr_path = write_durably(output_dir / "sr", sr_to_bytes(sr))
     sc_path = write_durably(output_dir / "sc", _part10(sc)) if sc is not None else None
     return Analysis(
         "analysed",
         {
-            "result": result,
+            "result": queued,
             "flagged": read.flagged,
-            "flagged_findings": tuple(result["flagged_findings"]),
+            "flagged_findings": tuple(queued["flagged_findings"]),
             "model_version": model.resolved.version,
             "request_id": request_id,
             "needs_delivery": needs_delivery,

@@ -26,7 +26,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 
 from models.errors import ConfigError, VigilError
-from serving.dicom_node.settings import Peer
+from serving.dicom_node.addresses import Peer
 
 __all__ = ["DeliveryError", "send_instances", "send_stow"]
 

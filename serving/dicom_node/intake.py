@@ -3,8 +3,9 @@
 The order is the guarantee. The bytes go to a temporary file in the storage folder, are fsynced, renamed into
 place and the folder fsynced; only then is the queue item committed; only after that does the caller answer
 success. A success therefore means the instance survives the process stopping. Files are named by a random id,
-never by anything the sender chose. A C-STORE's dataset arrives already spooled to a file in the storage folder
-(:mod:`.guard`), which is renamed into place rather than copied; STOW-RS hands over bytes.
+never by anything the sender chose (:mod:`.durable`). A C-STORE's dataset arrives already spooled to a file in the
+storage folder (:mod:`.spool`), which is renamed into place rather than copied; STOW-RS hands over bytes (both are a
+:class:`serving.dicom_node.received.ReceivedInstance` here).
 
 What is analysed: CR Image Storage, DX Image Storage (for presentation and for processing) and Secondary Capture
 Image Storage (the NIH chest radiographs as Google distributes them are SC with Modality DX). Any other storage
@@ -16,15 +17,13 @@ resources (disk or queue failed, or larger than allowed), 0xA900 data set does n
 another SOP Class or Instance UID than the dataset, or a STOW-RS instance belongs to another study than the URL's),
 0xC000 cannot understand (no usable SOP Instance UID). A refused instance is neither written nor queued.
 
-Files are created 0600 in folders 0700: received instances, SRs and heat maps all carry patient data.
+Files are created 0600 in folders 0700 (:mod:`.durable`): received instances, SRs and heat maps all carry patient
+data.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -37,22 +36,13 @@ from pydicom.uid import (
     SecondaryCaptureImageStorage,
 )
 
-from models.errors import ImagingInputError, StoreUnavailableError
-from models.imaging.pixels import read_dicom
+from models.errors import StoreUnavailableError
+from serving.dicom_node.durable import owned_path, private_dir, remove_quietly
 from serving.dicom_node.queue import WorkQueue
+from serving.dicom_node.received import BytesInstance, FileInstance, ReceivedInstance, header_uids
 from serving.dicom_node.records import NewInstance, QueueItem, check_uid
 
-__all__ = [
-    "ANALYSED_SOP_CLASSES",
-    "Intake",
-    "IntakeResult",
-    "Status",
-    "move_durably",
-    "owned_path",
-    "private_dir",
-    "remove_quietly",
-    "write_durably",
-]
+__all__ = ["ANALYSED_SOP_CLASSES", "Intake", "IntakeResult", "Status"]
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +55,6 @@ ANALYSED_SOP_CLASSES: Final = frozenset(
         SecondaryCaptureImageStorage,
     }
 )
-_FILE_MODE: Final = 0o600
-_DIR_MODE: Final = 0o700
 
 
 class Status:
@@ -93,121 +81,6 @@ class IntakeResult:
     @property
     def ok(self) -> bool:
         return self.status == Status.SUCCESS
-
-
-def private_dir(folder: Path) -> Path:
-    """``folder``, created if missing, readable by this user only (0700, also when it already existed)."""
-    folder.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
-    os.chmod(folder, _DIR_MODE)
-    return folder
-
-
-def write_durably(folder: Path, data: bytes, suffix: str = ".dcm") -> Path:
-    """Write ``data`` under ``folder/<2 hex>/<random>.dcm``: temp file, fsync, rename, fsync of the folder.
-
-    The file is created 0600 and both folders are 0700, whatever the umask: the bytes carry patient data.
-    """
-    name = uuid.uuid4().hex
-    private_dir(folder)
-    target_dir = private_dir(folder / name[:2])
-    target = target_dir / f"{name}{suffix}"
-    tmp = target_dir / f".{name}.tmp"
-    try:
-        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE), "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-        fd = os.open(target_dir, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return target
-
-
-def move_durably(folder: Path, spooled: Path, suffix: str = ".dcm") -> Path:
-    """Move a file already written on the same file system under ``folder/<2 hex>/<random>.dcm`` as
-    :func:`write_durably` writes one: fsync of the file, rename, fsync of the folder (0600 in 0700 folders)."""
-    name = uuid.uuid4().hex
-    private_dir(folder)
-    target_dir = private_dir(folder / name[:2])
-    target = target_dir / f"{name}{suffix}"
-    fd = os.open(spooled, os.O_RDONLY)
-    try:
-        os.fchmod(fd, _FILE_MODE)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(spooled, target)
-    fd = os.open(target_dir, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return target
-
-
-def remove_quietly(path: str | Path | None, root: Path) -> None:
-    """Delete a file the queue no longer needs, if it lies inside ``root``; a failure is logged, never raised."""
-    target = owned_path(root, path)
-    if target is None:
-        if path:
-            log.warning("not deleting a queued file outside the storage folder")
-        return
-    try:
-        target.unlink(missing_ok=True)
-    except OSError as exc:
-        log.warning("could not delete %s: %s", target.name, type(exc).__name__)
-
-
-def owned_path(root: Path, path: str | Path | None) -> Path | None:
-    """``path`` when it lies inside ``root`` (paths come from the queue, which another process may share)."""
-    if not path:
-        return None
-    resolved = Path(path).resolve()
-    return resolved if resolved.is_relative_to(Path(root).resolve()) else None
-
-
-def _raw_uid(ds: pydicom.Dataset, keyword: str) -> str | None:
-    """A UID element's value, without converting it again (a conversion outside read_dicom would warn with it)."""
-    try:
-        element = ds.get_item(keyword)
-    except (KeyError, ValueError, TypeError):  # pragma: no cover - malformed tag
-        return None
-    if element is None:
-        return None
-    value = element.value
-    if isinstance(value, bytes):
-        value = value.decode("ascii", "replace")
-    return check_uid(value)
-
-
-def _header_uids(data: bytes | Path) -> dict[str, str | None]:
-    """SOP class/instance, study, series and transfer syntax of a Part 10 file (header only; None when unreadable).
-
-    Read with :func:`models.imaging.pixels.read_dicom`, the one reader of untrusted DICOM: a deflated dataset is
-    inflated with a bound (pydicom alone would inflate a deflate bomb whole), pydicom's warnings stay out of the
-    association threads (its lock serialises the reads), and every parser failure is an ``ImagingInputError``.
-    """
-    keys = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
-    out: dict[str, str | None] = dict.fromkeys((*keys, "TransferSyntaxUID"))
-    try:
-        ds = read_dicom(data, stop_before_pixels=True, specific_tags=keys)
-    except ImagingInputError as exc:
-        log.info("unreadable instance header: %s (%s)", exc.field, type(exc).__name__)
-        return out
-    for key in keys:
-        out[key] = _raw_uid(ds, key)
-    meta = getattr(ds, "file_meta", None)
-    if meta is not None:
-        out["TransferSyntaxUID"] = _raw_uid(meta, "TransferSyntaxUID")
-        out["SOPClassUID"] = out["SOPClassUID"] or _raw_uid(meta, "MediaStorageSOPClassUID")
-        out["SOPInstanceUID"] = out["SOPInstanceUID"] or _raw_uid(meta, "MediaStorageSOPInstanceUID")
-    return out
 
 
 def _mismatch(
@@ -260,7 +133,7 @@ class Intake:
         0xA900 and nothing is written or queued. Never raises for a bad instance.
         """
         return self._take_in(
-            _BytesInstance(data),
+            BytesInstance(data),
             sop_class_uid=sop_class_uid,
             sop_instance_uid=sop_instance_uid,
             calling_aet=calling_aet,
@@ -294,7 +167,7 @@ class Intake:
                 reason="the instance could not be stored (spool outside the storage folder)",
             )
         return self._take_in(
-            _FileInstance(Path(path)),
+            FileInstance(Path(path)),
             sop_class_uid=sop_class_uid,
             sop_instance_uid=sop_instance_uid,
             calling_aet=calling_aet,
@@ -304,7 +177,7 @@ class Intake:
 
     def _take_in(
         self,
-        instance: _Instance,
+        instance: ReceivedInstance,
         *,
         sop_class_uid: str | None,
         sop_instance_uid: str | None,
@@ -321,14 +194,14 @@ class Intake:
 
     def _checked_take_in(
         self,
-        instance: _Instance,
+        instance: ReceivedInstance,
         sop_class_uid: str | None,
         sop_instance_uid: str | None,
         calling_aet: str,
         source: str,
         study_instance_uid: str | None,
     ) -> IntakeResult:
-        header = _header_uids(instance.source)
+        header = header_uids(instance.source)
         named_class, named_instance = check_uid(sop_class_uid), check_uid(sop_instance_uid)
         sop_class = named_class or header["SOPClassUID"]
         sop_instance = named_instance or header["SOPInstanceUID"]
@@ -430,61 +303,3 @@ class Intake:
             "not_analysed" if refused and outcome == "queued" else outcome,
             item,
         )
-
-
-class _Instance:
-    """One received instance, in memory (STOW-RS) or spooled to a file (C-STORE)."""
-
-    source: bytes | Path
-
-    def size(self) -> int:
-        raise NotImplementedError
-
-    def sha256(self) -> str:
-        raise NotImplementedError
-
-    def store(self, folder: Path) -> Path:
-        """Durably under ``folder`` (see :func:`write_durably`); returns where."""
-        raise NotImplementedError
-
-    def discard(self) -> None:
-        """Free what is left (a spooled file not stored)."""
-
-
-class _BytesInstance(_Instance):
-    source: bytes
-
-    def __init__(self, data: bytes) -> None:
-        self.source = data
-
-    def size(self) -> int:
-        return len(self.source)
-
-    def sha256(self) -> str:
-        return hashlib.sha256(self.source).hexdigest()
-
-    def store(self, folder: Path) -> Path:
-        return write_durably(folder, self.source)
-
-
-class _FileInstance(_Instance):
-    source: Path
-
-    def __init__(self, path: Path) -> None:
-        self.source = path
-
-    def size(self) -> int:
-        return self.source.stat().st_size
-
-    def sha256(self) -> str:
-        digest = hashlib.sha256()
-        with open(self.source, "rb") as handle:
-            while chunk := handle.read(1024 * 1024):
-                digest.update(chunk)
-        return digest.hexdigest()
-
-    def store(self, folder: Path) -> Path:
-        return move_durably(folder, self.source)
-
-    def discard(self) -> None:
-        self.source.unlink(missing_ok=True)

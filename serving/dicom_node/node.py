@@ -18,7 +18,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from models.errors import ConfigError
-from serving.dicom_node.intake import Intake, remove_quietly
+from serving.dicom_node.durable import remove_quietly
+from serving.dicom_node.intake import Intake
 from serving.dicom_node.queue import WorkQueue, open_queue
 from serving.dicom_node.records import QueueItem
 from serving.dicom_node.scp import StorageSCP

@@ -17,7 +17,7 @@ holds back the SR, nor a PACS that is down the notification::
 A claim sets a lease (``lease_owner``, ``lease_until``). An item whose lease has run out (its worker died) is
 claimed again; analysis is cut short as ``not_analysed`` after ``max_attempts`` such claims (a poison instance
 must not take the node down in a loop). Every transition is a function from one :class:`QueueItem` to the next,
-checked against the state and lease owner the caller expects, so both back-ends (:mod:`.queue` SQLite,
+checked against the state and lease owner the caller expects, so both back-ends (:mod:`.queue_sqlite` SQLite,
 :mod:`.queue_redis` Redis) apply the same rules by an atomic read-check-write of one item.
 
 Identity is the SOP Instance UID: a re-sent instance never makes a second analysis. Two re-sends do change the

@@ -42,15 +42,12 @@ from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # generated at import: untyped
 from pynetdicom.transport import ThreadedAssociationServer
 
-from serving.dicom_node.guard import (
-    ConnectionGuard,
-    NodeLimits,
-    SpooledDataset,
-    release_store_slot,
-    start_guarded_server,
-)
+from serving.dicom_node.addresses import ANY_CALLING_AET
+from serving.dicom_node.connection_guard import ConnectionGuard, NodeLimits, release_store_slot
+from serving.dicom_node.guard import start_guarded_server
 from serving.dicom_node.intake import ANALYSED_SOP_CLASSES, Intake, Status
-from serving.dicom_node.settings import ANY_CALLING_AET, DicomNodeSettings
+from serving.dicom_node.settings import DicomNodeSettings
+from serving.dicom_node.spool import SpooledDataset
 from serving.dicom_node.tls import server_context
 
 __all__ = ["StorageSCP", "decodable_transfer_syntaxes"]
@@ -115,7 +112,7 @@ class StorageSCP:
             ae.require_calling_aet = list(allowed)
         ae.acse_timeout = cfg.pre_association_timeout_s  # also how long an accepted socket may stay silent
         ae.dimse_timeout = ae.network_timeout = cfg.network_timeout_s
-        ae.maximum_pdu_size = cfg.max_pdu_bytes  # advertised, and enforced as each PDU is read (.guard)
+        ae.maximum_pdu_size = cfg.max_pdu_bytes  # advertised, and enforced as each PDU is read (.bounded_dul)
         ae.add_supported_context(Verification)
         decodable = decodable_transfer_syntaxes()
         for context in AllStoragePresentationContexts:

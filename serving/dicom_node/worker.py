@@ -1,8 +1,9 @@
-"""Worker threads: claim queued instances, run the second read, deliver the SR; retry with back-off.
+"""Worker threads: claim queued instances, run the second read, deliver the SR, notify the worklist; retry with
+back-off.
 
-Each worker loops: claim an item to analyse; else, when a destination is set, an item to deliver; else wait
-(``poll_s``, or until :meth:`WorkerPool.wake`). The model is taken from the :class:`~serving.model_source.ModelHolder`
-for every item, so a reload applies to the next one.
+Each worker loops: claim a due worklist notification, when one is configured; else, when a destination is set, an
+item to deliver; else an item to analyse; else wait (``poll_s``, or until :meth:`WorkerPool.wake`). The model is
+taken from the :class:`~serving.model_source.ModelHolder` for every item, so a reload applies to the next one.
 
 Failures and what they do:
 
@@ -15,10 +16,11 @@ Failures and what they do:
 - delivery fails -> ``analysed`` again with the next attempt after back-off; after ``max_attempts`` ->
   ``delivery_failed`` with the reason, logged at ERROR and listed; never dropped (see
   :meth:`~serving.dicom_node.queue.WorkQueue.requeue_delivery`);
-- a worklist notification (HL7 v2 over MLLP and/or FHIR Task, :mod:`.notify`) fails -> ``pending`` again after
-  back-off, the channels that acknowledged it not sent again; after ``max_attempts`` -> ``failed``, logged at
-  ERROR and listed; never dropped (see :meth:`~serving.dicom_node.queue.WorkQueue.requeue_notify`). Its state is
-  the item's own ``notify_*`` fields, so it neither waits for nor holds back the SR's delivery.
+- a worklist notification (HL7 v2 over MLLP and/or FHIR Task, :mod:`.notify`, sent by :mod:`.worker_notify`)
+  fails -> ``pending`` again after back-off, the channels that acknowledged it not sent again; after
+  ``max_attempts`` -> ``failed``, logged at ERROR and listed; never dropped (see
+  :meth:`~serving.dicom_node.queue.WorkQueue.requeue_notify`). Its state is the item's own ``notify_*`` fields, so
+  it neither waits for nor holds back the SR's delivery.
 """
 
 from __future__ import annotations
@@ -33,19 +35,11 @@ from typing import Any
 from models.errors import StoreUnavailableError
 from serving.dicom_node.analysis import analyse_item
 from serving.dicom_node.delivery import DeliveryError, send_instances, send_stow
-from serving.dicom_node.intake import owned_path, remove_quietly
-from serving.dicom_node.notify import (
-    Notice,
-    channels_to_send,
-    fhir_task,
-    notice_of,
-    oru_r01,
-    post_fhir_task,
-    send_mllp,
-)
+from serving.dicom_node.durable import owned_path, remove_quietly
 from serving.dicom_node.queue import WorkQueue
 from serving.dicom_node.records import ANALYSE, DELIVER, NOTIFY, QueueItem, backoff_delay
 from serving.dicom_node.settings import DicomNodeSettings
+from serving.dicom_node.worker_notify import notify_item
 from serving.model_source import ModelHolder, ModelUnavailableError
 from serving.store.database import Store
 
@@ -161,7 +155,9 @@ class WorkerPool:
         if self.settings.notifies:
             item = self.queue.claim(NOTIFY, owner, self.settings.lease_s)
             if item is not None:
-                self._notify(item)
+                notify_item(
+                    item, queue=self.queue, settings=self.settings, output_dir=self.output_dir, backoff=self._delay
+                )
                 return True
         if self.settings.delivers:
             item = self.queue.claim(DELIVER, owner, self.settings.lease_s)
@@ -314,108 +310,3 @@ class WorkerPool:
             item, expect_state="delivering", state="delivered", delivered_at=now, next_attempt_at=now, last_error=None
         )
         log.info("instance %s: SR delivered to %s", item.sop_instance_uid, self.targets)
-
-    def _notify(self, item: QueueItem) -> None:
-        """Send the worklist notification of a flagged item to each configured channel that has not acknowledged it
-        yet; record which did, retry the rest with back-off, or list it as failed after ``max_attempts``."""
-        cfg = self.settings
-        done = list(item.notified_channels)
-        reasons: list[str] = []
-        pending = channels_to_send(cfg.notify_channels(), done)
-        if item.notify_attempts > cfg.max_attempts:  # claimed again and again without finishing (a worker died)
-            reasons.append(f"the notification did not finish in {cfg.max_attempts} attempts")
-            pending = []
-        notice = None
-        if pending:
-            try:
-                sr_path = owned_path(self.output_dir, item.sr_path)
-                if sr_path is None:
-                    raise DeliveryError("no structured report was kept for this instance")
-                notice = notice_of(item, sr_path)
-            except DeliveryError as exc:
-                reasons.append(exc.reason)
-                pending = []
-        for channel in pending:
-            assert notice is not None
-            try:
-                self._send_notice(channel, notice)
-                done.append(channel)
-            except Exception as exc:  # DeliveryError, a TLS file gone (ConfigError), or anything unexpected
-                reasons.append(
-                    exc.reason
-                    if isinstance(exc, DeliveryError)
-                    else f"{channel} notification failed ({type(exc).__name__})"
-                )
-        now = time.time()
-        if not reasons:
-            self.queue.notify_transition(
-                item,
-                notify_state="sent",
-                notified_channels=tuple(done),
-                notified_at=now,
-                notify_next_at=None,
-                notify_error=None,
-            )
-            log.info("instance %s: worklist notified (%s)", item.sop_instance_uid, ", ".join(done))
-            return
-        reason = "; ".join(reasons)
-        if item.notify_attempts >= cfg.max_attempts:
-            log.error(
-                "instance %s: the worklist notification of a flagged read failed %d times, last: %s; kept as "
-                "failed (vigil dicom-queue failed)",
-                item.sop_instance_uid,
-                item.notify_attempts,
-                reason,
-            )
-            self.queue.notify_transition(
-                item, notify_state="failed", notified_channels=tuple(done), notify_error=reason, notify_next_at=None
-            )
-            return
-        delay = self._delay(item.notify_attempts)
-        log.warning(
-            "instance %s: worklist notification attempt %d failed (%s); retry in %.1f s",
-            item.sop_instance_uid,
-            item.notify_attempts,
-            reason,
-            delay,
-        )
-        self.queue.notify_transition(
-            item, notify_state="pending", notified_channels=tuple(done), notify_error=reason, notify_next_at=now + delay
-        )
-
-    def _send_notice(self, channel: str, notice: Notice) -> None:
-        """Send ``notice`` on one channel: the ORU^R01 over MLLP (``"hl7"``) or the FHIR Task (``"fhir"``).
-
-        Raises
-        ------
-        DeliveryError
-            The receiver refused it, did not answer, or could not be reached.
-        """
-        cfg = self.settings
-        if channel == "hl7":
-            host, port, tls = cfg.notify_hl7_peer()
-            message = oru_r01(
-                notice,
-                priority=cfg.notify_priority,
-                sending_facility=cfg.notify_hl7_sending_facility,
-                receiving_application=cfg.notify_hl7_receiving_application,
-                receiving_facility=cfg.notify_hl7_receiving_facility,
-            )
-            send_mllp(
-                message,
-                host,
-                port,
-                control_id=notice.control_id,
-                timeout_s=cfg.network_timeout_s,
-                tls=tls.context() if tls is not None else None,
-            )
-            return
-        assert cfg.notify_fhir_url is not None
-        secret = cfg.notify_fhir_authorization
-        post_fhir_task(
-            fhir_task(notice, priority=cfg.notify_priority),
-            cfg.notify_fhir_url,
-            timeout_s=cfg.network_timeout_s,
-            authorization=secret.get_secret_value() if secret else None,
-            verify=str(cfg.tls_ca) if cfg.tls_ca is not None else True,
-        )

@@ -94,7 +94,7 @@ def queue_url(request, tmp_path) -> Iterator[tuple[str, str]]:
 # ---------------------------------------------------------------------------------------------- DICOM helpers
 def load_fixture(path: Path):
     """A fixture file as a dataset in its own transfer syntax (the raw legacy file gets Implicit VR LE)."""
-    from models.imaging.pixels import read_dicom
+    from models.imaging.dicom_read import read_dicom
 
     return read_dicom(path)
 
@@ -266,7 +266,7 @@ def scp_factory(tmp_path):
     """``make(**settings)`` -> (scp, intake): a Storage SCP alone (no workers) on a free port, over a SQLite queue,
     admitting AE title MODALITY; every one stopped after the test."""
     from serving.dicom_node.intake import Intake
-    from serving.dicom_node.queue import SqliteQueue
+    from serving.dicom_node.queue_sqlite import SqliteQueue
     from serving.dicom_node.scp import StorageSCP
     from serving.dicom_node.settings import DicomNodeSettings
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from pydicom import Dataset
 
-from models.imaging.sr import read_second_read_sr
+from models.imaging.sr_read import read_second_read_sr
 from models.labels import IMAGING_FINDING_CODES
 from serving.dicom_node.records import QueueItem
 from tests.apt_tools import tool_or_skip
@@ -177,7 +177,7 @@ def _storescp(dcmtk: Dcmtk, work: Path) -> Iterator[tuple[str, Path]]:
 
 
 def _send_and_collect(dcmtk: Dcmtk, node, paths: list[Path], pacs: Path) -> list[Sent]:
-    from models.imaging.pixels import read_dicom
+    from models.imaging.dicom_read import read_dicom
 
     sources = {p.name: read_dicom(p) for p in paths}
     for path in paths:  # one association per file, proposing that file's transfer syntax (see PROPOSE)

@@ -8,7 +8,7 @@ import io
 import pytest
 from pydicom.uid import Comprehensive3DSRStorage, SecondaryCaptureImageStorage
 
-from models.imaging.sr import read_second_read_sr
+from models.imaging.sr_read import read_second_read_sr
 
 pytestmark = pytest.mark.slow  # stores every fixture through a running node
 
@@ -91,7 +91,7 @@ def test_every_fixture_is_read_reported_and_delivered(
         audit = audits[item.request_id]
         assert (audit.route, audit.client, audit.input_sha256) == ("dicom:c-store", "MODALITY", item.sha256)
         assert audit.output["sr_sop_instance_uid"] == item.sr_sop_instance_uid
-        assert audit.output["probabilities"] == item.result["probabilities"]
+        assert {f["finding"]: f["probability"] for f in audit.output["findings"]} == item.result["probabilities"]
 
     # The worklist: flagged items carry the SR's UIDs; the received instances themselves were not kept.
     flagged = node.list_items(flagged_only=True, limit=100)

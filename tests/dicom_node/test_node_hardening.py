@@ -23,9 +23,9 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 
-from serving.dicom_node.guard import SpooledDataset
 from serving.dicom_node.intake import Intake
 from serving.dicom_node.settings import DicomNodeSettings
+from serving.dicom_node.spool import SpooledDataset
 from tests.dicom_node.conftest import zero_radiograph
 
 pytestmark = pytest.mark.slow  # floods a running node with sockets

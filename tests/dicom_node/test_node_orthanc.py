@@ -20,7 +20,7 @@ import pytest
 import requests
 from typer.testing import CliRunner
 
-from models.imaging.sr import read_second_read_sr
+from models.imaging.sr_read import read_second_read_sr
 from tests.apt_tools import file_or_skip, tool_or_skip
 from tests.net import free_port
 from vigil.cli import app
@@ -99,7 +99,7 @@ def orthanc_binary() -> str:
 def test_orthanc_forwards_stable_series_and_finds_the_sr_and_heat_map_in_the_source_study(
     orthanc_binary, node_factory, fixtures_dir, tmp_path
 ):
-    from models.imaging.pixels import read_dicom
+    from models.imaging.dicom_read import read_dicom
 
     dicom_port = free_port()
     node = node_factory(
@@ -169,7 +169,7 @@ def test_results_go_back_by_stow_rs_with_retries_a_delivery_failed_list_and_a_re
     """VIGIL_DICOM_STOW_URL alone (no C-STORE destination): while the archive is down the SR's delivery fails,
     is retried, and is kept as delivery_failed naming STOW-RS; once the archive is up, a re-send stores the SR and
     the heat map by STOW-RS into the source study, where QIDO-RS finds them."""
-    from models.imaging.pixels import read_dicom
+    from models.imaging.dicom_read import read_dicom
 
     http_port = free_port()
     node = node_factory(

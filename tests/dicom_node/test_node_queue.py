@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from models.errors import ConfigError, InputValidationError
+from serving.dicom_node.addresses import parse_peer
 from serving.dicom_node.queue import open_queue
 from serving.dicom_node.records import (
     ANALYSE,
@@ -20,7 +21,7 @@ from serving.dicom_node.records import (
     backoff_delay,
     check_uid,
 )
-from serving.dicom_node.settings import DicomNodeSettings, load_dicom_settings, parse_peer
+from serving.dicom_node.settings import DicomNodeSettings, load_dicom_settings
 
 CR = "1.2.840.10008.5.1.4.1.1.1"
 

@@ -18,7 +18,7 @@ import pytest
 from pydicom import config, dcmread
 from pydicom.uid import Comprehensive3DSRStorage, SecondaryCaptureImageStorage
 
-from models.imaging.sr import read_second_read_sr
+from models.imaging.sr_read import read_second_read_sr
 from models.model_card import decision_support_statement
 
 pytestmark = pytest.mark.slow  # re-delivers through a running node

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pydicom.uid import Comprehensive3DSRStorage
 
-from models.imaging.sr import read_second_read_sr
+from models.imaging.sr_read import read_second_read_sr
 from serving.dicom_node.records import ANALYSE
 from serving.model_source import LocalFolderLocator, ModelHolder
 

@@ -24,9 +24,9 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from models.imaging.pixels import read_dicom
+from models.imaging.dicom_read import read_dicom
 from serving.dicom_node.intake import Intake, IntakeResult
-from serving.dicom_node.queue import SqliteQueue
+from serving.dicom_node.queue_sqlite import SqliteQueue
 from serving.dicom_node.scp import StorageSCP, decodable_transfer_syntaxes
 from serving.dicom_node.settings import DicomNodeSettings
 
@@ -292,7 +292,7 @@ def test_received_instances_and_written_results_are_private_to_the_node(tmp_path
     import os
     import stat
 
-    from serving.dicom_node.intake import write_durably
+    from serving.dicom_node.durable import write_durably
 
     (tmp_path / "in").mkdir(mode=0o755)
     old_umask = os.umask(0)

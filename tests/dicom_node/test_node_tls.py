@@ -29,7 +29,7 @@ from pydicom.uid import EnhancedSRStorage, ExplicitVRLittleEndian, generate_uid
 from models.errors import ConfigError
 from serving.dicom_node.delivery import DeliveryError, send_instances
 from serving.dicom_node.intake import Intake
-from serving.dicom_node.notify import send_mllp
+from serving.dicom_node.notify_mllp import send_mllp
 from serving.dicom_node.scp import StorageSCP
 from serving.dicom_node.settings import DicomNodeSettings, load_dicom_settings
 from serving.dicom_node.tls import address_allowed, parse_networks

@@ -1,6 +1,7 @@
-"""Worklist notifications (serving.dicom_node.notify): the HL7 v2.5.1 ORU^R01 and the FHIR R4 Task a flagged read
-makes, read back by libraries Vigil does not write them with (python-hl7, hl7apy STRICT, fhir.resources), sent
-over MLLP to python-hl7's MLLP server and POSTed to a FHIR stand-in; and the settings that turn them on."""
+"""Worklist notifications (serving.dicom_node.notify and its notify_hl7, notify_mllp, notify_fhir): the HL7 v2.5.1
+ORU^R01 and the FHIR R4 Task a flagged read makes, read back by libraries Vigil does not write them with
+(python-hl7, hl7apy STRICT, fhir.resources), sent over MLLP to python-hl7's MLLP server and POSTed to a FHIR
+stand-in; and the settings that turn them on."""
 
 from __future__ import annotations
 
@@ -10,14 +11,10 @@ from pydantic import ValidationError
 from models.errors import ConfigError
 from models.model_card import IMAGING_DECISION_SUPPORT_STATEMENT
 from serving.dicom_node.delivery import DeliveryError
-from serving.dicom_node.notify import (
-    Notice,
-    channels_to_send,
-    fhir_task,
-    hl7_escape,
-    post_fhir_task,
-    send_mllp,
-)
+from serving.dicom_node.notify import Notice, channels_to_send
+from serving.dicom_node.notify_fhir import fhir_task, post_fhir_task
+from serving.dicom_node.notify_hl7 import hl7_escape
+from serving.dicom_node.notify_mllp import send_mllp
 from serving.dicom_node.settings import DicomNodeSettings
 from serving.settings import load_validated
 from tests.dicom_node.worklist import NOTICE, fhir_receiver, mllp_receiver

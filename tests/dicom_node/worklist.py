@@ -21,7 +21,8 @@ from typing import Any
 from urllib.parse import unquote
 
 from models.labels import IMAGING_FINDING_CODES
-from serving.dicom_node.notify import FlaggedFinding, Notice, oru_r01
+from serving.dicom_node.notify import FlaggedFinding, Notice
+from serving.dicom_node.notify_hl7 import oru_r01
 from tests.net import http_server
 
 #: A header as real archives hold them: HL7 delimiters in the ID, the issuer and the name, a CR in the name.

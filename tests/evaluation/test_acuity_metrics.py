@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evaluation.metrics import (
+from evaluation.metrics.acuity import (
     acuity_confusion,
     acuity_summary,
     exact_agreement,

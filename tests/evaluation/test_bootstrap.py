@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from evaluation.bootstrap import ConfidenceInterval, bootstrap_ci, paired_bootstrap_difference
-from evaluation.metrics import auroc
+from evaluation.metrics.discrimination import auroc
 from models.errors import InputValidationError
 
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evaluation.metrics import net_benefit, net_benefit_treat_all
+from evaluation.metrics.decision import net_benefit, net_benefit_treat_all
 from models.errors import InputValidationError
 
 Y = np.array([1, 1, 0, 0, 0, 1, 0, 0, 0, 0])

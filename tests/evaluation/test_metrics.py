@@ -12,14 +12,13 @@ from scipy.optimize import minimize
 from scipy.special import expit, logit
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from evaluation.metrics import (
-    auprc,
-    auroc,
+from evaluation.metrics.calibration import (
     calibration_curve,
     calibration_slope_intercept,
     expected_calibration_error,
     observed_expected_ratio,
 )
+from evaluation.metrics.discrimination import auprc, auroc
 from models.errors import InputValidationError
 
 # Six rows. Positives score 0.9, 0.4, 0.7; negatives 0.8, 0.4, 0.1. Of the 9 positive/negative pairs,

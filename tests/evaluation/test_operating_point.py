@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from evaluation.metrics import positive_predictive_value, sensitivity, specificity
+from evaluation.metrics.decision import positive_predictive_value, sensitivity, specificity
 from models.errors import InputValidationError
 
 Y = [1, 1, 1, 0, 0, 0, 0, 1]

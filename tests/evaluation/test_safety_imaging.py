@@ -10,15 +10,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from evaluation import safety_imaging
 from evaluation.safety import SafetyReport
-from evaluation.safety_imaging import (
-    MIN_RELEASE_CASES,
-    RELEASE_N_PERTURBATIONS,
-    change_contrast,
-    run_imaging_safety_suite,
-    shift_window_centre,
-)
+from evaluation.safety_imaging import MIN_RELEASE_CASES, RELEASE_N_PERTURBATIONS, run_imaging_safety_suite
+from evaluation.safety_imaging_cases import LATERAL_VIEWS, change_contrast, perturbation_plan, shift_window_centre
+from models.imaging import header
 from models.imaging import pixels as imaging
 
 FINDINGS = tuple(f"finding{i}" for i in range(7))
@@ -117,7 +112,7 @@ def test_a_well_behaved_model_passes_every_invariant() -> None:
     assert [r.id for r in report.results] == ["imaging.real_films_accepted", *STABILITY, *REFUSALS]
     assert result(report, "imaging.window_centre.probabilities_stable").n_cases == 4 * 3
     assert result(report, "imaging.orientation.flags_stable").n_cases == 4 * 4
-    assert result(report, "imaging.lateral_refused").n_cases == 4 * len(safety_imaging.LATERAL_VIEWS)
+    assert result(report, "imaging.lateral_refused").n_cases == 4 * len(LATERAL_VIEWS)
     assert report.task == "imaging" and report.model_name == "fake-cxr"
     assert "44 perturbed images" in report.notes[0] and "Below the release configuration" in report.notes[-1]
     assert model.calls == 2  # batched: the films once, every perturbed image once
@@ -166,7 +161,7 @@ def test_the_suite_catches_laterality_and_orientation_sensitivity() -> None:
 
 def test_the_refusal_invariants_fail_without_the_gate(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(imaging, "check_image_quality", lambda image, field="image": None)
-    monkeypatch.setattr(imaging, "check_view", lambda view, field="ViewPosition": None)
+    monkeypatch.setattr(header, "check_view", lambda view, field="ViewPosition": None)  # check_radiograph's
     report = run_imaging_safety_suite(FakeModel(well_behaved), films(2), n_perturbations=2, n_refusal_cases=3)
     for id in REFUSALS:
         broken = result(report, id)
@@ -205,7 +200,7 @@ def test_perturbations_are_what_they_say() -> None:
 
 
 def test_the_release_configuration_reaches_ten_thousand_perturbed_images() -> None:
-    per_film = len(safety_imaging._perturbations(np.random.default_rng(0), RELEASE_N_PERTURBATIONS))
+    per_film = len(perturbation_plan(np.random.default_rng(0), RELEASE_N_PERTURBATIONS))
     assert per_film == 2 * RELEASE_N_PERTURBATIONS + 5 == 55
     assert 182 * per_film >= MIN_RELEASE_CASES > 181 * per_film
 

@@ -18,7 +18,7 @@ from evaluation.safety_report import safety_tags, write_safety_report
 from evaluation.safety_triage import run_triage_safety_suite
 from evaluation.safety_triage_cases import concat, red_flag_texts
 from models.triage.columns import Columns, float_column, n_rows, object_column
-from models.triage.record import validate_frame
+from models.triage.record_frame import validate_frame
 
 IDS = (
     "triage.unobserved_inputs_do_not_move_outputs",

@@ -13,18 +13,14 @@ from fairlearn.metrics import MetricFrame, false_negative_rate, false_positive_r
 from sklearn.metrics import precision_score, recall_score, roc_auc_score
 
 from evaluation.bootstrap import bootstrap_ci
-from evaluation.metrics import (
-    auroc,
-    expected_calibration_error,
-    high_acuity_under_triage_rate,
-    observed_expected_ratio,
-    positive_predictive_value,
-    sensitivity,
-    specificity,
-    under_triage_rate,
-)
+from evaluation.metrics.acuity import high_acuity_under_triage_rate, under_triage_rate
+from evaluation.metrics.calibration import expected_calibration_error, observed_expected_ratio
+from evaluation.metrics.decision import positive_predictive_value, sensitivity, specificity
+from evaluation.metrics.discrimination import auroc
 from fairness._weighted import Outcomes, WeightedPartition, _lerp
-from fairness.audit import INSUFFICIENT, MISSING_GROUP, SUFFICIENT, AuditResult, AuditSpec, audit
+from fairness.audit import audit
+from fairness.audit_result import INSUFFICIENT, SUFFICIENT, AuditResult
+from fairness.audit_spec import MISSING_GROUP, AuditSpec
 from models.errors import InputValidationError
 
 ALL_METRICS = (

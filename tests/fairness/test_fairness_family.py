@@ -10,9 +10,13 @@ import pandas as pd
 import pytest
 from scipy.stats import norm
 
-from fairness.audit import AuditResult, AuditSpec, audit
+from fairness.audit import audit
+from fairness.audit_result import AuditResult
+from fairness.audit_spec import AuditSpec
 from fairness.family import Statistic, simultaneous
-from fairness.policy import GateResult, gate, load_policy
+from fairness.gate import gate
+from fairness.gate_result import GateResult
+from fairness.policy import load_policy
 from fairness.report import card_groups
 
 pytestmark = pytest.mark.slow  # simulates the fairness gate's error rates

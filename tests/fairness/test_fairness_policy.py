@@ -14,8 +14,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from fairness.audit import AuditResult, AuditSpec, audit
-from fairness.policy import DEFAULT_POLICY_PATH, GateResult, ReleasePolicy, _judge, gate, load_policy
+from fairness.audit import audit
+from fairness.audit_result import AuditResult
+from fairness.audit_spec import AuditSpec
+from fairness.gate import gate
+from fairness.gate_result import GateResult
+from fairness.gate_rules import judge
+from fairness.policy import DEFAULT_POLICY_PATH, ReleasePolicy, load_policy
 from models.errors import ConfigError
 
 SHIPPED = yaml.safe_load(DEFAULT_POLICY_PATH.read_text(encoding="utf-8"))
@@ -363,7 +368,7 @@ def test_gate_result_round_trips_through_strict_json(gap_gate: GateResult) -> No
 )
 def test_straddle_rules(kind: str, estimate: float, low: float, high: float, rule: str, fails: bool) -> None:
     tol = {"gap": 0.02, "minimum": 0.70, "maximum": 1.25}[kind]
-    failed, note = _judge(kind, estimate, low, high, tol, rule)
+    failed, note = judge(kind, estimate, low, high, tol, rule)
     assert failed is fails
     if kind == "gap":
         straddles = not (low > tol or high < -tol or (-tol <= low and high <= tol))

@@ -11,8 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fairness.audit import AuditSpec, audit
-from fairness.policy import gate, load_policy
+from fairness.audit import audit
+from fairness.audit_spec import AuditSpec
+from fairness.gate import gate
+from fairness.policy import load_policy
 from fairness.report import write_reports
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -92,10 +92,11 @@ def test_evaluation_and_registry(imaging_run):
 
     work, result, cfg = imaging_run
     ev = result.evaluations["synthetic"]
-    assert ev["bootstrap_unit"] == "patient"
+    assert ev.bootstrap_unit == "patient" and ev.to_dict()["bootstrap_unit"] == "patient"
     test = synthetic_imaging(cfg.synthetic_n, cfg.image_size, cfg.seed).split("test")
     probs, _ = ImagingOnnxModel(result.shipped_path, threads=cfg.threads).run(test.images)
-    estimates = {f: ev["findings"][f]["auroc"]["estimate"] for f in IMAGING_FINDINGS}
+    estimates = {f: ev.to_dict()["findings"][f]["auroc"]["estimate"] for f in IMAGING_FINDINGS}
+    assert ev.auroc() == estimates
     oracle = {f: roc_auc_score(test.labels[:, j], probs[:, j]) for j, f in enumerate(IMAGING_FINDINGS)}
     assert estimates == pytest.approx(oracle, abs=1e-9)
     assert float(np.mean(list(estimates.values()))) > 0.6
@@ -136,7 +137,7 @@ def test_cli_second_read_writes_sr_heatmap_and_json(imaging_run, tmp_path):
         pytest.skip(f"DICOM fixtures not found at {FIXTURES}")
     from typer.testing import CliRunner
 
-    from models.imaging.sr import read_second_read_sr
+    from models.imaging.sr_read import read_second_read_sr
     from vigil.cli import app
 
     res = CliRunner().invoke(

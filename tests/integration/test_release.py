@@ -267,7 +267,7 @@ def test_an_imaging_model_without_its_suite_fails_closed(monkeypatch):
     from workflows.release import SafetySuiteUnavailableError, run_safety_suite, safety_check
 
     card = SimpleNamespace(features={"pixel_path_version": "any"})
-    monkeypatch.setattr("models.triage.onnx.open_onnx_model", lambda path: (None, card, "sha"))
+    monkeypatch.setattr("models.onnx_file.open_onnx_model", lambda path: (None, card, "sha"))
     monkeypatch.setitem(sys.modules, "evaluation.safety_imaging", None)  # import raises ImportError
     with pytest.raises(SafetySuiteUnavailableError, match="imaging safety suite") as caught:
         run_safety_suite(Path("cxr.onnx"))

@@ -60,10 +60,15 @@ def test_onnx_parity_and_dynamic_batch(pipeline_run):
 def test_model_learns_signal_and_baselines_share_rows(pipeline_run):
     _, result = pipeline_run
     test = result.evaluations["test"]
-    admitted = test["outcomes"]["admitted"]["models"]
-    assert admitted["Vigil"]["auroc"]["estimate"] > 0.7
+    admitted = test.outcomes["admitted"].models
+    assert admitted["Vigil"].auroc.estimate > 0.7
     assert {"NEWS2", "logistic regression", "gradient boosting"} <= set(admitted)
-    assert test["acuity"]["Vigil (with NEWS2 floor)"]["exact_agreement"] > 0.3
+    assert test.acuity.with_floor is not None and test.acuity.with_floor["exact_agreement"] > 0.3
+    # the JSON report keeps the display names a reader of evaluation_test.json knows
+    report = test.to_dict()
+    assert report["outcomes"]["admitted"]["models"]["Vigil"]["auroc"] == admitted["Vigil"].auroc.to_dict()
+    assert report["acuity"]["Vigil (with NEWS2 floor)"] == test.acuity.with_floor
+    assert test.metrics("test")["test.admitted.auroc"] == admitted["Vigil"].auroc.estimate
 
 
 def test_recommendation_never_below_news2_floor(pipeline_run):

@@ -13,7 +13,7 @@ import pytest
 
 from models.triage.complaint_terms import CASE_SENSITIVE, SNOMED_COMPLAINTS, SYNONYM_GROUPS
 from models.triage.complaints import RED_FLAGS, ComplaintReading, RedFlag, read_complaint
-from models.triage.features import tokenize
+from models.triage.tokens import tokenize
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DATA_DIR = Path(os.environ.get("VIGIL_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))

@@ -26,8 +26,9 @@ from pydicom.uid import RLELossless
 from models.errors import ImageDimensionError, UndecodablePixelDataError
 from models.imaging import pixel_data as dicom_pixel_data
 from models.imaging import pixels as imaging
+from models.imaging.header import check_radiograph
 from models.imaging.pixel_data import MAX_FRAME_SIDE
-from models.imaging.pixels import check_radiograph, decode_radiograph, load_dicom_for_model
+from models.imaging.pixels import decode_radiograph, load_dicom_for_model
 from tests.dicom_corpus import SEED, Corpus, encode, set_encapsulated
 
 CANNOT = r"^PixelData \(1\.2\.840\.10008\.1\.2\.5\) could not be decoded: "

@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.triage.features import NOT_LEARNT_REASON, FeatureEncoder, tokenize
+from models.triage.features import NOT_LEARNT_REASON, FeatureEncoder
 from models.triage.physiology import HINGES
-from models.triage.record import validate_frame
+from models.triage.record_frame import validate_frame
+from models.triage.tokens import tokenize
 
 
 def _frame(rows):
@@ -159,14 +160,14 @@ def test_unknown_words_are_dropped_and_near_misses_corrected():
 
 
 def test_a_blank_field_training_always_recorded_is_scored_as_the_mixture_of_its_values():
-    from models.triage.features import combine_marginal
+    from models.triage.marginal import combine_marginal, marginalise
 
     frame = _nhamcs_like()
     enc = FeatureEncoder.fit(frame, min_token_count=1)
     assert enc.marginalised["sex"] == {"female": 0.5, "male": 0.5}
     assert "arrival_mode" in enc.marginalised  # recorded in every row too
     records = frame.iloc[:3].assign(sex=["unknown", "female", "male"])
-    expanded, rows, weights = enc.marginalise(enc.transform(records))
+    expanded, rows, weights = marginalise(enc, enc.transform(records))
     assert sorted(rows.tolist()) == [0, 0, 1, 2]
     sex = list(enc.categorical_features).index("sex")
     assert sorted(expanded["categorical"][rows == 0, sex].tolist()) == [1, 2]

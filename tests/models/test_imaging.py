@@ -37,20 +37,20 @@ from models.errors import (
     UnsupportedPhotometricError,
 )
 from models.imaging import pixels as imaging
+from models.imaging.dicom_read import read_dicom
+from models.imaging.header import check_radiograph
+from models.imaging.image_file import load_image_file
 from models.imaging.pixels import (
     CONSISTENCY_MARGIN,
     IMAGE_MEAN,
     IMAGE_STD,
     PIXEL_PATH_VERSION,
     check_photometric_consistency,
-    check_radiograph,
     decode_radiograph,
     equalise_histogram,
     load_dicom_for_model,
-    load_image_file,
     photometric_consistency_score,
     prepare_image,
-    read_dicom,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -31,7 +31,9 @@ import pytest
 
 from models import errors as errors_module
 from models.errors import ImagingInputError
-from models.imaging.pixels import MAX_INFLATED_BYTES, MAX_SIDE, load_dicom_for_model, read_dicom
+from models.imaging.dicom_read import MAX_INFLATED_BYTES, read_dicom
+from models.imaging.header import MAX_SIDE
+from models.imaging.pixels import load_dicom_for_model
 from tests.dicom_corpus import MUTATIONS, NAMES, SEED, Corpus, CorpusItem, deflate_zeros, deflated_parts, meta_end
 
 #: Seconds an item may take: synthetic items take milliseconds (the deflate bomb ~0.8 s); the real J2K negative

@@ -25,7 +25,8 @@ from models.errors import (
     NonFrontalViewError,
 )
 from models.imaging import pixels as imaging
-from models.imaging.pixels import load_dicom_for_model, load_image_file, load_image_for_model, model_input
+from models.imaging.image_file import load_image_file, load_image_for_model
+from models.imaging.pixels import load_dicom_for_model, model_input
 from models.imaging.quality import (
     NON_FRONTAL_VIEWS,
     check_image_quality,
@@ -297,7 +298,7 @@ def test_quality_errors_are_input_validation_errors_for_serving_and_the_node() -
 
 def test_a_chart_of_flat_fills_is_refused_as_graphics() -> None:
     # A bar chart of ten flat fills passed every other check in 12 of 400 seeded charts (the safety suite found one).
-    from evaluation.safety_imaging import _chart_image
+    from evaluation.safety_imaging_cases import _chart_image
 
     accepted = []
     for seed in range(400):

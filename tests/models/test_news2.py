@@ -27,13 +27,12 @@ from models.triage.news2 import (
     RESPONSES,
     News2Result,
     apply_floor,
-    apply_floor_arrays,
     minimum_acuity,
     news2,
-    news2_arrays,
-    news2_frame,
+    result_at,
 )
-from models.triage.record import validate_frame
+from models.triage.news2_arrays import apply_floor_arrays, news2_arrays, news2_frame
+from models.triage.record_frame import validate_frame
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -483,6 +482,8 @@ def _assert_parity(records: list[dict[str, Any]]) -> None:
     np.testing.assert_array_equal(arrays["minimum_acuity"], [r.minimum_acuity for r in expected])
     assert arrays["score"].dtype.kind == "i"
     assert arrays["red_flag"].dtype == bool
+    # the breakdown a response reports, read from the batch score, is the one-record result in full
+    assert [result_at(arrays, i) for i in range(len(records))] == expected
 
 
 @settings(max_examples=300, deadline=None)
@@ -616,7 +617,10 @@ def test_floor_applied_from_news2_result() -> None:
 
 
 def test_import_needs_neither_pandas_nor_torch() -> None:
-    code = "import sys, models.triage.news2; assert not {'pandas', 'torch'} & set(sys.modules), sorted(sys.modules)"
+    code = (
+        "import sys, models.triage.news2, models.triage.news2_arrays; "
+        "assert not {'pandas', 'torch'} & set(sys.modules), sorted(sys.modules)"
+    )
     completed = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=False, timeout=60
     )

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from models.triage.columns import columns_from_records
-from models.triage.record import validate_frame
+from models.triage.record_frame import validate_frame
 from models.triage.safety_floor import FLOOR_SOURCES, SafetyFloor, safety_floor
 
 #: An adult scoring 0 on NEWS2, nothing missing, benign complaint.

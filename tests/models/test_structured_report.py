@@ -27,7 +27,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from models.errors import InputValidationError
-from models.imaging.sr import FindingResult, build_second_read_sr, read_second_read_sr, sr_to_bytes
+from models.imaging.sr import FindingResult, build_second_read_sr, sr_to_bytes
+from models.imaging.sr_read import read_second_read_sr
 from models.labels import IMAGING_FINDING_CODES, IMAGING_FINDINGS
 from models.model_card import decision_support_statement
 
@@ -356,7 +357,7 @@ def test_an_identifier_longer_than_sh_allows_is_written_empty_with_a_warning(
     value = "RIS-" + "7" * 13  # 17 characters
     source = long_identifiers(**{keyword: value})
     before = copy.deepcopy(source)
-    with caplog.at_level(logging.WARNING, logger="models.imaging.sr"):
+    with caplog.at_level(logging.WARNING, logger="models.imaging.source_header"):
         data = sr_to_bytes(build_second_read_sr(source, all_findings(), **ALGORITHM))
     sr = strict_read(data)  # pydicom with reading validation RAISE: every value valid
     assert keyword in sr and sr[keyword].value == ""
@@ -369,7 +370,7 @@ def test_an_identifier_longer_than_sh_allows_is_written_empty_with_a_warning(
 
 def test_an_identifier_of_exactly_16_characters_is_copied(caplog: pytest.LogCaptureFixture) -> None:
     source = make_cr(AccessionNumber="A" * 16, StudyID="S" * 16)
-    with caplog.at_level(logging.WARNING, logger="models.imaging.sr"):
+    with caplog.at_level(logging.WARNING, logger="models.imaging.source_header"):
         sr = strict_read(sr_to_bytes(build_second_read_sr(source, all_findings(), **ALGORITHM)))
     assert (sr.AccessionNumber, sr.StudyID) == ("A" * 16, "S" * 16) and "characters" not in caplog.text
 
@@ -522,7 +523,7 @@ def test_a_patient_id_longer_than_lo_allows_is_written_empty_and_one_of_64_is_co
     """LO holds 64 characters (PS3.5 6.2): a longer PatientID would make an invalid SR; it is left empty (Type 2),
     never cut to what could be another patient's ID, and logged by keyword and length only."""
     long_id = "MRN-" + "4" * 61  # 65 characters
-    with caplog.at_level(logging.WARNING, logger="models.imaging.sr"):
+    with caplog.at_level(logging.WARNING, logger="models.imaging.source_header"):
         sr = strict_read(
             sr_to_bytes(build_second_read_sr(long_identifiers(PatientID=long_id), all_findings(), **ALGORITHM))
         )

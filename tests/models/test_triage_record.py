@@ -11,13 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models.errors import RecordValidationErrors
-from models.triage.record import (
-    NUMERIC_FIELDS,
-    RECORD_FIELDS,
-    consciousness_from_gcs,
-    validate_frame,
-    validate_record,
-)
+from models.triage.record import NUMERIC_FIELDS, RECORD_FIELDS, consciousness_from_gcs, validate_record
+from models.triage.record_frame import validate_frame
 
 VALID = {
     "age_years": 54,

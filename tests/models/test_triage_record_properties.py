@@ -24,9 +24,9 @@ from models.triage.record import (
     RECORD_FIELDS,
     TEXT_FIELDS,
     NumericField,
-    validate_frame,
     validate_record,
 )
+from models.triage.record_frame import validate_frame
 
 
 def _any_case(value: str) -> st.SearchStrategy[str]:

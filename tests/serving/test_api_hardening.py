@@ -10,8 +10,8 @@ import uuid
 import pytest
 
 from models.errors import ConfigError
+from serving.api.json_body import MAX_JSON_DEPTH, nesting_exceeds
 from serving.api.metrics import METHODS, STATUSES, UNMATCHED, method_label, route_label, status_label
-from serving.api.triage import MAX_JSON_DEPTH, nesting_exceeds
 from serving.settings import ServingSettings, load_settings
 from tests.net import free_port
 

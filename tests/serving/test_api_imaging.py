@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from pydicom import config, dcmread
 
-from models.imaging.sr import read_second_read_sr
+from models.imaging.sr_read import read_second_read_sr
 from models.model_card import decision_support_statement
 from serving.api.schemas import SecondReadResult
 

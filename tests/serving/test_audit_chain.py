@@ -21,14 +21,8 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from models.errors import ConfigError
-from serving.store.audit_chain import (
-    ANCHOR_FILE_NAME,
-    AuditAnchor,
-    AuditAnchorSettings,
-    anchor_head,
-    open_anchor,
-    verify_audit,
-)
+from serving.store.audit_anchor import ANCHOR_FILE_NAME, AuditAnchor, AuditAnchorSettings, open_anchor
+from serving.store.audit_chain import anchor_head, verify_audit
 from serving.store.database import Store
 from serving.store.records import GENESIS_HASH, AuditRecord, audit_row_hash, canonical_json
 from tests.postgres import PG_URL, schema_url
@@ -395,7 +389,7 @@ def test_bad_anchor_settings_name_the_setting(tmp_path: Path, settings: dict[str
 
 
 def test_short_key_is_refused_without_echoing_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    from serving.store.audit_chain import load_anchor_settings
+    from serving.store.audit_anchor import load_anchor_settings
 
     monkeypatch.setenv("VIGIL_AUDIT_ANCHOR_KEY", "secret-but-short")
     with pytest.raises(ConfigError, match=r"setting VIGIL_AUDIT_ANCHOR_KEY: .*at least 32 bytes") as caught:

@@ -13,7 +13,7 @@ import pytest
 from pydicom import dcmread
 
 from models.imaging.onnx import ImagingOnnxModel
-from models.imaging.sr import read_second_read_sr
+from models.imaging.sr_read import read_second_read_sr
 from models.intended_use import (
     EVALUATED,
     NOT_VALIDATED,
@@ -26,7 +26,7 @@ from models.intended_use import (
     intended_use_from_json,
 )
 from models.labels import IMAGING_FINDINGS
-from models.triage.onnx import sha256_file
+from models.onnx_file import sha256_file
 from serving.model_source import LocalFolderLocator, ModelHolder, ResolvedModel, write_local_release
 
 CHILDREN = Population("frontal films of children aged 1 to 5 years", 1.0, 6.0, ("PA", "AP"))
@@ -58,7 +58,7 @@ def dicom(**header: str) -> bytes:
     """The drawn film as DICOM; ``header`` may hold malformed values (written as a site's device might)."""
     import warnings
 
-    from evaluation.safety_imaging import film_to_dicom
+    from evaluation.safety_imaging_cases import film_to_dicom
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

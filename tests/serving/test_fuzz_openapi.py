@@ -4,7 +4,7 @@ Every operation of the document the service serves gets generated requests, posi
 response must pass schemathesis's checks: no 5xx, and the status code, media type and body the document declares
 for it. Every secured operation is called without a key, with an unknown key and with a key lacking its scope: 401,
 401, 403, never a 5xx. The long run (thousands of requests, figures in docs/reliability_fuzz.md) is
-``benchmarks/fuzz_api.py``; the fuzzing code is that module's, so the two check the same things.
+``benchmarks/fuzz_api.py``; both use the fuzzing code of tests/fuzzing.py, so the two check the same things.
 
 Below them, regression tests for what the fuzzer found.
 """
@@ -15,7 +15,9 @@ import json
 
 import pytest
 
-from benchmarks.fuzz_api import (
+from serving.api.app import openapi_document
+from serving.api.errors import PROBLEM_JSON
+from tests.fuzzing import (
     CHECK_NAMES,
     KEY_SCOPES,
     ROUTE_SCOPES,
@@ -28,8 +30,6 @@ from benchmarks.fuzz_api import (
     register_serializers,
     synthetic_dicom,
 )
-from serving.api.app import openapi_document
-from serving.api.errors import PROBLEM_JSON
 
 pytestmark = pytest.mark.slow  # generated requests against the OpenAPI description
 

@@ -61,7 +61,7 @@ def _release(work: Path, name: str, version: str, status: str = "pass") -> None:
 def _registry_service(service_factory, work: Path, **settings):
     from serving.api.app import create_app
     from serving.store.database import Store
-    from workflows.serve import build_locator
+    from workflows.registry_locator import build_locator
 
     cfg = ServingSettings(work_dir=work, threads=1, **settings)
     store = Store(cfg.store_url())

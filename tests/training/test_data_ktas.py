@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from models.errors import DataSourceError
-from models.triage.record import RECORD_FIELDS, validate_frame
+from models.triage.record import RECORD_FIELDS
+from models.triage.record_frame import validate_frame
 from training.data import DATASET_COLUMNS, default_data_dir, load_dataset, load_ktas
 from training.data.ktas import KTAS_PATH, POST_TRIAGE_COLUMNS
 

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from models.errors import DataSourceError, InputValidationError
-from models.triage.record import RECORD_FIELDS, validate_frame
+from models.triage.record import RECORD_FIELDS
+from models.triage.record_frame import validate_frame
 from training.data import DATASET_COLUMNS, data_available, default_data_dir, frame_digest, load_dataset, load_nhamcs
 from training.data.nhamcs import fahrenheit_x10_to_celsius
 

@@ -9,7 +9,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from models.errors import InputValidationError
-from models.triage.record import NUMERIC_FIELDS, RECORD_FIELDS, validate_frame
+from models.triage.record import NUMERIC_FIELDS, RECORD_FIELDS
+from models.triage.record_frame import validate_frame
 from training.data import DATASET_COLUMNS, frame_digest, generate_synthetic
 from training.data.synthetic import COMPLAINTS, ETHNICITIES
 

@@ -71,7 +71,7 @@ def _gradient_film(low: float, span: float) -> np.ndarray:
 def test_a_window_change_saturating_less_than_the_tail_leaves_the_input_unchanged():
     """cxr-pixels/3: the darkest and brightest tenth are merged before equalisation, so a +20% contrast change that
     saturates less than that at each end gives the same model input up to float32 rounding (measured < 1e-4)."""
-    from evaluation.safety_imaging import change_contrast, shift_window_centre
+    from evaluation.safety_imaging_cases import change_contrast, shift_window_centre
     from models.imaging.pixels import model_input
 
     film = _gradient_film(0.02, 0.6)
@@ -84,7 +84,7 @@ def test_a_window_change_saturating_less_than_the_tail_leaves_the_input_unchange
 def test_saturation_is_what_a_saturating_display_window_does_after_equalisation():
     """A +20% contrast change saturating more than the merged tenth (s, t at the ends) is, after the pixel path,
     the film's own input with equalised values below s set to s/2 and above 1 - t to 1 - t/2 (resize aside)."""
-    from evaluation.safety_imaging import change_contrast
+    from evaluation.safety_imaging_cases import change_contrast
     from models.imaging.pixels import IMAGE_MEAN, IMAGE_STD, model_input
     from training.train_imaging import saturate
 

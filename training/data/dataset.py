@@ -1,7 +1,7 @@
 """The one in-memory form every data adapter returns: :class:`TriageDataset`.
 
 A dataset is a frame of canonical triage records (every column of
-:data:`models.triage.record.RECORD_FIELDS`, validated through :func:`models.triage.record.validate_frame`)
+:data:`models.triage.record.RECORD_FIELDS`, validated through :func:`models.triage.record_frame.validate_frame`)
 plus label and meta columns, the sha256 of the source files it was read from, and a digest of the exact rows,
 so a trained model can name the data it saw.
 
@@ -30,7 +30,8 @@ import pandas as pd
 from models.errors import DataSourceError, InputValidationError
 from models.triage.decision import AGE_BAND_EDGES
 from models.triage.decision import AGE_BANDS as DECISION_AGE_BANDS
-from models.triage.record import NUMERIC_FIELDS, RECORD_FIELDS, Mode, validate_frame
+from models.triage.record import NUMERIC_FIELDS, RECORD_FIELDS
+from models.triage.record_frame import Mode, validate_frame
 
 LABEL_COLUMNS: Final[tuple[str, ...]] = ("acuity", "admitted", "critical", "nurse_acuity")
 META_COLUMNS: Final[tuple[str, ...]] = ("visit_id", "dataset", "year", "age_band", "payer", "weight")

@@ -1,8 +1,8 @@
 """Chest X-ray datasets: NIH ChestX-ray14 (1,000 images at 64 px) and the Kermany paediatric set.
 
-Both go through the one pixel path (:func:`models.imaging.pixels.load_image_for_model`: the dataset's view checked as
-ViewPosition is, the quality gate, histogram equalisation, resize), exactly as DICOM does at serving time. Splits
-are by patient and seeded: the NIH folder split leaks patients across train/valid/test and is ignored.
+Both go through the one pixel path (:func:`models.imaging.image_file.load_image_for_model`: the dataset's view
+checked as ViewPosition is, the quality gate, histogram equalisation, resize), exactly as DICOM does at serving
+time. Splits are by patient and seeded: the NIH folder split leaks patients across train/valid/test and is ignored.
 
 Labels are multi-label over :data:`models.labels.IMAGING_FINDINGS` with a mask: NIH images carry the NIH
 findings and no pneumonia label (NIH's text-mined pneumonia label is a different construct from the
@@ -23,7 +23,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from models.errors import DataSourceError, ImagingInputError
-from models.imaging.pixels import load_image_for_model, prepare_image
+from models.imaging.image_file import load_image_for_model
+from models.imaging.pixels import prepare_image
 from models.imaging.quality import equalise_histogram
 from models.labels import IMAGING_FINDINGS, NIH_LABELS_BY_FINDING
 
