@@ -155,6 +155,17 @@ def _hammer(svc, stop, results, lock) -> None:
             results.append((time.monotonic(), res.status_code, body.get("request_id"), "acuity" in body))
 
 
+def _wait_for(results, lock, condition, timeout_s: float = 60.0) -> None:
+    """Until ``condition(results)`` holds (what the hammering threads have seen), or fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with lock:
+            if condition(results):
+                return
+        time.sleep(0.01)
+    raise AssertionError(f"not reached in {timeout_s} s; statuses seen: {sorted({s for _t, s, _i, _b in results})}")
+
+
 def test_database_stopped_mid_load_returns_no_unaudited_prediction(pg_schema, tmp_path, model_folder, service_factory):
     url, schema = pg_schema
     relay = Relay(url.host, url.port or 5432)
@@ -170,13 +181,13 @@ def test_database_stopped_mid_load_returns_no_unaudited_prediction(pg_schema, tm
             workers = [threading.Thread(target=_hammer, args=(svc, stop, results, lock)) for _ in range(4)]
             for w in workers:
                 w.start()
-            time.sleep(1.5)
+            _wait_for(results, lock, lambda r: sum(s == 200 for _t, s, _i, _b in r) >= 20)  # under load
             cut_at = time.monotonic()
             relay.cut()
-            time.sleep(2.0)
+            _wait_for(results, lock, lambda r: any(s == 503 and t > cut_at for t, s, _i, _b in r))
             restored_at = time.monotonic()
             relay.restore()
-            time.sleep(2.0)
+            _wait_for(results, lock, lambda r: any(s == 200 and t > restored_at + 1.0 for t, s, _i, _b in r))
             stop.set()
             for w in workers:
                 w.join(timeout=60)

@@ -74,8 +74,17 @@ def _wait_ready(base: str, proc: subprocess.Popen, log: Path) -> None:
     raise AssertionError(f"service not ready: {log.read_text()[-3000:]}")
 
 
+#: Answers received before the service is killed: the kill lands under load, with requests in flight.
+LOAD_BEFORE_KILL = 40
+
+
 def _hammer(
-    base: str, headers: dict[str, str], stop: threading.Event, returned: list[str], lock: threading.Lock
+    base: str,
+    headers: dict[str, str],
+    stop: threading.Event,
+    returned: list[str],
+    lock: threading.Lock,
+    loaded: threading.Event,
 ) -> None:
     with httpx.Client(base_url=base, headers=headers, timeout=10) as client:
         while not stop.is_set():
@@ -86,6 +95,8 @@ def _hammer(
             assert res.status_code == 200, res.text
             with lock:
                 returned.append(res.json()["request_id"])
+                if len(returned) >= LOAD_BEFORE_KILL:
+                    loaded.set()
 
 
 def test_killed_during_load_loses_no_audit_record_and_the_chain_continues(model_folder, tmp_path):
@@ -97,13 +108,15 @@ def test_killed_during_load_loses_no_audit_record_and_the_chain_continues(model_
     base = f"http://127.0.0.1:{port}"
     proc = _start(tmp_path, model_folder, port)
     returned: list[str] = []
-    lock, stop = threading.Lock(), threading.Event()
+    lock, stop, loaded = threading.Lock(), threading.Event(), threading.Event()
     try:
         _wait_ready(base, proc, tmp_path / f"serve-{port}.log")
-        workers = [threading.Thread(target=_hammer, args=(base, headers, stop, returned, lock)) for _ in range(4)]
+        workers = [
+            threading.Thread(target=_hammer, args=(base, headers, stop, returned, lock, loaded)) for _ in range(4)
+        ]
         for w in workers:
             w.start()
-        time.sleep(2.0)
+        assert loaded.wait(timeout=120), f"only {len(returned)} answers before the deadline"
         os.killpg(proc.pid, signal.SIGKILL)  # mid-load: requests are in flight
         proc.wait(timeout=30)
         stop.set()
@@ -114,7 +127,7 @@ def test_killed_during_load_loses_no_audit_record_and_the_chain_continues(model_
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == -signal.SIGKILL
-    assert len(returned) >= 20, "too little load reached the service before the kill"
+    assert len(returned) >= LOAD_BEFORE_KILL, "too little load reached the service before the kill"
     audited = [r.request_id for r in store.read_audit(limit=10_000)]
     assert set(returned) <= set(audited)  # every prediction a client received was audited before it was sent
     assert len(audited) - len(returned) <= 4  # at most the requests in flight: audited, never answered
