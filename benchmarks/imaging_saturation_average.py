@@ -23,6 +23,7 @@ from pathlib import Path
 
 from evaluation.safety_imaging import run_imaging_safety_suite
 from fairness.policy import load_policy
+from models.config_schema import validate_config
 from models.imaging.net import saturation_tails
 from models.imaging.onnx import ImagingOnnxModel, export_imaging_onnx
 from models.intended_use import FindingRelease, Population
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     populations = {finding: Population.from_dict(spec) for finding, spec in declared.items()}
     validated_on = {finding: "kermany" if finding == "pneumonia" else "nih" for finding in populations}
     _, record = load_imaging_weights(args.run / "cxr_weights.pt")
-    config = ImagingTrainConfig(**record["config"])
+    config = validate_config(ImagingTrainConfig, record["config"], "the training config saved with the weights")
     _, data = load_imaging_data(config, root, progress=False)
     validation = data.split("validation")
 

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from models.config_schema import validate_config
 from models.imaging.net import (
     CalibratedChestXray,
     ChestXrayNet,
@@ -291,7 +292,7 @@ def load_imaging_weights(path: Path, *, tails: tuple[float, ...] | None = None) 
     """Rebuild the calibrated module saved by :func:`save_imaging_weights` (``tails`` overrides the saved config's
     saturation average); returns it with the saved record."""
     record = torch.load(path, map_location="cpu", weights_only=True)
-    config = ImagingTrainConfig(**record["config"])
+    config = validate_config(ImagingTrainConfig, record["config"], f"the training config saved in {path.name}")
     net = ChestXrayNet(len(record["findings"]), dropout=config.dropout)
     net.load_state_dict(record["state_dict"])
     chosen = saturation_tails(config.saturation_average) if tails is None else tails

@@ -126,3 +126,13 @@ def test_saved_weights_rebuild_the_same_module_and_take_other_saturation_setting
         assert rebuilt.tails == (0.0, 0.1, 0.2) and record["thresholds"] == {"pneumonia": 0.4}
         single, _ = load_imaging_weights(path, tails=(0.0,))
         assert single.tails == (0.0,)
+
+
+def test_saved_weights_with_a_bad_config_are_a_config_error_naming_the_key(tmp_path):
+    from models.errors import ConfigError
+    from training.train_imaging import load_imaging_weights
+
+    path = tmp_path / "cxr_weights.pt"
+    torch.save({"config": {"epochs": -1}, "findings": [], "state_dict": {}, "temperatures": []}, path)
+    with pytest.raises(ConfigError, match=r"config key 'epochs' must be in \[1, 500\]; got -1"):
+        load_imaging_weights(path)
