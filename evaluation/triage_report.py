@@ -96,32 +96,38 @@ def evaluate_triage(
             calibration_curve={k: v.tolist() for k, v in calibration_curve(y, model_risk[outcome], n_bins=10).items()},
         )
 
-    levels = frame["acuity"].astype("float").to_numpy()
-    known = ~np.isnan(levels)
-    acuity = AcuityEvaluation(n=int(known.sum()))
-    if known.any():
-        truth = levels[known].astype(int)
-        others: dict[str, dict[str, float]] = {}
-        for base in baselines:
-            if base.acuity is not None:
-                pred = base.acuity[known]
-                ok = ~np.isnan(pred.astype(float))
-                others[base.name] = acuity_summary(truth[ok], pred[ok].astype(int))
-        acuity = AcuityEvaluation(
-            n=acuity.n,
-            with_floor=acuity_summary(truth, prediction.recommended_level[known]),
-            model_alone=acuity_summary(truth, prediction.model_level[known]),
-            baselines=others,
-            confusion_with_floor=acuity_confusion(truth, prediction.recommended_level[known]).tolist(),
-        )
     return TriageEvaluation(
         dataset=dataset,
         n=n,
         bootstrap_resamples=n_boot,
         outcomes=outcomes,
-        acuity=acuity,
+        acuity=_acuity(frame, prediction, baselines),
         floor_raised_fraction=float(prediction.floor_raised.mean()) if n else 0.0,
         floor_raised_count=int(prediction.floor_raised.sum()),
+    )
+
+
+def _acuity(
+    frame: pd.DataFrame, prediction: TriagePrediction, baselines: Sequence[BaselinePredictions]
+) -> AcuityEvaluation:
+    """Agreement with the reference level on the rows that have one."""
+    levels = frame["acuity"].astype("float").to_numpy()
+    known = ~np.isnan(levels)
+    if not known.any():
+        return AcuityEvaluation(n=0)
+    truth = levels[known].astype(int)
+    others: dict[str, dict[str, float]] = {}
+    for base in baselines:
+        if base.acuity is not None:
+            pred = base.acuity[known]
+            ok = ~np.isnan(pred.astype(float))
+            others[base.name] = acuity_summary(truth[ok], pred[ok].astype(int))
+    return AcuityEvaluation(
+        n=int(known.sum()),
+        with_floor=acuity_summary(truth, prediction.recommended_level[known]),
+        model_alone=acuity_summary(truth, prediction.model_level[known]),
+        baselines=others,
+        confusion_with_floor=acuity_confusion(truth, prediction.recommended_level[known]).tolist(),
     )
 
 

@@ -43,29 +43,12 @@ class Store(KeyStore, AuditTrail):
 
     Parameters
     ----------
-    url : str
-        ``sqlite:///path/serving.db`` or ``postgresql+psycopg://user@host:5432/db`` (``postgresql://`` is read
-        as psycopg). The store does not connect until first used.
-    connect_timeout_s : float
-        How long to wait for a PostgreSQL server to accept a connection (whole seconds, rounded up).
-    lock_timeout_s : float
-        How long a write waits for another writer (SQLite busy timeout; PostgreSQL ``lock_timeout``) before
-        the store is declared unavailable.
+    url, connect_timeout_s, lock_timeout_s
+        As :class:`serving.store.engine.StoreEngine` (its attributes ``kind`` and ``url_masked`` too; a URL it
+        does not support is a ``ConfigError`` naming ``audit_url``).
     anchor : AuditAnchor, optional
         Where the chain head goes, keyed, after every committed audit write (see
         :func:`serving.store.audit_anchor.open_anchor`); None: no anchor.
-
-    Attributes
-    ----------
-    kind : str
-        ``"SQLite"`` or ``"PostgreSQL"``.
-    url_masked : str
-        The URL with any password replaced by ``***``; safe to log.
-
-    Raises
-    ------
-    ConfigError
-        ``audit_url`` is not a supported URL (the message names ``audit_url`` and never its password).
     """
 
     def __init__(
