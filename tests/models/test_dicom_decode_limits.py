@@ -11,7 +11,6 @@ it is refused before decoding too. RLE frames here are built run by run (:func:`
 
 from __future__ import annotations
 
-import hashlib
 import struct
 import time
 from collections.abc import Callable, Iterator
@@ -302,9 +301,9 @@ def test_the_http_route_refuses_with_422_naming_the_attribute(tmp_path, model_fo
 @pytest.mark.parametrize("name", ["attack", "overrun"])
 def test_the_dicom_node_records_not_analysed_naming_the_attribute(tmp_path, model_folder, refused, name) -> None:
     from serving.dicom_node.analysis import analyse_item
-    from serving.dicom_node.records import QueueItem
     from serving.model_source import LocalFolderLocator, ModelHolder
     from serving.store.database import Store
+    from tests.queue_items import received_item
 
     data, field = refused[name]
     store = Store(f"sqlite:///{tmp_path / 'serving.db'}")
@@ -314,23 +313,7 @@ def test_the_dicom_node_records_not_analysed_naming_the_attribute(tmp_path, mode
     path = tmp_path / "in" / "one.dcm"
     path.parent.mkdir()
     path.write_bytes(data)
-    now = time.time()
-    item = QueueItem(
-        sop_instance_uid="1.2.3",
-        sop_class_uid="1.2.840.10008.5.1.4.1.1.1.1",
-        study_instance_uid=None,
-        series_instance_uid=None,
-        transfer_syntax=str(RLELossless),
-        calling_aet="MODALITY",
-        source="c-store",
-        file_path=str(path),
-        sha256=hashlib.sha256(data).hexdigest(),
-        size_bytes=len(data),
-        state="received",
-        received_at=now,
-        updated_at=now,
-        next_attempt_at=now,
-    )
+    item = received_item(path, data, source="c-store", transfer_syntax=str(RLELossless))
     try:
         analysis = analyse_item(
             item, holder.get("imaging"), store, tmp_path, send_heatmap_sc=False, needs_delivery=False

@@ -14,18 +14,8 @@ from serving.api.json_body import MAX_JSON_DEPTH, nesting_exceeds
 from serving.api.metrics import METHODS, STATUSES, UNMATCHED, method_label, route_label, status_label
 from serving.settings import ServingSettings, load_settings
 from tests.net import free_port
+from tests.serving.records import WELL
 
-WELL = {
-    "age_years": 30,
-    "sex": "male",
-    "heart_rate": 72,
-    "resp_rate": 14,
-    "sbp": 125,
-    "dbp": 80,
-    "spo2": 99,
-    "temperature_c": 36.8,
-    "consciousness": "A",
-}
 JSON_ROUTES = ["/v1/triage", "/v1/triage/batch", "/cds-services/vigil-triage"]
 _SERIES = re.compile(r"^(vigil_http_[a-z_]+?)(?:_bucket|_count|_sum|_created)?\{(.*)\} ")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')

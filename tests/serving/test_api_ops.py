@@ -10,18 +10,8 @@ import threading
 import pytest
 
 from serving.api.schemas import ModelsOut
+from tests.serving.records import WELL
 
-WELL = {
-    "age_years": 30,
-    "sex": "male",
-    "heart_rate": 72,
-    "resp_rate": 14,
-    "sbp": 125,
-    "dbp": 80,
-    "spo2": 99,
-    "temperature_c": 36.8,
-    "consciousness": "A",
-}
 PROTECTED = [
     ("POST", "/v1/triage", "triage"),
     ("POST", "/v1/triage/batch", "triage"),

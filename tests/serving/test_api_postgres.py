@@ -17,20 +17,9 @@ from sqlalchemy.engine import make_url
 
 from serving.store.database import Store
 from tests.postgres import PG_URL
+from tests.serving.records import WELL
 
 pytestmark = pytest.mark.slow  # stops PostgreSQL connections under load
-
-WELL = {
-    "age_years": 30,
-    "sex": "male",
-    "heart_rate": 72,
-    "resp_rate": 14,
-    "sbp": 125,
-    "dbp": 80,
-    "spo2": 99,
-    "temperature_c": 36.8,
-    "consciousness": "A",
-}
 
 
 class Relay:

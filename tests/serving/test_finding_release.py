@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -234,11 +233,9 @@ def test_triage_responses_carry_the_intended_use(service_factory, tmp_path, rele
 
 
 def test_the_dicom_node_analysis_flags_and_reports_only_evaluated_findings(released_folder, tmp_path) -> None:
-    import hashlib
-
     from serving.dicom_node.analysis import analyse_item
-    from serving.dicom_node.records import QueueItem
     from serving.store.database import Store
+    from tests.queue_items import received_item
 
     audit_store = Store(f"sqlite:///{tmp_path / 'serving.db'}")
     audit_store.create_schema()
@@ -251,23 +248,7 @@ def test_the_dicom_node_analysis_flags_and_reports_only_evaluated_findings(relea
     (tmp_path / "in").mkdir()
     path = tmp_path / "in" / "one.dcm"
     path.write_bytes(data)
-    now = time.time()
-    item = QueueItem(
-        sop_instance_uid="1.2.3",
-        sop_class_uid="1.2.840.10008.5.1.4.1.1.1.1",
-        study_instance_uid=None,
-        series_instance_uid=None,
-        transfer_syntax=None,
-        calling_aet="MODALITY",
-        source="c-store",
-        file_path=str(path),
-        sha256=hashlib.sha256(data).hexdigest(),
-        size_bytes=len(data),
-        state="received",
-        received_at=now,
-        updated_at=now,
-        next_attempt_at=now,
-    )
+    item = received_item(path, data, source="c-store")
     analysis = analyse_item(item, model, audit_store, tmp_path, send_heatmap_sc=True, needs_delivery=False)
     assert analysis.state == "analysed"
     assert analysis.changes["flagged_findings"] == ("pneumonia",)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
-import time
 import warnings
 
 import numpy as np
 import pytest
 
 from serving.imaging_result import audit_output, queued_result, second_read_result
+from tests.queue_items import received_item
 
 #: What each edge adds to the audited result: what it delivered.
 HTTP_ONLY = {"response_media_type"}
@@ -33,28 +32,6 @@ def _dicom() -> bytes:
         return film_to_dicom(np.clip(image, 0, 1).astype(np.float32), PatientAge="045Y")
 
 
-def _queue_item(path, data: bytes):
-    from serving.dicom_node.records import QueueItem
-
-    now = time.time()
-    return QueueItem(
-        sop_instance_uid="1.2.3",
-        sop_class_uid="1.2.840.10008.5.1.4.1.1.1.1",
-        study_instance_uid=None,
-        series_instance_uid=None,
-        transfer_syntax=None,
-        calling_aet="MODALITY",
-        source="dicom:c-store",
-        file_path=str(path),
-        sha256=hashlib.sha256(data).hexdigest(),
-        size_bytes=len(data),
-        state="received",
-        received_at=now,
-        updated_at=now,
-        next_attempt_at=now,
-    )
-
-
 def test_a_second_read_is_audited_alike_through_http_and_through_the_dicom_node(service, tmp_path) -> None:
     from serving.dicom_node.analysis import analyse_item
 
@@ -69,7 +46,7 @@ def test_a_second_read_is_audited_alike_through_http_and_through_the_dicom_node(
     (tmp_path / "in").mkdir()
     path = tmp_path / "in" / "one.dcm"
     path.write_bytes(data)
-    item = _queue_item(path, data)
+    item = received_item(path, data)
     analysis = analyse_item(item, model, service.store, tmp_path, send_heatmap_sc=True, needs_delivery=False)
     assert analysis.state == "analysed", analysis.changes
 

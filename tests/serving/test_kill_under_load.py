@@ -20,21 +20,11 @@ import pytest
 
 from serving.store.database import Store
 from tests.net import free_port
+from tests.serving.records import WELL
 
 pytestmark = pytest.mark.slow  # kills a serving process under load
 
 REPO = Path(__file__).resolve().parents[2]
-WELL = {
-    "age_years": 30,
-    "sex": "male",
-    "heart_rate": 72,
-    "resp_rate": 14,
-    "sbp": 125,
-    "dbp": 80,
-    "spo2": 99,
-    "temperature_c": 36.8,
-    "consciousness": "A",
-}
 
 
 def _start(work: Path, model_folder: Path, port: int) -> subprocess.Popen:

@@ -18,21 +18,11 @@ from typer.testing import CliRunner
 
 from serving.settings import ServingSettings
 from tests.net import free_port
+from tests.serving.records import WELL
 from vigil.cli import app as cli
 
 pytestmark = pytest.mark.slow  # starts vigil serve as a process
 
-WELL = {
-    "age_years": 30,
-    "sex": "male",
-    "heart_rate": 72,
-    "resp_rate": 14,
-    "sbp": 125,
-    "dbp": 80,
-    "spo2": 99,
-    "temperature_c": 36.8,
-    "consciousness": "A",
-}
 REPO = Path(__file__).resolve().parents[2]
 
 
