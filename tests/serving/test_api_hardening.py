@@ -14,6 +14,7 @@ from serving.api.json_body import MAX_JSON_DEPTH, nesting_exceeds
 from serving.api.metrics import METHODS, STATUSES, UNMATCHED, method_label, route_label, status_label
 from serving.settings import ServingSettings, load_settings
 from tests.net import free_port
+from tests.serving.asgi import post_scope
 from tests.serving.records import WELL
 
 JSON_ROUTES = ["/v1/triage", "/v1/triage/batch", "/cds-services/vigil-triage"]
@@ -154,24 +155,7 @@ def test_a_client_that_disconnects_mid_body_is_logged_at_info_not_error(
     async def send(message: dict) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [
-            (b"host", b"testserver"),
-            (b"content-type", content_type.encode()),
-            (b"authorization", f"Bearer {service.keys[scope_name]}".encode()),
-        ],
-        "client": ("127.0.0.1", 50000),
-        "server": ("testserver", 80),
-    }
+    scope = post_scope(path, content_type, service.keys[scope_name])
     caplog.set_level(logging.INFO)
     service.client.portal.call(service.client.app, scope, receive, send)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [r.getMessage() for r in caplog.records]

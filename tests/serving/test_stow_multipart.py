@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from models.errors import InputValidationError
 from serving.api.errors import ApiError
 from serving.api.multipart_stream import FEED_BYTES, MultipartReader, stow_boundary
+from tests.serving.asgi import post_scope
 
 BOUNDARY = "vigil-test-boundary"
 CTYPE = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
@@ -211,24 +212,7 @@ async def _apost(
     async def send(message: dict[str, Any]) -> None:
         seen["messages"].append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [
-            (b"host", b"testserver"),
-            (b"content-type", ctype.encode()),
-            (b"authorization", f"Bearer {svc.keys[key]}".encode()),
-        ],
-        "client": ("127.0.0.1", 50000),
-        "server": ("testserver", 80),
-    }
+    scope = post_scope(path, ctype, svc.keys[key])
     await svc.client.app(scope, receive, send)
     start = next(m for m in seen["messages"] if m["type"] == "http.response.start")
     seen["status"] = start["status"]
