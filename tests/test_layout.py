@@ -208,3 +208,28 @@ def test_a_long_module_is_seen(tmp_path):
     (tmp_path / "serving").mkdir()
     (tmp_path / "serving" / "long.py").write_text("x = 1\n" * (MAX_MODULE_LINES + 1), encoding="utf-8")
     assert _long_modules(tmp_path) == {"serving/long.py": MAX_MODULE_LINES + 1}
+
+
+def test_the_slow_tier_collects_every_module_with_a_slow_test(tmp_path):
+    """`-m slow` skips the import of modules without the text ``mark.slow``; a slow test marked some other way would
+    then run in no tier, so the fast tier's collection refuses it, naming the module."""
+    from types import SimpleNamespace
+
+    from tests.conftest import pytest_collection_modifyitems, pytest_ignore_collect
+
+    marked, hidden, fast = (tmp_path / f"test_{n}.py" for n in ("marked", "hidden", "fast"))
+    marked.write_text("import pytest\npytestmark = pytest.mark.slow\n")
+    hidden.write_text("def test_x():\n    pass\n")  # its slow marker comes from elsewhere (a conftest, say)
+    fast.write_text("def test_y():\n    pass\n")
+    slow_tier = SimpleNamespace(getoption=lambda name, default=None: "slow")
+    assert [pytest_ignore_collect(p, slow_tier) for p in (marked, fast)] == [False, True]
+    assert pytest_ignore_collect(tmp_path / "conftest.py", slow_tier) is None  # not a test module: pytest decides
+    fast_tier = SimpleNamespace(getoption=lambda name, default=None: "not slow")
+    assert pytest_ignore_collect(fast, fast_tier) is None
+
+    def item(path, slow):
+        return SimpleNamespace(path=path, nodeid=f"{path.name}::t", fixturenames=(), get_closest_marker=lambda m: slow)
+
+    pytest_collection_modifyitems(fast_tier, [item(marked, True), item(fast, False)])  # consistent: no error
+    with pytest.raises(pytest.UsageError, match=r"test_hidden\.py"):
+        pytest_collection_modifyitems(fast_tier, [item(marked, True), item(hidden, True)])

@@ -41,6 +41,9 @@ def imaging_run(tmp_path_factory, isolated_env):
                 "saturation_average": 0.0,
                 "batch_size": 32,
                 "bootstrap_resamples": 20,
+                # One thread, as every training in the suite: the slow tier runs 4 workers on 2 cores, and 2 torch
+                # threads per worker tripled this module's CPU time (150 s against 50 s) by oversubscription.
+                "threads": 1,
             }
         )
         result = run_imaging(cfg, progress=False)

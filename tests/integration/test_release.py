@@ -8,10 +8,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from training.config import load_triage_config
 from vigil.cli import app
 
-pytestmark = pytest.mark.slow  # trains a triage model and runs the release gate
+pytestmark = pytest.mark.slow  # the session's triage run (tests/integration/conftest.py) and the release gate
 
 SYNTHETIC_AUDIT = (("synthetic:n=4000,seed=21", ("sex", "age_band", "ethnicity")),)
 
@@ -41,21 +40,9 @@ def _safety_report(n_violations: int):
 
 
 @pytest.fixture(scope="module")
-def registered(tmp_path_factory, isolated_env):
-    with isolated_env(tmp_path_factory.mktemp("work")) as work:
-        from workflows.triage import run_triage
-
-        cfg = load_triage_config(
-            overrides={
-                "epochs": 4,
-                "synthetic_train_n": 2500,
-                "synthetic_test_n": 1200,
-                "bootstrap_resamples": 20,
-                "threads": 1,
-            }
-        )
-        result = run_triage(cfg, progress=False)
-        yield work, result
+def registered(triage_run):
+    """The session's shared triage run (tests/integration/conftest.py), in this module's own work folder."""
+    return triage_run
 
 
 def _client(work):

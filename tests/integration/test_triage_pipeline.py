@@ -9,28 +9,15 @@ import pytest
 from typer.testing import CliRunner
 
 from models.triage.onnx import TriageOnnxModel
-from training.config import load_triage_config
 from vigil.cli import app
 
-pytestmark = pytest.mark.slow  # trains a triage model end to end
+pytestmark = pytest.mark.slow  # the session's triage run (tests/integration/conftest.py), end to end
 
 
 @pytest.fixture(scope="module")
-def pipeline_run(tmp_path_factory, isolated_env):
-    with isolated_env(tmp_path_factory.mktemp("work")) as work:
-        from workflows.triage import run_triage
-
-        cfg = load_triage_config(
-            overrides={
-                "epochs": 4,
-                "synthetic_train_n": 2500,
-                "synthetic_test_n": 1200,
-                "bootstrap_resamples": 50,
-                "threads": 1,
-            }
-        )
-        result = run_triage(cfg, progress=False)
-        yield work, result
+def pipeline_run(triage_run):
+    """The session's shared triage run (tests/integration/conftest.py), in this module's own work folder."""
+    return triage_run
 
 
 def test_runs_on_synthetic_and_says_so(pipeline_run):
