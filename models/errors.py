@@ -68,6 +68,12 @@ class RegistryUnavailableError(ModelArtifactError):
     """
 
 
+class OutcomeConflictError(InputValidationError):
+    """An outcome was fed back for a prediction that already has one (the store keeps the first; HTTP 409)."""
+
+    http_status = 409
+
+
 class StoreUnavailableError(VigilError):
     """The key or audit store cannot be reached or written; predictions must be refused (503), never served unaudited.
 

@@ -49,9 +49,10 @@ CHECK_NAMES = (
 )
 #: Keys the fuzzed service issues: name -> scopes (as tests/serving/conftest.py issues them).
 KEY_SCOPES: dict[str, tuple[str, ...]] = {
-    "all": ("triage", "imaging", "admin"),
+    "all": ("triage", "imaging", "outcomes", "admin"),
     "triage": ("triage",),
     "imaging": ("imaging",),
+    "outcomes": ("outcomes",),
     "admin": ("admin",),
 }
 #: The scope each secured operation requires (None: any valid key). An oracle written from README.md's route table,
@@ -64,6 +65,8 @@ ROUTE_SCOPES: dict[str, str | None] = {
     "POST /dicomweb/studies": "imaging",
     "POST /dicomweb/studies/{study}": "imaging",
     "GET /v1/imaging/flags": "imaging",
+    "POST /v1/outcomes": "outcomes",
+    "POST /v1/outcomes/batch": "outcomes",
     "GET /metrics": "admin",
     "POST /v1/admin/reload": "admin",
     "GET /v1/models": None,

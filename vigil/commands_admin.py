@@ -124,7 +124,7 @@ def _store() -> Any:
 @keys_app.command("create")
 def keys_create(
     client: Annotated[str, typer.Option(help="Who holds the key (a system's name, not a person's data)")],
-    scope: Annotated[list[str], typer.Option(help="triage, imaging or admin; repeat for several")],
+    scope: Annotated[list[str], typer.Option(help="triage, imaging, outcomes or admin; repeat for several")],
 ) -> None:
     """Create a key; it is printed once and only its hash is stored."""
     try:

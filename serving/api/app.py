@@ -20,7 +20,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from models.errors import ConfigError, StoreUnavailableError
 from models.model_card import DECISION_SUPPORT_STATEMENT, IMAGING_DECISION_SUPPORT_STATEMENT
 from models.onnx_file import default_threads
-from serving.api import cds, dicomweb, imaging, ops, triage
+from serving.api import cds, dicomweb, imaging, ops, outcomes, triage
 from serving.api.errors import install_error_handlers
 from serving.api.metrics import ServiceMetrics
 from serving.api.middleware import RequestContextMiddleware
@@ -160,6 +160,7 @@ def create_app(
     app.include_router(cds.router)
     app.include_router(imaging.router)
     app.include_router(dicomweb.router)
+    app.include_router(outcomes.router)
     app.include_router(ops.router)
     # The last added is the outermost: every request, a refused Host included, gets a request id and is counted.
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.trusted_host_list(), www_redirect=False)

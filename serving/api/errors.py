@@ -117,7 +117,8 @@ def install_error_handlers(app: FastAPI) -> None:
         errors = validation_errors(exc)
         detail = errors[0]["message"] if len(errors) == 1 else f"{len(errors)} fields failed validation"
         # CDS Hooks 2.0: a service missing prefetched data it requires SHALL answer 412 Precondition Failed.
-        status = 412 if getattr(exc, "precondition", False) else 422
+        # An outcome for a prediction that already has one (models.errors.OutcomeConflictError): 409 Conflict.
+        status = 412 if getattr(exc, "precondition", False) else getattr(exc, "http_status", 422)
         return problem(request, status, detail, errors=errors)
 
     @app.exception_handler(RequestValidationError)

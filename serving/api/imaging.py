@@ -107,7 +107,10 @@ def _second_read(
     elif PNG in accept:
         payload, media = png, PNG
     audited = audit_output(result, response_media_type=media)
-    write_audit(state, [audit_record(request, key, "/v1/imaging/second-read", model, input_digest(data), audited)])
+    (row,) = write_audit(
+        state, [audit_record(request, key, "/v1/imaging/second-read", model, input_digest(data), audited)]
+    )
+    result["audit_id"] = row.seq  # after the audit: a row cannot hold its own seq
     state.metrics.predictions.labels("imaging", model.resolved.version).inc()
     if read.flagged:
         state.metrics.flags.labels("second_read_flagged").inc()
@@ -140,7 +143,13 @@ async def second_read(request: Request, state: StateDep, key: ImagingKey, respon
         result, payload, media = await state.run_model(_second_read, state, request, key, data, accept)
     if payload is not None:
         return Response(
-            payload, media_type=media, headers={"X-Vigil-Flagged": str(result["flagged"]).lower(), **NO_STORE}
+            payload,
+            media_type=media,
+            headers={
+                "X-Vigil-Flagged": str(result["flagged"]).lower(),
+                "X-Vigil-Audit-ID": str(result["audit_id"]),  # as in the JSON form: to feed the read back by
+                **NO_STORE,
+            },
         )
     response.headers.update(NO_STORE)
     return result

@@ -74,6 +74,9 @@ class ServiceMetrics:
             ["task", "model_version"],
             **kwargs,
         )
+        self.outcomes = Counter(
+            "vigil_outcomes_total", "Outcomes fed back and stored (POST /v1/outcomes), by task", ["task"], **kwargs
+        )
         self.audit_failures = Counter(
             "vigil_audit_failures_total", "Predictions refused because the audit store could not be written", **kwargs
         )

@@ -146,6 +146,9 @@ class TriageFlags(_Out):
 
 class TriageResult(_Out):
     request_id: str
+    audit_id: int = Field(
+        ge=1, description="This prediction's row in the audit trail: the id by which its outcome is fed back"
+    )
     model: ModelRef
     acuity: Acuity
     risks: dict[str, Risk] = Field(description="Keyed by outcome: 'admitted', 'critical'")
@@ -189,6 +192,10 @@ class FindingOut(_Out):
 
 class SecondReadResult(_Out):
     request_id: str
+    audit_id: int = Field(
+        ge=1,
+        description="This second read's row in the audit trail: the id by which the radiologist's read is fed back",
+    )
     model: ModelRef
     flagged: bool = Field(description="Any finding at or above its operating threshold")
     findings: list[FindingOut]
@@ -244,6 +251,44 @@ def _problem(description: str) -> dict[str, Any]:
     # Not ``{"model": Problem}``: FastAPI documents a model under the route's own media type (application/json),
     # but every error goes out as application/problem+json (serving/api/errors.py).
     return {"description": description, "content": {PROBLEM_JSON: {"schema": {"$ref": PROBLEM_REF}}}}
+
+
+# ------------------------------------------------------------------------------------------------ outcomes
+class TriageOutcomeOut(_Out):
+    admitted: bool | None = None
+    critical_care: bool | None = None
+    died_in_ed: bool | None = None
+    final_acuity: int | None = Field(default=None, ge=1, le=5)
+
+
+class ImagingOutcomeOut(_Out):
+    findings: dict[str, int] = Field(description="The reporting radiologist's read: 0 or 1 per labelled finding")
+
+
+class StoredOutcomeOut(_Out):
+    outcome_id: int = Field(ge=1)
+    audit_id: int = Field(ge=1, description="The prediction's audit row")
+    request_id: str = Field(description="The prediction's request id")
+    task: Literal["triage", "imaging"]
+    observed_utc: str
+    received_utc: str
+    client: str = Field(description="The key id that fed the outcome back")
+    triage: TriageOutcomeOut | None = None
+    imaging: ImagingOutcomeOut | None = None
+
+
+class OutcomeBatchItem(_Out):
+    index: int = Field(ge=0, description="Position of the outcome in the request")
+    outcome: StoredOutcomeOut | None = None
+    error: dict[str, Any] | None = Field(default=None, description="problem+json of an outcome that was not stored")
+
+
+class OutcomeBatchResult(_Out):
+    request_id: str
+    n: int
+    n_stored: int
+    n_failed: int
+    items: list[OutcomeBatchItem]
 
 
 def problem_responses(scope: str | None, **more: str) -> dict[int | str, dict[str, Any]]:

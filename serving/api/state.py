@@ -172,13 +172,14 @@ def audit_record(
     )
 
 
-def write_audit(state: ServiceState, records: list[AuditRecord]) -> None:
+def write_audit(state: ServiceState, records: list[AuditRecord]) -> list[AuditRecord]:
     """Write audit records in one transaction (all or none), in a worker thread; a failure propagates as
-    StoreUnavailableError -> 503, and nothing is returned to the client."""
+    StoreUnavailableError -> 503, and nothing is returned to the client. Returns them with their seq (the audit id
+    an answer carries, by which a site feeds its outcome back)."""
     from models.errors import StoreUnavailableError
 
     try:
-        state.store.write_audits(records)
+        return state.store.write_audits(records)
     except StoreUnavailableError:
         state.metrics.audit_failures.inc()
         raise

@@ -32,13 +32,15 @@ def score_records(
     results = build_results(model, records)
     for result in results:
         result["request_id"] = request.state.request_id
-    write_audit(
+    audited = write_audit(
         state,
         [
             audit_record(request, key, route, model, input_digest(raw), result)
             for raw, result in zip(raws, results, strict=True)
         ],
     )
+    for result, row in zip(results, audited, strict=True):
+        result["audit_id"] = row.seq  # after the audit: a row cannot hold its own seq
     version = model.resolved.version
     state.metrics.predictions.labels("triage", version).inc(len(results))
     state.metrics.flags.labels("news2_floor_raised").inc(sum(r["flags"]["news2_floor_raised_level"] for r in results))

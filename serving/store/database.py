@@ -4,8 +4,8 @@ One SQLAlchemy Core engine over SQLite (the embedded default, ``sqlite:///path/s
 (``postgresql+psycopg://user@host/db``). Several worker processes may share one store: the audit chain is
 serialised by the database (SQLite ``BEGIN IMMEDIATE``; PostgreSQL ``pg_advisory_xact_lock``), never by a lock in
 this process. :class:`Store` joins the three parts, each in its own module: the engine, transactions and schema
-(:mod:`serving.store.engine`), the API keys (:mod:`serving.store.keys`) and the audit trail
-(:mod:`serving.store.audit_trail`).
+(:mod:`serving.store.engine`), the API keys (:mod:`serving.store.keys`), the audit trail
+(:mod:`serving.store.audit_trail`) and the outcomes (:mod:`serving.store.outcomes`).
 
 Tamper evidence has two layers. Each audit row carries ``row_hash = sha256(prev_hash + canonical JSON of the
 row)`` (see :func:`serving.store.records.audit_row_hash`), so changing, inserting or removing a row breaks the
@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from serving.store.audit_trail import AuditTrail
 from serving.store.keys import KeyStore
+from serving.store.outcomes import OutcomeStore
 
 if TYPE_CHECKING:
     from serving.store.audit_anchor import AuditAnchor
@@ -35,8 +36,8 @@ if TYPE_CHECKING:
 __all__ = ["Store"]
 
 
-class Store(KeyStore, AuditTrail):
-    """API keys and the audit trail in one SQLite or PostgreSQL database.
+class Store(KeyStore, AuditTrail, OutcomeStore):
+    """API keys, the audit trail and the outcomes fed back after predictions in one SQLite or PostgreSQL database.
 
     Thread-safe (one connection pool per instance). Make one per process, after any fork (in the app's
     lifespan), and :meth:`dispose` it on shutdown.

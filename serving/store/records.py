@@ -37,7 +37,7 @@ __all__ = [
     "utc_now",
 ]
 
-SCOPES: tuple[str, ...] = ("triage", "imaging", "admin")
+SCOPES: tuple[str, ...] = ("triage", "imaging", "outcomes", "admin")
 """Every scope a key may hold, in the order keys list them."""
 
 GENESIS_HASH = "0" * 64

@@ -7,9 +7,17 @@ TRUNCATE) of ``vigil_audit`` are refused by the database.
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Index, Integer, MetaData, Table, Text
+from sqlalchemy import Column, Index, Integer, MetaData, Table, Text, UniqueConstraint
 
-__all__ = ["PG_TRIGGERS", "PG_TRIGGER_FUNCTION", "SQLITE_TRIGGERS", "api_keys_table", "audit_table", "metadata"]
+__all__ = [
+    "PG_TRIGGERS",
+    "PG_TRIGGER_FUNCTION",
+    "SQLITE_TRIGGERS",
+    "api_keys_table",
+    "audit_table",
+    "metadata",
+    "outcomes_table",
+]
 
 metadata = MetaData()
 api_keys_table = Table(
@@ -40,38 +48,51 @@ audit_table = Table(
     Column("row_hash", Text, nullable=False),
     Index("ix_vigil_audit_request_id", "request_id"),
 )
+#: Outcomes fed back after a prediction (:mod:`serving.store.outcomes`): append-only like the audit trail, beside it,
+#: never altering it; one per audited prediction (``audit_seq`` is unique).
+outcomes_table = Table(
+    "vigil_outcomes",
+    metadata,
+    Column("outcome_id", Integer, primary_key=True, autoincrement=True),
+    Column("audit_seq", Integer, nullable=False),
+    Column("request_id", Text, nullable=False),
+    Column("task", Text, nullable=False),
+    Column("observed_utc", Text, nullable=False),
+    Column("received_utc", Text, nullable=False),
+    Column("client", Text, nullable=False),
+    Column("outcome_json", Text, nullable=False),
+    UniqueConstraint("audit_seq", name="uq_vigil_outcomes_audit_seq"),
+)
 
-_REFUSED = "vigil_audit is append-only"
+_APPEND_ONLY = ("vigil_audit", "vigil_outcomes")
 SQLITE_TRIGGERS = [
-    f"CREATE TRIGGER IF NOT EXISTS vigil_audit_no_{op.lower()} BEFORE {op} ON vigil_audit "
-    f"BEGIN SELECT RAISE(ABORT, '{_REFUSED}; {op} refused'); END"
+    f"CREATE TRIGGER IF NOT EXISTS {table}_no_{op.lower()} BEFORE {op} ON {table} "
+    f"BEGIN SELECT RAISE(ABORT, '{table} is append-only; {op} refused'); END"
+    for table in _APPEND_ONLY
     for op in ("UPDATE", "DELETE")
 ]
-PG_TRIGGER_FUNCTION = f"""
+# Named for the audit table, where it began; it refuses a change to any table whose triggers call it. (A database
+# made before 2026-12-07 keeps its older function, whose message names vigil_audit whichever table it guards.)
+PG_TRIGGER_FUNCTION = """
 CREATE OR REPLACE FUNCTION vigil_audit_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $fn$
 BEGIN
-    RAISE EXCEPTION USING MESSAGE = '{_REFUSED}; ' || TG_OP || ' refused', ERRCODE = 'insufficient_privilege';
+    RAISE EXCEPTION USING MESSAGE = TG_TABLE_NAME || ' is append-only; ' || TG_OP || ' refused',
+        ERRCODE = 'insufficient_privilege';
 END
 $fn$
 """
-PG_TRIGGERS = """
-DO $do$
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = 'vigil_audit'::regclass
-                   AND tgname = 'vigil_audit_no_update') THEN
-        CREATE TRIGGER vigil_audit_no_update BEFORE UPDATE ON vigil_audit
-            FOR EACH ROW EXECUTE FUNCTION vigil_audit_refuse_change();
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = 'vigil_audit'::regclass
-                   AND tgname = 'vigil_audit_no_delete') THEN
-        CREATE TRIGGER vigil_audit_no_delete BEFORE DELETE ON vigil_audit
-            FOR EACH ROW EXECUTE FUNCTION vigil_audit_refuse_change();
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = 'vigil_audit'::regclass
-                   AND tgname = 'vigil_audit_no_truncate') THEN
-        CREATE TRIGGER vigil_audit_no_truncate BEFORE TRUNCATE ON vigil_audit
-            FOR EACH STATEMENT EXECUTE FUNCTION vigil_audit_refuse_change();
-    END IF;
-END
-$do$
-"""
+_PG_TRIGGER = """
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = '{table}'::regclass
+                   AND tgname = '{table}_no_{op_lower}') THEN
+        CREATE TRIGGER {table}_no_{op_lower} BEFORE {op} ON {table}
+            FOR EACH {level} EXECUTE FUNCTION vigil_audit_refuse_change();
+    END IF;"""
+PG_TRIGGERS = (
+    "\nDO $do$\nBEGIN"
+    + "".join(
+        _PG_TRIGGER.format(table=table, op=op, op_lower=op.lower(), level="STATEMENT" if op == "TRUNCATE" else "ROW")
+        for table in _APPEND_ONLY
+        for op in ("UPDATE", "DELETE", "TRUNCATE")
+    )
+    + "\nEND\n$do$\n"
+)

@@ -33,9 +33,10 @@ def make_service(tmp_path: Path, model_folder: Path, **settings: object) -> Iter
     store.create_schema()
     keys = {}
     for who, scopes in (
-        ("all", ["triage", "imaging", "admin"]),
+        ("all", ["triage", "imaging", "outcomes", "admin"]),
         ("triage", ["triage"]),
         ("imaging", ["imaging"]),
+        ("outcomes", ["outcomes"]),
         ("admin", ["admin"]),
     ):
         keys[who] = store.create_key(f"test-{who}", scopes)[1]

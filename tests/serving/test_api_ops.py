@@ -19,6 +19,8 @@ PROTECTED = [
     ("POST", "/v1/imaging/second-read", "imaging"),
     ("POST", "/dicomweb/studies", "imaging"),
     ("POST", "/dicomweb/studies/1.2.3", "imaging"),
+    ("POST", "/v1/outcomes", "outcomes"),
+    ("POST", "/v1/outcomes/batch", "outcomes"),
     ("GET", "/v1/imaging/flags", "imaging"),
     ("GET", "/v1/models", None),
     ("GET", "/metrics", "admin"),
@@ -56,7 +58,7 @@ def test_every_protected_route_needs_a_valid_key_with_its_scope(service, method,
 
 def test_a_revoked_key_is_refused_on_every_route_and_no_key_reaches_the_logs(service, caplog):
     caplog.set_level(logging.DEBUG)
-    info, key = service.store.create_key("soon-revoked", ["triage", "imaging", "admin"])
+    info, key = service.store.create_key("soon-revoked", ["triage", "imaging", "outcomes", "admin"])
     before = len(service.store.read_audit(limit=10_000))
     assert service.client.get("/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code == 200
     assert service.store.revoke_key(info.key_id)

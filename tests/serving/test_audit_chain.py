@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from models.errors import ConfigError
+from models.outcomes import validate_outcome
 from serving.store.audit_anchor import ANCHOR_FILE_NAME, AuditAnchor, AuditAnchorSettings, open_anchor
 from serving.store.audit_chain import anchor_head, verify_audit
 from serving.store.database import Store
@@ -516,6 +517,8 @@ def test_postgres_insert_select_role_appends_but_cannot_rewrite(pg_schema: str, 
         conn.execute(sa.text(f'GRANT USAGE ON SCHEMA "{pg_schema}" TO "{role}"'))
         conn.execute(sa.text(f'GRANT SELECT, INSERT ON "{pg_schema}".vigil_audit TO "{role}"'))
         conn.execute(sa.text(f'GRANT SELECT ON "{pg_schema}".vigil_api_keys TO "{role}"'))
+        conn.execute(sa.text(f'GRANT SELECT, INSERT ON "{pg_schema}".vigil_outcomes TO "{role}"'))
+        conn.execute(sa.text(f'GRANT USAGE ON SEQUENCE "{pg_schema}".vigil_outcomes_outcome_id_seq TO "{role}"'))
     anchor = AuditAnchor(tmp_path / "anchors.jsonl", KEY)
     service = Store(schema_url(pg_schema, user=role), anchor=anchor)
     as_role = sa.create_engine(schema_url(pg_schema, user=role))
@@ -525,6 +528,10 @@ def test_postgres_insert_select_role_appends_but_cannot_rewrite(pg_schema: str, 
         service.write_audit(_record(1))
         service.write_audits([_record(2), _record(3)])
         assert verify_audit(service, anchor).ok
+        outcome = validate_outcome(
+            {"audit_id": 1, "observed_utc": "2099-01-01T00:00:00Z", "triage": {"admitted": True}}
+        )
+        assert not isinstance(service.record_outcomes([outcome], "ed-north")[0], Exception)  # outcomes are fed back
         refused = [
             "UPDATE vigil_audit SET status = 500 WHERE seq = 1",
             "DELETE FROM vigil_audit WHERE seq = 3",
@@ -532,6 +539,9 @@ def test_postgres_insert_select_role_appends_but_cannot_rewrite(pg_schema: str, 
             "DROP TRIGGER vigil_audit_no_delete ON vigil_audit",
             "ALTER TABLE vigil_audit DISABLE TRIGGER ALL",
             "UPDATE vigil_api_keys SET scopes = 'admin'",
+            "UPDATE vigil_outcomes SET client = 'x'",
+            "DELETE FROM vigil_outcomes",
+            "TRUNCATE vigil_outcomes",
             "CREATE OR REPLACE FUNCTION vigil_audit_refuse_change() RETURNS trigger LANGUAGE plpgsql AS "
             "$$BEGIN RETURN NEW; END$$",
         ]

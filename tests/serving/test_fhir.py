@@ -666,6 +666,7 @@ def test_discovery_document():
 # ------------------------------------------------------------------------------------------------ response
 SAMPLE: dict[str, Any] = {
     "request_id": "req-0b7c",
+    "audit_id": 1042,
     "model": {
         "name": "vigil-triage",
         "version": "3",

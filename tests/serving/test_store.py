@@ -153,7 +153,7 @@ def test_create_key_refuses_bad_client_or_scopes(store: Store, client: str, scop
 
 
 def test_scopes_constant() -> None:
-    assert SCOPES == ("triage", "imaging", "admin")
+    assert SCOPES == ("triage", "imaging", "outcomes", "admin")
 
 
 # ---------------------------------------------------------------------------------------------- audit
