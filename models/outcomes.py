@@ -1,11 +1,13 @@
 """What happened to a patient after a prediction: the outcome a site feeds back, validated at the edge.
 
 An outcome links to one audited prediction, by its ``audit_id`` (the seq of the prediction's audit row, returned
-in every triage and second-read answer) or by its ``request_id`` (only when that request made one prediction: a
-batch shares its request id between its records). It carries the time the outcome was observed and either a triage
-outcome (``admitted``, ``critical_care``, ``died_in_ed``, the senior clinician's ``final_acuity``) or an imaging
-truth (the reporting radiologist's read, 0 or 1 per finding of :data:`models.labels.IMAGING_FINDINGS`). Monitoring
-(per-group calibration, under-triage) reads these beside the audit trail; nothing here changes a prediction.
+in every triage and second-read answer), by its ``request_id`` (only when that request made one prediction: a
+batch shares its request id between its records) or, for a radiologist's read, by the image's
+``sop_instance_uid`` (only when Vigil read that instance once). It carries the time the outcome was observed and
+either a triage outcome (``admitted``, ``critical_care``, ``died_in_ed``, the senior clinician's ``final_acuity``)
+or an imaging truth (the reporting radiologist's read, 0 or 1 per finding of :data:`models.labels.IMAGING_FINDINGS`).
+Monitoring (per-group calibration, under-triage) reads these beside the audit trail; nothing here changes a
+prediction.
 
 Validation is strict, as for a triage record: an unknown key, a wrong type or an out-of-range value is an
 :class:`models.errors.InputValidationError` naming the field (prefixed with ``where`` for a batch item).
@@ -13,6 +15,7 @@ Validation is strict, as for a triage record: an unknown key, a wrong type or an
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
@@ -21,6 +24,7 @@ from models.errors import InputValidationError
 from models.labels import IMAGING_FINDINGS
 
 __all__ = [
+    "LINKS",
     "MAX_REQUEST_ID",
     "OUTCOME_TASKS",
     "TRIAGE_OUTCOMES",
@@ -38,7 +42,9 @@ TRIAGE_OUTCOMES: Final = {
     "final_acuity": "the senior clinician's final acuity, 1 (most urgent) to 5",
 }
 MAX_REQUEST_ID: Final = 128
-_KEYS: Final = {"audit_id", "request_id", "observed_utc", "triage", "imaging"}
+_KEYS: Final = {"audit_id", "request_id", "sop_instance_uid", "observed_utc", "triage", "imaging"}
+LINKS: Final = ("audit_id", "request_id", "sop_instance_uid")
+_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 
 
 @dataclass(frozen=True)
@@ -48,8 +54,8 @@ class Outcome:
     Attributes
     ----------
     task : {"triage", "imaging"}
-    audit_id, request_id : int or None, str or None
-        Exactly one is set: the prediction it belongs to.
+    audit_id, request_id, sop_instance_uid : int or None, str or None, str or None
+        Exactly one is set: the prediction it belongs to (``sop_instance_uid`` for an imaging outcome only).
     observed_utc : str
         When the outcome was observed, ISO-8601 UTC (``...Z``), never before the prediction (checked by the store).
     values : dict
@@ -62,6 +68,12 @@ class Outcome:
     request_id: str | None
     observed_utc: str
     values: dict[str, Any]
+    sop_instance_uid: str | None = None
+
+    @property
+    def link(self) -> str:
+        """The field naming the prediction: ``audit_id``, ``request_id`` or ``sop_instance_uid``."""
+        return next(name for name in LINKS if getattr(self, name) is not None)
 
 
 def parse_utc(field: str, value: Any) -> datetime:
@@ -153,11 +165,11 @@ def validate_outcome(raw: Any, where: str = "") -> Outcome:
         raise InputValidationError(
             f"{where}{unknown[0]:.40}", f"unknown field {unknown[0]!r:.40}; known: {sorted(_KEYS)}"
         )
-    audit_id, request_id = raw.get("audit_id"), raw.get("request_id")
-    if (audit_id is None) == (request_id is None):
+    audit_id, request_id, uid = (raw.get(name) for name in LINKS)
+    if sum(value is not None for value in (audit_id, request_id, uid)) != 1:
         raise InputValidationError(
             f"{where}audit_id",
-            "give exactly one of 'audit_id' and 'request_id': the prediction this outcome belongs to",
+            "give exactly one of 'audit_id', 'request_id' and 'sop_instance_uid': the prediction it belongs to",
         )
     if audit_id is not None and (isinstance(audit_id, bool) or not isinstance(audit_id, int) or audit_id < 1):
         raise InputValidationError(
@@ -169,6 +181,17 @@ def validate_outcome(raw: Any, where: str = "") -> Outcome:
         raise InputValidationError(
             f"{where}request_id", f"'{where}request_id' must be 1-{MAX_REQUEST_ID} printable characters"
         )
+    if uid is not None:
+        if not isinstance(uid, str) or len(uid) > 64 or not _UID.fullmatch(uid):
+            raise InputValidationError(
+                f"{where}sop_instance_uid",
+                f"'{where}sop_instance_uid' must be a DICOM UID (digits and dots, at most 64)",
+            )
+        if raw.get("imaging") is None:
+            raise InputValidationError(
+                f"{where}sop_instance_uid",
+                "'sop_instance_uid' links an imaging outcome; a triage outcome needs audit_id",
+            )
     if "observed_utc" not in raw:
         raise InputValidationError(
             f"{where}observed_utc", f"'{where}observed_utc' is required: when the outcome was observed"
@@ -185,6 +208,7 @@ def validate_outcome(raw: Any, where: str = "") -> Outcome:
         task=task,  # type: ignore[arg-type]  # one of OUTCOME_TASKS
         audit_id=audit_id,
         request_id=request_id,
+        sop_instance_uid=uid,
         observed_utc=observed.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         values=values,
     )

@@ -33,13 +33,20 @@ _OUTCOME_SCHEMA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
     "required": ["observed_utc"],
-    "description": "Exactly one of audit_id and request_id; exactly one of triage and imaging.",
+    "description": "Exactly one of audit_id, request_id and sop_instance_uid (imaging only); exactly one of triage "
+    "and imaging.",
     "properties": {
         "audit_id": {"type": "integer", "minimum": 1, "description": "The prediction's audit_id (in its answer)"},
         "request_id": {
             "type": "string",
             "maxLength": MAX_REQUEST_ID,
             "description": "The prediction's request id; only for a request that made one prediction",
+        },
+        "sop_instance_uid": {
+            "type": "string",
+            "maxLength": 64,
+            "pattern": "^(0|[1-9][0-9]*)(\\.(0|[1-9][0-9]*))*$",
+            "description": "For an imaging outcome: the SOP Instance UID of the image, when Vigil read it once",
         },
         "observed_utc": {"type": "string", "description": "When the outcome was observed, ISO-8601 UTC"},
         "triage": {
@@ -105,7 +112,8 @@ def _problem(exc: InputValidationError) -> dict[str, Any]:
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": _OUTCOME_SCHEMA}}}},
     summary="Feed back the outcome of one prediction",
     description="Links what happened (admission, critical care, death in the ED, the senior clinician's final "
-    "acuity; or the reporting radiologist's read per finding) to a prediction by its audit_id (or request_id). "
+    "acuity; or the reporting radiologist's read per finding) to a prediction by its audit_id (or request_id, or "
+    "for a radiologist's read the image's sop_instance_uid). "
     "Stored append-only beside the audit trail; one outcome per prediction (a second is 409).",
 )
 async def outcome_one(request: Request, state: StateDep, key: OutcomesKey) -> Any:

@@ -20,7 +20,7 @@ from sqlalchemy import insert, select, text
 from models.errors import InputValidationError
 from serving.store.engine import StoreEngine
 from serving.store.records import GENESIS_HASH, AuditRecord, audit_row_hash, canonical_json, check_audit
-from serving.store.schema import audit_table
+from serving.store.schema import audit_instances_table, audit_table
 
 if TYPE_CHECKING:
     from serving.store.audit_anchor import AuditAnchor
@@ -69,7 +69,9 @@ class AuditTrail(StoreEngine):
         """Append several records in one transaction: all are written, with consecutive seqs, or none.
 
         For a batch request: one lock and one commit instead of one per record, and no half-audited batch.
-        Every record is validated before the transaction starts. Raises as :meth:`write_audit`.
+        Every record is validated before the transaction starts. The SOP Instance UID of each answered second read
+        goes into ``vigil_audit_instances`` in the same transaction (how an outcome finds it). Raises as
+        :meth:`write_audit`.
         """
         outputs = [check_audit(record) for record in records]
         if not outputs:
@@ -108,6 +110,11 @@ class AuditTrail(StoreEngine):
                 done.append(filled)
                 prev_hash = filled.row_hash
             conn.execute(insert(audit_table), rows)
+            instances = [
+                {"seq": row.seq, "sop_instance_uid": uid} for row in done if (uid := _instance_read(row)) is not None
+            ]
+            if instances:
+                conn.execute(insert(audit_instances_table), instances)
         if self.anchor is not None:  # after the commit: never anchor a row that a failed commit did not keep
             newest = done[-1]
             assert newest.seq is not None and newest.row_hash is not None  # both filled in the loop above
@@ -173,6 +180,13 @@ class AuditTrail(StoreEngine):
                 prev_hash, expected = row.row_hash, expected + 1
             if len(rows) < _VERIFY_BATCH:
                 return
+
+
+def _instance_read(record: AuditRecord) -> str | None:
+    """The SOP Instance UID of an answered second read (``output.source.sop_instance_uid``); None for anything else."""
+    source = record.output.get("source") if record.status == 200 and "findings" in record.output else None
+    uid = source.get("sop_instance_uid") if isinstance(source, dict) else None
+    return uid if isinstance(uid, str) and uid else None
 
 
 def _chain_problem(row: Any, expected: int, prev_hash: str) -> str | None:

@@ -1,7 +1,8 @@
 """The serving store's outcomes: what happened after a prediction, fed back by a site and kept beside the audit trail.
 
 :class:`OutcomeStore` is the outcome half of :class:`serving.store.database.Store`. An outcome
-(:class:`models.outcomes.Outcome`) names its prediction by audit id (the audit row's seq) or by request id; the store
+(:class:`models.outcomes.Outcome`) names its prediction by audit id (the audit row's seq), by request id, or by the
+SOP Instance UID of the image a second read read (through ``vigil_audit_instances``); the store
 checks, in the same transaction that writes it, that the prediction exists, was answered (status 200), is of the
 outcome's task, was made before the outcome was observed, and has no outcome yet. The table is append-only (database
 triggers refuse UPDATE and DELETE, as for the audit table), and nothing here writes to the audit table.
@@ -21,7 +22,7 @@ from models.errors import InputValidationError, OutcomeConflictError
 from models.outcomes import Outcome, parse_utc
 from serving.store.engine import StoreEngine
 from serving.store.records import canonical_json, utc_now
-from serving.store.schema import audit_table, outcomes_table
+from serving.store.schema import audit_instances_table, audit_table, outcomes_table
 
 __all__ = ["OutcomeStore", "StoredOutcome"]
 
@@ -91,17 +92,15 @@ class OutcomeStore(StoreEngine):
         with self._transaction(write=True) as conn:
             if self.kind == "PostgreSQL":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_OUTCOME_LOCK})
-            by_seq, by_request = self._predictions(conn, outcomes)
-            taken = self._with_outcomes(
-                conn,
-                [row.seq for row in by_seq.values()] + [rows[0].seq for rows in by_request.values() if len(rows) == 1],
-            )
+            by_seq, by_request, by_instance = self._predictions(conn, outcomes)
+            single = [rows[0].seq for rows in (*by_request.values(), *by_instance.values()) if len(rows) == 1]
+            taken = self._with_outcomes(conn, [*by_seq, *single])
             for outcome in outcomes:
                 try:
-                    row = _prediction_of(outcome, by_seq, by_request)
+                    row = _prediction_of(outcome, by_seq, by_request, by_instance)
                     if row.seq in taken:
                         raise OutcomeConflictError(
-                            _link_field(outcome),
+                            outcome.link,
                             f"the prediction with audit_id {row.seq} already has an outcome (outcome_id "
                             f"{taken[row.seq]}); outcomes are append-only and the first is kept",
                         )
@@ -145,8 +144,11 @@ class OutcomeStore(StoreEngine):
 
     # ------------------------------------------------------------------------------------------- helpers
     @staticmethod
-    def _predictions(conn: Connection, outcomes: Sequence[Outcome]) -> tuple[dict[int, Any], dict[str, list[Any]]]:
-        """The audit rows the outcomes name: by seq, and every row of each named request id."""
+    def _predictions(
+        conn: Connection, outcomes: Sequence[Outcome]
+    ) -> tuple[dict[int, Any], dict[str, list[Any]], dict[str, list[Any]]]:
+        """The audit rows the outcomes name: by seq; every row of each named request id; every answered second read
+        of each named SOP Instance UID."""
         columns = (
             audit_table.c.seq,
             audit_table.c.request_id,
@@ -156,8 +158,10 @@ class OutcomeStore(StoreEngine):
         )
         seqs = sorted({o.audit_id for o in outcomes if o.audit_id is not None})
         request_ids = sorted({o.request_id for o in outcomes if o.request_id is not None})
+        uids = sorted({o.sop_instance_uid for o in outcomes if o.sop_instance_uid is not None})
         by_seq: dict[int, Any] = {}
         by_request: dict[str, list[Any]] = {}
+        by_instance: dict[str, list[Any]] = {}
         for start in range(0, len(seqs), _CHUNK):
             for row in conn.execute(select(*columns).where(audit_table.c.seq.in_(seqs[start : start + _CHUNK]))):
                 by_seq[row.seq] = row
@@ -167,7 +171,16 @@ class OutcomeStore(StoreEngine):
                 select(*columns).where(audit_table.c.request_id.in_(chunk)).order_by(audit_table.c.seq)
             ):
                 by_request.setdefault(row.request_id, []).append(row)
-        return by_seq, by_request
+        for start in range(0, len(uids), _CHUNK):
+            chunk = uids[start : start + _CHUNK]
+            for read in conn.execute(
+                select(*columns, audit_instances_table.c.sop_instance_uid)
+                .join(audit_instances_table, audit_instances_table.c.seq == audit_table.c.seq)
+                .where(audit_instances_table.c.sop_instance_uid.in_(chunk))
+                .order_by(audit_table.c.seq)
+            ):
+                by_instance.setdefault(read.sop_instance_uid, []).append(read)
+        return by_seq, by_request, by_instance
 
     @staticmethod
     def _with_outcomes(conn: Connection, seqs: list[int]) -> dict[int, int]:
@@ -187,7 +200,7 @@ class OutcomeStore(StoreEngine):
     def _insert(conn: Connection, outcome: Outcome, row: Any, client: str, received: str) -> StoredOutcome:
         output = json.loads(row.output_json)
         task = _task_of(output)
-        field = _link_field(outcome)
+        field = outcome.link
         if row.status != 200 or task is None:
             raise InputValidationError(
                 field, f"the request with audit_id {row.seq} was not answered with a prediction (status {row.status})"
@@ -227,24 +240,34 @@ class OutcomeStore(StoreEngine):
         )
 
 
-def _link_field(outcome: Outcome) -> str:
-    return "audit_id" if outcome.audit_id is not None else "request_id"
-
-
-def _prediction_of(outcome: Outcome, by_seq: dict[int, Any], by_request: dict[str, list[Any]]) -> Any:
+def _prediction_of(
+    outcome: Outcome, by_seq: dict[int, Any], by_request: dict[str, list[Any]], by_instance: dict[str, list[Any]]
+) -> Any:
     if outcome.audit_id is not None:
         row = by_seq.get(outcome.audit_id)
         if row is None:
             raise InputValidationError("audit_id", f"no prediction has audit_id {outcome.audit_id}")
         return row
-    assert outcome.request_id is not None  # validate_outcome requires one of the two
-    rows = by_request.get(outcome.request_id, [])
+    if outcome.request_id is not None:
+        rows = by_request.get(outcome.request_id, [])
+        if not rows:
+            raise InputValidationError("request_id", f"no prediction has request_id {outcome.request_id!r:.80}")
+        if len(rows) > 1:
+            raise InputValidationError(
+                "request_id",
+                f"request_id {outcome.request_id!r:.80} made {len(rows)} predictions (a batch): link each outcome by "
+                "the audit_id of its result",
+            )
+        return rows[0]
+    uid = outcome.sop_instance_uid
+    assert uid is not None  # validate_outcome requires one of the three links
+    rows = by_instance.get(uid, [])
     if not rows:
-        raise InputValidationError("request_id", f"no prediction has request_id {outcome.request_id!r:.80}")
+        raise InputValidationError("sop_instance_uid", f"no second read of the instance {uid} is in the audit trail")
     if len(rows) > 1:
         raise InputValidationError(
-            "request_id",
-            f"request_id {outcome.request_id!r:.80} made {len(rows)} predictions (a batch): link each outcome by the "
-            "audit_id of its result",
+            "sop_instance_uid",
+            f"the instance {uid} was read {len(rows)} times (audit_ids {', '.join(str(r.seq) for r in rows[:10])}): "
+            "link the outcome by the audit_id of the read it judges",
         )
     return rows[0]

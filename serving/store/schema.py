@@ -14,6 +14,7 @@ __all__ = [
     "PG_TRIGGER_FUNCTION",
     "SQLITE_TRIGGERS",
     "api_keys_table",
+    "audit_instances_table",
     "audit_table",
     "metadata",
     "outcomes_table",
@@ -48,6 +49,16 @@ audit_table = Table(
     Column("row_hash", Text, nullable=False),
     Index("ix_vigil_audit_request_id", "request_id"),
 )
+#: The DICOM instance each answered second read in the audit read (``output.source.sop_instance_uid``), written in the
+#: audit row's transaction: how a radiologist's read, which knows the image and not Vigil's audit id, finds its
+#: prediction (:mod:`serving.store.outcomes`). Derived from the audited output, so the hash chain covers it.
+audit_instances_table = Table(
+    "vigil_audit_instances",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("sop_instance_uid", Text, nullable=False),
+    Index("ix_vigil_audit_instances_uid", "sop_instance_uid"),
+)
 #: Outcomes fed back after a prediction (:mod:`serving.store.outcomes`): append-only like the audit trail, beside it,
 #: never altering it; one per audited prediction (``audit_seq`` is unique).
 outcomes_table = Table(
@@ -64,7 +75,7 @@ outcomes_table = Table(
     UniqueConstraint("audit_seq", name="uq_vigil_outcomes_audit_seq"),
 )
 
-_APPEND_ONLY = ("vigil_audit", "vigil_outcomes")
+_APPEND_ONLY = ("vigil_audit", "vigil_audit_instances", "vigil_outcomes")
 SQLITE_TRIGGERS = [
     f"CREATE TRIGGER IF NOT EXISTS {table}_no_{op.lower()} BEFORE {op} ON {table} "
     f"BEGIN SELECT RAISE(ABORT, '{table} is append-only; {op} refused'); END"

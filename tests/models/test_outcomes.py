@@ -29,8 +29,9 @@ def test_a_valid_imaging_outcome_keeps_the_vocabulary_order():
     ("change", "field", "words"),
     [
         ({"colour": "red"}, "colour", "unknown field"),
-        ({"request_id": "r"}, "audit_id", "exactly one of 'audit_id' and 'request_id'"),
-        ({"audit_id": None}, "audit_id", "exactly one of 'audit_id' and 'request_id'"),
+        ({"request_id": "r"}, "audit_id", "exactly one of 'audit_id', 'request_id' and 'sop_instance_uid'"),
+        ({"audit_id": None}, "audit_id", "exactly one of 'audit_id', 'request_id' and 'sop_instance_uid'"),
+        ({"audit_id": None, "sop_instance_uid": "1.2.3"}, "sop_instance_uid", "links an imaging outcome"),
         ({"audit_id": 0}, "audit_id", "integer >= 1"),
         ({"audit_id": True}, "audit_id", "integer >= 1"),
         ({"observed_utc": "yesterday"}, "observed_utc", "ISO-8601"),
@@ -72,3 +73,17 @@ def test_a_body_that_is_not_an_object_is_refused():
     with pytest.raises(InputValidationError, match="JSON object") as caught:
         validate_outcome([OK])
     assert caught.value.field == "body"
+
+
+def test_an_imaging_outcome_may_name_the_image_by_its_sop_instance_uid():
+    raw = {"sop_instance_uid": "1.2.840.10008.99.7", "observed_utc": "2026-12-07T10:30:00Z"}
+    outcome = validate_outcome({**raw, "imaging": {"findings": {"effusion": 1}}})
+    assert (outcome.sop_instance_uid, outcome.audit_id, outcome.link) == (
+        "1.2.840.10008.99.7",
+        None,
+        "sop_instance_uid",
+    )
+    for bad in ("1.02.3", "1..2", "1.2.a", "9" * 65, 7):
+        with pytest.raises(InputValidationError, match="DICOM UID") as caught:
+            validate_outcome({**raw, "sop_instance_uid": bad, "imaging": {"findings": {"effusion": 1}}})
+        assert caught.value.field == "sop_instance_uid"

@@ -78,13 +78,18 @@ def test_an_outcome_by_request_id_and_the_errors_that_name_the_field(service):
     assert len(service.store.read_outcomes()) == 1
 
 
-def test_an_imaging_read_is_fed_back_per_finding(service):
-    dicom, _ = synthetic_dicom()
+def test_an_imaging_read_is_fed_back_per_finding_by_audit_id_or_by_the_images_uid(service):
     headers = service.headers("imaging", **{"Content-Type": "application/dicom"})
-    read = service.client.post("/v1/imaging/second-read", content=dicom, headers=headers).json()
-    body = {"audit_id": read["audit_id"], "observed_utc": LATER, "imaging": {"findings": {"pneumothorax": 0}}}
+    reads = []
+    for _ in range(2):
+        dicom, _study = synthetic_dicom()
+        reads.append(service.client.post("/v1/imaging/second-read", content=dicom, headers=headers).json())
+    body = {"audit_id": reads[0]["audit_id"], "observed_utc": LATER, "imaging": {"findings": {"pneumothorax": 0}}}
     res = _post(service, body)
     assert res.status_code == 201 and res.json()["imaging"] == {"findings": {"pneumothorax": 0}}, res.text
+    uid = reads[1]["source"]["sop_instance_uid"]
+    by_uid = _post(service, {"sop_instance_uid": uid, "observed_utc": LATER, "imaging": {"findings": {"effusion": 1}}})
+    assert by_uid.status_code == 201 and by_uid.json()["audit_id"] == reads[1]["audit_id"], by_uid.text
 
 
 def test_a_batch_stores_each_outcome_on_its_own(service):

@@ -517,6 +517,7 @@ def test_postgres_insert_select_role_appends_but_cannot_rewrite(pg_schema: str, 
         conn.execute(sa.text(f'GRANT USAGE ON SCHEMA "{pg_schema}" TO "{role}"'))
         conn.execute(sa.text(f'GRANT SELECT, INSERT ON "{pg_schema}".vigil_audit TO "{role}"'))
         conn.execute(sa.text(f'GRANT SELECT ON "{pg_schema}".vigil_api_keys TO "{role}"'))
+        conn.execute(sa.text(f'GRANT SELECT, INSERT ON "{pg_schema}".vigil_audit_instances TO "{role}"'))
         conn.execute(sa.text(f'GRANT SELECT, INSERT ON "{pg_schema}".vigil_outcomes TO "{role}"'))
         conn.execute(sa.text(f'GRANT USAGE ON SEQUENCE "{pg_schema}".vigil_outcomes_outcome_id_seq TO "{role}"'))
     anchor = AuditAnchor(tmp_path / "anchors.jsonl", KEY)
@@ -526,7 +527,8 @@ def test_postgres_insert_select_role_appends_but_cannot_rewrite(pg_schema: str, 
         service.create_schema()  # what each worker does at start-up: a no-op, not a permission error
         assert service.authenticate(key) is not None
         service.write_audit(_record(1))
-        service.write_audits([_record(2), _record(3)])
+        read = {"findings": [], "source": {"sop_instance_uid": "1.2.3"}}  # a second read: its instance is indexed
+        service.write_audits([_record(2), _record(3, output=read)])
         assert verify_audit(service, anchor).ok
         outcome = validate_outcome(
             {"audit_id": 1, "observed_utc": "2099-01-01T00:00:00Z", "triage": {"admitted": True}}
@@ -542,6 +544,7 @@ def test_postgres_insert_select_role_appends_but_cannot_rewrite(pg_schema: str, 
             "UPDATE vigil_outcomes SET client = 'x'",
             "DELETE FROM vigil_outcomes",
             "TRUNCATE vigil_outcomes",
+            "DELETE FROM vigil_audit_instances",
             "CREATE OR REPLACE FUNCTION vigil_audit_refuse_change() RETURNS trigger LANGUAGE plpgsql AS "
             "$$BEGIN RETURN NEW; END$$",
         ]

@@ -33,6 +33,7 @@ def store(store_url: str) -> Iterator[Store]:
 
 
 def _prediction(store: Store, request_id: str, output: dict, *, status: int = 200, n: int = 1) -> list[int]:
+    """Audit ``n`` predictions of ``request_id`` answering ``output``; their seqs."""
     rows = store.write_audits(
         [
             AuditRecord(
@@ -149,3 +150,47 @@ def test_read_outcomes_checks_its_arguments(store, kwargs, field):
     with pytest.raises(InputValidationError) as caught:
         store.read_outcomes(**kwargs)
     assert caught.value.field == field
+
+
+def _read_of(uid: str) -> dict:
+    return {"findings": [], "flagged": False, "source": {"sop_instance_uid": uid}}
+
+
+def _imaging(**link):
+    return validate_outcome({**link, "observed_utc": "2026-12-07T14:00:00Z", "imaging": {"findings": {"effusion": 1}}})
+
+
+def test_a_radiologists_read_finds_its_second_read_by_the_images_uid(store):
+    (once,) = _prediction(store, "a", _read_of("1.2.3.1"))
+    _prediction(store, "b", _read_of("1.2.3.2"))
+    _prediction(store, "c", _read_of("1.2.3.2"))  # the same instance read again (a resend)
+    _prediction(store, "d", _read_of("1.2.3.3"), status=422)  # refused: not a read, not indexed
+    _prediction(store, "e", {**TRIAGE_OUT, "source": {"sop_instance_uid": "1.2.3.4"}})  # not a second read
+    results = store.record_outcomes(
+        [_imaging(sop_instance_uid=u) for u in ("1.2.3.1", "1.2.3.2", "1.2.3.3", "1.2.3.4", "1.2.3.9")], "pacs"
+    )
+    assert not isinstance(results[0], Exception) and results[0].audit_id == once
+    assert "was read 2 times (audit_ids 2, 3)" in str(results[1]) and "audit_id" in str(results[1])
+    assert all("no second read of the instance" in str(r) for r in results[2:])
+    assert all(r.field == "sop_instance_uid" for r in results[1:])
+    (again,) = store.record_outcomes([_imaging(audit_id=once)], "pacs")
+    assert isinstance(again, OutcomeConflictError)  # the same prediction, whichever link named it
+
+
+def test_the_instance_index_refuses_update_and_delete(store, store_url):
+    _prediction(store, "a", _read_of("1.2.3.1"))
+    engine = sa.create_engine(store_url)
+    try:
+        for statement in (
+            "UPDATE vigil_audit_instances SET sop_instance_uid = '9'",
+            "DELETE FROM vigil_audit_instances",
+        ):
+            with pytest.raises(sa.exc.DatabaseError, match="vigil_audit_instances is append-only"):
+                with engine.begin() as conn:
+                    conn.execute(sa.text(statement))
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT seq, sop_instance_uid FROM vigil_audit_instances")).all() == [
+                (1, "1.2.3.1")
+            ]
+    finally:
+        engine.dispose()
