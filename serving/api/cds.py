@@ -23,7 +23,7 @@ from models.triage.record import validate_record
 from serving.api.errors import ApiError
 from serving.api.json_body import read_json
 from serving.api.schemas import NO_MODEL_OR_AUDIT, problem_responses
-from serving.api.state import _BEARER, _HEADER, StateDep, require
+from serving.api.state import BEARER_KEY, HEADER_KEY, StateDep, require
 from serving.api.triage_scoring import score_records
 from serving.fhir import codes as fhir_codes
 from serving.fhir import record as fhir_record
@@ -106,8 +106,8 @@ def _refuse(detail: str, error: str = "invalid_token") -> ApiError:
 async def cds_caller(
     request: Request,
     state: StateDep,
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)] = None,
-    header: Annotated[str | None, Security(_HEADER)] = None,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER_KEY)] = None,
+    header: Annotated[str | None, Security(HEADER_KEY)] = None,
     jwt: Annotated[HTTPAuthorizationCredentials | None, Security(_CDS_JWT)] = None,
 ) -> ApiKeyInfo:
     """The caller of a CDS service, as ``VIGIL_CDS_AUTH`` admits it; a JWT's issuer becomes ``cds:<name>``."""

@@ -26,8 +26,10 @@ from serving.settings import ServingSettings
 from serving.store.database import Store
 from serving.store.records import ApiKeyInfo, AuditRecord
 
-_BEARER = HTTPBearer(auto_error=False, description="An API key issued by `vigil keys create`")
-_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="The same API key, as a header")
+#: The two ways to present an API key, as OpenAPI security schemes: the routes' ``require`` dependency and the CDS
+#: Hooks service (which also takes a JWT in the same header) declare them.
+BEARER_KEY = HTTPBearer(auto_error=False, description="An API key issued by `vigil keys create`")
+HEADER_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="The same API key, as a header")
 _KEY_HEADERS = ("authorization", "x-api-key")
 
 
@@ -101,8 +103,8 @@ def require(scope: str | None) -> Callable[..., Awaitable[ApiKeyInfo]]:
     async def dependency(
         request: Request,
         state: StateDep,
-        bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)] = None,
-        header: Annotated[str | None, Security(_HEADER)] = None,
+        bearer: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER_KEY)] = None,
+        header: Annotated[str | None, Security(HEADER_KEY)] = None,
     ) -> ApiKeyInfo:
         challenge = 'Bearer realm="vigil"'
         repeated = [name for name in _KEY_HEADERS if len(request.headers.getlist(name)) > 1]
