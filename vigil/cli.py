@@ -3,7 +3,7 @@
 It only parses arguments, calls ``workflows/`` (or, for the admin commands, the service's stores) and prints; the
 commands are in :mod:`vigil.commands_models` (``run``, ``evaluate``, ``release``, ``safety``, ``second-read``,
 ``bench-imaging``), :mod:`vigil.commands_service` (``serve``, ``dicom-node``, ``openapi``) and
-:mod:`vigil.commands_admin` (``dicom-queue``, ``keys``, ``audit``).
+:mod:`vigil.commands_admin` (``dicom-queue``, ``keys``, ``audit``, ``monitor``).
 
 Errors from bad input (config, CSV, model files) are printed as one clear line naming the field and exit
 with status 2; they never end in a traceback (:func:`vigil.output.fail`).
@@ -32,6 +32,7 @@ app.command("openapi")(commands_service.openapi_command)
 app.add_typer(commands_admin.dicom_queue_app, name="dicom-queue")
 app.add_typer(commands_admin.keys_app, name="keys")
 app.add_typer(commands_admin.audit_app, name="audit")
+app.command("monitor")(commands_admin.monitor_command)
 
 
 def main() -> None:

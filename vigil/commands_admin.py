@@ -254,3 +254,35 @@ def audit_anchor(
         fail(exc)
         return
     _audit_report(report)
+
+
+def monitor_command(
+    since: Annotated[str, typer.Option(help="Start of the period, ISO-8601 UTC (2026-12-07T00:00:00Z)")],
+    until: Annotated[str, typer.Option(help="End of the period (excluded), ISO-8601 UTC")],
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for the JSON report [default: $VIGIL_WORK_DIR/monitoring]")
+    ] = None,
+    policy: Annotated[Path | None, typer.Option(help="Release policy (default: the shipped one)")] = None,
+    n_boot: Annotated[int, typer.Option(min=50, max=10_000, help="Bootstrap resamples of each audit")] = 500,
+) -> None:
+    """Monitor the triage predictions the service answered in a period: volume, levels, floor rates and groups per
+    model version, and, where outcomes were fed back (POST /v1/outcomes), the release gate's fairness audit and
+    verdict per group (AUROC, calibration, under-triage). Prints one line per audit; writes the JSON report."""
+    from workflows.monitoring import monitor_period
+
+    try:
+        report, path = monitor_period(since, until, out, policy_path=policy, n_boot=n_boot)
+    except VigilError as exc:
+        fail(exc)
+        return
+    typer.echo(f"{report.n_predictions} triage predictions {since} .. {until} (policy {report.policy_version})")
+    for version in report.versions:
+        typer.echo(
+            f"{version.model} v{version.version}: {version.n} predictions, {version.n_with_outcome} with outcomes"
+        )
+        for name, found in version.audits.items():
+            breaches = "; ".join(found["breaches"][:3])
+            typer.echo(f"  {name} (n={found['n']}): {found['gate_status']}" + (f": {breaches}" if breaches else ""))
+        if not version.audits:
+            typer.echo("  no outcomes fed back yet: nothing to judge per group")
+    typer.echo(f"report: {path}")

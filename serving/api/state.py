@@ -174,14 +174,17 @@ def audit_record(
     )
 
 
-def write_audit(state: ServiceState, records: list[AuditRecord]) -> list[AuditRecord]:
+def write_audit(
+    state: ServiceState, records: list[AuditRecord], groups: list[dict[str, str | None]] | None = None
+) -> list[AuditRecord]:
     """Write audit records in one transaction (all or none), in a worker thread; a failure propagates as
     StoreUnavailableError -> 503, and nothing is returned to the client. Returns them with their seq (the audit id
-    an answer carries, by which a site feeds its outcome back)."""
+    an answer carries, by which a site feeds its outcome back). ``groups``: see
+    :meth:`serving.store.audit_trail.AuditTrail.write_audits`."""
     from models.errors import StoreUnavailableError
 
     try:
-        return state.store.write_audits(records)
+        return state.store.write_audits(records, groups)
     except StoreUnavailableError:
         state.metrics.audit_failures.inc()
         raise

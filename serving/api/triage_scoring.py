@@ -16,7 +16,22 @@ from serving.api.state import ServiceState, audit_record, input_digest, write_au
 from serving.store.records import ApiKeyInfo
 from serving.triage_result import build_results
 
-__all__ = ["score_records"]
+__all__ = ["prediction_groups", "score_records"]
+
+
+def prediction_groups(records: list[dict[str, Any]]) -> list[dict[str, str | None]]:
+    """The coarse groups of each validated record's patient, kept beside its audit row for monitoring by group:
+    sex, age band (:data:`models.triage.decision.AGE_BANDS`), and the ethnicity and site the client sent."""
+    import numpy as np
+
+    from models.triage.decision import age_band_labels
+
+    ages = np.array([np.nan if r.get("age_years") is None else float(r["age_years"]) for r in records])
+    bands = age_band_labels(ages)
+    return [
+        {"sex": r.get("sex"), "age_band": band, "ethnicity": r.get("ethnicity"), "site": r.get("site")}
+        for r, band in zip(records, bands, strict=True)
+    ]
 
 
 def score_records(
@@ -38,6 +53,7 @@ def score_records(
             audit_record(request, key, route, model, input_digest(raw), result)
             for raw, result in zip(raws, results, strict=True)
         ],
+        prediction_groups(records),
     )
     for result, row in zip(results, audited, strict=True):
         result["audit_id"] = row.seq  # after the audit: a row cannot hold its own seq

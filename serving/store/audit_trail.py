@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +20,7 @@ from sqlalchemy import insert, select, text
 from models.errors import InputValidationError
 from serving.store.engine import StoreEngine
 from serving.store.records import GENESIS_HASH, AuditRecord, audit_row_hash, canonical_json, check_audit
-from serving.store.schema import audit_instances_table, audit_table
+from serving.store.schema import audit_instances_table, audit_table, prediction_groups_table
 
 if TYPE_CHECKING:
     from serving.store.audit_anchor import AuditAnchor
@@ -65,15 +65,21 @@ class AuditTrail(StoreEngine):
         """
         return self.write_audits([record])[0]
 
-    def write_audits(self, records: Sequence[AuditRecord]) -> list[AuditRecord]:
+    def write_audits(
+        self, records: Sequence[AuditRecord], groups: Sequence[Mapping[str, str | None] | None] | None = None
+    ) -> list[AuditRecord]:
         """Append several records in one transaction: all are written, with consecutive seqs, or none.
 
         For a batch request: one lock and one commit instead of one per record, and no half-audited batch.
         Every record is validated before the transaction starts. The SOP Instance UID of each answered second read
-        goes into ``vigil_audit_instances`` in the same transaction (how an outcome finds it). Raises as
+        goes into ``vigil_audit_instances`` in the same transaction (how an outcome finds it); ``groups`` (one per
+        record, None where there is none) the coarse groups of each triage prediction's patient into
+        ``vigil_prediction_groups`` (keys ``sex``, ``age_band``, ``ethnicity``, ``site``; for monitoring). Raises as
         :meth:`write_audit`.
         """
         outputs = [check_audit(record) for record in records]
+        if groups is not None and len(groups) != len(records):
+            raise InputValidationError("groups", f"groups must give one entry per record; got {len(groups)}")
         if not outputs:
             return []
         done: list[AuditRecord] = []
@@ -115,6 +121,13 @@ class AuditTrail(StoreEngine):
             ]
             if instances:
                 conn.execute(insert(audit_instances_table), instances)
+            grouped = [
+                {"seq": row.seq, **{k: _group_value(g.get(k)) for k in _GROUP_KEYS}}
+                for row, g in zip(done, groups or [None] * len(done), strict=True)
+                if g is not None
+            ]
+            if grouped:
+                conn.execute(insert(prediction_groups_table), grouped)
         if self.anchor is not None:  # after the commit: never anchor a row that a failed commit did not keep
             newest = done[-1]
             assert newest.seq is not None and newest.row_hash is not None  # both filled in the loop above
@@ -180,6 +193,14 @@ class AuditTrail(StoreEngine):
                 prev_hash, expected = row.row_hash, expected + 1
             if len(rows) < _VERIFY_BATCH:
                 return
+
+
+_GROUP_KEYS = ("sex", "age_band", "ethnicity", "site")
+
+
+def _group_value(value: object) -> str | None:
+    """A group label as stored: text of at most 64 characters, or None."""
+    return None if value is None else str(value)[:64]
 
 
 def _instance_read(record: AuditRecord) -> str | None:

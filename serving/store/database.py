@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from serving.store.audit_trail import AuditTrail
 from serving.store.keys import KeyStore
 from serving.store.outcomes import OutcomeStore
+from serving.store.predictions import PredictionReader
 
 if TYPE_CHECKING:
     from serving.store.audit_anchor import AuditAnchor
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 __all__ = ["Store"]
 
 
-class Store(KeyStore, AuditTrail, OutcomeStore):
+class Store(KeyStore, AuditTrail, OutcomeStore, PredictionReader):
     """API keys, the audit trail and the outcomes fed back after predictions in one SQLite or PostgreSQL database.
 
     Thread-safe (one connection pool per instance). Make one per process, after any fork (in the app's

@@ -18,6 +18,7 @@ __all__ = [
     "audit_table",
     "metadata",
     "outcomes_table",
+    "prediction_groups_table",
 ]
 
 metadata = MetaData()
@@ -59,6 +60,18 @@ audit_instances_table = Table(
     Column("sop_instance_uid", Text, nullable=False),
     Index("ix_vigil_audit_instances_uid", "sop_instance_uid"),
 )
+#: The groups a triage prediction's patient belongs to, coarse and written in the audit row's transaction, for
+#: monitoring by group after release (:mod:`workflows.monitoring`): sex, age band (:data:`models.triage.decision.
+#: AGE_BANDS`), and ethnicity and site when the client sent them. Not the record: nothing that identifies a patient.
+prediction_groups_table = Table(
+    "vigil_prediction_groups",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("sex", Text, nullable=True),
+    Column("age_band", Text, nullable=True),
+    Column("ethnicity", Text, nullable=True),
+    Column("site", Text, nullable=True),
+)
 #: Outcomes fed back after a prediction (:mod:`serving.store.outcomes`): append-only like the audit trail, beside it,
 #: never altering it; one per audited prediction (``audit_seq`` is unique).
 outcomes_table = Table(
@@ -75,7 +88,7 @@ outcomes_table = Table(
     UniqueConstraint("audit_seq", name="uq_vigil_outcomes_audit_seq"),
 )
 
-_APPEND_ONLY = ("vigil_audit", "vigil_audit_instances", "vigil_outcomes")
+_APPEND_ONLY = ("vigil_audit", "vigil_audit_instances", "vigil_prediction_groups", "vigil_outcomes")
 SQLITE_TRIGGERS = [
     f"CREATE TRIGGER IF NOT EXISTS {table}_no_{op.lower()} BEFORE {op} ON {table} "
     f"BEGIN SELECT RAISE(ABORT, '{table} is append-only; {op} refused'); END"

@@ -187,7 +187,7 @@ def test_every_prediction_is_audited_before_it_is_returned(service):
 def test_audit_store_failure_refuses_the_prediction(service, monkeypatch):
     from models.errors import StoreUnavailableError
 
-    def down(records):
+    def down(records, groups=None):
         raise StoreUnavailableError("sqlite store unavailable: disk I/O error")
 
     before = len(service.store.read_audit(limit=10_000))

@@ -518,6 +518,7 @@ def test_postgres_insert_select_role_appends_but_cannot_rewrite(pg_schema: str, 
         conn.execute(sa.text(f'GRANT SELECT, INSERT ON "{pg_schema}".vigil_audit TO "{role}"'))
         conn.execute(sa.text(f'GRANT SELECT ON "{pg_schema}".vigil_api_keys TO "{role}"'))
         conn.execute(sa.text(f'GRANT SELECT, INSERT ON "{pg_schema}".vigil_audit_instances TO "{role}"'))
+        conn.execute(sa.text(f'GRANT SELECT, INSERT ON "{pg_schema}".vigil_prediction_groups TO "{role}"'))
         conn.execute(sa.text(f'GRANT SELECT, INSERT ON "{pg_schema}".vigil_outcomes TO "{role}"'))
         conn.execute(sa.text(f'GRANT USAGE ON SEQUENCE "{pg_schema}".vigil_outcomes_outcome_id_seq TO "{role}"'))
     anchor = AuditAnchor(tmp_path / "anchors.jsonl", KEY)
@@ -528,7 +529,8 @@ def test_postgres_insert_select_role_appends_but_cannot_rewrite(pg_schema: str, 
         assert service.authenticate(key) is not None
         service.write_audit(_record(1))
         read = {"findings": [], "source": {"sop_instance_uid": "1.2.3"}}  # a second read: its instance is indexed
-        service.write_audits([_record(2), _record(3, output=read)])
+        groups = [{"sex": "female", "age_band": "65-74"}, None]  # a triage patient's groups are kept beside its row
+        service.write_audits([_record(2), _record(3, output=read)], groups)
         assert verify_audit(service, anchor).ok
         outcome = validate_outcome(
             {"audit_id": 1, "observed_utc": "2099-01-01T00:00:00Z", "triage": {"admitted": True}}
@@ -545,6 +547,7 @@ def test_postgres_insert_select_role_appends_but_cannot_rewrite(pg_schema: str, 
             "DELETE FROM vigil_outcomes",
             "TRUNCATE vigil_outcomes",
             "DELETE FROM vigil_audit_instances",
+            "UPDATE vigil_prediction_groups SET sex = 'x'",
             "CREATE OR REPLACE FUNCTION vigil_audit_refuse_change() RETURNS trigger LANGUAGE plpgsql AS "
             "$$BEGIN RETURN NEW; END$$",
         ]

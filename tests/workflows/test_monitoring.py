@@ -1,0 +1,124 @@
+"""Monitoring after release (workflows.monitoring): what the service answered per model version and group, and,
+with outcomes fed back, the release gate's audit and verdict per group."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from fairness.policy import load_policy
+from serving.store.predictions import PredictionRow
+from tests.serving.records import WELL
+from workflows.monitoring import monitor
+
+SINCE, UNTIL = "2026-12-01T00:00:00Z", "2026-12-08T00:00:00Z"
+
+
+def _row(
+    seq: int, level: int, p: float, groups: dict | None, outcome: dict | None, version: str = "3"
+) -> PredictionRow:
+    output = {
+        "acuity": {"level": level},
+        "risks": {"admitted": {"probability": p}, "critical": {"probability": p / 4}},
+        "flags": {
+            "news2_floor_raised_level": level == 2,
+            "safety_floor_raised_level": level <= 2,
+            "missing_inputs": ["spo2"] if seq % 10 == 0 else [],
+        },
+    }
+    return PredictionRow(
+        seq,
+        "2026-12-07T10:00:00.000Z",
+        "k",
+        "vigil-triage",
+        version,
+        output,
+        groups,
+        outcome,
+        "triage" if outcome else None,
+    )
+
+
+def _population(n: int = 1200, under_triaged: str | None = None, seed: int = 0) -> list[PredictionRow]:
+    """Admissions that follow the predicted risk; final acuity 2 for the admitted, 4 otherwise; the model's level
+    matches, except for ``under_triaged`` patients (sex) whose admitted visits it sends to level 4."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for seq in range(1, n + 1):
+        sex = "female" if seq % 2 else "male"
+        band = ("15-24", "25-44", "45-64", "65-74")[seq % 4]
+        p = float(rng.uniform(0.05, 0.95))
+        admitted = bool(rng.random() < p)
+        level = 2 if admitted else 4
+        if under_triaged == sex and admitted:
+            level = 4
+        outcome = {"admitted": admitted, "final_acuity": 2 if admitted else 4}
+        rows.append(_row(seq, level, p, {"sex": sex, "age_band": band, "ethnicity": None, "site": "north"}, outcome))
+    return rows
+
+
+def test_volumes_levels_floors_and_groups_per_version():
+    rows = [
+        _row(1, 2, 0.5, {"sex": "female", "age_band": "65-74", "ethnicity": None, "site": "north"}, None),
+        _row(2, 4, 0.1, None, None),  # predicted before groups were kept
+        _row(3, 3, 0.2, {"sex": "male", "age_band": "25-44", "ethnicity": "A", "site": None}, None, version="4"),
+    ]
+    rows.append(PredictionRow(4, "t", "k", "vigil-cxr", "1", {"findings": []}, None, None, None))  # a second read
+    report = monitor(rows, SINCE, UNTIL, load_policy()).to_dict()
+    assert report["n_predictions"] == 3 and [v["version"] for v in report["versions"]] == ["3", "4"]
+    v3 = report["versions"][0]
+    assert v3["levels"] == {"1": 0, "2": 1, "3": 0, "4": 1, "5": 0}
+    assert (v3["news2_floor_raised_rate"], v3["safety_floor_raised_rate"]) == (0.5, 0.5)
+    assert v3["groups"]["sex"] == {"female": 1, "unknown": 1} and v3["groups"]["site"] == {"north": 1, "unknown": 1}
+    assert v3["n_with_outcome"] == 0 and v3["audits"] == {}
+
+
+def test_outcomes_are_judged_per_group_by_the_release_gate():
+    fair = monitor(_population(), SINCE, UNTIL, load_policy(), n_boot=200).versions[0]
+    assert fair.n_with_outcome == 1200 and set(fair.audits) == {"admitted", "under-triage"}
+    assert fair.audits["under-triage"]["gate_status"] != "fail", fair.audits["under-triage"]["breaches"]
+    unfair = monitor(_population(under_triaged="male"), SINCE, UNTIL, load_policy(), n_boot=200).versions[0]
+    found = unfair.audits["under-triage"]
+    assert found["gate_status"] == "fail"
+    assert any("under_triage" in reason and "sex" in reason for reason in found["breaches"]), found["breaches"]
+    sex = next(a for a in found["audit"]["attributes"] if a["attribute"] == "sex")
+    rates = {g["group"]: g["metrics"]["under_triage_rate"]["estimate"] for g in sex["groups"]}
+    assert rates["male"] > 0.3 and rates["female"] == pytest.approx(0.0)
+
+
+@pytest.fixture
+def service(tmp_path, model_folder):
+    from tests.serving.conftest import make_service
+
+    with make_service(tmp_path, model_folder) as svc:
+        yield svc
+
+
+def test_predictions_outcomes_and_monitor_through_the_service(service, tmp_path, monkeypatch):
+    """Triage answers keep their patient's groups; outcomes fed back join them; `vigil monitor` reads the store."""
+    records = [{**WELL, "age_years": 70, "sex": "female", "site": "north"}, {**WELL, "ethnicity": "B"}]
+    results = [service.client.post("/v1/triage", json=r, headers=service.headers("triage")).json() for r in records]
+    fed = {"audit_id": results[0]["audit_id"], "observed_utc": "2099-01-01T00:00:00Z", "triage": {"admitted": True}}
+    assert service.client.post("/v1/outcomes", json=fed, headers=service.headers("outcomes")).status_code == 201
+    rows = list(service.store.read_predictions("2000-01-01T00:00:00Z", "2100-01-01T00:00:00Z"))
+    assert [r.groups for r in rows] == [
+        {"sex": "female", "age_band": "65-74", "ethnicity": None, "site": "north"},
+        {"sex": "male", "age_band": "25-44", "ethnicity": "B", "site": None},
+    ]
+    assert rows[0].outcome == {"admitted": True} and rows[1].outcome is None
+    assert list(service.store.read_predictions("2100-01-01T00:00:00Z", "2100-01-02T00:00:00Z")) == []
+    from vigil.cli import app
+
+    monkeypatch.setenv("VIGIL_WORK_DIR", str(tmp_path))
+    res = CliRunner().invoke(
+        app, ["monitor", "--since", "2000-01-01T00:00:00Z", "--until", "2100-01-01T00:00:00Z", "--n-boot", "50"]
+    )
+    assert res.exit_code == 0, res.output
+    assert "2 triage predictions" in res.output and "1 with outcomes" in res.output
+    report = json.loads(next((tmp_path / "monitoring").glob("monitoring_*.json")).read_text())
+    assert report["versions"][0]["groups"]["ethnicity"] == {"B": 1, "unknown": 1}
+    bad = CliRunner().invoke(app, ["monitor", "--since", "yesterday", "--until", "2100-01-01T00:00:00Z"])
+    assert bad.exit_code == 2 and "since" in bad.output and "Traceback" not in bad.output
