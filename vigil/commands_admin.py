@@ -280,9 +280,19 @@ def monitor_command(
         typer.echo(
             f"{version.model} v{version.version}: {version.n} predictions, {version.n_with_outcome} with outcomes"
         )
+        for outcome, est in version.estimated.items():
+            measured = "" if est["measured"] is None else f", measured {est['measured']:.3f} on {est['n_measured']}"
+            estimate = "n/a" if est["estimated"] is None else f"{est['estimated']:.3f}"
+            typer.echo(f"  {outcome} AUROC estimated from the scores {estimate}{measured}")
         for name, found in version.audits.items():
             breaches = "; ".join(found["breaches"][:3])
             typer.echo(f"  {name} (n={found['n']}): {found['gate_status']}" + (f": {breaches}" if breaches else ""))
         if not version.audits:
             typer.echo("  no outcomes fed back yet: nothing to judge per group")
+    for reads in report.imaging:
+        typer.echo(f"{reads.model} v{reads.version}: {reads.n} second reads, {reads.flagged} flagged")
+        for finding, c in sorted(reads.findings.items()):
+            positives = c["tp"] + c["fn"]
+            sens = f", sensitivity {c['tp']}/{positives} against radiologists' reads" if positives else ""
+            typer.echo(f"  {finding}: flagged {c['flagged']}/{c['evaluated']}{sens}")
     typer.echo(f"report: {path}")

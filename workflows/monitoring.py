@@ -11,10 +11,17 @@ model version:
   observed/expected and ECE, under-triage against the senior clinician's final acuity, each with its bootstrap
   interval) judged by :func:`fairness.gate.gate` under the release policy, so "worse than the release gate allows"
   has one meaning before and after release. Admission and critical care are audited on the predictions whose
-  outcome gives them; under-triage on those that also give a final acuity.
+  outcome gives them; under-triage on those that also give a final acuity;
 
-Not built yet (issue 18): drift against the training distribution, performance estimated before outcomes arrive,
-imaging monitoring, alerts, the review page. Decision support: these figures inform a clinical safety officer;
+and per imaging model version: second reads, flag rates per finding and, against the radiologists' reads fed back,
+sensitivity and specificity at the operating threshold (Wilson intervals).
+
+Per triage version it also estimates the AUROC before outcomes arrive, from the calibrated scores
+(:func:`evaluation.metrics.discrimination.expected_auroc`, as NannyML's CBPE; valid under covariate shift only),
+overall and per group, beside the measured AUROC where outcomes exist.
+
+Not built yet (issue 18): drift against the training distribution, imaging monitoring by group, alerts, the review
+page. Decision support: these figures inform a clinical safety officer;
 they do not act on their own.
 """
 
@@ -30,13 +37,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from evaluation.metrics.decision import wilson_interval
+from evaluation.metrics.discrimination import expected_auroc
 from fairness.audit import audit
 from fairness.audit_spec import AuditSpec
 from fairness.gate import gate
 from fairness.policy import ReleasePolicy
 from serving.store.predictions import PredictionRow
 
-__all__ = ["GROUP_ATTRIBUTES", "MonitoringReport", "VersionSummary", "monitor", "monitor_period"]
+__all__ = ["GROUP_ATTRIBUTES", "ImagingSummary", "MonitoringReport", "VersionSummary", "monitor", "monitor_period"]
 
 #: The groups monitoring reports on (kept beside each triage prediction by the service).
 GROUP_ATTRIBUTES = ("sex", "age_band", "ethnicity", "site")
@@ -57,6 +66,7 @@ class VersionSummary:
     groups: dict[str, Counter[str]] = field(default_factory=lambda: {a: Counter() for a in GROUP_ATTRIBUTES})
     n_with_outcome: int = 0
     audits: dict[str, dict[str, Any]] = field(default_factory=dict)
+    estimated: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         rate = (lambda k: k / self.n) if self.n else (lambda k: None)
@@ -70,8 +80,66 @@ class VersionSummary:
             "missing_input_rate": {name: rate(k) for name, k in sorted(self.missing_inputs.items())},
             "groups": {a: dict(sorted(c.items())) for a, c in self.groups.items()},
             "n_with_outcome": self.n_with_outcome,
+            "estimated_auroc": self.estimated,
             "audits": self.audits,
         }
+
+
+_COUNTS = ("evaluated", "flagged", "read", "tp", "fn", "fp", "tn")
+
+
+@dataclass
+class ImagingSummary:
+    """What one imaging model version read in the period: flag rates per finding and, against the radiologists'
+    reads fed back, sensitivity and specificity at the operating threshold with Wilson 95% intervals. Only findings
+    evaluated on the image count (a finding the gate did not release is never flagged: its truth says nothing about
+    the service)."""
+
+    model: str
+    version: str
+    n: int = 0
+    flagged: int = 0
+    findings: dict[str, Counter[str]] = field(default_factory=dict)
+
+    def add(self, output: dict[str, Any], truth: dict[str, int]) -> None:
+        self.n += 1
+        self.flagged += bool(output.get("flagged"))
+        for finding in output.get("findings", []):
+            if finding.get("probability") is None:
+                continue
+            name, flag = finding["finding"], bool(finding["flagged"])
+            counts = self.findings.setdefault(name, Counter({k: 0 for k in _COUNTS}))
+            counts["evaluated"] += 1
+            counts["flagged"] += flag
+            if name in truth:
+                counts["read"] += 1
+                counts[("tp" if flag else "fn") if truth[name] else ("fp" if flag else "tn")] += 1
+
+    def to_dict(self) -> dict[str, Any]:
+        def proportion(k: int, n: int) -> dict[str, Any]:
+            low, high = wilson_interval(k, n)
+            return {"estimate": k / n if n else None, "low": _finite(low), "high": _finite(high), "n": n}
+
+        return {
+            "model": self.model,
+            "version": self.version,
+            "n_second_reads": self.n,
+            "flagged_rate": self.flagged / self.n if self.n else None,
+            "findings": {
+                name: {
+                    "n_evaluated": c["evaluated"],
+                    "flag_rate": c["flagged"] / c["evaluated"],
+                    "n_read_by_radiologist": c["read"],
+                    "sensitivity": proportion(c["tp"], c["tp"] + c["fn"]),
+                    "specificity": proportion(c["tn"], c["tn"] + c["fp"]),
+                }
+                for name, c in sorted(self.findings.items())
+            },
+        }
+
+
+def _finite(value: float) -> float | None:
+    return None if np.isnan(value) else value
 
 
 @dataclass(frozen=True)
@@ -83,6 +151,7 @@ class MonitoringReport:
     policy_version: str
     n_predictions: int
     versions: tuple[VersionSummary, ...]
+    imaging: tuple[ImagingSummary, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -91,6 +160,7 @@ class MonitoringReport:
             "policy_version": self.policy_version,
             "n_predictions": self.n_predictions,
             "versions": [v.to_dict() for v in self.versions],
+            "imaging": [v.to_dict() for v in self.imaging],
             "decision_support": "Monitoring figures for a clinical safety officer; they do not act on their own.",
         }
 
@@ -132,6 +202,36 @@ def _summarise(summary: VersionSummary, row: PredictionRow, record: dict[str, An
     for attribute in GROUP_ATTRIBUTES:
         summary.groups[attribute][record[attribute]] += 1
     summary.n_with_outcome += any(not np.isnan(record[k]) for k in ("admitted", "critical", "final_acuity"))
+
+
+_ESTIMATE_NOTE = (
+    "expected AUROC from the calibrated scores of every prediction (confidence-based performance estimation, as "
+    "NannyML's CBPE): valid only while the scores stay calibrated for these patients (a changed population, not a "
+    "changed relation of outcome to inputs); 'measured' is the AUROC on the predictions with that outcome fed back"
+)
+
+
+def _estimates(frame: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Per outcome: the expected AUROC overall and per group, beside the measured one where outcomes exist."""
+    from evaluation.metrics.discrimination import auroc
+
+    found: dict[str, dict[str, Any]] = {}
+    for outcome, score in (("admitted", "p_admitted"), ("critical", "p_critical")):
+        known = frame[frame[outcome].notna()]
+        measured = auroc(known[outcome].astype(int), known[score]) if len(known) else float("nan")
+        found[outcome] = {
+            "estimated": _finite(expected_auroc(frame[score])),
+            "measured": _finite(measured),
+            "n_measured": len(known),
+            "by_group": {
+                attribute: {
+                    str(group): _finite(expected_auroc(rows[score])) for group, rows in frame.groupby(attribute)
+                }
+                for attribute in GROUP_ATTRIBUTES
+            },
+            "note": _ESTIMATE_NOTE,
+        }
+    return found
 
 
 def _audits(frame: pd.DataFrame, policy: ReleasePolicy, n_boot: int) -> dict[str, dict[str, Any]]:
@@ -194,23 +294,30 @@ def _audits(frame: pd.DataFrame, policy: ReleasePolicy, n_boot: int) -> dict[str
 def monitor(
     rows: Iterable[PredictionRow], since: str, until: str, policy: ReleasePolicy, *, n_boot: int = 500
 ) -> MonitoringReport:
-    """The monitoring report of the triage predictions in ``rows`` (from
+    """The monitoring report of the triage predictions and second reads in ``rows`` (from
     :meth:`serving.store.predictions.PredictionReader.read_predictions` for ``since``..``until``), judged under
     ``policy`` (the release policy)."""
     summaries: dict[tuple[str, str], VersionSummary] = {}
     frames: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    imaging: dict[tuple[str, str], ImagingSummary] = {}
     for row in rows:
+        key = (row.model_name, row.model_version)
         record = _triage_row(row)
         if record is None:
+            if "findings" in row.output:
+                truth = (row.outcome or {}).get("findings", {}) if row.outcome_task == "imaging" else {}
+                imaging.setdefault(key, ImagingSummary(*key)).add(row.output, truth)
             continue
-        key = (row.model_name, row.model_version)
         summary = summaries.setdefault(key, VersionSummary(*key))
         _summarise(summary, row, record)
         frames.setdefault(key, []).append(record)
     for key, summary in summaries.items():
-        summary.audits = _audits(pd.DataFrame(frames[key]), policy, n_boot)
+        frame = pd.DataFrame(frames[key])
+        summary.estimated = _estimates(frame)
+        summary.audits = _audits(frame, policy, n_boot)
     ordered = tuple(summaries[k] for k in sorted(summaries))
-    return MonitoringReport(since, until, policy.policy_version, sum(s.n for s in ordered), ordered)
+    reads = tuple(imaging[k] for k in sorted(imaging))
+    return MonitoringReport(since, until, policy.policy_version, sum(s.n for s in ordered), ordered, reads)
 
 
 def monitor_period(

@@ -7,6 +7,8 @@ probability ``pt``, and of acting on every patient.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
@@ -19,6 +21,7 @@ __all__ = [
     "positive_predictive_value",
     "sensitivity",
     "specificity",
+    "wilson_interval",
 ]
 
 
@@ -108,3 +111,21 @@ def net_benefit_treat_all(y: ArrayLike, thresholds: ArrayLike) -> NDArray[np.flo
     pt = _as_thresholds(thresholds)
     prevalence = float(y_arr.mean())
     return prevalence - (1.0 - prevalence) * (pt / (1.0 - pt))
+
+
+def wilson_interval(successes: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``successes / n`` at ``1 - alpha`` coverage; ``(nan, nan)`` when
+    ``n`` is 0. For sensitivities and specificities counted at an operating point (monitoring after release)."""
+    from scipy.stats import norm
+
+    if isinstance(successes, bool) or isinstance(n, bool) or not 0 <= successes <= n:
+        raise InputValidationError("successes", f"successes must be an integer in [0, n]; got {successes} of {n}")
+    if not 0.0 < alpha < 1.0:
+        raise InputValidationError("alpha", f"alpha must be in (0, 1); got {alpha}")
+    if n == 0:
+        return math.nan, math.nan
+    z = float(norm.ppf(1 - alpha / 2))
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)

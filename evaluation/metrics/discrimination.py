@@ -10,9 +10,9 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy.stats import rankdata
 
-from evaluation.metrics.inputs import as_binary, as_finite_float, check_same_length
+from evaluation.metrics.inputs import as_binary, as_finite_float, as_probability, check_same_length
 
-__all__ = ["auprc", "auroc"]
+__all__ = ["auprc", "auroc", "expected_auroc"]
 
 _NAN = float("nan")
 
@@ -80,3 +80,30 @@ def auprc(y: ArrayLike, p: ArrayLike) -> float:
     precision = tp / (last_of_tie + 1)
     recall = tp / n_pos
     return float(np.sum(np.diff(recall, prepend=0.0) * precision))
+
+
+def expected_auroc(p: ArrayLike) -> float:
+    """The AUROC a calibrated score ``p`` is expected to reach on its own patients, before any outcome is known.
+
+    Confidence-based performance estimation (as NannyML's CBPE): if each outcome is an independent Bernoulli(p_i),
+    a pair (i, j) is a (positive, negative) pair with probability p_i (1 - p_j), so the expected AUROC is
+    ``sum over i != j of p_i (1 - p_j) [p_i > p_j, ties 1/2] / sum over i != j of p_i (1 - p_j)``. Valid only while
+    the score stays calibrated for these patients (covariate shift, not a change in how outcomes follow the
+    inputs): it cannot see a model going wrong, only a population changing. ``nan`` for fewer than 2 scores or
+    when every score is 0 or every score is 1.
+    """
+    arr = as_probability(p)
+    n = arr.size
+    if n < 2:
+        return float("nan")
+    order = np.sort(arr)
+    neg = 1.0 - order
+    # For each score, the weight of the negatives strictly below it and tied with it.
+    below = np.concatenate(([0.0], np.cumsum(neg)))  # below[k] = sum of neg[:k]
+    left = np.searchsorted(order, order, side="left")
+    right = np.searchsorted(order, order, side="right")
+    strictly = below[left]
+    tied = below[right] - below[left] - neg  # the same score, the pair (i, i) left out
+    numerator = float(np.sum(order * (strictly + 0.5 * tied)))
+    denominator = float(np.sum(order) * np.sum(neg) - np.sum(order * neg))
+    return numerator / denominator if denominator > 0 else float("nan")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -202,3 +203,28 @@ def test_ranking_metrics_validate_finiteness_and_length() -> None:
 def test_binning_arguments_are_validated(kwargs, match) -> None:
     with pytest.raises(InputValidationError, match=match):
         calibration_curve([0, 1], [0.2, 0.8], **kwargs)
+
+
+def test_wilson_interval_matches_the_textbook_values():
+    from evaluation.metrics.decision import wilson_interval
+
+    assert wilson_interval(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)  # Newcombe (1998), z = 1.96
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(0, 10)[1] == pytest.approx(0.2775, abs=1e-4)
+    assert all(math.isnan(v) for v in wilson_interval(0, 0))
+    with pytest.raises(InputValidationError, match="successes"):
+        wilson_interval(11, 10)
+
+
+def test_expected_auroc_is_the_pair_weighted_sum_and_what_calibrated_outcomes_reach():
+    from evaluation.metrics.discrimination import auroc, expected_auroc
+
+    rng = np.random.default_rng(3)
+    p = np.round(rng.uniform(0, 1, 40), 1)  # rounded: many ties
+    w = np.outer(p, 1 - p)
+    np.fill_diagonal(w, 0.0)
+    order = (p[:, None] > p[None, :]) + 0.5 * (p[:, None] == p[None, :])
+    assert expected_auroc(p) == pytest.approx(float((w * order).sum() / w.sum()), abs=1e-12)
+    big = rng.uniform(0, 1, 4000)
+    simulated = np.mean([auroc(rng.random(big.size) < big, big) for _ in range(50)])
+    assert expected_auroc(big) == pytest.approx(simulated, abs=0.005)
+    assert math.isnan(expected_auroc([0.3])) and math.isnan(expected_auroc([0.0, 0.0]))

@@ -79,6 +79,11 @@ def test_volumes_levels_floors_and_groups_per_version():
 def test_outcomes_are_judged_per_group_by_the_release_gate():
     fair = monitor(_population(), SINCE, UNTIL, load_policy(), n_boot=200).versions[0]
     assert fair.n_with_outcome == 1200 and set(fair.audits) == {"admitted", "under-triage"}
+    # Outcomes drawn from the scores: the estimate from the scores alone agrees with the measurement.
+    admitted = fair.estimated["admitted"]
+    assert admitted["estimated"] == pytest.approx(admitted["measured"], abs=0.03) and admitted["n_measured"] == 1200
+    assert set(admitted["by_group"]["sex"]) == {"female", "male"} and "CBPE" in admitted["note"]
+    assert fair.estimated["critical"]["measured"] is None  # no critical outcome fed back: nothing measured
     assert fair.audits["under-triage"]["gate_status"] != "fail", fair.audits["under-triage"]["breaches"]
     unfair = monitor(_population(under_triaged="male"), SINCE, UNTIL, load_policy(), n_boot=200).versions[0]
     found = unfair.audits["under-triage"]
@@ -122,3 +127,29 @@ def test_predictions_outcomes_and_monitor_through_the_service(service, tmp_path,
     assert report["versions"][0]["groups"]["ethnicity"] == {"B": 1, "unknown": 1}
     bad = CliRunner().invoke(app, ["monitor", "--since", "yesterday", "--until", "2100-01-01T00:00:00Z"])
     assert bad.exit_code == 2 and "since" in bad.output and "Traceback" not in bad.output
+
+
+def _read(seq: int, flags: dict[str, bool], truth: dict[str, int] | None) -> PredictionRow:
+    findings = [
+        {"finding": "effusion", "probability": 0.9 if flags["effusion"] else 0.1, "flagged": flags["effusion"]},
+        {"finding": "pneumothorax", "probability": None, "flagged": False},  # not validated: never flagged
+    ]
+    output = {"findings": findings, "flagged": any(flags.values())}
+    outcome = {"findings": truth} if truth is not None else None
+    return PredictionRow(seq, "t", "k", "vigil-cxr", "2", output, None, outcome, "imaging" if truth else None)
+
+
+def test_second_reads_give_flag_rates_and_sensitivity_against_radiologists_reads():
+    rows = [
+        _read(1, {"effusion": True}, {"effusion": 1, "pneumothorax": 1}),
+        _read(2, {"effusion": False}, {"effusion": 1}),
+        _read(3, {"effusion": False}, {"effusion": 0}),
+        _read(4, {"effusion": True}, None),
+    ]
+    (reads,) = monitor(rows, SINCE, UNTIL, load_policy()).to_dict()["imaging"]
+    assert (reads["n_second_reads"], reads["flagged_rate"]) == (4, 0.5)
+    effusion = reads["findings"]["effusion"]
+    assert (effusion["n_evaluated"], effusion["flag_rate"], effusion["n_read_by_radiologist"]) == (4, 0.5, 3)
+    assert effusion["sensitivity"]["estimate"] == 0.5 and effusion["sensitivity"]["n"] == 2
+    assert effusion["specificity"]["estimate"] == 1.0 and 0.0 < effusion["specificity"]["low"] < 1.0
+    assert "pneumothorax" not in reads["findings"]  # never evaluated, so its truth judges nothing
