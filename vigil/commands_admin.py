@@ -267,7 +267,8 @@ def monitor_command(
 ) -> None:
     """Monitor the triage predictions the service answered in a period: volume, levels, floor rates and groups per
     model version, and, where outcomes were fed back (POST /v1/outcomes), the release gate's fairness audit and
-    verdict per group (AUROC, calibration, under-triage). Prints one line per audit; writes the JSON report."""
+    verdict per group (AUROC, calibration, under-triage). Prints one line per audit; writes the JSON report. Exit
+    status 1 when an audit breaches the release policy (each breach is also logged at WARNING), 2 on bad input."""
     from workflows.monitoring import monitor_period
 
     try:
@@ -296,3 +297,6 @@ def monitor_command(
             sens = f", sensitivity {c['tp']}/{positives} against radiologists' reads" if positives else ""
             typer.echo(f"  {finding}: flagged {c['flagged']}/{c['evaluated']}{sens}")
     typer.echo(f"report: {path}")
+    if report.breaches:
+        typer.echo(f"{len(report.breaches)} breach(es) of the release policy: see the report", err=True)
+        raise typer.Exit(code=1)

@@ -28,6 +28,7 @@ they do not act on their own.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -44,6 +45,8 @@ from fairness.audit_spec import AuditSpec
 from fairness.gate import gate
 from fairness.policy import ReleasePolicy
 from serving.store.predictions import PredictionRow
+
+log = logging.getLogger(__name__)
 
 __all__ = ["GROUP_ATTRIBUTES", "ImagingSummary", "MonitoringReport", "VersionSummary", "monitor", "monitor_period"]
 
@@ -144,7 +147,7 @@ def _finite(value: float) -> float | None:
 
 @dataclass(frozen=True)
 class MonitoringReport:
-    """:func:`monitor`'s result; ``to_dict`` is the JSON report."""
+    """:func:`monitor`'s result; ``to_dict`` is the JSON report; :attr:`breaches` what failed the release policy."""
 
     since: str
     until: str
@@ -152,6 +155,16 @@ class MonitoringReport:
     n_predictions: int
     versions: tuple[VersionSummary, ...]
     imaging: tuple[ImagingSummary, ...] = ()
+
+    @property
+    def breaches(self) -> list[str]:
+        """``"<model> v<version> <audit>: <reason>"`` for every check of the period's audits that failed."""
+        return [
+            f"{v.model} v{v.version} {name}: {reason}"
+            for v in self.versions
+            for name, found in v.audits.items()
+            for reason in found["breaches"]
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -161,6 +174,7 @@ class MonitoringReport:
             "n_predictions": self.n_predictions,
             "versions": [v.to_dict() for v in self.versions],
             "imaging": [v.to_dict() for v in self.imaging],
+            "breaches": self.breaches,
             "decision_support": "Monitoring figures for a clinical safety officer; they do not act on their own.",
         }
 
@@ -282,6 +296,8 @@ def _audits(frame: pd.DataFrame, policy: ReleasePolicy, n_boot: int) -> dict[str
         )
         result = audit(data, spec)
         verdict = gate(result, audit_policy)
+        for check in verdict.failures:
+            log.warning("monitoring: %s breaches the release policy %s: %s", name, policy.policy_version, check.reason)
         found[name] = {
             "n": len(data),
             "gate_status": verdict.status,

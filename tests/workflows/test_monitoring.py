@@ -76,7 +76,7 @@ def test_volumes_levels_floors_and_groups_per_version():
     assert v3["n_with_outcome"] == 0 and v3["audits"] == {}
 
 
-def test_outcomes_are_judged_per_group_by_the_release_gate():
+def test_outcomes_are_judged_per_group_by_the_release_gate(caplog):
     fair = monitor(_population(), SINCE, UNTIL, load_policy(), n_boot=200).versions[0]
     assert fair.n_with_outcome == 1200 and set(fair.audits) == {"admitted", "under-triage"}
     # Outcomes drawn from the scores: the estimate from the scores alone agrees with the measurement.
@@ -85,8 +85,12 @@ def test_outcomes_are_judged_per_group_by_the_release_gate():
     assert set(admitted["by_group"]["sex"]) == {"female", "male"} and "CBPE" in admitted["note"]
     assert fair.estimated["critical"]["measured"] is None  # no critical outcome fed back: nothing measured
     assert fair.audits["under-triage"]["gate_status"] != "fail", fair.audits["under-triage"]["breaches"]
-    unfair = monitor(_population(under_triaged="male"), SINCE, UNTIL, load_policy(), n_boot=200).versions[0]
+    report = monitor(_population(under_triaged="male"), SINCE, UNTIL, load_policy(), n_boot=200)
+    unfair = report.versions[0]
     found = unfair.audits["under-triage"]
+    assert any(b.startswith("vigil-triage v3 under-triage: ") for b in report.breaches)
+    assert report.to_dict()["breaches"] == report.breaches
+    assert any("breaches the release policy" in r.message and r.levelname == "WARNING" for r in caplog.records)
     assert found["gate_status"] == "fail"
     assert any("under_triage" in reason and "sex" in reason for reason in found["breaches"]), found["breaches"]
     sex = next(a for a in found["audit"]["attributes"] if a["attribute"] == "sex")
@@ -153,3 +157,32 @@ def test_second_reads_give_flag_rates_and_sensitivity_against_radiologists_reads
     assert effusion["sensitivity"]["estimate"] == 0.5 and effusion["sensitivity"]["n"] == 2
     assert effusion["specificity"]["estimate"] == 1.0 and 0.0 < effusion["specificity"]["low"] < 1.0
     assert "pneumothorax" not in reads["findings"]  # never evaluated, so its truth judges nothing
+
+
+def test_the_monitor_command_exits_1_on_a_breach(tmp_path, monkeypatch):
+    """A nightly job can alert on the exit status: the under-triaged group's breach is exit 1, listed in the report."""
+    from models.outcomes import validate_outcome
+    from serving.store.database import Store
+    from serving.store.records import AuditRecord
+    from vigil.cli import app
+
+    population = _population(under_triaged="male")
+    store = Store(f"sqlite:///{tmp_path / 'serving.db'}")
+    store.create_schema()
+    records = [
+        AuditRecord("r", "2026-12-07T10:00:00.000Z", "k", "/v1/triage", "vigil-triage", "3", "", "", r.output, 200)
+        for r in population
+    ]
+    store.write_audits(records, [r.groups for r in population])
+    outcomes = [
+        validate_outcome({"audit_id": r.seq, "observed_utc": "2026-12-07T12:00:00Z", "triage": r.outcome})
+        for r in population
+    ]
+    assert all(not isinstance(o, Exception) for o in store.record_outcomes(outcomes, "k"))
+    store.dispose()
+    monkeypatch.setenv("VIGIL_WORK_DIR", str(tmp_path))
+    res = CliRunner().invoke(app, ["monitor", "--since", SINCE, "--until", UNTIL, "--n-boot", "100"])
+    assert res.exit_code == 1, res.output
+    assert "1200 triage predictions" in res.output and "under-triage (n=1200): fail" in res.output
+    report = json.loads(next((tmp_path / "monitoring").glob("monitoring_*.json")).read_text())
+    assert any(b.startswith("vigil-triage v3 under-triage: ") for b in report["breaches"])
