@@ -264,15 +264,20 @@ def monitor_command(
     ] = None,
     policy: Annotated[Path | None, typer.Option(help="Release policy (default: the shipped one)")] = None,
     n_boot: Annotated[int, typer.Option(min=50, max=10_000, help="Bootstrap resamples of each audit")] = 500,
+    prometheus_textfile: Annotated[
+        Path | None, typer.Option(help="Also write the headline gauges here (node_exporter textfile collector, .prom)")
+    ] = None,
 ) -> None:
     """Monitor the triage predictions the service answered in a period: volume, levels, floor rates and groups per
     model version, and, where outcomes were fed back (POST /v1/outcomes), the release gate's fairness audit and
     verdict per group (AUROC, calibration, under-triage). Prints one line per audit; writes the JSON report. Exit
     status 1 when an audit breaches the release policy (each breach is also logged at WARNING), 2 on bad input."""
-    from workflows.monitoring import monitor_period
+    from workflows.monitoring_run import monitor_period
 
     try:
-        report, path = monitor_period(since, until, out, policy_path=policy, n_boot=n_boot)
+        report, path = monitor_period(
+            since, until, out, policy_path=policy, n_boot=n_boot, prometheus_textfile=prometheus_textfile
+        )
     except VigilError as exc:
         fail(exc)
         return

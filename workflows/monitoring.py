@@ -32,7 +32,6 @@ import logging
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,7 +47,13 @@ from serving.store.predictions import PredictionRow
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GROUP_ATTRIBUTES", "ImagingSummary", "MonitoringReport", "VersionSummary", "monitor", "monitor_period"]
+__all__ = [
+    "GROUP_ATTRIBUTES",
+    "ImagingSummary",
+    "MonitoringReport",
+    "VersionSummary",
+    "monitor",
+]
 
 #: The groups monitoring reports on (kept beside each triage prediction by the service).
 GROUP_ATTRIBUTES = ("sex", "age_band", "ethnicity", "site")
@@ -334,46 +339,3 @@ def monitor(
     ordered = tuple(summaries[k] for k in sorted(summaries))
     reads = tuple(imaging[k] for k in sorted(imaging))
     return MonitoringReport(since, until, policy.policy_version, sum(s.n for s in ordered), ordered, reads)
-
-
-def monitor_period(
-    since: str, until: str, out_dir: Path | None = None, *, policy_path: Path | None = None, n_boot: int = 500
-) -> tuple[MonitoringReport, Path]:
-    """`vigil monitor`: read the service's store (``VIGIL_AUDIT_URL`` or the work folder's SQLite store), monitor
-    ``since``..``until`` under the release policy, and write the JSON report into ``out_dir`` (default: the work
-    folder's ``monitoring/``).
-
-    Raises
-    ------
-    InputValidationError
-        A time is not ISO-8601 UTC, or ``until`` is not after ``since``.
-    ConfigError
-        The policy or the service settings are invalid.
-    StoreUnavailableError
-        The store cannot be read.
-    """
-    import json
-
-    from fairness.policy import load_policy
-    from serving.settings import load_settings
-    from serving.store.database import Store
-
-    policy = load_policy(policy_path)
-    settings = load_settings()
-    out_dir = out_dir if out_dir is not None else settings.work_dir / "monitoring"
-    store = Store(settings.store_url())
-    try:
-        report = monitor(store.read_predictions(since, until), since, until, policy, n_boot=n_boot)
-    finally:
-        store.dispose()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stamp = f"{since}_{until}".replace(":", "").replace("-", "")
-    path = out_dir / f"monitoring_{stamp}.json"
-    path.write_text(json.dumps(report.to_dict(), indent=2, allow_nan=False, default=_jsonable), encoding="utf-8")
-    return report, path
-
-
-def _jsonable(value: object) -> object:
-    if isinstance(value, np.integer | np.floating):
-        return value.item()
-    raise TypeError(f"not JSON: {type(value).__name__}")

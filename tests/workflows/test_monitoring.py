@@ -181,8 +181,24 @@ def test_the_monitor_command_exits_1_on_a_breach(tmp_path, monkeypatch):
     assert all(not isinstance(o, Exception) for o in store.record_outcomes(outcomes, "k"))
     store.dispose()
     monkeypatch.setenv("VIGIL_WORK_DIR", str(tmp_path))
-    res = CliRunner().invoke(app, ["monitor", "--since", SINCE, "--until", UNTIL, "--n-boot", "100"])
+    prom = tmp_path / "textfile" / "vigil.prom"
+    res = CliRunner().invoke(
+        app, ["monitor", "--since", SINCE, "--until", UNTIL, "--n-boot", "100", "--prometheus-textfile", str(prom)]
+    )
     assert res.exit_code == 1, res.output
     assert "1200 triage predictions" in res.output and "under-triage (n=1200): fail" in res.output
     report = json.loads(next((tmp_path / "monitoring").glob("monitoring_*.json")).read_text())
     assert any(b.startswith("vigil-triage v3 under-triage: ") for b in report["breaches"])
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(prom.read_text())
+        for s in family.samples
+    }
+    version = (("model", "vigil-triage"), ("version", "3"))
+    assert samples[("vigil_monitor_predictions", version)] == 1200
+    assert samples[("vigil_monitor_breaches", tuple(sorted((*version, ("audit", "under-triage")))))] >= 1
+    measured = tuple(sorted((*version, ("kind", "measured"), ("outcome", "admitted"))))
+    assert 0.5 < samples[("vigil_monitor_auroc", measured)] <= 1.0
+    assert samples[("vigil_monitor_period_end_timestamp_seconds", ())] == 1796688000.0  # 2026-12-08T00:00:00Z
