@@ -31,6 +31,7 @@ _TITLES = {
     404: "Not found",
     405: "Method not allowed",
     406: "Not acceptable",
+    409: "Conflict",
     412: "Precondition failed",
     413: "Content too large",
     415: "Unsupported media type",
@@ -101,6 +102,22 @@ def validation_errors(exc: InputValidationError | RecordValidationErrors) -> lis
 def _loc_field(loc: tuple[Any, ...] | list[Any]) -> str:
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
     return ".".join(parts) or "body"
+
+
+def item_problem(
+    exc: InputValidationError | RecordValidationErrors, errors: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The problem+json body of one failed item of a batch (``errors``: its field errors, default
+    :func:`validation_errors` of ``exc``); 409 for an error that says so (``http_status``), else 422."""
+    errors = errors if errors is not None else validation_errors(exc)
+    status = getattr(exc, "http_status", 422)
+    return {
+        "type": "about:blank",
+        "title": _TITLES.get(status, "Error"),
+        "status": status,
+        "detail": errors[0]["message"],
+        "errors": errors,
+    }
 
 
 def install_error_handlers(app: FastAPI) -> None:

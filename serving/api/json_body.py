@@ -14,7 +14,7 @@ from fastapi import Request
 from models.errors import InputValidationError
 from serving.api.errors import ApiError
 
-__all__ = ["MAX_JSON_DEPTH", "is_json", "nesting_exceeds", "parse_json", "read_json"]
+__all__ = ["MAX_JSON_DEPTH", "batch_items", "is_json", "nesting_exceeds", "parse_json", "read_json"]
 
 #: Deepest nesting of arrays and objects a JSON body may have (a CDS Hooks request with FHIR resources needs ~10).
 MAX_JSON_DEPTH = 64
@@ -67,3 +67,19 @@ async def read_json(request: Request) -> Any:
     if not is_json(request.headers.get("content-type")):
         raise ApiError(415, "send the record as application/json")
     return parse_json(await request.body())
+
+
+def batch_items(body: Any, key: str, noun: str, limit: int, *, shown: str | None = None) -> list[Any]:
+    """The items of a batch body ``{key: [...]}``: one to ``limit`` of them; else an error naming ``key``.
+
+    ``noun`` names one item in the messages ("record"); ``shown`` what the list holds in the expected shape
+    (default ``key``: ``{"records": [ ...triage records... ]}`` with ``shown="triage records"``).
+    """
+    if not isinstance(body, dict) or set(body) != {key} or not isinstance(body[key], list):
+        raise InputValidationError(key, f'the body must be {{"{key}": [ ...{shown or key}... ]}}')
+    items: list[Any] = body[key]
+    if not items:
+        raise InputValidationError(key, f"'{key}' must hold at least one {noun}")
+    if len(items) > limit:
+        raise InputValidationError(key, f"'{key}' may hold at most {limit} {noun}s; got {len(items)}")
+    return items

@@ -19,8 +19,8 @@ from starlette.concurrency import run_in_threadpool
 from models.errors import InputValidationError
 from models.labels import IMAGING_FINDINGS
 from models.outcomes import MAX_REQUEST_ID, TRIAGE_OUTCOMES, validate_outcome
-from serving.api.errors import validation_errors
-from serving.api.json_body import read_json
+from serving.api.errors import item_problem
+from serving.api.json_body import batch_items, read_json
 from serving.api.schemas import OutcomeBatchResult, StoredOutcomeOut, problem_responses
 from serving.api.state import StateDep, require
 from serving.store.records import ApiKeyInfo
@@ -89,13 +89,6 @@ _ERRORS = problem_responses(
 )
 
 
-def _problem(exc: InputValidationError) -> dict[str, Any]:
-    errors = validation_errors(exc)
-    status = getattr(exc, "http_status", 422)
-    title = "Conflict" if status == 409 else "Unprocessable content"
-    return {"type": "about:blank", "title": title, "status": status, "detail": exc.message, "errors": errors}
-
-
 @router.post(
     "/v1/outcomes",
     status_code=201,
@@ -150,29 +143,20 @@ async def outcome_one(request: Request, state: StateDep, key: OutcomesKey) -> An
     "stored.",
 )
 async def outcome_batch(request: Request, state: StateDep, key: OutcomesKey) -> Any:
-    body = await read_json(request)
-    if not isinstance(body, dict) or set(body) != {"outcomes"} or not isinstance(body["outcomes"], list):
-        raise InputValidationError("outcomes", 'the body must be {"outcomes": [ ...outcomes... ]}')
-    raws = body["outcomes"]
-    if not raws:
-        raise InputValidationError("outcomes", "'outcomes' must hold at least one outcome")
-    if len(raws) > state.settings.max_batch:
-        raise InputValidationError(
-            "outcomes", f"'outcomes' may hold at most {state.settings.max_batch} outcomes; got {len(raws)}"
-        )
+    raws = batch_items(await read_json(request), "outcomes", "outcome", state.settings.max_batch)
     items: list[dict[str, Any]] = [{"index": i, "outcome": None, "error": None} for i in range(len(raws))]
     valid = []
     for i, raw in enumerate(raws):
         try:
             valid.append((i, validate_outcome(raw, where=f"outcomes[{i}].")))
         except InputValidationError as exc:
-            items[i]["error"] = _problem(exc)
+            items[i]["error"] = item_problem(exc)
     if valid:
         stored = await run_in_threadpool(state.store.record_outcomes, [o for _, o in valid], key.key_id)
         for (i, _), done in zip(valid, stored, strict=True):
             if isinstance(done, InputValidationError):
                 done.field = f"outcomes[{i}].{done.field}"
-                items[i]["error"] = _problem(done)
+                items[i]["error"] = item_problem(done)
             else:
                 items[i]["outcome"] = done.to_dict()
                 state.metrics.outcomes.labels(done.task).inc()

@@ -9,8 +9,8 @@ from fastapi.responses import JSONResponse
 
 from models.errors import InputValidationError, RecordValidationErrors
 from models.triage.record import validate_record
-from serving.api.errors import validation_errors
-from serving.api.json_body import read_json
+from serving.api.errors import item_problem, validation_errors
+from serving.api.json_body import batch_items, read_json
 from serving.api.schemas import (
     NO_MODEL_OR_AUDIT,
     TriageBatchResult,
@@ -126,16 +126,7 @@ _BATCH_BODY = {
     "own: a record that fails gets a problem in its item and the others are still scored.",
 )
 async def triage_batch(request: Request, state: StateDep, key: TriageKey) -> Any:
-    body = await read_json(request)
-    if not isinstance(body, dict) or set(body) != {"records"} or not isinstance(body["records"], list):
-        raise InputValidationError("records", 'the body must be {"records": [ ...triage records... ]}')
-    raws = body["records"]
-    if not raws:
-        raise InputValidationError("records", "'records' must hold at least one record")
-    if len(raws) > state.settings.max_batch:
-        raise InputValidationError(
-            "records", f"'records' may hold at most {state.settings.max_batch} records; got {len(raws)}"
-        )
+    raws = batch_items(await read_json(request), "records", "record", state.settings.max_batch, shown="triage records")
     good: list[tuple[int, dict[str, Any], dict[str, Any]]] = []
     items: list[dict[str, Any]] = [{"index": i, "result": None, "error": None} for i in range(len(raws))]
     for i, raw in enumerate(raws):
@@ -150,13 +141,7 @@ async def triage_batch(request: Request, state: StateDep, key: TriageKey) -> Any
                 {**e, "field": e["field"] if e["field"].startswith("records[") else f"records[{i}].{e['field']}"}
                 for e in validation_errors(exc)
             ]
-            items[i]["error"] = {
-                "type": "about:blank",
-                "title": "Unprocessable content",
-                "status": 422,
-                "detail": errors[0]["message"],
-                "errors": errors,
-            }
+            items[i]["error"] = item_problem(exc, errors)
     if good:
         results = await state.run_model(
             score_records, state, request, key, "/v1/triage/batch", [g[1] for g in good], [g[2] for g in good]
