@@ -29,6 +29,7 @@ __all__ = [
     "OUTCOME_TASKS",
     "TRIAGE_OUTCOMES",
     "Outcome",
+    "format_utc",
     "parse_utc",
     "validate_outcome",
 ]
@@ -89,6 +90,12 @@ def parse_utc(field: str, value: Any) -> datetime:
     if parsed.tzinfo is None or parsed.utcoffset() != UTC.utcoffset(None):
         raise InputValidationError(field, f"'{field}' must be in UTC (end in 'Z' or '+00:00'); got {value!r:.40}")
     return parsed.astimezone(UTC)
+
+
+def format_utc(moment: datetime) -> str:
+    """An aware datetime as the audit trail writes times: ISO-8601 UTC with milliseconds and a ``Z``
+    (``2025-01-31T12:00:00.123Z``), which sorts as text."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _bool(field: str, value: Any) -> bool:
@@ -209,6 +216,6 @@ def validate_outcome(raw: Any, where: str = "") -> Outcome:
         audit_id=audit_id,
         request_id=request_id,
         sop_instance_uid=uid,
-        observed_utc=observed.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        observed_utc=format_utc(observed),
         values=values,
     )

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import select
 
 from models.errors import InputValidationError
-from models.outcomes import parse_utc
+from models.outcomes import format_utc, parse_utc
 from serving.store.engine import StoreEngine
 from serving.store.schema import audit_table, outcomes_table, prediction_groups_table
 
@@ -57,9 +57,7 @@ class PredictionReader(StoreEngine):
         since, until = parse_utc("since", since_utc), parse_utc("until", until_utc)
         if until <= since:
             raise InputValidationError("until", f"'until' ({until_utc}) must be after 'since' ({since_utc})")
-        # The audit's times are ISO-8601 UTC with milliseconds and a Z: they sort as text.
-        low = since.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        high = until.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        low, high = format_utc(since), format_utc(until)  # the audit's own format, which sorts as text
         groups, outcomes = prediction_groups_table, outcomes_table
         after = 0
         while True:

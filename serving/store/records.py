@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from models.errors import InputValidationError
+from models.outcomes import format_utc
 
 __all__ = [
     "GENESIS_HASH",
@@ -127,8 +128,7 @@ class AuditRecord:
 
 def utc_now() -> str:
     """The current time as ISO-8601 UTC with milliseconds and a ``Z`` (``2025-01-31T12:00:00.123Z``)."""
-    now = datetime.now(UTC)
-    return f"{now:%Y-%m-%dT%H:%M:%S}.{now.microsecond // 1000:03d}Z"
+    return format_utc(datetime.now(UTC))
 
 
 def canonical_json(value: object) -> str:
