@@ -11,11 +11,11 @@ triggers refuse UPDATE and DELETE, as for the audit table), and nothing here wri
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import Select, insert, select, text
 from sqlalchemy.engine import Connection
 
 from models.errors import InputValidationError, OutcomeConflictError
@@ -156,45 +156,30 @@ class OutcomeStore(StoreEngine):
             audit_table.c.status,
             audit_table.c.output_json,
         )
-        seqs = sorted({o.audit_id for o in outcomes if o.audit_id is not None})
-        request_ids = sorted({o.request_id for o in outcomes if o.request_id is not None})
-        uids = sorted({o.sop_instance_uid for o in outcomes if o.sop_instance_uid is not None})
-        by_seq: dict[int, Any] = {}
+        by_seq: dict[int, Any] = {
+            row.seq: row for row in _rows_in(conn, select(*columns), audit_table.c.seq, (o.audit_id for o in outcomes))
+        }
         by_request: dict[str, list[Any]] = {}
+        requests = select(*columns).order_by(audit_table.c.seq)
+        for row in _rows_in(conn, requests, audit_table.c.request_id, (o.request_id for o in outcomes)):
+            by_request.setdefault(row.request_id, []).append(row)
         by_instance: dict[str, list[Any]] = {}
-        for start in range(0, len(seqs), _CHUNK):
-            for row in conn.execute(select(*columns).where(audit_table.c.seq.in_(seqs[start : start + _CHUNK]))):
-                by_seq[row.seq] = row
-        for start in range(0, len(request_ids), _CHUNK):
-            chunk = request_ids[start : start + _CHUNK]
-            for row in conn.execute(
-                select(*columns).where(audit_table.c.request_id.in_(chunk)).order_by(audit_table.c.seq)
-            ):
-                by_request.setdefault(row.request_id, []).append(row)
-        for start in range(0, len(uids), _CHUNK):
-            chunk = uids[start : start + _CHUNK]
-            for read in conn.execute(
-                select(*columns, audit_instances_table.c.sop_instance_uid)
-                .join(audit_instances_table, audit_instances_table.c.seq == audit_table.c.seq)
-                .where(audit_instances_table.c.sop_instance_uid.in_(chunk))
-                .order_by(audit_table.c.seq)
-            ):
-                by_instance.setdefault(read.sop_instance_uid, []).append(read)
+        reads = (
+            select(*columns, audit_instances_table.c.sop_instance_uid)
+            .join(audit_instances_table, audit_instances_table.c.seq == audit_table.c.seq)
+            .order_by(audit_table.c.seq)
+        )
+        for read in _rows_in(
+            conn, reads, audit_instances_table.c.sop_instance_uid, (o.sop_instance_uid for o in outcomes)
+        ):
+            by_instance.setdefault(read.sop_instance_uid, []).append(read)
         return by_seq, by_request, by_instance
 
     @staticmethod
     def _with_outcomes(conn: Connection, seqs: list[int]) -> dict[int, int]:
         """audit seq -> outcome_id for those of ``seqs`` that already have an outcome."""
-        unique = sorted(set(seqs))
-        taken: dict[int, int] = {}
-        for start in range(0, len(unique), _CHUNK):
-            for row in conn.execute(
-                select(outcomes_table.c.audit_seq, outcomes_table.c.outcome_id).where(
-                    outcomes_table.c.audit_seq.in_(unique[start : start + _CHUNK])
-                )
-            ):
-                taken[row.audit_seq] = row.outcome_id
-        return taken
+        query = select(outcomes_table.c.audit_seq, outcomes_table.c.outcome_id)
+        return {row.audit_seq: row.outcome_id for row in _rows_in(conn, query, outcomes_table.c.audit_seq, seqs)}
 
     @staticmethod
     def _insert(conn: Connection, outcome: Outcome, row: Any, client: str, received: str) -> StoredOutcome:
@@ -238,6 +223,14 @@ class OutcomeStore(StoreEngine):
             client=client,
             values=outcome.values,
         )
+
+
+def _rows_in(conn: Connection, query: Select[Any], column: Any, values: Iterable[Any]) -> Iterator[Any]:
+    """The rows of ``query`` whose ``column`` is one of ``values`` (None left out), :data:`_CHUNK` values per
+    statement; each key's rows come from one statement, so they keep the query's order."""
+    wanted = sorted({v for v in values if v is not None})
+    for start in range(0, len(wanted), _CHUNK):
+        yield from conn.execute(query.where(column.in_(wanted[start : start + _CHUNK])))
 
 
 def _prediction_of(
