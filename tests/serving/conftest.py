@@ -87,3 +87,24 @@ def pg_schema(pg_available: bool) -> Iterator[str]:
             conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
     finally:
         admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A URL of an empty store: a new SQLite file, or a new PostgreSQL schema dropped afterwards."""
+    from tests.postgres import schema_url
+
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'serving.db'}"
+    return schema_url(request.getfixturevalue("pg_schema"))
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[object]:
+    """A :class:`serving.store.database.Store` on :func:`store_url`, its schema created, disposed afterwards."""
+    from serving.store.database import Store
+
+    s = Store(store_url)
+    s.create_schema()
+    yield s
+    s.dispose()

@@ -3,9 +3,7 @@ them, one per prediction, append-only, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -14,22 +12,6 @@ from models.errors import InputValidationError, OutcomeConflictError
 from models.outcomes import validate_outcome
 from serving.store.database import Store
 from serving.store.records import AuditRecord
-from tests.postgres import schema_url
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'serving.db'}"
-    return schema_url(request.getfixturevalue("pg_schema"))
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[Store]:
-    s = Store(store_url)
-    s.create_schema()
-    yield s
-    s.dispose()
 
 
 def _prediction(store: Store, request_id: str, output: dict, *, status: int = 200, n: int = 1) -> list[int]:

@@ -23,25 +23,8 @@ from sqlalchemy.engine import make_url
 from models.errors import ConfigError, InputValidationError, StoreUnavailableError
 from serving.store.database import Store
 from serving.store.records import GENESIS_HASH, SCOPES, AuditRecord, audit_row_hash, split_key
-from tests.postgres import schema_url
 
 WELL_FORMED_KEY = "vgl_" + "A" * 12 + "_" + "B" * 43
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A URL of an empty store: a new SQLite file, or a new PostgreSQL schema dropped afterwards."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'serving.db'}"
-    return schema_url(request.getfixturevalue("pg_schema"))
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[Store]:
-    s = Store(store_url)
-    s.create_schema()
-    yield s
-    s.dispose()
 
 
 @pytest.fixture
