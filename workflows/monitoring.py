@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from evaluation.metrics.decision import wilson_interval
-from evaluation.metrics.discrimination import expected_auroc
+from evaluation.metrics.discrimination import auroc, expected_auroc
 from fairness.audit import audit
 from fairness.audit_spec import AuditSpec
 from fairness.gate import gate
@@ -232,8 +232,6 @@ _ESTIMATE_NOTE = (
 
 def _estimates(frame: pd.DataFrame) -> dict[str, dict[str, Any]]:
     """Per outcome: the expected AUROC overall and per group, beside the measured one where outcomes exist."""
-    from evaluation.metrics.discrimination import auroc
-
     found: dict[str, dict[str, Any]] = {}
     for outcome, score in (("admitted", "p_admitted"), ("critical", "p_critical")):
         known = frame[frame[outcome].notna()]

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from workflows.monitoring import MonitoringReport, monitor
 
 __all__ = ["monitor_period", "write_prometheus_textfile"]
@@ -52,16 +50,10 @@ def monitor_period(
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = f"{since}_{until}".replace(":", "").replace("-", "")
     path = out_dir / f"monitoring_{stamp}.json"
-    path.write_text(json.dumps(report.to_dict(), indent=2, allow_nan=False, default=_jsonable), encoding="utf-8")
+    path.write_text(json.dumps(report.to_dict(), indent=2, allow_nan=False), encoding="utf-8")
     if prometheus_textfile is not None:
         write_prometheus_textfile(report, prometheus_textfile)
     return report, path
-
-
-def _jsonable(value: object) -> object:
-    if isinstance(value, np.integer | np.floating):
-        return value.item()
-    raise TypeError(f"not JSON: {type(value).__name__}")
 
 
 def write_prometheus_textfile(report: MonitoringReport, path: Path) -> None:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from fastapi import Request
 
+from models.triage.decision import age_band_labels
 from serving.api.state import ServiceState, audit_record, input_digest, write_audit
 from serving.store.records import ApiKeyInfo
 from serving.triage_result import build_results
@@ -22,10 +24,6 @@ __all__ = ["prediction_groups", "score_records"]
 def prediction_groups(records: list[dict[str, Any]]) -> list[dict[str, str | None]]:
     """The coarse groups of each validated record's patient, kept beside its audit row for monitoring by group:
     sex, age band (:data:`models.triage.decision.AGE_BANDS`), and the ethnicity and site the client sent."""
-    import numpy as np
-
-    from models.triage.decision import age_band_labels
-
     ages = np.array([np.nan if r.get("age_years") is None else float(r["age_years"]) for r in records])
     bands = age_band_labels(ages)
     return [
